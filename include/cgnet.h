@@ -1,0 +1,402 @@
+/*
+ * cgnet — an event-driven networking library in C (the C counterpart of Go's gnet).
+ *
+ * The user hands cgnet a table of callbacks (cgnet_handler) and one or more addresses;
+ * cgnet runs N event loops, one per thread, accepts and balances connections, reads the
+ * bytes and calls the user back on the loop that owns the connection.
+ *
+ * Threads. Every function says which thread may call it:
+ *   - "any thread": safe from any thread, including loop threads.
+ *   - "loop thread": only from a callback (or task) running on the loop that owns the
+ *     object; calling it elsewhere is undefined behaviour.
+ *
+ * Errors. Functions return 0 (or a non-negative count) on success and a negative
+ * CGNET_E* code on failure; cgnet_strerror() and cgnet_err_name() describe a code.
+ *
+ * Lifetimes. A cgnet_conn * handed to a callback is borrowed: it stays valid until
+ * on_close for it returns, and must not be used after that.
+ */
+#ifndef CGNET_H
+#define CGNET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(CGNET_BUILDING) && defined(__GNUC__)
+#define CGNET_API __attribute__((visibility("default")))
+#else
+#define CGNET_API
+#endif
+
+#define CGNET_VERSION_MAJOR 0
+#define CGNET_VERSION_MINOR 1
+#define CGNET_VERSION_PATCH 0
+
+/* ------------------------------------------------------------------------------------ */
+/* Error codes                                                                          */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * Codes that mirror a POSIX errno are its negation (CGNET_EINVAL == -EINVAL on Linux), so
+ * a system error can be passed through as -errno. cgnet's own codes live below -4000.
+ */
+#define CGNET_ERRNO_MAP(XX)                                                              \
+  XX(EPERM, -1, "operation not permitted")                                               \
+  XX(ENOENT, -2, "no such file or directory")                                            \
+  XX(EINTR, -4, "interrupted system call")                                               \
+  XX(EIO, -5, "i/o error")                                                               \
+  XX(EBADF, -9, "bad file descriptor")                                                   \
+  XX(EAGAIN, -11, "resource temporarily unavailable")                                    \
+  XX(ENOMEM, -12, "not enough memory")                                                   \
+  XX(EACCES, -13, "permission denied")                                                   \
+  XX(EBUSY, -16, "resource busy or locked")                                              \
+  XX(EEXIST, -17, "already exists")                                                      \
+  XX(EINVAL, -22, "invalid argument")                                                    \
+  XX(ENFILE, -23, "file table overflow")                                                 \
+  XX(EMFILE, -24, "too many open files")                                                 \
+  XX(EPIPE, -32, "broken pipe")                                                          \
+  XX(ENAMETOOLONG, -36, "name too long")                                                 \
+  XX(EOVERFLOW, -75, "output buffer limit exceeded")                                     \
+  XX(EMSGSIZE, -90, "message too long")                                                  \
+  XX(EPROTONOSUPPORT, -93, "protocol not supported")                                     \
+  XX(EUNSUPPORTED, -95, "operation not supported on this connection")                    \
+  XX(EAFNOSUPPORT, -97, "address family not supported")                                  \
+  XX(EADDRINUSE, -98, "address already in use")                                          \
+  XX(EADDRNOTAVAIL, -99, "address not available")                                        \
+  XX(ENETDOWN, -100, "network is down")                                                  \
+  XX(ENETUNREACH, -101, "network is unreachable")                                        \
+  XX(ECONNABORTED, -103, "connection aborted")                                           \
+  XX(ECONNRESET, -104, "connection reset by peer")                                       \
+  XX(ENOBUFS, -105, "no buffer space available")                                         \
+  XX(ENOTCONN, -107, "socket is not connected")                                          \
+  XX(ESHUTDOWN, -108, "engine is shutting down")                                         \
+  XX(ETIMEDOUT, -110, "operation timed out")                                             \
+  XX(ECONNREFUSED, -111, "connection refused")                                           \
+  XX(EHOSTUNREACH, -113, "host is unreachable")                                          \
+  XX(EALREADY, -114, "operation already in progress")                                    \
+  XX(ECANCELED, -125, "operation canceled")                                              \
+  XX(EOF, -4001, "peer closed the connection")                                           \
+  XX(ECLOSED, -4002, "connection is closed")                                             \
+  XX(ELOCALCLOSE, -4003, "connection closed by the application")                         \
+  XX(EBADSCHEME, -4010, "address has an unknown or missing scheme")                      \
+  XX(EBADADDR, -4011, "address has a malformed host")                                    \
+  XX(EBADPORT, -4012, "address has a missing or out-of-range port")                      \
+  XX(EADDRFAMILY, -4013, "address host does not match the scheme's family")              \
+  XX(ERESOLVE, -4014, "host name could not be resolved")                                 \
+  XX(EFRAMETOOLARGE, -4020, "frame exceeds the maximum frame length")                    \
+  XX(ECODEC, -4021, "malformed frame")                                                   \
+  XX(EWRONGTHREAD, -4030, "called from a thread that may not call it")
+
+typedef enum cgnet_errno {
+#define CGNET_ERR_ENUM_(name, val, msg) CGNET_##name = (val),
+  CGNET_ERRNO_MAP(CGNET_ERR_ENUM_)
+#undef CGNET_ERR_ENUM_
+} cgnet_errno;
+
+/* Human-readable text for an error code (never NULL). Any thread. */
+CGNET_API const char *cgnet_strerror(int err);
+/* Symbolic name of an error code, e.g. "CGNET_EINVAL" (never NULL). Any thread. */
+CGNET_API const char *cgnet_err_name(int err);
+
+/* ------------------------------------------------------------------------------------ */
+/* Handles and small types                                                              */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct cgnet_engine cgnet_engine; /* a running server: listeners + loops */
+typedef struct cgnet_loop cgnet_loop;     /* one event loop, one thread */
+typedef struct cgnet_conn cgnet_conn;     /* one connection, owned by one loop */
+
+/* What a callback asks the engine to do next. */
+typedef enum cgnet_action {
+  CGNET_NONE = 0,     /* carry on */
+  CGNET_CLOSE = 1,    /* close this connection (callbacks without a conn: ignored) */
+  CGNET_SHUTDOWN = 2, /* stop the whole engine gracefully */
+} cgnet_action;
+
+/* Load-balancing algorithm used to hand accepted connections to loops. */
+typedef enum cgnet_lb {
+  CGNET_LB_ROUND_ROBIN = 0, /* default: loops in turn */
+  CGNET_LB_LEAST_CONN = 1,  /* the loop with the fewest connections */
+  CGNET_LB_SOURCE_HASH = 2, /* hash of the peer's address and port */
+} cgnet_lb;
+
+/* Tri-state for options whose default is "on": all-zero means the default. */
+typedef enum cgnet_toggle {
+  CGNET_DEFAULT = 0,
+  CGNET_ON = 1,
+  CGNET_OFF = -1,
+} cgnet_toggle;
+
+typedef enum cgnet_log_level {
+  CGNET_LOG_DEFAULT = 0, /* in options: WARN */
+  CGNET_LOG_DEBUG = 1,
+  CGNET_LOG_INFO = 2,
+  CGNET_LOG_WARN = 3,
+  CGNET_LOG_ERROR = 4,
+  CGNET_LOG_OFF = 5,
+} cgnet_log_level;
+
+/* Linger value that makes close() send RST instead of FIN (SO_LINGER with 0 seconds). */
+#define CGNET_LINGER_RESET (-1)
+
+/* ------------------------------------------------------------------------------------ */
+/* Callbacks                                                                            */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * The event handler. Any callback may be NULL. `ud` is the user's pointer, returned by
+ * cgnet_engine_userdata(). Unless stated, callbacks run on the loop thread that owns the
+ * connection, never concurrently for one connection.
+ */
+typedef struct cgnet_handler {
+  void *ud;
+
+  /* The engine is ready: listeners are bound, loops are about to start. Runs once on
+   * the thread that called cgnet_engine_start()/cgnet_run(). SHUTDOWN stops the engine
+   * before it serves anyone. */
+  cgnet_action (*on_boot)(cgnet_engine *eng);
+
+  /* The engine has stopped: every on_close has run. Runs once, on the last loop thread
+   * to exit, just before cgnet_engine_wait() returns. */
+  void (*on_shutdown)(cgnet_engine *eng);
+
+  /* A new connection. It may write (a greeting goes out before any echo) and set a
+   * context. CLOSE closes it at once (on_close still runs); SHUTDOWN stops the engine. */
+  cgnet_action (*on_open)(cgnet_conn *c);
+
+  /* Bytes arrived (or the connection was woken). Pull them with cgnet_conn_peek/next/
+   * discard/read; whatever is left unconsumed stays buffered for the next call. */
+  cgnet_action (*on_traffic)(cgnet_conn *c);
+
+  /* The connection is gone. `reason` says why: CGNET_EOF (peer closed), CGNET_ECONNRESET,
+   * CGNET_ELOCALCLOSE (the application closed it), CGNET_ESHUTDOWN (engine stopping), or
+   * the error that ended it. The conn and its context are valid until this returns.
+   * SHUTDOWN stops the engine; CLOSE is meaningless here and ignored. */
+  cgnet_action (*on_close)(cgnet_conn *c, int reason);
+
+  /* The ticker (options.ticker): runs on loop 0's thread, first right after the loops
+   * start, then again after the delay it stores in *next_delay_ms (default 1000 ms if it
+   * stores nothing). SHUTDOWN stops the engine; CLOSE is ignored. */
+  cgnet_action (*on_tick)(cgnet_engine *eng, uint64_t *next_delay_ms);
+
+  /* Just before queued output of `c` is written to its socket (gnet v1's PreWrite). */
+  void (*on_pre_write)(cgnet_conn *c);
+} cgnet_handler;
+
+/* A log sink. `msg` is one line without a trailing newline. May run on any thread. */
+typedef void (*cgnet_logger_fn)(void *ud, cgnet_log_level level, const char *msg);
+
+/* ------------------------------------------------------------------------------------ */
+/* Options: all-zero means sensible defaults                                            */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct cgnet_options {
+  /* Loops. num_loops > 0 wins; else multicore != 0 means one loop per online CPU;
+   * else 1 loop. At most 1024. */
+  int num_loops;
+  int multicore;
+  cgnet_lb lb;             /* load balancer (default round-robin) */
+  int reuse_port;          /* one SO_REUSEPORT listener per loop; the kernel balances */
+  cgnet_toggle reuse_addr; /* SO_REUSEADDR on listeners (default on) */
+  int cpu_affinity;        /* pin loop i to CPU i % ncpu */
+  int backlog;             /* listen() backlog (default 1024) */
+
+  /* Reading. */
+  int edge_triggered;     /* EPOLLET instead of level-triggered */
+  size_t read_chunk_limit; /* edge-triggered: max bytes read from one conn per wake-up
+                             before others get a turn (default 1 MiB) */
+  size_t read_buffer_cap; /* per-loop read buffer: bytes read per read() (default 64 KiB) */
+
+  /* Writing. */
+  size_t write_buffer_cap; /* outbound ring capacity per conn before spilling into
+                              blocks (default 64 KiB; the ring starts small and grows) */
+
+  /* Ticker: call handler.on_tick on loop 0. */
+  int ticker;
+
+  /* Socket defaults for accepted connections (each can be changed per conn). */
+  cgnet_toggle tcp_nodelay; /* TCP_NODELAY (default on) */
+  int tcp_keepalive;        /* > 0: SO_KEEPALIVE with this idle time in seconds */
+  int tcp_keepalive_interval; /* seconds between probes (default: the idle time) */
+  int tcp_keepalive_count;    /* probes before the conn is dropped (default: OS's) */
+  int linger;               /* 0: OS default; > 0: linger N s; CGNET_LINGER_RESET: RST */
+  int socket_recv_buffer;   /* > 0: SO_RCVBUF in bytes */
+  int socket_send_buffer;   /* > 0: SO_SNDBUF in bytes */
+
+  /* Logging: by default warnings and errors go to stderr. */
+  cgnet_logger_fn logger;    /* NULL: stderr */
+  void *logger_ud;
+  cgnet_log_level log_level; /* minimum level logged (CGNET_LOG_DEFAULT: WARN) */
+} cgnet_options;
+
+/* ------------------------------------------------------------------------------------ */
+/* Engine                                                                               */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * Parse and bind every address, create the loops, call on_boot, and start the loop
+ * threads; returns at once with *out set. Addresses: "tcp://:9000", "tcp://127.0.0.1:9000",
+ * "tcp4://host:port", "tcp6://[::1]:9000" (port 0 picks a free port; see
+ * cgnet_engine_listen_addr). `opts` may be NULL. The handler table is copied.
+ * Errors: malformed address (CGNET_EBADSCHEME, EBADADDR, EBADPORT, EADDRFAMILY, ERESOLVE),
+ * invalid options (CGNET_EINVAL), bind errors (CGNET_EADDRINUSE, ...). Any thread.
+ */
+CGNET_API int cgnet_engine_start(const cgnet_handler *handler, const char *const *addrs,
+                                 size_t naddrs, const cgnet_options *opts,
+                                 cgnet_engine **out);
+
+/*
+ * Block until the engine has stopped (an action or cgnet_engine_stop) and every loop
+ * thread has exited; on_shutdown has run when it returns. Returns 0, or the error that
+ * stopped the engine. Call once, from a non-loop thread; then cgnet_engine_free().
+ */
+CGNET_API int cgnet_engine_wait(cgnet_engine *eng);
+
+/*
+ * Stop gracefully: stop accepting, let queued output flush for up to timeout_ms (0: no
+ * wait), close every conn with CGNET_ESHUTDOWN. Any thread. From a non-loop thread it
+ * blocks until the engine has fully stopped; from a loop thread (inside a callback) it
+ * only requests the stop and returns. Calling it again is harmless.
+ */
+CGNET_API int cgnet_engine_stop(cgnet_engine *eng, uint64_t timeout_ms);
+
+/* Release a stopped engine (after cgnet_engine_wait returned). Non-loop thread. */
+CGNET_API void cgnet_engine_free(cgnet_engine *eng);
+
+/* Start, wait and free in one call: blocks until the engine stops. Any non-loop thread. */
+CGNET_API int cgnet_run(const cgnet_handler *handler, const char *const *addrs,
+                        size_t naddrs, const cgnet_options *opts);
+
+/* Connections open across all loops right now. Any thread. */
+CGNET_API size_t cgnet_engine_count_connections(const cgnet_engine *eng);
+
+/* The handler's ud pointer. Any thread. */
+CGNET_API void *cgnet_engine_userdata(const cgnet_engine *eng);
+
+/* Number of loops, and loop i (0 <= i < count). Any thread. */
+CGNET_API int cgnet_engine_num_loops(const cgnet_engine *eng);
+CGNET_API cgnet_loop *cgnet_engine_loop(const cgnet_engine *eng, int i);
+
+/* Number of addresses the engine listens on (as given to start). Any thread. */
+CGNET_API size_t cgnet_engine_num_listeners(const cgnet_engine *eng);
+
+/* The bound address of listener i (useful with port 0). Copies up to *len bytes into
+ * `sa` and sets *len to the address length. Any thread. */
+CGNET_API int cgnet_engine_listen_addr(const cgnet_engine *eng, size_t i,
+                                       struct sockaddr *sa, socklen_t *len);
+
+/* Port of listener i, or a negative error. Any thread. */
+CGNET_API int cgnet_engine_listen_port(const cgnet_engine *eng, size_t i);
+
+/* ------------------------------------------------------------------------------------ */
+/* Loops                                                                                */
+/* ------------------------------------------------------------------------------------ */
+
+/* Index of the loop (0 .. num_loops-1). Any thread. */
+CGNET_API int cgnet_loop_index(const cgnet_loop *loop);
+/* The engine a loop belongs to. Any thread. */
+CGNET_API cgnet_engine *cgnet_loop_engine(const cgnet_loop *loop);
+/* Connections currently owned by this loop. Any thread. */
+CGNET_API size_t cgnet_loop_count_connections(const cgnet_loop *loop);
+/* Non-zero when the calling thread is this loop's thread. Any thread. */
+CGNET_API int cgnet_loop_is_current(const cgnet_loop *loop);
+
+/* ------------------------------------------------------------------------------------ */
+/* Connections: reading (loop thread)                                                   */
+/* ------------------------------------------------------------------------------------ */
+
+/* Bytes received and not yet consumed. Loop thread. */
+CGNET_API size_t cgnet_conn_inbound_buffered(const cgnet_conn *c);
+
+/* Look at the next min(n, buffered) bytes without consuming them (n == 0: all of them).
+ * *data points into the connection's buffer and stays valid until the callback returns.
+ * Returns the number of bytes visible. Loop thread. */
+CGNET_API size_t cgnet_conn_peek(cgnet_conn *c, size_t n, const uint8_t **data);
+
+/* Like peek, but consumes the bytes it returns. Loop thread. */
+CGNET_API size_t cgnet_conn_next(cgnet_conn *c, size_t n, const uint8_t **data);
+
+/* Consume min(n, buffered) bytes; returns how many. Loop thread. */
+CGNET_API size_t cgnet_conn_discard(cgnet_conn *c, size_t n);
+
+/* Copy up to cap bytes into buf and consume them; returns how many. Loop thread. */
+CGNET_API size_t cgnet_conn_read(cgnet_conn *c, void *buf, size_t cap);
+
+/* ------------------------------------------------------------------------------------ */
+/* Connections: writing (loop thread)                                                   */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * Queue bytes for the peer. Small writes made while the loop handles one wake-up are
+ * coalesced and go out in one syscall just before the loop sleeps; a large write with
+ * nothing queued ahead of it goes straight to the socket. The data is copied (or
+ * written) before the call returns. Returns 0, or CGNET_ECLOSED if the conn is closing.
+ * Loop thread.
+ */
+CGNET_API int cgnet_conn_write(cgnet_conn *c, const void *data, size_t len);
+
+/* Gathering form of cgnet_conn_write. Loop thread. */
+CGNET_API int cgnet_conn_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt);
+
+/* Try to write queued output now instead of before the loop sleeps. Returns 0 (all or
+ * part written, the rest stays queued) or the error that closed the conn. Loop thread. */
+CGNET_API int cgnet_conn_flush(cgnet_conn *c);
+
+/* Bytes queued and not yet accepted by the socket. Loop thread. */
+CGNET_API size_t cgnet_conn_outbound_buffered(const cgnet_conn *c);
+
+/* ------------------------------------------------------------------------------------ */
+/* Connections: state and controls (loop thread)                                        */
+/* ------------------------------------------------------------------------------------ */
+
+/* Close the connection once the current callback returns (queued output gets one last
+ * attempt to go out). on_close runs with CGNET_ELOCALCLOSE. Loop thread. */
+CGNET_API int cgnet_conn_close(cgnet_conn *c);
+
+/* User context pointer. Loop thread. */
+CGNET_API void *cgnet_conn_context(const cgnet_conn *c);
+CGNET_API void cgnet_conn_set_context(cgnet_conn *c, void *ctx);
+
+/* The loop and engine that own the conn. Loop thread. */
+CGNET_API cgnet_loop *cgnet_conn_loop(const cgnet_conn *c);
+CGNET_API cgnet_engine *cgnet_conn_engine(const cgnet_conn *c);
+
+/* The socket descriptor (do not close it yourself). Loop thread. */
+CGNET_API int cgnet_conn_fd(const cgnet_conn *c);
+
+/* Local and remote addresses. The sockaddr pointers stay valid for the conn's life. The
+ * string form is "1.2.3.4:80" or "[::1]:80". Loop thread. */
+CGNET_API const struct sockaddr *cgnet_conn_local_addr(const cgnet_conn *c, socklen_t *len);
+CGNET_API const struct sockaddr *cgnet_conn_remote_addr(const cgnet_conn *c, socklen_t *len);
+CGNET_API const char *cgnet_conn_local_addr_string(cgnet_conn *c);
+CGNET_API const char *cgnet_conn_remote_addr_string(cgnet_conn *c);
+
+/* Socket controls; each returns 0 or an error. Loop thread. */
+CGNET_API int cgnet_conn_set_nodelay(cgnet_conn *c, int on);
+/* idle_s <= 0 turns keep-alive off; interval_s/count <= 0 keep the OS default. */
+CGNET_API int cgnet_conn_set_keepalive(cgnet_conn *c, int idle_s, int interval_s, int count);
+/* seconds >= 0: SO_LINGER on with that time (0 = RST on close); < 0: linger off. */
+CGNET_API int cgnet_conn_set_linger(cgnet_conn *c, int seconds);
+CGNET_API int cgnet_conn_set_recv_buffer(cgnet_conn *c, int bytes);
+CGNET_API int cgnet_conn_set_send_buffer(cgnet_conn *c, int bytes);
+
+/* ------------------------------------------------------------------------------------ */
+/* Addresses                                                                            */
+/* ------------------------------------------------------------------------------------ */
+
+/* Format a socket address as "1.2.3.4:80" / "[::1]:80" into buf (NUL-terminated).
+ * Returns the length, or a negative error. Any thread. */
+CGNET_API int cgnet_format_addr(const struct sockaddr *sa, socklen_t len, char *buf,
+                                size_t cap);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CGNET_H */

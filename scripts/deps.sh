@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Make sure the tools and libraries cgnet's build needs are installed (Debian/Ubuntu).
+#
+#   scripts/deps.sh [--bench] [--format] [--dry-run]
+#
+#   (always)   cmake, a C compiler, make, pkg-config, libc headers, cmocka
+#   --bench    also libuv1-dev, libevent-dev and wrk (the bench peers and load generator)
+#   --format   also clang-format
+#   --dry-run  only say what would be installed; change nothing
+#
+# Prints nothing when everything is there. When something is missing: as root, runs
+# `apt-get update` and `apt-get install -y` for exactly the missing packages; otherwise
+# prints the command to run and exits 1.
+#
+# For testing this script: CGNET_DEPS_PRETEND_MISSING="pkg1 pkg2" treats those Debian
+# packages as missing even when they are installed.
+set -euo pipefail
+
+want_bench=0 want_format=0 dry_run=0
+for arg in "$@"; do
+  case "$arg" in
+    --bench) want_bench=1 ;;
+    --format) want_format=1 ;;
+    --dry-run) dry_run=1 ;;
+    -h | --help)
+      sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "deps.sh: unknown argument '$arg' (try --help)" >&2
+      exit 2
+      ;;
+  esac
+done
+
+missing=()
+pretend=" ${CGNET_DEPS_PRETEND_MISSING:-} "
+
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+have_pc() { have_cmd pkg-config && pkg-config --exists "$1" 2>/dev/null; }
+
+# need PACKAGE CHECK...: PACKAGE is missing unless the check command succeeds.
+need() {
+  local pkg="$1"
+  shift
+  if [[ "$pretend" == *" $pkg "* ]] || ! "$@"; then
+    missing+=("$pkg")
+  fi
+}
+
+have_cc() { have_cmd cc || have_cmd gcc || have_cmd clang; }
+have_libc_headers() { [[ -f /usr/include/stdio.h ]]; }
+cmake_ok() {
+  have_cmd cmake || return 1
+  # CMakeLists.txt needs 3.16.
+  local v
+  v=$(cmake --version | sed -n '1s/[^0-9]*\([0-9][0-9]*\.[0-9][0-9]*\).*/\1/p')
+  [[ -n "$v" ]] && printf '3.16\n%s\n' "$v" | sort -V -C
+}
+
+need cmake cmake_ok
+need gcc have_cc
+need libc6-dev have_libc_headers
+need make have_cmd make
+need pkg-config have_cmd pkg-config
+need libcmocka-dev have_pc cmocka
+if ((want_bench)); then
+  need libuv1-dev have_pc libuv
+  need libevent-dev have_pc libevent
+  need wrk have_cmd wrk
+fi
+if ((want_format)); then
+  need clang-format have_cmd clang-format
+fi
+
+((${#missing[@]} == 0)) && exit 0
+
+echo "deps.sh: missing: ${missing[*]}" >&2
+if ! have_cmd apt-get; then
+  echo "deps.sh: no apt-get here; install the equivalents of: ${missing[*]}" >&2
+  exit 1
+fi
+
+install_cmd="apt-get install -y ${missing[*]}"
+if ((EUID != 0)); then
+  echo "deps.sh: run: sudo apt-get update && sudo $install_cmd" >&2
+  exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+if ((dry_run)); then
+  echo "deps.sh: would run: apt-get update && $install_cmd" >&2
+  # Ask apt (simulation only) whether it knows every package name.
+  apt-get install -s -y "${missing[@]}" >/dev/null
+  echo "deps.sh: apt-get knows all of: ${missing[*]}" >&2
+  exit 0
+fi
+
+echo "deps.sh: installing: ${missing[*]}" >&2
+apt-get update -q
+apt-get install -y -q "${missing[@]}" </dev/null

@@ -1,0 +1,230 @@
+/*
+ * Address strings: "SCHEME://HOST:PORT" -> struct sockaddr. Any thread (host names block
+ * in getaddrinfo, so the engine parses before its loops start).
+ *
+ * The grammar is Go's net.SplitHostPort with a scheme in front: the port follows the last
+ * ':'; an IPv6 host must be bracketed; nothing may follow the port.
+ */
+#include "addr.h"
+
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <string.h>
+
+#include "cgnet.h"
+
+#define HOST_MAX 255 /* longest host name (RFC 1035), and far above any literal */
+
+typedef struct scheme {
+  const char *prefix;
+  size_t len;
+  cgnet__net net;
+} scheme;
+
+static const scheme schemes[] = {
+    {"tcp://", 6, CGNET__NET_TCP},
+    {"tcp4://", 7, CGNET__NET_TCP4},
+    {"tcp6://", 7, CGNET__NET_TCP6},
+};
+
+static int parse_scheme(const char *str, cgnet__net *net, const char **rest) {
+  for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+    if (strncmp(str, schemes[i].prefix, schemes[i].len) == 0) {
+      *net = schemes[i].net;
+      *rest = str + schemes[i].len;
+      return 0;
+    }
+  }
+  return CGNET_EBADSCHEME;
+}
+
+/* 1..5 decimal digits (leading zeros allowed), <= 65535, and nothing after them. */
+static int parse_port(const char *s, uint16_t *port) {
+  unsigned v = 0;
+  size_t i = 0;
+  for (; s[i] >= '0' && s[i] <= '9'; i++) {
+    if (i == 5) return CGNET_EBADPORT;
+    v = v * 10 + (unsigned)(s[i] - '0');
+  }
+  if (i == 0 || s[i] != '\0' || v > 65535) return CGNET_EBADPORT;
+  *port = (uint16_t)v;
+  return 0;
+}
+
+/*
+ * Split rest into host [hbeg, hend) and the port text. Bracketed hosts lose their
+ * brackets and set *bracketed.
+ */
+static int split_host_port(const char *rest, const char **hbeg, size_t *hlen,
+                           const char **port, int *bracketed) {
+  if (rest[0] == '[') {
+    const char *close = strchr(rest, ']');
+    if (!close) return CGNET_EBADADDR;
+    *hbeg = rest + 1;
+    *hlen = (size_t)(close - rest - 1);
+    *bracketed = 1;
+    if (close[1] == '\0') return CGNET_EBADPORT; /* "[::1]": port missing */
+    if (close[1] != ':') return CGNET_EBADADDR;  /* "[::1]x:80" */
+    *port = close + 2;
+    return 0;
+  }
+  const char *colon = strrchr(rest, ':');
+  if (!colon) return CGNET_EBADPORT;
+  *hbeg = rest;
+  *hlen = (size_t)(colon - rest);
+  *bracketed = 0;
+  *port = colon + 1;
+  return 0;
+}
+
+static void set_v4(cgnet__addr *out, const struct in_addr *ip, uint16_t port) {
+  struct sockaddr_in *sin = (struct sockaddr_in *)&out->sa;
+  sin->sin_family = AF_INET;
+  sin->sin_port = htons(port);
+  sin->sin_addr = *ip;
+  out->salen = sizeof(*sin);
+}
+
+static void set_v6(cgnet__addr *out, const struct in6_addr *ip, uint32_t scope,
+                   uint16_t port) {
+  struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->sa;
+  sin6->sin6_family = AF_INET6;
+  sin6->sin6_port = htons(port);
+  sin6->sin6_addr = *ip;
+  sin6->sin6_scope_id = scope;
+  out->salen = sizeof(*sin6);
+  out->v6only = out->net == CGNET__NET_TCP6;
+}
+
+/* A zone id: an interface name or a decimal index. */
+static int parse_zone(const char *zone, uint32_t *scope) {
+  size_t n = strlen(zone);
+  if (n == 0 || n >= IF_NAMESIZE) return CGNET_EBADADDR;
+  if (zone[strspn(zone, "0123456789")] == '\0') {
+    unsigned long v = 0;
+    for (size_t i = 0; i < n; i++) {
+      v = v * 10 + (unsigned long)(zone[i] - '0');
+      if (v > UINT32_MAX) return CGNET_EBADADDR;
+    }
+    *scope = (uint32_t)v;
+    return 0;
+  }
+  unsigned idx = if_nametoindex(zone);
+  if (idx == 0) return CGNET_EBADADDR;
+  *scope = idx;
+  return 0;
+}
+
+/* host is the inside of "[...]": an IPv6 literal with an optional "%zone". */
+static int parse_v6_literal(char *host, uint16_t port, cgnet__addr *out) {
+  uint32_t scope = 0;
+  char *pct = strchr(host, '%');
+  if (pct) {
+    *pct = '\0';
+    int rc = parse_zone(pct + 1, &scope);
+    if (rc) return rc;
+  }
+  struct in6_addr ip6;
+  if (inet_pton(AF_INET6, host, &ip6) != 1) return CGNET_EBADADDR;
+  if (out->net == CGNET__NET_TCP4) return CGNET_EADDRFAMILY;
+  set_v6(out, &ip6, scope, port);
+  return 0;
+}
+
+static int is_name_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         c == '-' || c == '.' || c == '_';
+}
+
+static int resolve(const char *host, uint16_t port, cgnet__addr *out) {
+  struct addrinfo hints, *res = NULL;
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = out->net == CGNET__NET_TCP4   ? AF_INET
+                    : out->net == CGNET__NET_TCP6 ? AF_INET6
+                                                  : AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  int rc = getaddrinfo(host, NULL, &hints, &res);
+  if (rc != 0) return rc == EAI_MEMORY ? CGNET_ENOMEM : CGNET_ERESOLVE;
+  rc = CGNET_ERESOLVE;
+  for (const struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+    if (ai->ai_family == AF_INET && out->net != CGNET__NET_TCP6 &&
+        ai->ai_addrlen >= sizeof(struct sockaddr_in)) {
+      set_v4(out, &((const struct sockaddr_in *)(const void *)ai->ai_addr)->sin_addr, port);
+      rc = 0;
+      break;
+    }
+    if (ai->ai_family == AF_INET6 && out->net != CGNET__NET_TCP4 &&
+        ai->ai_addrlen >= sizeof(struct sockaddr_in6)) {
+      const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)ai->ai_addr;
+      set_v6(out, &s6->sin6_addr, s6->sin6_scope_id, port);
+      rc = 0;
+      break;
+    }
+  }
+  freeaddrinfo(res);
+  return rc;
+}
+
+static int parse_host(char *host, int bracketed, uint16_t port, cgnet__addr *out) {
+  if (bracketed) return parse_v6_literal(host, port, out);
+
+  if (host[0] == '\0') { /* every address */
+    out->wildcard = 1;
+    if (out->net == CGNET__NET_TCP4) {
+      struct in_addr any = {htonl(INADDR_ANY)};
+      set_v4(out, &any, port);
+    } else {
+      set_v6(out, &in6addr_any, 0, port);
+      out->dual_stack = out->net == CGNET__NET_TCP;
+    }
+    return 0;
+  }
+
+  /* Unbracketed IPv6 ("tcp://::1:80") and junk are not host names. */
+  for (const char *c = host; *c; c++) {
+    if (!is_name_char(*c)) return CGNET_EBADADDR;
+  }
+
+  /* Only digits and dots: it must be an IPv4 literal ("256.1.1.1" is malformed, not a
+   * name to look up). */
+  if (host[strspn(host, "0123456789.")] == '\0') {
+    struct in_addr ip4;
+    if (inet_pton(AF_INET, host, &ip4) != 1) return CGNET_EBADADDR;
+    if (out->net == CGNET__NET_TCP6) return CGNET_EADDRFAMILY;
+    set_v4(out, &ip4, port);
+    return 0;
+  }
+  return resolve(host, port, out);
+}
+
+int cgnet__addr_parse(const char *str, cgnet__addr *out) {
+  if (!out) return CGNET_EINVAL;
+  memset(out, 0, sizeof(*out));
+  if (!str) return CGNET_EBADSCHEME;
+
+  cgnet__net net;
+  const char *rest;
+  int rc = parse_scheme(str, &net, &rest);
+  if (rc) return rc;
+
+  const char *hbeg, *ptext;
+  size_t hlen;
+  int bracketed;
+  rc = split_host_port(rest, &hbeg, &hlen, &ptext, &bracketed);
+  if (rc) return rc;
+  if (hlen > HOST_MAX) return CGNET_EBADADDR;
+
+  uint16_t port;
+  rc = parse_port(ptext, &port);
+  if (rc) return rc;
+
+  char host[HOST_MAX + 1];
+  memcpy(host, hbeg, hlen);
+  host[hlen] = '\0';
+  out->net = net;
+  rc = parse_host(host, bracketed, port, out);
+  if (rc) memset(out, 0, sizeof(*out));
+  return rc;
+}

@@ -1,0 +1,333 @@
+/*
+ * The engine: options, listeners, loop threads, and the stop/wait life cycle.
+ *
+ * Life cycle: start() validates options and parses every address before it touches the
+ * system, then binds the listeners, builds the loops, calls on_boot on the caller's
+ * thread and starts one thread per loop. A stop (an action or cgnet_engine_stop) flips
+ * `state` once and wakes every loop; each loop closes its listeners, drains and closes its
+ * conns and exits; the last one to exit runs on_shutdown and signals `done`.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core.h"
+
+#define MAX_LOOPS 1024
+#define DEFAULT_BACKLOG 1024
+#define DEFAULT_READ_BUFFER (64 * 1024)
+#define MIN_READ_BUFFER 512
+#define MAX_READ_BUFFER (64 * 1024 * 1024)
+#define DEFAULT_WRITE_BUFFER (64 * 1024)
+#define MIN_WRITE_BUFFER 4096
+#define MAX_WRITE_BUFFER ((size_t)1 << 30)
+#define DEFAULT_READ_CHUNK_LIMIT (1024 * 1024)
+
+/* ---- options ------------------------------------------------------------------------- */
+
+static bool valid_toggle(cgnet_toggle t) {
+  return t == CGNET_DEFAULT || t == CGNET_ON || t == CGNET_OFF;
+}
+
+static int online_cpus(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n < 1 ? 1 : (n > MAX_LOOPS ? MAX_LOOPS : (int)n);
+}
+
+/* Copy the user's options with every default filled in, or CGNET_EINVAL. */
+static int normalize_options(const cgnet_options *in, cgnet_options *o) {
+  static const cgnet_options zero;
+  *o = in ? *in : zero;
+  if (o->num_loops < 0 || o->num_loops > MAX_LOOPS) return CGNET_EINVAL;
+  if (o->num_loops == 0) o->num_loops = o->multicore ? online_cpus() : 1;
+  if ((unsigned)o->lb > CGNET_LB_SOURCE_HASH) return CGNET_EINVAL;
+  if (!valid_toggle(o->reuse_addr) || !valid_toggle(o->tcp_nodelay)) return CGNET_EINVAL;
+  if (o->backlog < 0) return CGNET_EINVAL;
+  if (o->backlog == 0) o->backlog = DEFAULT_BACKLOG;
+  if (o->read_chunk_limit == 0) o->read_chunk_limit = DEFAULT_READ_CHUNK_LIMIT;
+  if (o->read_buffer_cap == 0) o->read_buffer_cap = DEFAULT_READ_BUFFER;
+  if (o->read_buffer_cap < MIN_READ_BUFFER || o->read_buffer_cap > MAX_READ_BUFFER)
+    return CGNET_EINVAL;
+  if (o->write_buffer_cap == 0) o->write_buffer_cap = DEFAULT_WRITE_BUFFER;
+  if (o->write_buffer_cap < MIN_WRITE_BUFFER || o->write_buffer_cap > MAX_WRITE_BUFFER)
+    return CGNET_EINVAL;
+  if (o->tcp_keepalive < 0 || o->tcp_keepalive_interval < 0 || o->tcp_keepalive_count < 0)
+    return CGNET_EINVAL;
+  if (o->linger < CGNET_LINGER_RESET) return CGNET_EINVAL;
+  if (o->socket_recv_buffer < 0 || o->socket_send_buffer < 0) return CGNET_EINVAL;
+  if ((unsigned)o->log_level > CGNET_LOG_OFF) return CGNET_EINVAL;
+  if (o->log_level == CGNET_LOG_DEFAULT) o->log_level = CGNET_LOG_WARN;
+  return 0;
+}
+
+/* ---- listeners ----------------------------------------------------------------------- */
+
+static void set_port(struct sockaddr_storage *ss, uint16_t port_be) {
+  if (ss->ss_family == AF_INET)
+    ((struct sockaddr_in *)ss)->sin_port = port_be;
+  else
+    ((struct sockaddr_in6 *)ss)->sin6_port = port_be;
+}
+
+static uint16_t get_port(const struct sockaddr_storage *ss) {
+  if (ss->ss_family == AF_INET) return ((const struct sockaddr_in *)ss)->sin_port;
+  return ((const struct sockaddr_in6 *)ss)->sin6_port;
+}
+
+/* Bind address i on one loop (or on every loop with reuse_port). Port 0 is resolved by
+ * the first bind; the other loops' sockets then bind that same port. */
+static int bind_address(cgnet_engine *eng, size_t i) {
+  cgnet__addr a = eng->addrs[i];
+  int nsock = eng->o.reuse_port ? eng->nloops : 1;
+  for (int l = 0; l < nsock; l++) {
+    int fd = cgnet__listen(&a, &eng->o, eng->o.reuse_port);
+    if (fd < 0) return fd;
+    if (l == 0) {
+      eng->bound_len[i] = sizeof eng->bound[i];
+      getsockname(fd, (struct sockaddr *)&eng->bound[i], &eng->bound_len[i]);
+      set_port(&a.sa, get_port(&eng->bound[i]));
+    }
+    int err = cgnet__loop_add_listener(&eng->loops[l], i, fd);
+    if (err) return err; /* the loop owns fd now and closes it */
+  }
+  return 0;
+}
+
+/* ---- building and tearing down ------------------------------------------------------- */
+
+static size_t loop_load(void *ctx, int i) {
+  cgnet_engine *eng = ctx;
+  return atomic_load_explicit(&eng->loops[i].nconns, memory_order_relaxed);
+}
+
+static void destroy_engine(cgnet_engine *eng) {
+  if (eng->loops)
+    for (int i = 0; i < eng->nloops; i++) cgnet__loop_destroy(&eng->loops[i]);
+  free(eng->loops);
+  free(eng->addrs);
+  free(eng->bound);
+  free(eng->bound_len);
+  pthread_mutex_destroy(&eng->mu);
+  pthread_cond_destroy(&eng->cv);
+  free(eng);
+}
+
+static int parse_addresses(cgnet_engine *eng, const char *const *addrs, size_t naddrs) {
+  eng->addrs = calloc(naddrs, sizeof *eng->addrs);
+  eng->bound = calloc(naddrs, sizeof *eng->bound);
+  eng->bound_len = calloc(naddrs, sizeof *eng->bound_len);
+  if (!eng->addrs || !eng->bound || !eng->bound_len) return CGNET_ENOMEM;
+  eng->naddrs = naddrs;
+  for (size_t i = 0; i < naddrs; i++) {
+    int err = cgnet__addr_parse(addrs[i], &eng->addrs[i]);
+    if (err) {
+      cgnet__log(eng, CGNET_LOG_DEBUG, "address \"%s\": %s", addrs[i] ? addrs[i] : "(null)",
+                 cgnet_strerror(err));
+      return err;
+    }
+  }
+  return 0;
+}
+
+static int build_loops(cgnet_engine *eng) {
+  eng->nloops = eng->o.num_loops;
+  eng->loops = calloc((size_t)eng->nloops, sizeof *eng->loops);
+  if (!eng->loops) return CGNET_ENOMEM;
+  for (int i = 0; i < eng->nloops; i++) {
+    int err = cgnet__loop_init(&eng->loops[i], eng, i);
+    if (err) {
+      /* Later loops were never initialised; mark them so destroy skips their fds. */
+      for (int j = i + 1; j < eng->nloops; j++) {
+        eng->loops[j].poller.fd = eng->loops[j].wake.fd = eng->loops[j].reserve_fd = -1;
+        cgnet__mpsc_init(&eng->loops[j].tasks);
+        cgnet__list_init(&eng->loops[j].conns);
+        cgnet__list_init(&eng->loops[j].graveyard);
+      }
+      return err;
+    }
+  }
+  cgnet__lb_init(&eng->lb, eng->o.lb, eng->nloops, loop_load, eng);
+  return 0;
+}
+
+static cgnet_engine *new_engine(const cgnet_handler *handler) {
+  cgnet_engine *eng = calloc(1, sizeof *eng);
+  if (!eng) return NULL;
+  if (handler) eng->h = *handler;
+  pthread_mutex_init(&eng->mu, NULL);
+  pthread_cond_init(&eng->cv, NULL);
+  atomic_init(&eng->state, CGNET__RUNNING);
+  atomic_init(&eng->nconns, 0);
+  atomic_init(&eng->err, 0);
+  atomic_init(&eng->stop_timeout_ms, 0);
+  eng->o.log_level = CGNET_LOG_WARN; /* until the options are known */
+  return eng;
+}
+
+static int start_threads(cgnet_engine *eng) {
+  atomic_init(&eng->loops_alive, eng->nloops);
+  for (int i = 0; i < eng->nloops; i++) {
+    int err = cgnet__loop_start(&eng->loops[i]);
+    if (err) {
+      cgnet__log(eng, CGNET_LOG_ERROR, "cannot start loop %d: %s", i, cgnet_strerror(err));
+      cgnet__engine_request_stop(eng, 0, err);
+      for (int j = i; j < eng->nloops; j++) cgnet__engine_loop_exited(eng);
+      return err;
+    }
+  }
+  return 0;
+}
+
+int cgnet_engine_start(const cgnet_handler *handler, const char *const *addrs,
+                       size_t naddrs, const cgnet_options *opts, cgnet_engine **out) {
+  if (!out) return CGNET_EINVAL;
+  *out = NULL;
+  if (!handler || !addrs || naddrs == 0) return CGNET_EINVAL;
+  cgnet_engine *eng = new_engine(handler);
+  if (!eng) return CGNET_ENOMEM;
+  int err = normalize_options(opts, &eng->o);
+  if (!err) {
+    size_t cap = cgnet__next_pow2(eng->o.write_buffer_cap);
+    eng->ring_max = cap > MAX_WRITE_BUFFER ? MAX_WRITE_BUFFER : cap;
+    err = parse_addresses(eng, addrs, naddrs);
+  }
+  if (!err) err = build_loops(eng);
+  for (size_t i = 0; !err && i < naddrs; i++) err = bind_address(eng, i);
+  if (err) {
+    destroy_engine(eng);
+    return err;
+  }
+  if (eng->h.on_boot && eng->h.on_boot(eng) == CGNET_SHUTDOWN)
+    cgnet__engine_request_stop(eng, 0, 0);
+  err = start_threads(eng);
+  *out = eng; /* even on a thread error: the started loops stop, wait/free clean up */
+  return err;
+}
+
+/* ---- stopping ------------------------------------------------------------------------ */
+
+void cgnet__engine_request_stop(cgnet_engine *eng, uint64_t timeout_ms, int err) {
+  pthread_mutex_lock(&eng->mu);
+  bool first = atomic_load(&eng->state) == CGNET__RUNNING;
+  if (first) {
+    atomic_store(&eng->stop_timeout_ms, timeout_ms);
+    if (err) atomic_store(&eng->err, err);
+    atomic_store(&eng->state, CGNET__STOPPING);
+  }
+  pthread_mutex_unlock(&eng->mu);
+  if (!first) return;
+  for (int i = 0; i < eng->nloops; i++) cgnet__loop_wake(&eng->loops[i]);
+}
+
+void cgnet__engine_loop_exited(cgnet_engine *eng) {
+  if (atomic_fetch_sub(&eng->loops_alive, 1) != 1) return;
+  if (eng->h.on_shutdown) eng->h.on_shutdown(eng);
+  pthread_mutex_lock(&eng->mu);
+  eng->done = true;
+  pthread_cond_broadcast(&eng->cv);
+  pthread_mutex_unlock(&eng->mu);
+}
+
+static void wait_done(cgnet_engine *eng) {
+  pthread_mutex_lock(&eng->mu);
+  while (!eng->done) pthread_cond_wait(&eng->cv, &eng->mu);
+  pthread_mutex_unlock(&eng->mu);
+}
+
+static bool on_own_loop(const cgnet_engine *eng) {
+  return cgnet__tls_loop != NULL && cgnet__tls_loop->eng == eng;
+}
+
+int cgnet_engine_stop(cgnet_engine *eng, uint64_t timeout_ms) {
+  if (!eng) return CGNET_EINVAL;
+  cgnet__engine_request_stop(eng, timeout_ms, 0);
+  if (!on_own_loop(eng)) wait_done(eng);
+  return 0;
+}
+
+int cgnet_engine_wait(cgnet_engine *eng) {
+  if (!eng) return CGNET_EINVAL;
+  if (on_own_loop(eng)) return CGNET_EWRONGTHREAD;
+  wait_done(eng);
+  pthread_mutex_lock(&eng->mu);
+  bool join = !eng->joined;
+  eng->joined = true;
+  pthread_mutex_unlock(&eng->mu);
+  if (join)
+    for (int i = 0; i < eng->nloops; i++)
+      if (eng->loops[i].thread_started) pthread_join(eng->loops[i].thread, NULL);
+  return atomic_load(&eng->err);
+}
+
+void cgnet_engine_free(cgnet_engine *eng) {
+  if (!eng) return;
+  cgnet__engine_request_stop(eng, 0, 0);
+  (void)cgnet_engine_wait(eng);
+  destroy_engine(eng);
+}
+
+int cgnet_run(const cgnet_handler *handler, const char *const *addrs, size_t naddrs,
+              const cgnet_options *opts) {
+  cgnet_engine *eng;
+  int err = cgnet_engine_start(handler, addrs, naddrs, opts, &eng);
+  if (!eng) return err;
+  int werr = cgnet_engine_wait(eng);
+  cgnet_engine_free(eng);
+  return err ? err : werr;
+}
+
+/* ---- accessors ----------------------------------------------------------------------- */
+
+size_t cgnet_engine_count_connections(const cgnet_engine *eng) {
+  return atomic_load_explicit(&eng->nconns, memory_order_relaxed);
+}
+
+void *cgnet_engine_userdata(const cgnet_engine *eng) { return eng->h.ud; }
+int cgnet_engine_num_loops(const cgnet_engine *eng) { return eng->nloops; }
+
+cgnet_loop *cgnet_engine_loop(const cgnet_engine *eng, int i) {
+  if (i < 0 || i >= eng->nloops) return NULL;
+  return &eng->loops[i];
+}
+
+size_t cgnet_engine_num_listeners(const cgnet_engine *eng) { return eng->naddrs; }
+
+int cgnet_engine_listen_addr(const cgnet_engine *eng, size_t i, struct sockaddr *sa,
+                             socklen_t *len) {
+  if (i >= eng->naddrs || !sa || !len) return CGNET_EINVAL;
+  socklen_t n = eng->bound_len[i] < *len ? eng->bound_len[i] : *len;
+  memcpy(sa, &eng->bound[i], n);
+  *len = eng->bound_len[i];
+  return 0;
+}
+
+int cgnet_engine_listen_port(const cgnet_engine *eng, size_t i) {
+  if (i >= eng->naddrs) return CGNET_EINVAL;
+  return ntohs(get_port(&eng->bound[i]));
+}
+
+/* ---- addresses ----------------------------------------------------------------------- */
+
+int cgnet_format_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t cap) {
+  if (!sa || !buf || cap == 0) return CGNET_EINVAL;
+  char host[INET6_ADDRSTRLEN];
+  int n;
+  if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+    const struct sockaddr_in *s = (const struct sockaddr_in *)sa;
+    inet_ntop(AF_INET, &s->sin_addr, host, sizeof host);
+    n = snprintf(buf, cap, "%s:%u", host, ntohs(s->sin_port));
+  } else if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+    const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)sa;
+    inet_ntop(AF_INET6, &s->sin6_addr, host, sizeof host);
+    n = snprintf(buf, cap, "[%s]:%u", host, ntohs(s->sin6_port));
+  } else {
+    buf[0] = '\0';
+    return CGNET_EAFNOSUPPORT;
+  }
+  if (n < 0 || (size_t)n >= cap) return CGNET_ENOBUFS;
+  return n;
+}

@@ -1,0 +1,420 @@
+/*
+ * Event loops: one thread each, with its own poller, read buffer, buffer pool, task
+ * queue and eventfd. A loop accepts on the listeners it owns (loop 0, or every loop with
+ * reuse_port), runs its conns' callbacks, and flushes their output before it sleeps.
+ *
+ * One turn of a loop:
+ *   wait for readiness -> dispatch every result (accept, read, write, tasks)
+ *   -> edge-mode reads that ran out of budget -> ticker -> stop deadline
+ *   -> flush every conn with pending output -> free conns closed during the turn.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core.h"
+
+#define READY_BATCH 256
+/* Connections accepted per listener wake-up before other work gets a turn. */
+#define ACCEPT_BATCH 64
+/* At most one EMFILE/ENFILE log line per this many milliseconds per loop. */
+#define EMFILE_LOG_INTERVAL_MS 1000
+
+_Thread_local cgnet_loop *cgnet__tls_loop;
+
+/* ---- cross-thread tasks ------------------------------------------------------------- */
+
+/*
+ * Producers push, then write the eventfd only if no wake-up is already pending, so a
+ * burst of submissions costs one write and one loop wake-up. The loop clears
+ * wake_pending after reading the eventfd and before draining, so a push that lands after
+ * the drain started raises a fresh wake-up instead of being missed.
+ */
+void cgnet__loop_wake(cgnet_loop *loop) {
+  if (atomic_exchange_explicit(&loop->wake_pending, 1, memory_order_acq_rel)) return;
+  uint64_t one = 1;
+  ssize_t n;
+  do {
+    n = write(loop->wake.fd, &one, sizeof one);
+  } while (n < 0 && errno == EINTR);
+}
+
+void cgnet__loop_post(cgnet_loop *loop, cgnet__task *t) {
+  cgnet__mpsc_push(&loop->tasks, &t->node);
+  cgnet__loop_wake(loop);
+}
+
+static cgnet__task *pop_task(cgnet_loop *loop) {
+  for (;;) {
+    int busy;
+    cgnet__mpsc_node *n = cgnet__mpsc_pop(&loop->tasks, &busy);
+    if (n) return cgnet__container_of(n, cgnet__task, node);
+    if (!busy) return NULL;
+    sched_yield(); /* a producer is between its two stores; it finishes in nanoseconds */
+  }
+}
+
+static void begin_stop(cgnet_loop *loop);
+
+static void on_wake(cgnet_loop *loop) {
+  uint64_t v;
+  while (read(loop->wake.fd, &v, sizeof v) < 0 && errno == EINTR) {
+  }
+  atomic_store_explicit(&loop->wake_pending, 0, memory_order_release);
+  cgnet__task *t;
+  while ((t = pop_task(loop)) != NULL) t->run(loop, t);
+  if (!loop->stopping &&
+      atomic_load_explicit(&loop->eng->state, memory_order_acquire) == CGNET__STOPPING)
+    begin_stop(loop);
+}
+
+/* ---- accepting ----------------------------------------------------------------------- */
+
+typedef struct handoff_task {
+  cgnet__task t;
+  int fd;
+  socklen_t len;
+  struct sockaddr_storage ss;
+} handoff_task;
+
+static void handoff_run(cgnet_loop *loop, cgnet__task *t) {
+  handoff_task *h = (handoff_task *)t;
+  cgnet__conn_open(loop, h->fd, (struct sockaddr *)&h->ss, h->len);
+  free(h);
+}
+
+static void handoff_drop(cgnet__task *t) {
+  handoff_task *h = (handoff_task *)t;
+  close(h->fd);
+  free(h);
+}
+
+static cgnet_loop *pick_loop(cgnet_loop *self, const struct sockaddr *sa, socklen_t len) {
+  cgnet_engine *eng = self->eng;
+  if (eng->nloops == 1 || eng->o.reuse_port) return self;
+  return &eng->loops[cgnet__lb_pick(&eng->lb, sa, len)];
+}
+
+/* Give an accepted socket to its loop: directly when that is this loop, else as a task. */
+static void dispatch_accepted(cgnet_loop *self, int fd, struct sockaddr_storage *ss,
+                              socklen_t len) {
+  cgnet_engine *eng = self->eng;
+  cgnet__apply_conn_options(fd, &eng->o);
+  cgnet_loop *target = pick_loop(self, (struct sockaddr *)ss, len);
+  /* Counted now, not on arrival, so least-conn sees conns still in flight. */
+  atomic_fetch_add_explicit(&target->nconns, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&eng->nconns, 1, memory_order_relaxed);
+  if (target == self) {
+    cgnet__conn_open(self, fd, (struct sockaddr *)ss, len);
+    return;
+  }
+  handoff_task *h = malloc(sizeof *h);
+  if (!h) {
+    cgnet__log(eng, CGNET_LOG_ERROR, "out of memory handing off a conn");
+    atomic_fetch_sub_explicit(&target->nconns, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&eng->nconns, 1, memory_order_relaxed);
+    close(fd);
+    return;
+  }
+  h->t.run = handoff_run;
+  h->t.drop = handoff_drop;
+  h->fd = fd;
+  h->len = len;
+  memcpy(&h->ss, ss, sizeof *ss);
+  cgnet__loop_post(target, &h->t);
+}
+
+/*
+ * Out of descriptors: the pending connection would make the listener readable forever
+ * (a busy loop). Free the spare descriptor, accept the connection and close it at once,
+ * so the peer sees a clean close instead of hanging, then take the spare back.
+ */
+static void shed_one(cgnet_loop *loop, cgnet__listener *l, int err) {
+  static _Thread_local uint64_t last_log;
+  if (loop->now_ms - last_log >= EMFILE_LOG_INTERVAL_MS) {
+    last_log = loop->now_ms;
+    cgnet__log(loop->eng, CGNET_LOG_WARN, "accept: %s; shedding new connections",
+               cgnet_strerror(-err));
+  }
+  if (loop->reserve_fd >= 0) {
+    close(loop->reserve_fd);
+    int fd = accept4(l->io.fd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd >= 0) close(fd);
+    loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+}
+
+static void on_listener_ready(cgnet_loop *loop, cgnet__listener *l) {
+  for (int i = 0; i < ACCEPT_BATCH; i++) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int fd = accept4(l->io.fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      dispatch_accepted(loop, fd, &ss, len);
+      continue;
+    }
+    switch (errno) {
+    case EINTR:
+    case ECONNABORTED:
+    case EPROTO:
+      continue;
+    case EAGAIN:
+      return;
+    case EMFILE:
+    case ENFILE:
+      shed_one(loop, l, errno);
+      return;
+    default:
+      cgnet__log(loop->eng, CGNET_LOG_ERROR, "accept: %s", cgnet_strerror(-errno));
+      return;
+    }
+  }
+}
+
+/* ---- stopping ------------------------------------------------------------------------ */
+
+static void close_listeners(cgnet_loop *loop) {
+  for (size_t i = 0; i < loop->nlisteners; i++) {
+    cgnet__listener *l = loop->listeners[i];
+    if (!l || l->io.fd < 0) continue;
+    (void)cgnet__poller_del(&loop->poller, l->io.fd);
+    close(l->io.fd);
+    l->io.fd = -1;
+  }
+}
+
+/* Apply fn to every conn, robust against fn (or on_close) closing other conns. */
+static void for_each_conn(cgnet_loop *loop, void (*fn)(cgnet_conn *c)) {
+  cgnet__list todo;
+  cgnet__list_init(&todo);
+  if (!cgnet__list_empty(&loop->conns)) {
+    todo.next = loop->conns.next;
+    todo.prev = loop->conns.prev;
+    todo.next->prev = &todo;
+    todo.prev->next = &todo;
+    cgnet__list_init(&loop->conns);
+  }
+  while (!cgnet__list_empty(&todo)) {
+    cgnet_conn *c = cgnet__container_of(cgnet__list_first(&todo), cgnet_conn, node);
+    cgnet__list_remove(&c->node);
+    cgnet__list_insert_tail(&loop->conns, &c->node);
+    fn(c);
+  }
+}
+
+static void begin_stop(cgnet_loop *loop) {
+  loop->stopping = true;
+  loop->stop_deadline_ms =
+      loop->now_ms + atomic_load_explicit(&loop->eng->stop_timeout_ms, memory_order_relaxed);
+  close_listeners(loop);
+  for_each_conn(loop, cgnet__conn_begin_stop);
+}
+
+static void close_for_shutdown(cgnet_conn *c) { cgnet__conn_close_now(c, CGNET_ESHUTDOWN); }
+
+/* ---- the loop ------------------------------------------------------------------------ */
+
+static void dispatch(cgnet_loop *loop, const cgnet__ready *r) {
+  cgnet__io *io = r->ptr;
+  switch (io->kind) {
+  case CGNET__KIND_CONN: {
+    cgnet_conn *c = (cgnet_conn *)io;
+    if (!c->closed) cgnet__conn_on_ready(c, r->flags);
+    break;
+  }
+  case CGNET__KIND_LISTENER:
+    if (io->fd >= 0 && !loop->stopping) on_listener_ready(loop, (cgnet__listener *)io);
+    break;
+  case CGNET__KIND_WAKE:
+    on_wake(loop);
+    break;
+  }
+}
+
+static void continue_reads(cgnet_loop *loop) {
+  /* Take the current list: conns that run out of budget again wait for the next turn. */
+  size_t n = 0;
+  for (cgnet__list *p = loop->pending_read.next; p != &loop->pending_read; p = p->next) n++;
+  while (n-- > 0 && !cgnet__list_empty(&loop->pending_read)) {
+    cgnet_conn *c =
+        cgnet__container_of(cgnet__list_first(&loop->pending_read), cgnet_conn, read_node);
+    cgnet__conn_continue_read(c);
+  }
+}
+
+static void run_ticker(cgnet_loop *loop) {
+  cgnet_engine *eng = loop->eng;
+  if (loop->index != 0 || !eng->o.ticker || !eng->h.on_tick || loop->stopping) return;
+  if (loop->now_ms < loop->next_tick_ms) return;
+  uint64_t delay = 1000;
+  cgnet_action a = eng->h.on_tick(eng, &delay);
+  loop->now_ms = cgnet__now_ms();
+  loop->next_tick_ms = loop->now_ms + delay;
+  if (a == CGNET_SHUTDOWN) cgnet__engine_request_stop(eng, 1000, 0);
+}
+
+static void flush_all(cgnet_loop *loop) {
+  while (!cgnet__list_empty(&loop->pending_out)) {
+    cgnet_conn *c =
+        cgnet__container_of(cgnet__list_first(&loop->pending_out), cgnet_conn, out_node);
+    cgnet__conn_flush_pending(c); /* unlinks c; on_pre_write may queue others */
+  }
+}
+
+static void sweep_graveyard(cgnet_loop *loop) {
+  while (!cgnet__list_empty(&loop->graveyard))
+    cgnet__conn_free(cgnet__container_of(cgnet__list_first(&loop->graveyard), cgnet_conn, node));
+}
+
+static int next_timeout(const cgnet_loop *loop) {
+  if (!cgnet__list_empty(&loop->pending_read) || !cgnet__list_empty(&loop->pending_out))
+    return 0;
+  uint64_t deadline = UINT64_MAX;
+  const cgnet_engine *eng = loop->eng;
+  if (loop->index == 0 && eng->o.ticker && eng->h.on_tick && !loop->stopping)
+    deadline = loop->next_tick_ms;
+  if (loop->stopping && loop->stop_deadline_ms < deadline) deadline = loop->stop_deadline_ms;
+  if (deadline == UINT64_MAX) return -1;
+  if (deadline <= loop->now_ms) return 0;
+  uint64_t ms = deadline - loop->now_ms;
+  return ms > 60000 ? 60000 : (int)ms;
+}
+
+static void run(cgnet_loop *loop) {
+  cgnet__ready ready[READY_BATCH];
+  while (!(loop->stopping && cgnet__list_empty(&loop->conns))) {
+    int n = cgnet__poller_wait(&loop->poller, ready, READY_BATCH, next_timeout(loop));
+    loop->now_ms = cgnet__now_ms();
+    if (cgnet__unlikely(n < 0)) {
+      cgnet__log(loop->eng, CGNET_LOG_ERROR, "poller wait: %s", cgnet_strerror(n));
+      cgnet__engine_request_stop(loop->eng, 0, n);
+      if (!loop->stopping) begin_stop(loop);
+      loop->stop_deadline_ms = loop->now_ms;
+    }
+    for (int i = 0; i < n; i++) dispatch(loop, &ready[i]);
+    continue_reads(loop);
+    run_ticker(loop);
+    if (loop->stopping && loop->now_ms >= loop->stop_deadline_ms)
+      for_each_conn(loop, close_for_shutdown);
+    flush_all(loop);
+    sweep_graveyard(loop);
+  }
+}
+
+static void pin_to_cpu(cgnet_loop *loop) {
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  if (ncpu <= 0) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET((size_t)(loop->index % ncpu), &set);
+  int err = pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+  if (err)
+    cgnet__log(loop->eng, CGNET_LOG_WARN, "loop %d: cannot pin to a CPU: %s", loop->index,
+               cgnet_strerror(-err));
+}
+
+static void *loop_main(void *arg) {
+  cgnet_loop *loop = arg;
+  cgnet__tls_loop = loop;
+  if (loop->eng->o.cpu_affinity) pin_to_cpu(loop);
+  loop->now_ms = cgnet__now_ms();
+  loop->next_tick_ms = loop->now_ms; /* the first tick comes right after start */
+  if (atomic_load_explicit(&loop->eng->state, memory_order_acquire) == CGNET__STOPPING)
+    begin_stop(loop);
+  run(loop);
+  sweep_graveyard(loop);
+  cgnet__engine_loop_exited(loop->eng);
+  return NULL;
+}
+
+int cgnet__loop_start(cgnet_loop *loop) {
+  int err = pthread_create(&loop->thread, NULL, loop_main, loop);
+  if (err) return -err;
+  loop->thread_started = true;
+  return 0;
+}
+
+/* ---- construction -------------------------------------------------------------------- */
+
+int cgnet__loop_init(cgnet_loop *loop, cgnet_engine *eng, int index) {
+  loop->eng = eng;
+  loop->index = index;
+  loop->poller.fd = -1;
+  loop->wake.fd = -1;
+  loop->wake.kind = CGNET__KIND_WAKE;
+  loop->reserve_fd = -1;
+  cgnet__mpsc_init(&loop->tasks);
+  cgnet__bufpool_init(&loop->pool);
+  cgnet__list_init(&loop->conns);
+  cgnet__list_init(&loop->graveyard);
+  cgnet__list_init(&loop->pending_out);
+  cgnet__list_init(&loop->pending_read);
+  atomic_init(&loop->wake_pending, 0);
+  atomic_init(&loop->nconns, 0);
+
+  int err = cgnet__poller_init(&loop->poller);
+  if (err) return err;
+  loop->wake.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (loop->wake.fd < 0) return -errno;
+  err = cgnet__poller_add(&loop->poller, loop->wake.fd, CGNET__POLL_READ, &loop->wake);
+  if (err) return err;
+  loop->rbuf_cap = eng->o.read_buffer_cap;
+  loop->rbuf = malloc(loop->rbuf_cap);
+  if (!loop->rbuf) return CGNET_ENOMEM;
+  loop->listeners = calloc(eng->naddrs, sizeof *loop->listeners);
+  if (!loop->listeners) return CGNET_ENOMEM;
+  loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  return 0;
+}
+
+/* Adopt a listening socket (before the loop thread starts). */
+int cgnet__loop_add_listener(cgnet_loop *loop, size_t index, int fd) {
+  cgnet__listener *l = calloc(1, sizeof *l);
+  if (!l) return CGNET_ENOMEM;
+  l->io.fd = fd;
+  l->io.kind = CGNET__KIND_LISTENER;
+  l->index = index;
+  loop->listeners[loop->nlisteners++] = l;
+  return cgnet__poller_add(&loop->poller, fd, CGNET__POLL_READ, &l->io);
+}
+
+void cgnet__loop_destroy(cgnet_loop *loop) {
+  if (loop->listeners) {
+    close_listeners(loop);
+    for (size_t i = 0; i < loop->nlisteners; i++) free(loop->listeners[i]);
+    free(loop->listeners);
+  }
+  /* Conns left here never ran (the loop did not start): close them quietly. */
+  while (!cgnet__list_empty(&loop->conns)) {
+    cgnet_conn *c = cgnet__container_of(cgnet__list_first(&loop->conns), cgnet_conn, node);
+    cgnet__conn_close_now(c, CGNET_ESHUTDOWN);
+  }
+  sweep_graveyard(loop);
+  cgnet__task *t;
+  int busy;
+  cgnet__mpsc_node *n;
+  while ((n = cgnet__mpsc_pop(&loop->tasks, &busy)) != NULL || busy) {
+    if (!n) continue;
+    t = cgnet__container_of(n, cgnet__task, node);
+    t->drop(t);
+  }
+  if (loop->wake.fd >= 0) close(loop->wake.fd);
+  cgnet__poller_close(&loop->poller);
+  if (loop->reserve_fd >= 0) close(loop->reserve_fd);
+  free(loop->rbuf);
+  cgnet__bufpool_destroy(&loop->pool);
+}
+
+/* ---- public accessors ---------------------------------------------------------------- */
+
+int cgnet_loop_index(const cgnet_loop *loop) { return loop->index; }
+cgnet_engine *cgnet_loop_engine(const cgnet_loop *loop) { return loop->eng; }
+size_t cgnet_loop_count_connections(const cgnet_loop *loop) {
+  return atomic_load_explicit(&loop->nconns, memory_order_relaxed);
+}
+int cgnet_loop_is_current(const cgnet_loop *loop) { return cgnet__tls_loop == loop; }

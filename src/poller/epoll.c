@@ -1,0 +1,62 @@
+/* epoll backend of the poller seam (see src/poller.h). */
+#include "../poller.h"
+
+#include <errno.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "../internal/util.h"
+
+/* How many epoll events one wait can return; results beyond go to the next wait. */
+#define EPOLL_BATCH 256
+
+static uint32_t to_epoll(uint32_t interest) {
+  uint32_t ev = 0;
+  if (interest & CGNET__POLL_READ) ev |= EPOLLIN;
+  if (interest & CGNET__POLL_WRITE) ev |= EPOLLOUT;
+  /* Edge mode reads until EAGAIN, so it wants to hear about the FIN as its own edge;
+   * level mode learns of it from read() returning 0. */
+  if (interest & CGNET__POLL_EDGE) ev |= EPOLLET | EPOLLRDHUP;
+  return ev;
+}
+
+int cgnet__poller_init(cgnet__poller *p) {
+  p->fd = epoll_create1(EPOLL_CLOEXEC);
+  return p->fd < 0 ? -errno : 0;
+}
+
+void cgnet__poller_close(cgnet__poller *p) {
+  if (p->fd >= 0) close(p->fd);
+  p->fd = -1;
+}
+
+int cgnet__poller_add(cgnet__poller *p, int fd, uint32_t interest, void *ptr) {
+  struct epoll_event ev = {.events = to_epoll(interest), .data.ptr = ptr};
+  return epoll_ctl(p->fd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+int cgnet__poller_mod(cgnet__poller *p, int fd, uint32_t interest, void *ptr) {
+  struct epoll_event ev = {.events = to_epoll(interest), .data.ptr = ptr};
+  return epoll_ctl(p->fd, EPOLL_CTL_MOD, fd, &ev) < 0 ? -errno : 0;
+}
+
+int cgnet__poller_del(cgnet__poller *p, int fd) {
+  struct epoll_event ev = {0}; /* non-NULL for kernels before 2.6.9 */
+  return epoll_ctl(p->fd, EPOLL_CTL_DEL, fd, &ev) < 0 ? -errno : 0;
+}
+
+int cgnet__poller_wait(cgnet__poller *p, cgnet__ready *out, int max, int timeout_ms) {
+  struct epoll_event evs[EPOLL_BATCH];
+  if (max > EPOLL_BATCH) max = EPOLL_BATCH;
+  int n = epoll_wait(p->fd, evs, max, timeout_ms);
+  if (cgnet__unlikely(n < 0)) return errno == EINTR ? 0 : -errno;
+  for (int i = 0; i < n; i++) {
+    uint32_t e = evs[i].events, f = 0;
+    if (e & (EPOLLIN | EPOLLRDHUP | EPOLLPRI)) f |= CGNET__READY_READ;
+    if (e & EPOLLOUT) f |= CGNET__READY_WRITE;
+    if (e & (EPOLLERR | EPOLLHUP)) f |= CGNET__READY_ERROR;
+    out[i].ptr = evs[i].data.ptr;
+    out[i].flags = f;
+  }
+  return n;
+}
