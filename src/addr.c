@@ -157,7 +157,8 @@ static int resolve(const char *host, uint16_t port, cgnet__addr *out) {
     }
     if (ai->ai_family == AF_INET6 && out->net != CGNET__NET_TCP4 &&
         ai->ai_addrlen >= sizeof(struct sockaddr_in6)) {
-      const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)ai->ai_addr;
+      const struct sockaddr_in6 *s6 =
+          (const struct sockaddr_in6 *)(const void *)ai->ai_addr;
       set_v6(out, &s6->sin6_addr, s6->sin6_scope_id, port);
       rc = 0;
       break;

@@ -22,11 +22,14 @@
 /* Chunk pool                                                                           */
 /* ------------------------------------------------------------------------------------ */
 
-void cgnet__bufpool_init(cgnet__bufpool *p) { memset(p, 0, sizeof(*p)); }
+void cgnet__bufpool_init(cgnet__bufpool *p) {
+  memset(p, 0, sizeof(*p));
+}
 
 void cgnet__bufpool_destroy(cgnet__bufpool *p) {
   for (int c = 0; c < CGNET__BUFPOOL_CLASSES; c++) {
-    while (p->count[c] > 0) free(p->chunks[c][--p->count[c]]);
+    while (p->count[c] > 0)
+      free(p->chunks[c][--p->count[c]]);
   }
 }
 
@@ -124,7 +127,9 @@ void cgnet__buf_release(cgnet__buf *b, cgnet__bufpool *p) {
  *  - Blocks in the list are never empty; only `last` has room for appends.
  */
 
-void cgnet__outbuf_init(cgnet__outbuf *o) { memset(o, 0, sizeof(*o)); }
+void cgnet__outbuf_init(cgnet__outbuf *o) {
+  memset(o, 0, sizeof(*o));
+}
 
 /* A cursor over the caller's iovecs, so one code path serves append and appendv. */
 typedef struct src {

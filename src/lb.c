@@ -9,7 +9,8 @@
 #define FNV_OFFSET 2166136261u
 #define FNV_PRIME 16777619u
 
-void cgnet__lb_init(cgnet__lb *lb, cgnet_lb kind, int n, cgnet__lb_load_fn load, void *ctx) {
+void cgnet__lb_init(cgnet__lb *lb, cgnet_lb kind, int n, cgnet__lb_load_fn load,
+                    void *ctx) {
   lb->kind = kind;
   lb->n = n < 1 ? 1 : n;
   lb->next = 0;
@@ -39,7 +40,8 @@ static int pick_least_conn(cgnet__lb *lb) {
 
 static uint32_t fnv1a(uint32_t h, const void *data, size_t len) {
   const uint8_t *p = data;
-  for (size_t i = 0; i < len; i++) h = (h ^ p[i]) * FNV_PRIME;
+  for (size_t i = 0; i < len; i++)
+    h = (h ^ p[i]) * FNV_PRIME;
   return h;
 }
 
@@ -51,7 +53,7 @@ static uint32_t fnv1a(uint32_t h, const void *data, size_t len) {
  */
 static uint32_t hash_peer(const struct sockaddr *peer, socklen_t len) {
   uint32_t h = FNV_OFFSET;
-  if (!peer) return h;
+  if (!peer) len = 0;
   if (len >= (socklen_t)sizeof(struct sockaddr_in) && peer->sa_family == AF_INET) {
     const struct sockaddr_in *sin = (const struct sockaddr_in *)(const void *)peer;
     h = fnv1a(h, &sin->sin_addr, sizeof(sin->sin_addr));

@@ -77,6 +77,7 @@ static void on_wake(cgnet_loop *loop) {
 
 typedef struct handoff_task {
   cgnet__task t;
+  cgnet_loop *target;
   int fd;
   socklen_t len;
   struct sockaddr_storage ss;
@@ -88,8 +89,15 @@ static void handoff_run(cgnet_loop *loop, cgnet__task *t) {
   free(h);
 }
 
+static void forget_dispatched(cgnet_loop *target) {
+  atomic_fetch_sub_explicit(&target->nconns, 1, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&target->eng->nconns, 1, memory_order_relaxed);
+}
+
+/* The target loop exited before adopting the socket (engine teardown). */
 static void handoff_drop(cgnet__task *t) {
   handoff_task *h = (handoff_task *)t;
+  forget_dispatched(h->target);
   close(h->fd);
   free(h);
 }
@@ -116,13 +124,13 @@ static void dispatch_accepted(cgnet_loop *self, int fd, struct sockaddr_storage 
   handoff_task *h = malloc(sizeof *h);
   if (!h) {
     cgnet__log(eng, CGNET_LOG_ERROR, "out of memory handing off a conn");
-    atomic_fetch_sub_explicit(&target->nconns, 1, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&eng->nconns, 1, memory_order_relaxed);
+    forget_dispatched(target);
     close(fd);
     return;
   }
   h->t.run = handoff_run;
   h->t.drop = handoff_drop;
+  h->target = target;
   h->fd = fd;
   h->len = len;
   memcpy(&h->ss, ss, sizeof *ss);

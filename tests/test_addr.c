@@ -43,8 +43,8 @@ static void expect_v4(const char *str, cgnet__net net, const char *ip, int port,
 }
 
 /* Parse str and check it is IPv6 [ip]:port with the given flags and scope. */
-static void expect_v6(const char *str, cgnet__net net, const char *ip, int port,
-                      int v6only, int wildcard, int dual_stack, uint32_t scope) {
+static void expect_v6(const char *str, cgnet__net net, const char *ip, int port, int v6only,
+                      int wildcard, int dual_stack, uint32_t scope) {
   cgnet__addr a;
   int rc = cgnet__addr_parse(str, &a);
   if (rc != 0) fail_msg("%s: rc %d", str, rc);
@@ -279,9 +279,9 @@ static int check_any(const char *str) {
 static void mutations(void **state) {
   (void)state;
   static const char *seeds[] = {
-      "tcp://:9000",        "tcp4://127.0.0.1:65535", "tcp6://[::1]:9000",
-      "tcp://[1::2%1]:80",  "tcp://10.0.0.1:1",       "tcp6://[::ffff:1.2.3.4]:7",
-      "tcp4://:0",          "tcp://[::]:443",
+      "tcp://:9000",       "tcp4://127.0.0.1:65535", "tcp6://[::1]:9000",
+      "tcp://[1::2%1]:80", "tcp://10.0.0.1:1",       "tcp6://[::ffff:1.2.3.4]:7",
+      "tcp4://:0",         "tcp://[::]:443",
   };
   static const char alphabet[] = ":[]%./0123456789";
   uint32_t x = 12345;

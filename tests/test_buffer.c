@@ -12,11 +12,19 @@
 #include "cgnet.h"
 #include "internal/util.h"
 
-#if defined(__SANITIZE_ADDRESS__)
 /* Let malloc of an absurd size return NULL instead of aborting, so the ENOMEM paths can
- * be tested under ASan too. */
+ * be tested under the sanitizers too. */
+#if defined(__SANITIZE_ADDRESS__)
 const char *__asan_default_options(void);
-const char *__asan_default_options(void) { return "allocator_may_return_null=1"; }
+const char *__asan_default_options(void) {
+  return "allocator_may_return_null=1";
+}
+#endif
+#if defined(__SANITIZE_THREAD__)
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void) {
+  return "allocator_may_return_null=1";
+}
 #endif
 
 /* ---- helpers ---- */
@@ -30,7 +38,8 @@ static uint8_t pat(size_t i) {
 }
 
 static void fill_pat(uint8_t *dst, size_t from, size_t n) {
-  for (size_t i = 0; i < n; i++) dst[i] = pat(from + i);
+  for (size_t i = 0; i < n; i++)
+    dst[i] = pat(from + i);
 }
 
 static int check_pat(const uint8_t *p, size_t from, size_t n) {
@@ -48,7 +57,9 @@ static uint64_t rng(void) {
   x ^= x << 17;
   return rng_state = x;
 }
-static size_t rnd(size_t n) { return n ? (size_t)(rng() % n) : 0; }
+static size_t rnd(size_t n) {
+  return n ? (size_t)(rng() % n) : 0;
+}
 
 static uint8_t scratch[1 << 20];
 
@@ -63,7 +74,8 @@ static void out_push(cgnet__outbuf *o, cgnet__bufpool *p, size_t ring_max, size_
 
 static size_t count_blocks(const cgnet__outbuf *o) {
   size_t n = 0;
-  for (const cgnet__outblock *b = o->first; b; b = b->next) n++;
+  for (const cgnet__outblock *b = o->first; b; b = b->next)
+    n++;
   return n;
 }
 
@@ -136,9 +148,9 @@ static void pool_classes(void **state) {
   static const struct {
     size_t ask, cap;
     int cls;
-  } cases[] = {{0, 4096, 0},     {1, 4096, 0},      {4096, 4096, 0},   {4097, 8192, 1},
-               {8192, 8192, 1},  {12000, 16384, 2}, {32768, 32768, 3}, {32769, 65536, 4},
-               {65536, 65536, 4}};
+  } cases[] = {{0, 4096, 0},      {1, 4096, 0},      {4096, 4096, 0},
+               {4097, 8192, 1},   {8192, 8192, 1},   {12000, 16384, 2},
+               {32768, 32768, 3}, {32769, 65536, 4}, {65536, 65536, 4}};
   cgnet__bufpool p;
   cgnet__bufpool_init(&p);
   void *mem[CGNET__ARRAY_LEN(cases)];
@@ -161,7 +173,8 @@ static void pool_classes(void **state) {
   assert_ptr_equal(c, mem[4]); /* LIFO within the class */
   cgnet__bufpool_put(&p, c, cap);
   cgnet__bufpool_destroy(&p);
-  for (int i = 0; i < CGNET__BUFPOOL_CLASSES; i++) assert_int_equal(p.count[i], 0);
+  for (int i = 0; i < CGNET__BUFPOOL_CLASSES; i++)
+    assert_int_equal(p.count[i], 0);
 }
 
 static void pool_keep_cap(void **state) {
@@ -175,7 +188,8 @@ static void pool_keep_cap(void **state) {
     mem[i] = cgnet__bufpool_get(&p, &cap);
     assert_non_null(mem[i]);
   }
-  for (int i = 0; i < N; i++) cgnet__bufpool_put(&p, mem[i], 16384);
+  for (int i = 0; i < N; i++)
+    cgnet__bufpool_put(&p, mem[i], 16384);
   /* The extra five were freed (ASan/valgrind would see a leak otherwise). */
   assert_int_equal(p.count[2], CGNET__BUFPOOL_KEEP);
   for (int i = 0; i < CGNET__BUFPOOL_CLASSES; i++) {
@@ -195,13 +209,15 @@ static void pool_large(void **state) {
   assert_int_equal(cap, 131072);
   memset(a, 1, cap);
   cgnet__bufpool_put(&p, a, cap); /* freed, not cached */
-  for (int i = 0; i < CGNET__BUFPOOL_CLASSES; i++) assert_int_equal(p.count[i], 0);
+  for (int i = 0; i < CGNET__BUFPOOL_CLASSES; i++)
+    assert_int_equal(p.count[i], 0);
   cap = 1 << 20;
   a = cgnet__bufpool_get(&p, &cap);
   assert_non_null(a);
   assert_int_equal(cap, 1 << 20);
   cgnet__bufpool_put(&p, a, cap);
-  for (int i = 0; i < CGNET__BUFPOOL_CLASSES; i++) assert_int_equal(p.count[i], 0);
+  for (int i = 0; i < CGNET__BUFPOOL_CLASSES; i++)
+    assert_int_equal(p.count[i], 0);
   /* An impossible size fails cleanly and leaves *cap alone. */
   cap = SIZE_MAX - 10;
   assert_null(cgnet__bufpool_get(&p, &cap));
@@ -287,7 +303,8 @@ static void buf_large(void **state) {
   assert_true(check_pat(cgnet__buf_data(&b), 0, 200000));
   cgnet__buf_consume(&b, &p, 200000);
   assert_null(b.data);
-  for (int i = 0; i < CGNET__BUFPOOL_CLASSES; i++) assert_true(p.count[i] <= 1);
+  for (int i = 0; i < CGNET__BUFPOOL_CLASSES; i++)
+    assert_true(p.count[i] <= 1);
   cgnet__bufpool_destroy(&p);
 }
 
@@ -327,7 +344,8 @@ static void out_coalesce(void **state) {
   assert_int_equal(cgnet__outbuf_append(&o, &p, 65536, scratch, 0), 0);
   assert_null(o.ring);
   size_t w = 0;
-  for (int i = 0; i < 100; i++) out_push(&o, &p, 65536, &w, 10);
+  for (int i = 0; i < 100; i++)
+    out_push(&o, &p, 65536, &w, 10);
   assert_int_equal(o.ring_cap, 4096);
   assert_int_equal(cgnet__outbuf_len(&o), 1000);
   assert_null(o.first);
@@ -353,7 +371,7 @@ static void out_growth(void **state) {
   assert_int_equal(o.ring_cap, 4096);
   out_push(&o, &p, 65536, &w, 2000); /* 5000: doubles to 8 KiB */
   assert_int_equal(o.ring_cap, 8192);
-  assert_int_equal(p.count[0], 1); /* the old 4 KiB ring went back to the pool */
+  assert_int_equal(p.count[0], 1);    /* the old 4 KiB ring went back to the pool */
   out_push(&o, &p, 65536, &w, 20000); /* 25000: straight to 32 KiB */
   assert_int_equal(o.ring_cap, 32768);
   out_push(&o, &p, 65536, &w, 30000); /* 55000 */
@@ -534,8 +552,8 @@ static void out_gather_small_max(void **state) {
   r += 3000;
   out_push(&o, &p, 4096, &w, 3096); /* ring full and wrapped: [3000, 4096) + [0, 3000) */
   assert_int_equal(o.ring_len, 4096);
-  out_push(&o, &p, 4096, &w, CGNET__OUTBLOCK_MIN);     /* block 1 (full) */
-  out_push(&o, &p, 4096, &w, 5);                        /* block 2 */
+  out_push(&o, &p, 4096, &w, CGNET__OUTBLOCK_MIN); /* block 1 (full) */
+  out_push(&o, &p, 4096, &w, 5);                   /* block 2 */
   assert_int_equal(count_blocks(&o), 2);
 
   struct iovec iov[8];
@@ -571,8 +589,7 @@ static void out_appendv(void **state) {
   /* Header + empty piece + body that crosses from the ring into a block. */
   static uint8_t src[10000];
   fill_pat(src, 0, sizeof(src));
-  struct iovec v[4] = {
-      {src, 20}, {src + 20, 0}, {src + 20, 1000}, {src + 1020, 4000}};
+  struct iovec v[4] = {{src, 20}, {src + 20, 0}, {src + 20, 1000}, {src + 1020, 4000}};
   assert_int_equal(cgnet__outbuf_appendv(&o, &p, 4096, v, 4), 0);
   assert_int_equal(o.total, 5020);
   assert_int_equal(o.ring_len, 4096);
@@ -648,10 +665,18 @@ static void out_random_property(void **state) {
       if (op < 5) {
         size_t n;
         switch (rnd(4)) {
-        case 0: n = rnd(16); break;
-        case 1: n = rnd(600); break;
-        case 2: n = rnd(5000); break;
-        default: n = rnd(40000); break;
+        case 0:
+          n = rnd(16);
+          break;
+        case 1:
+          n = rnd(600);
+          break;
+        case 2:
+          n = rnd(5000);
+          break;
+        default:
+          n = rnd(40000);
+          break;
         }
         if (rnd(3) == 0) { /* appendv with up to 16 pieces */
           int cnt = 1 + (int)rnd(16);

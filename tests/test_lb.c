@@ -40,7 +40,8 @@ static void round_robin(void **state) {
   cgnet__lb_init(&lb, CGNET_LB_ROUND_ROBIN, 3, NULL, NULL);
   struct sockaddr_in peer = v4("10.0.0.1", 1234);
   for (int cycle = 0; cycle < 5; cycle++) {
-    for (int i = 0; i < 3; i++) assert_int_equal(cgnet__lb_pick(&lb, SA(peer), sizeof(peer)), i);
+    for (int i = 0; i < 3; i++)
+      assert_int_equal(cgnet__lb_pick(&lb, SA(peer), sizeof(peer)), i);
   }
   /* The peer does not matter, nor does a NULL one. */
   assert_int_equal(cgnet__lb_pick(&lb, NULL, 0), 0);
@@ -51,7 +52,8 @@ static void round_robin(void **state) {
   lb.next = 0xffffffffu;
   int first = cgnet__lb_pick(&lb, NULL, 0);
   assert_true(first >= 0 && first < 7);
-  for (int i = 1; i < 15; i++) assert_int_equal(cgnet__lb_pick(&lb, NULL, 0), (first + i) % 7);
+  for (int i = 1; i < 15; i++)
+    assert_int_equal(cgnet__lb_pick(&lb, NULL, 0), (first + i) % 7);
 }
 
 static size_t loads[8];
@@ -88,8 +90,10 @@ static void least_conn(void **state) {
 
   /* Simulate accepting: each pick adds a conn to the chosen loop -> they fill evenly. */
   memset(loads, 0, sizeof(loads));
-  for (int k = 0; k < 40; k++) loads[cgnet__lb_pick(&lb, NULL, 0)]++;
-  for (int i = 0; i < 4; i++) assert_int_equal(loads[i], 10);
+  for (int k = 0; k < 40; k++)
+    loads[cgnet__lb_pick(&lb, NULL, 0)]++;
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(loads[i], 10);
   assert_true(load_calls > 0);
 }
 
@@ -145,7 +149,8 @@ static int spread(cgnet__lb *lb, int n, int count, int ipv6, int vary_ip) {
     hits[k]++;
   }
   int min = count;
-  for (int i = 0; i < n; i++) min = hits[i] < min ? hits[i] : min;
+  for (int i = 0; i < n; i++)
+    min = hits[i] < min ? hits[i] : min;
   return min;
 }
 
@@ -186,7 +191,8 @@ static void least_conn_without_load(void **state) {
   /* No load function: fall back to round-robin rather than crash. */
   cgnet__lb lb;
   cgnet__lb_init(&lb, CGNET_LB_LEAST_CONN, 3, NULL, NULL);
-  for (int i = 0; i < 6; i++) assert_int_equal(cgnet__lb_pick(&lb, NULL, 0), i % 3);
+  for (int i = 0; i < 6; i++)
+    assert_int_equal(cgnet__lb_pick(&lb, NULL, 0), i % 3);
 }
 
 int main(void) {
