@@ -126,6 +126,9 @@ typedef enum cgnet_lb {
   CGNET_LB_SOURCE_HASH = 2, /* hash of the peer's address and port */
 } cgnet_lb;
 
+/* An option value that turns a size bound off (write_high_watermark, write_buffer_limit). */
+#define CGNET_UNLIMITED SIZE_MAX
+
 /* Tri-state for options whose default is "on": all-zero means the default. */
 typedef enum cgnet_toggle {
   CGNET_DEFAULT = 0,
@@ -187,6 +190,17 @@ typedef struct cgnet_handler {
 
   /* Just before queued output of `c` is written to its socket (gnet v1's PreWrite). */
   void (*on_pre_write)(cgnet_conn *c);
+
+  /* Backpressure: the conn's queued output crossed the high watermark (writable == 0;
+   * cgnet has stopped reading from it) or drained below the low watermark (writable == 1;
+   * reading resumes unless the user paused it). */
+  void (*on_writable_changed)(cgnet_conn *c, int writable);
+
+  /* The peer shut down its write side (FIN) and options.allow_half_open is set: no more
+   * bytes will arrive, but the conn stays open for writing until it is closed (or
+   * cgnet_conn_shutdown_write finishes the other half). CLOSE closes it; SHUTDOWN stops
+   * the engine. Without allow_half_open a FIN closes the conn with CGNET_EOF instead. */
+  cgnet_action (*on_read_closed)(cgnet_conn *c);
 } cgnet_handler;
 
 /* A log sink. `msg` is one line without a trailing newline. May run on any thread. */
@@ -228,6 +242,28 @@ typedef struct cgnet_options {
   int linger;               /* 0: OS default; > 0: linger N s; CGNET_LINGER_RESET: RST */
   int socket_recv_buffer;   /* > 0: SO_RCVBUF in bytes */
   int socket_send_buffer;   /* > 0: SO_SNDBUF in bytes */
+
+  /* Flow control (per conn). Above the high watermark of queued output the conn stops
+   * reading until the output drains below the low watermark, so a peer that sends but
+   * never reads costs at most about high watermark + one read. Past write_buffer_limit,
+   * writes fail with CGNET_EOVERFLOW. CGNET_UNLIMITED turns a bound off. */
+  size_t write_high_watermark; /* default 64 KiB */
+  size_t write_low_watermark;  /* default high / 2; must be <= high */
+  size_t write_buffer_limit;   /* hard cap on queued output (default 8 MiB) */
+
+  /* Timeouts in milliseconds (0: none); expiry closes the conn with CGNET_ETIMEDOUT.
+   * idle: no byte read or written; read: no byte read; write: queued output made no
+   * progress. Each can be changed per conn. */
+  uint64_t idle_timeout_ms;
+  uint64_t read_timeout_ms;
+  uint64_t write_timeout_ms;
+
+  /* At most this many open conns (0: no limit); beyond it new conns are closed at once
+   * and counted (cgnet_engine_rejected_connections), existing ones are untouched. */
+  size_t max_connections;
+
+  /* A peer's FIN calls on_read_closed and leaves the conn open for writing. */
+  int allow_half_open;
 
   /* Logging: by default warnings and errors go to stderr. */
   cgnet_logger_fn logger;    /* NULL: stderr */
@@ -351,6 +387,25 @@ CGNET_API int cgnet_conn_flush(cgnet_conn *c);
 /* Bytes queued and not yet accepted by the socket. Loop thread. */
 CGNET_API size_t cgnet_conn_outbound_buffered(const cgnet_conn *c);
 
+/* Non-zero while queued output is below the high watermark (or has drained below the low
+ * one after crossing it): the conn welcomes more writes. Loop thread. */
+CGNET_API int cgnet_conn_writable(const cgnet_conn *c);
+
+/* Half-close: send what is queued, then FIN (shutdown(SHUT_WR)); reading goes on. Later
+ * writes fail with CGNET_EPIPE. Loop thread. */
+CGNET_API int cgnet_conn_shutdown_write(cgnet_conn *c);
+
+/* Stop / resume reading from the conn (application-level backpressure). Independent of
+ * the automatic pause at the high watermark: reading resumes only when neither holds.
+ * Loop thread. */
+CGNET_API int cgnet_conn_pause_read(cgnet_conn *c);
+CGNET_API int cgnet_conn_resume_read(cgnet_conn *c);
+
+/* Per-conn timeouts in ms (0: none), overriding the engine's options. Loop thread. */
+CGNET_API int cgnet_conn_set_idle_timeout(cgnet_conn *c, uint64_t ms);
+CGNET_API int cgnet_conn_set_read_timeout(cgnet_conn *c, uint64_t ms);
+CGNET_API int cgnet_conn_set_write_timeout(cgnet_conn *c, uint64_t ms);
+
 /* ------------------------------------------------------------------------------------ */
 /* Connections: state and controls (loop thread)                                        */
 /* ------------------------------------------------------------------------------------ */
@@ -385,6 +440,43 @@ CGNET_API int cgnet_conn_set_keepalive(cgnet_conn *c, int idle_s, int interval_s
 CGNET_API int cgnet_conn_set_linger(cgnet_conn *c, int seconds);
 CGNET_API int cgnet_conn_set_recv_buffer(cgnet_conn *c, int bytes);
 CGNET_API int cgnet_conn_set_send_buffer(cgnet_conn *c, int bytes);
+
+/* ------------------------------------------------------------------------------------ */
+/* Timers (loop thread)                                                                 */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * Timers run on a loop's timing wheel (1 ms ticks; start and stop are O(1)). A timer made
+ * with cgnet_conn_timer_new belongs to the conn: it is stopped and freed when the conn
+ * closes (after on_close), and must not be used after that. A loop timer lives until
+ * cgnet_timer_free, which may be called from its own callback.
+ */
+typedef struct cgnet_timer cgnet_timer;
+
+/* A timer callback. CLOSE closes the timer's conn (conn timers only); SHUTDOWN stops the
+ * engine. */
+typedef cgnet_action (*cgnet_timer_fn)(cgnet_timer *t, void *ud);
+
+/* A stopped timer on `loop` (NULL when out of memory). Loop thread of `loop`. */
+CGNET_API cgnet_timer *cgnet_timer_new(cgnet_loop *loop, cgnet_timer_fn fn, void *ud);
+/* A stopped timer owned by conn `c`. Loop thread. */
+CGNET_API cgnet_timer *cgnet_conn_timer_new(cgnet_conn *c, cgnet_timer_fn fn, void *ud);
+/* Fire after delay_ms, then every repeat_ms if repeat_ms > 0. Restarts a running timer.
+ * Loop thread. */
+CGNET_API int cgnet_timer_start(cgnet_timer *t, uint64_t delay_ms, uint64_t repeat_ms);
+/* Stop without freeing. Loop thread. */
+CGNET_API int cgnet_timer_stop(cgnet_timer *t);
+/* Non-zero while the timer is due to fire. Loop thread. */
+CGNET_API int cgnet_timer_active(const cgnet_timer *t);
+/* Stop and free. Loop timers only (conn timers go with their conn; freeing one earlier
+ * is also allowed). Loop thread. */
+CGNET_API void cgnet_timer_free(cgnet_timer *t);
+/* The conn of a conn timer (NULL for a loop timer), and the timer's loop. Loop thread. */
+CGNET_API cgnet_conn *cgnet_timer_conn(const cgnet_timer *t);
+CGNET_API cgnet_loop *cgnet_timer_loop(const cgnet_timer *t);
+
+/* Connections closed at once because of max_connections, since start. Any thread. */
+CGNET_API uint64_t cgnet_engine_rejected_connections(const cgnet_engine *eng);
 
 /* ------------------------------------------------------------------------------------ */
 /* Addresses                                                                            */

@@ -25,12 +25,10 @@
 
 /* A write at least this large, with nothing queued before it, skips the queue. */
 #define DIRECT_WRITE_MIN (16 * 1024)
-/* Timeout for a graceful stop asked for by a callback's SHUTDOWN action. */
-#define ACTION_STOP_TIMEOUT_MS 1000
 
 static const cgnet_handler *handler_of(const cgnet_conn *c) { return &c->loop->eng->h; }
+static const cgnet_options *options_of(const cgnet_conn *c) { return &c->loop->eng->o; }
 
-static bool edge_mode(const cgnet_conn *c) { return c->loop->eng->o.edge_triggered != 0; }
 
 static void schedule_flush(cgnet_conn *c) {
   if (!cgnet__list_linked(&c->out_node))
@@ -82,14 +80,14 @@ static void settle_view(cgnet_conn *c) {
 
 static void apply_action(cgnet_conn *c, cgnet_action a) {
   if (a == CGNET_SHUTDOWN)
-    cgnet__engine_request_stop(c->loop->eng, ACTION_STOP_TIMEOUT_MS, 0);
+    cgnet__engine_request_stop(c->loop->eng, CGNET__ACTION_STOP_TIMEOUT_MS, 0);
   else if (a == CGNET_CLOSE)
     request_close(c, CGNET_ELOCALCLOSE);
 }
 
 /* Common tail of every conn callback: settle the view and carry out closes the callback
  * asked for, once the outermost callback of this conn has returned. */
-static void after_callback(cgnet_conn *c, cgnet_action a) {
+void cgnet__conn_after_callback(cgnet_conn *c, cgnet_action a) {
   c->in_callback--;
   apply_action(c, a);
   if (c->in_callback > 0 || c->closed) return;
@@ -105,7 +103,7 @@ static void call_on_traffic(cgnet_conn *c) {
     return;
   }
   c->in_callback++;
-  after_callback(c, h->on_traffic(c));
+  cgnet__conn_after_callback(c, h->on_traffic(c));
 }
 
 static void call_on_pre_write(cgnet_conn *c) {
@@ -113,7 +111,43 @@ static void call_on_pre_write(cgnet_conn *c) {
   if (!h->on_pre_write) return;
   c->in_callback++;
   h->on_pre_write(c);
-  after_callback(c, CGNET_NONE);
+  cgnet__conn_after_callback(c, CGNET_NONE);
+}
+
+/* ---- timeouts ------------------------------------------------------------------------ */
+
+/* The earliest timeout deadline of the conn, or UINT64_MAX. */
+static uint64_t timeout_deadline(const cgnet_conn *c) {
+  uint64_t d = UINT64_MAX;
+  if (c->idle_to_ms) {
+    uint64_t last = c->last_read_ms > c->last_write_ms ? c->last_read_ms : c->last_write_ms;
+    d = last + c->idle_to_ms;
+  }
+  if (c->read_to_ms && !c->read_closed && c->last_read_ms + c->read_to_ms < d)
+    d = c->last_read_ms + c->read_to_ms;
+  if (c->write_to_ms && cgnet__outbuf_len(&c->out) && c->last_write_ms + c->write_to_ms < d)
+    d = c->last_write_ms + c->write_to_ms;
+  return d;
+}
+
+/* Arm the node if a deadline now comes before it (reads and writes only push deadlines
+ * later, so they never need this; new queued output and new settings may). */
+static void arm_timeouts(cgnet_conn *c) {
+  uint64_t d = timeout_deadline(c);
+  if (d == UINT64_MAX) return;
+  if (!cgnet__tnode_active(&c->timeout_node) || d < c->timeout_node.expires)
+    cgnet__wheel_add(&c->loop->wheel, &c->timeout_node, d);
+}
+
+static void on_timeout_node(cgnet__tnode *n) {
+  cgnet_conn *c = cgnet__container_of(n, cgnet_conn, timeout_node);
+  if (c->closed) return;
+  uint64_t d = timeout_deadline(c);
+  if (d <= c->loop->wheel.now) {
+    request_close(c, CGNET_ETIMEDOUT);
+    return;
+  }
+  if (d != UINT64_MAX) cgnet__wheel_add(&c->loop->wheel, n, d);
 }
 
 /* ---- opening ------------------------------------------------------------------------- */
@@ -121,6 +155,27 @@ static void call_on_pre_write(cgnet_conn *c) {
 static void forget_accepted(cgnet_loop *loop) {
   atomic_fetch_sub_explicit(&loop->nconns, 1, memory_order_relaxed);
   atomic_fetch_sub_explicit(&loop->eng->nconns, 1, memory_order_relaxed);
+}
+
+static void init_conn(cgnet_conn *c, cgnet_loop *loop, int fd) {
+  const cgnet_options *o = &loop->eng->o;
+  c->io.fd = fd;
+  c->io.kind = CGNET__KIND_CONN;
+  c->loop = loop;
+  cgnet__list_init(&c->node);
+  cgnet__list_init(&c->out_node);
+  cgnet__list_init(&c->read_node);
+  cgnet__list_init(&c->timers);
+  cgnet__buf_init(&c->in);
+  cgnet__outbuf_init(&c->out);
+  cgnet__tnode_init(&c->timeout_node, on_timeout_node);
+  c->last_read_ms = c->last_write_ms = loop->wheel.now;
+  c->idle_to_ms = o->idle_timeout_ms;
+  c->read_to_ms = o->read_timeout_ms;
+  c->write_to_ms = o->write_timeout_ms;
+  c->interest = o->edge_triggered
+                    ? (CGNET__POLL_READ | CGNET__POLL_WRITE | CGNET__POLL_EDGE)
+                    : CGNET__POLL_READ;
 }
 
 void cgnet__conn_open(cgnet_loop *loop, int fd, const struct sockaddr *sa, socklen_t len) {
@@ -132,19 +187,10 @@ void cgnet__conn_open(cgnet_loop *loop, int fd, const struct sockaddr *sa, sockl
     forget_accepted(loop);
     return;
   }
-  c->io.fd = fd;
-  c->io.kind = CGNET__KIND_CONN;
-  c->loop = loop;
-  cgnet__list_init(&c->node);
-  cgnet__list_init(&c->out_node);
-  cgnet__list_init(&c->read_node);
-  cgnet__buf_init(&c->in);
-  cgnet__outbuf_init(&c->out);
+  init_conn(c, loop, fd);
   if (len > sizeof c->remote) len = sizeof c->remote;
   memcpy(&c->remote, sa, len);
   c->remote_len = len;
-  c->interest = edge_mode(c) ? (CGNET__POLL_READ | CGNET__POLL_WRITE | CGNET__POLL_EDGE)
-                             : CGNET__POLL_READ;
   int err = cgnet__poller_add(&loop->poller, fd, c->interest, &c->io);
   if (err) {
     cgnet__log(eng, CGNET_LOG_ERROR, "cannot watch a new conn: %s", cgnet_strerror(err));
@@ -154,13 +200,20 @@ void cgnet__conn_open(cgnet_loop *loop, int fd, const struct sockaddr *sa, sockl
     return;
   }
   cgnet__list_insert_tail(&loop->conns, &c->node);
+  arm_timeouts(c);
   if (eng->h.on_open) {
     c->in_callback++;
-    after_callback(c, eng->h.on_open(c));
+    cgnet__conn_after_callback(c, eng->h.on_open(c));
   }
 }
 
 /* ---- reading ------------------------------------------------------------------------- */
+
+/* Reading is on unless the engine is draining it, output is over the high watermark,
+ * the user paused it, or the peer has sent its FIN. */
+static bool wants_read(const cgnet_conn *c) {
+  return !(c->draining || c->over_high || c->user_paused || c->read_closed);
+}
 
 /* Hand n freshly read bytes to the user. */
 static void deliver(cgnet_conn *c, const uint8_t *data, size_t n) {
@@ -180,8 +233,29 @@ static void deliver(cgnet_conn *c, const uint8_t *data, size_t n) {
   call_on_traffic(c);
 }
 
+static void update_interest(cgnet_conn *c);
+
+/* The peer's FIN: close, or with allow_half_open stop reading and tell the user. */
+static void on_peer_fin(cgnet_conn *c) {
+  if (!options_of(c)->allow_half_open) {
+    request_close(c, CGNET_EOF);
+    return;
+  }
+  c->read_closed = true;
+  if (c->shut_wr_done) { /* both halves are closed now */
+    request_close(c, CGNET_EOF);
+    return;
+  }
+  update_interest(c);
+  const cgnet_handler *h = handler_of(c);
+  if (h->on_read_closed) {
+    c->in_callback++;
+    cgnet__conn_after_callback(c, h->on_read_closed(c));
+  }
+}
+
 /* One read; returns the byte count, 0 when nothing more is to be read now, or -1 when
- * the conn was closed (EOF or error). */
+ * reading is over for now (closed, FIN, or paused by the callback). */
 static ssize_t read_once(cgnet_conn *c) {
   cgnet_loop *loop = c->loop;
   ssize_t n;
@@ -189,11 +263,12 @@ static ssize_t read_once(cgnet_conn *c) {
     n = read(c->io.fd, loop->rbuf, loop->rbuf_cap);
   } while (n < 0 && errno == EINTR);
   if (n > 0) {
+    c->last_read_ms = loop->wheel.now;
     deliver(c, loop->rbuf, (size_t)n);
-    return c->closed ? -1 : n;
+    return (c->closed || c->close_reason || !wants_read(c)) ? -1 : n;
   }
   if (n == 0) {
-    request_close(c, CGNET_EOF);
+    on_peer_fin(c);
     return -1;
   }
   if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
@@ -201,17 +276,21 @@ static ssize_t read_once(cgnet_conn *c) {
   return -1;
 }
 
+void cgnet__conn_schedule_read(cgnet_conn *c) {
+  if (!cgnet__list_linked(&c->read_node))
+    cgnet__list_insert_tail(&c->loop->pending_read, &c->read_node);
+}
+
 /* Edge mode must drain the socket, but a budget keeps one busy peer from starving the
  * others: past it, the conn waits in pending_read for the loop's next turn. */
 static void read_edge(cgnet_conn *c) {
-  size_t budget = c->loop->eng->o.read_chunk_limit, total = 0;
+  size_t budget = options_of(c)->read_chunk_limit, total = 0;
   for (;;) {
     ssize_t n = read_once(c);
-    if (n <= 0 || c->close_reason) return;
+    if (n <= 0) return;
     total += (size_t)n;
     if (total >= budget) {
-      if (!cgnet__list_linked(&c->read_node))
-        cgnet__list_insert_tail(&c->loop->pending_read, &c->read_node);
+      cgnet__conn_schedule_read(c);
       return;
     }
   }
@@ -219,16 +298,21 @@ static void read_edge(cgnet_conn *c) {
 
 void cgnet__conn_continue_read(cgnet_conn *c) {
   cgnet__list_remove(&c->read_node);
-  if (!c->closed && !c->draining) read_edge(c);
+  if (c->closed || !wants_read(c)) return;
+  if (options_of(c)->edge_triggered)
+    read_edge(c);
+  else
+    (void)read_once(c);
 }
 
 /* ---- writing ------------------------------------------------------------------------- */
 
-/* Keep EPOLLOUT armed exactly while output is queued (level mode); while draining for a
- * stop, stop reading. Edge mode registers both once and never changes. */
+/* Level mode: watch for reading exactly while wants_read(), and for writing exactly while
+ * output is queued. Edge mode registers both once and never changes: reading is gated by
+ * wants_read() and restarted through pending_read. */
 static void update_interest(cgnet_conn *c) {
-  if (edge_mode(c) || c->closed) return;
-  uint32_t want = c->draining ? 0 : CGNET__POLL_READ;
+  if (options_of(c)->edge_triggered || c->closed) return;
+  uint32_t want = wants_read(c) ? CGNET__POLL_READ : 0;
   if (cgnet__outbuf_len(&c->out)) want |= CGNET__POLL_WRITE;
   if (want == c->interest) return;
   int err = cgnet__poller_mod(&c->loop->poller, c->io.fd, want, &c->io);
@@ -237,6 +321,38 @@ static void update_interest(cgnet_conn *c) {
     return;
   }
   c->interest = want;
+}
+
+static void notify_writable(cgnet_conn *c, int writable) {
+  const cgnet_handler *h = handler_of(c);
+  if (!h->on_writable_changed) return;
+  c->in_callback++;
+  h->on_writable_changed(c, writable);
+  cgnet__conn_after_callback(c, CGNET_NONE);
+}
+
+/* Queued output grew: past the high watermark, stop reading (backpressure). */
+static void after_queue_grew(cgnet_conn *c, size_t before) {
+  if (before == 0) {
+    c->last_write_ms = c->loop->wheel.now; /* the write timeout counts from here */
+    if (c->write_to_ms) arm_timeouts(c);
+  }
+  if (!c->over_high && cgnet__outbuf_len(&c->out) > options_of(c)->write_high_watermark) {
+    c->over_high = true;
+    update_interest(c);
+    notify_writable(c, 0);
+  }
+  schedule_flush(c);
+}
+
+/* Queued output shrank: below the low watermark, read again. */
+static void after_queue_shrank(cgnet_conn *c) {
+  if (!c->over_high || cgnet__outbuf_len(&c->out) > options_of(c)->write_low_watermark)
+    return;
+  c->over_high = false;
+  update_interest(c);
+  if (wants_read(c)) cgnet__conn_schedule_read(c); /* bytes may be waiting */
+  notify_writable(c, 1);
 }
 
 /* Send queued output until it is gone or the socket is full. 0, or the socket error. */
@@ -258,16 +374,27 @@ static int write_out(cgnet_conn *c) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
       return -errno;
     }
+    c->last_write_ms = c->loop->wheel.now;
     cgnet__outbuf_consume(&c->out, &c->loop->pool, (size_t)n);
     if ((size_t)n < want) return 0; /* the socket is full */
   }
   return 0;
 }
 
-static void flush_now(cgnet_conn *c) {
-  if (cgnet__list_linked(&c->out_node)) cgnet__list_remove(&c->out_node);
-  if (c->closed) return;
-  if (c->view_set && c->in_callback == 0) settle_view(c); /* touched outside a callback */
+/* The half-close asked for by cgnet_conn_shutdown_write, once output has drained. */
+static void finish_shutdown_write(cgnet_conn *c) {
+  if (!c->shut_wr_pending || c->shut_wr_done || cgnet__outbuf_len(&c->out)) return;
+  c->shut_wr_done = true;
+  if (shutdown(c->io.fd, SHUT_WR) < 0 && errno != ENOTCONN) {
+    request_close(c, -errno);
+    return;
+  }
+  if (c->read_closed) request_close(c, CGNET_EOF);
+}
+
+/* Write what is queued, then apply what follows from it: backpressure release, half
+ * close, the end of a drain, the poller registration. */
+static void send_queued(cgnet_conn *c) {
   if (cgnet__outbuf_len(&c->out)) {
     call_on_pre_write(c);
     if (c->closed) return;
@@ -276,7 +403,11 @@ static void flush_now(cgnet_conn *c) {
       request_close(c, err);
       return;
     }
+    after_queue_shrank(c);
+    if (c->closed) return;
   }
+  finish_shutdown_write(c);
+  if (c->closed || c->close_reason) return;
   if (c->draining && cgnet__outbuf_len(&c->out) == 0) {
     cgnet__conn_close_now(c, CGNET_ESHUTDOWN);
     return;
@@ -284,21 +415,43 @@ static void flush_now(cgnet_conn *c) {
   update_interest(c);
 }
 
-void cgnet__conn_flush_pending(cgnet_conn *c) { flush_now(c); }
+void cgnet__conn_flush_pending(cgnet_conn *c) {
+  if (cgnet__list_linked(&c->out_node)) cgnet__list_remove(&c->out_node);
+  if (c->closed) return;
+  if (c->view_set && c->in_callback == 0) settle_view(c); /* touched outside a callback */
+  send_queued(c);
+}
+
+/* Readiness reported while reading is off: an error or a hang-up ends the conn. */
+static void on_error_while_not_reading(cgnet_conn *c) {
+  int soerr = 0;
+  socklen_t l = sizeof soerr;
+  getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &soerr, &l);
+  if (soerr)
+    request_close(c, -soerr);
+  else if (c->read_closed)
+    request_close(c, CGNET_EOF);
+  else if (c->draining)
+    request_close(c, CGNET_ESHUTDOWN);
+  else /* paused: the error will show when reading resumes */
+    return;
+}
 
 void cgnet__conn_on_ready(cgnet_conn *c, uint32_t flags) {
-  if ((flags & (CGNET__READY_READ | CGNET__READY_ERROR)) && !c->draining) {
-    if (edge_mode(c))
-      read_edge(c);
-    else
-      (void)read_once(c);
-  } else if ((flags & CGNET__READY_ERROR) && c->draining) {
-    int soerr = 0;
-    socklen_t l = sizeof soerr;
-    getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &soerr, &l);
-    request_close(c, soerr ? -soerr : CGNET_ESHUTDOWN);
+  if (flags & (CGNET__READY_READ | CGNET__READY_ERROR)) {
+    if (wants_read(c)) {
+      if (options_of(c)->edge_triggered)
+        read_edge(c);
+      else
+        (void)read_once(c);
+    } else if (flags & CGNET__READY_ERROR) {
+      on_error_while_not_reading(c);
+    }
   }
-  if (!c->closed && (flags & CGNET__READY_WRITE) && cgnet__outbuf_len(&c->out)) flush_now(c);
+  if (!c->closed && (flags & CGNET__READY_WRITE) && cgnet__outbuf_len(&c->out)) {
+    if (cgnet__list_linked(&c->out_node)) cgnet__list_remove(&c->out_node);
+    send_queued(c);
+  }
 }
 
 /* ---- closing ------------------------------------------------------------------------- */
@@ -311,13 +464,15 @@ static bool can_flush_on_close(int reason) {
 void cgnet__conn_close_now(cgnet_conn *c, int reason) {
   if (c->closed) return;
   cgnet_loop *loop = c->loop;
-  if (cgnet__outbuf_len(&c->out) && can_flush_on_close(reason)) (void)write_out(c);
+  if (cgnet__outbuf_len(&c->out) && can_flush_on_close(reason) && !c->shut_wr_done)
+    (void)write_out(c);
   c->closed = true;
   c->close_reason = reason;
   c->view_set = false;
   (void)cgnet__poller_del(&loop->poller, c->io.fd);
   if (cgnet__list_linked(&c->out_node)) cgnet__list_remove(&c->out_node);
   if (cgnet__list_linked(&c->read_node)) cgnet__list_remove(&c->read_node);
+  cgnet__wheel_del(&loop->wheel, &c->timeout_node);
   cgnet__list_remove(&c->node);
   cgnet__list_insert_tail(&loop->graveyard, &c->node);
   forget_accepted(loop);
@@ -327,8 +482,10 @@ void cgnet__conn_close_now(cgnet_conn *c, int reason) {
     c->in_callback++;
     cgnet_action a = h->on_close(c, reason);
     c->in_callback--;
-    if (a == CGNET_SHUTDOWN) cgnet__engine_request_stop(loop->eng, ACTION_STOP_TIMEOUT_MS, 0);
+    if (a == CGNET_SHUTDOWN)
+      cgnet__engine_request_stop(loop->eng, CGNET__ACTION_STOP_TIMEOUT_MS, 0);
   }
+  cgnet__conn_free_timers(c);
   cgnet__buf_release(&c->in, &loop->pool);
   cgnet__outbuf_release(&c->out, &loop->pool);
   close(c->io.fd);
@@ -342,11 +499,12 @@ void cgnet__conn_free(cgnet_conn *c) {
 
 void cgnet__conn_begin_stop(cgnet_conn *c) {
   if (c->closed) return;
-  if (cgnet__outbuf_len(&c->out) == 0 || c->in_callback) {
+  if (cgnet__outbuf_len(&c->out) == 0 || c->in_callback || c->shut_wr_done) {
     request_close(c, CGNET_ESHUTDOWN);
     return;
   }
   c->draining = true;
+  update_interest(c);
   schedule_flush(c);
 }
 
@@ -387,7 +545,15 @@ size_t cgnet_conn_read(cgnet_conn *c, void *buf, size_t cap) {
 /* ---- public API: writing ------------------------------------------------------------- */
 
 static int writable_or_error(const cgnet_conn *c) {
-  return (c->closed || c->close_reason) ? CGNET_ECLOSED : 0;
+  if (c->closed || c->close_reason) return CGNET_ECLOSED;
+  if (c->shut_wr_pending) return CGNET_EPIPE;
+  return 0;
+}
+
+/* Can `len` more bytes be queued without passing the hard cap? */
+static int check_limit(const cgnet_conn *c, size_t len) {
+  size_t queued = cgnet__outbuf_len(&c->out), limit = options_of(c)->write_buffer_limit;
+  return (len > limit || queued > limit - len) ? CGNET_EOVERFLOW : 0;
 }
 
 /* With nothing queued, try the socket first; returns how many bytes it took, or a
@@ -399,6 +565,7 @@ static ssize_t write_direct(cgnet_conn *c, const void *data, size_t len) {
   do {
     n = send(c->io.fd, data, len, MSG_NOSIGNAL);
   } while (n < 0 && errno == EINTR);
+  if (n > 0) c->last_write_ms = c->loop->wheel.now;
   if (n >= 0) return n;
   if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
   int err = -errno;
@@ -409,7 +576,9 @@ static ssize_t write_direct(cgnet_conn *c, const void *data, size_t len) {
 int cgnet_conn_write(cgnet_conn *c, const void *data, size_t len) {
   int err = writable_or_error(c);
   if (err || len == 0) return err;
-  if (len >= DIRECT_WRITE_MIN && cgnet__outbuf_len(&c->out) == 0) {
+  if ((err = check_limit(c, len))) return err;
+  size_t before = cgnet__outbuf_len(&c->out);
+  if (len >= DIRECT_WRITE_MIN && before == 0) {
     ssize_t n = write_direct(c, data, len);
     if (n < 0) return (int)n;
     data = (const uint8_t *)data + n;
@@ -418,7 +587,7 @@ int cgnet_conn_write(cgnet_conn *c, const void *data, size_t len) {
   }
   err = cgnet__outbuf_append(&c->out, &c->loop->pool, c->loop->eng->ring_max, data, len);
   if (err) return err;
-  schedule_flush(c);
+  after_queue_grew(c, before);
   return 0;
 }
 
@@ -426,9 +595,14 @@ int cgnet_conn_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
   int err = writable_or_error(c);
   if (err) return err;
   if (iovcnt < 0 || (iovcnt > 0 && !iov)) return CGNET_EINVAL;
+  size_t total = 0;
+  for (int i = 0; i < iovcnt; i++) total += iov[i].iov_len;
+  if (total == 0) return 0;
+  if ((err = check_limit(c, total))) return err;
+  size_t before = cgnet__outbuf_len(&c->out);
   err = cgnet__outbuf_appendv(&c->out, &c->loop->pool, c->loop->eng->ring_max, iov, iovcnt);
   if (err) return err;
-  if (cgnet__outbuf_len(&c->out)) schedule_flush(c);
+  after_queue_grew(c, before);
   return 0;
 }
 
@@ -443,6 +617,7 @@ int cgnet_conn_flush(cgnet_conn *c) {
     request_close(c, err);
     return err;
   }
+  after_queue_shrank(c);
   if (cgnet__outbuf_len(&c->out))
     schedule_flush(c); /* the rest goes out (or EPOLLOUT gets armed) before sleep */
   else
@@ -452,6 +627,55 @@ int cgnet_conn_flush(cgnet_conn *c) {
 
 size_t cgnet_conn_outbound_buffered(const cgnet_conn *c) { return cgnet__outbuf_len(&c->out); }
 
+int cgnet_conn_writable(const cgnet_conn *c) { return !c->closed && !c->over_high; }
+
+int cgnet_conn_shutdown_write(cgnet_conn *c) {
+  if (c->closed || c->close_reason) return CGNET_ECLOSED;
+  if (c->shut_wr_pending) return 0;
+  c->shut_wr_pending = true;
+  schedule_flush(c); /* FIN goes out after the queue, before the loop sleeps */
+  return 0;
+}
+
+/* ---- public API: flow control and timeouts ------------------------------------------ */
+
+static void reading_changed(cgnet_conn *c) {
+  update_interest(c);
+  if (wants_read(c)) cgnet__conn_schedule_read(c);
+}
+
+int cgnet_conn_pause_read(cgnet_conn *c) {
+  if (c->closed) return CGNET_ECLOSED;
+  c->user_paused = true;
+  reading_changed(c);
+  return 0;
+}
+
+int cgnet_conn_resume_read(cgnet_conn *c) {
+  if (c->closed) return CGNET_ECLOSED;
+  c->user_paused = false;
+  reading_changed(c);
+  return 0;
+}
+
+static int set_timeout(cgnet_conn *c, uint64_t *field, uint64_t ms) {
+  if (c->closed) return CGNET_ECLOSED;
+  *field = ms;
+  /* Count the new timeout from now, as a user setting it would expect. */
+  c->last_read_ms = c->last_write_ms = c->loop->wheel.now;
+  arm_timeouts(c);
+  return 0;
+}
+
+int cgnet_conn_set_idle_timeout(cgnet_conn *c, uint64_t ms) {
+  return set_timeout(c, &c->idle_to_ms, ms);
+}
+int cgnet_conn_set_read_timeout(cgnet_conn *c, uint64_t ms) {
+  return set_timeout(c, &c->read_to_ms, ms);
+}
+int cgnet_conn_set_write_timeout(cgnet_conn *c, uint64_t ms) {
+  return set_timeout(c, &c->write_to_ms, ms);
+}
 /* ---- public API: state and controls -------------------------------------------------- */
 
 int cgnet_conn_close(cgnet_conn *c) {

@@ -26,6 +26,8 @@
 #define MIN_WRITE_BUFFER 4096
 #define MAX_WRITE_BUFFER ((size_t)1 << 30)
 #define DEFAULT_READ_CHUNK_LIMIT (1024 * 1024)
+#define DEFAULT_HIGH_WATERMARK (64 * 1024)
+#define DEFAULT_WRITE_LIMIT (8 * 1024 * 1024)
 
 /* ---- options ------------------------------------------------------------------------- */
 
@@ -59,6 +61,13 @@ static int normalize_options(const cgnet_options *in, cgnet_options *o) {
     return CGNET_EINVAL;
   if (o->linger < CGNET_LINGER_RESET) return CGNET_EINVAL;
   if (o->socket_recv_buffer < 0 || o->socket_send_buffer < 0) return CGNET_EINVAL;
+  if (o->write_high_watermark == 0) o->write_high_watermark = DEFAULT_HIGH_WATERMARK;
+  if (o->write_low_watermark == 0)
+    o->write_low_watermark = o->write_high_watermark == CGNET_UNLIMITED
+                                 ? CGNET_UNLIMITED
+                                 : o->write_high_watermark / 2;
+  if (o->write_low_watermark > o->write_high_watermark) return CGNET_EINVAL;
+  if (o->write_buffer_limit == 0) o->write_buffer_limit = DEFAULT_WRITE_LIMIT;
   if ((unsigned)o->log_level > CGNET_LOG_OFF) return CGNET_EINVAL;
   if (o->log_level == CGNET_LOG_DEFAULT) o->log_level = CGNET_LOG_WARN;
   return 0;
@@ -162,6 +171,7 @@ static cgnet_engine *new_engine(const cgnet_handler *handler) {
   pthread_cond_init(&eng->cv, NULL);
   atomic_init(&eng->state, CGNET__RUNNING);
   atomic_init(&eng->nconns, 0);
+  atomic_init(&eng->rejected, 0);
   atomic_init(&eng->err, 0);
   atomic_init(&eng->stop_timeout_ms, 0);
   eng->o.log_level = CGNET_LOG_WARN; /* until the options are known */
@@ -281,6 +291,10 @@ int cgnet_run(const cgnet_handler *handler, const char *const *addrs, size_t nad
 }
 
 /* ---- accessors ----------------------------------------------------------------------- */
+
+uint64_t cgnet_engine_rejected_connections(const cgnet_engine *eng) {
+  return atomic_load_explicit(&eng->rejected, memory_order_relaxed);
+}
 
 size_t cgnet_engine_count_connections(const cgnet_engine *eng) {
   return atomic_load_explicit(&eng->nconns, memory_order_relaxed);

@@ -22,8 +22,10 @@
 #define READY_BATCH 256
 /* Connections accepted per listener wake-up before other work gets a turn. */
 #define ACCEPT_BATCH 64
-/* At most one EMFILE/ENFILE log line per this many milliseconds per loop. */
-#define EMFILE_LOG_INTERVAL_MS 1000
+/* At most one EMFILE/ENFILE or max_connections log line per this many ms per loop. */
+#define LIMIT_LOG_INTERVAL_MS 1000
+/* Out of descriptors with no spare to shed with: listen again after this long. */
+#define ACCEPT_RETRY_MS 100
 
 _Thread_local cgnet_loop *cgnet__tls_loop;
 
@@ -108,15 +110,34 @@ static cgnet_loop *pick_loop(cgnet_loop *self, const struct sockaddr *sa, sockle
   return &eng->loops[cgnet__lb_pick(&eng->lb, sa, len)];
 }
 
+/* Over max_connections: close at once; existing conns are untouched. */
+static void reject(cgnet_loop *loop, int fd) {
+  static _Thread_local uint64_t last_log;
+  uint64_t n = atomic_fetch_add_explicit(&loop->eng->rejected, 1, memory_order_relaxed) + 1;
+  close(fd);
+  if (loop->now_ms - last_log >= LIMIT_LOG_INTERVAL_MS || last_log == 0) {
+    last_log = loop->now_ms;
+    cgnet__log(loop->eng, CGNET_LOG_WARN,
+               "max_connections (%zu) reached: new connection closed (%llu so far)",
+               loop->eng->o.max_connections, (unsigned long long)n);
+  }
+}
+
 /* Give an accepted socket to its loop: directly when that is this loop, else as a task. */
 static void dispatch_accepted(cgnet_loop *self, int fd, struct sockaddr_storage *ss,
                               socklen_t len) {
   cgnet_engine *eng = self->eng;
+  /* Counted now, not on arrival, so least-conn and the limit see conns in flight. The
+   * add-then-check keeps max_connections exact with several accepting loops. */
+  size_t open_before = atomic_fetch_add_explicit(&eng->nconns, 1, memory_order_relaxed);
+  if (eng->o.max_connections && open_before >= eng->o.max_connections) {
+    atomic_fetch_sub_explicit(&eng->nconns, 1, memory_order_relaxed);
+    reject(self, fd);
+    return;
+  }
   cgnet__apply_conn_options(fd, &eng->o);
   cgnet_loop *target = pick_loop(self, (struct sockaddr *)ss, len);
-  /* Counted now, not on arrival, so least-conn sees conns still in flight. */
   atomic_fetch_add_explicit(&target->nconns, 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&eng->nconns, 1, memory_order_relaxed);
   if (target == self) {
     cgnet__conn_open(self, fd, (struct sockaddr *)ss, len);
     return;
@@ -137,6 +158,23 @@ static void dispatch_accepted(cgnet_loop *self, int fd, struct sockaddr_storage 
   cgnet__loop_post(target, &h->t);
 }
 
+/* No spare descriptor to shed with: stop watching the listener for a while rather than
+ * spin on a readable listener whose accept() keeps failing. */
+static void pause_listener(cgnet_loop *loop, cgnet__listener *l) {
+  if (cgnet__tnode_active(&l->retry)) return;
+  (void)cgnet__poller_del(&loop->poller, l->io.fd);
+  cgnet__wheel_add(&loop->wheel, &l->retry, loop->wheel.now + ACCEPT_RETRY_MS);
+}
+
+static void on_listener_retry(cgnet__tnode *n) {
+  cgnet__listener *l = cgnet__container_of(n, cgnet__listener, retry);
+  cgnet_loop *loop = l->loop;
+  if (l->io.fd < 0 || loop->stopping) return;
+  if (loop->reserve_fd < 0) loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (cgnet__poller_add(&loop->poller, l->io.fd, CGNET__POLL_READ, &l->io) < 0)
+    cgnet__wheel_add(&loop->wheel, &l->retry, loop->wheel.now + ACCEPT_RETRY_MS);
+}
+
 /*
  * Out of descriptors: the pending connection would make the listener readable forever
  * (a busy loop). Free the spare descriptor, accept the connection and close it at once,
@@ -144,7 +182,7 @@ static void dispatch_accepted(cgnet_loop *self, int fd, struct sockaddr_storage 
  */
 static void shed_one(cgnet_loop *loop, cgnet__listener *l, int err) {
   static _Thread_local uint64_t last_log;
-  if (loop->now_ms - last_log >= EMFILE_LOG_INTERVAL_MS) {
+  if (loop->now_ms - last_log >= LIMIT_LOG_INTERVAL_MS || last_log == 0) {
     last_log = loop->now_ms;
     cgnet__log(loop->eng, CGNET_LOG_WARN, "accept: %s; shedding new connections",
                cgnet_strerror(-err));
@@ -155,6 +193,7 @@ static void shed_one(cgnet_loop *loop, cgnet__listener *l, int err) {
     if (fd >= 0) close(fd);
     loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   }
+  if (loop->reserve_fd < 0) pause_listener(loop, l);
 }
 
 static void on_listener_ready(cgnet_loop *loop, cgnet__listener *l) {
@@ -190,6 +229,7 @@ static void close_listeners(cgnet_loop *loop) {
   for (size_t i = 0; i < loop->nlisteners; i++) {
     cgnet__listener *l = loop->listeners[i];
     if (!l || l->io.fd < 0) continue;
+    cgnet__wheel_del(&loop->wheel, &l->retry);
     (void)cgnet__poller_del(&loop->poller, l->io.fd);
     close(l->io.fd);
     l->io.fd = -1;
@@ -255,15 +295,20 @@ static void continue_reads(cgnet_loop *loop) {
   }
 }
 
-static void run_ticker(cgnet_loop *loop) {
+/* The ticker is a node on loop 0's wheel; the next delay counts from the tick's end. */
+static void on_tick_node(cgnet__tnode *n) {
+  cgnet_loop *loop = cgnet__container_of(n, cgnet_loop, tick_node);
   cgnet_engine *eng = loop->eng;
-  if (loop->index != 0 || !eng->o.ticker || !eng->h.on_tick || loop->stopping) return;
-  if (loop->now_ms < loop->next_tick_ms) return;
+  if (loop->stopping) return;
   uint64_t delay = 1000;
   cgnet_action a = eng->h.on_tick(eng, &delay);
-  loop->now_ms = cgnet__now_ms();
-  loop->next_tick_ms = loop->now_ms + delay;
-  if (a == CGNET_SHUTDOWN) cgnet__engine_request_stop(eng, 1000, 0);
+  uint64_t now = cgnet__now_ms();
+  if (now < loop->wheel.now) now = loop->wheel.now;
+  if (a == CGNET_SHUTDOWN) {
+    cgnet__engine_request_stop(eng, CGNET__ACTION_STOP_TIMEOUT_MS, 0);
+    return;
+  }
+  cgnet__wheel_add(&loop->wheel, n, now + delay);
 }
 
 static void flush_all(cgnet_loop *loop) {
@@ -282,10 +327,7 @@ static void sweep_graveyard(cgnet_loop *loop) {
 static int next_timeout(const cgnet_loop *loop) {
   if (!cgnet__list_empty(&loop->pending_read) || !cgnet__list_empty(&loop->pending_out))
     return 0;
-  uint64_t deadline = UINT64_MAX;
-  const cgnet_engine *eng = loop->eng;
-  if (loop->index == 0 && eng->o.ticker && eng->h.on_tick && !loop->stopping)
-    deadline = loop->next_tick_ms;
+  uint64_t deadline = cgnet__wheel_next_due(&loop->wheel);
   if (loop->stopping && loop->stop_deadline_ms < deadline) deadline = loop->stop_deadline_ms;
   if (deadline == UINT64_MAX) return -1;
   if (deadline <= loop->now_ms) return 0;
@@ -306,7 +348,7 @@ static void run(cgnet_loop *loop) {
     }
     for (int i = 0; i < n; i++) dispatch(loop, &ready[i]);
     continue_reads(loop);
-    run_ticker(loop);
+    cgnet__wheel_advance(&loop->wheel, loop->now_ms);
     if (loop->stopping && loop->now_ms >= loop->stop_deadline_ms)
       for_each_conn(loop, close_for_shutdown);
     flush_all(loop);
@@ -331,8 +373,11 @@ static void *loop_main(void *arg) {
   cgnet__tls_loop = loop;
   if (loop->eng->o.cpu_affinity) pin_to_cpu(loop);
   loop->now_ms = cgnet__now_ms();
-  loop->next_tick_ms = loop->now_ms; /* the first tick comes right after start */
-  if (atomic_load_explicit(&loop->eng->state, memory_order_acquire) == CGNET__STOPPING)
+  cgnet__wheel_advance(&loop->wheel, loop->now_ms);
+  cgnet_engine *eng = loop->eng;
+  if (loop->index == 0 && eng->o.ticker && eng->h.on_tick) /* first tick right away */
+    cgnet__wheel_add(&loop->wheel, &loop->tick_node, loop->now_ms);
+  if (atomic_load_explicit(&eng->state, memory_order_acquire) == CGNET__STOPPING)
     begin_stop(loop);
   run(loop);
   sweep_graveyard(loop);
@@ -362,6 +407,8 @@ int cgnet__loop_init(cgnet_loop *loop, cgnet_engine *eng, int index) {
   cgnet__list_init(&loop->graveyard);
   cgnet__list_init(&loop->pending_out);
   cgnet__list_init(&loop->pending_read);
+  cgnet__wheel_init(&loop->wheel, cgnet__now_ms());
+  cgnet__tnode_init(&loop->tick_node, on_tick_node);
   atomic_init(&loop->wake_pending, 0);
   atomic_init(&loop->nconns, 0);
 
@@ -387,6 +434,8 @@ int cgnet__loop_add_listener(cgnet_loop *loop, size_t index, int fd) {
   l->io.fd = fd;
   l->io.kind = CGNET__KIND_LISTENER;
   l->index = index;
+  l->loop = loop;
+  cgnet__tnode_init(&l->retry, on_listener_retry);
   loop->listeners[loop->nlisteners++] = l;
   return cgnet__poller_add(&loop->poller, fd, CGNET__POLL_READ, &l->io);
 }

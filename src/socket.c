@@ -77,9 +77,10 @@ int cgnet__set_bufsize(int fd, int optname, int bytes) {
  * conn works without the option (e.g. TCP_NODELAY on a socket that already closed). */
 void cgnet__apply_conn_options(int fd, const cgnet_options *o) {
   if (o->tcp_nodelay != CGNET_OFF) (void)cgnet__set_nodelay(fd, 1);
-  if (o->tcp_keepalive > 0)
-    (void)cgnet__set_keepalive(fd, o->tcp_keepalive, o->tcp_keepalive_interval,
-                               o->tcp_keepalive_count);
+  if (o->tcp_keepalive > 0) {
+    int interval = o->tcp_keepalive_interval ? o->tcp_keepalive_interval : o->tcp_keepalive;
+    (void)cgnet__set_keepalive(fd, o->tcp_keepalive, interval, o->tcp_keepalive_count);
+  }
   if (o->linger > 0) (void)cgnet__set_linger(fd, o->linger);
   if (o->linger == CGNET_LINGER_RESET) (void)cgnet__set_linger(fd, 0);
   if (o->socket_recv_buffer > 0) (void)cgnet__set_bufsize(fd, SO_RCVBUF, o->socket_recv_buffer);
