@@ -343,6 +343,13 @@ CGNET_API size_t cgnet_loop_count_connections(const cgnet_loop *loop);
 /* Non-zero when the calling thread is this loop's thread. Any thread. */
 CGNET_API int cgnet_loop_is_current(const cgnet_loop *loop);
 
+/* Run fn(loop, ud) on the loop's thread, soon, in submission order. Submissions from
+ * many threads are coalesced into one wake-up. Returns 0, CGNET_ENOMEM, or
+ * CGNET_ESHUTDOWN once the engine is stopping (fn will not run then). May also be called
+ * from on_boot, before the loops start. Any thread. */
+typedef void (*cgnet_loop_fn)(cgnet_loop *loop, void *ud);
+CGNET_API int cgnet_loop_execute(cgnet_loop *loop, cgnet_loop_fn fn, void *ud);
+
 /* ------------------------------------------------------------------------------------ */
 /* Connections: reading (loop thread)                                                   */
 /* ------------------------------------------------------------------------------------ */
@@ -449,7 +456,8 @@ CGNET_API int cgnet_conn_set_send_buffer(cgnet_conn *c, int bytes);
  * Timers run on a loop's timing wheel (1 ms ticks; start and stop are O(1)). A timer made
  * with cgnet_conn_timer_new belongs to the conn: it is stopped and freed when the conn
  * closes (after on_close), and must not be used after that. A loop timer lives until
- * cgnet_timer_free, which may be called from its own callback.
+ * cgnet_timer_free (which may be called from its own callback) or until the engine is
+ * freed, which frees the loop timers left.
  */
 typedef struct cgnet_timer cgnet_timer;
 

@@ -155,6 +155,7 @@ static int build_loops(cgnet_engine *eng) {
         cgnet__mpsc_init(&eng->loops[j].tasks);
         cgnet__list_init(&eng->loops[j].conns);
         cgnet__list_init(&eng->loops[j].graveyard);
+        cgnet__list_init(&eng->loops[j].timers);
       }
       return err;
     }

@@ -407,6 +407,7 @@ int cgnet__loop_init(cgnet_loop *loop, cgnet_engine *eng, int index) {
   cgnet__list_init(&loop->graveyard);
   cgnet__list_init(&loop->pending_out);
   cgnet__list_init(&loop->pending_read);
+  cgnet__list_init(&loop->timers);
   cgnet__wheel_init(&loop->wheel, cgnet__now_ms());
   cgnet__tnode_init(&loop->tick_node, on_tick_node);
   atomic_init(&loop->wake_pending, 0);
@@ -452,6 +453,7 @@ void cgnet__loop_destroy(cgnet_loop *loop) {
     cgnet__conn_close_now(c, CGNET_ESHUTDOWN);
   }
   sweep_graveyard(loop);
+  cgnet__loop_free_timers(loop);
   cgnet__task *t;
   int busy;
   cgnet__mpsc_node *n;
@@ -465,6 +467,38 @@ void cgnet__loop_destroy(cgnet_loop *loop) {
   if (loop->reserve_fd >= 0) close(loop->reserve_fd);
   free(loop->rbuf);
   cgnet__bufpool_destroy(&loop->pool);
+}
+
+/* ---- user tasks ---------------------------------------------------------------------- */
+
+typedef struct exec_task {
+  cgnet__task t;
+  cgnet_loop_fn fn;
+  void *ud;
+} exec_task;
+
+static void exec_run(cgnet_loop *loop, cgnet__task *t) {
+  exec_task *e = (exec_task *)t;
+  cgnet_loop_fn fn = e->fn;
+  void *ud = e->ud;
+  free(e);
+  fn(loop, ud);
+}
+
+static void exec_drop(cgnet__task *t) { free(t); }
+
+int cgnet_loop_execute(cgnet_loop *loop, cgnet_loop_fn fn, void *ud) {
+  if (!loop || !fn) return CGNET_EINVAL;
+  if (atomic_load_explicit(&loop->eng->state, memory_order_acquire) != CGNET__RUNNING)
+    return CGNET_ESHUTDOWN;
+  exec_task *e = malloc(sizeof *e);
+  if (!e) return CGNET_ENOMEM;
+  e->t.run = exec_run;
+  e->t.drop = exec_drop;
+  e->fn = fn;
+  e->ud = ud;
+  cgnet__loop_post(loop, &e->t);
+  return 0;
 }
 
 /* ---- public accessors ---------------------------------------------------------------- */

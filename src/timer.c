@@ -42,7 +42,7 @@ static cgnet_timer *new_timer(cgnet_loop *loop, cgnet_conn *c, cgnet_timer_fn fn
   t->conn = c;
   t->fn = fn;
   t->ud = ud;
-  if (c) cgnet__list_insert_tail(&c->timers, &t->conn_link);
+  cgnet__list_insert_tail(c ? &c->timers : &loop->timers, &t->conn_link);
   return t;
 }
 
@@ -83,11 +83,14 @@ void cgnet_timer_free(cgnet_timer *t) {
 cgnet_conn *cgnet_timer_conn(const cgnet_timer *t) { return t->conn; }
 cgnet_loop *cgnet_timer_loop(const cgnet_timer *t) { return t->loop; }
 
-void cgnet__conn_free_timers(cgnet_conn *c) {
-  while (!cgnet__list_empty(&c->timers)) {
-    cgnet_timer *t = cgnet__container_of(cgnet__list_first(&c->timers), cgnet_timer, conn_link);
+static void free_all(cgnet__list *timers) {
+  while (!cgnet__list_empty(timers)) {
+    cgnet_timer *t = cgnet__container_of(cgnet__list_first(timers), cgnet_timer, conn_link);
     cgnet__list_remove(&t->conn_link);
     t->conn = NULL;
     cgnet_timer_free(t);
   }
 }
+
+void cgnet__conn_free_timers(cgnet_conn *c) { free_all(&c->timers); }
+void cgnet__loop_free_timers(cgnet_loop *loop) { free_all(&loop->timers); }
