@@ -150,6 +150,8 @@ static void on_timeout_node(cgnet__tnode *n) {
   if (d != UINT64_MAX) cgnet__wheel_add(&c->loop->wheel, n, d);
 }
 
+static void flush_own_output(cgnet_conn *c);
+
 /* ---- opening ------------------------------------------------------------------------- */
 
 static void forget_accepted(cgnet_loop *loop) {
@@ -204,6 +206,7 @@ void cgnet__conn_open(cgnet_loop *loop, int fd, const struct sockaddr *sa, sockl
   if (eng->h.on_open) {
     c->in_callback++;
     cgnet__conn_after_callback(c, eng->h.on_open(c));
+    flush_own_output(c);
   }
 }
 
@@ -303,6 +306,7 @@ void cgnet__conn_continue_read(cgnet_conn *c) {
     read_edge(c);
   else
     (void)read_once(c);
+  flush_own_output(c);
 }
 
 /* ---- writing ------------------------------------------------------------------------- */
@@ -437,6 +441,18 @@ static void on_error_while_not_reading(cgnet_conn *c) {
     return;
 }
 
+/*
+ * Replies a conn's own callbacks queued during this wake-up leave right away, in one
+ * syscall, instead of waiting for the end of the batch: the ring they sit in goes back
+ * to the loop's pool at once (so one chunk serves every conn of the batch, no malloc),
+ * and the first conn's reply is not delayed by the others' callbacks. Output queued
+ * from elsewhere (timers, tasks, other conns) still goes out before the loop sleeps.
+ */
+static void flush_own_output(cgnet_conn *c) {
+  if (c->closed || c->in_callback || !cgnet__list_linked(&c->out_node)) return;
+  cgnet__conn_flush_pending(c);
+}
+
 void cgnet__conn_on_ready(cgnet_conn *c, uint32_t flags) {
   if (flags & (CGNET__READY_READ | CGNET__READY_ERROR)) {
     if (wants_read(c)) {
@@ -452,6 +468,7 @@ void cgnet__conn_on_ready(cgnet_conn *c, uint32_t flags) {
     if (cgnet__list_linked(&c->out_node)) cgnet__list_remove(&c->out_node);
     send_queued(c);
   }
+  flush_own_output(c);
 }
 
 /* ---- closing ------------------------------------------------------------------------- */
