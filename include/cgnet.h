@@ -414,6 +414,56 @@ CGNET_API int cgnet_conn_set_read_timeout(cgnet_conn *c, uint64_t ms);
 CGNET_API int cgnet_conn_set_write_timeout(cgnet_conn *c, uint64_t ms);
 
 /* ------------------------------------------------------------------------------------ */
+/* Connections from other threads                                                       */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * The rule: to use a conn outside its own callbacks (from a worker, a timer of another
+ * loop, ...), take a reference with cgnet_conn_ref on its loop and drop it with
+ * cgnet_conn_unref when done; while you hold one, every call in this section is safe from
+ * any thread and returns (or reports) CGNET_ECLOSED once the conn has closed, never a
+ * use-after-free. References must be dropped before cgnet_engine_free.
+ *
+ * Completion callbacks (done) run on the conn's loop thread, exactly once for a call that
+ * returned 0; calls that return an error never call them. Work still queued when the
+ * engine is freed completes with CGNET_ECANCELED on the freeing thread.
+ */
+
+/* Take a reference (loop thread, or any thread that already holds one). Returns c. */
+CGNET_API cgnet_conn *cgnet_conn_ref(cgnet_conn *c);
+/* Drop a reference. Any thread. */
+CGNET_API void cgnet_conn_unref(cgnet_conn *c);
+/* Non-zero once the conn has closed. Any thread (holding a reference). */
+CGNET_API int cgnet_conn_is_closed(const cgnet_conn *c);
+
+/* Result of an async write: 0 (queued on the conn like cgnet_conn_write), CGNET_ECLOSED
+ * (the conn was gone), or the write's error (e.g. CGNET_EOVERFLOW). */
+typedef void (*cgnet_write_done_fn)(cgnet_conn *c, int status, void *ud);
+
+/* Write from any thread: the bytes are copied now and written on the loop, in the order
+ * of submission (per submitting thread). done may be NULL. Any thread (holding a
+ * reference). 0, CGNET_ENOMEM, or CGNET_ECLOSED. */
+CGNET_API int cgnet_conn_async_write(cgnet_conn *c, const void *data, size_t len,
+                                     cgnet_write_done_fn done, void *ud);
+CGNET_API int cgnet_conn_async_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt,
+                                      cgnet_write_done_fn done, void *ud);
+/* Zero-copy hand-off: cgnet takes `data` and calls free_fn(data) once it is no longer
+ * needed (after the write, or when the call fails, or when the conn is gone). */
+CGNET_API int cgnet_conn_async_write_owned(cgnet_conn *c, void *data, size_t len,
+                                           void (*free_fn)(void *data),
+                                           cgnet_write_done_fn done, void *ud);
+
+/* Make on_traffic run on the loop even with no new bytes (it sees whatever is still
+ * buffered). Any thread (holding a reference). 0, CGNET_ENOMEM or CGNET_ECLOSED. */
+CGNET_API int cgnet_conn_wake(cgnet_conn *c);
+
+/* Close from any thread. done(c, reason, ud), if given, runs on the loop once the conn
+ * is closed: CGNET_ELOCALCLOSE, or CGNET_ECLOSED if it had closed already. Any thread
+ * (holding a reference). 0, CGNET_ENOMEM or CGNET_ECLOSED. */
+typedef void (*cgnet_close_done_fn)(cgnet_conn *c, int reason, void *ud);
+CGNET_API int cgnet_conn_async_close(cgnet_conn *c, cgnet_close_done_fn done, void *ud);
+
+/* ------------------------------------------------------------------------------------ */
 /* Connections: state and controls (loop thread)                                        */
 /* ------------------------------------------------------------------------------------ */
 
@@ -494,6 +544,74 @@ CGNET_API uint64_t cgnet_engine_rejected_connections(const cgnet_engine *eng);
  * Returns the length, or a negative error. Any thread. */
 CGNET_API int cgnet_format_addr(const struct sockaddr *sa, socklen_t len, char *buf,
                                 size_t cap);
+
+/* ------------------------------------------------------------------------------------ */
+/* Worker pool: blocking work off the event loops (gnet's ants)                          */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * A pool of worker threads that run submitted tasks, for work that may block (disk, a
+ * database, sleep) and so must never run on an event loop. Threads are started on demand
+ * up to max_threads, kept down to min_threads, and expire after idle_expiry_ms without
+ * work. The queue is bounded. Every function here may be called from any thread
+ * (including loop threads and workers), except as noted for release.
+ */
+typedef struct cgnet_pool cgnet_pool;
+
+typedef struct cgnet_pool_options {
+  int min_threads;          /* kept alive even when idle (default 0) */
+  int max_threads;          /* default: 4 x online CPUs (at least min_threads); <= 4096 */
+  size_t queue_capacity;    /* tasks waiting for a worker (default 4096) */
+  uint64_t idle_expiry_ms;  /* an idle worker above min_threads exits (default 10000) */
+} cgnet_pool_options;
+
+typedef void (*cgnet_pool_fn)(void *ud);
+
+/* How cgnet_pool_release treats tasks still queued. */
+typedef enum cgnet_pool_release_mode {
+  CGNET_POOL_DRAIN = 0,  /* run every queued task, then stop */
+  CGNET_POOL_CANCEL = 1, /* drop queued tasks (their cancel function runs), stop */
+} cgnet_pool_release_mode;
+
+/* Create a pool (opts may be NULL). 0, CGNET_EINVAL or CGNET_ENOMEM. */
+CGNET_API int cgnet_pool_new(const cgnet_pool_options *opts, cgnet_pool **out);
+
+/* Queue fn(ud). Returns 0, CGNET_EBUSY when the queue is full, CGNET_ESHUTDOWN after
+ * release, CGNET_EINVAL for a NULL pool or fn, or CGNET_EAGAIN/CGNET_ENOMEM when no
+ * worker exists and none could be started (the task is not queued then). */
+CGNET_API int cgnet_pool_submit(cgnet_pool *p, cgnet_pool_fn fn, void *ud);
+
+/* Like submit, with cancel(ud) called instead of fn if the task is dropped by a
+ * CGNET_POOL_CANCEL release (cancel may be NULL); cancel runs on the thread that calls
+ * release. */
+CGNET_API int cgnet_pool_submit_ex(cgnet_pool *p, cgnet_pool_fn fn, cgnet_pool_fn cancel,
+                                   void *ud);
+
+/* Like submit, but waits up to timeout_ms for room in a full queue (0: do not wait,
+ * UINT64_MAX: forever). CGNET_ETIMEDOUT when no room came in time (also for timeout 0),
+ * CGNET_ESHUTDOWN if the pool is released meanwhile. Never call it from a loop thread
+ * with a long timeout: it blocks. */
+CGNET_API int cgnet_pool_submit_wait(cgnet_pool *p, cgnet_pool_fn fn, void *ud,
+                                     uint64_t timeout_ms);
+
+/* Workers running a task now; tasks waiting; the maximum number of workers; live worker
+ * threads (busy or idle). */
+CGNET_API size_t cgnet_pool_running(const cgnet_pool *p);
+CGNET_API size_t cgnet_pool_waiting(const cgnet_pool *p);
+CGNET_API size_t cgnet_pool_capacity(const cgnet_pool *p);
+CGNET_API size_t cgnet_pool_threads(const cgnet_pool *p);
+
+/* Change max_threads at run time (>= 1; it may go below min_threads, and then wins).
+ * Extra workers exit once their task is done. CGNET_ESHUTDOWN after release. */
+CGNET_API int cgnet_pool_tune(cgnet_pool *p, int max_threads);
+
+/* Stop accepting tasks; DRAIN runs what is queued, CANCEL drops it; wait up to
+ * timeout_ms (UINT64_MAX: forever) for every worker to finish, and free the pool.
+ * Returns 0, or CGNET_ETIMEDOUT if some task was still running at the deadline: the
+ * pool then finishes in the background and frees itself after its last task. Either
+ * way `p` must not be used after the call. Call once, not from a worker of this pool. */
+CGNET_API int cgnet_pool_release(cgnet_pool *p, cgnet_pool_release_mode mode,
+                                 uint64_t timeout_ms);
 
 #ifdef __cplusplus
 }

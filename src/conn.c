@@ -171,6 +171,8 @@ static void init_conn(cgnet_conn *c, cgnet_loop *loop, int fd) {
   cgnet__buf_init(&c->in);
   cgnet__outbuf_init(&c->out);
   cgnet__tnode_init(&c->timeout_node, on_timeout_node);
+  atomic_init(&c->gone, false);
+  atomic_init(&c->refs, 1);
   c->last_read_ms = c->last_write_ms = loop->wheel.now;
   c->idle_to_ms = o->idle_timeout_ms;
   c->read_to_ms = o->read_timeout_ms;
@@ -484,6 +486,7 @@ void cgnet__conn_close_now(cgnet_conn *c, int reason) {
   if (cgnet__outbuf_len(&c->out) && can_flush_on_close(reason) && !c->shut_wr_done)
     (void)write_out(c);
   c->closed = true;
+  atomic_store_explicit(&c->gone, true, memory_order_release);
   c->close_reason = reason;
   c->view_set = false;
   (void)cgnet__poller_del(&loop->poller, c->io.fd);
@@ -511,7 +514,28 @@ void cgnet__conn_close_now(cgnet_conn *c, int reason) {
 
 void cgnet__conn_free(cgnet_conn *c) {
   cgnet__list_remove(&c->node);
-  free(c);
+  cgnet_conn_unref(c);
+}
+
+cgnet_conn *cgnet_conn_ref(cgnet_conn *c) {
+  atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+  return c;
+}
+
+void cgnet_conn_unref(cgnet_conn *c) {
+  if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) free(c);
+}
+
+int cgnet_conn_is_closed(const cgnet_conn *c) {
+  return atomic_load_explicit(&c->gone, memory_order_acquire);
+}
+
+void cgnet__conn_wake_now(cgnet_conn *c) {
+  if (c->closed) return;
+  if (c->view_set) settle_view(c); /* touched by a task earlier in this turn */
+  view_from_inbound(c);
+  call_on_traffic(c);
+  flush_own_output(c);
 }
 
 void cgnet__conn_begin_stop(cgnet_conn *c) {

@@ -1,0 +1,237 @@
+/*
+ * The engine's internal structures, shared by engine.c, loop.c and conn.c.
+ *
+ * Ownership and threads:
+ *  - The engine owns its loops, listeners and addresses. It is built and freed on the
+ *    user's thread; its atomic fields are read from any thread.
+ *  - A loop runs on one thread and owns every conn in its `conns` list; nothing but that
+ *    thread touches a conn, except through the loop's task queue.
+ *  - Conns are never freed while the loop is working through a batch of poller results,
+ *    so a result for a conn closed earlier in the same batch finds `closed` set and is
+ *    skipped; the loop frees such conns (the `graveyard`) once the batch is done.
+ */
+#ifndef CGNET_CORE_H
+#define CGNET_CORE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "addr.h"
+#include "buffer.h"
+#include "cgnet.h"
+#include "internal/list.h"
+#include "internal/queue.h"
+#include "internal/util.h"
+#include "lb.h"
+#include "poller.h"
+#include "wheel.h"
+
+/* What a poller result points at: every registered object starts with this. */
+typedef enum cgnet__kind {
+  CGNET__KIND_CONN = 1,
+  CGNET__KIND_LISTENER,
+  CGNET__KIND_WAKE,
+} cgnet__kind;
+
+typedef struct cgnet__io {
+  int fd;
+  cgnet__kind kind;
+} cgnet__io;
+
+typedef struct cgnet__listener {
+  cgnet__io io;
+  size_t index; /* which address of the engine */
+  cgnet_loop *loop;
+  cgnet__tnode retry; /* out of descriptors: listening again when it fires */
+} cgnet__listener;
+
+struct cgnet_timer {
+  cgnet__tnode node;
+  cgnet_loop *loop;
+  cgnet_conn *conn;       /* NULL for a loop timer */
+  cgnet__list conn_link;  /* in conn->timers, or loop->timers for a loop timer */
+  cgnet_timer_fn fn;
+  void *ud;
+  uint64_t repeat_ms;
+  bool firing;            /* its callback is running */
+  bool free_after_fire;   /* freed (or orphaned by its conn) during the callback */
+};
+
+/* A unit of work handed to a loop from another thread. `run` executes on the loop
+ * thread and owns the task (frees it); `drop` frees it without running when the loop is
+ * gone (engine teardown). */
+typedef struct cgnet__task cgnet__task;
+struct cgnet__task {
+  cgnet__mpsc_node node;
+  void (*run)(cgnet_loop *loop, cgnet__task *t);
+  void (*drop)(cgnet__task *t);
+};
+
+#define CGNET__MAX_IOV 64 /* iovecs gathered per write */
+/* Flush timeout of a graceful stop asked for by a callback's SHUTDOWN action. */
+#define CGNET__ACTION_STOP_TIMEOUT_MS 1000
+
+struct cgnet_conn {
+  cgnet__io io; /* must stay first */
+  cgnet_loop *loop;
+  void *ctx;
+  cgnet__list node;     /* in loop->conns, or loop->graveyard once closed */
+  cgnet__list out_node; /* in loop->pending_out while output waits for the flush */
+  cgnet__list read_node; /* edge mode: in loop->pending_read when its budget ran out */
+  uint32_t interest;    /* what the poller watches now */
+  int close_reason;     /* non-zero: close requested with this reason */
+  int in_callback;      /* > 0 while a user callback for this conn runs */
+  bool closed;          /* fd closed, on_close done; memory not yet freed */
+  atomic_bool gone;     /* `closed`, readable from any thread */
+  atomic_uint refs;     /* 1 for the loop until the conn is swept, + user references */
+  bool draining;        /* engine stopping: close once output is flushed */
+  bool over_high;       /* queued output crossed the high watermark: reading paused */
+  bool user_paused;     /* cgnet_conn_pause_read */
+  bool read_closed;     /* half-open: the peer's FIN arrived */
+  bool shut_wr_pending; /* shutdown_write asked: FIN once output drains */
+  bool shut_wr_done;
+
+  /* Timeouts: one wheel node, armed at the earliest deadline; reads and writes only
+   * stamp times, and the node re-arms itself lazily when it fires early. */
+  cgnet__tnode timeout_node;
+  uint64_t last_read_ms, last_write_ms;
+  uint64_t idle_to_ms, read_to_ms, write_to_ms;
+  cgnet__list timers; /* the conn's user timers */
+
+  /* The bytes the user sees: in_callback, either a slice of the loop's read buffer
+   * (view_is_rbuf) or the conn's own inbound buffer. view_pos counts consumed bytes;
+   * it is settled when the callback returns. */
+  const uint8_t *view;
+  size_t view_len, view_pos;
+  bool view_set, view_is_rbuf;
+
+  cgnet__buf in;
+  cgnet__outbuf out;
+
+  struct sockaddr_storage remote, local;
+  socklen_t remote_len, local_len; /* local_len 0: not fetched yet */
+  char remote_str[64], local_str[64];
+};
+
+struct cgnet_loop {
+  cgnet_engine *eng;
+  int index;
+  pthread_t thread;
+  bool thread_started;
+  cgnet__poller poller;
+  cgnet__io wake;           /* eventfd */
+  atomic_int wake_pending;  /* 1 while an eventfd write has not been drained */
+  cgnet__mpsc tasks;
+
+  uint8_t *rbuf;
+  size_t rbuf_cap;
+  cgnet__bufpool pool;
+
+  cgnet__list conns;
+  cgnet__list graveyard;
+  cgnet__list pending_out;
+  cgnet__list pending_read;
+  cgnet__list timers; /* loop timers not yet freed by the user */
+  atomic_size_t nconns;
+
+  cgnet__listener **listeners; /* owned by this loop (loop 0, or each with reuse_port) */
+  size_t nlisteners;
+  int reserve_fd; /* spare descriptor released to shed a connection on EMFILE */
+
+  uint64_t now_ms;
+  cgnet__wheel wheel;
+  cgnet__tnode tick_node; /* loop 0 with the ticker */
+  bool stopping;
+  uint64_t stop_deadline_ms;
+};
+
+enum cgnet__state { CGNET__RUNNING = 0, CGNET__STOPPING = 1 };
+
+struct cgnet_engine {
+  cgnet_handler h;
+  cgnet_options o; /* normalized: every default filled in */
+  size_t ring_max; /* write_buffer_cap rounded to a power of two */
+
+  cgnet__addr *addrs;
+  size_t naddrs;
+  struct sockaddr_storage *bound; /* bound address per listener index */
+  socklen_t *bound_len;
+
+  cgnet_loop *loops;
+  int nloops;
+  cgnet__lb lb;
+
+  atomic_int state;
+  _Atomic uint64_t stop_timeout_ms;
+  atomic_size_t nconns;
+  _Atomic uint64_t rejected; /* closed at once because of max_connections */
+  atomic_int loops_alive;
+  atomic_int err; /* first error that stopped the engine */
+
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool done;   /* every loop exited, on_shutdown ran */
+  bool joined; /* threads joined */
+};
+
+/* ---- engine.c ---- */
+/* Ask every loop to stop (any thread). The first call wins; err is recorded if non-zero. */
+void cgnet__engine_request_stop(cgnet_engine *eng, uint64_t timeout_ms, int err);
+/* Called by each loop thread as it exits; the last one runs on_shutdown. */
+void cgnet__engine_loop_exited(cgnet_engine *eng);
+
+/* ---- loop.c ---- */
+int cgnet__loop_init(cgnet_loop *loop, cgnet_engine *eng, int index);
+void cgnet__loop_destroy(cgnet_loop *loop);
+int cgnet__loop_start(cgnet_loop *loop);
+int cgnet__loop_add_listener(cgnet_loop *loop, size_t index, int fd);
+void cgnet__loop_wake(cgnet_loop *loop);
+void cgnet__loop_post(cgnet_loop *loop, cgnet__task *t);
+extern _Thread_local cgnet_loop *cgnet__tls_loop;
+
+/* ---- conn.c ---- */
+/* Adopt an accepted socket on this loop: register it and call on_open. */
+void cgnet__conn_open(cgnet_loop *loop, int fd, const struct sockaddr *sa, socklen_t len);
+void cgnet__conn_on_ready(cgnet_conn *c, uint32_t flags);
+/* Edge mode: continue reading a conn whose per-wake-up budget ran out. */
+void cgnet__conn_continue_read(cgnet_conn *c);
+/* Write queued output; called before the loop sleeps for every conn in pending_out. */
+void cgnet__conn_flush_pending(cgnet_conn *c);
+/* Common tail of a conn callback (the caller incremented in_callback): settle the
+ * inbound view, apply the action, carry out a requested close. */
+void cgnet__conn_after_callback(cgnet_conn *c, cgnet_action a);
+/* Edge mode, or reading resumed: read again on the loop's next turn. */
+void cgnet__conn_schedule_read(cgnet_conn *c);
+/* Close now (not from inside one of this conn's callbacks). */
+void cgnet__conn_close_now(cgnet_conn *c, int reason);
+/* The loop drops its reference (end of the turn in which the conn closed). */
+void cgnet__conn_free(cgnet_conn *c);
+/* Run on_traffic for a wake-up with no new bytes. */
+void cgnet__conn_wake_now(cgnet_conn *c);
+/* Engine stopping: close at once, or mark draining if output is queued. */
+void cgnet__conn_begin_stop(cgnet_conn *c);
+
+/* ---- timer.c (user timers) ---- */
+/* Stop and free the timers of a closing conn. */
+void cgnet__conn_free_timers(cgnet_conn *c);
+/* Free the loop timers the user left (engine teardown). */
+void cgnet__loop_free_timers(cgnet_loop *loop);
+
+/* ---- socket.c ---- */
+int cgnet__listen(const cgnet__addr *a, const cgnet_options *o, int reuse_port);
+void cgnet__apply_conn_options(int fd, const cgnet_options *o);
+int cgnet__set_nodelay(int fd, int on);
+int cgnet__set_keepalive(int fd, int idle_s, int interval_s, int count);
+int cgnet__set_linger(int fd, int seconds);
+int cgnet__set_bufsize(int fd, int optname, int bytes);
+
+/* ---- log.c ---- */
+void cgnet__log(const cgnet_engine *eng, cgnet_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- time ---- */
+uint64_t cgnet__now_ms(void);
+
+#endif
