@@ -173,7 +173,7 @@ static void init_conn(cgnet_conn *c, cgnet_loop *loop, int fd) {
   cgnet__tnode_init(&c->timeout_node, on_timeout_node);
   atomic_init(&c->gone, false);
   atomic_init(&c->refs, 1);
-  c->last_read_ms = c->last_write_ms = loop->wheel.now;
+  c->last_read_ms = c->last_write_ms = loop->now_ms;
   c->idle_to_ms = o->idle_timeout_ms;
   c->read_to_ms = o->read_timeout_ms;
   c->write_to_ms = o->write_timeout_ms;
@@ -268,7 +268,7 @@ static ssize_t read_once(cgnet_conn *c) {
     n = read(c->io.fd, loop->rbuf, loop->rbuf_cap);
   } while (n < 0 && errno == EINTR);
   if (n > 0) {
-    c->last_read_ms = loop->wheel.now;
+    c->last_read_ms = loop->now_ms;
     deliver(c, loop->rbuf, (size_t)n);
     return (c->closed || c->close_reason || !wants_read(c)) ? -1 : n;
   }
@@ -340,7 +340,7 @@ static void notify_writable(cgnet_conn *c, int writable) {
 /* Queued output grew: past the high watermark, stop reading (backpressure). */
 static void after_queue_grew(cgnet_conn *c, size_t before) {
   if (before == 0) {
-    c->last_write_ms = c->loop->wheel.now; /* the write timeout counts from here */
+    c->last_write_ms = c->loop->now_ms; /* the write timeout counts from here */
     if (c->write_to_ms) arm_timeouts(c);
   }
   if (!c->over_high && cgnet__outbuf_len(&c->out) > options_of(c)->write_high_watermark) {
@@ -380,7 +380,7 @@ static int write_out(cgnet_conn *c) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
       return -errno;
     }
-    c->last_write_ms = c->loop->wheel.now;
+    c->last_write_ms = c->loop->now_ms;
     cgnet__outbuf_consume(&c->out, &c->loop->pool, (size_t)n);
     if ((size_t)n < want) return 0; /* the socket is full */
   }
@@ -606,7 +606,7 @@ static ssize_t write_direct(cgnet_conn *c, const void *data, size_t len) {
   do {
     n = send(c->io.fd, data, len, MSG_NOSIGNAL);
   } while (n < 0 && errno == EINTR);
-  if (n > 0) c->last_write_ms = c->loop->wheel.now;
+  if (n > 0) c->last_write_ms = c->loop->now_ms;
   if (n >= 0) return n;
   if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
   int err = -errno;
@@ -703,7 +703,7 @@ static int set_timeout(cgnet_conn *c, uint64_t *field, uint64_t ms) {
   if (c->closed) return CGNET_ECLOSED;
   *field = ms;
   /* Count the new timeout from now, as a user setting it would expect. */
-  c->last_read_ms = c->last_write_ms = c->loop->wheel.now;
+  c->last_read_ms = c->last_write_ms = c->loop->now_ms;
   arm_timeouts(c);
   return 0;
 }

@@ -140,6 +140,9 @@ struct cgnet_loop {
   size_t nlisteners;
   int reserve_fd; /* spare descriptor released to shed a connection on EMFILE */
 
+  /* The loop's clock, read after every epoll_wait: timeouts and new timers count from
+   * it. The wheel's own `now` is the last tick it processed, which lags behind while
+   * the turn's events are handled; it is only the base for re-arming inside a firing. */
   uint64_t now_ms;
   cgnet__wheel wheel;
   cgnet__tnode tick_node; /* loop 0 with the ticker */

@@ -163,7 +163,7 @@ static void dispatch_accepted(cgnet_loop *self, int fd, struct sockaddr_storage 
 static void pause_listener(cgnet_loop *loop, cgnet__listener *l) {
   if (cgnet__tnode_active(&l->retry)) return;
   (void)cgnet__poller_del(&loop->poller, l->io.fd);
-  cgnet__wheel_add(&loop->wheel, &l->retry, loop->wheel.now + ACCEPT_RETRY_MS);
+  cgnet__wheel_add(&loop->wheel, &l->retry, loop->now_ms + ACCEPT_RETRY_MS);
 }
 
 static void on_listener_retry(cgnet__tnode *n) {
@@ -172,7 +172,7 @@ static void on_listener_retry(cgnet__tnode *n) {
   if (l->io.fd < 0 || loop->stopping) return;
   if (loop->reserve_fd < 0) loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (cgnet__poller_add(&loop->poller, l->io.fd, CGNET__POLL_READ, &l->io) < 0)
-    cgnet__wheel_add(&loop->wheel, &l->retry, loop->wheel.now + ACCEPT_RETRY_MS);
+    cgnet__wheel_add(&loop->wheel, &l->retry, loop->now_ms + ACCEPT_RETRY_MS);
 }
 
 /*

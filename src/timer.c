@@ -58,7 +58,7 @@ cgnet_timer *cgnet_conn_timer_new(cgnet_conn *c, cgnet_timer_fn fn, void *ud) {
 int cgnet_timer_start(cgnet_timer *t, uint64_t delay_ms, uint64_t repeat_ms) {
   if (!t) return CGNET_EINVAL;
   t->repeat_ms = repeat_ms;
-  cgnet__wheel_add(&t->loop->wheel, &t->node, t->loop->wheel.now + delay_ms);
+  cgnet__wheel_add(&t->loop->wheel, &t->node, t->loop->now_ms + delay_ms);
   return 0;
 }
 
