@@ -4,12 +4,14 @@
 #   make / make build      configure + build into build/ (RelWithDebInfo: -O2 -g)
 #   make test              plain, ASan+UBSan and TSan builds, each with its ctest suite
 #   make test-plain | test-asan | test-tsan
+#   make test-long         plain build, then the slow tests (ctest label "long")
 #   make demo              build, then scripts/demo.sh
+#   make bench             build, then bench/run.sh (echo, HTTP, regression figures) and
+#                          bench/report.py -> docs/benchmarks.md; knobs: bash bench/run.sh --help
+#   make bench-sweep       build, then bench/sweep.sh (connections x message size) and report
 #   make install PREFIX=/usr/local
 #   make format | format-check
 #   make clean
-#
-# (make bench: to come.)
 
 PREFIX     ?= /usr/local
 BUILD_TYPE ?= RelWithDebInfo
@@ -26,7 +28,8 @@ FORMAT_DIRS := src include tests examples bench
 FORMAT_FILES = $(shell find $(FORMAT_DIRS) -type f \( -name '*.c' -o -name '*.h' \) 2>/dev/null | sort)
 
 .DEFAULT_GOAL := build
-.PHONY: all build deps test test-plain test-asan test-tsan demo install format format-check clean
+.PHONY: all build deps test test-plain test-asan test-tsan test-long demo bench bench-sweep install format \
+	format-check clean
 
 all: build
 
@@ -49,8 +52,22 @@ test-asan: deps
 test-tsan: deps
 	@bash scripts/check-tests.sh tsan
 
+# Same configuration as check-tests.sh's plain variant (build/), so the two share a build.
+test-long: deps
+	cmake -S . -B $(BUILD_DIR) -DCGNET_SANITIZE= -DCGNET_BUILD_TESTS=ON $(CMAKE_ARGS)
+	cmake --build $(BUILD_DIR) -j$(JOBS)
+	cd $(BUILD_DIR) && ctest -L long --output-on-failure -j1 --no-tests=error $(CTEST_ARGS)
+
 demo: build
 	bash scripts/demo.sh $(BUILD_DIR)
+
+bench: build
+	@$(DEPS) --bench
+	bash bench/run.sh
+
+bench-sweep: build
+	@$(DEPS) --bench
+	bash bench/sweep.sh
 
 # The prefix is given at configure time too, so that cgnet.pc names it.
 install: deps

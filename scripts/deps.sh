@@ -4,7 +4,8 @@
 #   scripts/deps.sh [--bench] [--format] [--dry-run]
 #
 #   (always)   cmake, a C compiler, make, pkg-config, libc headers, cmocka
-#   --bench    also libuv1-dev, libevent-dev and wrk (the bench peers and load generator)
+#   --bench    also libuv1-dev, libevent-dev, wrk, h2load (nghttp2-client), nginx-light,
+#              h2o, python3, gnuplot-nox, valgrind and strace (bench peers, load tools, report)
 #   --format   also clang-format
 #   --dry-run  only say what would be installed; change nothing
 #
@@ -68,6 +69,13 @@ if ((want_bench)); then
   need libuv1-dev have_pc libuv
   need libevent-dev have_pc libevent
   need wrk have_cmd wrk
+  need nghttp2-client have_cmd h2load
+  need nginx-light have_cmd nginx
+  need h2o have_cmd h2o
+  need python3 have_cmd python3
+  need gnuplot-nox have_cmd gnuplot
+  need valgrind have_cmd valgrind
+  need strace have_cmd strace
 fi
 if ((want_format)); then
   need clang-format have_cmd clang-format
