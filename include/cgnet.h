@@ -345,8 +345,11 @@ CGNET_API int cgnet_loop_is_current(const cgnet_loop *loop);
 
 /* Run fn(loop, ud) on the loop's thread, soon, in submission order. Submissions from
  * many threads are coalesced into one wake-up. Returns 0, CGNET_ENOMEM, or
- * CGNET_ESHUTDOWN once the engine is stopping (fn will not run then). May also be called
- * from on_boot, before the loops start. Any thread. */
+ * CGNET_ESHUTDOWN once the engine is stopping (fn will not run then). A call that
+ * returned 0 runs fn before the loop exits, except in one race: a call made while the
+ * stop is being requested may find the loop already gone, and then fn never runs (free
+ * what ud owns in on_shutdown if that matters). May also be called from on_boot, before
+ * the loops start. Any thread. */
 typedef void (*cgnet_loop_fn)(cgnet_loop *loop, void *ud);
 CGNET_API int cgnet_loop_execute(cgnet_loop *loop, cgnet_loop_fn fn, void *ud);
 

@@ -38,7 +38,10 @@ _Thread_local cgnet_loop *cgnet__tls_loop;
  * the drain started raises a fresh wake-up instead of being missed.
  */
 void cgnet__loop_wake(cgnet_loop *loop) {
-  if (atomic_exchange_explicit(&loop->wake_pending, 1, memory_order_acq_rel)) return;
+  /* Store-then-load on both sides (push then read the flag; clear the flag then pop):
+   * only sequential consistency forbids both sides missing each other's store. */
+  atomic_thread_fence(memory_order_seq_cst);
+  if (atomic_exchange_explicit(&loop->wake_pending, 1, memory_order_seq_cst)) return;
   uint64_t one = 1;
   ssize_t n;
   do {
@@ -67,7 +70,8 @@ static void on_wake(cgnet_loop *loop) {
   uint64_t v;
   while (read(loop->wake.fd, &v, sizeof v) < 0 && errno == EINTR) {
   }
-  atomic_store_explicit(&loop->wake_pending, 0, memory_order_release);
+  atomic_store_explicit(&loop->wake_pending, 0, memory_order_seq_cst);
+  atomic_thread_fence(memory_order_seq_cst);
   cgnet__task *t;
   while ((t = pop_task(loop)) != NULL) t->run(loop, t);
   if (!loop->stopping &&
@@ -380,6 +384,10 @@ static void *loop_main(void *arg) {
   if (atomic_load_explicit(&eng->state, memory_order_acquire) == CGNET__STOPPING)
     begin_stop(loop);
   run(loop);
+  /* Tasks that arrived during the last turn still run here, on the loop (conn tasks find
+   * their conns closed); only ones posted after this point are dropped at teardown. */
+  cgnet__task *t;
+  while ((t = pop_task(loop)) != NULL) t->run(loop, t);
   sweep_graveyard(loop);
   cgnet__engine_loop_exited(loop->eng);
   return NULL;

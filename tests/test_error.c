@@ -79,8 +79,8 @@ static int is_known_code(int code) {
 
 static void test_unknown_codes_are_generic(void **state) {
   (void)state;
-  const int unknown[] = {-3, -6, -3999, -4000, -4004, -4099, -9999, -100000, 1, 77, 12345,
-                         INT_MIN, INT_MAX};
+  const int unknown[] = {-3,      -6, -3999, -4000, -4004,   -4099,  -9999,
+                         -100000, 1,  77,    12345, INT_MIN, INT_MAX};
   for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
     assert_false(is_known_code(unknown[i]));
     const char *s = cgnet_strerror(unknown[i]);
@@ -92,7 +92,8 @@ static void test_unknown_codes_are_generic(void **state) {
     if (is_known_name(n)) fail_msg("unknown code %d named %s", unknown[i], n);
     for (size_t j = 0; j < NERRORS; j++)
       if (strcmp(s, all_errors[j].msg) == 0)
-        fail_msg("unknown code %d described as %s's \"%s\"", unknown[i], all_errors[j].name, s);
+        fail_msg("unknown code %d described as %s's \"%s\"", unknown[i], all_errors[j].name,
+                 s);
   }
   /* 0 is not an error; it must still get a non-NULL text and name. */
   assert_non_null(cgnet_strerror(0));
@@ -137,11 +138,12 @@ static void test_errno_mirroring(void **state) {
   assert_int_equal(CGNET_EALREADY, -EALREADY);
   assert_int_equal(CGNET_ECANCELED, -ECANCELED);
   /* cgnet's own codes live below -4000, clear of every errno. */
-  const int own[] = {CGNET_EOF,          CGNET_ECLOSED,      CGNET_ELOCALCLOSE,
-                     CGNET_EBADSCHEME,   CGNET_EBADADDR,     CGNET_EBADPORT,
-                     CGNET_EADDRFAMILY,  CGNET_ERESOLVE,     CGNET_EFRAMETOOLARGE,
-                     CGNET_ECODEC,       CGNET_EWRONGTHREAD};
-  for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++) assert_true(own[i] < -4000);
+  const int own[] = {CGNET_EOF,         CGNET_ECLOSED,     CGNET_ELOCALCLOSE,
+                     CGNET_EBADSCHEME,  CGNET_EBADADDR,    CGNET_EBADPORT,
+                     CGNET_EADDRFAMILY, CGNET_ERESOLVE,    CGNET_EFRAMETOOLARGE,
+                     CGNET_ECODEC,      CGNET_EWRONGTHREAD};
+  for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+    assert_true(own[i] < -4000);
 }
 
 static void test_passthrough_errno(void **state) {

@@ -31,7 +31,8 @@ static int wait_fd(int fd, short events, uint64_t deadline) {
   }
 }
 
-static void fill_loopback(int family, int port, struct sockaddr_storage *ss, socklen_t *len) {
+static void fill_loopback(int family, int port, struct sockaddr_storage *ss,
+                          socklen_t *len) {
   memset(ss, 0, sizeof(*ss));
   if (family == AF_INET6) {
     struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
@@ -145,15 +146,15 @@ int tu_recv_exact(int fd, void *buf, size_t len, int timeout_ms, size_t *got) {
   return rc;
 }
 
-int tu_expect_eof(int fd, int timeout_ms) {
+int tu_expect_eof(int fd, int timeout_ms, size_t *extra) {
   uint64_t deadline = tu_now_ms() + (uint64_t)timeout_ms;
   uint8_t scratch[16384];
-  long extra = 0;
+  size_t got = 0;
   int rc;
   for (;;) {
     ssize_t n = recv(fd, scratch, sizeof(scratch), MSG_DONTWAIT);
     if (n > 0) {
-      extra += n;
+      got += (size_t)n;
       continue;
     }
     if (n == 0) {
@@ -175,7 +176,10 @@ int tu_expect_eof(int fd, int timeout_ms) {
       break;
     }
   }
-  if (extra > 0) return extra > 1000000000L ? 1000000000 : (int)extra;
+  if (extra)
+    *extra = got;
+  else if (got > 0 && rc == 0)
+    rc = 1;
   return rc;
 }
 
@@ -222,7 +226,8 @@ void tu_pattern_fill(uint8_t *buf, size_t len, uint64_t seed, size_t offset) {
   while (i < len) {
     size_t pos = offset + i;
     uint64_t b = block_of(seed, pos / 8);
-    for (size_t k = pos % 8; k < 8 && i < len; k++, i++) buf[i] = (uint8_t)(b >> (k * 8));
+    for (size_t k = pos % 8; k < 8 && i < len; k++, i++)
+      buf[i] = (uint8_t)(b >> (k * 8));
   }
 }
 
@@ -257,8 +262,10 @@ static void client_io(tu_echo_client *c, short revents) {
         c->rx_off += (size_t)n;
         continue;
       }
-      if (n == 0) c->err = TU_EEOF;
-      else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) c->err = -errno;
+      if (n == 0)
+        c->err = TU_EEOF;
+      else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        c->err = -errno;
       break;
     }
   }
@@ -266,17 +273,32 @@ static void client_io(tu_echo_client *c, short revents) {
     size_t chunk = c->tx_len - c->tx_off;
     if (chunk > 65536) chunk = 65536;
     ssize_t n = send(c->fd, c->tx + c->tx_off, chunk, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n > 0) c->tx_off += (size_t)n;
+    if (n > 0)
+      c->tx_off += (size_t)n;
     else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
       c->err = -errno;
   }
 }
 
+/* Bytes moved so far by every client: progress is measured by it. */
+static size_t moved(const tu_echo_client *cl, int n) {
+  size_t sum = 0;
+  for (int i = 0; i < n; i++)
+    sum += cl[i].tx_off + cl[i].rx_off;
+  return sum;
+}
+
 int tu_echo_drive(tu_echo_client *cl, int n, int timeout_ms) {
   uint64_t deadline = tu_now_ms() + (uint64_t)timeout_ms;
+  /* A transfer that stalls this long has failed: fail fast instead of waiting for the
+   * overall deadline (a broken echo would otherwise cost every test its full budget). */
+  const uint64_t stall_ms = 3000u * TU_SLOW;
+  uint64_t last_progress = tu_now_ms();
+  size_t last_moved = moved(cl, n);
   struct pollfd *pf = calloc((size_t)n, sizeof(*pf));
   if (!pf) return -ENOMEM;
-  for (int i = 0; i < n; i++) tu_set_nonblock(cl[i].fd, 1);
+  for (int i = 0; i < n; i++)
+    tu_set_nonblock(cl[i].fd, 1);
   int rc = 0;
   for (;;) {
     int active = 0;
@@ -295,7 +317,12 @@ int tu_echo_drive(tu_echo_client *cl, int n, int timeout_ms) {
     }
     if (rc != 0 || active == 0) break;
     int ms = remaining_ms(deadline);
-    if (ms == 0) {
+    size_t now_moved = moved(cl, n);
+    if (now_moved != last_moved) {
+      last_moved = now_moved;
+      last_progress = tu_now_ms();
+    }
+    if (ms == 0 || tu_now_ms() - last_progress > stall_ms) {
       rc = -ETIMEDOUT;
       break;
     }

@@ -104,9 +104,12 @@ int tu_server_stop(tu_server *s, uint64_t stop_timeout_ms) {
   return finish(s, 1, stop_timeout_ms, TU_TIMEOUT_MS);
 }
 
-int tu_server_wait(tu_server *s, int timeout_ms) { return finish(s, 0, 0, timeout_ms); }
+int tu_server_wait(tu_server *s, int timeout_ms) {
+  return finish(s, 0, 0, timeout_ms);
+}
 
-/* ---- watchdog -------------------------------------------------------------------------- */
+/* ---- watchdog --------------------------------------------------------------------------
+ */
 
 static void on_alarm(int sig) {
   (void)sig;

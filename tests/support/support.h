@@ -96,7 +96,9 @@ int tu_have_ipv6_loopback(void);
  * returned socket is blocking unless `nonblock`; TCP_NODELAY is set. Returns the fd or a
  * negative errno. */
 int tu_connect(int family, int port, int nonblock, int timeout_ms);
-static inline int tu_connect4(int port) { return tu_connect(AF_INET, port, 0, TU_TIMEOUT_MS); }
+static inline int tu_connect4(int port) {
+  return tu_connect(AF_INET, port, 0, TU_TIMEOUT_MS);
+}
 
 int tu_set_nonblock(int fd, int on);
 /* The local port of a connected socket, or -1. */
@@ -108,9 +110,10 @@ int tu_send_all(int fd, const void *buf, size_t len, int timeout_ms);
 /* Receive exactly len bytes. 0, -ETIMEDOUT, TU_EEOF (peer closed early; *got says how
  * much arrived if got != NULL), or a negative errno such as -ECONNRESET. */
 int tu_recv_exact(int fd, void *buf, size_t len, int timeout_ms, size_t *got);
-/* Wait for the end of the stream. 0: orderly EOF; -ECONNRESET: reset; -ETIMEDOUT; or a
- * positive number of unexpected bytes that arrived first (they are drained). */
-int tu_expect_eof(int fd, int timeout_ms);
+/* Wait for the end of the stream, draining what comes first (counted in *extra). 0:
+ * orderly EOF; -ECONNRESET: reset; -ETIMEDOUT. With extra == NULL, bytes before the EOF
+ * are unexpected and an otherwise clean EOF returns 1. */
+int tu_expect_eof(int fd, int timeout_ms, size_t *extra);
 /* Close with SO_LINGER {1, 0}: the kernel sends RST instead of FIN. */
 void tu_close_reset(int fd);
 /* A listening TCP socket on 127.0.0.1:0 (no SO_REUSEADDR/PORT); *port gets its port. */
@@ -134,16 +137,17 @@ size_t tu_first_diff(const uint8_t *a, const uint8_t *b, size_t len);
 /* ------------------------------------------------------------------------------------ */
 
 typedef struct tu_echo_client {
-  int fd;              /* connected; made non-blocking by the driver */
-  const uint8_t *tx;   /* bytes to send */
+  int fd;            /* connected; made non-blocking by the driver */
+  const uint8_t *tx; /* bytes to send */
   size_t tx_len, tx_off;
-  uint8_t *rx;         /* receives rx_len bytes */
+  uint8_t *rx; /* receives rx_len bytes */
   size_t rx_len, rx_off;
-  int err;             /* 0, or why this client stopped (negative errno / TU_EEOF) */
+  int err; /* 0, or why this client stopped (negative errno / TU_EEOF) */
 } tu_echo_client;
 
 /* Drive every client until each has sent tx_len and received rx_len bytes, or a client
- * fails, or timeout_ms passes. Returns 0, -ETIMEDOUT, or the first client's error. */
+ * fails, or timeout_ms passes, or nothing moves for 3 s (x TU_SLOW). Returns 0,
+ * -ETIMEDOUT, or the first client's error. */
 int tu_echo_drive(tu_echo_client *cl, int n, int timeout_ms);
 
 /* ------------------------------------------------------------------------------------ */
@@ -151,16 +155,17 @@ int tu_echo_drive(tu_echo_client *cl, int n, int timeout_ms);
 /* ------------------------------------------------------------------------------------ */
 
 void tu_check_fail(const char *file, int line, const char *what);
-#define TU_CHECK(cond)                                                                   \
-  do {                                                                                   \
-    if (!(cond)) tu_check_fail(__FILE__, __LINE__, #cond);                               \
+#define TU_CHECK(cond)                                                                     \
+  do {                                                                                     \
+    if (!(cond)) tu_check_fail(__FILE__, __LINE__, #cond);                                 \
   } while (0)
 /* Record an integer comparison with both values in the message. */
-void tu_check_eq_fail(const char *file, int line, const char *what, long long a, long long b);
-#define TU_CHECK_EQ(a, b)                                                                \
-  do {                                                                                   \
-    long long tu_a_ = (long long)(a), tu_b_ = (long long)(b);                            \
-    if (tu_a_ != tu_b_) tu_check_eq_fail(__FILE__, __LINE__, #a " == " #b, tu_a_, tu_b_); \
+void tu_check_eq_fail(const char *file, int line, const char *what, long long a,
+                      long long b);
+#define TU_CHECK_EQ(a, b)                                                                  \
+  do {                                                                                     \
+    long long tu_a_ = (long long)(a), tu_b_ = (long long)(b);                              \
+    if (tu_a_ != tu_b_) tu_check_eq_fail(__FILE__, __LINE__, #a " == " #b, tu_a_, tu_b_);  \
   } while (0)
 /* Number of failed checks since the last reset; prints the first few to stderr. */
 int tu_checks_failed(void);
@@ -168,18 +173,19 @@ void tu_checks_reset(void);
 
 /* For the test thread (expands to cmocka's fail_msg): compare return codes and print
  * them by name. */
-#define assert_rc(expr, want)                                                            \
-  do {                                                                                   \
-    int tu_rc_ = (int)(expr), tu_w_ = (int)(want);                                       \
-    if (tu_rc_ != tu_w_)                                                                 \
+#define assert_rc(expr, want)                                                              \
+  do {                                                                                     \
+    int tu_rc_ = (int)(expr), tu_w_ = (int)(want);                                         \
+    if (tu_rc_ != tu_w_)                                                                   \
       fail_msg("%s = %d (%s), want %d (%s)", #expr, tu_rc_, cgnet_err_name(tu_rc_), tu_w_, \
-               cgnet_err_name(tu_w_));                                                   \
+               cgnet_err_name(tu_w_));                                                     \
   } while (0)
 /* Fail the test if any TU_CHECK failed on any thread. */
-#define assert_no_check_failures()                                                       \
-  do {                                                                                   \
-    int tu_n_ = tu_checks_failed();                                                      \
-    if (tu_n_ != 0) fail_msg("%d check(s) failed on loop/client threads (see above)", tu_n_); \
+#define assert_no_check_failures()                                                         \
+  do {                                                                                     \
+    int tu_n_ = tu_checks_failed();                                                        \
+    if (tu_n_ != 0)                                                                        \
+      fail_msg("%d check(s) failed on loop/client threads (see above)", tu_n_);            \
   } while (0)
 
 /* ------------------------------------------------------------------------------------ */
@@ -228,6 +234,8 @@ tu_slot *tu_slot_of(cgnet_conn *c);
 /* on_close: validate the context, count, record the reason. NULL if the context was bad
  * or the conn was already closed once. */
 tu_slot *tu_tracker_close(cgnet_conn *c, int reason);
+/* The slot of the conn whose peer uses `port` (the client's local port), or NULL. */
+tu_slot *tu_tracker_find_port(tu_tracker *t, int port);
 /* How many slots closed with `reason`. */
 int tu_tracker_count_reason(tu_tracker *t, int reason);
 /* 1 if every slot opened exactly once and closed exactly once and nothing odd happened. */

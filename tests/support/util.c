@@ -1,6 +1,7 @@
 /* Time, waiting, process state, thread-safe checks and the connection tracker. */
 #include <dirent.h>
 #include <errno.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -21,7 +22,9 @@ uint64_t tu_now_us(void) {
   return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-uint64_t tu_now_ms(void) { return tu_now_us() / 1000u; }
+uint64_t tu_now_ms(void) {
+  return tu_now_us() / 1000u;
+}
 
 void tu_sleep_ms(unsigned ms) {
   struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
@@ -78,7 +81,8 @@ int tu_wait_conns(cgnet_engine *eng, size_t want, int timeout_ms) {
   return tu_wait_until(conns_eq, &w, timeout_ms);
 }
 
-/* ---- process state -------------------------------------------------------------------- */
+/* ---- process state --------------------------------------------------------------------
+ */
 
 int tu_count_fds(void) {
   DIR *d = opendir("/proc/self/fd");
@@ -116,7 +120,8 @@ int tu_have_ipv6_loopback(void) {
   return ok;
 }
 
-/* ---- checks --------------------------------------------------------------------------- */
+/* ---- checks ---------------------------------------------------------------------------
+ */
 
 #define TU_MAX_MSGS 16
 static pthread_mutex_t check_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -136,7 +141,8 @@ void tu_check_fail(const char *file, int line, const char *what) {
   check_record(msg);
 }
 
-void tu_check_eq_fail(const char *file, int line, const char *what, long long a, long long b) {
+void tu_check_eq_fail(const char *file, int line, const char *what, long long a,
+                      long long b) {
   char msg[256];
   snprintf(msg, sizeof(msg), "%s:%d: check failed: %s (%lld vs %lld)", file, line, what, a,
            b);
@@ -146,7 +152,8 @@ void tu_check_eq_fail(const char *file, int line, const char *what, long long a,
 int tu_checks_failed(void) {
   pthread_mutex_lock(&check_mu);
   int n = check_count;
-  for (int i = 0; i < n && i < TU_MAX_MSGS; i++) fprintf(stderr, "  %s\n", check_msgs[i]);
+  for (int i = 0; i < n && i < TU_MAX_MSGS; i++)
+    fprintf(stderr, "  %s\n", check_msgs[i]);
   if (n > TU_MAX_MSGS) fprintf(stderr, "  ... and %d more\n", n - TU_MAX_MSGS);
   pthread_mutex_unlock(&check_mu);
   return n;
@@ -158,7 +165,8 @@ void tu_checks_reset(void) {
   pthread_mutex_unlock(&check_mu);
 }
 
-/* ---- tracker -------------------------------------------------------------------------- */
+/* ---- tracker --------------------------------------------------------------------------
+ */
 
 tu_tracker *tu_tracker_new(void) {
   tu_tracker *t = calloc(1, sizeof(*t));
@@ -172,9 +180,13 @@ tu_tracker *tu_tracker_new(void) {
   return t;
 }
 
-void tu_tracker_free(tu_tracker *t) { free(t); }
+void tu_tracker_free(tu_tracker *t) {
+  free(t);
+}
 
-tu_tracker *tu_tracker_of_engine(cgnet_engine *eng) { return cgnet_engine_userdata(eng); }
+tu_tracker *tu_tracker_of_engine(cgnet_engine *eng) {
+  return cgnet_engine_userdata(eng);
+}
 
 tu_tracker *tu_tracker_of_conn(cgnet_conn *c) {
   return tu_tracker_of_engine(cgnet_conn_engine(c));
@@ -191,6 +203,14 @@ tu_slot *tu_tracker_open(cgnet_conn *c) {
   tu_slot *s = &t->slots[i];
   atomic_fetch_add(&s->opens, 1);
   atomic_store(&s->loop, cgnet_loop_index(cgnet_conn_loop(c)));
+  socklen_t len = 0;
+  const struct sockaddr *sa = cgnet_conn_remote_addr(c, &len);
+  int port = -1;
+  if (sa && sa->sa_family == AF_INET)
+    port = ntohs(((const struct sockaddr_in *)sa)->sin_port);
+  if (sa && sa->sa_family == AF_INET6)
+    port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+  atomic_store(&s->remote_port, port);
   cgnet_conn_set_context(c, s);
   return s;
 }
@@ -218,6 +238,14 @@ tu_slot *tu_tracker_close(cgnet_conn *c, int reason) {
   return s;
 }
 
+tu_slot *tu_tracker_find_port(tu_tracker *t, int port) {
+  int n = atomic_load(&t->nslots);
+  if (n > TU_MAX_CONNS) n = TU_MAX_CONNS;
+  for (int i = 0; i < n; i++)
+    if (atomic_load(&t->slots[i].remote_port) == port) return &t->slots[i];
+  return NULL;
+}
+
 int tu_tracker_count_reason(tu_tracker *t, int reason) {
   int n = atomic_load(&t->nslots), k = 0;
   if (n > TU_MAX_CONNS) n = TU_MAX_CONNS;
@@ -233,6 +261,7 @@ int tu_tracker_all_closed_once(tu_tracker *t) {
       atomic_load(&t->double_close))
     return 0;
   for (int i = 0; i < n; i++)
-    if (atomic_load(&t->slots[i].opens) != 1 || atomic_load(&t->slots[i].closes) != 1) return 0;
+    if (atomic_load(&t->slots[i].opens) != 1 || atomic_load(&t->slots[i].closes) != 1)
+      return 0;
   return atomic_load(&t->opens) == atomic_load(&t->closes);
 }
