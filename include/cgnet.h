@@ -353,6 +353,15 @@ CGNET_API int cgnet_loop_is_current(const cgnet_loop *loop);
 typedef void (*cgnet_loop_fn)(cgnet_loop *loop, void *ud);
 CGNET_API int cgnet_loop_execute(cgnet_loop *loop, cgnet_loop_fn fn, void *ud);
 
+/* Counters of a loop's cross-thread traffic, since start. `wakeups`: eventfd writes that
+ * woke the loop (a burst of submissions shares one); `tasks`: cross-thread tasks it ran
+ * (async writes, wakes, closes, executes, hand-offs of accepted conns). Any thread. */
+typedef struct cgnet_loop_stats {
+  uint64_t wakeups;
+  uint64_t tasks;
+} cgnet_loop_stats;
+CGNET_API void cgnet_loop_get_stats(const cgnet_loop *loop, cgnet_loop_stats *out);
+
 /* ------------------------------------------------------------------------------------ */
 /* Connections: reading (loop thread)                                                   */
 /* ------------------------------------------------------------------------------------ */
@@ -478,7 +487,8 @@ CGNET_API int cgnet_conn_close(cgnet_conn *c);
 CGNET_API void *cgnet_conn_context(const cgnet_conn *c);
 CGNET_API void cgnet_conn_set_context(cgnet_conn *c, void *ctx);
 
-/* The loop and engine that own the conn. Loop thread. */
+/* The loop and engine that own the conn. Any thread holding a reference (they never
+ * change), so a worker can reach the conn's loop with cgnet_loop_execute. */
 CGNET_API cgnet_loop *cgnet_conn_loop(const cgnet_conn *c);
 CGNET_API cgnet_engine *cgnet_conn_engine(const cgnet_conn *c);
 

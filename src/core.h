@@ -123,6 +123,8 @@ struct cgnet_loop {
   cgnet__poller poller;
   cgnet__io wake;           /* eventfd */
   atomic_int wake_pending;  /* 1 while an eventfd write has not been drained */
+  _Atomic uint64_t wakeups; /* eventfd writes (cgnet_loop_stats) */
+  _Atomic uint64_t tasks_run;
   cgnet__mpsc tasks;
 
   uint8_t *rbuf;

@@ -42,6 +42,7 @@ void cgnet__loop_wake(cgnet_loop *loop) {
    * only sequential consistency forbids both sides missing each other's store. */
   atomic_thread_fence(memory_order_seq_cst);
   if (atomic_exchange_explicit(&loop->wake_pending, 1, memory_order_seq_cst)) return;
+  atomic_fetch_add_explicit(&loop->wakeups, 1, memory_order_relaxed);
   uint64_t one = 1;
   ssize_t n;
   do {
@@ -58,7 +59,13 @@ static cgnet__task *pop_task(cgnet_loop *loop) {
   for (;;) {
     int busy;
     cgnet__mpsc_node *n = cgnet__mpsc_pop(&loop->tasks, &busy);
-    if (n) return cgnet__container_of(n, cgnet__task, node);
+    if (n) {
+      /* Only this thread writes it; atomic so stats can be read from anywhere. */
+      atomic_store_explicit(&loop->tasks_run,
+                            atomic_load_explicit(&loop->tasks_run, memory_order_relaxed) + 1,
+                            memory_order_relaxed);
+      return cgnet__container_of(n, cgnet__task, node);
+    }
     if (!busy) return NULL;
     sched_yield(); /* a producer is between its two stores; it finishes in nanoseconds */
   }
@@ -419,6 +426,8 @@ int cgnet__loop_init(cgnet_loop *loop, cgnet_engine *eng, int index) {
   cgnet__wheel_init(&loop->wheel, cgnet__now_ms());
   cgnet__tnode_init(&loop->tick_node, on_tick_node);
   atomic_init(&loop->wake_pending, 0);
+  atomic_init(&loop->wakeups, 0);
+  atomic_init(&loop->tasks_run, 0);
   atomic_init(&loop->nconns, 0);
 
   int err = cgnet__poller_init(&loop->poller);
@@ -517,3 +526,8 @@ size_t cgnet_loop_count_connections(const cgnet_loop *loop) {
   return atomic_load_explicit(&loop->nconns, memory_order_relaxed);
 }
 int cgnet_loop_is_current(const cgnet_loop *loop) { return cgnet__tls_loop == loop; }
+
+void cgnet_loop_get_stats(const cgnet_loop *loop, cgnet_loop_stats *out) {
+  out->wakeups = atomic_load_explicit(&loop->wakeups, memory_order_relaxed);
+  out->tasks = atomic_load_explicit(&loop->tasks_run, memory_order_relaxed);
+}
