@@ -85,7 +85,13 @@ static cgnet_action on_boot(cgnet_engine *eng) {
 
 /* ---- request parsing ----------------------------------------------------------------- */
 
-typedef enum { REQ_INCOMPLETE, REQ_OK, REQ_BAD, REQ_TOO_LARGE, REQ_BODY_TOO_LARGE } req_status;
+typedef enum {
+  REQ_INCOMPLETE,
+  REQ_OK,
+  REQ_BAD,
+  REQ_TOO_LARGE,
+  REQ_BODY_TOO_LARGE
+} req_status;
 
 typedef struct request {
   const char *path;
@@ -95,7 +101,9 @@ typedef struct request {
   size_t total_len; /* request line + headers + body */
 } request;
 
-static int token_char(int c) { return c > 32 && c < 127 && !strchr("()<>@,;:\\\"/[]?={}", c); }
+static int token_char(int c) {
+  return c > 32 && c < 127 && !strchr("()<>@,;:\\\"/[]?={}", c);
+}
 
 static int name_is(const char *p, size_t len, const char *name) {
   return strlen(name) == len && strncasecmp(p, name, len) == 0;
@@ -142,8 +150,8 @@ static req_status parse_content_length(const char *v, size_t len, size_t *out) {
 
 /* Parse one request at the start of buf. */
 static req_status parse_request(const char *buf, size_t len, request *r) {
-  const char *end = memmem(buf, len < MAX_HEADER_BYTES + 4 ? len : MAX_HEADER_BYTES + 4,
-                           "\r\n\r\n", 4);
+  const char *end =
+      memmem(buf, len < MAX_HEADER_BYTES + 4 ? len : MAX_HEADER_BYTES + 4, "\r\n\r\n", 4);
   if (!end) return len > MAX_HEADER_BYTES ? REQ_TOO_LARGE : REQ_INCOMPLETE;
   size_t head_len = (size_t)(end - buf) + 4;
   const char *line_end = memmem(buf, head_len, "\r\n", 2);
@@ -160,8 +168,10 @@ static req_status parse_request(const char *buf, size_t len, request *r) {
     for (const char *q = p; q < colon; q++)
       if (!token_char((unsigned char)*q)) return REQ_BAD;
     const char *v = colon + 1, *ve = eol;
-    while (v < ve && (*v == ' ' || *v == '\t')) v++;
-    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+    while (v < ve && (*v == ' ' || *v == '\t'))
+      v++;
+    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+      ve--;
     size_t nlen = (size_t)(colon - p), vlen = (size_t)(ve - v);
     if (name_is(p, nlen, "content-length")) {
       size_t n;
@@ -209,7 +219,8 @@ static cgnet_action on_traffic(cgnet_conn *c) {
     }
     off += r.total_len;
     if (r.path_len == 10 && memcmp(r.path, "/plaintext", 10) == 0)
-      cgnet_conn_write(c, r.is_head ? s->ok_head : s->ok, r.is_head ? s->ok_head_len : s->ok_len);
+      cgnet_conn_write(c, r.is_head ? s->ok_head : s->ok,
+                       r.is_head ? s->ok_head_len : s->ok_len);
     else
       cgnet_conn_write(c, s->not_found, s->not_found_len);
     if (!r.keep_alive) {
@@ -224,9 +235,8 @@ static cgnet_action on_traffic(cgnet_conn *c) {
 /* ---- main ---------------------------------------------------------------------------- */
 
 static void usage(void) {
-  fprintf(stderr,
-          "usage: http_plaintext [ADDR] [--loops N | --multicore] [--reuseport]\n"
-          "  ADDR defaults to tcp://127.0.0.1:8080\n");
+  fprintf(stderr, "usage: http_plaintext [ADDR] [--loops N | --multicore] [--reuseport]\n"
+                  "  ADDR defaults to tcp://127.0.0.1:8080\n");
   exit(2);
 }
 
@@ -261,8 +271,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "http_plaintext: %s: %s\n", addr, cgnet_strerror(err));
     return 1;
   }
-  printf("http_plaintext: listening on port %d (%d loops)\n", cgnet_engine_listen_port(eng, 0),
-         cgnet_engine_num_loops(eng));
+  printf("http_plaintext: listening on port %d (%d loops)\n",
+         cgnet_engine_listen_port(eng, 0), cgnet_engine_num_loops(eng));
   fflush(stdout);
   int sig;
   sigwait(&set, &sig);

@@ -46,51 +46,51 @@ extern "C" {
  * Codes that mirror a POSIX errno are its negation (CGNET_EINVAL == -EINVAL on Linux), so
  * a system error can be passed through as -errno. cgnet's own codes live below -4000.
  */
-#define CGNET_ERRNO_MAP(XX)                                                              \
-  XX(EPERM, -1, "operation not permitted")                                               \
-  XX(ENOENT, -2, "no such file or directory")                                            \
-  XX(EINTR, -4, "interrupted system call")                                               \
-  XX(EIO, -5, "i/o error")                                                               \
-  XX(EBADF, -9, "bad file descriptor")                                                   \
-  XX(EAGAIN, -11, "resource temporarily unavailable")                                    \
-  XX(ENOMEM, -12, "not enough memory")                                                   \
-  XX(EACCES, -13, "permission denied")                                                   \
-  XX(EBUSY, -16, "resource busy or locked")                                              \
-  XX(EEXIST, -17, "already exists")                                                      \
-  XX(EINVAL, -22, "invalid argument")                                                    \
-  XX(ENFILE, -23, "file table overflow")                                                 \
-  XX(EMFILE, -24, "too many open files")                                                 \
-  XX(EPIPE, -32, "broken pipe")                                                          \
-  XX(ENAMETOOLONG, -36, "name too long")                                                 \
-  XX(EOVERFLOW, -75, "output buffer limit exceeded")                                     \
-  XX(EMSGSIZE, -90, "message too long")                                                  \
-  XX(EPROTONOSUPPORT, -93, "protocol not supported")                                     \
-  XX(EUNSUPPORTED, -95, "operation not supported on this connection")                    \
-  XX(EAFNOSUPPORT, -97, "address family not supported")                                  \
-  XX(EADDRINUSE, -98, "address already in use")                                          \
-  XX(EADDRNOTAVAIL, -99, "address not available")                                        \
-  XX(ENETDOWN, -100, "network is down")                                                  \
-  XX(ENETUNREACH, -101, "network is unreachable")                                        \
-  XX(ECONNABORTED, -103, "connection aborted")                                           \
-  XX(ECONNRESET, -104, "connection reset by peer")                                       \
-  XX(ENOBUFS, -105, "no buffer space available")                                         \
-  XX(ENOTCONN, -107, "socket is not connected")                                          \
-  XX(ESHUTDOWN, -108, "engine is shutting down")                                         \
-  XX(ETIMEDOUT, -110, "operation timed out")                                             \
-  XX(ECONNREFUSED, -111, "connection refused")                                           \
-  XX(EHOSTUNREACH, -113, "host is unreachable")                                          \
-  XX(EALREADY, -114, "operation already in progress")                                    \
-  XX(ECANCELED, -125, "operation canceled")                                              \
-  XX(EOF, -4001, "peer closed the connection")                                           \
-  XX(ECLOSED, -4002, "connection is closed")                                             \
-  XX(ELOCALCLOSE, -4003, "connection closed by the application")                         \
-  XX(EBADSCHEME, -4010, "address has an unknown or missing scheme")                      \
-  XX(EBADADDR, -4011, "address has a malformed host")                                    \
-  XX(EBADPORT, -4012, "address has a missing or out-of-range port")                      \
-  XX(EADDRFAMILY, -4013, "address host does not match the scheme's family")              \
-  XX(ERESOLVE, -4014, "host name could not be resolved")                                 \
-  XX(EFRAMETOOLARGE, -4020, "frame exceeds the maximum frame length")                    \
-  XX(ECODEC, -4021, "malformed frame")                                                   \
+#define CGNET_ERRNO_MAP(XX)                                                                \
+  XX(EPERM, -1, "operation not permitted")                                                 \
+  XX(ENOENT, -2, "no such file or directory")                                              \
+  XX(EINTR, -4, "interrupted system call")                                                 \
+  XX(EIO, -5, "i/o error")                                                                 \
+  XX(EBADF, -9, "bad file descriptor")                                                     \
+  XX(EAGAIN, -11, "resource temporarily unavailable")                                      \
+  XX(ENOMEM, -12, "not enough memory")                                                     \
+  XX(EACCES, -13, "permission denied")                                                     \
+  XX(EBUSY, -16, "resource busy or locked")                                                \
+  XX(EEXIST, -17, "already exists")                                                        \
+  XX(EINVAL, -22, "invalid argument")                                                      \
+  XX(ENFILE, -23, "file table overflow")                                                   \
+  XX(EMFILE, -24, "too many open files")                                                   \
+  XX(EPIPE, -32, "broken pipe")                                                            \
+  XX(ENAMETOOLONG, -36, "name too long")                                                   \
+  XX(EOVERFLOW, -75, "output buffer limit exceeded")                                       \
+  XX(EMSGSIZE, -90, "message too long")                                                    \
+  XX(EPROTONOSUPPORT, -93, "protocol not supported")                                       \
+  XX(EUNSUPPORTED, -95, "operation not supported on this connection")                      \
+  XX(EAFNOSUPPORT, -97, "address family not supported")                                    \
+  XX(EADDRINUSE, -98, "address already in use")                                            \
+  XX(EADDRNOTAVAIL, -99, "address not available")                                          \
+  XX(ENETDOWN, -100, "network is down")                                                    \
+  XX(ENETUNREACH, -101, "network is unreachable")                                          \
+  XX(ECONNABORTED, -103, "connection aborted")                                             \
+  XX(ECONNRESET, -104, "connection reset by peer")                                         \
+  XX(ENOBUFS, -105, "no buffer space available")                                           \
+  XX(ENOTCONN, -107, "socket is not connected")                                            \
+  XX(ESHUTDOWN, -108, "engine is shutting down")                                           \
+  XX(ETIMEDOUT, -110, "operation timed out")                                               \
+  XX(ECONNREFUSED, -111, "connection refused")                                             \
+  XX(EHOSTUNREACH, -113, "host is unreachable")                                            \
+  XX(EALREADY, -114, "operation already in progress")                                      \
+  XX(ECANCELED, -125, "operation canceled")                                                \
+  XX(EOF, -4001, "peer closed the connection")                                             \
+  XX(ECLOSED, -4002, "connection is closed")                                               \
+  XX(ELOCALCLOSE, -4003, "connection closed by the application")                           \
+  XX(EBADSCHEME, -4010, "address has an unknown or missing scheme")                        \
+  XX(EBADADDR, -4011, "address has a malformed host")                                      \
+  XX(EBADPORT, -4012, "address has a missing or out-of-range port")                        \
+  XX(EADDRFAMILY, -4013, "address host does not match the scheme's family")                \
+  XX(ERESOLVE, -4014, "host name could not be resolved")                                   \
+  XX(EFRAMETOOLARGE, -4020, "frame exceeds the maximum frame length")                      \
+  XX(ECODEC, -4021, "malformed frame")                                                     \
   XX(EWRONGTHREAD, -4030, "called from a thread that may not call it")
 
 typedef enum cgnet_errno {
@@ -126,7 +126,8 @@ typedef enum cgnet_lb {
   CGNET_LB_SOURCE_HASH = 2, /* hash of the peer's address and port */
 } cgnet_lb;
 
-/* An option value that turns a size bound off (write_high_watermark, write_buffer_limit). */
+/* An option value that turns a size bound off (write_high_watermark, write_buffer_limit).
+ */
 #define CGNET_UNLIMITED SIZE_MAX
 
 /* Tri-state for options whose default is "on": all-zero means the default. */
@@ -222,7 +223,7 @@ typedef struct cgnet_options {
   int backlog;             /* listen() backlog (default 1024) */
 
   /* Reading. */
-  int edge_triggered;     /* EPOLLET instead of level-triggered */
+  int edge_triggered;      /* EPOLLET instead of level-triggered */
   size_t read_chunk_limit; /* edge-triggered: max bytes read from one conn per wake-up
                              before others get a turn (default 1 MiB) */
   size_t read_buffer_cap; /* per-loop read buffer: bytes read per read() (default 64 KiB) */
@@ -235,13 +236,13 @@ typedef struct cgnet_options {
   int ticker;
 
   /* Socket defaults for accepted connections (each can be changed per conn). */
-  cgnet_toggle tcp_nodelay; /* TCP_NODELAY (default on) */
-  int tcp_keepalive;        /* > 0: SO_KEEPALIVE with this idle time in seconds */
+  cgnet_toggle tcp_nodelay;   /* TCP_NODELAY (default on) */
+  int tcp_keepalive;          /* > 0: SO_KEEPALIVE with this idle time in seconds */
   int tcp_keepalive_interval; /* seconds between probes (default: the idle time) */
   int tcp_keepalive_count;    /* probes before the conn is dropped (default: OS's) */
-  int linger;               /* 0: OS default; > 0: linger N s; CGNET_LINGER_RESET: RST */
-  int socket_recv_buffer;   /* > 0: SO_RCVBUF in bytes */
-  int socket_send_buffer;   /* > 0: SO_SNDBUF in bytes */
+  int linger;                 /* 0: OS default; > 0: linger N s; CGNET_LINGER_RESET: RST */
+  int socket_recv_buffer;     /* > 0: SO_RCVBUF in bytes */
+  int socket_send_buffer;     /* > 0: SO_SNDBUF in bytes */
 
   /* Flow control (per conn). Above the high watermark of queued output the conn stops
    * reading until the output drains below the low watermark, so a peer that sends but
@@ -266,7 +267,7 @@ typedef struct cgnet_options {
   int allow_half_open;
 
   /* Logging: by default warnings and errors go to stderr. */
-  cgnet_logger_fn logger;    /* NULL: stderr */
+  cgnet_logger_fn logger; /* NULL: stderr */
   void *logger_ud;
   cgnet_log_level log_level; /* minimum level logged (CGNET_LOG_DEFAULT: WARN) */
 } cgnet_options;
@@ -498,14 +499,16 @@ CGNET_API int cgnet_conn_fd(const cgnet_conn *c);
 /* Local and remote addresses. The sockaddr pointers stay valid for the conn's life. The
  * string form is "1.2.3.4:80" or "[::1]:80". Loop thread. */
 CGNET_API const struct sockaddr *cgnet_conn_local_addr(const cgnet_conn *c, socklen_t *len);
-CGNET_API const struct sockaddr *cgnet_conn_remote_addr(const cgnet_conn *c, socklen_t *len);
+CGNET_API const struct sockaddr *cgnet_conn_remote_addr(const cgnet_conn *c,
+                                                        socklen_t *len);
 CGNET_API const char *cgnet_conn_local_addr_string(cgnet_conn *c);
 CGNET_API const char *cgnet_conn_remote_addr_string(cgnet_conn *c);
 
 /* Socket controls; each returns 0 or an error. Loop thread. */
 CGNET_API int cgnet_conn_set_nodelay(cgnet_conn *c, int on);
 /* idle_s <= 0 turns keep-alive off; interval_s/count <= 0 keep the OS default. */
-CGNET_API int cgnet_conn_set_keepalive(cgnet_conn *c, int idle_s, int interval_s, int count);
+CGNET_API int cgnet_conn_set_keepalive(cgnet_conn *c, int idle_s, int interval_s,
+                                       int count);
 /* seconds >= 0: SO_LINGER on with that time (0 = RST on close); < 0: linger off. */
 CGNET_API int cgnet_conn_set_linger(cgnet_conn *c, int seconds);
 CGNET_API int cgnet_conn_set_recv_buffer(cgnet_conn *c, int bytes);
@@ -572,10 +575,10 @@ CGNET_API int cgnet_format_addr(const struct sockaddr *sa, socklen_t len, char *
 typedef struct cgnet_pool cgnet_pool;
 
 typedef struct cgnet_pool_options {
-  int min_threads;          /* kept alive even when idle (default 0) */
-  int max_threads;          /* default: 4 x online CPUs (at least min_threads); <= 4096 */
-  size_t queue_capacity;    /* tasks waiting for a worker (default 4096) */
-  uint64_t idle_expiry_ms;  /* an idle worker above min_threads exits (default 10000) */
+  int min_threads;         /* kept alive even when idle (default 0) */
+  int max_threads;         /* default: 4 x online CPUs (at least min_threads); <= 4096 */
+  size_t queue_capacity;   /* tasks waiting for a worker (default 4096) */
+  uint64_t idle_expiry_ms; /* an idle worker above min_threads exits (default 10000) */
 } cgnet_pool_options;
 
 typedef void (*cgnet_pool_fn)(void *ud);

@@ -94,7 +94,8 @@ int cgnet_conn_async_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt,
   if (!c || iovcnt < 0 || (iovcnt > 0 && !iov)) return CGNET_EINVAL;
   if (cgnet_conn_is_closed(c)) return CGNET_ECLOSED;
   size_t total = 0;
-  for (int i = 0; i < iovcnt; i++) total += iov[i].iov_len;
+  for (int i = 0; i < iovcnt; i++)
+    total += iov[i].iov_len;
   conn_task *ct = new_task(c, OP_WRITE, total);
   if (!ct) return CGNET_ENOMEM;
   size_t off = 0;

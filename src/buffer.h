@@ -50,7 +50,9 @@ static inline void cgnet__buf_init(cgnet__buf *b) {
   b->data = NULL;
   b->cap = b->head = b->tail = 0;
 }
-static inline size_t cgnet__buf_len(const cgnet__buf *b) { return b->tail - b->head; }
+static inline size_t cgnet__buf_len(const cgnet__buf *b) {
+  return b->tail - b->head;
+}
 static inline const uint8_t *cgnet__buf_data(const cgnet__buf *b) {
   return b->data ? b->data + b->head : NULL;
 }
@@ -72,16 +74,18 @@ typedef struct cgnet__outblock {
 } cgnet__outblock;
 
 typedef struct cgnet__outbuf {
-  uint8_t *ring;     /* NULL when empty and released */
-  size_t ring_cap;   /* power of two, or 0 */
-  size_t ring_head;  /* index of the first unsent byte, < ring_cap */
-  size_t ring_len;   /* unsent bytes in the ring */
+  uint8_t *ring;    /* NULL when empty and released */
+  size_t ring_cap;  /* power of two, or 0 */
+  size_t ring_head; /* index of the first unsent byte, < ring_cap */
+  size_t ring_len;  /* unsent bytes in the ring */
   cgnet__outblock *first, *last;
-  size_t total;      /* ring_len + bytes in blocks */
+  size_t total; /* ring_len + bytes in blocks */
 } cgnet__outbuf;
 
 void cgnet__outbuf_init(cgnet__outbuf *o);
-static inline size_t cgnet__outbuf_len(const cgnet__outbuf *o) { return o->total; }
+static inline size_t cgnet__outbuf_len(const cgnet__outbuf *o) {
+  return o->total;
+}
 /* Append bytes. ring_max (a power of two >= 4096) bounds the ring; beyond it bytes go to
  * blocks. 0 or CGNET_ENOMEM (nothing appended then). */
 int cgnet__outbuf_append(cgnet__outbuf *o, cgnet__bufpool *p, size_t ring_max,

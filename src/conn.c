@@ -26,9 +26,12 @@
 /* A write at least this large, with nothing queued before it, skips the queue. */
 #define DIRECT_WRITE_MIN (16 * 1024)
 
-static const cgnet_handler *handler_of(const cgnet_conn *c) { return &c->loop->eng->h; }
-static const cgnet_options *options_of(const cgnet_conn *c) { return &c->loop->eng->o; }
-
+static const cgnet_handler *handler_of(const cgnet_conn *c) {
+  return &c->loop->eng->h;
+}
+static const cgnet_options *options_of(const cgnet_conn *c) {
+  return &c->loop->eng->o;
+}
 
 static void schedule_flush(cgnet_conn *c) {
   if (!cgnet__list_linked(&c->out_node))
@@ -367,7 +370,8 @@ static int write_out(cgnet_conn *c) {
   while (cgnet__outbuf_len(&c->out)) {
     int cnt = cgnet__outbuf_gather(&c->out, iov, CGNET__MAX_IOV);
     size_t want = 0;
-    for (int i = 0; i < cnt; i++) want += iov[i].iov_len;
+    for (int i = 0; i < cnt; i++)
+      want += iov[i].iov_len;
     ssize_t n;
     if (cnt == 1) {
       n = send(c->io.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
@@ -637,7 +641,8 @@ int cgnet_conn_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
   if (err) return err;
   if (iovcnt < 0 || (iovcnt > 0 && !iov)) return CGNET_EINVAL;
   size_t total = 0;
-  for (int i = 0; i < iovcnt; i++) total += iov[i].iov_len;
+  for (int i = 0; i < iovcnt; i++)
+    total += iov[i].iov_len;
   if (total == 0) return 0;
   if ((err = check_limit(c, total))) return err;
   size_t before = cgnet__outbuf_len(&c->out);
@@ -666,9 +671,13 @@ int cgnet_conn_flush(cgnet_conn *c) {
   return 0;
 }
 
-size_t cgnet_conn_outbound_buffered(const cgnet_conn *c) { return cgnet__outbuf_len(&c->out); }
+size_t cgnet_conn_outbound_buffered(const cgnet_conn *c) {
+  return cgnet__outbuf_len(&c->out);
+}
 
-int cgnet_conn_writable(const cgnet_conn *c) { return !c->closed && !c->over_high; }
+int cgnet_conn_writable(const cgnet_conn *c) {
+  return !c->closed && !c->over_high;
+}
 
 int cgnet_conn_shutdown_write(cgnet_conn *c) {
   if (c->closed || c->close_reason) return CGNET_ECLOSED;
@@ -725,11 +734,21 @@ int cgnet_conn_close(cgnet_conn *c) {
   return 0;
 }
 
-void *cgnet_conn_context(const cgnet_conn *c) { return c->ctx; }
-void cgnet_conn_set_context(cgnet_conn *c, void *ctx) { c->ctx = ctx; }
-cgnet_loop *cgnet_conn_loop(const cgnet_conn *c) { return c->loop; }
-cgnet_engine *cgnet_conn_engine(const cgnet_conn *c) { return c->loop->eng; }
-int cgnet_conn_fd(const cgnet_conn *c) { return c->io.fd; }
+void *cgnet_conn_context(const cgnet_conn *c) {
+  return c->ctx;
+}
+void cgnet_conn_set_context(cgnet_conn *c, void *ctx) {
+  c->ctx = ctx;
+}
+cgnet_loop *cgnet_conn_loop(const cgnet_conn *c) {
+  return c->loop;
+}
+cgnet_engine *cgnet_conn_engine(const cgnet_conn *c) {
+  return c->loop->eng;
+}
+int cgnet_conn_fd(const cgnet_conn *c) {
+  return c->io.fd;
+}
 
 const struct sockaddr *cgnet_conn_remote_addr(const cgnet_conn *c, socklen_t *len) {
   if (len) *len = c->remote_len;
@@ -763,7 +782,9 @@ const char *cgnet_conn_local_addr_string(cgnet_conn *c) {
   return c->local_str;
 }
 
-static int open_fd_or_error(const cgnet_conn *c) { return c->closed ? CGNET_ECLOSED : 0; }
+static int open_fd_or_error(const cgnet_conn *c) {
+  return c->closed ? CGNET_ECLOSED : 0;
+}
 
 int cgnet_conn_set_nodelay(cgnet_conn *c, int on) {
   int err = open_fd_or_error(c);

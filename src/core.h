@@ -50,13 +50,13 @@ typedef struct cgnet__listener {
 struct cgnet_timer {
   cgnet__tnode node;
   cgnet_loop *loop;
-  cgnet_conn *conn;       /* NULL for a loop timer */
-  cgnet__list conn_link;  /* in conn->timers, or loop->timers for a loop timer */
+  cgnet_conn *conn;      /* NULL for a loop timer */
+  cgnet__list conn_link; /* in conn->timers, or loop->timers for a loop timer */
   cgnet_timer_fn fn;
   void *ud;
   uint64_t repeat_ms;
-  bool firing;            /* its callback is running */
-  bool free_after_fire;   /* freed (or orphaned by its conn) during the callback */
+  bool firing;          /* its callback is running */
+  bool free_after_fire; /* freed (or orphaned by its conn) during the callback */
 };
 
 /* A unit of work handed to a loop from another thread. `run` executes on the loop
@@ -77,20 +77,20 @@ struct cgnet_conn {
   cgnet__io io; /* must stay first */
   cgnet_loop *loop;
   void *ctx;
-  cgnet__list node;     /* in loop->conns, or loop->graveyard once closed */
-  cgnet__list out_node; /* in loop->pending_out while output waits for the flush */
+  cgnet__list node;      /* in loop->conns, or loop->graveyard once closed */
+  cgnet__list out_node;  /* in loop->pending_out while output waits for the flush */
   cgnet__list read_node; /* edge mode: in loop->pending_read when its budget ran out */
-  uint32_t interest;    /* what the poller watches now */
-  int close_reason;     /* non-zero: close requested with this reason */
-  int in_callback;      /* > 0 while a user callback for this conn runs */
-  bool closed;          /* fd closed, on_close done; memory not yet freed */
-  atomic_bool gone;     /* `closed`, readable from any thread */
-  atomic_uint refs;     /* 1 for the loop until the conn is swept, + user references */
-  bool draining;        /* engine stopping: close once output is flushed */
-  bool over_high;       /* queued output crossed the high watermark: reading paused */
-  bool user_paused;     /* cgnet_conn_pause_read */
-  bool read_closed;     /* half-open: the peer's FIN arrived */
-  bool shut_wr_pending; /* shutdown_write asked: FIN once output drains */
+  uint32_t interest;     /* what the poller watches now */
+  int close_reason;      /* non-zero: close requested with this reason */
+  int in_callback;       /* > 0 while a user callback for this conn runs */
+  bool closed;           /* fd closed, on_close done; memory not yet freed */
+  atomic_bool gone;      /* `closed`, readable from any thread */
+  atomic_uint refs;      /* 1 for the loop until the conn is swept, + user references */
+  bool draining;         /* engine stopping: close once output is flushed */
+  bool over_high;        /* queued output crossed the high watermark: reading paused */
+  bool user_paused;      /* cgnet_conn_pause_read */
+  bool read_closed;      /* half-open: the peer's FIN arrived */
+  bool shut_wr_pending;  /* shutdown_write asked: FIN once output drains */
   bool shut_wr_done;
 
   /* Timeouts: one wheel node, armed at the earliest deadline; reads and writes only

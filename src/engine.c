@@ -115,7 +115,8 @@ static size_t loop_load(void *ctx, int i) {
 
 static void destroy_engine(cgnet_engine *eng) {
   if (eng->loops)
-    for (int i = 0; i < eng->nloops; i++) cgnet__loop_destroy(&eng->loops[i]);
+    for (int i = 0; i < eng->nloops; i++)
+      cgnet__loop_destroy(&eng->loops[i]);
   free(eng->loops);
   free(eng->addrs);
   free(eng->bound);
@@ -186,7 +187,8 @@ static int start_threads(cgnet_engine *eng) {
     if (err) {
       cgnet__log(eng, CGNET_LOG_ERROR, "cannot start loop %d: %s", i, cgnet_strerror(err));
       cgnet__engine_request_stop(eng, 0, err);
-      for (int j = i; j < eng->nloops; j++) cgnet__engine_loop_exited(eng);
+      for (int j = i; j < eng->nloops; j++)
+        cgnet__engine_loop_exited(eng);
       return err;
     }
   }
@@ -207,7 +209,8 @@ int cgnet_engine_start(const cgnet_handler *handler, const char *const *addrs,
     err = parse_addresses(eng, addrs, naddrs);
   }
   if (!err) err = build_loops(eng);
-  for (size_t i = 0; !err && i < naddrs; i++) err = bind_address(eng, i);
+  for (size_t i = 0; !err && i < naddrs; i++)
+    err = bind_address(eng, i);
   if (err) {
     destroy_engine(eng);
     return err;
@@ -231,7 +234,8 @@ void cgnet__engine_request_stop(cgnet_engine *eng, uint64_t timeout_ms, int err)
   }
   pthread_mutex_unlock(&eng->mu);
   if (!first) return;
-  for (int i = 0; i < eng->nloops; i++) cgnet__loop_wake(&eng->loops[i]);
+  for (int i = 0; i < eng->nloops; i++)
+    cgnet__loop_wake(&eng->loops[i]);
 }
 
 void cgnet__engine_loop_exited(cgnet_engine *eng) {
@@ -245,7 +249,8 @@ void cgnet__engine_loop_exited(cgnet_engine *eng) {
 
 static void wait_done(cgnet_engine *eng) {
   pthread_mutex_lock(&eng->mu);
-  while (!eng->done) pthread_cond_wait(&eng->cv, &eng->mu);
+  while (!eng->done)
+    pthread_cond_wait(&eng->cv, &eng->mu);
   pthread_mutex_unlock(&eng->mu);
 }
 
@@ -301,15 +306,21 @@ size_t cgnet_engine_count_connections(const cgnet_engine *eng) {
   return atomic_load_explicit(&eng->nconns, memory_order_relaxed);
 }
 
-void *cgnet_engine_userdata(const cgnet_engine *eng) { return eng->h.ud; }
-int cgnet_engine_num_loops(const cgnet_engine *eng) { return eng->nloops; }
+void *cgnet_engine_userdata(const cgnet_engine *eng) {
+  return eng->h.ud;
+}
+int cgnet_engine_num_loops(const cgnet_engine *eng) {
+  return eng->nloops;
+}
 
 cgnet_loop *cgnet_engine_loop(const cgnet_engine *eng, int i) {
   if (i < 0 || i >= eng->nloops) return NULL;
   return &eng->loops[i];
 }
 
-size_t cgnet_engine_num_listeners(const cgnet_engine *eng) { return eng->naddrs; }
+size_t cgnet_engine_num_listeners(const cgnet_engine *eng) {
+  return eng->naddrs;
+}
 
 int cgnet_engine_listen_addr(const cgnet_engine *eng, size_t i, struct sockaddr *sa,
                              socklen_t *len) {

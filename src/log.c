@@ -7,11 +7,16 @@
 
 static const char *level_name(cgnet_log_level level) {
   switch (level) {
-  case CGNET_LOG_DEBUG: return "debug";
-  case CGNET_LOG_INFO: return "info";
-  case CGNET_LOG_WARN: return "warn";
-  case CGNET_LOG_ERROR: return "error";
-  default: return "log";
+  case CGNET_LOG_DEBUG:
+    return "debug";
+  case CGNET_LOG_INFO:
+    return "info";
+  case CGNET_LOG_WARN:
+    return "warn";
+  case CGNET_LOG_ERROR:
+    return "error";
+  default:
+    return "log";
   }
 }
 

@@ -62,7 +62,8 @@ static cgnet__task *pop_task(cgnet_loop *loop) {
     if (n) {
       /* Only this thread writes it; atomic so stats can be read from anywhere. */
       atomic_store_explicit(&loop->tasks_run,
-                            atomic_load_explicit(&loop->tasks_run, memory_order_relaxed) + 1,
+                            atomic_load_explicit(&loop->tasks_run, memory_order_relaxed) +
+                                1,
                             memory_order_relaxed);
       return cgnet__container_of(n, cgnet__task, node);
     }
@@ -80,7 +81,8 @@ static void on_wake(cgnet_loop *loop) {
   atomic_store_explicit(&loop->wake_pending, 0, memory_order_seq_cst);
   atomic_thread_fence(memory_order_seq_cst);
   cgnet__task *t;
-  while ((t = pop_task(loop)) != NULL) t->run(loop, t);
+  while ((t = pop_task(loop)) != NULL)
+    t->run(loop, t);
   if (!loop->stopping &&
       atomic_load_explicit(&loop->eng->state, memory_order_acquire) == CGNET__STOPPING)
     begin_stop(loop);
@@ -268,13 +270,15 @@ static void for_each_conn(cgnet_loop *loop, void (*fn)(cgnet_conn *c)) {
 
 static void begin_stop(cgnet_loop *loop) {
   loop->stopping = true;
-  loop->stop_deadline_ms =
-      loop->now_ms + atomic_load_explicit(&loop->eng->stop_timeout_ms, memory_order_relaxed);
+  loop->stop_deadline_ms = loop->now_ms + atomic_load_explicit(&loop->eng->stop_timeout_ms,
+                                                               memory_order_relaxed);
   close_listeners(loop);
   for_each_conn(loop, cgnet__conn_begin_stop);
 }
 
-static void close_for_shutdown(cgnet_conn *c) { cgnet__conn_close_now(c, CGNET_ESHUTDOWN); }
+static void close_for_shutdown(cgnet_conn *c) {
+  cgnet__conn_close_now(c, CGNET_ESHUTDOWN);
+}
 
 /* ---- the loop ------------------------------------------------------------------------ */
 
@@ -298,7 +302,8 @@ static void dispatch(cgnet_loop *loop, const cgnet__ready *r) {
 static void continue_reads(cgnet_loop *loop) {
   /* Take the current list: conns that run out of budget again wait for the next turn. */
   size_t n = 0;
-  for (cgnet__list *p = loop->pending_read.next; p != &loop->pending_read; p = p->next) n++;
+  for (cgnet__list *p = loop->pending_read.next; p != &loop->pending_read; p = p->next)
+    n++;
   while (n-- > 0 && !cgnet__list_empty(&loop->pending_read)) {
     cgnet_conn *c =
         cgnet__container_of(cgnet__list_first(&loop->pending_read), cgnet_conn, read_node);
@@ -332,14 +337,16 @@ static void flush_all(cgnet_loop *loop) {
 
 static void sweep_graveyard(cgnet_loop *loop) {
   while (!cgnet__list_empty(&loop->graveyard))
-    cgnet__conn_free(cgnet__container_of(cgnet__list_first(&loop->graveyard), cgnet_conn, node));
+    cgnet__conn_free(
+        cgnet__container_of(cgnet__list_first(&loop->graveyard), cgnet_conn, node));
 }
 
 static int next_timeout(const cgnet_loop *loop) {
   if (!cgnet__list_empty(&loop->pending_read) || !cgnet__list_empty(&loop->pending_out))
     return 0;
   uint64_t deadline = cgnet__wheel_next_due(&loop->wheel);
-  if (loop->stopping && loop->stop_deadline_ms < deadline) deadline = loop->stop_deadline_ms;
+  if (loop->stopping && loop->stop_deadline_ms < deadline)
+    deadline = loop->stop_deadline_ms;
   if (deadline == UINT64_MAX) return -1;
   if (deadline <= loop->now_ms) return 0;
   uint64_t ms = deadline - loop->now_ms;
@@ -357,7 +364,8 @@ static void run(cgnet_loop *loop) {
       if (!loop->stopping) begin_stop(loop);
       loop->stop_deadline_ms = loop->now_ms;
     }
-    for (int i = 0; i < n; i++) dispatch(loop, &ready[i]);
+    for (int i = 0; i < n; i++)
+      dispatch(loop, &ready[i]);
     continue_reads(loop);
     cgnet__wheel_advance(&loop->wheel, loop->now_ms);
     if (loop->stopping && loop->now_ms >= loop->stop_deadline_ms)
@@ -394,7 +402,8 @@ static void *loop_main(void *arg) {
   /* Tasks that arrived during the last turn still run here, on the loop (conn tasks find
    * their conns closed); only ones posted after this point are dropped at teardown. */
   cgnet__task *t;
-  while ((t = pop_task(loop)) != NULL) t->run(loop, t);
+  while ((t = pop_task(loop)) != NULL)
+    t->run(loop, t);
   sweep_graveyard(loop);
   cgnet__engine_loop_exited(loop->eng);
   return NULL;
@@ -461,7 +470,8 @@ int cgnet__loop_add_listener(cgnet_loop *loop, size_t index, int fd) {
 void cgnet__loop_destroy(cgnet_loop *loop) {
   if (loop->listeners) {
     close_listeners(loop);
-    for (size_t i = 0; i < loop->nlisteners; i++) free(loop->listeners[i]);
+    for (size_t i = 0; i < loop->nlisteners; i++)
+      free(loop->listeners[i]);
     free(loop->listeners);
   }
   /* Conns left here never ran (the loop did not start): close them quietly. */
@@ -502,7 +512,9 @@ static void exec_run(cgnet_loop *loop, cgnet__task *t) {
   fn(loop, ud);
 }
 
-static void exec_drop(cgnet__task *t) { free(t); }
+static void exec_drop(cgnet__task *t) {
+  free(t);
+}
 
 int cgnet_loop_execute(cgnet_loop *loop, cgnet_loop_fn fn, void *ud) {
   if (!loop || !fn) return CGNET_EINVAL;
@@ -520,12 +532,18 @@ int cgnet_loop_execute(cgnet_loop *loop, cgnet_loop_fn fn, void *ud) {
 
 /* ---- public accessors ---------------------------------------------------------------- */
 
-int cgnet_loop_index(const cgnet_loop *loop) { return loop->index; }
-cgnet_engine *cgnet_loop_engine(const cgnet_loop *loop) { return loop->eng; }
+int cgnet_loop_index(const cgnet_loop *loop) {
+  return loop->index;
+}
+cgnet_engine *cgnet_loop_engine(const cgnet_loop *loop) {
+  return loop->eng;
+}
 size_t cgnet_loop_count_connections(const cgnet_loop *loop) {
   return atomic_load_explicit(&loop->nconns, memory_order_relaxed);
 }
-int cgnet_loop_is_current(const cgnet_loop *loop) { return cgnet__tls_loop == loop; }
+int cgnet_loop_is_current(const cgnet_loop *loop) {
+  return cgnet__tls_loop == loop;
+}
 
 void cgnet_loop_get_stats(const cgnet_loop *loop, cgnet_loop_stats *out) {
   out->wakeups = atomic_load_explicit(&loop->wakeups, memory_order_relaxed);

@@ -83,6 +83,8 @@ void cgnet__apply_conn_options(int fd, const cgnet_options *o) {
   }
   if (o->linger > 0) (void)cgnet__set_linger(fd, o->linger);
   if (o->linger == CGNET_LINGER_RESET) (void)cgnet__set_linger(fd, 0);
-  if (o->socket_recv_buffer > 0) (void)cgnet__set_bufsize(fd, SO_RCVBUF, o->socket_recv_buffer);
-  if (o->socket_send_buffer > 0) (void)cgnet__set_bufsize(fd, SO_SNDBUF, o->socket_send_buffer);
+  if (o->socket_recv_buffer > 0)
+    (void)cgnet__set_bufsize(fd, SO_RCVBUF, o->socket_recv_buffer);
+  if (o->socket_send_buffer > 0)
+    (void)cgnet__set_bufsize(fd, SO_SNDBUF, o->socket_send_buffer);
 }

@@ -16,7 +16,8 @@ static void on_fire(cgnet__tnode *n) {
   cgnet_timer *t = cgnet__container_of(n, cgnet_timer, node);
   cgnet_loop *loop = t->loop;
   /* Re-arm first, so the callback can stop or restart it. */
-  if (t->repeat_ms) cgnet__wheel_add(&loop->wheel, &t->node, loop->wheel.now + t->repeat_ms);
+  if (t->repeat_ms)
+    cgnet__wheel_add(&loop->wheel, &t->node, loop->wheel.now + t->repeat_ms);
   t->firing = true;
   cgnet_conn *c = t->conn;
   cgnet_action a;
@@ -26,13 +27,15 @@ static void on_fire(cgnet__tnode *n) {
     cgnet__conn_after_callback(c, a);
   } else {
     a = t->fn(t, t->ud);
-    if (a == CGNET_SHUTDOWN) cgnet__engine_request_stop(loop->eng, CGNET__ACTION_STOP_TIMEOUT_MS, 0);
+    if (a == CGNET_SHUTDOWN)
+      cgnet__engine_request_stop(loop->eng, CGNET__ACTION_STOP_TIMEOUT_MS, 0);
   }
   t->firing = false;
   if (t->free_after_fire) free_timer(t);
 }
 
-static cgnet_timer *new_timer(cgnet_loop *loop, cgnet_conn *c, cgnet_timer_fn fn, void *ud) {
+static cgnet_timer *new_timer(cgnet_loop *loop, cgnet_conn *c, cgnet_timer_fn fn,
+                              void *ud) {
   if (!loop || !fn) return NULL;
   cgnet_timer *t = calloc(1, sizeof *t);
   if (!t) return NULL;
@@ -68,7 +71,9 @@ int cgnet_timer_stop(cgnet_timer *t) {
   return 0;
 }
 
-int cgnet_timer_active(const cgnet_timer *t) { return t && cgnet__tnode_active(&t->node); }
+int cgnet_timer_active(const cgnet_timer *t) {
+  return t && cgnet__tnode_active(&t->node);
+}
 
 void cgnet_timer_free(cgnet_timer *t) {
   if (!t) return;
@@ -80,8 +85,12 @@ void cgnet_timer_free(cgnet_timer *t) {
   free_timer(t);
 }
 
-cgnet_conn *cgnet_timer_conn(const cgnet_timer *t) { return t->conn; }
-cgnet_loop *cgnet_timer_loop(const cgnet_timer *t) { return t->loop; }
+cgnet_conn *cgnet_timer_conn(const cgnet_timer *t) {
+  return t->conn;
+}
+cgnet_loop *cgnet_timer_loop(const cgnet_timer *t) {
+  return t->loop;
+}
 
 static void free_all(cgnet__list *timers) {
   while (!cgnet__list_empty(timers)) {
@@ -92,5 +101,9 @@ static void free_all(cgnet__list *timers) {
   }
 }
 
-void cgnet__conn_free_timers(cgnet_conn *c) { free_all(&c->timers); }
-void cgnet__loop_free_timers(cgnet_loop *loop) { free_all(&loop->timers); }
+void cgnet__conn_free_timers(cgnet_conn *c) {
+  free_all(&c->timers);
+}
+void cgnet__loop_free_timers(cgnet_loop *loop) {
+  free_all(&loop->timers);
+}

@@ -5,26 +5,30 @@
 
 #define SLOT_MASK ((uint64_t)CGNET__WHEEL_SLOTS - 1)
 
-static unsigned level_shift(int level) { return (unsigned)level * CGNET__WHEEL_BITS; }
+static unsigned level_shift(int level) {
+  return (unsigned)level * CGNET__WHEEL_BITS;
+}
 
 void cgnet__wheel_init(cgnet__wheel *w, uint64_t now_ms) {
   w->now = now_ms;
   w->count = 0;
   for (int l = 0; l < CGNET__WHEEL_LEVELS; l++)
-    for (unsigned s = 0; s < CGNET__WHEEL_SLOTS; s++) cgnet__list_init(&w->slots[l][s]);
+    for (unsigned s = 0; s < CGNET__WHEEL_SLOTS; s++)
+      cgnet__list_init(&w->slots[l][s]);
 }
 
 /*
  * File n by its distance from now: level k holds deadlines less than 64^(k+1) ticks away,
- * in the slot of bits [6k, 6k+6) of the deadline. A slot of level k is re-filed ("cascaded")
- * when the clock enters its 64^k-tick block, which is never after the deadlines it holds.
- * Deadlines beyond the top level wait in the top slot that cascades last and are re-filed
- * from there. expires >= now is required (add() guarantees it).
+ * in the slot of bits [6k, 6k+6) of the deadline. A slot of level k is re-filed
+ * ("cascaded") when the clock enters its 64^k-tick block, which is never after the
+ * deadlines it holds. Deadlines beyond the top level wait in the top slot that cascades
+ * last and are re-filed from there. expires >= now is required (add() guarantees it).
  */
 static void file_node(cgnet__wheel *w, cgnet__tnode *n) {
   uint64_t delta = n->expires - w->now;
   int level = 0;
-  while (level < CGNET__WHEEL_LEVELS - 1 && delta >= ((uint64_t)1 << level_shift(level + 1)))
+  while (level < CGNET__WHEEL_LEVELS - 1 &&
+         delta >= ((uint64_t)1 << level_shift(level + 1)))
     level++;
   uint64_t slot;
   if (delta >= ((uint64_t)1 << level_shift(CGNET__WHEEL_LEVELS)))

@@ -1691,7 +1691,7 @@ static void test_free_cancels_queued(void **state) {
   /* References go before cgnet_engine_free; the queued tasks hold their own. */
   unref_all();
   long f0 = tl_frees;
-  assert_rc(tu_server_wait(&s, TU_TIMEOUT_MS), 0); /* wait + free on this thread */
+  assert_rc(tu_server_wait(&s, TU_TIMEOUT_MS), 0);          /* wait + free on this thread */
   assert_int_equal(atomic_load(&fq.write_done), 2 * pairs); /* nothing more ran */
   assert_int_equal(atomic_load(&fq.close_done), pairs);
   assert_int_equal(tl_frees - f0, 0); /* nothing was left queued for free */

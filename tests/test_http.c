@@ -93,7 +93,8 @@ static size_t read_some(int fd, char *buf, size_t cap, int timeout_ms) {
 
 static int count(const char *hay, const char *needle) {
   int n = 0;
-  for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle)) n++;
+  for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+    n++;
   return n;
 }
 

@@ -14,10 +14,10 @@
 typedef struct probe {
   cgnet__tnode node;
   cgnet__wheel *w;
-  uint64_t want;      /* when it should fire */
-  uint64_t fired_at;  /* wheel time when it fired, 0 if not */
+  uint64_t want;     /* when it should fire */
+  uint64_t fired_at; /* wheel time when it fired, 0 if not */
   int fired;
-  uint64_t repeat;    /* > 0: re-arm from the callback */
+  uint64_t repeat; /* > 0: re-arm from the callback */
 } probe;
 
 static void on_fire(cgnet__tnode *n) {
@@ -40,15 +40,16 @@ static void arm(cgnet__wheel *w, probe *p, uint64_t at) {
 
 static void fires_exactly_on_its_tick(void **state) {
   (void)state;
-  static const uint64_t delays[] = {1, 2, 63, 64, 65, 127, 128, 4095, 4096, 4097,
-                                    262143, 262144, 262145, 1000000, 16777215, 16777216,
-                                    16777217, 40000000};
+  static const uint64_t delays[] = {
+      1,    2,      63,     64,     65,      127,      128,      4095,     4096,
+      4097, 262143, 262144, 262145, 1000000, 16777215, 16777216, 16777217, 40000000};
   enum { N = sizeof delays / sizeof delays[0] };
   cgnet__wheel w;
   uint64_t start = 1000003; /* not aligned to any level */
   cgnet__wheel_init(&w, start);
   probe p[N];
-  for (int i = 0; i < N; i++) arm(&w, &p[i], start + delays[i]);
+  for (int i = 0; i < N; i++)
+    arm(&w, &p[i], start + delays[i]);
   assert_int_equal(w.count, N);
   /* Advance in uneven steps and check each fired on its tick, not before. */
   uint64_t now = start;

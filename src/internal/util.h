@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define cgnet__container_of(ptr, type, member)                                           \
+#define cgnet__container_of(ptr, type, member)                                             \
   ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 #define cgnet__likely(x) __builtin_expect(!!(x), 1)
@@ -13,8 +13,12 @@
 
 #define CGNET__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
-static inline size_t cgnet__min_size(size_t a, size_t b) { return a < b ? a : b; }
-static inline size_t cgnet__max_size(size_t a, size_t b) { return a > b ? a : b; }
+static inline size_t cgnet__min_size(size_t a, size_t b) {
+  return a < b ? a : b;
+}
+static inline size_t cgnet__max_size(size_t a, size_t b) {
+  return a > b ? a : b;
+}
 
 /* Smallest power of two >= v (v <= SIZE_MAX/2 + 1); 1 for v == 0. */
 static inline size_t cgnet__next_pow2(size_t v) {
