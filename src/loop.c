@@ -38,9 +38,10 @@ _Thread_local cgnet_loop *cgnet__tls_loop;
  * the drain started raises a fresh wake-up instead of being missed.
  */
 void cgnet__loop_wake(cgnet_loop *loop) {
-  /* Store-then-load on both sides (push then read the flag; clear the flag then pop):
-   * only sequential consistency forbids both sides missing each other's store. */
-  atomic_thread_fence(memory_order_seq_cst);
+  /* Store-then-load on both sides (push, then read the flag; clear the flag, then look
+   * at the queue): only sequentially consistent operations forbid both sides missing
+   * each other's store. The push's exchange and this one are seq_cst (fences are not
+   * supported under TSan). */
   if (atomic_exchange_explicit(&loop->wake_pending, 1, memory_order_seq_cst)) return;
   atomic_fetch_add_explicit(&loop->wakeups, 1, memory_order_relaxed);
   uint64_t one = 1;
@@ -78,8 +79,8 @@ static void on_wake(cgnet_loop *loop) {
   uint64_t v;
   while (read(loop->wake.fd, &v, sizeof v) < 0 && errno == EINTR) {
   }
-  atomic_store_explicit(&loop->wake_pending, 0, memory_order_seq_cst);
-  atomic_thread_fence(memory_order_seq_cst);
+  (void)atomic_exchange_explicit(&loop->wake_pending, 0, memory_order_seq_cst);
+  (void)atomic_load_explicit(&loop->tasks.head, memory_order_seq_cst);
   cgnet__task *t;
   while ((t = pop_task(loop)) != NULL)
     t->run(loop, t);

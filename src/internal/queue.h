@@ -31,7 +31,8 @@ static inline void cgnet__mpsc_init(cgnet__mpsc *q) {
 /* Any thread. */
 static inline void cgnet__mpsc_push(cgnet__mpsc *q, cgnet__mpsc_node *n) {
   atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
-  cgnet__mpsc_node *prev = atomic_exchange_explicit(&q->head, n, memory_order_acq_rel);
+  /* seq_cst: loop.c's wake-up handshake relies on it (see cgnet__loop_wake). */
+  cgnet__mpsc_node *prev = atomic_exchange_explicit(&q->head, n, memory_order_seq_cst);
   atomic_store_explicit(&prev->next, n, memory_order_release);
 }
 
