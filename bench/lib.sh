@@ -1,0 +1,199 @@
+# shellcheck shell=bash
+# bench/lib.sh — shared by bench/run.sh and bench/sweep.sh (sourced, not run).
+#
+# Starts and stops the servers under test, one fresh process per run, each on a port the
+# kernel picked (port 0, read back from the server's "listening" line; nginx and h2o
+# cannot print theirs, so a free port is found by binding port 0 first). Only loopback
+# addresses. Only the PIDs started here are ever signalled: bench_cleanup (an EXIT trap)
+# stops the one server that may still be running.
+
+BENCH_DIR=${BENCH_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
+ROOT=${ROOT:-$(cd "$BENCH_DIR/.." && pwd)}
+BUILD=${BUILD:-$ROOT/build}
+HOST=127.0.0.1
+
+SERVER_PID=
+SERVER_PORT=
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# The columns of results.tsv / sweep.tsv: the run's description, then measure.py's keys.
+# shellcheck disable=SC2034 # used by the scripts that source this
+MEASURE_KEYS="rc thr msgs secs cpu_win_s win_s cpu_util per_cpu_s cpu_total_s load_util other_util wall_s p50_us p99_us hwm_kb errors non2xx"
+# shellcheck disable=SC2034
+RESULTS_HEADER="placement bench mode conns size tool server rep order loops load_threads status $MEASURE_KEYS raw"
+
+# record META LINE RAW: append one line to $RESULTS (under $OUT) (META: space-separated columns;
+# LINE: measure.py's key=value output, empty if the server did not start).
+record() {
+  local meta=$1 line=$2 raw=$3 status=ok kv k vals=()
+  local -A m=()
+  for kv in $line; do m[${kv%%=*}]=${kv#*=}; done
+  [[ -n $line ]] || status=fail
+  for k in $MEASURE_KEYS; do vals+=("${m[$k]:-NA}"); done
+  if [[ $status == ok && ${m[rc]:-} != 0 ]]; then status=rc${m[rc]:-NA}; fi
+  # shellcheck disable=SC2206
+  local fields=($meta $status "${vals[@]}" "${raw#"$OUT"/}")
+  (
+    IFS=$'\t'
+    echo "${fields[*]}"
+  ) >>"$RESULTS"
+}
+
+# The CPU prefix for the server and for the load tool in a placement.
+server_cpus() { if [[ $1 == pin1 ]]; then echo "taskset -c 0"; fi; }
+load_cpus() { if [[ $1 == pin1 ]]; then echo "taskset -c 1"; fi; }
+placement_loops() { [[ $1 == pin1 ]] && echo 1 || echo 2; }
+
+# A port nothing listens on right now (a small race with other programs; harmless here).
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_port PORT TIMEOUT_S: until something accepts on 127.0.0.1:PORT.
+wait_port() {
+  python3 - "$1" "$2" <<'EOF'
+import socket, sys, time
+port, deadline = int(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.05)
+sys.exit(1)
+EOF
+}
+
+# wait_listening FILE TIMEOUT_S: print the port from a "listening" line in FILE.
+wait_listening() {
+  local file=$1 tries=$(($2 * 20)) port
+  while ((tries-- > 0)); do
+    port=$(sed -nE -e 's/.*listening on (tcp:\/\/)?[0-9.]+:([0-9]+).*/\2/p' \
+      -e 's/.*listening on port ([0-9]+).*/\1/p' "$file" 2>/dev/null | head -n1)
+    if [[ -n $port ]]; then
+      echo "$port"
+      return 0
+    fi
+    kill -0 "$SERVER_PID" 2>/dev/null || return 1
+    sleep 0.05
+  done
+  return 1
+}
+
+# start_server NAME PLACEMENT OUTDIR: sets SERVER_PID and SERVER_PORT; returns 1 if the
+# server did not come up (its output is in OUTDIR/server.log).
+#   echo servers: cgnet floor libuv libevent
+#   http servers: cgnet_http floor_http nginx h2o
+start_server() {
+  local name=$1 placement=$2 dir=$3 loops pre
+  loops=$(placement_loops "$placement")
+  pre=$(server_cpus "$placement")
+  mkdir -p "$dir"
+  SERVER_PORT=
+  local log=$dir/server.log
+  case $name in
+    cgnet)
+      # shellcheck disable=SC2086
+      $pre "$BUILD/examples/echo" "tcp://$HOST:0" --loops "$loops" --quiet ${CGNET_ARGS:-} \
+        >"$log" 2>&1 &
+      ;;
+    cgnet_http)
+      # shellcheck disable=SC2086
+      $pre "$BUILD/examples/http_plaintext" "tcp://$HOST:0" --loops "$loops" ${CGNET_ARGS:-} \
+        >"$log" 2>&1 &
+      ;;
+    floor | libuv | libevent | floor_http)
+      local bin=$name
+      [[ $name == floor ]] && bin=floor_echo
+      [[ $name == libuv || $name == libevent ]] && bin=echo_$name
+      $pre "$BUILD/bench/$bin" --host "$HOST" --port 0 --loops "$loops" >"$log" 2>&1 &
+      ;;
+    nginx)
+      SERVER_PORT=$(free_port)
+      sed -e "s/@PORT@/$SERVER_PORT/" -e "s/@WORKERS@/$loops/" -e "s,@DIR@,$dir," \
+        "$BENCH_DIR/nginx.conf.in" >"$dir/nginx.conf"
+      $pre nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$log" 2>&1 &
+      ;;
+    h2o)
+      SERVER_PORT=$(free_port)
+      chmod 755 "$dir"
+      printf 'Hello, World!' >"$dir/plaintext"
+      sed -e "s/@PORT@/$SERVER_PORT/" -e "s/@WORKERS@/$loops/" -e "s,@DIR@,$dir," \
+        "$BENCH_DIR/h2o.conf.in" >"$dir/h2o.conf"
+      $pre h2o -c "$dir/h2o.conf" >"$log" 2>&1 &
+      ;;
+    *)
+      log "unknown server '$name'"
+      return 1
+      ;;
+  esac
+  SERVER_PID=$!
+  if [[ -n $SERVER_PORT ]]; then
+    wait_port "$SERVER_PORT" 10 || {
+      log "$name did not accept on port $SERVER_PORT"
+      stop_server
+      return 1
+    }
+  else
+    SERVER_PORT=$(wait_listening "$log" 10) || {
+      log "$name did not print a listening port"
+      stop_server
+      return 1
+    }
+  fi
+}
+
+# shellcheck disable=SC2120 # SECS is optional
+# stop_server [SECS]: SIGTERM the server started last, SIGKILL after SECS (5); reap it.
+stop_server() {
+  local pid=$SERVER_PID n=0 max=$((${1:-5} * 20))
+  [[ -n $pid ]] || return 0
+  SERVER_PID=
+  kill -TERM "$pid" 2>/dev/null
+  while kill -0 "$pid" 2>/dev/null && ((n++ < max)); do sleep 0.05; done
+  kill -KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  return 0
+}
+
+bench_cleanup() { stop_server; }
+
+# http_server_available NAME: nginx and h2o are optional.
+http_server_available() {
+  case $1 in
+    nginx) command -v nginx >/dev/null ;;
+    h2o) command -v h2o >/dev/null ;;
+    *) true ;;
+  esac
+}
+
+# rotate N WORD...: the words rotated left by N (servers take turns going first).
+rotate() {
+  local n=$1
+  shift
+  local a=("$@") i
+  local k=${#a[@]}
+  ((k)) || return 0
+  for ((i = 0; i < k; i++)); do printf '%s ' "${a[$(((i + n) % k))]}"; done
+}
+
+# machine_info FILE: what ran the benchmark.
+machine_info() {
+  {
+    echo "date=$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "nproc=$(nproc)"
+    echo "cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
+    echo "mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+    echo "kernel=$(uname -sr)"
+    echo "compiler=$(cc --version | head -n1)"
+    echo "build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD/CMakeCache.txt" 2>/dev/null)"
+    echo "libuv=$(pkg-config --modversion libuv 2>/dev/null)"
+    echo "libevent=$(pkg-config --modversion libevent 2>/dev/null)"
+    echo "nginx=$(nginx -v 2>&1 | sed 's/.*nginx\///')"
+    echo "h2o=$(h2o --version 2>/dev/null | head -n1 | sed 's/^h2o version //')"
+    echo "wrk=$(wrk -v 2>&1 | head -n1 | awk '{print $2}')"
+    echo "h2load=$(h2load --version 2>/dev/null | head -n1 | sed 's/.*nghttp2\///')"
+    echo "git=$(git -C "$ROOT" describe --always --dirty 2>/dev/null)"
+  } >"$1"
+}

@@ -1,0 +1,62 @@
+# bench/plot.gp — the charts of docs/benchmarks.md, drawn for bench/report.py.
+#
+#   gnuplot -e "chart='bars'; datafile='D'; outfile='O.png'; ttl='T'; ylab='Y'; series='a b c'; nseries=3" bench/plot.gp
+#   gnuplot -e "chart='lines'; datafiles='D1 D2'; ptitles='P1 P2'; ltitles='L1 L2'; nlines=2; ttl='T'; xlab='X'; ylab='Y'; logx=10; outfile='O.png'" bench/plot.gp
+#
+# bars:  clustered bars with min–max error bars. DATAFILE: a header line, then one line
+#        per group: "label" then, per series, median low high.
+# lines: one panel per DATAFILE (side by side, titled by PTITLES), one line per data
+#        block (blocks separated by two blank lines, titled by LTITLES), x on a log scale
+#        of base LOGX (0: linear). Titles are single words: '_' is shown as a space.
+# COLORS (optional): one "#rrggbb" per series or line, so a server keeps its colour.
+# Missing values are written NA.
+
+set terminal pngcairo size 1100,560 font "DejaVu Sans,10" noenhanced
+set output outfile
+set datafile missing "NA"
+set grid ytics lc rgb "#dddddd"
+set border 3
+set tics nomirror
+set key top right
+set yrange [0:*]
+
+if (!exists("colors")) colors = ""
+# The colour of series i (1-based): from COLORS, else gnuplot's own sequence.
+lc(i) = (words(colors) >= i) ? word(colors, i) : ""
+sp(s) = system("echo '" . s . "' | tr _ ' '")
+
+if (chart eq "bars") {
+  set title ttl
+  set ylabel ylab
+  set style data histogram
+  set style histogram errorbars gap 2 lw 1
+  set style fill solid 0.85 border rgb "#333333"
+  set boxwidth 0.9
+  set xtics scale 0
+  set key top left horizontal
+  set offsets 0, 0, graph 0.08, 0
+  plot for [i=0:nseries-1] datafile using (column(2+3*i)):(column(3+3*i)):(column(4+3*i)):xtic(1) \
+    title word(series, i+1) lc rgb (lc(i+1) eq "" ? "#4c72b0" : lc(i+1))
+}
+
+if (chart eq "lines") {
+  npanels = words(datafiles)
+  set multiplot layout 1, npanels title ttl
+  if (logx > 0) { set logscale x logx }
+  set autoscale xfix
+  set offsets graph 0.04, graph 0.04, 0, 0
+  set xlabel xlab
+  set ylabel ylab
+  set key top left
+  do for [p=1:npanels] {
+    set title sp(word(ptitles, p))
+    if (words(colors) >= nlines) {
+      plot for [i=0:nlines-1] word(datafiles, p) index i using 1:2 with linespoints lw 2 pt 7 \
+        ps 0.8 lc rgb word(colors, i+1) title sp(word(ltitles, i+1))
+    } else {
+      plot for [i=0:nlines-1] word(datafiles, p) index i using 1:2 with linespoints lw 2 pt 7 \
+        ps 0.8 title sp(word(ltitles, i+1))
+    }
+  }
+  unset multiplot
+}

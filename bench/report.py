@@ -1,0 +1,576 @@
+#!/usr/bin/env python3
+"""report.py — turn bench results into docs/benchmarks.md tables and docs/img/ charts.
+
+    bench/report.py [--run DIR] [--sweep DIR] [--regress DIR] [--doc FILE] [--img DIR]
+
+DIR defaults: the newest directory under bench/results/ holding results.tsv (written by
+bench/run.sh), sweep.tsv (bench/sweep.sh) and regress.tsv (bench/run.sh regress). Each
+part of the report is optional: a part with no results keeps what the document has.
+
+Per configuration and server: the median over repetitions and the spread (min–max) of
+throughput and of messages per server-CPU-second (throughput over the cores the server
+kept busy under load — the fair figure when server and load share 2 cores), and cgnet's
+ratio to the floor and to libuv in that figure. Only runs that ended cleanly (exit 0,
+no errors, no non-2xx) and had the machine to themselves (other processes kept at most
+MAX_OTHER cores busy) enter the medians; the others are counted in the runs column.
+
+The document's generated parts sit between `<!-- BEGIN GENERATED: NAME -->` and
+`<!-- END GENERATED: NAME -->` markers; everything outside them is left as it is.
+Charts are drawn by gnuplot with bench/plot.gp (skipped, with a note, without gnuplot).
+"""
+import argparse
+import csv
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+
+ECHO_SERVERS = ["cgnet", "floor", "libuv", "libevent"]
+HTTP_SERVERS = ["cgnet_http", "floor_http", "nginx", "h2o"]
+LABEL = {"cgnet_http": "cgnet", "floor_http": "floor"}
+# One colour per server in every chart.
+COLOR = {"cgnet": "#d62728", "floor": "#7f7f7f", "libuv": "#1f77b4", "libevent": "#2ca02c",
+         "nginx": "#ff7f0e", "h2o": "#9467bd"}
+
+
+def has_rows(path):
+    """A results file with at least one line past its header."""
+    try:
+        with open(path) as f:
+            return sum(1 for _ in f) > 1
+    except OSError:
+        return False
+
+
+def newest(name):
+    base = os.path.join(BENCH, "results")
+    if not os.path.isdir(base):
+        return None
+    dirs = sorted(d for d in os.listdir(base) if has_rows(os.path.join(base, d, name)))
+    return os.path.join(base, dirs[-1]) if dirs else None
+
+
+def num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_tsv(path):
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    for r in rows:
+        # Messages per CPU-second of server and load tool together: on loopback the kernel's
+        # TCP work lands on whichever side happens to run it, and this sum does not care.
+        t, a, b = num(r.get("thr")), num(r.get("cpu_util")), num(r.get("load_util"))
+        r["per_sys_cpu_s"] = str(t / (a + b)) if t is not None and a and b else "NA"
+    return rows
+
+
+# A run where something else kept more than this many cores busy (the "other CPU" of
+# measure.py) is left out of the medians as noisy: on 2 cores a neighbour skews it.
+MAX_OTHER = 0.25
+
+
+def noisy(r):
+    o = num(r.get("other_util"))
+    return o is not None and o > MAX_OTHER
+
+
+def clean(r):
+    return (
+        not noisy(r)
+        and r.get("status") == "ok"
+        and num(r.get("errors")) in (0.0, None)
+        and num(r.get("non2xx")) in (0.0, None)
+        and num(r.get("thr")) is not None
+    )
+
+
+class Group:
+    """The runs of one configuration and server."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.ok = [r for r in rows if clean(r)]
+        self.bad = len(rows) - len(self.ok)
+        self.noisy = sum(1 for r in rows if noisy(r))
+        self.errors = sum(num(r.get("errors")) or 0 for r in rows) + sum(
+            num(r.get("non2xx")) or 0 for r in rows
+        )
+
+    def vals(self, key):
+        return [v for v in (num(r.get(key)) for r in self.ok) if v is not None]
+
+    def med(self, key):
+        v = self.vals(key)
+        return statistics.median(v) if v else None
+
+    def spread(self, key):
+        v = self.vals(key)
+        return (min(v), max(v)) if v else (None, None)
+
+
+def group(rows, keys):
+    out = {}
+    for r in rows:
+        out.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return {k: Group(v) for k, v in out.items()}
+
+
+# ---- formatting ------------------------------------------------------------------------
+
+
+def si(v, digits=3):
+    """1234567 -> '1.23 M'."""
+    if v is None:
+        return "–"
+    for div, suf in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(v) >= div:
+            return f"{v / div:.{digits}g}{suf}"
+    return f"{v:.{digits}g}"
+
+
+def spread_txt(g, key):
+    m = g.med(key)
+    lo, hi = g.spread(key)
+    if m is None:
+        return "–"
+    if len(g.vals(key)) < 2:
+        return si(m)
+    return f"{si(m)} ({si(lo)}–{si(hi)})"
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}" if a and b else "–"
+
+
+def us(v):
+    if v is None:
+        return "–"
+    if v >= 999500:
+        return f"{v / 1e6:.2f} s"
+    return f"{v / 1000:.3g} ms" if v >= 1000 else f"{v:.0f} µs"
+
+
+def cores(g, key):
+    """Median cores busy, from a *_util column ('–' for runs recorded without it)."""
+    v = g.med(key)
+    return "–" if v is None else f"{max(v, 0.0):.2f}"  # tick rounding can dip below 0
+
+
+def runs_txt(g, err_word="err"):
+    t = f"{len(g.ok)}/{len(g.rows)}"
+    if g.noisy:
+        t += f", {g.noisy} noisy"
+    if g.errors:
+        t += f", {int(g.errors)} {err_word}"
+    return t
+
+
+def mib(kb):
+    return "–" if kb is None else f"{kb / 1024:.1f}"
+
+
+def table(head, rows):
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def size_txt(s):
+    s = int(s)
+    return f"{s // 1024} KiB" if s >= 1024 and s % 1024 == 0 else f"{s} B"
+
+
+# ---- gnuplot ---------------------------------------------------------------------------
+
+
+class Charts:
+    def __init__(self, img_dir, data_dir):
+        self.img_dir, self.data_dir = img_dir, data_dir
+        self.ok = shutil.which("gnuplot") is not None
+        self.made = []
+
+    def run(self, name, params):
+        if not self.ok:
+            return None
+        os.makedirs(self.img_dir, exist_ok=True)
+        out = os.path.join(self.img_dir, name + ".png")
+        params = dict(params, outfile=out)
+        expr = "; ".join(
+            f"{k}={v}" if isinstance(v, (int, float)) else f"{k}='{v}'" for k, v in params.items()
+        )
+        r = subprocess.run(["gnuplot", "-e", expr, os.path.join(BENCH, "plot.gp")],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"report.py: gnuplot failed for {name}:\n{r.stderr}", file=sys.stderr)
+            return None
+        self.made.append(out)
+        return os.path.relpath(out, os.path.join(ROOT, "docs"))
+
+    def bars(self, name, title, ylabel, series, rows):
+        """rows: [(label, [(med, lo, hi) per series])]; values already scaled."""
+        path = os.path.join(self.data_dir, name + ".dat")
+        with open(path, "w") as f:
+            f.write("# label " + " ".join(f"{s} {s}_lo {s}_hi" for s in series) + "\n")
+            for label, vals in rows:
+                cells = []
+                for v in vals:
+                    cells += ["NA" if x is None else f"{x:.6g}" for x in v]
+                f.write(f'"{label}" ' + " ".join(cells) + "\n")
+        return self.run(name, {"chart": "bars", "datafile": path, "ttl": title, "ylab": ylabel,
+                               "series": " ".join(series), "nseries": len(series),
+                               "colors": " ".join(COLOR.get(s, "#17becf") for s in series)})
+
+    def lines(self, name, title, xlabel, ylabel, panels, logx=10):
+        """panels: [(panel_title, [(line_title, [(x, y)])])]."""
+        files, ptitles, ltitles = [], [], None
+        for i, (pt, lines) in enumerate(panels):
+            path = os.path.join(self.data_dir, f"{name}.{i}.dat")
+            with open(path, "w") as f:
+                for lt, pts in lines:
+                    f.write(f"# {lt}\n")
+                    for x, y in pts:
+                        f.write(f"{x} {'NA' if y is None else f'{y:.6g}'}\n")
+                    f.write("\n\n")
+            files.append(path)
+            ptitles.append(pt.replace(" ", "_"))
+            ltitles = [lt.replace(" ", "_") for lt, _ in lines]
+        colors = [COLOR.get(t, "") for t in ltitles]
+        extra = {"colors": " ".join(colors)} if all(colors) else {}
+        return self.run(name, {**extra,"chart": "lines", "datafiles": " ".join(files),
+                               "ptitles": " ".join(ptitles), "ltitles": " ".join(ltitles),
+                               "nlines": len(ltitles), "ttl": title, "xlab": xlabel,
+                               "ylab": ylabel, "logx": logx})
+
+
+# ---- sections ----------------------------------------------------------------------------
+
+
+def machine_section(run_dir):
+    info = {}
+    path = os.path.join(run_dir, "machine.txt")
+    if os.path.isfile(path):
+        for line in open(path):
+            k, _, v = line.rstrip("\n").partition("=")
+            info[k] = v
+    knobs = {}
+    path = os.path.join(run_dir, "knobs.txt")
+    if os.path.isfile(path):
+        for line in open(path):
+            k, _, v = line.rstrip("\n").partition("=")
+            knobs[k] = v
+    rows = [
+        ("date", info.get("date")),
+        ("CPUs (nproc)", info.get("nproc")),
+        ("CPU model", info.get("cpu")),
+        ("memory", info.get("mem")),
+        ("kernel", info.get("kernel")),
+        ("compiler", info.get("compiler")),
+        ("cgnet build", f"CMake {info.get('build_type') or '?'}, git {info.get('git') or '?'}"),
+        ("peers", f"libuv {info.get('libuv')}, libevent {info.get('libevent')}, "
+                  f"nginx {info.get('nginx')}, h2o {info.get('h2o')}"),
+        ("load tools", f"echoload (bench/echoload.c), wrk {info.get('wrk')}, "
+                       f"h2load {info.get('h2load')}"),
+    ]
+    text = table(["", ""], [(k, v or "?") for k, v in rows])
+    if knobs:
+        text += "\n\nRun settings: " + ", ".join(
+            f"`{k}={v}`" for k, v in knobs.items() if k != "cmd" and v
+        ) + f" (results: `{os.path.relpath(run_dir, ROOT)}`)."
+    return text
+
+
+def echo_section(rows, charts):
+    rows = [r for r in rows if r["bench"] == "echo"]
+    if not rows:
+        return None
+    g = group(rows, ["placement", "mode", "conns", "size", "server"])
+    placements = [p for p in ("pin1", "loops2") if any(k[0] == p for k in g)]
+    servers = [s for s in ECHO_SERVERS if any(k[4] == s for k in g)]
+    configs = sorted({k[1:4] for k in g}, key=lambda c: (c[0] != "pingpong", int(c[1]), int(c[2])))
+    out = []
+    for pl in placements:
+        head = "pin1: server 1 loop on CPU 0, echoload 1 thread on CPU 1" if pl == "pin1" else \
+            "loops2: server 2 loops, load tool 2 threads, nothing pinned"
+        out.append(f"### Echo, {head}\n")
+        out.append("cgnet's messages per server-CPU-second divided by each peer's (above 1: cgnet "
+                   "does more work per CPU-second than that peer), and its throughput divided "
+                   "by the floor's:\n")
+        hrows = []
+        for c in configs:
+            cg = g.get((pl, *c, "cgnet"))
+            if cg is None:
+                continue
+            cells = [f"{c[0]} {c[1]} conns {size_txt(c[2])}"]
+            for s in servers[1:]:
+                p = g.get((pl, *c, s))
+                cells.append(ratio(cg.med("per_cpu_s"), p.med("per_cpu_s") if p else None))
+            fl = g.get((pl, *c, "floor"))
+            cells.append(ratio(cg.med("per_sys_cpu_s"), fl.med("per_sys_cpu_s") if fl else None))
+            cells.append(ratio(cg.med("thr"), fl.med("thr") if fl else None))
+            hrows.append(cells)
+        out.append(table(["config"] + [f"vs {s} (per CPU-s)" for s in servers[1:]]
+                         + ["vs floor (per server+load CPU-s)", "vs floor (msgs/s)"], hrows))
+        out.append("")
+        drows = []
+        for c in configs:
+            for s in servers:
+                x = g.get((pl, *c, s))
+                if x is None:
+                    continue
+                drows.append([
+                    f"{c[0]} {c[1]} {size_txt(c[2])}", s, spread_txt(x, "thr"),
+                    cores(x, "cpu_util"), spread_txt(x, "per_cpu_s"), si(x.med("per_sys_cpu_s")),
+                    us(x.med("p50_us")), us(x.med("p99_us")), mib(x.med("hwm_kb")), cores(x, "other_util"),
+                    runs_txt(x),
+                ])
+        out.append("<details><summary>All figures (median, min–max over repetitions)</summary>\n")
+        out.append(table(["config", "server", "msgs/s", "server CPU (cores)",
+                          "msgs per server-CPU-s", "per server+load CPU-s", "p50", "p99", "peak RSS MiB",
+                          "other CPU", "clean runs"], drows))
+        out.append("\nOther CPU: cores busy outside the server and the load tool during the "
+                   f"window (neighbours on this shared machine, interrupts); a run with more than "
+                   f"{MAX_OTHER} is counted as noisy and left out of the medians.\n")
+        out.append("</details>\n")
+        for mode in ("pingpong", "stream"):
+            cs = [c for c in configs if c[0] == mode]
+            if not cs:
+                continue
+            brows = []
+            for c in cs:
+                vals = []
+                for s in servers:
+                    x = g.get((pl, *c, s))
+                    if x is None or x.med("per_cpu_s") is None:
+                        vals.append((None, None, None))
+                    else:
+                        lo, hi = x.spread("per_cpu_s")
+                        vals.append((x.med("per_cpu_s") / 1e6, lo / 1e6, hi / 1e6))
+                brows.append((f"{c[1]} conns, {size_txt(c[2])}", vals))
+            img = charts.bars(f"echo_{pl}_{mode}", f"echo {mode}, {pl}: messages per server-CPU-second",
+                              "million msgs per server-CPU-s", servers, brows)
+            if img:
+                out.append(f"![echo {mode} {pl}]({img})\n")
+    return "\n".join(out)
+
+
+def http_section(rows, charts):
+    rows = [r for r in rows if r["bench"] == "http"]
+    if not rows:
+        return None
+    g = group(rows, ["placement", "tool", "server"])
+    placements = [p for p in ("pin1", "loops2") if any(k[0] == p for k in g)]
+    servers = [s for s in HTTP_SERVERS if any(k[2] == s for k in g)]
+    tools = [t for t in ("wrk", "h2load") if any(k[1] == t for k in g)]
+    conns = rows[0]["conns"]
+    out = [f"GET /plaintext (13-byte body), {conns} conns, 16 requests pipelined per conn "
+           "(wrk with bench/wrk_pipeline.lua; h2load --h1 -m 16).\n"]
+    hrows = []
+    for pl in placements:
+        for t in tools:
+            cg = g.get((pl, t, "cgnet_http"))
+            if cg is None:
+                continue
+            cells = [pl, t]
+            for s in servers[1:]:
+                p = g.get((pl, t, s))
+                cells.append(ratio(cg.med("per_cpu_s"), p.med("per_cpu_s") if p else None))
+            fl = g.get((pl, t, "floor_http"))
+            cells.append(ratio(cg.med("per_sys_cpu_s"), fl.med("per_sys_cpu_s") if fl else None))
+            cells.append(ratio(cg.med("thr"), fl.med("thr") if fl else None))
+            hrows.append(cells)
+    out.append("cgnet's requests per server-CPU-second divided by each peer's, and its "
+               "throughput divided by the floor's:\n")
+    out.append(table(["placement", "tool"] + [f"vs {LABEL.get(s, s)} (per CPU-s)" for s in servers[1:]]
+                     + ["vs floor (per server+load CPU-s)", "vs floor (req/s)"], hrows))
+    out.append("")
+    drows = []
+    for pl in placements:
+        for t in tools:
+            for s in servers:
+                x = g.get((pl, t, s))
+                if x is None:
+                    continue
+                drows.append([pl, t, LABEL.get(s, s), spread_txt(x, "thr"), cores(x, "cpu_util"),
+                              spread_txt(x, "per_cpu_s"), si(x.med("per_sys_cpu_s")),
+                              us(x.med("p50_us")), us(x.med("p99_us")),
+                              mib(x.med("hwm_kb")), cores(x, "other_util"),
+                              runs_txt(x, "err/non-2xx")])
+    out.append(table(["placement", "tool", "server", "req/s", "server CPU (cores)",
+                      "req per server-CPU-s", "per server+load CPU-s", "p50", "p99",
+                      "peak RSS MiB", "other CPU",
+                      "clean runs"], drows))
+    out.append("\n(Other CPU: cores busy outside the server and the load tool during the "
+               f"window — neighbours on this shared machine; above {MAX_OTHER} a run is noisy and "
+               "left out of the medians. p50/p99 from wrk's latency distribution, which with pipelining times whole "
+               "batches; h2load prints no percentiles. Peak RSS sums nginx's master and workers.)\n")
+    brows = []
+    for pl in placements:
+        for t in tools:
+            vals = []
+            for s in servers:
+                x = g.get((pl, t, s))
+                if x is None or x.med("per_cpu_s") is None:
+                    vals.append((None, None, None))
+                else:
+                    lo, hi = x.spread("per_cpu_s")
+                    vals.append((x.med("per_cpu_s") / 1e6, lo / 1e6, hi / 1e6))
+            brows.append((f"{pl} {t}", vals))
+    img = charts.bars("http", "HTTP plaintext, pipelined: requests per server-CPU-second",
+                      "million req per server-CPU-s", [LABEL.get(s, s) for s in servers], brows)
+    if img:
+        out.append(f"![http]({img})\n")
+    return "\n".join(out)
+
+
+def sweep_section(sweep_dir, charts):
+    rows = read_tsv(os.path.join(sweep_dir, "sweep.tsv"))
+    if not rows:
+        return None
+    for r in rows:
+        t = num(r.get("thr"))
+        r["mbps"] = str(t * int(r["size"]) / 1e6) if t is not None else "NA"
+    g = group(rows, ["conns", "size", "server"])
+    servers = [s for s in ECHO_SERVERS if any(k[2] == s for k in g)]
+    conns = sorted({int(k[0]) for k in g})
+    sizes = sorted({int(k[1]) for k in g})
+    pl = rows[0].get("placement", "?")
+    reps = max(int(r["rep"]) for r in rows)
+    mode = rows[0].get("mode", "stream")
+    what = "Streaming echo" if mode == "stream" else f"Echo, {mode} mode"
+    out = [f"{what} (echoload -m {mode}), placement {pl}, {reps} repetition(s) per point; "
+           f"results: `{os.path.relpath(sweep_dir, ROOT)}`. Echoed MB/s (10^6 bytes), median:\n"]
+
+    def cell(c, s, srv, key="mbps"):
+        x = g.get((str(c), str(s), srv))
+        return x.med(key) if x else None
+
+    for srv in servers:
+        trows = [[f"{c}"] + [f"{cell(c, s, srv):.0f}" if cell(c, s, srv) else "–" for s in sizes]
+                 for c in conns]
+        out.append(f"**{srv}**\n")
+        out.append(table(["conns \\ size"] + [size_txt(s) for s in sizes], trows))
+        out.append("")
+    if "cgnet" in servers and "floor" in servers:
+        trows = []
+        for c in conns:
+            trows.append([f"{c}"] + [ratio(cell(c, s, "cgnet", "per_cpu_s"), cell(c, s, "floor", "per_cpu_s"))
+                                     for s in sizes])
+        out.append("**cgnet ÷ floor, messages per server-CPU-second**\n")
+        out.append(table(["conns \\ size"] + [size_txt(s) for s in sizes], trows))
+        out.append("")
+    panels = [(srv, [(size_txt(s), [(c, cell(c, s, srv)) for c in conns]) for s in sizes])
+              for srv in servers]
+    img = charts.lines("sweep_conns", f"echo {mode}: throughput vs connections", "connections",
+                       "echoed MB/s", panels, logx=10)
+    if img:
+        out.append(f"![throughput vs connections]({img})\n")
+    panels = [(f"{c}_conns", [(srv, [(s, cell(c, s, srv)) for s in sizes]) for srv in servers])
+              for c in (conns[0], conns[-1])] if conns else []
+    img = charts.lines("sweep_size", f"echo {mode}: throughput vs message size",
+                       "message size (bytes)", "echoed MB/s", panels, logx=2)
+    if img:
+        out.append(f"![throughput vs message size]({img})\n")
+    return "\n".join(out)
+
+
+def regress_section(regress_dir):
+    rows = read_tsv(os.path.join(regress_dir, "regress.tsv"))
+    if not rows:
+        return None
+    by = {}
+    for r in rows:
+        by.setdefault(r["metric"], {})[r["server"]] = r
+    servers = sorted({r["server"] for r in rows}, key=lambda s: (s != "cgnet", s))
+    knobs = {}
+    kp = os.path.join(regress_dir, "knobs.txt")
+    if os.path.isfile(kp):
+        for line in open(kp):
+            k, _, v = line.rstrip("\n").partition("=")
+            knobs[k] = v
+    out = [f"Echo pingpong, {knobs.get('REGRESS_CONNS', '100')} conns, "
+           f"{knobs.get('REGRESS_SIZE', '512')} B, server with 1 loop on CPU 0, echoload on CPU 1; "
+           f"a {knobs.get('REGRESS_SECS', '3')} s run minus a 0.1 s run, so start-up, accepts and "
+           f"shutdown cancel out. Results: `{os.path.relpath(regress_dir, ROOT)}`.\n"]
+    trows = []
+    def calls(m):
+        return -max(num(r["value"]) or 0 for r in by[m].values())
+
+    metrics = ["ir_per_msg", "syscalls_per_msg"] + sorted(
+        (m for m in by if m.startswith("sys_")), key=lambda m: (calls(m), m))
+    names = {"ir_per_msg": "user-space instructions per message (callgrind Ir)",
+             "syscalls_per_msg": "syscalls per message (strace -c), all"}
+    for m in metrics:
+        if m not in by:
+            continue
+        name = names.get(m, "  " + m[4:-8] + " per message")
+        trows.append([name] + [by[m][s]["value"] if s in by[m] else "–" for s in servers])
+    out.append(table(["figure"] + servers, trows))
+    if "ir_per_msg" in by and "cgnet" in by["ir_per_msg"] and "floor" in by["ir_per_msg"]:
+        a, b = num(by["ir_per_msg"]["cgnet"]["value"]), num(by["ir_per_msg"]["floor"]["value"])
+        if a and b:
+            out.append(f"\ncgnet runs {a / b:.1f}× the floor's user-space instructions per echoed "
+                       f"message. Regenerate with `bash bench/run.sh regress`.\n")
+    return "\n".join(out)
+
+
+def replace_section(doc, name, body):
+    begin, end = f"<!-- BEGIN GENERATED: {name} -->", f"<!-- END GENERATED: {name} -->"
+    pat = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    block = f"{begin}\n{body.rstrip()}\n{end}"
+    if pat.search(doc):
+        return pat.sub(lambda _: block, doc)
+    return doc.rstrip() + f"\n\n{block}\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run")
+    ap.add_argument("--sweep")
+    ap.add_argument("--regress")
+    ap.add_argument("--doc", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    ap.add_argument("--img", default=os.path.join(ROOT, "docs", "img"))
+    a = ap.parse_args()
+    run_dir = a.run or newest("results.tsv")
+    sweep_dir = a.sweep or newest("sweep.tsv")
+    regress_dir = a.regress or newest("regress.tsv")
+    if a.run and not a.regress and has_rows(os.path.join(a.run, "regress.tsv")):
+        regress_dir = a.run
+
+    doc = open(a.doc).read() if os.path.isfile(a.doc) else "# Benchmarks\n"
+    sections = {}
+    if run_dir and has_rows(os.path.join(run_dir, "results.tsv")):
+        rows = read_tsv(os.path.join(run_dir, "results.tsv"))
+        charts = Charts(a.img, run_dir)
+        sections["machine"] = machine_section(run_dir)
+        sections["echo"] = echo_section(rows, charts)
+        sections["http"] = http_section(rows, charts)
+        if not charts.ok:
+            print("report.py: gnuplot not found: no charts (apt-get install gnuplot-nox)",
+                  file=sys.stderr)
+    if sweep_dir and has_rows(os.path.join(sweep_dir, "sweep.tsv")):
+        sections["sweep"] = sweep_section(sweep_dir, Charts(a.img, sweep_dir))
+    if regress_dir and has_rows(os.path.join(regress_dir, "regress.tsv")):
+        sections["regress"] = regress_section(regress_dir)
+    for name, body in sections.items():
+        if body:
+            doc = replace_section(doc, name, body)
+    os.makedirs(os.path.dirname(a.doc), exist_ok=True)
+    with open(a.doc, "w") as f:
+        f.write(doc)
+    done = [n for n, b in sections.items() if b]
+    print(f"report.py: {os.path.relpath(a.doc)}: updated {', '.join(done) or 'nothing'}"
+          f" (run {run_dir}, sweep {sweep_dir}, regress {regress_dir})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
