@@ -101,8 +101,23 @@ typedef struct request {
   size_t total_len; /* request line + headers + body */
 } request;
 
+/* RFC 9110 tchar, as a table: the parser looks up every byte of every method and
+ * header name, so this must cost one load, not a strchr. */
+static const uint8_t TCHAR[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
+    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1,  ['~'] = 1, ['0'] = 1,
+    ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1,  ['7'] = 1, ['8'] = 1,
+    ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,  ['F'] = 1, ['G'] = 1,
+    ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1,  ['N'] = 1, ['O'] = 1,
+    ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1,  ['V'] = 1, ['W'] = 1,
+    ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1,  ['d'] = 1, ['e'] = 1,
+    ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1,  ['l'] = 1, ['m'] = 1,
+    ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1,  ['t'] = 1, ['u'] = 1,
+    ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
 static int token_char(int c) {
-  return c > 32 && c < 127 && !strchr("()<>@,;:\\\"/[]?={}", c);
+  return TCHAR[c & 0xff];
 }
 
 static int name_is(const char *p, size_t len, const char *name) {
@@ -148,47 +163,72 @@ static req_status parse_content_length(const char *v, size_t len, size_t *out) {
   return REQ_OK;
 }
 
-/* Parse one request at the start of buf. */
-static req_status parse_request(const char *buf, size_t len, request *r) {
-  const char *end =
-      memmem(buf, len < MAX_HEADER_BYTES + 4 ? len : MAX_HEADER_BYTES + 4, "\r\n\r\n", 4);
-  if (!end) return len > MAX_HEADER_BYTES ? REQ_TOO_LARGE : REQ_INCOMPLETE;
-  size_t head_len = (size_t)(end - buf) + 4;
-  const char *line_end = memmem(buf, head_len, "\r\n", 2);
-  int minor;
-  req_status st = parse_request_line(buf, (size_t)(line_end - buf), r, &minor);
-  if (st != REQ_OK) return st;
-  r->keep_alive = minor == 1;
-  size_t body = 0;
-  int have_length = 0;
-  for (const char *p = line_end + 2; p < end;) {
-    const char *eol = memmem(p, (size_t)(end + 2 - p), "\r\n", 2);
-    const char *colon = memchr(p, ':', (size_t)(eol - p));
-    if (!colon || colon == p) return REQ_BAD;
-    for (const char *q = p; q < colon; q++)
-      if (!token_char((unsigned char)*q)) return REQ_BAD;
-    const char *v = colon + 1, *ve = eol;
-    while (v < ve && (*v == ' ' || *v == '\t'))
-      v++;
-    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-      ve--;
-    size_t nlen = (size_t)(colon - p), vlen = (size_t)(ve - v);
+/* The next line of the head: [p, *eol) without its CRLF. REQ_INCOMPLETE when no LF has
+ * arrived yet, REQ_BAD for a bare LF. */
+static req_status next_line(const char *p, const char *end, const char **eol) {
+  const char *nl = memchr(p, '\n', (size_t)(end - p));
+  if (!nl) return REQ_INCOMPLETE;
+  if (nl == p || nl[-1] != '\r') return REQ_BAD;
+  *eol = nl - 1;
+  return REQ_OK;
+}
+
+/* One header line [p, eol): check the name, act on the three headers that matter. */
+static req_status parse_header(const char *p, const char *eol, request *r, size_t *body,
+                               int *have_length) {
+  const char *colon = p;
+  while (colon < eol && TCHAR[(unsigned char)*colon])
+    colon++;
+  if (colon == p || colon == eol || *colon != ':') return REQ_BAD;
+  const char *v = colon + 1, *ve = eol;
+  while (v < ve && (*v == ' ' || *v == '\t'))
+    v++;
+  while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+    ve--;
+  size_t nlen = (size_t)(colon - p), vlen = (size_t)(ve - v);
+  switch (p[0] | 0x20) { /* cheap first-letter filter before the full comparisons */
+  case 'c':
     if (name_is(p, nlen, "content-length")) {
       size_t n;
-      if ((st = parse_content_length(v, vlen, &n)) != REQ_OK) return st;
-      if (have_length && n != body) return REQ_BAD; /* conflicting lengths */
-      body = n;
-      have_length = 1;
-    } else if (name_is(p, nlen, "transfer-encoding")) {
-      return REQ_BAD; /* no chunked request bodies here: refuse rather than misframe */
+      req_status st = parse_content_length(v, vlen, &n);
+      if (st != REQ_OK) return st;
+      if (*have_length && n != *body) return REQ_BAD; /* conflicting lengths */
+      *body = n;
+      *have_length = 1;
     } else if (name_is(p, nlen, "connection")) {
       if (value_has(v, vlen, "close")) r->keep_alive = 0;
       if (value_has(v, vlen, "keep-alive")) r->keep_alive = 1;
     }
-    p = eol + 2;
+    break;
+  case 't':
+    if (name_is(p, nlen, "transfer-encoding"))
+      return REQ_BAD; /* no chunked request bodies here: refuse rather than misframe */
+    break;
   }
-  r->total_len = head_len + body;
-  return len < r->total_len ? REQ_INCOMPLETE : REQ_OK;
+  return REQ_OK;
+}
+
+/* Parse one request at the start of buf, line by line in one pass. */
+static req_status parse_request(const char *buf, size_t len, request *r) {
+  const char *end = buf + (len < MAX_HEADER_BYTES + 2 ? len : MAX_HEADER_BYTES + 2);
+  req_status incomplete = len > MAX_HEADER_BYTES ? REQ_TOO_LARGE : REQ_INCOMPLETE;
+  const char *eol;
+  req_status st = next_line(buf, end, &eol);
+  if (st != REQ_OK) return st == REQ_INCOMPLETE ? incomplete : st;
+  int minor;
+  if ((st = parse_request_line(buf, (size_t)(eol - buf), r, &minor)) != REQ_OK) return st;
+  r->keep_alive = minor == 1;
+  size_t body = 0;
+  int have_length = 0;
+  for (const char *p = eol + 2;; p = eol + 2) {
+    st = next_line(p, end, &eol);
+    if (st != REQ_OK) return st == REQ_INCOMPLETE ? incomplete : st;
+    if (eol == p) { /* the empty line ends the head */
+      r->total_len = (size_t)(eol + 2 - buf) + body;
+      return len < r->total_len ? REQ_INCOMPLETE : REQ_OK;
+    }
+    if ((st = parse_header(p, eol, r, &body, &have_length)) != REQ_OK) return st;
+  }
 }
 
 /* ---- the server ---------------------------------------------------------------------- */
