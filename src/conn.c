@@ -459,8 +459,10 @@ static void on_error_while_not_reading(cgnet_conn *c) {
     request_close(c, CGNET_EOF);
   else if (c->draining)
     request_close(c, CGNET_ESHUTDOWN);
-  else /* paused: the error will show when reading resumes */
-    return;
+  else if (c->shut_wr_done) /* hang-up after our FIN: both ways are shut, and level mode
+                               would report it on every turn */
+    request_close(c, CGNET_EOF);
+  /* else paused: an error shows when reading resumes */
 }
 
 /*

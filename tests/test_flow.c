@@ -1076,6 +1076,33 @@ static void test_shutdown_write(void **state) {
   stop_and_free(&srv);
 }
 
+/* Paused reading plus our FIN, then the peer closes: the hang-up must end the conn
+ * (level mode would otherwise report EPOLLHUP on every turn of a busy loop). */
+static cgnet_action paused_fin_open(cgnet_conn *c) {
+  track_open(c);
+  TU_CHECK_EQ(cgnet_conn_pause_read(c), 0);
+  TU_CHECK_EQ(cgnet_conn_shutdown_write(c), 0);
+  return CGNET_NONE;
+}
+
+static void test_paused_hangup_closes(void **state) {
+  (void)state;
+  flow_reset();
+  cgnet_handler h = base_handler();
+  h.on_open = paused_fin_open;
+  cgnet_options o = {0};
+  tu_server srv;
+  assert_rc(tu_server_start(&srv, &h, &o), 0);
+  int fd = tu_connect4(srv.port);
+  assert_true(fd >= 0);
+  assert_rc(tu_expect_eof(fd, TU_TIMEOUT_MS, NULL), 0); /* the server's FIN */
+  close(fd);
+  wait_closes(1, 2000 * TU_SLOW);
+  assert_reason(0, CGNET_EOF);
+  assert_no_check_failures();
+  stop_and_free(&srv);
+}
+
 /* ---- graceful stop with queued output
  * ---------------------------------------------------- */
 
@@ -1377,6 +1404,7 @@ int main(void) {
       TS("half_close/off/edge", test_half_close, &hc_modes[4]),
       TS("shutdown_write/plain", test_shutdown_write, &zero),
       TS("shutdown_write/half_open", test_shutdown_write, &one),
+      TS("paused_hangup_closes", test_paused_hangup_closes, NULL),
       TS("graceful_stop/drains", test_graceful_stop, &zero),
       TS("graceful_stop/timeout", test_graceful_stop, &one),
       {"emfile", test_emfile, tu_setup, em_teardown, NULL},
