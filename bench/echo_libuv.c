@@ -38,6 +38,8 @@
 #define BACKLOG 4096
 #define MAX_LOOPS 256
 
+#include "peer_common.h" /* options, listeners, stop signals */
+
 /* Owned by its thread once started; main only touches it before create / after join,
  * except for uv_async_send(&stop), which libuv allows from any thread. */
 struct loop {
@@ -54,116 +56,6 @@ struct write_req {
   uv_buf_t buf;
   char data[];
 };
-
-/* ---- options, listeners, signals (the same in every bench peer) ---------------------- */
-
-struct options {
-  const char *host;
-  int port;
-  int loops;
-};
-
-static void usage(const char *prog, int code) {
-  fprintf(code ? stderr : stdout,
-          "usage: %s [--host H] [--port P] [--loops N]\n"
-          "  --host H   IPv4 address to listen on (default 127.0.0.1)\n"
-          "  --port P   TCP port, 0 = any free port (default 0)\n"
-          "  --loops N  event loops, one thread each; N > 1 uses one SO_REUSEPORT\n"
-          "             listener per loop (default 1)\n",
-          prog);
-  exit(code);
-}
-
-static void parse_options(int argc, char **argv, struct options *o) {
-  static const struct option longopts[] = {{"host", required_argument, NULL, 'H'},
-                                           {"port", required_argument, NULL, 'p'},
-                                           {"loops", required_argument, NULL, 'n'},
-                                           {"help", no_argument, NULL, 'h'},
-                                           {NULL, 0, NULL, 0}};
-  *o = (struct options){.host = "127.0.0.1", .port = 0, .loops = 1};
-  int ch;
-  while ((ch = getopt_long(argc, argv, "H:p:n:h", longopts, NULL)) != -1) {
-    char *end = NULL;
-    long v;
-    switch (ch) {
-    case 'H':
-      o->host = optarg;
-      break;
-    case 'p':
-      v = strtol(optarg, &end, 10);
-      if (*optarg == '\0' || *end != '\0' || v < 0 || v > 65535) usage(argv[0], 2);
-      o->port = (int)v;
-      break;
-    case 'n':
-      v = strtol(optarg, &end, 10);
-      if (*optarg == '\0' || *end != '\0' || v < 1 || v > MAX_LOOPS) usage(argv[0], 2);
-      o->loops = (int)v;
-      break;
-    case 'h':
-      usage(argv[0], 0);
-      break;
-    default:
-      usage(argv[0], 2);
-    }
-  }
-  if (optind != argc) usage(argv[0], 2);
-}
-
-static int listen_on(const struct sockaddr_in *sa, int reuseport) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  int one = 1;
-  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-      (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) ||
-      bind(fd, (const struct sockaddr *)sa, sizeof *sa) < 0 || listen(fd, BACKLOG) < 0) {
-    int err = errno;
-    close(fd);
-    errno = err;
-    return -1;
-  }
-  return fd;
-}
-
-/* Opens n listeners on host:port (n > 1: SO_REUSEPORT). Port 0 is resolved by the first
- * bind and reused by the others. Returns the port, or -1 with a message printed. */
-static int open_listeners(const struct options *o, int *fds) {
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)o->port)};
-  if (inet_pton(AF_INET, o->host, &sa.sin_addr) != 1) {
-    fprintf(stderr, "bad IPv4 address: %s\n", o->host);
-    return -1;
-  }
-  for (int i = 0; i < o->loops; i++) {
-    fds[i] = listen_on(&sa, o->loops > 1);
-    if (fds[i] < 0) {
-      fprintf(stderr, "listen on %s:%u: %s\n", o->host, ntohs(sa.sin_port),
-              strerror(errno));
-      while (i-- > 0)
-        close(fds[i]);
-      return -1;
-    }
-    if (i == 0) {
-      socklen_t len = sizeof sa;
-      getsockname(fds[0], (struct sockaddr *)&sa, &len);
-    }
-  }
-  return ntohs(sa.sin_port);
-}
-
-/* Blocks SIGINT/SIGTERM in this thread and every thread it starts afterwards, so that
- * wait_for_stop() alone receives them; ignores SIGPIPE (EPIPE is handled as an error). */
-static void block_stop_signals(sigset_t *set) {
-  signal(SIGPIPE, SIG_IGN);
-  sigemptyset(set);
-  sigaddset(set, SIGINT);
-  sigaddset(set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, set, NULL);
-}
-
-static void wait_for_stop(const sigset_t *set) {
-  int sig;
-  while (sigwait(set, &sig) != 0) {
-  }
-}
 
 /* ---- the loop ------------------------------------------------------------------------ */
 
