@@ -553,6 +553,96 @@ CGNET_API cgnet_loop *cgnet_timer_loop(const cgnet_timer *t);
 CGNET_API uint64_t cgnet_engine_rejected_connections(const cgnet_engine *eng);
 
 /* ------------------------------------------------------------------------------------ */
+/* Client: outbound connections in the event loops                                      */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * A client dials outbound connections (or adopts connected sockets) and runs them on
+ * event loops with the same callbacks and the same conn API as a server's conns:
+ * on_open once connected, on_traffic (or on_frame), on_close, writes, async writes,
+ * wake, timers, flow control.
+ *
+ * Two kinds:
+ *  - cgnet_client_new: the client has its own loops (options.num_loops / multicore),
+ *    started at once; handler.on_boot, on_tick and on_shutdown work as for an engine.
+ *  - cgnet_client_new_on: the client runs on a running engine's loops, so a server can
+ *    open backend connections from its own callbacks (a proxy). A dial made on one of
+ *    that engine's loop threads puts the new conn on that same loop, so both sides of a
+ *    proxied pair live on one thread and talk without locks. The engine's stop closes
+ *    the client's conns too (CGNET_ESHUTDOWN). Only the conn callbacks of the client's
+ *    handler are used (on_open, on_traffic, on_frame, on_close, on_pre_write,
+ *    on_writable_changed, on_read_closed).
+ *
+ * Options that apply to a client's conns: flow control (watermarks, limits), read and
+ * write buffers, timeouts, allow_half_open, edge_triggered (own loops only), tcp_nodelay,
+ * keep-alive, linger, socket buffers. Listener options are ignored.
+ *
+ * A failed dial: on_close(c, reason) runs with the error (CGNET_ECONNREFUSED,
+ * CGNET_ETIMEDOUT, CGNET_ERESOLVE, CGNET_ENETUNREACH, ...) and on_open never ran for it;
+ * the conn's context is the ctx given to dial. A conn is "open" from on_open on.
+ */
+typedef struct cgnet_client cgnet_client;
+
+/* A client with its own loops, started at once. `opts` may be NULL. Any thread. */
+CGNET_API int cgnet_client_new(const cgnet_handler *handler, const cgnet_options *opts,
+                               cgnet_client **out);
+
+/* A client on the loops of the running engine `eng` (which must outlive it). `opts` may
+ * be NULL (then the engine's options apply to the client's conns). Any thread. */
+CGNET_API int cgnet_client_new_on(cgnet_engine *eng, const cgnet_handler *handler,
+                                  const cgnet_options *opts, cgnet_client **out);
+
+/*
+ * Start connecting to `addr` ("tcp://127.0.0.1:9000", "tcp6://[::1]:80",
+ * "tcp://example.org:80", and where the build has them "udp://...", "unix:///path") without
+ * blocking: returns at once; on_open runs on the conn's loop once connected, or on_close
+ * with the error. timeout_ms bounds the connect (0: no bound but the system's); on expiry
+ * the dial fails with CGNET_ETIMEDOUT. `ctx` becomes the conn's context before any
+ * callback. Host names are resolved off the loops (on a resolver thread of the client)
+ * so a dial from a loop thread never blocks it; numeric hosts are used directly.
+ * If `out` is not NULL it receives a reference to the new conn (release it with
+ * cgnet_conn_unref): the any-thread conn calls (async write, wake, async close) may be
+ * used on it at once, even before it connects; writes made before the connect completes
+ * are sent once it does.
+ * Returns 0, or an error for a malformed address (CGNET_EBADSCHEME, CGNET_EBADADDR, ...),
+ * CGNET_ESHUTDOWN (client or engine stopping) or CGNET_ENOMEM; after 0, the outcome
+ * always comes as on_open or on_close. Any thread.
+ */
+CGNET_API int cgnet_client_dial(cgnet_client *cl, const char *addr, uint64_t timeout_ms,
+                                void *ctx, cgnet_conn **out);
+
+/* The blocking form for simple programs: dial and wait until on_open has run (returns 0
+ * and, if `out` is given, a reference to the conn) or the dial failed (returns its error;
+ * on_close has run). Not from a loop thread (CGNET_EWRONGTHREAD). */
+CGNET_API int cgnet_client_dial_wait(cgnet_client *cl, const char *addr,
+                                     uint64_t timeout_ms, void *ctx, cgnet_conn **out);
+
+/* Take over `fd`, an already-connected socket (stream, or a connected datagram socket
+ * where the build supports them): it is made non-blocking and on_open runs on a loop.
+ * cgnet owns fd from here on, even when this fails. `out` as for dial. Any thread. */
+CGNET_API int cgnet_client_enroll(cgnet_client *cl, int fd, void *ctx, cgnet_conn **out);
+
+/* Conns of this client open right now (dialing ones included). Any thread. */
+CGNET_API size_t cgnet_client_count_connections(const cgnet_client *cl);
+
+/* The engine whose loops the client uses (its own internal one for cgnet_client_new).
+ * Any thread. */
+CGNET_API cgnet_engine *cgnet_client_engine(const cgnet_client *cl);
+
+/* The client that dialed or enrolled `c`, or NULL for a conn a server accepted. Loop
+ * thread (or any thread holding a reference). */
+CGNET_API cgnet_client *cgnet_conn_client(const cgnet_conn *c);
+
+/*
+ * Close every conn of the client (queued output gets up to timeout_ms to flush; then
+ * on_close with CGNET_ESHUTDOWN), stop its own loops, and free it. For a client on an
+ * engine's loops, the engine keeps running. Blocks until done; not from a loop thread of
+ * the client's loops (CGNET_EWRONGTHREAD, nothing freed). References to its conns must be
+ * released first or soon after; they never dangle (see cgnet_conn_ref).
+ */
+CGNET_API int cgnet_client_free(cgnet_client *cl, uint64_t timeout_ms);
+
+/* ------------------------------------------------------------------------------------ */
 /* Addresses                                                                            */
 /* ------------------------------------------------------------------------------------ */
 

@@ -27,10 +27,10 @@
 #define DIRECT_WRITE_MIN (16 * 1024)
 
 static const cgnet_handler *handler_of(const cgnet_conn *c) {
-  return &c->loop->eng->h;
+  return c->h;
 }
 static const cgnet_options *options_of(const cgnet_conn *c) {
-  return &c->loop->eng->o;
+  return c->o;
 }
 
 static void schedule_flush(cgnet_conn *c) {
@@ -121,6 +121,7 @@ static void call_on_pre_write(cgnet_conn *c) {
 
 /* The earliest timeout deadline of the conn, or UINT64_MAX. */
 static uint64_t timeout_deadline(const cgnet_conn *c) {
+  if (c->connecting) return c->connect_deadline_ms ? c->connect_deadline_ms : UINT64_MAX;
   uint64_t d = UINT64_MAX;
   if (c->idle_to_ms) {
     uint64_t last = c->last_read_ms > c->last_write_ms ? c->last_read_ms : c->last_write_ms;
@@ -162,11 +163,27 @@ static void forget_accepted(cgnet_loop *loop) {
   atomic_fetch_sub_explicit(&loop->eng->nconns, 1, memory_order_relaxed);
 }
 
-static void init_conn(cgnet_conn *c, cgnet_loop *loop, int fd) {
-  const cgnet_options *o = &loop->eng->o;
-  c->io.fd = fd;
+/* The conn no longer counts in its loop and engine (a client counts its own conns, in
+ * cgnet__client_conn_closed once on_close has run). */
+static void forget_conn(cgnet_conn *c) {
+  if (!c->client)
+    forget_accepted(c->loop);
+  else
+    atomic_fetch_sub_explicit(&c->loop->nconns, 1, memory_order_relaxed);
+}
+
+cgnet_conn *cgnet__conn_new(cgnet_loop *loop, const cgnet_handler *h,
+                            const cgnet_options *o, size_t ring_max, cgnet_client *client,
+                            unsigned extra_refs) {
+  cgnet_conn *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  c->io.fd = -1;
   c->io.kind = CGNET__KIND_CONN;
   c->loop = loop;
+  c->h = h;
+  c->o = o;
+  c->ring_max = ring_max;
+  c->client = client;
   cgnet__list_init(&c->node);
   cgnet__list_init(&c->out_node);
   cgnet__list_init(&c->read_node);
@@ -175,43 +192,98 @@ static void init_conn(cgnet_conn *c, cgnet_loop *loop, int fd) {
   cgnet__outbuf_init(&c->out);
   cgnet__tnode_init(&c->timeout_node, on_timeout_node);
   atomic_init(&c->gone, false);
-  atomic_init(&c->refs, 1);
-  c->last_read_ms = c->last_write_ms = loop->now_ms;
+  atomic_init(&c->refs, 1 + extra_refs);
   c->idle_to_ms = o->idle_timeout_ms;
   c->read_to_ms = o->read_timeout_ms;
   c->write_to_ms = o->write_timeout_ms;
-  c->interest = o->edge_triggered
-                    ? (CGNET__POLL_READ | CGNET__POLL_WRITE | CGNET__POLL_EDGE)
-                    : CGNET__POLL_READ;
+  atomic_fetch_add_explicit(&loop->nconns, 1, memory_order_relaxed);
+  return c;
+}
+
+void cgnet__conn_enter_loop(cgnet_conn *c) {
+  cgnet__list_insert_tail(&c->loop->conns, &c->node);
+  c->last_read_ms = c->last_write_ms = c->loop->now_ms;
+  arm_timeouts(c);
+}
+
+/* What the poller watches once the conn is open. */
+static uint32_t open_interest(const cgnet_conn *c) {
+  if (options_of(c)->edge_triggered)
+    return CGNET__POLL_READ | CGNET__POLL_WRITE | CGNET__POLL_EDGE;
+  return CGNET__POLL_READ;
+}
+
+static void call_on_open(cgnet_conn *c) {
+  const cgnet_handler *h = handler_of(c);
+  if (h->on_open) {
+    c->in_callback++;
+    cgnet__conn_after_callback(c, h->on_open(c));
+  }
+}
+
+static void update_interest(cgnet_conn *c);
+
+/* The socket is connected (accepted, enrolled, or a dial that completed): open. */
+static void open_connected(cgnet_conn *c) {
+  c->connecting = false;
+  c->last_read_ms = c->last_write_ms = c->loop->now_ms;
+  arm_timeouts(c);
+  if (c->client) cgnet__client_conn_opened(c);
+  call_on_open(c);
+  if (c->closed) return;
+  if (c->wake_on_open) {
+    c->wake_on_open = false;
+    cgnet__conn_wake_now(c);
+    if (c->closed) return;
+  }
+  if (cgnet__outbuf_len(&c->out)) {
+    schedule_flush(c);
+  } else {
+    update_interest(c);
+  }
+  if (c->client) cgnet__conn_schedule_read(c); /* bytes may have come with the connect */
+  flush_own_output(c);
+}
+
+int cgnet__conn_attach(cgnet_conn *c, int fd, bool connecting) {
+  c->io.fd = fd;
+  c->connecting = connecting;
+  c->interest = connecting
+                    ? (options_of(c)->edge_triggered ? open_interest(c) : CGNET__POLL_WRITE)
+                    : open_interest(c);
+  int err = cgnet__poller_add(&c->loop->poller, fd, c->interest, &c->io);
+  if (err) return err;
+  if (!connecting) open_connected(c);
+  return 0;
 }
 
 void cgnet__conn_open(cgnet_loop *loop, int fd, const struct sockaddr *sa, socklen_t len) {
   cgnet_engine *eng = loop->eng;
-  cgnet_conn *c = loop->stopping ? NULL : calloc(1, sizeof *c);
+  cgnet_conn *c = NULL;
+  if (!loop->stopping) {
+    c = cgnet__conn_new(loop, &eng->h, &eng->o, eng->ring_max, NULL, 0);
+    if (c)
+      atomic_fetch_sub_explicit(&loop->nconns, 1,
+                                memory_order_relaxed); /* counted at dispatch */
+  }
   if (!c) {
     if (!loop->stopping) cgnet__log(eng, CGNET_LOG_ERROR, "out of memory for a new conn");
     close(fd);
     forget_accepted(loop);
     return;
   }
-  init_conn(c, loop, fd);
   if (len > sizeof c->remote) len = sizeof c->remote;
   memcpy(&c->remote, sa, len);
   c->remote_len = len;
-  int err = cgnet__poller_add(&loop->poller, fd, c->interest, &c->io);
-  if (err) {
+  cgnet__conn_enter_loop(c);
+  int err = cgnet__conn_attach(c, fd, false);
+  if (err) { /* never opened: no on_close either */
     cgnet__log(eng, CGNET_LOG_ERROR, "cannot watch a new conn: %s", cgnet_strerror(err));
+    cgnet__wheel_del(&loop->wheel, &c->timeout_node);
+    cgnet__list_remove(&c->node);
     close(fd);
-    free(c);
     forget_accepted(loop);
-    return;
-  }
-  cgnet__list_insert_tail(&loop->conns, &c->node);
-  arm_timeouts(c);
-  if (eng->h.on_open) {
-    c->in_callback++;
-    cgnet__conn_after_callback(c, eng->h.on_open(c));
-    flush_own_output(c);
+    free(c);
   }
 }
 
@@ -336,7 +408,7 @@ void cgnet__conn_continue_read(cgnet_conn *c) {
  * output is queued. Edge mode registers both once and never changes: reading is gated by
  * wants_read() and restarted through pending_read. */
 static void update_interest(cgnet_conn *c) {
-  if (options_of(c)->edge_triggered || c->closed) return;
+  if (options_of(c)->edge_triggered || c->closed || c->connecting) return;
   uint32_t want = wants_read(c) ? CGNET__POLL_READ : 0;
   if (cgnet__outbuf_len(&c->out)) want |= CGNET__POLL_WRITE;
   if (want == c->interest) return;
@@ -444,6 +516,7 @@ static void send_queued(cgnet_conn *c) {
 void cgnet__conn_flush_pending(cgnet_conn *c) {
   if (cgnet__list_linked(&c->out_node)) cgnet__list_remove(&c->out_node);
   if (c->closed) return;
+  if (c->connecting) return; /* output waits for the connect; open_connected flushes */
   if (c->view_set && c->in_callback == 0) settle_view(c); /* touched outside a callback */
   send_queued(c);
 }
@@ -477,7 +550,23 @@ static void flush_own_output(cgnet_conn *c) {
   cgnet__conn_flush_pending(c);
 }
 
+/* A dial's connect() finished (the socket reported writable or an error). */
+static void finish_connect(cgnet_conn *c) {
+  int soerr = 0;
+  socklen_t l = sizeof soerr;
+  if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &soerr, &l) < 0) soerr = errno;
+  if (soerr) {
+    request_close(c, -soerr);
+    return;
+  }
+  open_connected(c);
+}
+
 void cgnet__conn_on_ready(cgnet_conn *c, uint32_t flags) {
+  if (c->connecting) {
+    if (flags & (CGNET__READY_WRITE | CGNET__READY_ERROR)) finish_connect(c);
+    return;
+  }
   if (flags & (CGNET__READY_READ | CGNET__READY_ERROR)) {
     if (wants_read(c)) {
       if (options_of(c)->edge_triggered)
@@ -505,19 +594,20 @@ static bool can_flush_on_close(int reason) {
 void cgnet__conn_close_now(cgnet_conn *c, int reason) {
   if (c->closed) return;
   cgnet_loop *loop = c->loop;
-  if (cgnet__outbuf_len(&c->out) && can_flush_on_close(reason) && !c->shut_wr_done)
+  if (cgnet__outbuf_len(&c->out) && can_flush_on_close(reason) && !c->shut_wr_done &&
+      !c->connecting && c->io.fd >= 0)
     (void)write_out(c);
   c->closed = true;
   atomic_store_explicit(&c->gone, true, memory_order_release);
   c->close_reason = reason;
   c->view_set = false;
-  (void)cgnet__poller_del(&loop->poller, c->io.fd);
+  if (c->io.fd >= 0) (void)cgnet__poller_del(&loop->poller, c->io.fd);
   if (cgnet__list_linked(&c->out_node)) cgnet__list_remove(&c->out_node);
   if (cgnet__list_linked(&c->read_node)) cgnet__list_remove(&c->read_node);
   cgnet__wheel_del(&loop->wheel, &c->timeout_node);
   cgnet__list_remove(&c->node);
   cgnet__list_insert_tail(&loop->graveyard, &c->node);
-  forget_accepted(loop);
+  forget_conn(c);
 
   const cgnet_handler *h = handler_of(c);
   if (h->on_close) {
@@ -527,10 +617,11 @@ void cgnet__conn_close_now(cgnet_conn *c, int reason) {
     if (a == CGNET_SHUTDOWN)
       cgnet__engine_request_stop(loop->eng, CGNET__ACTION_STOP_TIMEOUT_MS, 0);
   }
+  if (c->client) cgnet__client_conn_closed(c, reason);
   cgnet__conn_free_timers(c);
   cgnet__buf_release(&c->in, &loop->pool);
   cgnet__outbuf_release(&c->out, &loop->pool);
-  close(c->io.fd);
+  if (c->io.fd >= 0) close(c->io.fd);
   c->io.fd = -1;
 }
 
@@ -554,6 +645,10 @@ int cgnet_conn_is_closed(const cgnet_conn *c) {
 
 void cgnet__conn_wake_now(cgnet_conn *c) {
   if (c->closed) return;
+  if (c->connecting) { /* on_traffic only after on_open */
+    c->wake_on_open = true;
+    return;
+  }
   if (c->view_set) settle_view(c); /* touched by a task earlier in this turn */
   view_from_inbound(c);
   call_on_traffic(c);
@@ -562,7 +657,8 @@ void cgnet__conn_wake_now(cgnet_conn *c) {
 
 void cgnet__conn_begin_stop(cgnet_conn *c) {
   if (c->closed) return;
-  if (cgnet__outbuf_len(&c->out) == 0 || c->in_callback || c->shut_wr_done) {
+  if (cgnet__outbuf_len(&c->out) == 0 || c->in_callback || c->shut_wr_done ||
+      c->connecting) {
     request_close(c, CGNET_ESHUTDOWN);
     return;
   }
@@ -641,14 +737,14 @@ int cgnet_conn_write(cgnet_conn *c, const void *data, size_t len) {
   if (err || len == 0) return err;
   if ((err = check_limit(c, len))) return err;
   size_t before = cgnet__outbuf_len(&c->out);
-  if (len >= DIRECT_WRITE_MIN && before == 0) {
+  if (len >= DIRECT_WRITE_MIN && before == 0 && !c->connecting) {
     ssize_t n = write_direct(c, data, len);
     if (n < 0) return (int)n;
     data = (const uint8_t *)data + n;
     len -= (size_t)n;
     if (len == 0) return 0;
   }
-  err = cgnet__outbuf_append(&c->out, &c->loop->pool, c->loop->eng->ring_max, data, len);
+  err = cgnet__outbuf_append(&c->out, &c->loop->pool, c->ring_max, data, len);
   if (err) return err;
   after_queue_grew(c, before);
   return 0;
@@ -664,7 +760,7 @@ int cgnet_conn_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
   if (total == 0) return 0;
   if ((err = check_limit(c, total))) return err;
   size_t before = cgnet__outbuf_len(&c->out);
-  err = cgnet__outbuf_appendv(&c->out, &c->loop->pool, c->loop->eng->ring_max, iov, iovcnt);
+  err = cgnet__outbuf_appendv(&c->out, &c->loop->pool, c->ring_max, iov, iovcnt);
   if (err) return err;
   after_queue_grew(c, before);
   return 0;
@@ -673,7 +769,7 @@ int cgnet_conn_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
 int cgnet_conn_flush(cgnet_conn *c) {
   int err = writable_or_error(c);
   if (err) return err;
-  if (cgnet__outbuf_len(&c->out) == 0) return 0;
+  if (cgnet__outbuf_len(&c->out) == 0 || c->connecting) return 0;
   call_on_pre_write(c);
   if ((err = writable_or_error(c))) return err;
   err = write_out(c);

@@ -77,8 +77,20 @@ struct cgnet_conn {
   cgnet__io io; /* must stay first */
   cgnet_loop *loop;
   void *ctx;
-  cgnet__list node;      /* in loop->conns, or loop->graveyard once closed */
-  cgnet__list out_node;  /* in loop->pending_out while output waits for the flush */
+  /* Whose conn this is: the engine's handler and options for an accepted conn, the
+   * client's for a dialed or enrolled one (client != NULL). */
+  const cgnet_handler *h;
+  const cgnet_options *o;
+  size_t ring_max; /* write_buffer_cap of those options, as a power of two */
+  cgnet_client *client;
+  /* Dialed: not connected yet (resolving or connect() in progress). Writes queue, wakes
+   * wait for on_open, and the only timeout is the connect deadline. */
+  bool connecting;
+  bool wake_on_open;            /* cgnet_conn_wake while connecting */
+  uint64_t connect_deadline_ms; /* 0: none */
+  void *dial_waiter;            /* cgnet_client_dial_wait's rendezvous, until signalled */
+  cgnet__list node;             /* in loop->conns, or loop->graveyard once closed */
+  cgnet__list out_node;         /* in loop->pending_out while output waits for the flush */
   cgnet__list read_node; /* edge mode: in loop->pending_read when its budget ran out */
   uint32_t interest;     /* what the poller watches now */
   int close_reason;      /* non-zero: close requested with this reason */
@@ -182,6 +194,13 @@ struct cgnet_engine {
 };
 
 /* ---- engine.c ---- */
+/* cgnet_engine_start, also with no address at all (a client's own loops). */
+int cgnet__engine_start(const cgnet_handler *handler, const char *const *addrs,
+                        size_t naddrs, const cgnet_options *opts, cgnet_engine **out);
+/* The options with every default filled in, or CGNET_EINVAL. */
+int cgnet__normalize_options(const cgnet_options *in, cgnet_options *o);
+/* write_buffer_cap as the outbound ring's maximum size. */
+size_t cgnet__ring_max(const cgnet_options *o);
 /* Ask every loop to stop (any thread). The first call wins; err is recorded if non-zero. */
 void cgnet__engine_request_stop(cgnet_engine *eng, uint64_t timeout_ms, int err);
 /* Called by each loop thread as it exits; the last one runs on_shutdown. */
@@ -194,11 +213,25 @@ int cgnet__loop_start(cgnet_loop *loop);
 int cgnet__loop_add_listener(cgnet_loop *loop, size_t index, int fd);
 void cgnet__loop_wake(cgnet_loop *loop);
 void cgnet__loop_post(cgnet_loop *loop, cgnet__task *t);
+/* Apply fn to every open conn of the loop; fn may close any of them. Loop thread. */
+void cgnet__loop_for_each_conn(cgnet_loop *loop, void (*fn)(cgnet_conn *c, void *ud),
+                               void *ud);
 extern _Thread_local cgnet_loop *cgnet__tls_loop;
 
 /* ---- conn.c ---- */
 /* Adopt an accepted socket on this loop: register it and call on_open. */
 void cgnet__conn_open(cgnet_loop *loop, int fd, const struct sockaddr *sa, socklen_t len);
+/* A conn for `loop` with every field set but no socket yet (any thread; refs = 1 + extra
+ * references for the caller). Counted in the loop's conns from here on. */
+cgnet_conn *cgnet__conn_new(cgnet_loop *loop, const cgnet_handler *h,
+                            const cgnet_options *o, size_t ring_max, cgnet_client *client,
+                            unsigned extra_refs);
+/* Loop thread: the conn made by cgnet__conn_new joins the loop's conns (closable,
+ * timeouts armed) before it has a socket. */
+void cgnet__conn_enter_loop(cgnet_conn *c);
+/* Loop thread: give it its socket. connecting: connect() is in progress (on_open once it
+ * completes); else the socket is connected and on_open runs now. */
+int cgnet__conn_attach(cgnet_conn *c, int fd, bool connecting);
 void cgnet__conn_on_ready(cgnet_conn *c, uint32_t flags);
 /* Edge mode: continue reading a conn whose per-wake-up budget ran out. */
 void cgnet__conn_continue_read(cgnet_conn *c);
@@ -217,6 +250,11 @@ void cgnet__conn_free(cgnet_conn *c);
 void cgnet__conn_wake_now(cgnet_conn *c);
 /* Engine stopping: close at once, or mark draining if output is queued. */
 void cgnet__conn_begin_stop(cgnet_conn *c);
+
+/* ---- client.c ---- */
+/* A client conn opened (on_open ran) or closed; on the conn's loop. */
+void cgnet__client_conn_opened(cgnet_conn *c);
+void cgnet__client_conn_closed(cgnet_conn *c, int reason);
 
 /* ---- timer.c (user timers) ---- */
 /* Stop and free the timers of a closing conn. */

@@ -41,7 +41,7 @@ static int online_cpus(void) {
 }
 
 /* Copy the user's options with every default filled in, or CGNET_EINVAL. */
-static int normalize_options(const cgnet_options *in, cgnet_options *o) {
+int cgnet__normalize_options(const cgnet_options *in, cgnet_options *o) {
   static const cgnet_options zero;
   *o = in ? *in : zero;
   if (o->num_loops < 0 || o->num_loops > MAX_LOOPS) return CGNET_EINVAL;
@@ -127,9 +127,10 @@ static void destroy_engine(cgnet_engine *eng) {
 }
 
 static int parse_addresses(cgnet_engine *eng, const char *const *addrs, size_t naddrs) {
-  eng->addrs = calloc(naddrs, sizeof *eng->addrs);
-  eng->bound = calloc(naddrs, sizeof *eng->bound);
-  eng->bound_len = calloc(naddrs, sizeof *eng->bound_len);
+  size_t n = naddrs ? naddrs : 1; /* a client's engine has none */
+  eng->addrs = calloc(n, sizeof *eng->addrs);
+  eng->bound = calloc(n, sizeof *eng->bound);
+  eng->bound_len = calloc(n, sizeof *eng->bound_len);
   if (!eng->addrs || !eng->bound || !eng->bound_len) return CGNET_ENOMEM;
   eng->naddrs = naddrs;
   for (size_t i = 0; i < naddrs; i++) {
@@ -195,17 +196,28 @@ static int start_threads(cgnet_engine *eng) {
   return 0;
 }
 
+size_t cgnet__ring_max(const cgnet_options *o) {
+  size_t cap = cgnet__next_pow2(o->write_buffer_cap);
+  return cap > MAX_WRITE_BUFFER ? MAX_WRITE_BUFFER : cap;
+}
+
 int cgnet_engine_start(const cgnet_handler *handler, const char *const *addrs,
                        size_t naddrs, const cgnet_options *opts, cgnet_engine **out) {
+  if (out) *out = NULL;
+  if (!addrs || naddrs == 0) return CGNET_EINVAL;
+  return cgnet__engine_start(handler, addrs, naddrs, opts, out);
+}
+
+int cgnet__engine_start(const cgnet_handler *handler, const char *const *addrs,
+                        size_t naddrs, const cgnet_options *opts, cgnet_engine **out) {
   if (!out) return CGNET_EINVAL;
   *out = NULL;
-  if (!handler || !addrs || naddrs == 0) return CGNET_EINVAL;
+  if (!handler || (naddrs && !addrs)) return CGNET_EINVAL;
   cgnet_engine *eng = new_engine(handler);
   if (!eng) return CGNET_ENOMEM;
-  int err = normalize_options(opts, &eng->o);
+  int err = cgnet__normalize_options(opts, &eng->o);
   if (!err) {
-    size_t cap = cgnet__next_pow2(eng->o.write_buffer_cap);
-    eng->ring_max = cap > MAX_WRITE_BUFFER ? MAX_WRITE_BUFFER : cap;
+    eng->ring_max = cgnet__ring_max(&eng->o);
     err = parse_addresses(eng, addrs, naddrs);
   }
   if (!err) err = build_loops(eng);

@@ -251,7 +251,8 @@ static void close_listeners(cgnet_loop *loop) {
 }
 
 /* Apply fn to every conn, robust against fn (or on_close) closing other conns. */
-static void for_each_conn(cgnet_loop *loop, void (*fn)(cgnet_conn *c)) {
+void cgnet__loop_for_each_conn(cgnet_loop *loop, void (*fn)(cgnet_conn *c, void *ud),
+                               void *ud) {
   cgnet__list todo;
   cgnet__list_init(&todo);
   if (!cgnet__list_empty(&loop->conns)) {
@@ -265,8 +266,13 @@ static void for_each_conn(cgnet_loop *loop, void (*fn)(cgnet_conn *c)) {
     cgnet_conn *c = cgnet__container_of(cgnet__list_first(&todo), cgnet_conn, node);
     cgnet__list_remove(&c->node);
     cgnet__list_insert_tail(&loop->conns, &c->node);
-    fn(c);
+    fn(c, ud);
   }
+}
+
+static void begin_stop_conn(cgnet_conn *c, void *ud) {
+  (void)ud;
+  cgnet__conn_begin_stop(c);
 }
 
 static void begin_stop(cgnet_loop *loop) {
@@ -274,10 +280,11 @@ static void begin_stop(cgnet_loop *loop) {
   loop->stop_deadline_ms = loop->now_ms + atomic_load_explicit(&loop->eng->stop_timeout_ms,
                                                                memory_order_relaxed);
   close_listeners(loop);
-  for_each_conn(loop, cgnet__conn_begin_stop);
+  cgnet__loop_for_each_conn(loop, begin_stop_conn, NULL);
 }
 
-static void close_for_shutdown(cgnet_conn *c) {
+static void close_for_shutdown(cgnet_conn *c, void *ud) {
+  (void)ud;
   cgnet__conn_close_now(c, CGNET_ESHUTDOWN);
 }
 
@@ -370,7 +377,7 @@ static void run(cgnet_loop *loop) {
     continue_reads(loop);
     cgnet__wheel_advance(&loop->wheel, loop->now_ms);
     if (loop->stopping && loop->now_ms >= loop->stop_deadline_ms)
-      for_each_conn(loop, close_for_shutdown);
+      cgnet__loop_for_each_conn(loop, close_for_shutdown, NULL);
     flush_all(loop);
     sweep_graveyard(loop);
   }
@@ -449,7 +456,7 @@ int cgnet__loop_init(cgnet_loop *loop, cgnet_engine *eng, int index) {
   loop->rbuf_cap = eng->o.read_buffer_cap;
   loop->rbuf = malloc(loop->rbuf_cap);
   if (!loop->rbuf) return CGNET_ENOMEM;
-  loop->listeners = calloc(eng->naddrs, sizeof *loop->listeners);
+  loop->listeners = calloc(eng->naddrs ? eng->naddrs : 1, sizeof *loop->listeners);
   if (!loop->listeners) return CGNET_ENOMEM;
   loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   return 0;

@@ -1,0 +1,538 @@
+/*
+ * The client: dialing (non-blocking and blocking), enrolling, timeouts, refusals, early
+ * async calls, attached clients, and echo through a cgnet server, over loopback.
+ *
+ * Every dialed conn's context is a `dconn` record; callbacks on the client's loops
+ * write into it with atomics and TU_CHECK, the test thread asserts afterwards. Loops are
+ * bounded in count and time; payloads shrink under TSan (TU_PAYLOAD_DIV).
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "cgnet.h"
+#include "support/support.h"
+
+#define WAIT_MS (5000 * TU_SLOW)
+#define MAX_DIALS 64
+
+/* ---- the echo server -------------------------------------------------------------------
+ */
+
+static atomic_int server_close_after_reply; /* echo, then CLOSE */
+
+static cgnet_action echo_traffic(cgnet_conn *c) {
+  const uint8_t *p;
+  size_t n = cgnet_conn_next(c, 0, &p);
+  if (n) TU_CHECK_EQ(cgnet_conn_write(c, p, n), 0);
+  return atomic_load(&server_close_after_reply) ? CGNET_CLOSE : CGNET_NONE;
+}
+
+static void start_echo_server(tu_server *s, int loops) {
+  cgnet_handler h = {.on_traffic = echo_traffic};
+  cgnet_options o = {.num_loops = loops, .write_buffer_limit = 64 << 20};
+  assert_rc(tu_server_start(s, &h, &o), 0);
+}
+
+static void tcp_addr(char *buf, size_t cap, int port) {
+  snprintf(buf, cap, "tcp://127.0.0.1:%d", port);
+}
+
+/* ---- one dialed conn -------------------------------------------------------------------
+ */
+
+typedef struct dconn {
+  atomic_int opens, closes, reason, traffic, traffic_before_open, wakes_seen;
+  atomic_int loop_index;
+  size_t want;       /* bytes to echo */
+  uint64_t seed;     /* payload pattern */
+  int write_on_open; /* send the payload from on_open with cgnet_conn_write */
+  atomic_size_t got, bad;
+  atomic_size_t got_at_close;
+} dconn;
+
+static dconn D[MAX_DIALS];
+
+static void reset_dconns(void) {
+  memset(D, 0, sizeof D);
+}
+
+static uint8_t *payload(size_t len, uint64_t seed) {
+  uint8_t *p = malloc(len ? len : 1);
+  assert_non_null(p);
+  tu_pattern_fill(p, len, seed, 0);
+  return p;
+}
+
+static cgnet_action cl_open(cgnet_conn *c) {
+  dconn *d = cgnet_conn_context(c);
+  atomic_fetch_add(&d->opens, 1);
+  atomic_store(&d->loop_index, cgnet_loop_index(cgnet_conn_loop(c)));
+  TU_CHECK(cgnet_conn_client(c) != NULL);
+  if (d->write_on_open && d->want) {
+    uint8_t *p = payload(d->want, d->seed);
+    TU_CHECK_EQ(cgnet_conn_write(c, p, d->want), 0);
+    free(p);
+  }
+  return CGNET_NONE;
+}
+
+static cgnet_action cl_traffic(cgnet_conn *c) {
+  dconn *d = cgnet_conn_context(c);
+  atomic_fetch_add(&d->traffic, 1);
+  if (atomic_load(&d->opens) == 0) atomic_fetch_add(&d->traffic_before_open, 1);
+  const uint8_t *p;
+  size_t n = cgnet_conn_next(c, 0, &p);
+  if (n == 0) atomic_fetch_add(&d->wakes_seen, 1);
+  size_t off = atomic_load(&d->got);
+  atomic_fetch_add(&d->bad, tu_pattern_mismatches(p, n, d->seed, off));
+  atomic_store(&d->got, off + n);
+  if (d->want && off + n >= d->want) return CGNET_CLOSE;
+  return CGNET_NONE;
+}
+
+static cgnet_action cl_close(cgnet_conn *c, int reason) {
+  dconn *d = cgnet_conn_context(c);
+  TU_CHECK(d != NULL);
+  if (!d) return CGNET_NONE;
+  atomic_store(&d->reason, reason);
+  atomic_store(&d->got_at_close, atomic_load(&d->got));
+  atomic_fetch_add(&d->closes, 1);
+  return CGNET_NONE;
+}
+
+static const cgnet_handler client_handler = {
+    .on_open = cl_open, .on_traffic = cl_traffic, .on_close = cl_close};
+
+static int closes_ge(void *arg) {
+  int n = *(int *)arg;
+  for (int i = 0; i < n; i++)
+    if (atomic_load(&D[i].closes) < 1) return 0;
+  return 1;
+}
+
+static void wait_all_closed(int n) {
+  assert_true(tu_wait_until(closes_ge, &n, WAIT_MS * 4));
+}
+
+/* ---- echo matrix -----------------------------------------------------------------------
+ */
+
+typedef struct echo_case {
+  int loops;
+  int async_write; /* 0: cgnet_conn_write from on_open; 1: async writes right after dial */
+} echo_case;
+
+static void test_echo(void **state) {
+  const echo_case *ec = *state;
+  tu_server s;
+  start_echo_server(&s, 2);
+  reset_dconns();
+  enum { N = 10 };
+  size_t len = (1u << 20) / TU_PAYLOAD_DIV;
+  cgnet_options o = {.num_loops = ec->loops, .write_high_watermark = CGNET_UNLIMITED};
+  cgnet_client *cl;
+  assert_rc(cgnet_client_new(&client_handler, &o, &cl), 0);
+  char addr[64];
+  tcp_addr(addr, sizeof addr, s.port);
+  cgnet_conn *refs[N];
+  for (int i = 0; i < N; i++) {
+    D[i].want = len;
+    D[i].seed = 1000 + (uint64_t)i;
+    D[i].write_on_open = !ec->async_write;
+    assert_rc(cgnet_client_dial(cl, addr, 5000, &D[i], &refs[i]), 0);
+    assert_non_null(refs[i]);
+    if (ec->async_write) { /* before the connect completes: queued, sent once open */
+      uint8_t *p = payload(len, D[i].seed);
+      for (size_t off = 0; off < len; off += 64 * 1024) {
+        size_t n = len - off < 64 * 1024 ? len - off : 64 * 1024;
+        assert_rc(cgnet_conn_async_write(refs[i], p + off, n, NULL, NULL), 0);
+      }
+      free(p);
+    }
+  }
+  wait_all_closed(N);
+  int loops_seen = 0;
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(atomic_load(&D[i].opens), 1);
+    assert_int_equal(atomic_load(&D[i].closes), 1);
+    assert_rc(atomic_load(&D[i].reason), CGNET_ELOCALCLOSE);
+    assert_int_equal(atomic_load(&D[i].got), len);
+    assert_int_equal(atomic_load(&D[i].bad), 0);
+    assert_int_equal(atomic_load(&D[i].traffic_before_open), 0);
+    assert_true(cgnet_conn_is_closed(refs[i]));
+    loops_seen |= 1 << atomic_load(&D[i].loop_index);
+    cgnet_conn_unref(refs[i]);
+  }
+  /* Round-robin spreads the dials over every loop. */
+  assert_int_equal(loops_seen, (1 << ec->loops) - 1);
+  assert_int_equal(cgnet_client_count_connections(cl), 0);
+  assert_rc(cgnet_client_free(cl, 1000), 0);
+  assert_rc(tu_server_stop(&s, 0), 0);
+  assert_no_check_failures();
+}
+
+static int no_client_conns(void *arg) {
+  return cgnet_client_count_connections(arg) == 0;
+}
+
+/* ---- failures --------------------------------------------------------------------------
+ */
+
+static void test_refused(void **state) {
+  (void)state;
+  int port = 0;
+  int lfd = tu_listen_any(&port); /* a free port: bound, then closed */
+  assert_true(lfd >= 0);
+  close(lfd);
+  reset_dconns();
+  int fds_before = tu_count_fds();
+  cgnet_client *cl;
+  assert_rc(cgnet_client_new(&client_handler, NULL, &cl), 0);
+  char addr[64];
+  tcp_addr(addr, sizeof addr, port);
+  for (int i = 0; i < 5; i++)
+    assert_rc(cgnet_client_dial(cl, addr, 0, &D[i], NULL), 0);
+  wait_all_closed(5);
+  for (int i = 0; i < 5; i++) {
+    assert_int_equal(atomic_load(&D[i].opens), 0);
+    assert_int_equal(atomic_load(&D[i].closes), 1);
+    assert_rc(atomic_load(&D[i].reason), CGNET_ECONNREFUSED);
+  }
+  assert_true(tu_wait_until(no_client_conns, cl, WAIT_MS));
+  /* Blocking form: the error comes back as the return value, after on_close. */
+  assert_rc(cgnet_client_dial_wait(cl, addr, 0, &D[5], NULL), CGNET_ECONNREFUSED);
+  assert_int_equal(atomic_load(&D[5].closes), 1);
+  assert_rc(cgnet_client_free(cl, 0), 0);
+  assert_int_equal(tu_count_fds(), fds_before);
+  assert_no_check_failures();
+}
+
+/* A listener that never accepts, with its queue full: further SYNs get no answer. */
+static int full_listener(int *port, int *fillers, int nfill) {
+  int lfd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sin = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  if (lfd < 0 || bind(lfd, (struct sockaddr *)&sin, sizeof sin) < 0 || listen(lfd, 0) < 0)
+    return -1;
+  *port = tu_local_port(lfd);
+  for (int i = 0; i < nfill; i++)
+    fillers[i] = tu_connect(AF_INET, *port, 1, 0); /* non-blocking: may stay pending */
+  tu_sleep_ms(50);
+  return lfd;
+}
+
+static void test_dial_timeout(void **state) {
+  (void)state;
+  int port = 0, fillers[4];
+  int lfd = full_listener(&port, fillers, 4);
+  assert_true(lfd >= 0);
+  reset_dconns();
+  cgnet_client *cl;
+  assert_rc(cgnet_client_new(&client_handler, NULL, &cl), 0);
+  char addr[64];
+  tcp_addr(addr, sizeof addr, port);
+  const uint64_t timeout = 300;
+  uint64_t t0 = tu_now_ms();
+  assert_rc(cgnet_client_dial_wait(cl, addr, timeout, &D[0], NULL), CGNET_ETIMEDOUT);
+  uint64_t took = tu_now_ms() - t0;
+  assert_int_equal(atomic_load(&D[0].opens), 0);
+  assert_rc(atomic_load(&D[0].reason), CGNET_ETIMEDOUT);
+  /* Within the timeout plus one tick (and scheduling slack on a shared machine). */
+  assert_true(took >= timeout - 1);
+  assert_true(took <= timeout + 50 * TU_SLOW);
+  assert_rc(cgnet_client_free(cl, 0), 0);
+  for (int i = 0; i < 4; i++)
+    if (fillers[i] >= 0) close(fillers[i]);
+  close(lfd);
+  assert_no_check_failures();
+}
+
+static void test_bad_addresses(void **state) {
+  (void)state;
+  cgnet_client *cl;
+  assert_rc(cgnet_client_new(&client_handler, NULL, &cl), 0);
+  assert_rc(cgnet_client_dial(cl, "foo://127.0.0.1:1", 0, NULL, NULL), CGNET_EBADSCHEME);
+  assert_rc(cgnet_client_dial(cl, "tcp://127.0.0.1", 0, NULL, NULL), CGNET_EBADPORT);
+  assert_rc(cgnet_client_dial(cl, "tcp://example.invalid:99999", 0, NULL, NULL),
+            CGNET_EBADPORT);
+  assert_rc(cgnet_client_dial(cl, "tcp://1.2.3:80x", 0, NULL, NULL), CGNET_EBADPORT);
+  assert_rc(cgnet_client_dial(cl, NULL, 0, NULL, NULL), CGNET_EINVAL);
+  assert_int_equal(cgnet_client_count_connections(cl), 0);
+  assert_rc(cgnet_client_free(cl, 0), 0);
+}
+
+/* A name that does not resolve fails through on_close, never blocking the caller on a
+ * loop; "localhost" resolves and connects. */
+static void test_names(void **state) {
+  (void)state;
+  tu_server s;
+  start_echo_server(&s, 1);
+  reset_dconns();
+  cgnet_client *cl;
+  assert_rc(cgnet_client_new(&client_handler, NULL, &cl), 0);
+  assert_rc(cgnet_client_dial(cl, "tcp://no-such-host.invalid:80", 0, &D[0], NULL), 0);
+  char addr[64];
+  snprintf(addr, sizeof addr, "tcp4://localhost:%d", s.port);
+  D[1].want = 1000;
+  D[1].seed = 7;
+  D[1].write_on_open = 1;
+  assert_rc(cgnet_client_dial(cl, addr, 5000, &D[1], NULL), 0);
+  wait_all_closed(2);
+  assert_int_equal(atomic_load(&D[0].opens), 0);
+  assert_rc(atomic_load(&D[0].reason), CGNET_ERESOLVE);
+  assert_int_equal(atomic_load(&D[1].opens), 1);
+  assert_int_equal(atomic_load(&D[1].got), 1000);
+  assert_int_equal(atomic_load(&D[1].bad), 0);
+  assert_rc(cgnet_client_free(cl, 0), 0);
+  assert_rc(tu_server_stop(&s, 0), 0);
+  assert_no_check_failures();
+}
+
+/* ---- early calls and ordering ----------------------------------------------------------
+ */
+
+/* Wake and close right after dial, before the connect can have completed. */
+static void test_wake_close_after_dial(void **state) {
+  (void)state;
+  tu_server s;
+  start_echo_server(&s, 1);
+  reset_dconns();
+  cgnet_client *cl;
+  assert_rc(cgnet_client_new(&client_handler, NULL, &cl), 0);
+  char addr[64];
+  tcp_addr(addr, sizeof addr, s.port);
+  enum { N = 20 };
+  cgnet_conn *refs[N];
+  for (int i = 0; i < N; i++) {
+    assert_rc(cgnet_client_dial(cl, addr, 5000, &D[i], &refs[i]), 0);
+    assert_rc(cgnet_conn_wake(refs[i]), 0);
+    if (i % 2 == 0) assert_rc(cgnet_conn_async_close(refs[i], NULL, NULL), 0);
+  }
+  /* The odd ones stay open: their wake shows as one on_traffic with no bytes, after
+   * on_open. */
+  for (int i = 1; i < N; i += 2)
+    assert_true(tu_wait_atomic_ge(&D[i].wakes_seen, 1, WAIT_MS));
+  for (int i = 0; i < N; i++) {
+    if (i % 2 == 1) assert_rc(cgnet_conn_async_close(refs[i], NULL, NULL), 0);
+  }
+  wait_all_closed(N);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(atomic_load(&D[i].closes), 1);
+    assert_rc(atomic_load(&D[i].reason), CGNET_ELOCALCLOSE);
+    assert_int_equal(atomic_load(&D[i].traffic_before_open), 0);
+    if (i % 2 == 1) assert_int_equal(atomic_load(&D[i].opens), 1);
+    assert_true(atomic_load(&D[i].opens) <= 1);
+    cgnet_conn_unref(refs[i]);
+  }
+  assert_rc(cgnet_client_free(cl, 0), 0);
+  assert_rc(tu_server_stop(&s, 0), 0);
+  assert_no_check_failures();
+}
+
+/* A server that replies and closes at once: the reply reaches on_traffic before
+ * on_close (EOF). */
+static void test_data_before_close(void **state) {
+  (void)state;
+  tu_server s;
+  start_echo_server(&s, 1);
+  atomic_store(&server_close_after_reply, 1);
+  reset_dconns();
+  cgnet_client *cl;
+  assert_rc(cgnet_client_new(&client_handler, NULL, &cl), 0);
+  char addr[64];
+  tcp_addr(addr, sizeof addr, s.port);
+  enum { N = 10 };
+  for (int i = 0; i < N; i++) {
+    D[i].want = 0; /* never closes by itself: waits for the server's close */
+    D[i].seed = 50 + (uint64_t)i;
+    D[i].write_on_open = 0;
+    cgnet_conn *c;
+    assert_rc(cgnet_client_dial_wait(cl, addr, 5000, &D[i], &c), 0);
+    uint8_t *p = payload(3000, D[i].seed);
+    assert_rc(cgnet_conn_async_write(c, p, 3000, NULL, NULL), 0);
+    free(p);
+    cgnet_conn_unref(c);
+  }
+  wait_all_closed(N);
+  for (int i = 0; i < N; i++) {
+    assert_rc(atomic_load(&D[i].reason), CGNET_EOF);
+    /* Whatever the server echoed before closing arrived, intact, before on_close. */
+    assert_true(atomic_load(&D[i].got_at_close) > 0);
+    assert_int_equal(atomic_load(&D[i].got_at_close), atomic_load(&D[i].got));
+    assert_int_equal(atomic_load(&D[i].bad), 0);
+  }
+  atomic_store(&server_close_after_reply, 0);
+  assert_rc(cgnet_client_free(cl, 0), 0);
+  assert_rc(tu_server_stop(&s, 0), 0);
+  assert_no_check_failures();
+}
+
+/* ---- enroll ----------------------------------------------------------------------------
+ */
+
+static void test_enroll(void **state) {
+  (void)state;
+  tu_server s;
+  start_echo_server(&s, 1);
+  reset_dconns();
+  cgnet_client *cl;
+  assert_rc(cgnet_client_new(&client_handler, NULL, &cl), 0);
+  int fd = tu_connect(AF_INET, s.port, 0, WAIT_MS);
+  assert_true(fd >= 0);
+  D[0].want = 200000 / TU_PAYLOAD_DIV;
+  D[0].seed = 99;
+  D[0].write_on_open = 1;
+  assert_rc(cgnet_client_enroll(cl, fd, &D[0], NULL), 0);
+  wait_all_closed(1);
+  assert_int_equal(atomic_load(&D[0].opens), 1);
+  assert_int_equal(atomic_load(&D[0].got), D[0].want);
+  assert_int_equal(atomic_load(&D[0].bad), 0);
+  /* Not a stream socket: refused, and the fd is closed by cgnet. */
+  int ufd = socket(AF_INET, SOCK_DGRAM, 0);
+  assert_true(ufd >= 0);
+  int rc = cgnet_client_enroll(cl, ufd, NULL, NULL);
+  assert_true(rc == CGNET_EPROTONOSUPPORT || rc == 0);
+  assert_rc(cgnet_client_enroll(cl, -1, NULL, NULL), CGNET_EBADF);
+  assert_rc(cgnet_client_free(cl, 0), 0);
+  assert_rc(tu_server_stop(&s, 0), 0);
+  assert_no_check_failures();
+}
+
+/* ---- free with open conns --------------------------------------------------------------
+ */
+
+static void test_free_closes_conns(void **state) {
+  (void)state;
+  tu_server s;
+  start_echo_server(&s, 1);
+  reset_dconns();
+  cgnet_client *cl;
+  cgnet_options o = {.num_loops = 2};
+  assert_rc(cgnet_client_new(&client_handler, &o, &cl), 0);
+  char addr[64];
+  tcp_addr(addr, sizeof addr, s.port);
+  enum { N = 8 };
+  for (int i = 0; i < N; i++)
+    assert_rc(cgnet_client_dial_wait(cl, addr, 5000, &D[i], NULL), 0);
+  assert_int_equal(cgnet_client_count_connections(cl), N);
+  assert_true(tu_wait_conns(s.eng, N, WAIT_MS));
+  assert_rc(cgnet_client_free(cl, 500), 0);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(atomic_load(&D[i].closes), 1);
+    assert_rc(atomic_load(&D[i].reason), CGNET_ESHUTDOWN);
+  }
+  assert_true(tu_wait_conns(s.eng, 0, WAIT_MS));
+  assert_rc(tu_server_stop(&s, 0), 0);
+  assert_no_check_failures();
+}
+
+/* ---- a client on a server's loops
+ * -------------------------------------------------------- */
+
+/* The front server dials a backend per accepted conn from on_open, on the same loop. */
+static struct {
+  _Atomic(cgnet_client *) cl; /* NULL once freed: on_open then dials nothing */
+  char backend[64];
+  atomic_int same_loop, different_loop, dial_errors;
+} F;
+
+static cgnet_action front_open(cgnet_conn *c) {
+  static atomic_int next;
+  int i = atomic_fetch_add(&next, 1) % MAX_DIALS;
+  D[i].want = 5000;
+  D[i].seed = 300 + (uint64_t)i;
+  D[i].write_on_open = 1;
+  cgnet_client *cl = atomic_load(&F.cl);
+  if (!cl) return CGNET_CLOSE;
+  cgnet_conn *b;
+  int rc = cgnet_client_dial(cl, F.backend, 5000, &D[i], &b);
+  if (rc) {
+    atomic_fetch_add(&F.dial_errors, 1);
+    return CGNET_CLOSE;
+  }
+  atomic_fetch_add(
+      cgnet_conn_loop(b) == cgnet_conn_loop(c) ? &F.same_loop : &F.different_loop, 1);
+  cgnet_conn_unref(b);
+  return CGNET_NONE;
+}
+
+static void test_attached(void **state) {
+  (void)state;
+  tu_server backend, front;
+  start_echo_server(&backend, 1);
+  reset_dconns();
+  memset(&F, 0, sizeof F);
+  tcp_addr(F.backend, sizeof F.backend, backend.port);
+  cgnet_handler fh = {.on_open = front_open};
+  cgnet_options fo = {.num_loops = 3};
+  /* The engine first, then the client on its loops, then the front's clients. */
+  assert_rc(tu_server_start(&front, &fh, &fo), 0);
+  cgnet_client *cl;
+  assert_rc(cgnet_client_new_on(front.eng, &client_handler, NULL, &cl), 0);
+  assert_true(cgnet_client_engine(cl) == front.eng);
+  atomic_store(&F.cl, cl);
+  enum { N = 9 };
+  int fds[N];
+  for (int i = 0; i < N; i++) {
+    fds[i] = tu_connect(AF_INET, front.port, 0, WAIT_MS);
+    assert_true(fds[i] >= 0);
+  }
+  wait_all_closed(N);
+  assert_int_equal(atomic_load(&F.dial_errors), 0);
+  assert_int_equal(atomic_load(&F.same_loop), N);
+  assert_int_equal(atomic_load(&F.different_loop), 0);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(atomic_load(&D[i].got), 5000);
+    assert_int_equal(atomic_load(&D[i].bad), 0);
+    close(fds[i]);
+  }
+  /* The engine keeps running after its client is freed. */
+  atomic_store(&F.cl, NULL);
+  assert_rc(cgnet_client_free(cl, 0), 0);
+  int fd = tu_connect(AF_INET, front.port, 0, WAIT_MS);
+  assert_true(fd >= 0);
+  assert_rc(tu_expect_eof(fd, WAIT_MS, NULL), 0);
+  close(fd);
+  assert_rc(tu_server_stop(&front, 0), 0);
+  assert_rc(tu_server_stop(&backend, 0), 0);
+  assert_no_check_failures();
+}
+
+static const echo_case e1s = {1, 0}, e1a = {1, 1}, e4s = {4, 0}, e4a = {4, 1};
+
+#define T(name, f, st)                                                                     \
+  { name, f, tu_setup, tu_teardown, (void *)(st) }
+
+int main(void) {
+  const char *filter = getenv("CGNET_TEST_FILTER");
+  if (filter) cmocka_set_test_filter(filter);
+  tu_raise_nofile(4096);
+  const struct CMUnitTest tests[] = {
+      T("echo/tcp/1loop/sync", test_echo, &e1s),
+      T("echo/tcp/1loop/async", test_echo, &e1a),
+      T("echo/tcp/4loops/sync", test_echo, &e4s),
+      T("echo/tcp/4loops/async", test_echo, &e4a),
+      T("refused", test_refused, NULL),
+      T("dial_timeout", test_dial_timeout, NULL),
+      T("bad_addresses", test_bad_addresses, NULL),
+      T("names", test_names, NULL),
+      T("wake_close_after_dial", test_wake_close_after_dial, NULL),
+      T("data_before_close", test_data_before_close, NULL),
+      T("enroll", test_enroll, NULL),
+      T("free_closes_conns", test_free_closes_conns, NULL),
+      T("attached", test_attached, NULL),
+  };
+  return cmocka_run_group_tests_name("test_client", tests, NULL, NULL);
+}
