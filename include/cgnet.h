@@ -244,9 +244,10 @@ typedef struct cgnet_options {
   int socket_recv_buffer;     /* > 0: SO_RCVBUF in bytes */
   int socket_send_buffer;     /* > 0: SO_SNDBUF in bytes */
 
-  /* Flow control (per conn). Above the high watermark of queued output the conn stops
-   * reading until the output drains below the low watermark, so a peer that sends but
-   * never reads costs at most about high watermark + one read. Past write_buffer_limit,
+  /* Flow control (per conn). Above the high watermark of queued output a server's conn
+   * stops reading until the output drains below the low watermark (read_backpressure,
+   * below), so a peer that sends but never reads costs at most about high watermark + one
+   * read. Crossing either watermark calls on_writable_changed. Past write_buffer_limit,
    * writes fail with CGNET_EOVERFLOW. CGNET_UNLIMITED turns a bound off. */
   size_t write_high_watermark; /* default 64 KiB */
   size_t write_low_watermark;  /* default high / 2; must be <= high */
@@ -270,6 +271,13 @@ typedef struct cgnet_options {
   cgnet_logger_fn logger; /* NULL: stderr */
   void *logger_ud;
   cgnet_log_level log_level; /* minimum level logged (CGNET_LOG_DEFAULT: WARN) */
+
+  /* Stop reading from a conn while its queued output is above write_high_watermark, until
+   * it drains below the low one. Default: on for a server's conns (their output is
+   * replies to their input, so this bounds it), off for a client's conns (a client
+   * streaming out while it reads the answers would otherwise deadlock against a server
+   * doing the same; it paces itself with cgnet_conn_writable / on_writable_changed). */
+  cgnet_toggle read_backpressure;
 } cgnet_options;
 
 /* ------------------------------------------------------------------------------------ */

@@ -193,6 +193,11 @@ cgnet_conn *cgnet__conn_new(cgnet_loop *loop, const cgnet_handler *h,
   cgnet__tnode_init(&c->timeout_node, on_timeout_node);
   atomic_init(&c->gone, false);
   atomic_init(&c->refs, 1 + extra_refs);
+  /* A server's output follows its input (replies), so reading less is how it bounds
+   * its output; a client's output is the application's, and a client that stopped
+   * reading while it streams out would deadlock against a server doing the same. */
+  c->read_backpressure =
+      client ? o->read_backpressure == CGNET_ON : o->read_backpressure != CGNET_OFF;
   c->idle_to_ms = o->idle_timeout_ms;
   c->read_to_ms = o->read_timeout_ms;
   c->write_to_ms = o->write_timeout_ms;
@@ -292,7 +297,8 @@ void cgnet__conn_open(cgnet_loop *loop, int fd, const struct sockaddr *sa, sockl
 /* Reading is on unless the engine is draining it, output is over the high watermark,
  * the user paused it, or the peer has sent its FIN. */
 static bool wants_read(const cgnet_conn *c) {
-  return !(c->draining || c->over_high || c->user_paused || c->read_closed);
+  return !(c->draining || (c->over_high && c->read_backpressure) || c->user_paused ||
+           c->read_closed);
 }
 
 /* Hand n freshly read bytes to the user. */
@@ -428,7 +434,8 @@ static void notify_writable(cgnet_conn *c, int writable) {
   cgnet__conn_after_callback(c, CGNET_NONE);
 }
 
-/* Queued output grew: past the high watermark, stop reading (backpressure). */
+/* Queued output grew: past the high watermark, tell the user and (read_backpressure)
+ * stop reading. */
 static void after_queue_grew(cgnet_conn *c, size_t before) {
   if (before == 0) {
     c->last_write_ms = c->loop->now_ms; /* the write timeout counts from here */

@@ -47,7 +47,9 @@ int cgnet__normalize_options(const cgnet_options *in, cgnet_options *o) {
   if (o->num_loops < 0 || o->num_loops > MAX_LOOPS) return CGNET_EINVAL;
   if (o->num_loops == 0) o->num_loops = o->multicore ? online_cpus() : 1;
   if ((unsigned)o->lb > CGNET_LB_SOURCE_HASH) return CGNET_EINVAL;
-  if (!valid_toggle(o->reuse_addr) || !valid_toggle(o->tcp_nodelay)) return CGNET_EINVAL;
+  if (!valid_toggle(o->reuse_addr) || !valid_toggle(o->tcp_nodelay) ||
+      !valid_toggle(o->read_backpressure))
+    return CGNET_EINVAL;
   if (o->backlog < 0) return CGNET_EINVAL;
   if (o->backlog == 0) o->backlog = DEFAULT_BACKLOG;
   if (o->read_chunk_limit == 0) o->read_chunk_limit = DEFAULT_READ_CHUNK_LIMIT;

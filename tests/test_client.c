@@ -60,6 +60,8 @@ typedef struct dconn {
   int write_on_open; /* send the payload from on_open with cgnet_conn_write */
   atomic_size_t got, bad;
   atomic_size_t got_at_close;
+  atomic_size_t bytes_sent; /* streaming tests */
+  atomic_int writable_on, writable_off;
 } dconn;
 
 static dconn D[MAX_DIALS];
@@ -510,6 +512,81 @@ static void test_attached(void **state) {
   assert_no_check_failures();
 }
 
+/* ---- streaming with the default options ---------------------------------------------- */
+
+/* Each conn streams its payload paced by cgnet_conn_writable / on_writable_changed (the
+ * way an application is meant to), with the flow-control options at their defaults, against
+ * a cgnet echo server with its defaults. A client that paused its own reading at the high
+ * watermark would deadlock here: both sides would stop reading with full pipes. */
+static void stream_more(cgnet_conn *c) {
+  dconn *d = cgnet_conn_context(c);
+  static _Thread_local uint8_t chunk[32768];
+  size_t sent = atomic_load(&d->bytes_sent);
+  while (sent < d->want && cgnet_conn_writable(c)) {
+    size_t n = d->want - sent < sizeof chunk ? d->want - sent : sizeof chunk;
+    tu_pattern_fill(chunk, n, d->seed, sent);
+    if (cgnet_conn_write(c, chunk, n) != 0) break;
+    sent += n;
+  }
+  atomic_store(&d->bytes_sent, sent);
+}
+
+static cgnet_action stream_open(cgnet_conn *c) {
+  dconn *d = cgnet_conn_context(c);
+  atomic_fetch_add(&d->opens, 1);
+  stream_more(c);
+  return CGNET_NONE;
+}
+
+static cgnet_action stream_traffic(cgnet_conn *c) {
+  cgnet_action a = cl_traffic(c);
+  if (a == CGNET_NONE) stream_more(c);
+  return a;
+}
+
+static void stream_writable(cgnet_conn *c, int writable) {
+  dconn *d = cgnet_conn_context(c);
+  atomic_fetch_add(writable ? &d->writable_on : &d->writable_off, 1);
+  if (writable) stream_more(c);
+}
+
+static void test_stream_defaults(void **state) {
+  (void)state;
+  tu_server s;
+  cgnet_handler sh = {.on_traffic = echo_traffic};
+  assert_rc(tu_server_start(&s, &sh, NULL), 0);
+  reset_dconns();
+  cgnet_handler h = {.on_open = stream_open,
+                     .on_traffic = stream_traffic,
+                     .on_close = cl_close,
+                     .on_writable_changed = stream_writable};
+  /* Defaults, except small socket buffers so the output queue really crosses the
+   * watermarks (the kernel would otherwise absorb megabytes first). */
+  cgnet_options o = {.socket_send_buffer = 16384, .socket_recv_buffer = 16384};
+  cgnet_client *cl;
+  assert_rc(cgnet_client_new(&h, &o, &cl), 0);
+  char addr[64];
+  tcp_addr(addr, sizeof addr, s.port);
+  enum { N = 4 };
+  for (int i = 0; i < N; i++) {
+    D[i].want = ((size_t)8 << 20) / TU_PAYLOAD_DIV;
+    D[i].seed = 4000 + (uint64_t)i;
+    assert_rc(cgnet_client_dial(cl, addr, 5000, &D[i], NULL), 0);
+  }
+  wait_all_closed(N);
+  for (int i = 0; i < N; i++) {
+    assert_rc(atomic_load(&D[i].reason), CGNET_ELOCALCLOSE);
+    assert_int_equal(atomic_load(&D[i].got), D[i].want);
+    assert_int_equal(atomic_load(&D[i].bad), 0);
+    /* The payload is far above the watermark: pacing really happened. */
+    assert_true(atomic_load(&D[i].writable_off) > 0);
+    assert_true(atomic_load(&D[i].writable_on) > 0);
+  }
+  assert_rc(cgnet_client_free(cl, 0), 0);
+  assert_rc(tu_server_stop(&s, 0), 0);
+  assert_no_check_failures();
+}
+
 static const echo_case e1s = {1, 0}, e1a = {1, 1}, e4s = {4, 0}, e4a = {4, 1};
 
 #define T(name, f, st)                                                                     \
@@ -533,6 +610,7 @@ int main(void) {
       T("enroll", test_enroll, NULL),
       T("free_closes_conns", test_free_closes_conns, NULL),
       T("attached", test_attached, NULL),
+      T("stream_defaults", test_stream_defaults, NULL),
   };
   return cmocka_run_group_tests_name("test_client", tests, NULL, NULL);
 }

@@ -18,9 +18,8 @@
 
 #include <cmocka.h>
 
+#include "support/proc.h"
 #include "support/support.h"
-
-extern char **environ;
 
 typedef struct server {
   pid_t pid;
@@ -31,45 +30,17 @@ static server g_srv;
 
 static int start_server(void **state) {
   (void)state;
-  const char *dir = getenv("CGNET_EXAMPLES_DIR");
-  char path[1024];
-  snprintf(path, sizeof path, "%s/http_plaintext", dir ? dir : "examples");
-  int pipefd[2];
-  if (pipe(pipefd) < 0) return -1;
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
-  posix_spawn_file_actions_addclose(&fa, pipefd[0]);
-  char *argv[] = {path, "tcp://127.0.0.1:0", "--loops", "2", NULL};
-  int rc = posix_spawn(&g_srv.pid, path, &fa, NULL, argv, environ);
-  posix_spawn_file_actions_destroy(&fa);
-  close(pipefd[1]);
-  if (rc != 0) {
-    fprintf(stderr, "cannot start %s: %s\n", path, strerror(rc));
-    return -1;
-  }
-  FILE *f = fdopen(pipefd[0], "r");
-  char line[256] = {0};
-  if (!f || !fgets(line, sizeof line, f)) return -1;
-  fclose(f);
-  const char *p = strstr(line, "port ");
-  g_srv.port = p ? atoi(p + 5) : 0;
+  const char *args[] = {"tcp://127.0.0.1:0", "--loops", "2", NULL};
+  char line[256];
+  g_srv.pid = tu_spawn_example("http_plaintext", args, line, sizeof line);
+  if (g_srv.pid < 0) return -1;
+  g_srv.port = tu_port_after(line, "port ");
   return g_srv.port > 0 ? 0 : -1;
 }
 
 static int stop_server(void **state) {
   (void)state;
-  int status = 0;
-  kill(g_srv.pid, SIGTERM);
-  for (int i = 0; i < 500; i++) {
-    if (waitpid(g_srv.pid, &status, WNOHANG) == g_srv.pid) {
-      return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
-    }
-    tu_sleep_ms(10);
-  }
-  kill(g_srv.pid, SIGKILL);
-  waitpid(g_srv.pid, &status, 0);
-  return -1;
+  return tu_stop_process(g_srv.pid, 5000) == 0 ? 0 : -1;
 }
 
 /* Read until the peer closes or `want` complete responses ("\r\n\r\n" + body) arrived. */

@@ -255,10 +255,14 @@ static int client_done(const tu_echo_client *c) {
 }
 
 static void client_io(tu_echo_client *c, short revents) {
+  static _Thread_local uint8_t scratch[65536]; /* pattern mode: one chunk at a time */
   if ((revents & (POLLIN | POLLERR | POLLHUP)) && c->rx_off < c->rx_len) {
     for (int spins = 0; spins < 64 && c->rx_off < c->rx_len; spins++) {
-      ssize_t n = recv(c->fd, c->rx + c->rx_off, c->rx_len - c->rx_off, MSG_DONTWAIT);
+      size_t want = c->rx_len - c->rx_off;
+      if (!c->rx && want > sizeof scratch) want = sizeof scratch;
+      ssize_t n = recv(c->fd, c->rx ? c->rx + c->rx_off : scratch, want, MSG_DONTWAIT);
       if (n > 0) {
+        if (!c->rx) c->bad += tu_pattern_mismatches(scratch, (size_t)n, c->seed, c->rx_off);
         c->rx_off += (size_t)n;
         continue;
       }
@@ -271,8 +275,10 @@ static void client_io(tu_echo_client *c, short revents) {
   }
   if (c->err == 0 && (revents & (POLLOUT | POLLERR)) && c->tx_off < c->tx_len) {
     size_t chunk = c->tx_len - c->tx_off;
-    if (chunk > 65536) chunk = 65536;
-    ssize_t n = send(c->fd, c->tx + c->tx_off, chunk, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (chunk > sizeof scratch) chunk = sizeof scratch;
+    const uint8_t *p = c->tx ? c->tx + c->tx_off : scratch;
+    if (!c->tx) tu_pattern_fill(scratch, chunk, c->seed, c->tx_off);
+    ssize_t n = send(c->fd, p, chunk, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0)
       c->tx_off += (size_t)n;
     else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)

@@ -12,13 +12,27 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+extern char **environ;
 
 #include "support.h"
 
 long tu_rss_kb(void) {
-  FILE *f = fopen("/proc/self/status", "re");
+  return tu_rss_kb_of(0);
+}
+
+long tu_rss_kb_of(pid_t pid) {
+  char path[64];
+  if (pid == 0)
+    snprintf(path, sizeof(path), "/proc/self/status");
+  else
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+  FILE *f = fopen(path, "re");
   if (!f) return -1;
   char line[256];
   long kb = -1;
@@ -135,4 +149,74 @@ int tu_connect_bufs(int port, int sndbuf, int rcvbuf, int nonblock, int timeout_
   }
   if (!nonblock) (void)tu_set_nonblock(fd, 0);
   return fd;
+}
+
+pid_t tu_spawn_example(const char *name, const char *const *args, char *line, size_t cap) {
+  const char *dir = getenv("CGNET_EXAMPLES_DIR");
+  char path[1024];
+  snprintf(path, sizeof path, "%s/%s", dir ? dir : "examples", name);
+  char *argv[32];
+  int argc = 0;
+  argv[argc++] = path;
+  for (; args && args[argc - 1] && argc < 31; argc++)
+    argv[argc] = (char *)args[argc - 1];
+  argv[argc] = NULL;
+  int pipefd[2];
+  if (pipe(pipefd) < 0) return -1;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
+  posix_spawn_file_actions_addclose(&fa, pipefd[0]);
+  pid_t pid;
+  int rc = posix_spawn(&pid, path, &fa, NULL, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(pipefd[1]);
+  if (rc != 0) {
+    fprintf(stderr, "cannot start %s: %s\n", path, strerror(rc));
+    close(pipefd[0]);
+    return -1;
+  }
+  /* One line, read byte by byte so nothing after it is swallowed by a stdio buffer;
+   * bounded by the pipe closing if the program exits. */
+  size_t n = 0;
+  char ch;
+  while (n + 1 < cap && read(pipefd[0], &ch, 1) == 1 && ch != '\n')
+    line[n++] = ch;
+  line[n] = '\0';
+  close(pipefd[0]);
+  if (n == 0) {
+    (void)tu_stop_process(pid, 1000);
+    return -1;
+  }
+  return pid;
+}
+
+int tu_stop_process(pid_t pid, int timeout_ms) {
+  int status = 0;
+  if (pid <= 0) return -1; /* never kill(0 or -1, ...): that signals whole groups */
+  kill(pid, SIGTERM);
+  for (int waited = 0; waited < timeout_ms; waited += 10) {
+    if (waitpid(pid, &status, WNOHANG) == pid)
+      return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    tu_sleep_ms(10);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, &status, 0);
+  return -1;
+}
+
+int tu_port_after(const char *line, const char *marker) {
+  const char *p = strstr(line, marker);
+  if (!p) return -1;
+  p += strlen(marker);
+  const char *colon = strchr(p, ':');
+  const char *space = strchr(p, ' ');
+  if (colon && (!space || colon < space)) { /* HOST:PORT (or [v6]:PORT): the last ':' */
+    const char *end = space ? space : p + strlen(p);
+    const char *last = colon;
+    for (const char *q = colon; q && q < end; q = strchr(q + 1, ':'))
+      last = q;
+    return atoi(last + 1);
+  }
+  return atoi(p);
 }

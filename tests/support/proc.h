@@ -13,6 +13,19 @@
 
 /* Resident set size of this process in KiB (VmRSS of /proc/self/status), or -1. */
 long tu_rss_kb(void);
+/* The same for process `pid` (0: this process). */
+long tu_rss_kb_of(pid_t pid);
+
+/* Start $CGNET_EXAMPLES_DIR/NAME with the NULL-terminated `args` and read the first line
+ * it prints on stdout (its "listening on ..." line) into `line`. Returns its pid, or -1
+ * (then nothing is left running). */
+pid_t tu_spawn_example(const char *name, const char *const *args, char *line, size_t cap);
+/* SIGTERM, then wait up to timeout_ms (then SIGKILL). Returns the exit status, or -1 if
+ * it had to be killed or died from a signal. */
+int tu_stop_process(pid_t pid, int timeout_ms);
+/* The port in `line` after `marker`: "MARKER 127.0.0.1:8000 ..." or "MARKER 8000". -1 if
+ * the marker is missing. */
+int tu_port_after(const char *line, const char *marker);
 
 /* User + system CPU time of process `pid` (0: this process) in milliseconds, from
  * /proc/PID/stat (resolution: one clock tick, usually 10 ms), or -1. */

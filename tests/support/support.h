@@ -138,11 +138,13 @@ size_t tu_first_diff(const uint8_t *a, const uint8_t *b, size_t len);
 
 typedef struct tu_echo_client {
   int fd;            /* connected; made non-blocking by the driver */
-  const uint8_t *tx; /* bytes to send */
+  const uint8_t *tx; /* bytes to send; NULL: tu_pattern bytes of `seed` */
   size_t tx_len, tx_off;
-  uint8_t *rx; /* receives rx_len bytes */
+  uint8_t *rx; /* receives rx_len bytes; NULL: compared with the pattern on the fly */
   size_t rx_len, rx_off;
-  int err; /* 0, or why this client stopped (negative errno / TU_EEOF) */
+  uint64_t seed; /* the pattern, when tx / rx are NULL (no memory for big transfers) */
+  size_t bad;    /* received bytes that differed from the pattern (rx == NULL) */
+  int err;       /* 0, or why this client stopped (negative errno / TU_EEOF) */
 } tu_echo_client;
 
 /* Drive every client until each has sent tx_len and received rx_len bytes, or a client

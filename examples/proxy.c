@@ -1,0 +1,228 @@
+/*
+ * proxy — a TCP proxy: every client connection gets its own backend connection, and
+ * bytes flow both ways with backpressure.
+ *
+ *   build/examples/proxy LISTEN_ADDR BACKEND_ADDR [--loops N] [--quiet]
+ *
+ *   build/examples/echo tcp://127.0.0.1:9000 &
+ *   build/examples/proxy tcp://127.0.0.1:8000 tcp://127.0.0.1:9000 --loops 2
+ *
+ * The first line on stdout names the port actually bound (LISTEN_ADDR may use port 0):
+ *
+ *   proxy: listening on 127.0.0.1:8000 -> tcp://127.0.0.1:9000 (2 loops)
+ *
+ * How it works. The server's on_open dials the backend through a client that runs on
+ * the server's own loops; a dial made on a loop thread stays on that loop, so the two
+ * conns of a pair share one thread and forward to each other with plain calls, no locks.
+ * Backpressure: when one side's queued output passes its high watermark, the other side
+ * stops reading (cgnet_conn_pause_read) until it drains below the low watermark
+ * (on_writable_changed), so a client that never reads costs the proxy at most about one
+ * high watermark per direction, however much the backend sends. A FIN is passed on as
+ * a FIN after the queued bytes (half-close); an error on one side closes the other.
+ *
+ * SIGINT or SIGTERM stops it.
+ */
+#include <cgnet.h>
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Both conns of a pair point at it (their context); freed when both have closed. */
+typedef struct pair {
+  cgnet_conn *front; /* the client's conn, accepted by the server */
+  cgnet_conn *back;  /* our conn to the backend; NULL until dialed and after its close */
+  int sides;         /* conns of the pair not yet closed */
+} pair;
+
+static cgnet_client *g_backends;
+static const char *g_backend_addr;
+static cgnet_options g_opts = {.allow_half_open = 1};
+static int g_quiet;
+
+static cgnet_conn *peer_of(cgnet_conn *c) {
+  pair *p = cgnet_conn_context(c);
+  return c == p->front ? p->back : p->front;
+}
+
+/* ---- callbacks shared by both sides -------------------------------------------------- */
+
+/* Forward what arrived to the other side; stop reading while the other side is full. */
+static cgnet_action on_traffic(cgnet_conn *c) {
+  cgnet_conn *peer = peer_of(c);
+  const uint8_t *data;
+  size_t n = cgnet_conn_next(c, 0, &data);
+  if (!peer) return CGNET_CLOSE; /* the other side is gone */
+  if (n && cgnet_conn_write(peer, data, n) != 0) return CGNET_CLOSE;
+  if (!cgnet_conn_writable(peer)) cgnet_conn_pause_read(c);
+  return CGNET_NONE;
+}
+
+/* c's output crossed a watermark: the side that feeds it pauses or resumes. */
+static void on_writable_changed(cgnet_conn *c, int writable) {
+  cgnet_conn *peer = peer_of(c);
+  if (!peer) return;
+  if (writable)
+    cgnet_conn_resume_read(peer);
+  else
+    cgnet_conn_pause_read(peer);
+}
+
+/* c's peer sent FIN: pass it on once what c sent before it has been written. */
+static cgnet_action on_read_closed(cgnet_conn *c) {
+  cgnet_conn *peer = peer_of(c);
+  if (!peer || cgnet_conn_shutdown_write(peer) != 0) return CGNET_CLOSE;
+  return CGNET_NONE;
+}
+
+static cgnet_action on_close(cgnet_conn *c, int reason) {
+  pair *p = cgnet_conn_context(c);
+  cgnet_conn *peer = peer_of(c);
+  int is_front = c == p->front;
+  if (is_front)
+    p->front = NULL;
+  else
+    p->back = NULL;
+  if (peer) {
+    /* A clean end (both directions finished) lets the other side finish writing and
+     * then send its FIN; anything else ends it at once. */
+    if (reason == CGNET_EOF)
+      (void)cgnet_conn_shutdown_write(peer);
+    else
+      (void)cgnet_conn_close(peer);
+  }
+  if (!g_quiet && reason != CGNET_EOF && reason != CGNET_ESHUTDOWN &&
+      reason != CGNET_ELOCALCLOSE)
+    fprintf(stderr, "proxy: %s side closed: %s\n", is_front ? "client" : "backend",
+            cgnet_strerror(reason));
+  if (--p->sides == 0) free(p);
+  return CGNET_NONE;
+}
+
+/* ---- the client side (server conns) ---------------------------------------------------
+ */
+
+static cgnet_action front_open(cgnet_conn *c) {
+  pair *p = calloc(1, sizeof *p);
+  if (!p) return CGNET_CLOSE;
+  p->front = c;
+  p->sides = 1;
+  cgnet_conn_set_context(c, p);
+  cgnet_conn *back;
+  int err = cgnet_client_dial(g_backends, g_backend_addr, 5000, p, &back);
+  if (err) {
+    if (!g_quiet) fprintf(stderr, "proxy: dial: %s\n", cgnet_strerror(err));
+    return CGNET_CLOSE; /* on_close frees p */
+  }
+  /* Same loop as c (we are on its thread), so the pointer is ours to use until its
+   * on_close; the reference is not needed. */
+  cgnet_conn_unref(back);
+  p->back = back;
+  p->sides = 2;
+  cgnet_conn_pause_read(c); /* nowhere to forward to until the backend answers */
+  return CGNET_NONE;
+}
+
+/* ---- the backend side (client conns) --------------------------------------------------
+ */
+
+static cgnet_action back_open(cgnet_conn *c) {
+  pair *p = cgnet_conn_context(c);
+  if (p->front) cgnet_conn_resume_read(p->front);
+  return CGNET_NONE;
+}
+
+/* The engine is bound and its loops are about to start: make the backend client on
+ * them now, so it exists before the first on_open. */
+static cgnet_handler g_back_handler;
+static cgnet_action on_boot(cgnet_engine *eng) {
+  int err = cgnet_client_new_on(eng, &g_back_handler, &g_opts, &g_backends);
+  if (err) {
+    fprintf(stderr, "proxy: client: %s\n", cgnet_strerror(err));
+    return CGNET_SHUTDOWN;
+  }
+  return CGNET_NONE;
+}
+
+/* ---- main ------------------------------------------------------------------------------
+ */
+
+static void usage(FILE *f) {
+  fprintf(f, "usage: proxy LISTEN_ADDR BACKEND_ADDR [--loops N] [--quiet]\n"
+             "  e.g. proxy tcp://127.0.0.1:8000 tcp://127.0.0.1:9000 --loops 2\n");
+}
+
+int main(int argc, char **argv) {
+  cgnet_options *o = &g_opts;
+  const char *addrs[2];
+  int naddrs = 0;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--loops") == 0 && i + 1 < argc) {
+      o->num_loops = atoi(argv[++i]);
+      if (o->num_loops < 1 || o->num_loops > 1024) {
+        usage(stderr);
+        return 2;
+      }
+    } else if (strcmp(argv[i], "--quiet") == 0) {
+      g_quiet = 1;
+    } else if (argv[i][0] != '-' && naddrs < 2) {
+      addrs[naddrs++] = argv[i];
+    } else {
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (naddrs != 2) {
+    usage(stderr);
+    return 2;
+  }
+  g_backend_addr = addrs[1];
+
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, NULL); /* every thread started below inherits this */
+
+  cgnet_handler front = {.on_boot = on_boot,
+                         .on_open = front_open,
+                         .on_traffic = on_traffic,
+                         .on_close = on_close,
+                         .on_writable_changed = on_writable_changed,
+                         .on_read_closed = on_read_closed};
+  g_back_handler = front;
+  g_back_handler.on_boot = NULL;
+  g_back_handler.on_open = back_open;
+
+  cgnet_engine *eng;
+  int err = cgnet_engine_start(&front, &addrs[0], 1, o, &eng);
+  if (err) {
+    fprintf(stderr, "proxy: %s: %s\n", addrs[0], cgnet_strerror(err));
+    if (g_backends) cgnet_client_free(g_backends, 0); /* the client before its engine */
+    if (eng) cgnet_engine_free(eng);
+    return 1;
+  }
+  if (!g_backends) { /* on_boot failed and stopped the engine */
+    cgnet_engine_wait(eng);
+    cgnet_engine_free(eng);
+    return 1;
+  }
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  char host[128] = "?";
+  if (cgnet_engine_listen_addr(eng, 0, (struct sockaddr *)&ss, &len) == 0)
+    cgnet_format_addr((struct sockaddr *)&ss, len, host, sizeof host);
+  printf("proxy: listening on %s -> %s (%d loop%s)\n", host, g_backend_addr,
+         cgnet_engine_num_loops(eng), cgnet_engine_num_loops(eng) == 1 ? "" : "s");
+  fflush(stdout);
+
+  int sig;
+  sigwait(&set, &sig);
+  cgnet_engine_stop(eng, 1000); /* closes both sides of every pair */
+  err = cgnet_engine_wait(eng);
+  cgnet_client_free(g_backends, 0);
+  cgnet_engine_free(eng);
+  return err ? 1 : 0;
+}
