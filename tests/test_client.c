@@ -27,8 +27,7 @@
 #define WAIT_MS (5000 * TU_SLOW)
 #define MAX_DIALS 64
 
-/* ---- the echo server -------------------------------------------------------------------
- */
+/* ---- the echo server ---------------------------------------------------------- */
 
 static atomic_int server_close_after_reply; /* echo, then CLOSE */
 
@@ -49,8 +48,7 @@ static void tcp_addr(char *buf, size_t cap, int port) {
   snprintf(buf, cap, "tcp://127.0.0.1:%d", port);
 }
 
-/* ---- one dialed conn -------------------------------------------------------------------
- */
+/* ---- one dialed conn ---------------------------------------------------------- */
 
 typedef struct dconn {
   atomic_int opens, closes, reason, traffic, traffic_before_open, wakes_seen;
@@ -128,8 +126,34 @@ static void wait_all_closed(int n) {
   assert_true(tu_wait_until(closes_ge, &n, WAIT_MS * 4));
 }
 
-/* ---- echo matrix -----------------------------------------------------------------------
- */
+/* ---- fixture: an echo server and a client ------------------------------------------ */
+
+typedef struct fixture {
+  tu_server s; /* eng NULL: no server */
+  cgnet_client *cl;
+  char addr[64]; /* the server's address */
+} fixture;
+
+/* An echo server with server_loops loops (0: none) and a client with handler h (NULL:
+ * client_handler) and options o (NULL: defaults); fresh dconn records. */
+static void fx_start(fixture *f, int server_loops, const cgnet_handler *h,
+                     const cgnet_options *o) {
+  memset(f, 0, sizeof *f);
+  if (server_loops) {
+    start_echo_server(&f->s, server_loops);
+    tcp_addr(f->addr, sizeof f->addr, f->s.port);
+  }
+  reset_dconns();
+  assert_rc(cgnet_client_new(h ? h : &client_handler, o, &f->cl), 0);
+}
+
+static void fx_stop(fixture *f, uint64_t client_timeout_ms) {
+  assert_rc(cgnet_client_free(f->cl, client_timeout_ms), 0);
+  assert_rc(tu_server_stop(&f->s, 0), 0);
+  assert_no_check_failures();
+}
+
+/* ---- echo matrix -------------------------------------------------------------- */
 
 typedef struct echo_case {
   int loops;
@@ -138,22 +162,17 @@ typedef struct echo_case {
 
 static void test_echo(void **state) {
   const echo_case *ec = *state;
-  tu_server s;
-  start_echo_server(&s, 2);
-  reset_dconns();
   enum { N = 10 };
   size_t len = (1u << 20) / TU_PAYLOAD_DIV;
   cgnet_options o = {.num_loops = ec->loops, .write_high_watermark = CGNET_UNLIMITED};
-  cgnet_client *cl;
-  assert_rc(cgnet_client_new(&client_handler, &o, &cl), 0);
-  char addr[64];
-  tcp_addr(addr, sizeof addr, s.port);
+  fixture f;
+  fx_start(&f, 2, NULL, &o);
   cgnet_conn *refs[N];
   for (int i = 0; i < N; i++) {
     D[i].want = len;
     D[i].seed = 1000 + (uint64_t)i;
     D[i].write_on_open = !ec->async_write;
-    assert_rc(cgnet_client_dial(cl, addr, 5000, &D[i], &refs[i]), 0);
+    assert_rc(cgnet_client_dial(f.cl, f.addr, 5000, &D[i], &refs[i]), 0);
     assert_non_null(refs[i]);
     if (ec->async_write) { /* before the connect completes: queued, sent once open */
       uint8_t *p = payload(len, D[i].seed);
@@ -179,18 +198,15 @@ static void test_echo(void **state) {
   }
   /* Round-robin spreads the dials over every loop. */
   assert_int_equal(loops_seen, (1 << ec->loops) - 1);
-  assert_int_equal(cgnet_client_count_connections(cl), 0);
-  assert_rc(cgnet_client_free(cl, 1000), 0);
-  assert_rc(tu_server_stop(&s, 0), 0);
-  assert_no_check_failures();
+  assert_int_equal(cgnet_client_count_connections(f.cl), 0);
+  fx_stop(&f, 1000);
 }
 
 static int no_client_conns(void *arg) {
   return cgnet_client_count_connections(arg) == 0;
 }
 
-/* ---- failures --------------------------------------------------------------------------
- */
+/* ---- failures ----------------------------------------------------------------- */
 
 static void test_refused(void **state) {
   (void)state;
@@ -198,27 +214,24 @@ static void test_refused(void **state) {
   int lfd = tu_listen_any(&port); /* a free port: bound, then closed */
   assert_true(lfd >= 0);
   close(lfd);
-  reset_dconns();
   int fds_before = tu_count_fds();
-  cgnet_client *cl;
-  assert_rc(cgnet_client_new(&client_handler, NULL, &cl), 0);
-  char addr[64];
-  tcp_addr(addr, sizeof addr, port);
+  fixture f;
+  fx_start(&f, 0, NULL, NULL);
+  tcp_addr(f.addr, sizeof f.addr, port);
   for (int i = 0; i < 5; i++)
-    assert_rc(cgnet_client_dial(cl, addr, 0, &D[i], NULL), 0);
+    assert_rc(cgnet_client_dial(f.cl, f.addr, 0, &D[i], NULL), 0);
   wait_all_closed(5);
   for (int i = 0; i < 5; i++) {
     assert_int_equal(atomic_load(&D[i].opens), 0);
     assert_int_equal(atomic_load(&D[i].closes), 1);
     assert_rc(atomic_load(&D[i].reason), CGNET_ECONNREFUSED);
   }
-  assert_true(tu_wait_until(no_client_conns, cl, WAIT_MS));
+  assert_true(tu_wait_until(no_client_conns, f.cl, WAIT_MS));
   /* Blocking form: the error comes back as the return value, after on_close. */
-  assert_rc(cgnet_client_dial_wait(cl, addr, 0, &D[5], NULL), CGNET_ECONNREFUSED);
+  assert_rc(cgnet_client_dial_wait(f.cl, f.addr, 0, &D[5], NULL), CGNET_ECONNREFUSED);
   assert_int_equal(atomic_load(&D[5].closes), 1);
-  assert_rc(cgnet_client_free(cl, 0), 0);
+  fx_stop(&f, 0);
   assert_int_equal(tu_count_fds(), fds_before);
-  assert_no_check_failures();
 }
 
 /* A listener that never accepts, with its queue full: further SYNs get no answer. */
@@ -240,25 +253,22 @@ static void test_dial_timeout(void **state) {
   int port = 0, fillers[4];
   int lfd = full_listener(&port, fillers, 4);
   assert_true(lfd >= 0);
-  reset_dconns();
-  cgnet_client *cl;
-  assert_rc(cgnet_client_new(&client_handler, NULL, &cl), 0);
-  char addr[64];
-  tcp_addr(addr, sizeof addr, port);
+  fixture f;
+  fx_start(&f, 0, NULL, NULL);
+  tcp_addr(f.addr, sizeof f.addr, port);
   const uint64_t timeout = 300;
   uint64_t t0 = tu_now_ms();
-  assert_rc(cgnet_client_dial_wait(cl, addr, timeout, &D[0], NULL), CGNET_ETIMEDOUT);
+  assert_rc(cgnet_client_dial_wait(f.cl, f.addr, timeout, &D[0], NULL), CGNET_ETIMEDOUT);
   uint64_t took = tu_now_ms() - t0;
   assert_int_equal(atomic_load(&D[0].opens), 0);
   assert_rc(atomic_load(&D[0].reason), CGNET_ETIMEDOUT);
   /* Within the timeout plus one tick (and scheduling slack on a shared machine). */
   assert_true(took >= timeout - 1);
   assert_true(took <= timeout + 50 * TU_SLOW);
-  assert_rc(cgnet_client_free(cl, 0), 0);
   for (int i = 0; i < 4; i++)
     if (fillers[i] >= 0) close(fillers[i]);
   close(lfd);
-  assert_no_check_failures();
+  fx_stop(&f, 0);
 }
 
 static void test_bad_addresses(void **state) {
@@ -279,46 +289,34 @@ static void test_bad_addresses(void **state) {
  * loop; "localhost" resolves and connects. */
 static void test_names(void **state) {
   (void)state;
-  tu_server s;
-  start_echo_server(&s, 1);
-  reset_dconns();
-  cgnet_client *cl;
-  assert_rc(cgnet_client_new(&client_handler, NULL, &cl), 0);
-  assert_rc(cgnet_client_dial(cl, "tcp://no-such-host.invalid:80", 0, &D[0], NULL), 0);
-  char addr[64];
-  snprintf(addr, sizeof addr, "tcp4://localhost:%d", s.port);
+  fixture f;
+  fx_start(&f, 1, NULL, NULL);
+  assert_rc(cgnet_client_dial(f.cl, "tcp://no-such-host.invalid:80", 0, &D[0], NULL), 0);
+  snprintf(f.addr, sizeof f.addr, "tcp4://localhost:%d", f.s.port); /* by name */
   D[1].want = 1000;
   D[1].seed = 7;
   D[1].write_on_open = 1;
-  assert_rc(cgnet_client_dial(cl, addr, 5000, &D[1], NULL), 0);
+  assert_rc(cgnet_client_dial(f.cl, f.addr, 5000, &D[1], NULL), 0);
   wait_all_closed(2);
   assert_int_equal(atomic_load(&D[0].opens), 0);
   assert_rc(atomic_load(&D[0].reason), CGNET_ERESOLVE);
   assert_int_equal(atomic_load(&D[1].opens), 1);
   assert_int_equal(atomic_load(&D[1].got), 1000);
   assert_int_equal(atomic_load(&D[1].bad), 0);
-  assert_rc(cgnet_client_free(cl, 0), 0);
-  assert_rc(tu_server_stop(&s, 0), 0);
-  assert_no_check_failures();
+  fx_stop(&f, 0);
 }
 
-/* ---- early calls and ordering ----------------------------------------------------------
- */
+/* ---- early calls and ordering ------------------------------------------------- */
 
 /* Wake and close right after dial, before the connect can have completed. */
 static void test_wake_close_after_dial(void **state) {
   (void)state;
-  tu_server s;
-  start_echo_server(&s, 1);
-  reset_dconns();
-  cgnet_client *cl;
-  assert_rc(cgnet_client_new(&client_handler, NULL, &cl), 0);
-  char addr[64];
-  tcp_addr(addr, sizeof addr, s.port);
+  fixture f;
+  fx_start(&f, 1, NULL, NULL);
   enum { N = 20 };
   cgnet_conn *refs[N];
   for (int i = 0; i < N; i++) {
-    assert_rc(cgnet_client_dial(cl, addr, 5000, &D[i], &refs[i]), 0);
+    assert_rc(cgnet_client_dial(f.cl, f.addr, 5000, &D[i], &refs[i]), 0);
     assert_rc(cgnet_conn_wake(refs[i]), 0);
     if (i % 2 == 0) assert_rc(cgnet_conn_async_close(refs[i], NULL, NULL), 0);
   }
@@ -338,30 +336,23 @@ static void test_wake_close_after_dial(void **state) {
     assert_true(atomic_load(&D[i].opens) <= 1);
     cgnet_conn_unref(refs[i]);
   }
-  assert_rc(cgnet_client_free(cl, 0), 0);
-  assert_rc(tu_server_stop(&s, 0), 0);
-  assert_no_check_failures();
+  fx_stop(&f, 0);
 }
 
 /* A server that replies and closes at once: the reply reaches on_traffic before
  * on_close (EOF). */
 static void test_data_before_close(void **state) {
   (void)state;
-  tu_server s;
-  start_echo_server(&s, 1);
+  fixture f;
+  fx_start(&f, 1, NULL, NULL);
   atomic_store(&server_close_after_reply, 1);
-  reset_dconns();
-  cgnet_client *cl;
-  assert_rc(cgnet_client_new(&client_handler, NULL, &cl), 0);
-  char addr[64];
-  tcp_addr(addr, sizeof addr, s.port);
   enum { N = 10 };
   for (int i = 0; i < N; i++) {
     D[i].want = 0; /* never closes by itself: waits for the server's close */
     D[i].seed = 50 + (uint64_t)i;
     D[i].write_on_open = 0;
     cgnet_conn *c;
-    assert_rc(cgnet_client_dial_wait(cl, addr, 5000, &D[i], &c), 0);
+    assert_rc(cgnet_client_dial_wait(f.cl, f.addr, 5000, &D[i], &c), 0);
     uint8_t *p = payload(3000, D[i].seed);
     assert_rc(cgnet_conn_async_write(c, p, 3000, NULL, NULL), 0);
     free(p);
@@ -376,27 +367,21 @@ static void test_data_before_close(void **state) {
     assert_int_equal(atomic_load(&D[i].bad), 0);
   }
   atomic_store(&server_close_after_reply, 0);
-  assert_rc(cgnet_client_free(cl, 0), 0);
-  assert_rc(tu_server_stop(&s, 0), 0);
-  assert_no_check_failures();
+  fx_stop(&f, 0);
 }
 
-/* ---- enroll ----------------------------------------------------------------------------
- */
+/* ---- enroll ------------------------------------------------------------------- */
 
 static void test_enroll(void **state) {
   (void)state;
-  tu_server s;
-  start_echo_server(&s, 1);
-  reset_dconns();
-  cgnet_client *cl;
-  assert_rc(cgnet_client_new(&client_handler, NULL, &cl), 0);
-  int fd = tu_connect(AF_INET, s.port, 0, WAIT_MS);
+  fixture f;
+  fx_start(&f, 1, NULL, NULL);
+  int fd = tu_connect(AF_INET, f.s.port, 0, WAIT_MS);
   assert_true(fd >= 0);
   D[0].want = 200000 / TU_PAYLOAD_DIV;
   D[0].seed = 99;
   D[0].write_on_open = 1;
-  assert_rc(cgnet_client_enroll(cl, fd, &D[0], NULL), 0);
+  assert_rc(cgnet_client_enroll(f.cl, fd, &D[0], NULL), 0);
   wait_all_closed(1);
   assert_int_equal(atomic_load(&D[0].opens), 1);
   assert_int_equal(atomic_load(&D[0].got), D[0].want);
@@ -404,44 +389,35 @@ static void test_enroll(void **state) {
   /* Not a stream socket: refused, and the fd is closed by cgnet. */
   int ufd = socket(AF_INET, SOCK_DGRAM, 0);
   assert_true(ufd >= 0);
-  int rc = cgnet_client_enroll(cl, ufd, NULL, NULL);
+  int rc = cgnet_client_enroll(f.cl, ufd, NULL, NULL);
   assert_true(rc == CGNET_EPROTONOSUPPORT || rc == 0);
-  assert_rc(cgnet_client_enroll(cl, -1, NULL, NULL), CGNET_EBADF);
-  assert_rc(cgnet_client_free(cl, 0), 0);
-  assert_rc(tu_server_stop(&s, 0), 0);
-  assert_no_check_failures();
+  assert_rc(cgnet_client_enroll(f.cl, -1, NULL, NULL), CGNET_EBADF);
+  fx_stop(&f, 0);
 }
 
-/* ---- free with open conns --------------------------------------------------------------
- */
+/* ---- free with open conns ----------------------------------------------------- */
 
 static void test_free_closes_conns(void **state) {
   (void)state;
-  tu_server s;
-  start_echo_server(&s, 1);
-  reset_dconns();
-  cgnet_client *cl;
+  fixture f;
   cgnet_options o = {.num_loops = 2};
-  assert_rc(cgnet_client_new(&client_handler, &o, &cl), 0);
-  char addr[64];
-  tcp_addr(addr, sizeof addr, s.port);
+  fx_start(&f, 1, NULL, &o);
   enum { N = 8 };
   for (int i = 0; i < N; i++)
-    assert_rc(cgnet_client_dial_wait(cl, addr, 5000, &D[i], NULL), 0);
-  assert_int_equal(cgnet_client_count_connections(cl), N);
-  assert_true(tu_wait_conns(s.eng, N, WAIT_MS));
-  assert_rc(cgnet_client_free(cl, 500), 0);
+    assert_rc(cgnet_client_dial_wait(f.cl, f.addr, 5000, &D[i], NULL), 0);
+  assert_int_equal(cgnet_client_count_connections(f.cl), N);
+  assert_true(tu_wait_conns(f.s.eng, N, WAIT_MS));
+  assert_rc(cgnet_client_free(f.cl, 500), 0);
+  f.cl = NULL;
   for (int i = 0; i < N; i++) {
     assert_int_equal(atomic_load(&D[i].closes), 1);
     assert_rc(atomic_load(&D[i].reason), CGNET_ESHUTDOWN);
   }
-  assert_true(tu_wait_conns(s.eng, 0, WAIT_MS));
-  assert_rc(tu_server_stop(&s, 0), 0);
-  assert_no_check_failures();
+  assert_true(tu_wait_conns(f.s.eng, 0, WAIT_MS));
+  fx_stop(&f, 0);
 }
 
-/* ---- a client on a server's loops
- * -------------------------------------------------------- */
+/* ---- a client on a server's loops ------------------------------------------------- */
 
 /* The front server dials a backend per accepted conn from on_open, on the same loop. */
 static struct {
@@ -552,10 +528,6 @@ static void stream_writable(cgnet_conn *c, int writable) {
 
 static void test_stream_defaults(void **state) {
   (void)state;
-  tu_server s;
-  cgnet_handler sh = {.on_traffic = echo_traffic};
-  assert_rc(tu_server_start(&s, &sh, NULL), 0);
-  reset_dconns();
   cgnet_handler h = {.on_open = stream_open,
                      .on_traffic = stream_traffic,
                      .on_close = cl_close,
@@ -563,15 +535,13 @@ static void test_stream_defaults(void **state) {
   /* Defaults, except small socket buffers so the output queue really crosses the
    * watermarks (the kernel would otherwise absorb megabytes first). */
   cgnet_options o = {.socket_send_buffer = 16384, .socket_recv_buffer = 16384};
-  cgnet_client *cl;
-  assert_rc(cgnet_client_new(&h, &o, &cl), 0);
-  char addr[64];
-  tcp_addr(addr, sizeof addr, s.port);
+  fixture f;
+  fx_start(&f, 1, &h, &o);
   enum { N = 4 };
   for (int i = 0; i < N; i++) {
     D[i].want = ((size_t)8 << 20) / TU_PAYLOAD_DIV;
     D[i].seed = 4000 + (uint64_t)i;
-    assert_rc(cgnet_client_dial(cl, addr, 5000, &D[i], NULL), 0);
+    assert_rc(cgnet_client_dial(f.cl, f.addr, 5000, &D[i], NULL), 0);
   }
   wait_all_closed(N);
   for (int i = 0; i < N; i++) {
@@ -582,9 +552,7 @@ static void test_stream_defaults(void **state) {
     assert_true(atomic_load(&D[i].writable_off) > 0);
     assert_true(atomic_load(&D[i].writable_on) > 0);
   }
-  assert_rc(cgnet_client_free(cl, 0), 0);
-  assert_rc(tu_server_stop(&s, 0), 0);
-  assert_no_check_failures();
+  fx_stop(&f, 0);
 }
 
 static const echo_case e1s = {1, 0}, e1a = {1, 1}, e4s = {4, 0}, e4a = {4, 1};
