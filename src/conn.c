@@ -540,11 +540,13 @@ void cgnet__conn_free(cgnet_conn *c) {
 }
 
 cgnet_conn *cgnet_conn_ref(cgnet_conn *c) {
+  if (c->datagram) return c; /* valid only during its callback: no reference */
   atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
   return c;
 }
 
 void cgnet_conn_unref(cgnet_conn *c) {
+  if (c->datagram) return;
   if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) free(c);
 }
 
@@ -637,6 +639,7 @@ static ssize_t write_direct(cgnet_conn *c, const void *data, size_t len) {
 }
 
 int cgnet_conn_write(cgnet_conn *c, const void *data, size_t len) {
+  if (c->datagram) return cgnet__dgram_conn_write(c, data, len);
   int err = writable_or_error(c);
   if (err || len == 0) return err;
   if ((err = check_limit(c, len))) return err;
@@ -655,6 +658,7 @@ int cgnet_conn_write(cgnet_conn *c, const void *data, size_t len) {
 }
 
 int cgnet_conn_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
+  CGNET__STREAM_ONLY(c);
   int err = writable_or_error(c);
   if (err) return err;
   if (iovcnt < 0 || (iovcnt > 0 && !iov)) return CGNET_EINVAL;
@@ -671,6 +675,7 @@ int cgnet_conn_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
 }
 
 int cgnet_conn_flush(cgnet_conn *c) {
+  if (c->datagram) return cgnet__dgram_conn_flush(c);
   int err = writable_or_error(c);
   if (err) return err;
   if (cgnet__outbuf_len(&c->out) == 0) return 0;
@@ -698,6 +703,7 @@ int cgnet_conn_writable(const cgnet_conn *c) {
 }
 
 int cgnet_conn_shutdown_write(cgnet_conn *c) {
+  CGNET__STREAM_ONLY(c);
   if (c->closed || c->close_reason) return CGNET_ECLOSED;
   if (c->shut_wr_pending) return 0;
   c->shut_wr_pending = true;
@@ -713,6 +719,7 @@ static void reading_changed(cgnet_conn *c) {
 }
 
 int cgnet_conn_pause_read(cgnet_conn *c) {
+  CGNET__STREAM_ONLY(c);
   if (c->closed) return CGNET_ECLOSED;
   c->user_paused = true;
   reading_changed(c);
@@ -720,6 +727,7 @@ int cgnet_conn_pause_read(cgnet_conn *c) {
 }
 
 int cgnet_conn_resume_read(cgnet_conn *c) {
+  CGNET__STREAM_ONLY(c);
   if (c->closed) return CGNET_ECLOSED;
   c->user_paused = false;
   reading_changed(c);
@@ -727,6 +735,7 @@ int cgnet_conn_resume_read(cgnet_conn *c) {
 }
 
 static int set_timeout(cgnet_conn *c, uint64_t *field, uint64_t ms) {
+  CGNET__STREAM_ONLY(c);
   if (c->closed) return CGNET_ECLOSED;
   *field = ms;
   /* Count the new timeout from now, as a user setting it would expect. */
@@ -747,6 +756,7 @@ int cgnet_conn_set_write_timeout(cgnet_conn *c, uint64_t ms) {
 /* ---- public API: state and controls -------------------------------------------------- */
 
 int cgnet_conn_close(cgnet_conn *c) {
+  CGNET__STREAM_ONLY(c);
   if (c->closed || c->close_reason) return CGNET_ECLOSED;
   request_close(c, CGNET_ELOCALCLOSE);
   return 0;
@@ -804,17 +814,28 @@ static int open_fd_or_error(const cgnet_conn *c) {
   return c->closed ? CGNET_ECLOSED : 0;
 }
 
+/* nodelay and keep-alive: TCP conns only. */
+static int open_tcp_or_error(const cgnet_conn *c) {
+  if (c->datagram || c->remote.ss_family == AF_UNIX) return CGNET_EUNSUPPORTED;
+  return open_fd_or_error(c);
+}
+
+int cgnet_conn_is_datagram(const cgnet_conn *c) {
+  return c->datagram;
+}
+
 int cgnet_conn_set_nodelay(cgnet_conn *c, int on) {
-  int err = open_fd_or_error(c);
+  int err = open_tcp_or_error(c);
   return err ? err : cgnet__set_nodelay(c->io.fd, on);
 }
 
 int cgnet_conn_set_keepalive(cgnet_conn *c, int idle_s, int interval_s, int count) {
-  int err = open_fd_or_error(c);
+  int err = open_tcp_or_error(c);
   return err ? err : cgnet__set_keepalive(c->io.fd, idle_s, interval_s, count);
 }
 
 int cgnet_conn_set_linger(cgnet_conn *c, int seconds) {
+  CGNET__STREAM_ONLY(c);
   int err = open_fd_or_error(c);
   return err ? err : cgnet__set_linger(c->io.fd, seconds);
 }
