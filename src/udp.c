@@ -299,7 +299,7 @@ static void count_truncated(cgnet__udp *u, size_t len) {
     u->last_trunc_log = loop->now_ms;
     cgnet__log(
         loop->eng, CGNET_LOG_WARN,
-        "udp: a datagram of %zu bytes or more exceeds the %zu-byte receive slot "
+        "udp: a datagram of %zu bytes exceeds the %zu-byte receive slot "
         "(read_buffer_cap); dropped (%llu so far)",
         len, u->slot,
         (unsigned long long)atomic_load_explicit(&u->truncated, memory_order_relaxed));
@@ -361,7 +361,8 @@ static void receive(cgnet__udp *u) {
       u->rmsg[i].msg_hdr.msg_namelen = sizeof u->rfrom[i];
       u->rmsg[i].msg_hdr.msg_flags = 0;
     }
-    int n = recvmmsg(u->io.fd, u->rmsg, RX_BATCH, MSG_DONTWAIT, NULL);
+    /* MSG_TRUNC: msg_len is the real length of a datagram too large for its slot. */
+    int n = recvmmsg(u->io.fd, u->rmsg, RX_BATCH, MSG_DONTWAIT | MSG_TRUNC, NULL);
     if (n < 0) {
       if (errno == EINTR) continue;
       /* EAGAIN, or an error queued for a connected socket (ICMP): nothing to deliver. */
