@@ -1,4 +1,5 @@
 /* Socket creation and socket options (listeners and accepted connections). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -30,12 +31,26 @@ static int set_dgram_buffers(int fd, const cgnet_options *o) {
   return err;
 }
 
+/* SO_REUSEADDR: on TCP listeners (default on), and on UDP only for a multicast group,
+ * where several receivers share the port; on a unicast UDP socket it would let a second
+ * server bind the same port silently and take part of its traffic. */
+static int wants_reuse_addr(int socktype, const struct sockaddr *sa,
+                            const cgnet_options *o) {
+  if (o->reuse_addr == CGNET_OFF) return 0;
+  if (socktype == SOCK_STREAM) return 1;
+  if (sa->sa_family == AF_INET)
+    return IN_MULTICAST(
+        ntohl(((const struct sockaddr_in *)(const void *)sa)->sin_addr.s_addr));
+  return sa->sa_family == AF_INET6 &&
+         IN6_IS_ADDR_MULTICAST(&((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr);
+}
+
 static int open_listener(int family, int socktype, const struct sockaddr *sa, socklen_t len,
                          int v6only, const cgnet_options *o, int reuse_port) {
   int fd = socket(family, socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
   int err = 0;
-  if (o->reuse_addr != CGNET_OFF) err = set_int_opt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+  if (wants_reuse_addr(socktype, sa, o)) err = set_int_opt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
   if (!err && reuse_port) err = set_int_opt(fd, SOL_SOCKET, SO_REUSEPORT, 1);
   if (!err && family == AF_INET6) err = set_int_opt(fd, IPPROTO_IPV6, IPV6_V6ONLY, v6only);
   if (!err) err = cgnet__bind_to_device(fd, o);

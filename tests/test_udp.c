@@ -211,6 +211,14 @@ static void test_send_to(void **state) {
     expect_dgram(fds[i], "engine");
     close(fds[i]);
   }
+  /* A second single-loop engine cannot take the port: no SO_REUSEADDR on unicast UDP.
+   * (Another SO_REUSEPORT socket of the same user could join the group, as with TCP.) */
+  char busy[64];
+  snprintf(busy, sizeof busy, "udp://127.0.0.1:%d", s.port);
+  const char *busy_addr[] = {busy};
+  cgnet_engine *eng2 = NULL;
+  cgnet_options o1 = {.num_loops = 1};
+  assert_rc(cgnet_engine_start(&h, busy_addr, 1, &o1, &eng2), CGNET_EADDRINUSE);
   struct sockaddr_in to = {.sin_family = AF_INET};
   assert_rc(cgnet_engine_send_to(s.eng, 1, (struct sockaddr *)&to, sizeof to, "x", 1),
             CGNET_EINVAL);

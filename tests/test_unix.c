@@ -114,7 +114,12 @@ static cgnet_handler unix_handler(tu_tracker *t) {
 static void run_echo(const char *addr, const char *path, int loops) {
   tu_tracker *t = tu_tracker_new();
   cgnet_handler h = unix_handler(t);
-  cgnet_options o = {.num_loops = loops, .lb = CGNET_LB_SOURCE_HASH};
+  /* loops < 0: that many loops with reuse_port (a Unix listener stays one, on loop 0,
+   * and the balancer still spreads its conns). */
+  cgnet_options o = {.num_loops = loops < 0 ? -loops : loops,
+                     .lb = CGNET_LB_SOURCE_HASH,
+                     .reuse_port = loops < 0};
+  loops = o.num_loops;
   tu_server s;
   const char *addrs[] = {addr};
   assert_rc(tu_server_start_at(&s, &h, addrs, 1, &o), 0);
@@ -332,6 +337,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       {"echo/path/loops=1", test_echo_path, dir_setup, dir_teardown, (void *)(intptr_t)1},
       {"echo/path/loops=4", test_echo_path, dir_setup, dir_teardown, (void *)(intptr_t)4},
+      {"echo/path/loops=3/reuse_port", test_echo_path, dir_setup, dir_teardown,
+       (void *)(intptr_t)-3},
       T(test_echo_abstract),
       T(test_stale_replaced),
       T(test_live_in_use),
