@@ -637,6 +637,12 @@ static void test_mixed(void **state) {
 #define T(f) cmocka_unit_test_setup_teardown(f, tu_setup, tu_teardown)
 
 int main(void) {
+  static char pattern[256];
+  const char *filter = getenv("CGNET_TEST_FILTER"); /* a substring of the test name */
+  if (filter) {
+    snprintf(pattern, sizeof pattern, "*%s*", filter);
+    cmocka_set_test_filter(pattern);
+  }
   const struct CMUnitTest tests[] = {
       {"echo/loops=1", test_echo, tu_setup, tu_teardown, (void *)(intptr_t)1},
       {"echo/loops=4", test_echo, tu_setup, tu_teardown, (void *)(intptr_t)4},
