@@ -1,11 +1,17 @@
 /*
- * echo — the smallest cgnet server: every byte a client sends comes straight back.
+ * echo — the smallest cgnet server: every byte a client sends comes straight back, and
+ * every UDP datagram goes back to its sender as one datagram.
  *
  *   build/examples/echo [ADDR...] [--loops N | --multicore] [--reuseport]
  *                       [--lb rr|lc|hash] [--et] [--quiet]
  *
- * ADDR defaults to tcp://127.0.0.1:9000. Port 0 lets the kernel pick a free port; the
- * first line on stdout says which one, so a script can read it:
+ * ADDR is any scheme, any mix: tcp://, tcp4://, tcp6://, udp://, udp4://, udp6://,
+ * unix:///path or unix://@abstract (default tcp://127.0.0.1:9000):
+ *
+ *   build/examples/echo udp://127.0.0.1:9001 unix:///tmp/echo.sock tcp://127.0.0.1:9000
+ *
+ * Port 0 lets the kernel pick a free port; the first line on stdout says which one, so
+ * a script can read it:
  *
  *   echo: listening on tcp://127.0.0.1:41234 (2 loops)
  *
@@ -23,27 +29,37 @@
 
 static int quiet; /* --quiet: no line per connection */
 
+/* The peer's address; a Unix client usually has none (it did not bind a path). */
+static const char *peer(cgnet_conn *c) {
+  const char *r = cgnet_conn_remote_addr_string(c);
+  return r[0] ? r : "unix peer";
+}
+
 /* A client connected. Runs on the loop thread that now owns the connection. */
 static cgnet_action on_open(cgnet_conn *c) {
-  if (!quiet) fprintf(stderr, "echo: open  %s\n", cgnet_conn_remote_addr_string(c));
+  if (!quiet) fprintf(stderr, "echo: open  %s\n", peer(c));
   return CGNET_NONE;
 }
 
 /* Bytes arrived: take everything buffered and write it back. cgnet_conn_next consumes
  * the bytes and points into cgnet's buffer (valid until we return); cgnet_conn_write
- * copies them into the outbound queue, which cgnet flushes before the loop sleeps. */
+ * copies them into the outbound queue, which cgnet flushes before the loop sleeps.
+ * For UDP, c is the datagram (its remote address is the sender) and the write is one
+ * datagram back to the sender; an empty datagram is echoed too. */
 static cgnet_action on_traffic(cgnet_conn *c) {
   const uint8_t *p;
   size_t n = cgnet_conn_next(c, 0, &p);
+  if (cgnet_conn_is_datagram(c)) {
+    (void)cgnet_conn_write(c, p, n); /* a dropped datagram is UDP's normal life */
+    return CGNET_NONE;
+  }
   if (n > 0 && cgnet_conn_write(c, p, n) != 0) return CGNET_CLOSE;
   return CGNET_NONE;
 }
 
 /* The connection is gone; `reason` says why (CGNET_EOF: the client hung up). */
 static cgnet_action on_close(cgnet_conn *c, int reason) {
-  if (!quiet)
-    fprintf(stderr, "echo: close %s (%s)\n", cgnet_conn_remote_addr_string(c),
-            cgnet_strerror(reason));
+  if (!quiet) fprintf(stderr, "echo: close %s (%s)\n", peer(c), cgnet_strerror(reason));
   return CGNET_NONE;
 }
 
@@ -70,17 +86,19 @@ static void *stop_on_signal(void *arg) {
 }
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: echo [ADDR...] [--loops N | --multicore] [--reuseport]\n"
-             "            [--lb rr|lc|hash] [--et] [--quiet]\n"
-             "  ADDR         tcp://HOST:PORT, tcp4://..., tcp6://[::1]:PORT\n"
-             "               (default tcp://127.0.0.1:9000; port 0 picks a free port)\n"
-             "  --loops N    N event loops (default 1)\n"
-             "  --multicore  one event loop per CPU\n"
-             "  --reuseport  one SO_REUSEPORT listener per loop\n"
-             "  --lb ALG     hand new conns to loops round-robin (rr, default), to the\n"
-             "               least loaded (lc) or by a hash of the peer address (hash)\n"
-             "  --et         edge-triggered epoll\n"
-             "  --quiet      no line per connection\n");
+  fprintf(
+      f, "usage: echo [ADDR...] [--loops N | --multicore] [--reuseport]\n"
+         "            [--lb rr|lc|hash] [--et] [--quiet]\n"
+         "  ADDR         tcp://HOST:PORT, tcp4://..., tcp6://[::1]:PORT, udp://HOST:PORT,\n"
+         "               udp4://..., udp6://..., unix:///PATH, unix://@NAME (any mix;\n"
+         "               default tcp://127.0.0.1:9000; port 0 picks a free port)\n"
+         "  --loops N    N event loops (default 1)\n"
+         "  --multicore  one event loop per CPU\n"
+         "  --reuseport  one SO_REUSEPORT listener per loop\n"
+         "  --lb ALG     hand new conns to loops round-robin (rr, default), to the\n"
+         "               least loaded (lc) or by a hash of the peer address (hash)\n"
+         "  --et         edge-triggered epoll\n"
+         "  --quiet      no line per connection\n");
 }
 
 #define MAX_ADDRS 16
@@ -129,8 +147,9 @@ static int parse_args(int argc, char **argv, cgnet_options *opts, const char **a
   return 0;
 }
 
-/* "echo: listening on tcp://127.0.0.1:41234 (2 loops)", with the ports actually bound. */
-static void print_listening(cgnet_engine *eng) {
+/* "echo: listening on tcp://127.0.0.1:41234 (2 loops)", with the ports actually bound.
+ * The scheme is the one the user gave (up to "://"). */
+static void print_listening(cgnet_engine *eng, const char *const *addrs) {
   printf("echo: listening on");
   for (size_t i = 0; i < cgnet_engine_num_listeners(eng); i++) {
     struct sockaddr_storage ss;
@@ -138,7 +157,9 @@ static void print_listening(cgnet_engine *eng) {
     char host[128] = "?";
     if (cgnet_engine_listen_addr(eng, i, (struct sockaddr *)&ss, &len) == 0)
       cgnet_format_addr((struct sockaddr *)&ss, len, host, sizeof host);
-    printf("%s tcp://%s", i ? "," : "", host);
+    const char *sep = strstr(addrs[i], "://");
+    int scheme = sep ? (int)(sep - addrs[i]) : 3;
+    printf("%s %.*s://%s", i ? "," : "", scheme, sep ? addrs[i] : "tcp", host);
   }
   int loops = cgnet_engine_num_loops(eng);
   printf(" (%d loop%s)\n", loops, loops == 1 ? "" : "s");
@@ -171,7 +192,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "echo: cannot start: %s\n", cgnet_strerror(err));
     return 1;
   }
-  print_listening(stopper.eng);
+  print_listening(stopper.eng, addrs);
 
   pthread_t stopper_thread;
   if (pthread_create(&stopper_thread, NULL, stop_on_signal, &stopper) != 0) {

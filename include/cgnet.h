@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 #ifdef __cplusplus
@@ -278,6 +279,15 @@ typedef struct cgnet_options {
    * streaming out while it reads the answers would otherwise deadlock against a server
    * doing the same; it paces itself with cgnet_conn_writable / on_writable_changed). */
   cgnet_toggle read_backpressure;
+
+  /* UDP multicast: when a udp address's host is a multicast group ("udp://239.1.2.3:5000",
+   * "udp6://[ff02::1234]:5000"), the socket binds the group and port and joins the
+   * group on this interface index (0: the kernel's choice; IPv4 IP_ADD_MEMBERSHIP with
+   * ip_mreqn, IPv6 IPV6_ADD_MEMBERSHIP). See "Datagrams" below. */
+  int multicast_interface_index;
+  /* SO_BINDTODEVICE with this interface name ("lo", "eth0") on every TCP listener and
+   * UDP socket (NULL: none). The kernel may require CAP_NET_RAW (CGNET_EPERM). */
+  const char *bind_to_device;
 } cgnet_options;
 
 /* ------------------------------------------------------------------------------------ */
@@ -286,9 +296,24 @@ typedef struct cgnet_options {
 
 /*
  * Parse and bind every address, create the loops, call on_boot, and start the loop
- * threads; returns at once with *out set. Addresses: "tcp://:9000", "tcp://127.0.0.1:9000",
- * "tcp4://host:port", "tcp6://[::1]:9000" (port 0 picks a free port; see
- * cgnet_engine_listen_addr). `opts` may be NULL. The handler table is copied.
+ * threads; returns at once with *out set. Addresses (any mix, served by the same loops):
+ *   "tcp://:9000", "tcp://127.0.0.1:9000", "tcp://[::]:9000"   TCP; an empty host or
+ *        [::] is dual-stack ([::] with IPV6_V6ONLY off) where the system allows it
+ *   "tcp4://host:port", "tcp6://[::1]:9000"   IPv4 only / IPv6 only (IPV6_V6ONLY on)
+ *   "udp://...", "udp4://...", "udp6://..."   UDP, same host forms (see "Datagrams")
+ *   "unix:///run/app.sock"   a Unix stream socket at /run/app.sock; "unix://rel.sock" is
+ *        relative to the working directory; "unix://@name" is the abstract name "name"
+ * Port 0 picks a free port (see cgnet_engine_listen_addr). `opts` may be NULL. The
+ * handler table is copied.
+ *
+ * Unix sockets behave like TCP conns for every event and call, except the TCP-only
+ * controls (nodelay, keep-alive: CGNET_EUNSUPPORTED; the engine's TCP defaults are not
+ * applied). A Unix address always has one listener, on loop 0, even with reuse_port; its
+ * conns are handed to loops by the load balancer (source-hash falls back to round-robin
+ * for them). At start a socket file left behind by a dead server (connect() refused) is
+ * replaced; a live server on the path, or a file that is not a socket, gives
+ * CGNET_EADDRINUSE. The file is removed when the engine stops, if it is still the one we
+ * bound. An abstract name has no file.
  * Errors: malformed address (CGNET_EBADSCHEME, EBADADDR, EBADPORT, EADDRFAMILY, ERESOLVE),
  * invalid options (CGNET_EINVAL), bind errors (CGNET_EADDRINUSE, ...). Any thread.
  */
@@ -336,8 +361,79 @@ CGNET_API size_t cgnet_engine_num_listeners(const cgnet_engine *eng);
 CGNET_API int cgnet_engine_listen_addr(const cgnet_engine *eng, size_t i,
                                        struct sockaddr *sa, socklen_t *len);
 
-/* Port of listener i, or a negative error. Any thread. */
+/* Port of listener i, or a negative error (CGNET_EAFNOSUPPORT for a Unix address). Any
+ * thread. */
 CGNET_API int cgnet_engine_listen_port(const cgnet_engine *eng, size_t i);
+
+/* ------------------------------------------------------------------------------------ */
+/* Datagrams (udp://, udp4://, udp6://)                                                 */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * Every loop has its own socket for each udp address (an SO_REUSEPORT group, so the
+ * kernel spreads senders over the loops; port 0 is picked by the first bind); a
+ * multicast group address gets one socket, on loop 0. A loop receives with recvmmsg,
+ * up to 16 datagrams per call, into slots of min(read_buffer_cap, 64 KiB) bytes; a
+ * datagram larger than a slot is dropped and counted (dropped_truncated, and a warning
+ * at most once a second), never delivered cut short.
+ *
+ * Each datagram calls on_traffic with the socket's datagram conn
+ * (cgnet_conn_is_datagram() is 1): its remote address is the sender, its inbound bytes
+ * are exactly the datagram (read with peek/next/read as usual), and whatever is left
+ * unconsumed is dropped when on_traffic returns. There is no on_open/on_close for
+ * datagrams. SHUTDOWN stops the engine (no further datagram of the batch is delivered);
+ * CLOSE is ignored.
+ *
+ * The datagram conn is valid only during that on_traffic call: do not keep it, and do
+ * not use cgnet_conn_ref on it (it returns c but takes no reference; unref does
+ * nothing). cgnet_conn_write sends one datagram to the sender; cgnet_conn_send_to sends
+ * one anywhere. Both copy the bytes into the socket's send queue, which goes out with
+ * sendmmsg after the batch of received datagrams (cgnet_conn_flush sends it at once).
+ * If the socket is full (EAGAIN) the rest waits for EPOLLOUT; the queue holds at most
+ * write_buffer_limit bytes, past which writes fail with CGNET_ENOBUFS. Errors known when
+ * queueing are returned: CGNET_EMSGSIZE (longer than a UDP datagram can be) and
+ * CGNET_EAFNOSUPPORT (an IPv6 destination on an IPv4 socket, or the reverse). Errors the
+ * kernel reports later for one datagram (EMSGSIZE from the path MTU, ENETUNREACH,
+ * ECONNREFUSED, ...) drop that datagram: they are logged (at most once a second) and
+ * counted in dropped_send.
+ *
+ * On a datagram conn these return CGNET_EUNSUPPORTED: writev, shutdown_write,
+ * pause/resume_read, the per-conn timeouts, nodelay, keepalive, linger, close, the async
+ * calls (async_write*, wake, async_close) and cgnet_conn_peer_cred; cgnet_conn_timer_new
+ * returns NULL. set_recv_buffer/set_send_buffer work and change the loop's socket.
+ * Options: socket_recv_buffer/socket_send_buffer size every UDP socket,
+ * bind_to_device and multicast_interface_index apply as documented with them.
+ */
+
+/* Non-zero for a datagram conn (a server's per-datagram conn, or a client's udp:// conn
+ * once it has opened). Loop thread. */
+CGNET_API int cgnet_conn_is_datagram(const cgnet_conn *c);
+
+/* Send one datagram from c's socket to `to`. Loop thread, during the datagram's
+ * on_traffic. 0 (queued), CGNET_EUNSUPPORTED on a stream conn, or an error as above. */
+CGNET_API int cgnet_conn_send_to(cgnet_conn *c, const struct sockaddr *to, socklen_t tolen,
+                                 const void *data, size_t len);
+
+/* Send one datagram to `to` from the socket of udp address `listener` (the calling
+ * loop's socket when called on one of the engine's loops, else loop 0's), with one
+ * sendto() now. Any thread, until cgnet_engine_free. 0, CGNET_EINVAL (listener is not
+ * a udp address), CGNET_EAGAIN (the socket buffer is full), CGNET_EMSGSIZE, or the
+ * send error. */
+CGNET_API int cgnet_engine_send_to(cgnet_engine *eng, size_t listener,
+                                   const struct sockaddr *to, socklen_t tolen,
+                                   const void *data, size_t len);
+
+/* Datagram counters of the whole engine, since start. Any thread. */
+typedef struct cgnet_datagram_stats {
+  uint64_t received;          /* datagrams delivered to on_traffic */
+  uint64_t recv_calls;        /* recvmmsg calls that returned at least one datagram */
+  uint64_t sent;              /* datagrams the kernel accepted from the send queues */
+  uint64_t send_calls;        /* sendmmsg calls that sent at least one */
+  uint64_t dropped_truncated; /* received datagrams larger than a slot */
+  uint64_t dropped_send;      /* queued datagrams the kernel refused */
+} cgnet_datagram_stats;
+CGNET_API void cgnet_engine_datagram_stats(const cgnet_engine *eng,
+                                           cgnet_datagram_stats *out);
 
 /* ------------------------------------------------------------------------------------ */
 /* Loops                                                                                */
@@ -505,7 +601,8 @@ CGNET_API cgnet_engine *cgnet_conn_engine(const cgnet_conn *c);
 CGNET_API int cgnet_conn_fd(const cgnet_conn *c);
 
 /* Local and remote addresses. The sockaddr pointers stay valid for the conn's life. The
- * string form is "1.2.3.4:80" or "[::1]:80". Loop thread. */
+ * string form is that of cgnet_format_addr ("1.2.3.4:80", "[::1]:80", a Unix path, or ""
+ * for an unnamed Unix peer). Loop thread. */
 CGNET_API const struct sockaddr *cgnet_conn_local_addr(const cgnet_conn *c, socklen_t *len);
 CGNET_API const struct sockaddr *cgnet_conn_remote_addr(const cgnet_conn *c,
                                                         socklen_t *len);
@@ -521,6 +618,10 @@ CGNET_API int cgnet_conn_set_keepalive(cgnet_conn *c, int idle_s, int interval_s
 CGNET_API int cgnet_conn_set_linger(cgnet_conn *c, int seconds);
 CGNET_API int cgnet_conn_set_recv_buffer(cgnet_conn *c, int bytes);
 CGNET_API int cgnet_conn_set_send_buffer(cgnet_conn *c, int bytes);
+
+/* The peer's process, user and group at connect time (SO_PEERCRED) of a Unix conn; a
+ * NULL pointer is skipped. CGNET_EUNSUPPORTED on any other conn. Loop thread. */
+CGNET_API int cgnet_conn_peer_cred(const cgnet_conn *c, pid_t *pid, uid_t *uid, gid_t *gid);
 
 /* ------------------------------------------------------------------------------------ */
 /* Timers (loop thread)                                                                 */
@@ -602,7 +703,7 @@ CGNET_API int cgnet_client_new_on(cgnet_engine *eng, const cgnet_handler *handle
 
 /*
  * Start connecting to `addr` ("tcp://127.0.0.1:9000", "tcp6://[::1]:80",
- * "tcp://example.org:80", and where the build has them "udp://...", "unix:///path") without
+ * "tcp://example.org:80", "udp://127.0.0.1:9001", "unix:///path", "unix://@name") without
  * blocking: returns at once; on_open runs on the conn's loop once connected, or on_close
  * with the error. timeout_ms bounds the connect (0: no bound but the system's); on expiry
  * the dial fails with CGNET_ETIMEDOUT. `ctx` becomes the conn's context before any
@@ -615,6 +716,17 @@ CGNET_API int cgnet_client_new_on(cgnet_engine *eng, const cgnet_handler *handle
  * Returns 0, or an error for a malformed address (CGNET_EBADSCHEME, CGNET_EBADADDR, ...),
  * CGNET_ESHUTDOWN (client or engine stopping) or CGNET_ENOMEM; after 0, the outcome
  * always comes as on_open or on_close. Any thread.
+ *
+ * Per scheme: tcp waits for the handshake (the timeout applies). unix connects at once
+ * or fails at once (CGNET_ENOENT: no such path; CGNET_ECONNREFUSED: a socket file nobody
+ * listens on; CGNET_EAGAIN: the listener's backlog is full). udp "connects" at once (it
+ * only fixes the peer) and gives a connected datagram conn (cgnet_conn_is_datagram):
+ * every on_traffic is one datagram (what is left unread of it is dropped), every
+ * cgnet_conn_write / writev sends one datagram at once (CGNET_EAGAIN if the socket
+ * buffer is full, CGNET_EMSGSIZE if too long), shutdown_write is CGNET_EUNSUPPORTED, and
+ * an ICMP "port unreachable" for an earlier datagram closes the conn with
+ * CGNET_ECONNREFUSED. Unlike a server's datagram conn, it is a real conn: on_open,
+ * on_close, timeouts, timers and the any-thread calls all work.
  */
 CGNET_API int cgnet_client_dial(cgnet_client *cl, const char *addr, uint64_t timeout_ms,
                                 void *ctx, cgnet_conn **out);
@@ -625,9 +737,10 @@ CGNET_API int cgnet_client_dial(cgnet_client *cl, const char *addr, uint64_t tim
 CGNET_API int cgnet_client_dial_wait(cgnet_client *cl, const char *addr,
                                      uint64_t timeout_ms, void *ctx, cgnet_conn **out);
 
-/* Take over `fd`, an already-connected socket (stream, or a connected datagram socket
- * where the build supports them): it is made non-blocking and on_open runs on a loop.
- * cgnet owns fd from here on, even when this fails. `out` as for dial. Any thread. */
+/* Take over `fd`, an already-connected socket (a stream socket, or a datagram socket
+ * whose peer connect() fixed; CGNET_ENOTCONN otherwise): it is made non-blocking and
+ * on_open runs on a loop. cgnet owns fd from here on, even when this fails (it is
+ * closed). `out` as for dial. Any thread. */
 CGNET_API int cgnet_client_enroll(cgnet_client *cl, int fd, void *ctx, cgnet_conn **out);
 
 /* Conns of this client open right now (dialing ones included). Any thread. */
@@ -654,8 +767,10 @@ CGNET_API int cgnet_client_free(cgnet_client *cl, uint64_t timeout_ms);
 /* Addresses                                                                            */
 /* ------------------------------------------------------------------------------------ */
 
-/* Format a socket address as "1.2.3.4:80" / "[::1]:80" into buf (NUL-terminated).
- * Returns the length, or a negative error. Any thread. */
+/* Format a socket address into buf (NUL-terminated): "1.2.3.4:80", "[::1]:80", a Unix
+ * path "/run/app.sock", "@name" for an abstract Unix name, and "" (length 0) for an
+ * unnamed Unix peer (a client that did not bind). Returns the length, or a negative
+ * error (CGNET_ENOBUFS: cap too small). Any thread. */
 CGNET_API int cgnet_format_addr(const struct sockaddr *sa, socklen_t len, char *buf,
                                 size_t cap);
 

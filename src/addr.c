@@ -11,7 +11,9 @@
 #include <net/if.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <string.h>
+#include <sys/un.h>
 
 #include "cgnet.h"
 
@@ -24,10 +26,18 @@ typedef struct scheme {
 } scheme;
 
 static const scheme schemes[] = {
-    {"tcp://", 6, CGNET__NET_TCP},
-    {"tcp4://", 7, CGNET__NET_TCP4},
-    {"tcp6://", 7, CGNET__NET_TCP6},
+    {"tcp://", 6, CGNET__NET_TCP},   {"tcp4://", 7, CGNET__NET_TCP4},
+    {"tcp6://", 7, CGNET__NET_TCP6}, {"udp://", 6, CGNET__NET_UDP},
+    {"udp4://", 7, CGNET__NET_UDP4}, {"udp6://", 7, CGNET__NET_UDP6},
+    {"unix://", 7, CGNET__NET_UNIX},
 };
+
+/* The family a scheme restricts the host to: 4, 6, or 0 (either). */
+static int net_only(cgnet__net net) {
+  if (net == CGNET__NET_TCP4 || net == CGNET__NET_UDP4) return 4;
+  if (net == CGNET__NET_TCP6 || net == CGNET__NET_UDP6) return 6;
+  return 0;
+}
 
 static int parse_scheme(const char *str, cgnet__net *net, const char **rest) {
   for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
@@ -95,7 +105,7 @@ static void set_v6(cgnet__addr *out, const struct in6_addr *ip, uint32_t scope,
   sin6->sin6_addr = *ip;
   sin6->sin6_scope_id = scope;
   out->salen = sizeof(*sin6);
-  out->v6only = out->net == CGNET__NET_TCP6;
+  out->v6only = net_only(out->net) == 6;
 }
 
 /* A zone id: an interface name or a decimal index. */
@@ -128,7 +138,7 @@ static int parse_v6_literal(char *host, uint16_t port, cgnet__addr *out) {
   }
   struct in6_addr ip6;
   if (inet_pton(AF_INET6, host, &ip6) != 1) return CGNET_EBADADDR;
-  if (out->net == CGNET__NET_TCP4) return CGNET_EADDRFAMILY;
+  if (net_only(out->net) == 4) return CGNET_EADDRFAMILY;
   set_v6(out, &ip6, scope, port);
   return 0;
 }
@@ -141,21 +151,20 @@ static int is_name_char(char c) {
 static int resolve(const char *host, uint16_t port, cgnet__addr *out) {
   struct addrinfo hints, *res = NULL;
   memset(&hints, 0, sizeof(hints));
-  hints.ai_family = out->net == CGNET__NET_TCP4   ? AF_INET
-                    : out->net == CGNET__NET_TCP6 ? AF_INET6
-                                                  : AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
+  int only = net_only(out->net);
+  hints.ai_family = only == 4 ? AF_INET : only == 6 ? AF_INET6 : AF_UNSPEC;
+  hints.ai_socktype = out->socktype;
   int rc = getaddrinfo(host, NULL, &hints, &res);
   if (rc != 0) return rc == EAI_MEMORY ? CGNET_ENOMEM : CGNET_ERESOLVE;
   rc = CGNET_ERESOLVE;
   for (const struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-    if (ai->ai_family == AF_INET && out->net != CGNET__NET_TCP6 &&
+    if (ai->ai_family == AF_INET && only != 6 &&
         ai->ai_addrlen >= sizeof(struct sockaddr_in)) {
       set_v4(out, &((const struct sockaddr_in *)(const void *)ai->ai_addr)->sin_addr, port);
       rc = 0;
       break;
     }
-    if (ai->ai_family == AF_INET6 && out->net != CGNET__NET_TCP4 &&
+    if (ai->ai_family == AF_INET6 && only != 4 &&
         ai->ai_addrlen >= sizeof(struct sockaddr_in6)) {
       const struct sockaddr_in6 *s6 =
           (const struct sockaddr_in6 *)(const void *)ai->ai_addr;
@@ -173,12 +182,12 @@ static int parse_host(char *host, int bracketed, uint16_t port, cgnet__addr *out
 
   if (host[0] == '\0') { /* every address */
     out->wildcard = 1;
-    if (out->net == CGNET__NET_TCP4) {
+    if (net_only(out->net) == 4) {
       struct in_addr any = {htonl(INADDR_ANY)};
       set_v4(out, &any, port);
     } else {
       set_v6(out, &in6addr_any, 0, port);
-      out->dual_stack = out->net == CGNET__NET_TCP;
+      out->dual_stack = net_only(out->net) == 0;
     }
     return 0;
   }
@@ -193,11 +202,31 @@ static int parse_host(char *host, int bracketed, uint16_t port, cgnet__addr *out
   if (host[strspn(host, "0123456789.")] == '\0') {
     struct in_addr ip4;
     if (inet_pton(AF_INET, host, &ip4) != 1) return CGNET_EBADADDR;
-    if (out->net == CGNET__NET_TCP6) return CGNET_EADDRFAMILY;
+    if (net_only(out->net) == 6) return CGNET_EADDRFAMILY;
     set_v4(out, &ip4, port);
     return 0;
   }
   return resolve(host, port, out);
+}
+
+/* "unix://PATH" or "unix://@NAME": the rest after "unix://" goes into a sockaddr_un. */
+static int parse_unix(const char *rest, cgnet__addr *out) {
+  struct sockaddr_un *sun = (struct sockaddr_un *)&out->sa;
+  size_t n = strlen(rest);
+  sun->sun_family = AF_UNIX;
+  if (rest[0] == '@') { /* abstract: leading NUL, no trailing NUL */
+    if (n == 1) return CGNET_EBADADDR;
+    if (n > sizeof sun->sun_path) return CGNET_ENAMETOOLONG; /* '@' becomes the NUL */
+    memcpy(sun->sun_path + 1, rest + 1, n - 1);
+    out->salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+    out->abstract = 1;
+    return 0;
+  }
+  if (n == 0) return CGNET_EBADADDR;
+  if (n >= sizeof sun->sun_path) return CGNET_ENAMETOOLONG; /* room for the NUL */
+  memcpy(sun->sun_path, rest, n + 1);
+  out->salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+  return 0;
 }
 
 int cgnet__addr_parse(const char *str, cgnet__addr *out) {
@@ -209,6 +238,13 @@ int cgnet__addr_parse(const char *str, cgnet__addr *out) {
   const char *rest;
   int rc = parse_scheme(str, &net, &rest);
   if (rc) return rc;
+  if (net == CGNET__NET_UNIX) {
+    out->net = net;
+    out->socktype = SOCK_STREAM;
+    rc = parse_unix(rest, out);
+    if (rc) memset(out, 0, sizeof(*out));
+    return rc;
+  }
 
   const char *hbeg, *ptext;
   size_t hlen;
@@ -225,6 +261,10 @@ int cgnet__addr_parse(const char *str, cgnet__addr *out) {
   memcpy(host, hbeg, hlen);
   host[hlen] = '\0';
   out->net = net;
+  out->socktype =
+      (net == CGNET__NET_UDP || net == CGNET__NET_UDP4 || net == CGNET__NET_UDP6)
+          ? SOCK_DGRAM
+          : SOCK_STREAM;
   rc = parse_host(host, bracketed, port, out);
   if (rc) memset(out, 0, sizeof(*out));
   return rc;

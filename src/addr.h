@@ -8,20 +8,36 @@ typedef enum cgnet__net {
   CGNET__NET_TCP = 1, /* tcp://  : IPv4 or IPv6 */
   CGNET__NET_TCP4,    /* tcp4:// : IPv4 only */
   CGNET__NET_TCP6,    /* tcp6:// : IPv6 only (IPV6_V6ONLY) */
+  CGNET__NET_UDP,     /* udp://  : IPv4 or IPv6 */
+  CGNET__NET_UDP4,    /* udp4:// : IPv4 only */
+  CGNET__NET_UDP6,    /* udp6:// : IPv6 only (IPV6_V6ONLY) */
+  CGNET__NET_UNIX,    /* unix:// : a stream Unix domain socket (a path, or @abstract) */
 } cgnet__net;
 
 typedef struct cgnet__addr {
   cgnet__net net;
-  struct sockaddr_storage sa; /* AF_INET or AF_INET6, port in network order */
+  int socktype; /* SOCK_STREAM (tcp*, unix) or SOCK_DGRAM (udp*) */
+  /* AF_INET or AF_INET6 with the port in network order, or AF_UNIX (a sockaddr_un: a
+   * NUL-terminated path, or for an abstract name a leading NUL and no trailing one, with
+   * salen = offsetof(sun_path) + 1 + the name's length). */
+  struct sockaddr_storage sa;
   socklen_t salen;
-  int v6only;     /* set IPV6_V6ONLY on an AF_INET6 socket (tcp6) */
+  int v6only;     /* set IPV6_V6ONLY on an AF_INET6 socket (tcp6, udp6) */
   int wildcard;   /* the host was empty: bind to every address */
-  int dual_stack; /* tcp:// with empty host: bind [::] with v6only off; a caller may fall
-                     back to 0.0.0.0 when the system has no IPv6 */
+  int dual_stack; /* tcp:// or udp:// with empty host: bind [::] with v6only off; a caller
+                     may fall back to 0.0.0.0 when the system has no IPv6 */
+  int abstract;   /* unix://@name: Linux abstract namespace, no file */
 } cgnet__addr;
 
 /*
- * Parse "SCHEME://HOST:PORT". Schemes: tcp, tcp4, tcp6 (lower case). HOST: empty (every
+ * Parse "SCHEME://HOST:PORT" or "unix://PATH". Schemes: tcp, tcp4, tcp6, udp, udp4, udp6,
+ * unix (lower case). The udp forms take the same HOST:PORT grammar as their tcp twins.
+ * unix://PATH: everything after "//" is the path, taken verbatim ("unix:///tmp/s.sock" is
+ * /tmp/s.sock; a relative path such as "unix://run/s.sock" is allowed, as in Go, and is
+ * relative to the working directory at bind time); "unix://@name" is the abstract name
+ * "name". An empty path or name is CGNET_EBADADDR; one that does not fit sun_path (107
+ * bytes of path plus its NUL; 107 bytes of abstract name) is CGNET_ENAMETOOLONG.
+ * For the IP schemes: HOST: empty (every
  * address), an IPv4 literal, a bracketed IPv6 literal ("[::1]", "[fe80::1%lo]"), or a host
  * name resolved with getaddrinfo (tcp4/tcp6 restrict the family). PORT: 0..65535 decimal.
  * Returns 0 or: CGNET_EBADSCHEME (NULL, no "://", unknown scheme), CGNET_EBADADDR

@@ -92,6 +92,7 @@ static int post(conn_task *ct) {
 int cgnet_conn_async_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt,
                             cgnet_write_done_fn done, void *ud) {
   if (!c || iovcnt < 0 || (iovcnt > 0 && !iov)) return CGNET_EINVAL;
+  CGNET__STREAM_ONLY(c);
   if (cgnet_conn_is_closed(c)) return CGNET_ECLOSED;
   size_t total = 0;
   for (int i = 0; i < iovcnt; i++)
@@ -124,6 +125,8 @@ int cgnet_conn_async_write_owned(cgnet_conn *c, void *data, size_t len,
   conn_task *ct = NULL;
   if (!c || !free_fn || (len && !data))
     err = CGNET_EINVAL;
+  else if (c->datagram)
+    err = CGNET_EUNSUPPORTED;
   else if (cgnet_conn_is_closed(c))
     err = CGNET_ECLOSED;
   else if (!(ct = new_task(c, OP_WRITE, 0)))
@@ -143,6 +146,7 @@ int cgnet_conn_async_write_owned(cgnet_conn *c, void *data, size_t len,
 
 int cgnet_conn_wake(cgnet_conn *c) {
   if (!c) return CGNET_EINVAL;
+  CGNET__STREAM_ONLY(c);
   if (cgnet_conn_is_closed(c)) return CGNET_ECLOSED;
   conn_task *ct = new_task(c, OP_WAKE, 0);
   if (!ct) return CGNET_ENOMEM;
@@ -151,6 +155,7 @@ int cgnet_conn_wake(cgnet_conn *c) {
 
 int cgnet_conn_async_close(cgnet_conn *c, cgnet_close_done_fn done, void *ud) {
   if (!c) return CGNET_EINVAL;
+  CGNET__STREAM_ONLY(c);
   if (cgnet_conn_is_closed(c)) return CGNET_ECLOSED;
   conn_task *ct = new_task(c, OP_CLOSE, 0);
   if (!ct) return CGNET_ENOMEM;

@@ -207,15 +207,29 @@ static void set_remote(cgnet_conn *c, const struct sockaddr_storage *sa, socklen
   c->remote_len = len;
 }
 
-/* Open a socket and start the non-blocking connect to `a`. */
+/*
+ * Open a socket and start the non-blocking connect to `a`. TCP answers EINPROGRESS (the
+ * loop then waits for writability); a Unix stream socket connects at once or fails
+ * (EAGAIN: the listener's backlog is full, reported as is); a UDP socket "connects" at
+ * once (it only fixes the peer), and becomes a connected datagram conn.
+ */
 static void start_connect(cgnet_conn *c, const cgnet__addr *a) {
   set_remote(c, &a->sa, a->salen);
-  int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int family = a->sa.ss_family;
+  int fd = socket(family, a->socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     cgnet__conn_close_now(c, -errno);
     return;
   }
-  if (a->sa.ss_family != AF_UNIX) cgnet__apply_conn_options(fd, c->o);
+  c->connected_dgram = a->socktype == SOCK_DGRAM;
+  if (c->connected_dgram) {
+    if (c->o->socket_recv_buffer > 0)
+      (void)cgnet__set_bufsize(fd, SO_RCVBUF, c->o->socket_recv_buffer);
+    if (c->o->socket_send_buffer > 0)
+      (void)cgnet__set_bufsize(fd, SO_SNDBUF, c->o->socket_send_buffer);
+  } else {
+    cgnet__apply_conn_options(fd, family, c->o);
+  }
   int rc;
   do {
     rc = connect(fd, (const struct sockaddr *)&a->sa, a->salen);
@@ -483,6 +497,13 @@ static void enroll_drop(cgnet__task *t) {
   free(e);
 }
 
+/* A datagram socket can be enrolled only once connect() has fixed its peer. */
+static bool dgram_is_connected(int fd) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  return getpeername(fd, (struct sockaddr *)&ss, &len) == 0;
+}
+
 int cgnet_client_enroll(cgnet_client *cl, int fd, void *ctx, cgnet_conn **out) {
   if (out) *out = NULL;
   if (fd < 0) return CGNET_EBADF;
@@ -495,8 +516,10 @@ int cgnet_client_enroll(cgnet_client *cl, int fd, void *ctx, cgnet_conn **out) {
     err = CGNET_ESHUTDOWN;
   else if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0)
     err = -errno;
-  else if (type != SOCK_STREAM)
+  else if (type != SOCK_STREAM && type != SOCK_DGRAM)
     err = CGNET_EPROTONOSUPPORT;
+  else if (type == SOCK_DGRAM && !dgram_is_connected(fd))
+    err = CGNET_ENOTCONN;
   else {
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) err = -errno;
@@ -515,6 +538,7 @@ int cgnet_client_enroll(cgnet_client *cl, int fd, void *ctx, cgnet_conn **out) {
   }
   socklen_t len = sizeof c->remote;
   if (getpeername(fd, (struct sockaddr *)&c->remote, &len) == 0) c->remote_len = len;
+  c->connected_dgram = type == SOCK_DGRAM;
   e->t.run = enroll_run;
   e->t.drop = enroll_drop;
   e->c = c;

@@ -70,7 +70,8 @@ static void settle_view(cgnet_conn *c) {
   size_t left = c->view_len - c->view_pos;
   c->view_set = false;
   if (c->view_is_rbuf) {
-    if (left && cgnet__buf_append(&c->in, &c->loop->pool, c->view + c->view_pos, left))
+    if (left && !c->connected_dgram && /* a datagram's unread rest is dropped */
+        cgnet__buf_append(&c->in, &c->loop->pool, c->view + c->view_pos, left))
       request_close(c, CGNET_ENOMEM);
   } else if (c->view_pos) {
     cgnet__buf_consume(&c->in, &c->loop->pool, c->view_pos);
@@ -227,6 +228,7 @@ static void call_on_open(cgnet_conn *c) {
 }
 
 static void update_interest(cgnet_conn *c);
+static void send_pending_dgrams(cgnet_conn *c);
 
 /* The socket is connected (accepted, enrolled, or a dial that completed): open. */
 static void open_connected(cgnet_conn *c) {
@@ -234,6 +236,7 @@ static void open_connected(cgnet_conn *c) {
   c->last_read_ms = c->last_write_ms = c->loop->now_ms;
   arm_timeouts(c);
   if (c->client) cgnet__client_conn_opened(c);
+  if (c->dgram_pending) send_pending_dgrams(c);
   call_on_open(c);
   if (c->closed) return;
   if (c->wake_on_open) {
@@ -342,8 +345,11 @@ static void on_peer_fin(cgnet_conn *c) {
 
 /* One read; returns the byte count, 0 when nothing more is to be read now, or -1 when
  * reading is over for now (closed, FIN, or paused by the callback). */
+static ssize_t read_datagram(cgnet_conn *c);
+
 static ssize_t read_once(cgnet_conn *c) {
   cgnet_loop *loop = c->loop;
+  if (c->connected_dgram) return read_datagram(c);
   ssize_t n;
   do {
     n = read(c->io.fd, loop->rbuf, loop->rbuf_cap);
@@ -390,10 +396,14 @@ static void read_edge(cgnet_conn *c) {
  * 290 ms to 10 ms. */
 static void read_level(cgnet_conn *c) {
   size_t budget = options_of(c)->read_chunk_limit, total = 0, cap = c->loop->rbuf_cap;
-  for (;;) {
+  for (int count = 1;; count++) {
     ssize_t n = read_once(c);
     if (n <= 0) return;
     total += (size_t)n;
+    if (c->connected_dgram) { /* every read is short: go on until EAGAIN, within limits */
+      if (count >= CGNET__DGRAM_BATCH || total >= budget) return;
+      continue;
+    }
     if ((size_t)n < cap || total >= budget) return;
   }
 }
@@ -406,6 +416,101 @@ void cgnet__conn_continue_read(cgnet_conn *c) {
   else
     read_level(c);
   flush_own_output(c);
+}
+
+/* ---- connected datagrams (a client's udp:// conns) ------------------------------------
+ */
+
+typedef struct cgnet__pending_dgram {
+  struct cgnet__pending_dgram *next;
+  size_t len;
+  uint8_t data[];
+} pending_dgram;
+
+/* One datagram in, or 0 when none is waiting, or -1 when reading is over for now. A
+ * returned count is the datagram's length + 1, so an empty datagram still counts as one. */
+static ssize_t read_datagram(cgnet_conn *c) {
+  cgnet_loop *loop = c->loop;
+  ssize_t n;
+  do {
+    n = recv(c->io.fd, loop->rbuf, loop->rbuf_cap, MSG_TRUNC);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    request_close(c, -errno); /* e.g. ECONNREFUSED: an ICMP port unreachable came back */
+    return -1;
+  }
+  c->last_read_ms = loop->now_ms;
+  if ((size_t)n > loop->rbuf_cap) { /* larger than read_buffer_cap: never deliver it cut */
+    cgnet__log(loop->eng, CGNET_LOG_DEBUG,
+               "datagram of %zd bytes dropped (read buffer %zu)", n, loop->rbuf_cap);
+    return 1;
+  }
+  deliver(c, loop->rbuf, (size_t)n);
+  return (c->closed || c->close_reason || !wants_read(c)) ? -1 : n + 1;
+}
+
+/* Send one datagram gathered from iov now; before the connect completes, keep a copy. */
+static int dgram_send(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
+  if (c->closed || c->close_reason) return CGNET_ECLOSED;
+  size_t len = 0;
+  for (int i = 0; i < iovcnt; i++)
+    len += iov[i].iov_len;
+  if (c->connecting) {
+    if (len > options_of(c)->write_buffer_limit - c->dgram_pending_bytes)
+      return CGNET_ENOBUFS;
+    pending_dgram *d = malloc(sizeof *d + len);
+    if (!d) return CGNET_ENOMEM;
+    d->next = NULL;
+    d->len = len;
+    size_t off = 0;
+    for (int i = 0; i < iovcnt; i++) {
+      if (iov[i].iov_len) memcpy(d->data + off, iov[i].iov_base, iov[i].iov_len);
+      off += iov[i].iov_len;
+    }
+    if (c->dgram_pending_tail)
+      c->dgram_pending_tail->next = d;
+    else
+      c->dgram_pending = d;
+    c->dgram_pending_tail = d;
+    c->dgram_pending_bytes += len;
+    return 0;
+  }
+  struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+  ssize_t n;
+  do {
+    n = sendmsg(c->io.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n >= 0) {
+    c->last_write_ms = c->loop->now_ms;
+    return 0;
+  }
+  int err = -errno;
+  if (err == CGNET_EAGAIN || err == CGNET_EMSGSIZE || err == CGNET_ENOBUFS) return err;
+  request_close(c, err); /* ECONNREFUSED and the like: the peer is not there */
+  return err;
+}
+
+static void free_pending_dgrams(cgnet_conn *c) {
+  while (c->dgram_pending) {
+    pending_dgram *d = c->dgram_pending;
+    c->dgram_pending = d->next;
+    free(d);
+  }
+  c->dgram_pending_tail = NULL;
+  c->dgram_pending_bytes = 0;
+}
+
+/* The connect completed: what was written meanwhile goes out, in order. */
+static void send_pending_dgrams(cgnet_conn *c) {
+  while (c->dgram_pending && !c->closed && !c->close_reason) {
+    pending_dgram *d = c->dgram_pending;
+    c->dgram_pending = d->next;
+    struct iovec iov = {.iov_base = d->data, .iov_len = d->len};
+    (void)dgram_send(c, &iov, 1);
+    free(d);
+  }
+  free_pending_dgrams(c);
 }
 
 /* ---- writing ------------------------------------------------------------------------- */
@@ -625,6 +730,7 @@ void cgnet__conn_close_now(cgnet_conn *c, int reason) {
       cgnet__engine_request_stop(loop->eng, CGNET__ACTION_STOP_TIMEOUT_MS, 0);
   }
   if (c->client) cgnet__client_conn_closed(c, reason);
+  free_pending_dgrams(c);
   cgnet__conn_free_timers(c);
   cgnet__buf_release(&c->in, &loop->pool);
   cgnet__outbuf_release(&c->out, &loop->pool);
@@ -638,11 +744,13 @@ void cgnet__conn_free(cgnet_conn *c) {
 }
 
 cgnet_conn *cgnet_conn_ref(cgnet_conn *c) {
+  if (c->datagram) return c; /* valid only during its callback: no reference */
   atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
   return c;
 }
 
 void cgnet_conn_unref(cgnet_conn *c) {
+  if (c->datagram) return;
   if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) free(c);
 }
 
@@ -740,6 +848,11 @@ static ssize_t write_direct(cgnet_conn *c, const void *data, size_t len) {
 }
 
 int cgnet_conn_write(cgnet_conn *c, const void *data, size_t len) {
+  if (c->datagram) return cgnet__dgram_conn_write(c, data, len);
+  if (c->connected_dgram) {
+    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+    return dgram_send(c, &iov, 1);
+  }
   int err = writable_or_error(c);
   if (err || len == 0) return err;
   if ((err = check_limit(c, len))) return err;
@@ -758,9 +871,11 @@ int cgnet_conn_write(cgnet_conn *c, const void *data, size_t len) {
 }
 
 int cgnet_conn_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
+  CGNET__STREAM_ONLY(c);
   int err = writable_or_error(c);
   if (err) return err;
   if (iovcnt < 0 || (iovcnt > 0 && !iov)) return CGNET_EINVAL;
+  if (c->connected_dgram) return dgram_send(c, iov, iovcnt); /* one datagram */
   size_t total = 0;
   for (int i = 0; i < iovcnt; i++)
     total += iov[i].iov_len;
@@ -774,9 +889,10 @@ int cgnet_conn_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
 }
 
 int cgnet_conn_flush(cgnet_conn *c) {
+  if (c->datagram) return cgnet__dgram_conn_flush(c);
   int err = writable_or_error(c);
   if (err) return err;
-  if (cgnet__outbuf_len(&c->out) == 0 || c->connecting) return 0;
+  if (cgnet__outbuf_len(&c->out) == 0 || c->connecting || c->connected_dgram) return 0;
   call_on_pre_write(c);
   if ((err = writable_or_error(c))) return err;
   err = write_out(c);
@@ -801,6 +917,8 @@ int cgnet_conn_writable(const cgnet_conn *c) {
 }
 
 int cgnet_conn_shutdown_write(cgnet_conn *c) {
+  CGNET__STREAM_ONLY(c);
+  if (c->connected_dgram) return CGNET_EUNSUPPORTED;
   if (c->closed || c->close_reason) return CGNET_ECLOSED;
   if (c->shut_wr_pending) return 0;
   c->shut_wr_pending = true;
@@ -816,6 +934,7 @@ static void reading_changed(cgnet_conn *c) {
 }
 
 int cgnet_conn_pause_read(cgnet_conn *c) {
+  CGNET__STREAM_ONLY(c);
   if (c->closed) return CGNET_ECLOSED;
   c->user_paused = true;
   reading_changed(c);
@@ -823,6 +942,7 @@ int cgnet_conn_pause_read(cgnet_conn *c) {
 }
 
 int cgnet_conn_resume_read(cgnet_conn *c) {
+  CGNET__STREAM_ONLY(c);
   if (c->closed) return CGNET_ECLOSED;
   c->user_paused = false;
   reading_changed(c);
@@ -830,6 +950,7 @@ int cgnet_conn_resume_read(cgnet_conn *c) {
 }
 
 static int set_timeout(cgnet_conn *c, uint64_t *field, uint64_t ms) {
+  CGNET__STREAM_ONLY(c);
   if (c->closed) return CGNET_ECLOSED;
   *field = ms;
   /* Count the new timeout from now, as a user setting it would expect. */
@@ -850,6 +971,7 @@ int cgnet_conn_set_write_timeout(cgnet_conn *c, uint64_t ms) {
 /* ---- public API: state and controls -------------------------------------------------- */
 
 int cgnet_conn_close(cgnet_conn *c) {
+  CGNET__STREAM_ONLY(c);
   if (c->closed || c->close_reason) return CGNET_ECLOSED;
   request_close(c, CGNET_ELOCALCLOSE);
   return 0;
@@ -907,17 +1029,29 @@ static int open_fd_or_error(const cgnet_conn *c) {
   return c->closed ? CGNET_ECLOSED : 0;
 }
 
+/* nodelay and keep-alive: TCP conns only. */
+static int open_tcp_or_error(const cgnet_conn *c) {
+  if (c->datagram || c->connected_dgram || c->remote.ss_family == AF_UNIX)
+    return CGNET_EUNSUPPORTED;
+  return open_fd_or_error(c);
+}
+
+int cgnet_conn_is_datagram(const cgnet_conn *c) {
+  return c->datagram || c->connected_dgram;
+}
+
 int cgnet_conn_set_nodelay(cgnet_conn *c, int on) {
-  int err = open_fd_or_error(c);
+  int err = open_tcp_or_error(c);
   return err ? err : cgnet__set_nodelay(c->io.fd, on);
 }
 
 int cgnet_conn_set_keepalive(cgnet_conn *c, int idle_s, int interval_s, int count) {
-  int err = open_fd_or_error(c);
+  int err = open_tcp_or_error(c);
   return err ? err : cgnet__set_keepalive(c->io.fd, idle_s, interval_s, count);
 }
 
 int cgnet_conn_set_linger(cgnet_conn *c, int seconds) {
+  CGNET__STREAM_ONLY(c);
   int err = open_fd_or_error(c);
   return err ? err : cgnet__set_linger(c->io.fd, seconds);
 }

@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "addr.h"
 #include "buffer.h"
@@ -33,6 +34,7 @@ typedef enum cgnet__kind {
   CGNET__KIND_CONN = 1,
   CGNET__KIND_LISTENER,
   CGNET__KIND_WAKE,
+  CGNET__KIND_UDP, /* a cgnet__udp (udp.c) */
 } cgnet__kind;
 
 typedef struct cgnet__io {
@@ -45,6 +47,11 @@ typedef struct cgnet__listener {
   size_t index; /* which address of the engine */
   cgnet_loop *loop;
   cgnet__tnode retry; /* out of descriptors: listening again when it fires */
+  /* A Unix listener's socket file as created by our bind (unix_file 0: none, e.g.
+   * abstract): removed at close only if the path still names this very file. */
+  int unix_file;
+  dev_t unix_dev;
+  ino_t unix_ino;
 } cgnet__listener;
 
 struct cgnet_timer {
@@ -69,7 +76,8 @@ struct cgnet__task {
   void (*drop)(cgnet__task *t);
 };
 
-#define CGNET__MAX_IOV 64 /* iovecs gathered per write */
+#define CGNET__MAX_IOV 64     /* iovecs gathered per write */
+#define CGNET__DGRAM_BATCH 64 /* datagrams read from a connected UDP conn per wake-up */
 /* Flush timeout of a graceful stop asked for by a callback's SHUTDOWN action. */
 #define CGNET__ACTION_STOP_TIMEOUT_MS 1000
 
@@ -105,6 +113,13 @@ struct cgnet_conn {
   bool read_closed;       /* half-open: the peer's FIN arrived */
   bool shut_wr_pending;   /* shutdown_write asked: FIN once output drains */
   bool shut_wr_done;
+  bool datagram; /* the per-socket datagram conn of a UDP socket (udp.c) */
+  /* A client's connected UDP socket: one read is one datagram (the unread rest is
+   * dropped), one write is one datagram sent at once. Writes made before the connect
+   * (a name still resolving) wait in dgram_pending. */
+  bool connected_dgram;
+  struct cgnet__pending_dgram *dgram_pending, *dgram_pending_tail;
+  size_t dgram_pending_bytes;
 
   /* Timeouts: one wheel node, armed at the earliest deadline; reads and writes only
    * stamp times, and the node re-arms itself lazily when it fires early. */
@@ -124,8 +139,8 @@ struct cgnet_conn {
   cgnet__outbuf out;
 
   struct sockaddr_storage remote, local;
-  socklen_t remote_len, local_len; /* local_len 0: not fetched yet */
-  char remote_str[64], local_str[64];
+  socklen_t remote_len, local_len;      /* local_len 0: not fetched yet */
+  char remote_str[112], local_str[112]; /* room for a Unix path (sun_path is 108) */
 };
 
 struct cgnet_loop {
@@ -154,6 +169,10 @@ struct cgnet_loop {
   cgnet__listener **listeners; /* owned by this loop (loop 0, or each with reuse_port) */
   size_t nlisteners;
   int reserve_fd; /* spare descriptor released to shed a connection on EMFILE */
+
+  struct cgnet__udp **udps; /* this loop's UDP sockets, one per udp address (udp.c) */
+  size_t nudps;
+  cgnet__list pending_udp; /* UDP sockets with queued datagrams: flushed before sleep */
 
   /* The loop's clock, read after every epoll_wait: timeouts and new timers count from
    * it. The wheel's own `now` is the last tick it processed, which lags behind while
@@ -257,6 +276,47 @@ void cgnet__conn_begin_stop(cgnet_conn *c);
 void cgnet__client_conn_opened(cgnet_conn *c);
 void cgnet__client_conn_closed(cgnet_conn *c, int reason);
 
+/* Calls that make sense only on a stream conn return CGNET_EUNSUPPORTED on a datagram
+ * conn. */
+#define CGNET__STREAM_ONLY(c)                                                              \
+  do {                                                                                     \
+    if (cgnet__unlikely((c)->datagram)) return CGNET_EUNSUPPORTED;                         \
+  } while (0)
+
+/* ---- udp.c ---- */
+typedef struct cgnet__udp cgnet__udp;
+/* A bound, non-blocking UDP socket for `a` (SO_REUSEPORT with several loops, multicast
+ * group joined), or a negative error. */
+int cgnet__udp_open(const cgnet__addr *a, const cgnet_options *o, int reuse_port);
+/* Adopt a UDP socket for address `index` (before the loop thread starts). */
+int cgnet__loop_add_udp(cgnet_loop *loop, size_t index, int fd);
+void cgnet__udp_on_ready(cgnet__udp *u, uint32_t flags);
+/* Queue one datagram (to == NULL: a connected socket) for the next sendmmsg. 0,
+ * CGNET_EMSGSIZE, CGNET_EAFNOSUPPORT, CGNET_ENOBUFS (over write_buffer_limit), or
+ * CGNET_ENOMEM. */
+int cgnet__dgram_queue(cgnet__udp *u, const struct sockaddr *to, socklen_t tolen,
+                       const void *data, size_t len);
+/* Send what is queued (sendmmsg); EAGAIN keeps the rest and arms write interest. */
+void cgnet__udp_flush(cgnet__udp *u);
+/* Before the loop sleeps: flush every socket in loop->pending_udp. */
+void cgnet__loop_flush_udp(cgnet_loop *loop);
+/* Engine stopping: stop receiving (the sockets stay open for cgnet_engine_send_to until
+ * the engine is freed). */
+void cgnet__loop_stop_udp(cgnet_loop *loop);
+/* Engine teardown: close and free the loop's UDP sockets. */
+void cgnet__loop_free_udp(cgnet_loop *loop);
+/* The datagram conn's operations (conn.c dispatches to them). */
+int cgnet__dgram_conn_write(cgnet_conn *c, const void *data, size_t len);
+int cgnet__dgram_conn_flush(cgnet_conn *c);
+
+/* ---- unix.c ---- */
+/* A bound, listening Unix socket for `a`, replacing a stale socket file; dev and ino get
+ * the identity of the file (file = 0 for an abstract name). A negative error. */
+int cgnet__unix_listen(const cgnet__addr *a, const cgnet_options *o, int *file, dev_t *dev,
+                       ino_t *ino);
+/* Remove the socket file of a closed Unix listener if it is still ours. */
+void cgnet__unix_unlink(const cgnet__addr *a, dev_t dev, ino_t ino);
+
 /* ---- timer.c (user timers) ---- */
 /* Stop and free the timers of a closing conn. */
 void cgnet__conn_free_timers(cgnet_conn *c);
@@ -265,7 +325,8 @@ void cgnet__loop_free_timers(cgnet_loop *loop);
 
 /* ---- socket.c ---- */
 int cgnet__listen(const cgnet__addr *a, const cgnet_options *o, int reuse_port);
-void cgnet__apply_conn_options(int fd, const cgnet_options *o);
+void cgnet__apply_conn_options(int fd, int family, const cgnet_options *o);
+int cgnet__bind_to_device(int fd, const cgnet_options *o);
 int cgnet__set_nodelay(int fd, int on);
 int cgnet__set_keepalive(int fd, int idle_s, int interval_s, int count);
 int cgnet__set_linger(int fd, int seconds);

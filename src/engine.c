@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "core.h"
@@ -80,30 +81,81 @@ int cgnet__normalize_options(const cgnet_options *in, cgnet_options *o) {
 static void set_port(struct sockaddr_storage *ss, uint16_t port_be) {
   if (ss->ss_family == AF_INET)
     ((struct sockaddr_in *)ss)->sin_port = port_be;
-  else
+  else if (ss->ss_family == AF_INET6)
     ((struct sockaddr_in6 *)ss)->sin6_port = port_be;
 }
 
 static uint16_t get_port(const struct sockaddr_storage *ss) {
   if (ss->ss_family == AF_INET) return ((const struct sockaddr_in *)ss)->sin_port;
-  return ((const struct sockaddr_in6 *)ss)->sin6_port;
+  if (ss->ss_family == AF_INET6) return ((const struct sockaddr_in6 *)ss)->sin6_port;
+  return 0;
 }
 
-/* Bind address i on one loop (or on every loop with reuse_port). Port 0 is resolved by
- * the first bind; the other loops' sockets then bind that same port. */
+static bool is_multicast(const cgnet__addr *a) {
+  if (a->sa.ss_family == AF_INET)
+    return IN_MULTICAST(ntohl(((const struct sockaddr_in *)&a->sa)->sin_addr.s_addr));
+  if (a->sa.ss_family == AF_INET6)
+    return IN6_IS_ADDR_MULTICAST(&((const struct sockaddr_in6 *)&a->sa)->sin6_addr);
+  return 0;
+}
+
+/* How many sockets address a gets: every loop has its own UDP socket (one SO_REUSEPORT
+ * group; a multicast group gets one socket, as the kernel would copy every datagram to
+ * each member of the group), and with reuse_port every loop its own TCP listener. A Unix
+ * listener is always one, on loop 0 (SO_REUSEPORT does not apply to it). */
+static int sockets_for(const cgnet_engine *eng, const cgnet__addr *a) {
+  if (a->socktype == SOCK_DGRAM) return is_multicast(a) ? 1 : eng->nloops;
+  if (a->net == CGNET__NET_UNIX) return 1;
+  return eng->o.reuse_port ? eng->nloops : 1;
+}
+
+static int add_unix_listener(cgnet_engine *eng, size_t i) {
+  int file = 0;
+  dev_t dev = 0;
+  ino_t ino = 0;
+  int fd = cgnet__unix_listen(&eng->addrs[i], &eng->o, &file, &dev, &ino);
+  if (fd < 0) return fd;
+  cgnet_loop *loop = &eng->loops[0];
+  size_t before = loop->nlisteners;
+  int err = cgnet__loop_add_listener(loop, i, fd);
+  if (loop->nlisteners == before) { /* not adopted */
+    close(fd);
+    if (file) cgnet__unix_unlink(&eng->addrs[i], dev, ino);
+    return err;
+  }
+  cgnet__listener *l = loop->listeners[before];
+  l->unix_file = file; /* set even on error: the loop closes fd and removes the file */
+  l->unix_dev = dev;
+  l->unix_ino = ino;
+  return err;
+}
+
+/* Bind address i on one loop or on every loop (sockets_for). Port 0 is resolved by the
+ * first bind; the other loops' sockets then bind that same port. */
 static int bind_address(cgnet_engine *eng, size_t i) {
   cgnet__addr a = eng->addrs[i];
-  int nsock = eng->o.reuse_port ? eng->nloops : 1;
-  for (int l = 0; l < nsock; l++) {
-    int fd = cgnet__listen(&a, &eng->o, eng->o.reuse_port);
+  bool dgram = a.socktype == SOCK_DGRAM;
+  int nsock = sockets_for(eng, &a);
+  if (a.net == CGNET__NET_UNIX) {
+    int err = add_unix_listener(eng, i);
+    if (err) return err;
+  }
+  for (int l = 0; l < nsock && a.net != CGNET__NET_UNIX; l++) {
+    int fd = dgram ? cgnet__udp_open(&a, &eng->o, nsock > 1)
+                   : cgnet__listen(&a, &eng->o, eng->o.reuse_port);
     if (fd < 0) return fd;
     if (l == 0) {
       eng->bound_len[i] = sizeof eng->bound[i];
       getsockname(fd, (struct sockaddr *)&eng->bound[i], &eng->bound_len[i]);
       set_port(&a.sa, get_port(&eng->bound[i]));
     }
-    int err = cgnet__loop_add_listener(&eng->loops[l], i, fd);
+    int err = dgram ? cgnet__loop_add_udp(&eng->loops[l], i, fd)
+                    : cgnet__loop_add_listener(&eng->loops[l], i, fd);
     if (err) return err; /* the loop owns fd now and closes it */
+  }
+  if (a.net == CGNET__NET_UNIX) {
+    eng->bound_len[i] = a.salen;
+    memcpy(&eng->bound[i], &a.sa, a.salen);
   }
   return 0;
 }
@@ -347,13 +399,32 @@ int cgnet_engine_listen_addr(const cgnet_engine *eng, size_t i, struct sockaddr 
 
 int cgnet_engine_listen_port(const cgnet_engine *eng, size_t i) {
   if (i >= eng->naddrs) return CGNET_EINVAL;
+  if (eng->bound[i].ss_family == AF_UNIX) return CGNET_EAFNOSUPPORT;
   return ntohs(get_port(&eng->bound[i]));
 }
 
 /* ---- addresses ----------------------------------------------------------------------- */
 
+/* A Unix address: the path, "@name" for an abstract one, "" for an unnamed peer. */
+static int format_unix(const struct sockaddr *sa, socklen_t len, char *buf, size_t cap) {
+  const struct sockaddr_un *sun = (const struct sockaddr_un *)(const void *)sa;
+  size_t off = offsetof(struct sockaddr_un, sun_path);
+  size_t n = len > off ? len - off : 0;
+  if (n > sizeof sun->sun_path) n = sizeof sun->sun_path;
+  if (n > 0 && sun->sun_path[0] != '\0') n = strnlen(sun->sun_path, n);
+  if (n >= cap) {
+    buf[0] = '\0';
+    return CGNET_ENOBUFS;
+  }
+  memcpy(buf, sun->sun_path, n);
+  if (n > 0 && buf[0] == '\0') buf[0] = '@';
+  buf[n] = '\0';
+  return (int)n;
+}
+
 int cgnet_format_addr(const struct sockaddr *sa, socklen_t len, char *buf, size_t cap) {
   if (!sa || !buf || cap == 0) return CGNET_EINVAL;
+  if (sa->sa_family == AF_UNIX) return format_unix(sa, len, buf, cap);
   char host[INET6_ADDRSTRLEN];
   int n;
   if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {

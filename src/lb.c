@@ -72,6 +72,9 @@ int cgnet__lb_pick(cgnet__lb *lb, const struct sockaddr *peer, socklen_t len) {
   case CGNET_LB_LEAST_CONN:
     return pick_least_conn(lb);
   case CGNET_LB_SOURCE_HASH:
+    /* A Unix peer is usually unnamed: a hash would send every one to the same loop. */
+    if (peer && len >= (socklen_t)sizeof(sa_family_t) && peer->sa_family == AF_UNIX)
+      return pick_round_robin(lb);
     return (int)(hash_peer(peer, len) % (unsigned)lb->n);
   case CGNET_LB_ROUND_ROBIN:
   default:

@@ -24,8 +24,8 @@ void cgnet__lb_init(cgnet__lb *lb, cgnet_lb kind, int n, cgnet__lb_load_fn load,
  *  - round-robin: 0, 1, ..., n-1, 0, ...
  *  - least-conn: the loop with the smallest load(); ties go to the lowest index.
  *  - source-hash: FNV-1a over the peer's IP bytes and port, folded (h ^= h >> 16) and taken
- * mod n; the same address always maps to the same loop. A NULL or non-IP peer hashes as
- * empty.
+ * mod n; the same address always maps to the same loop. A Unix peer (AF_UNIX, usually
+ * unnamed) goes round-robin; a NULL, other non-IP or truncated peer hashes as empty.
  */
 int cgnet__lb_pick(cgnet__lb *lb, const struct sockaddr *peer, socklen_t len);
 

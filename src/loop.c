@@ -120,7 +120,8 @@ static void handoff_drop(cgnet__task *t) {
 
 static cgnet_loop *pick_loop(cgnet_loop *self, const struct sockaddr *sa, socklen_t len) {
   cgnet_engine *eng = self->eng;
-  if (eng->nloops == 1 || eng->o.reuse_port) return self;
+  /* A Unix listener is never per-loop (no SO_REUSEPORT): balance its conns. */
+  if (eng->nloops == 1 || (eng->o.reuse_port && sa->sa_family != AF_UNIX)) return self;
   return &eng->loops[cgnet__lb_pick(&eng->lb, sa, len)];
 }
 
@@ -149,7 +150,7 @@ static void dispatch_accepted(cgnet_loop *self, int fd, struct sockaddr_storage 
     reject(self, fd);
     return;
   }
-  cgnet__apply_conn_options(fd, &eng->o);
+  cgnet__apply_conn_options(fd, ss->ss_family, &eng->o);
   cgnet_loop *target = pick_loop(self, (struct sockaddr *)ss, len);
   atomic_fetch_add_explicit(&target->nconns, 1, memory_order_relaxed);
   if (target == self) {
@@ -247,6 +248,8 @@ static void close_listeners(cgnet_loop *loop) {
     (void)cgnet__poller_del(&loop->poller, l->io.fd);
     close(l->io.fd);
     l->io.fd = -1;
+    if (l->unix_file)
+      cgnet__unix_unlink(&loop->eng->addrs[l->index], l->unix_dev, l->unix_ino);
   }
 }
 
@@ -280,6 +283,7 @@ static void begin_stop(cgnet_loop *loop) {
   loop->stop_deadline_ms = loop->now_ms + atomic_load_explicit(&loop->eng->stop_timeout_ms,
                                                                memory_order_relaxed);
   close_listeners(loop);
+  cgnet__loop_stop_udp(loop);
   cgnet__loop_for_each_conn(loop, begin_stop_conn, NULL);
 }
 
@@ -303,6 +307,9 @@ static void dispatch(cgnet_loop *loop, const cgnet__ready *r) {
     break;
   case CGNET__KIND_WAKE:
     on_wake(loop);
+    break;
+  case CGNET__KIND_UDP:
+    cgnet__udp_on_ready((cgnet__udp *)io, r->flags);
     break;
   }
 }
@@ -341,6 +348,7 @@ static void flush_all(cgnet_loop *loop) {
         cgnet__container_of(cgnet__list_first(&loop->pending_out), cgnet_conn, out_node);
     cgnet__conn_flush_pending(c); /* unlinks c; on_pre_write may queue others */
   }
+  cgnet__loop_flush_udp(loop);
 }
 
 static void sweep_graveyard(cgnet_loop *loop) {
@@ -350,7 +358,8 @@ static void sweep_graveyard(cgnet_loop *loop) {
 }
 
 static int next_timeout(const cgnet_loop *loop) {
-  if (!cgnet__list_empty(&loop->pending_read) || !cgnet__list_empty(&loop->pending_out))
+  if (!cgnet__list_empty(&loop->pending_read) || !cgnet__list_empty(&loop->pending_out) ||
+      !cgnet__list_empty(&loop->pending_udp))
     return 0;
   uint64_t deadline = cgnet__wheel_next_due(&loop->wheel);
   if (loop->stopping && loop->stop_deadline_ms < deadline)
@@ -440,6 +449,7 @@ int cgnet__loop_init(cgnet_loop *loop, cgnet_engine *eng, int index) {
   cgnet__list_init(&loop->pending_out);
   cgnet__list_init(&loop->pending_read);
   cgnet__list_init(&loop->timers);
+  cgnet__list_init(&loop->pending_udp);
   cgnet__wheel_init(&loop->wheel, cgnet__now_ms());
   cgnet__tnode_init(&loop->tick_node, on_tick_node);
   atomic_init(&loop->wake_pending, 0);
@@ -482,6 +492,7 @@ void cgnet__loop_destroy(cgnet_loop *loop) {
       free(loop->listeners[i]);
     free(loop->listeners);
   }
+  cgnet__loop_free_udp(loop);
   /* Conns left here never ran (the loop did not start): close them quietly. */
   while (!cgnet__list_empty(&loop->conns)) {
     cgnet_conn *c = cgnet__container_of(cgnet__list_first(&loop->conns), cgnet_conn, node);

@@ -13,6 +13,9 @@
 #include <netinet/in.h>
 #include <time.h>
 
+#include <stddef.h>
+#include <sys/un.h>
+
 #include "addr.h"
 #include "cgnet.h"
 #include "internal/util.h"
@@ -133,6 +136,123 @@ static void valid_hostname(void **state) {
   assert_int_equal(ntohs(as_v4(&a)->sin_port), 8080);
 }
 
+/* ---- udp ---- */
+
+static void valid_udp(void **state) {
+  (void)state;
+  expect_v4("udp://127.0.0.1:9001", CGNET__NET_UDP, "127.0.0.1", 9001, 0);
+  expect_v4("udp4://:53", CGNET__NET_UDP4, "0.0.0.0", 53, 1);
+  expect_v6("udp6://[::1]:0", CGNET__NET_UDP6, "::1", 0, 1, 0, 0, 0);
+  expect_v6("udp://:7", CGNET__NET_UDP, "::", 7, 0, 1, 1, 0);
+  expect_v6("udp6://:7", CGNET__NET_UDP6, "::", 7, 1, 1, 0, 0);
+  expect_v6("udp://[::]:7", CGNET__NET_UDP, "::", 7, 0, 0, 0, 0);
+  expect_v4("udp://239.1.2.3:5000", CGNET__NET_UDP, "239.1.2.3", 5000, 0);
+  cgnet__addr a;
+  assert_int_equal(cgnet__addr_parse("udp://127.0.0.1:1", &a), 0);
+  assert_int_equal(a.socktype, SOCK_DGRAM);
+  assert_int_equal(cgnet__addr_parse("udp4://localhost:1", &a), 0);
+  assert_int_equal(a.socktype, SOCK_DGRAM);
+  assert_int_equal(a.sa.ss_family, AF_INET);
+  assert_int_equal(cgnet__addr_parse("tcp://127.0.0.1:1", &a), 0);
+  assert_int_equal(a.socktype, SOCK_STREAM);
+}
+
+static void bad_udp(void **state) {
+  (void)state;
+  expect_err("udp://127.0.0.1", CGNET_EBADPORT);
+  expect_err("udp://127.0.0.1:65536", CGNET_EBADPORT);
+  expect_err("udp://127.0.0.1:x", CGNET_EBADPORT);
+  expect_err("udp://", CGNET_EBADPORT);
+  expect_err("udp://::1:80", CGNET_EBADADDR);
+  expect_err("udp://[::1:80", CGNET_EBADADDR);
+  expect_err("udp://300.1.1.1:80", CGNET_EBADADDR);
+  expect_err("udp4://[::1]:80", CGNET_EADDRFAMILY);
+  expect_err("udp6://127.0.0.1:80", CGNET_EADDRFAMILY);
+}
+
+/* ---- unix ---- */
+
+static const struct sockaddr_un *as_un(const cgnet__addr *a) {
+  return (const struct sockaddr_un *)(const void *)&a->sa;
+}
+
+static void expect_unix(const char *str, const char *path, int abstract) {
+  cgnet__addr a;
+  int rc = cgnet__addr_parse(str, &a);
+  if (rc != 0) fail_msg("%s: rc %d", str, rc);
+  size_t n = strlen(path), off = offsetof(struct sockaddr_un, sun_path);
+  assert_int_equal(a.net, CGNET__NET_UNIX);
+  assert_int_equal(a.socktype, SOCK_STREAM);
+  assert_int_equal(a.sa.ss_family, AF_UNIX);
+  assert_int_equal(a.abstract, abstract);
+  if (abstract) { /* leading NUL, the name, no trailing NUL */
+    assert_int_equal(a.salen, off + 1 + n);
+    assert_int_equal(as_un(&a)->sun_path[0], '\0');
+    assert_memory_equal(as_un(&a)->sun_path + 1, path, n);
+  } else {
+    assert_int_equal(a.salen, off + n + 1);
+    assert_string_equal(as_un(&a)->sun_path, path);
+  }
+  char buf[128];
+  int len = cgnet_format_addr((const struct sockaddr *)&a.sa, a.salen, buf, sizeof buf);
+  assert_int_equal(len, (int)n + (abstract ? 1 : 0));
+  if (abstract) {
+    assert_int_equal(buf[0], '@');
+    assert_string_equal(buf + 1, path);
+  } else {
+    assert_string_equal(buf, path);
+  }
+}
+
+static void valid_unix(void **state) {
+  (void)state;
+  expect_unix("unix:///tmp/echo.sock", "/tmp/echo.sock", 0);
+  expect_unix("unix://rel.sock", "rel.sock", 0); /* relative, as in Go */
+  expect_unix("unix://./a/b:c", "./a/b:c", 0);   /* no host:port grammar */
+  expect_unix("unix://@cgnet-test", "cgnet-test", 1);
+}
+
+static void bad_unix(void **state) {
+  (void)state;
+  char s[256];
+  size_t max = sizeof(((struct sockaddr_un *)0)->sun_path); /* 108 */
+  expect_err("unix://", CGNET_EBADADDR);
+  expect_err("unix://@", CGNET_EBADADDR);
+  /* A path of max-1 bytes fits with its NUL; max bytes does not. */
+  strcpy(s, "unix:///");
+  memset(s + 8, 'p', max - 2);
+  s[8 + max - 2] = '\0';
+  expect_unix(s, s + 7, 0);
+  strcpy(s + 8 + max - 2, "q");
+  expect_err(s, CGNET_ENAMETOOLONG);
+  /* An abstract name of max-1 bytes fits (after the leading NUL); max does not. */
+  strcpy(s, "unix://@");
+  memset(s + 8, 'n', max - 1);
+  s[8 + max - 1] = '\0';
+  expect_unix(s, s + 8, 1);
+  strcpy(s + 8 + max - 1, "n");
+  expect_err(s, CGNET_ENAMETOOLONG);
+}
+
+static void format_unix(void **state) {
+  (void)state;
+  struct sockaddr_un un;
+  memset(&un, 0, sizeof un);
+  un.sun_family = AF_UNIX;
+  char buf[8];
+  /* An unnamed peer: only the family. */
+  assert_int_equal(cgnet_format_addr((struct sockaddr *)&un, sizeof(sa_family_t), buf, 8),
+                   0);
+  assert_string_equal(buf, "");
+  strcpy(un.sun_path, "/a/very/long/path");
+  assert_int_equal(cgnet_format_addr((struct sockaddr *)&un, sizeof un, buf, sizeof buf),
+                   CGNET_ENOBUFS);
+  char big[128];
+  assert_int_equal(cgnet_format_addr((struct sockaddr *)&un, sizeof un, big, sizeof big),
+                   17);
+  assert_string_equal(big, "/a/very/long/path");
+}
+
 /* ---- malformed forms ---- */
 
 static void bad_scheme(void **state) {
@@ -148,7 +268,10 @@ static void bad_scheme(void **state) {
   expect_err("TCP://1.2.3.4:1", CGNET_EBADSCHEME); /* schemes are lower case */
   expect_err("Tcp4://1.2.3.4:1", CGNET_EBADSCHEME);
   expect_err("tcp5://1.2.3.4:1", CGNET_EBADSCHEME);
-  expect_err("udp://1.2.3.4:1", CGNET_EBADSCHEME);
+  expect_err("udp5://1.2.3.4:1", CGNET_EBADSCHEME);
+  expect_err("UDP://1.2.3.4:1", CGNET_EBADSCHEME);
+  expect_err("unix:/tmp/x.sock", CGNET_EBADSCHEME);
+  expect_err("unixgram:///tmp/x.sock", CGNET_EBADSCHEME);
   expect_err(" tcp://1.2.3.4:1", CGNET_EBADSCHEME);
   expect_err("tcp", CGNET_EBADSCHEME);
 }
@@ -317,7 +440,9 @@ int main(void) {
       cmocka_unit_test(bad_port),        cmocka_unit_test(bad_host),
       cmocka_unit_test(bad_family),      cmocka_unit_test(bad_resolve),
       cmocka_unit_test(bad_long),        cmocka_unit_test(null_out),
-      cmocka_unit_test(mutations),
+      cmocka_unit_test(mutations),       cmocka_unit_test(valid_udp),
+      cmocka_unit_test(bad_udp),         cmocka_unit_test(valid_unix),
+      cmocka_unit_test(bad_unix),        cmocka_unit_test(format_unix),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

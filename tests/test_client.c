@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,11 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "cgnet.h"
+#include "support/dgram.h"
 #include "support/support.h"
 
 #define WAIT_MS (5000 * TU_SLOW)
@@ -38,10 +41,23 @@ static cgnet_action echo_traffic(cgnet_conn *c) {
   return atomic_load(&server_close_after_reply) ? CGNET_CLOSE : CGNET_NONE;
 }
 
-static void start_echo_server(tu_server *s, int loops) {
+/* Echo on tcp, udp and a unix socket in `dir`; their addresses for dialing. */
+typedef struct echo_addrs {
+  char tcp[64], udp[64], unix_path[96];
+} echo_addrs;
+
+static void start_echo_server(tu_server *s, int loops, const char *dir, echo_addrs *a) {
   cgnet_handler h = {.on_traffic = echo_traffic};
   cgnet_options o = {.num_loops = loops, .write_buffer_limit = 64 << 20};
-  assert_rc(tu_server_start(s, &h, &o), 0);
+  char unix_addr[96];
+  snprintf(unix_addr, sizeof unix_addr, "unix://%s/echo.sock", dir);
+  const char *addrs[] = {"tcp://127.0.0.1:0", "udp://127.0.0.1:0", unix_addr};
+  assert_rc(tu_server_start_at(s, &h, addrs, 3, &o), 0);
+  snprintf(a->tcp, sizeof a->tcp, "tcp://127.0.0.1:%d",
+           cgnet_engine_listen_port(s->eng, 0));
+  snprintf(a->udp, sizeof a->udp, "udp://127.0.0.1:%d",
+           cgnet_engine_listen_port(s->eng, 1));
+  snprintf(a->unix_path, sizeof a->unix_path, "%s", unix_addr);
 }
 
 static void tcp_addr(char *buf, size_t cap, int port) {
@@ -53,9 +69,12 @@ static void tcp_addr(char *buf, size_t cap, int port) {
 typedef struct dconn {
   atomic_int opens, closes, reason, traffic, traffic_before_open, wakes_seen;
   atomic_int loop_index;
-  size_t want;       /* bytes to echo */
-  uint64_t seed;     /* payload pattern */
-  int write_on_open; /* send the payload from on_open with cgnet_conn_write */
+  atomic_int is_datagram; /* cgnet_conn_is_datagram in on_open */
+  size_t want;            /* bytes to echo */
+  size_t dgram;           /* > 0: a datagram conn: sends want bytes in datagrams this large,
+                             one at a time, the next when the previous one came back */
+  uint64_t seed;          /* payload pattern */
+  int write_on_open;      /* send the payload from on_open with cgnet_conn_write */
   atomic_size_t got, bad;
   atomic_size_t got_at_close;
   atomic_size_t bytes_sent; /* streaming tests */
@@ -79,13 +98,23 @@ static cgnet_action cl_open(cgnet_conn *c) {
   dconn *d = cgnet_conn_context(c);
   atomic_fetch_add(&d->opens, 1);
   atomic_store(&d->loop_index, cgnet_loop_index(cgnet_conn_loop(c)));
+  atomic_store(&d->is_datagram, cgnet_conn_is_datagram(c));
   TU_CHECK(cgnet_conn_client(c) != NULL);
   if (d->write_on_open && d->want) {
-    uint8_t *p = payload(d->want, d->seed);
-    TU_CHECK_EQ(cgnet_conn_write(c, p, d->want), 0);
+    size_t n = d->dgram ? d->dgram : d->want;
+    uint8_t *p = payload(n, d->seed);
+    TU_CHECK_EQ(cgnet_conn_write(c, p, n), 0);
     free(p);
   }
   return CGNET_NONE;
+}
+
+/* A datagram conn's next datagram: the pattern from offset `off`. */
+static void send_next_datagram(cgnet_conn *c, dconn *d, size_t off) {
+  uint8_t buf[4096];
+  size_t n = d->want - off < d->dgram ? d->want - off : d->dgram;
+  tu_pattern_fill(buf, n, d->seed, off);
+  TU_CHECK_EQ(cgnet_conn_write(c, buf, n), 0);
 }
 
 static cgnet_action cl_traffic(cgnet_conn *c) {
@@ -99,6 +128,7 @@ static cgnet_action cl_traffic(cgnet_conn *c) {
   atomic_fetch_add(&d->bad, tu_pattern_mismatches(p, n, d->seed, off));
   atomic_store(&d->got, off + n);
   if (d->want && off + n >= d->want) return CGNET_CLOSE;
+  if (d->dgram && n) send_next_datagram(c, d, off + n);
   return CGNET_NONE;
 }
 
@@ -131,7 +161,9 @@ static void wait_all_closed(int n) {
 typedef struct fixture {
   tu_server s; /* eng NULL: no server */
   cgnet_client *cl;
-  char addr[64]; /* the server's address */
+  char addr[64]; /* the server's tcp address */
+  echo_addrs all;
+  char dir[64]; /* for the unix socket */
 } fixture;
 
 /* An echo server with server_loops loops (0: none) and a client with handler h (NULL:
@@ -140,8 +172,9 @@ static void fx_start(fixture *f, int server_loops, const cgnet_handler *h,
                      const cgnet_options *o) {
   memset(f, 0, sizeof *f);
   if (server_loops) {
-    start_echo_server(&f->s, server_loops);
-    tcp_addr(f->addr, sizeof f->addr, f->s.port);
+    assert_int_equal(tu_tmpdir(f->dir, sizeof f->dir), 0);
+    start_echo_server(&f->s, server_loops, f->dir, &f->all);
+    snprintf(f->addr, sizeof f->addr, "%s", f->all.tcp);
   }
   reset_dconns();
   assert_rc(cgnet_client_new(h ? h : &client_handler, o, &f->cl), 0);
@@ -150,12 +183,14 @@ static void fx_start(fixture *f, int server_loops, const cgnet_handler *h,
 static void fx_stop(fixture *f, uint64_t client_timeout_ms) {
   assert_rc(cgnet_client_free(f->cl, client_timeout_ms), 0);
   assert_rc(tu_server_stop(&f->s, 0), 0);
+  if (f->dir[0]) tu_rmdir(f->dir);
   assert_no_check_failures();
 }
 
 /* ---- echo matrix -------------------------------------------------------------- */
 
 typedef struct echo_case {
+  const char *scheme; /* "tcp", "udp" or "unix" */
   int loops;
   int async_write; /* 0: cgnet_conn_write from on_open; 1: async writes right after dial */
 } echo_case;
@@ -163,21 +198,30 @@ typedef struct echo_case {
 static void test_echo(void **state) {
   const echo_case *ec = *state;
   enum { N = 10 };
-  size_t len = (1u << 20) / TU_PAYLOAD_DIV;
+  bool udp = strcmp(ec->scheme, "udp") == 0;
+  /* Streams: 1 MiB per conn. UDP: 1 KiB datagrams, 32 of them, one in flight at a time
+   * (a lossless exchange on loopback). */
+  size_t len = udp ? 32 * 1024 : (1u << 20) / TU_PAYLOAD_DIV;
+  size_t chunk = udp ? 1024 : 64 * 1024;
   cgnet_options o = {.num_loops = ec->loops, .write_high_watermark = CGNET_UNLIMITED};
   fixture f;
   fx_start(&f, 2, NULL, &o);
+  const char *addr = udp                               ? f.all.udp
+                     : strcmp(ec->scheme, "unix") == 0 ? f.all.unix_path
+                                                       : f.all.tcp;
   cgnet_conn *refs[N];
   for (int i = 0; i < N; i++) {
     D[i].want = len;
+    D[i].dgram = udp ? chunk : 0;
     D[i].seed = 1000 + (uint64_t)i;
     D[i].write_on_open = !ec->async_write;
-    assert_rc(cgnet_client_dial(f.cl, f.addr, 5000, &D[i], &refs[i]), 0);
+    assert_rc(cgnet_client_dial(f.cl, addr, 5000, &D[i], &refs[i]), 0);
     assert_non_null(refs[i]);
     if (ec->async_write) { /* before the connect completes: queued, sent once open */
-      uint8_t *p = payload(len, D[i].seed);
-      for (size_t off = 0; off < len; off += 64 * 1024) {
-        size_t n = len - off < 64 * 1024 ? len - off : 64 * 1024;
+      size_t total = udp ? chunk : len; /* UDP: the first datagram; replies send the rest */
+      uint8_t *p = payload(total, D[i].seed);
+      for (size_t off = 0; off < total; off += chunk) {
+        size_t n = total - off < chunk ? total - off : chunk;
         assert_rc(cgnet_conn_async_write(refs[i], p + off, n, NULL, NULL), 0);
       }
       free(p);
@@ -192,6 +236,7 @@ static void test_echo(void **state) {
     assert_int_equal(atomic_load(&D[i].got), len);
     assert_int_equal(atomic_load(&D[i].bad), 0);
     assert_int_equal(atomic_load(&D[i].traffic_before_open), 0);
+    assert_int_equal(atomic_load(&D[i].is_datagram), udp);
     assert_true(cgnet_conn_is_closed(refs[i]));
     loops_seen |= 1 << atomic_load(&D[i].loop_index);
     cgnet_conn_unref(refs[i]);
@@ -232,6 +277,51 @@ static void test_refused(void **state) {
   assert_int_equal(atomic_load(&D[5].closes), 1);
   fx_stop(&f, 0);
   assert_int_equal(tu_count_fds(), fds_before);
+}
+
+/* UDP: the "connect" only fixes the peer, so the conn opens; the first datagram to a
+ * closed port brings back an ICMP port unreachable, which closes it with ECONNREFUSED.
+ * Unix: a missing path is ENOENT, a socket file nobody listens on is ECONNREFUSED. */
+static void test_refused_udp_unix(void **state) {
+  (void)state;
+  int port = 0;
+  int ufd = tu_udp_socket(AF_INET, 0); /* a free UDP port: bound, then closed */
+  assert_true(ufd >= 0);
+  port = tu_local_port(ufd);
+  close(ufd);
+  fixture f;
+  fx_start(&f, 0, NULL, NULL);
+  char addr[160];
+  snprintf(addr, sizeof addr, "udp://127.0.0.1:%d", port);
+  D[0].want = 1024;
+  D[0].dgram = 512;
+  D[0].write_on_open = 1;
+  assert_rc(cgnet_client_dial(f.cl, addr, 0, &D[0], NULL), 0);
+
+  char dir[64];
+  assert_int_equal(tu_tmpdir(dir, sizeof dir), 0);
+  snprintf(addr, sizeof addr, "unix://%s/nobody.sock", dir);
+  assert_rc(cgnet_client_dial(f.cl, addr, 0, &D[1], NULL), 0);
+  /* A stale socket file: bound once, its listener gone. */
+  char path[96];
+  snprintf(path, sizeof path, "%s/stale.sock", dir);
+  int sfd = socket(AF_UNIX, SOCK_STREAM, 0);
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
+  assert_int_equal(bind(sfd, (struct sockaddr *)&sun, sizeof sun), 0);
+  close(sfd);
+  snprintf(addr, sizeof addr, "unix://%s", path);
+  assert_rc(cgnet_client_dial(f.cl, addr, 0, &D[2], NULL), 0);
+
+  wait_all_closed(3);
+  assert_int_equal(atomic_load(&D[0].opens), 1);
+  assert_rc(atomic_load(&D[0].reason), CGNET_ECONNREFUSED);
+  assert_int_equal(atomic_load(&D[1].opens), 0);
+  assert_rc(atomic_load(&D[1].reason), CGNET_ENOENT);
+  assert_int_equal(atomic_load(&D[2].opens), 0);
+  assert_rc(atomic_load(&D[2].reason), CGNET_ECONNREFUSED);
+  tu_rmdir(dir);
+  fx_stop(&f, 0);
 }
 
 /* A listener that never accepts, with its queue full: further SYNs get no answer. */
@@ -386,11 +476,24 @@ static void test_enroll(void **state) {
   assert_int_equal(atomic_load(&D[0].opens), 1);
   assert_int_equal(atomic_load(&D[0].got), D[0].want);
   assert_int_equal(atomic_load(&D[0].bad), 0);
-  /* Not a stream socket: refused, and the fd is closed by cgnet. */
-  int ufd = socket(AF_INET, SOCK_DGRAM, 0);
+  /* A connected UDP socket becomes a datagram conn. */
+  int udp_port = cgnet_engine_listen_port(f.s.eng, 1);
+  int ufd = tu_udp_socket(AF_INET, udp_port);
   assert_true(ufd >= 0);
-  int rc = cgnet_client_enroll(f.cl, ufd, NULL, NULL);
-  assert_true(rc == CGNET_EPROTONOSUPPORT || rc == 0);
+  D[1].want = 8 * 1024;
+  D[1].dgram = 1024;
+  D[1].seed = 98;
+  D[1].write_on_open = 1;
+  assert_rc(cgnet_client_enroll(f.cl, ufd, &D[1], NULL), 0);
+  wait_all_closed(2);
+  assert_int_equal(atomic_load(&D[1].got), D[1].want);
+  assert_int_equal(atomic_load(&D[1].bad), 0);
+  /* A datagram socket with no peer: refused, and cgnet closes the fd. */
+  int fds_before = tu_count_fds();
+  int lone = socket(AF_INET, SOCK_DGRAM, 0);
+  assert_true(lone >= 0);
+  assert_rc(cgnet_client_enroll(f.cl, lone, NULL, NULL), CGNET_ENOTCONN);
+  assert_int_equal(tu_count_fds(), fds_before);
   assert_rc(cgnet_client_enroll(f.cl, -1, NULL, NULL), CGNET_EBADF);
   fx_stop(&f, 0);
 }
@@ -448,11 +551,11 @@ static cgnet_action front_open(cgnet_conn *c) {
 
 static void test_attached(void **state) {
   (void)state;
-  tu_server backend, front;
-  start_echo_server(&backend, 1);
-  reset_dconns();
+  fixture bf; /* the backend: an echo server; its client is not used */
+  fx_start(&bf, 1, NULL, NULL);
+  tu_server front;
   memset(&F, 0, sizeof F);
-  tcp_addr(F.backend, sizeof F.backend, backend.port);
+  snprintf(F.backend, sizeof F.backend, "%s", bf.all.tcp);
   cgnet_handler fh = {.on_open = front_open};
   cgnet_options fo = {.num_loops = 3};
   /* The engine first, then the client on its loops, then the front's clients. */
@@ -484,8 +587,7 @@ static void test_attached(void **state) {
   assert_rc(tu_expect_eof(fd, WAIT_MS, NULL), 0);
   close(fd);
   assert_rc(tu_server_stop(&front, 0), 0);
-  assert_rc(tu_server_stop(&backend, 0), 0);
-  assert_no_check_failures();
+  fx_stop(&bf, 0);
 }
 
 /* ---- streaming with the default options ---------------------------------------------- */
@@ -555,7 +657,11 @@ static void test_stream_defaults(void **state) {
   fx_stop(&f, 0);
 }
 
-static const echo_case e1s = {1, 0}, e1a = {1, 1}, e4s = {4, 0}, e4a = {4, 1};
+static const echo_case ec_cases[] = {
+    {"tcp", 1, 0},  {"tcp", 1, 1},  {"tcp", 4, 0},  {"tcp", 4, 1},
+    {"udp", 1, 0},  {"udp", 1, 1},  {"udp", 4, 0},  {"udp", 4, 1},
+    {"unix", 1, 0}, {"unix", 1, 1}, {"unix", 4, 0}, {"unix", 4, 1},
+};
 
 #define T(name, f, st)                                                                     \
   { name, f, tu_setup, tu_teardown, (void *)(st) }
@@ -565,11 +671,20 @@ int main(void) {
   if (filter) cmocka_set_test_filter(filter);
   tu_raise_nofile(4096);
   const struct CMUnitTest tests[] = {
-      T("echo/tcp/1loop/sync", test_echo, &e1s),
-      T("echo/tcp/1loop/async", test_echo, &e1a),
-      T("echo/tcp/4loops/sync", test_echo, &e4s),
-      T("echo/tcp/4loops/async", test_echo, &e4a),
+      T("echo/tcp/1loop/sync", test_echo, &ec_cases[0]),
+      T("echo/tcp/1loop/async", test_echo, &ec_cases[1]),
+      T("echo/tcp/4loops/sync", test_echo, &ec_cases[2]),
+      T("echo/tcp/4loops/async", test_echo, &ec_cases[3]),
+      T("echo/udp/1loop/sync", test_echo, &ec_cases[4]),
+      T("echo/udp/1loop/async", test_echo, &ec_cases[5]),
+      T("echo/udp/4loops/sync", test_echo, &ec_cases[6]),
+      T("echo/udp/4loops/async", test_echo, &ec_cases[7]),
+      T("echo/unix/1loop/sync", test_echo, &ec_cases[8]),
+      T("echo/unix/1loop/async", test_echo, &ec_cases[9]),
+      T("echo/unix/4loops/sync", test_echo, &ec_cases[10]),
+      T("echo/unix/4loops/async", test_echo, &ec_cases[11]),
       T("refused", test_refused, NULL),
+      T("refused_udp_unix", test_refused_udp_unix, NULL),
       T("dial_timeout", test_dial_timeout, NULL),
       T("bad_addresses", test_bad_addresses, NULL),
       T("names", test_names, NULL),

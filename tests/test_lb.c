@@ -123,12 +123,24 @@ static void source_hash_stable(void **state) {
   /* NULL, non-IP and truncated peers hash as empty: one fixed loop, in range. */
   int empty = cgnet__lb_pick(&lb, NULL, 0);
   assert_true(empty >= 0 && empty < 5);
+  struct sockaddr_in6 other;
+  memset(&other, 0, sizeof(other));
+  other.sin6_family = AF_APPLETALK;
+  assert_int_equal(cgnet__lb_pick(&lb, SA(other), sizeof(other)), empty);
+  assert_int_equal(cgnet__lb_pick(&lb, SA(a), 4), empty);
+  assert_int_equal(cgnet__lb_pick(&lb, SA(b), sizeof(struct sockaddr_in)), empty);
+}
+
+/* Unix peers (usually unnamed, so all alike) go round-robin instead. */
+static void source_hash_unix_round_robin(void **state) {
+  (void)state;
+  cgnet__lb lb;
+  cgnet__lb_init(&lb, CGNET_LB_SOURCE_HASH, 3, NULL, NULL);
   struct sockaddr_un un;
   memset(&un, 0, sizeof(un));
   un.sun_family = AF_UNIX;
-  assert_int_equal(cgnet__lb_pick(&lb, SA(un), sizeof(un)), empty);
-  assert_int_equal(cgnet__lb_pick(&lb, SA(a), 4), empty);
-  assert_int_equal(cgnet__lb_pick(&lb, SA(b), sizeof(struct sockaddr_in)), empty);
+  for (int i = 0; i < 9; i++)
+    assert_int_equal(cgnet__lb_pick(&lb, SA(un), sizeof(sa_family_t)), i % 3);
 }
 
 /* Every loop gets a fair share of `count` peers; returns the smallest share. */
@@ -197,9 +209,13 @@ static void least_conn_without_load(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(round_robin),        cmocka_unit_test(least_conn),
-      cmocka_unit_test(source_hash_stable), cmocka_unit_test(source_hash_spread),
-      cmocka_unit_test(single_loop),        cmocka_unit_test(least_conn_without_load),
+      cmocka_unit_test(round_robin),
+      cmocka_unit_test(least_conn),
+      cmocka_unit_test(source_hash_stable),
+      cmocka_unit_test(source_hash_spread),
+      cmocka_unit_test(source_hash_unix_round_robin),
+      cmocka_unit_test(single_loop),
+      cmocka_unit_test(least_conn_without_load),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
