@@ -568,9 +568,11 @@ void cgnet__conn_on_ready(cgnet_conn *c, uint32_t flags) {
 
 /* ---- closing ------------------------------------------------------------------------- */
 
-/* Reasons after which the socket may still take our last bytes. */
+/* Reasons after which the socket may still take our last bytes. A codec error is the
+ * peer's protocol fault, not the socket's: replies to the frames before it still go. */
 static bool can_flush_on_close(int reason) {
-  return reason == CGNET_ELOCALCLOSE || reason == CGNET_ESHUTDOWN || reason == CGNET_EOF;
+  return reason == CGNET_ELOCALCLOSE || reason == CGNET_ESHUTDOWN || reason == CGNET_EOF ||
+         reason == CGNET_EFRAMETOOLARGE || reason == CGNET_ECODEC;
 }
 
 void cgnet__conn_close_now(cgnet_conn *c, int reason) {
