@@ -107,7 +107,7 @@ static int feed(const cgnet_codec *c, pending *p, const uint8_t *chunk, size_t n
     p->hint = 0;
     pos += f.consumed;
   }
-  memmove(p->buf, p->buf + pos, p->len - pos);
+  if (p->len > pos) memmove(p->buf, p->buf + pos, p->len - pos);
   p->len -= pos;
   if (rc < 0) g->end = rc;
   return rc < 0 ? rc : 0;
@@ -493,7 +493,7 @@ static void check_lf_combo(int flen, int le, size_t off, int64_t adj, int incl,
   size_t header = off + (size_t)flen;
   size_t rstrip = strip == CGNET_STRIP_HEADER ? header : strip;
   static const size_t payloads[] = {0, 1, 2, 7, 200, 300, 3000};
-  uint8_t frame[4096], want[4200], enc[4200];
+  uint8_t frame[4096], want[2 * 4200], enc[4200]; /* want holds the frame twice */
   got g = {0};
   for (size_t k = 0; k < sizeof payloads / sizeof payloads[0]; k++) {
     size_t len = off + payloads[k];
