@@ -48,15 +48,20 @@ static void got_reset(got *g) {
   g->end = 0;
 }
 
+/* Append n bytes to a growable buffer buf[0, *len) of capacity *cap. */
+static void append(uint8_t **buf, size_t *len, size_t *cap, const uint8_t *p, size_t n) {
+  if (*len + n > *cap) {
+    *cap = (*len + n) * 2 + 64;
+    *buf = realloc(*buf, *cap);
+    assert_non_null(*buf);
+  }
+  if (n) memcpy(*buf + *len, p, n);
+  *len += n;
+}
+
 static void got_add(got *g, const uint8_t *p, size_t n) {
   assert_true(g->nframes < sizeof g->lens / sizeof g->lens[0]);
-  if (g->nbytes + n > g->cap) {
-    g->cap = (g->nbytes + n) * 2 + 64;
-    g->bytes = realloc(g->bytes, g->cap);
-    assert_non_null(g->bytes);
-  }
-  if (n) memcpy(g->bytes + g->nbytes, p, n);
-  g->nbytes += n;
+  append(&g->bytes, &g->nbytes, &g->cap, p, n);
   g->lens[g->nframes++] = n;
 }
 
@@ -84,13 +89,7 @@ typedef struct pending {
 /* Append a chunk and decode every complete frame, as one wake-up of a conn does. Checks
  * each frame lies inside the input. Returns 0, or the error that ends the stream. */
 static int feed(const cgnet_codec *c, pending *p, const uint8_t *chunk, size_t n, got *g) {
-  if (p->len + n > p->cap) {
-    p->cap = (p->len + n) * 2 + 64;
-    p->buf = realloc(p->buf, p->cap);
-    assert_non_null(p->buf);
-  }
-  if (n) memcpy(p->buf + p->len, chunk, n);
-  p->len += n;
+  append(&p->buf, &p->len, &p->cap, chunk, n);
   size_t pos = 0;
   int rc = 0;
   while (pos < p->len) {

@@ -118,6 +118,26 @@ static void expect_bytes(int fd, const void *want, size_t n) {
   free(buf);
 }
 
+/* One conn to a 1-loop server with codec `name` (see make_codec) whose handler is the
+ * echo handler changed by `tweak`: send, expect `want` back, stop the server. The
+ * caller then asserts on S. */
+static cgnet_codec *make_codec(const char *name);
+static void exchange(const char *name, void (*tweak)(cgnet_handler *h), const void *send,
+                     size_t n, const void *want, size_t wn) {
+  tu_tracker *t = tu_tracker_new();
+  cgnet_codec *codec = make_codec(name);
+  cgnet_handler h = echo_handler(t);
+  if (tweak) tweak(&h);
+  tu_server srv;
+  start(&srv, &h, codec, 1);
+  int fd = connect_port(srv.port);
+  assert_rc(tu_send_all(fd, send, n, TU_TIMEOUT_MS), 0); /* one send: one read */
+  expect_bytes(fd, want, wn);
+  close(fd);
+  finish(&srv, t);
+  cgnet_codec_free(codec);
+}
+
 /* ---- echo: each codec x loops -------------------------------------------------------- */
 
 typedef struct echo_cfg {
@@ -219,27 +239,20 @@ static void count_prewrite(cgnet_conn *c) {
     atomic_store(&S.frames_at_write1, atomic_load(&S.frames));
 }
 
+static void with_prewrite_count(cgnet_handler *h) {
+  h->on_pre_write = count_prewrite;
+}
+
 static void test_one_send(void **state) {
   (void)state;
-  tu_tracker *t = tu_tracker_new();
-  cgnet_codec *codec = make_codec("line");
-  cgnet_handler h = echo_handler(t);
-  h.on_pre_write = count_prewrite;
-  tu_server srv;
-  start(&srv, &h, codec, 1);
   char batch[100 * 8];
   size_t n = 0;
   for (int i = 0; i < 100; i++)
     n += (size_t)snprintf(batch + n, sizeof batch - n, "f%04d\n", i);
-  int fd = connect_port(srv.port);
-  assert_rc(tu_send_all(fd, batch, n, TU_TIMEOUT_MS), 0); /* one send: one read */
-  expect_bytes(fd, batch, n);
+  exchange("line", with_prewrite_count, batch, n, batch, n);
   assert_int_equal(atomic_load(&S.frames), 100);
   assert_int_equal(atomic_load(&S.frames_at_write1), 100); /* all decoded first */
   assert_int_equal(atomic_load(&S.prewrites), 1);          /* then one write */
-  close(fd);
-  finish(&srv, t);
-  cgnet_codec_free(codec);
 }
 
 /* ---- oversized and malformed frames -------------------------------------------------- */
@@ -447,23 +460,16 @@ static cgnet_action raw_traffic(cgnet_conn *c) {
   return CGNET_NONE;
 }
 
+static void without_on_frame(cgnet_handler *h) {
+  h->on_frame = NULL;
+  h->on_traffic = raw_traffic;
+}
+
 static void test_traffic_without_on_frame(void **state) {
   (void)state;
-  tu_tracker *t = tu_tracker_new();
-  cgnet_codec *codec = make_codec("lenfield");
-  cgnet_handler h = {
-      .ud = t, .on_open = on_open, .on_close = on_close, .on_traffic = raw_traffic};
-  tu_server srv;
-  start(&srv, &h, codec, 1);
-  int fd = connect_port(srv.port);
-  assert_rc(tu_send_all(fd, "ab\ncd", 5, TU_TIMEOUT_MS), 0);
-  uint8_t want[16];
-  size_t n = 0;
-  put_frame(codec, (const uint8_t *)"ab\ncd", 5, want, &n);
-  expect_bytes(fd, want, n); /* not decoded: the raw bytes, framed by write_frame */
-  close(fd);
-  finish(&srv, t);
-  cgnet_codec_free(codec);
+  /* Not decoded: the raw bytes come back framed by write_frame (a 4-byte length). */
+  exchange("lenfield", without_on_frame, "ab\ncd", 5, "\0\0\0\5ab\ncd", 9);
+  assert_int_equal(atomic_load(&S.frames), 0);
 }
 
 /* ---- async_write_frame from the test thread ------------------------------------------ */
@@ -532,22 +538,16 @@ static cgnet_action pause_on_first(cgnet_conn *c, const uint8_t *frame, size_t l
   return a;
 }
 
+static void with_pause_on_first(cgnet_handler *h) {
+  h->on_frame = pause_on_first;
+}
+
 static void test_pause_resume(void **state) {
   (void)state;
-  tu_tracker *t = tu_tracker_new();
-  cgnet_codec *codec = make_codec("line");
-  cgnet_handler h = echo_handler(t);
-  h.on_frame = pause_on_first;
-  tu_server srv;
-  start(&srv, &h, codec, 1);
-  int fd = connect_port(srv.port);
-  assert_rc(tu_send_all(fd, "one\ntwo\nthree\n", 14, TU_TIMEOUT_MS), 0);
-  expect_bytes(fd, "one\ntwo\nthree\n", 14);         /* no new bytes needed after resume */
+  /* The reply needs no new bytes after the resume. */
+  exchange("line", with_pause_on_first, "one\ntwo\nthree\n", 14, "one\ntwo\nthree\n", 14);
   assert_int_equal(atomic_load(&S.timer_frames), 1); /* the rest waited for the timer */
   assert_int_equal(atomic_load(&S.frames), 3);
-  close(fd);
-  finish(&srv, t);
-  cgnet_codec_free(codec);
 }
 
 /* ---- the raw read API inside on_frame ------------------------------------------------ */
@@ -562,21 +562,14 @@ static cgnet_action raw_api_frame(cgnet_conn *c, const uint8_t *frame, size_t le
   return CGNET_NONE;
 }
 
+static void with_raw_api(cgnet_handler *h) {
+  h->on_frame = raw_api_frame;
+}
+
 static void test_raw_api_in_on_frame(void **state) {
   (void)state;
-  tu_tracker *t = tu_tracker_new();
-  cgnet_codec *codec = make_codec("line");
-  cgnet_handler h = echo_handler(t);
-  h.on_frame = raw_api_frame;
-  tu_server srv;
-  start(&srv, &h, codec, 1);
-  int fd = connect_port(srv.port);
-  assert_rc(tu_send_all(fd, "a\nskip2\nXXc\nddd", 15, TU_TIMEOUT_MS), 0);
-  expect_bytes(fd, "a\nskip2\nc\n", 10);
+  exchange("line", with_raw_api, "a\nskip2\nXXc\nddd", 15, "a\nskip2\nc\n", 10);
   assert_int_equal(atomic_load(&S.frames), 3);
-  close(fd);
-  finish(&srv, t);
-  cgnet_codec_free(codec);
 }
 
 /* ---- examples/codec_echo ------------------------------------------------------------- */
