@@ -483,7 +483,9 @@ CGNET_API int cgnet_conn_async_write_owned(cgnet_conn *c, void *data, size_t len
                                            cgnet_write_done_fn done, void *ud);
 
 /* Make on_traffic run on the loop even with no new bytes (it sees whatever is still
- * buffered). Any thread (holding a reference). 0, CGNET_ENOMEM or CGNET_ECLOSED. */
+ * buffered; with a codec and on_frame, the buffered bytes are decoded instead and
+ * on_frame runs for each complete frame). Any thread (holding a reference). 0,
+ * CGNET_ENOMEM or CGNET_ECLOSED. */
 CGNET_API int cgnet_conn_wake(cgnet_conn *c);
 
 /* Close from any thread. done(c, reason, ud), if given, runs on the loop once the conn
