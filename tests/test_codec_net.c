@@ -40,6 +40,7 @@ static struct {
   const cgnet_codec *second;   /* test_switch: the codec to switch to */
   cgnet_conn *ref;             /* test_async_write_frame: a reference */
   atomic_int timer_frames;     /* test_pause: frames seen when the resume timer fired */
+  atomic_int unwritable;       /* on_writable_changed(0) calls */
 } S;
 
 static void reset_state(void) {
@@ -48,6 +49,7 @@ static void reset_state(void) {
   atomic_store(&S.frames_at_write1, -1);
   atomic_store(&S.in_at_close, 0);
   atomic_store(&S.timer_frames, -1);
+  atomic_store(&S.unwritable, 0);
   S.second = NULL;
   __atomic_store_n(&S.ref, NULL, __ATOMIC_RELEASE);
 }
@@ -76,11 +78,15 @@ static cgnet_handler echo_handler(tu_tracker *t) {
       .ud = t, .on_open = on_open, .on_close = on_close, .on_frame = echo_frame};
 }
 
+static void start_opts(tu_server *srv, const cgnet_handler *h, const cgnet_options *o) {
+  reset_state();
+  assert_rc(tu_server_start(srv, h, o), 0);
+}
+
 static void start(tu_server *srv, const cgnet_handler *h, const cgnet_codec *codec,
                   int loops) {
-  reset_state();
   cgnet_options o = {.num_loops = loops, .codec = codec};
-  assert_rc(tu_server_start(srv, h, &o), 0);
+  start_opts(srv, h, &o);
 }
 
 static void finish(tu_server *srv, tu_tracker *t) {
@@ -143,7 +149,16 @@ static void exchange(const char *name, void (*tweak)(cgnet_handler *h), const vo
 typedef struct echo_cfg {
   const char *name;
   int loops;
+  int et;      /* edge-triggered */
+  size_t high; /* write_high_watermark (0: default) */
 } echo_cfg;
+
+/* Backpressure: frames left in the view when the replies crossed the high watermark
+ * wait for the output to drain (test_echo counts these). */
+static void count_unwritable(cgnet_conn *c, int writable) {
+  (void)c;
+  if (!writable) atomic_fetch_add(&S.unwritable, 1);
+}
 
 static cgnet_codec *make_codec(const char *name) {
   cgnet_codec *c = NULL;
@@ -198,7 +213,12 @@ static void test_echo(void **state) {
   cgnet_codec *codec = make_codec(cfg->name);
   cgnet_handler h = echo_handler(t);
   tu_server srv;
-  start(&srv, &h, codec, cfg->loops);
+  h.on_writable_changed = count_unwritable;
+  cgnet_options o = {.num_loops = cfg->loops,
+                     .codec = codec,
+                     .edge_triggered = cfg->et,
+                     .write_high_watermark = cfg->high};
+  start_opts(&srv, &h, &o);
   enum { NCL = 3 };
   tu_echo_client cl[NCL];
   uint8_t *tx[NCL], *rx[NCL];
@@ -225,6 +245,7 @@ static void test_echo(void **state) {
     free(rx[i]);
   }
   assert_int_equal(atomic_load(&S.frames), frames);
+  if (cfg->high) assert_true(atomic_load(&S.unwritable) > 0); /* frames were held */
   assert_true(tu_wait_conns(srv.eng, 0, TU_TIMEOUT_MS));
   assert_int_equal(tu_tracker_count_reason(t, CGNET_EOF), NCL);
   finish(&srv, t);
@@ -659,14 +680,18 @@ int main(void) {
   const char *filter = getenv("CGNET_TEST_FILTER");
   if (filter) cmocka_set_test_filter(filter);
   static const echo_cfg cfgs[] = {
-      {"line", 1},  {"line", 2},  {"delim", 1},    {"delim", 2},
-      {"fixed", 1}, {"fixed", 2}, {"lenfield", 1}, {"lenfield", 2},
+      {"line", 1, 0, 0},     {"line", 2, 0, 0},     {"delim", 1, 0, 0},
+      {"delim", 2, 0, 0},    {"fixed", 1, 0, 0},    {"fixed", 2, 0, 0},
+      {"lenfield", 1, 0, 0}, {"lenfield", 2, 0, 0}, {"line", 2, 1, 0},
+      {"lenfield", 2, 1, 0}, {"line", 1, 0, 1024},  {"fixed", 2, 1, 1024},
   };
-  static char names[8][48];
-  struct CMUnitTest tests[32];
+  enum { NCFG = sizeof cfgs / sizeof cfgs[0] };
+  static char names[NCFG][64];
+  struct CMUnitTest tests[NCFG + 16];
   size_t n = 0;
-  for (size_t i = 0; i < 8; i++) {
-    snprintf(names[i], sizeof names[i], "echo/%s/loops=%d", cfgs[i].name, cfgs[i].loops);
+  for (size_t i = 0; i < NCFG; i++) {
+    snprintf(names[i], sizeof names[i], "echo/%s/loops=%d%s%s", cfgs[i].name, cfgs[i].loops,
+             cfgs[i].et ? "/edge" : "", cfgs[i].high ? "/high=1k" : "");
     tests[n++] =
         (struct CMUnitTest){names[i], test_echo, tu_setup, tu_teardown, (void *)&cfgs[i]};
   }
