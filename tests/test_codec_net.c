@@ -493,6 +493,34 @@ static void test_traffic_without_on_frame(void **state) {
   assert_int_equal(atomic_load(&S.frames), 0);
 }
 
+/* "RAW" switches the conn back to raw bytes: the rest of the same read, and what
+ * follows, goes to on_traffic. */
+static cgnet_action raw_after_frame(cgnet_conn *c, const uint8_t *frame, size_t len) {
+  cgnet_action a = echo_frame(c, frame, len);
+  if (len == 3 && memcmp(frame, "RAW", 3) == 0)
+    TU_CHECK_EQ(cgnet_conn_set_codec(c, NULL), 0);
+  return a;
+}
+
+static cgnet_action echo_raw(cgnet_conn *c) {
+  const uint8_t *p;
+  size_t n = cgnet_conn_next(c, 0, &p);
+  TU_CHECK(cgnet_conn_codec(c) == NULL);
+  TU_CHECK_EQ(cgnet_conn_write(c, p, n), 0);
+  return CGNET_NONE;
+}
+
+static void with_switch_to_raw(cgnet_handler *h) {
+  h->on_frame = raw_after_frame;
+  h->on_traffic = echo_raw;
+}
+
+static void test_switch_to_raw(void **state) {
+  (void)state;
+  exchange("line", with_switch_to_raw, "a\nRAW\nb\nc", 10, "a\nRAW\nb\nc", 10);
+  assert_int_equal(atomic_load(&S.frames), 2); /* "b\nc" came raw */
+}
+
 /* ---- async_write_frame from the test thread ------------------------------------------ */
 
 static cgnet_action open_keep_ref(cgnet_conn *c) {
@@ -704,6 +732,7 @@ int main(void) {
       T(test_lenfield_malformed),
       T(test_custom_limits),
       T(test_switch_codec),
+      T(test_switch_to_raw),
       T(test_traffic_without_on_frame),
       T(test_async_write_frame),
       T(test_pause_resume),
