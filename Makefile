@@ -2,8 +2,10 @@
 # installed (scripts/deps.sh), then drives CMake.
 #
 #   make / make build      configure + build into build/ (RelWithDebInfo: -O2 -g)
-#   make test              plain, ASan+UBSan and TSan builds, each with its ctest suite
-#   make test-plain | test-asan | test-tsan
+#   make test              plain, ASan+UBSan and TSan builds, each with its ctest suite,
+#                          then each codec fuzz target for a few seconds
+#   make test-plain | test-asan | test-tsan | test-fuzz
+#   make fuzz              the codec fuzz targets, FUZZ_SECONDS each (default 60)
 #   make test-long         plain build, then the slow tests (ctest label "long")
 #   make demo              build, then scripts/demo.sh
 #   make bench             build, then bench/run.sh (echo, HTTP, regression figures) and
@@ -24,11 +26,11 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 MAKEFLAGS += --no-print-directory
 
 DEPS := bash scripts/deps.sh
-FORMAT_DIRS := src include tests examples bench
+FORMAT_DIRS := src include tests examples bench fuzz
 FORMAT_FILES = $(shell find $(FORMAT_DIRS) -type f \( -name '*.c' -o -name '*.h' \) 2>/dev/null | sort)
 
 .DEFAULT_GOAL := build
-.PHONY: all build deps test test-plain test-asan test-tsan test-long demo bench bench-sweep install format \
+.PHONY: all build deps test test-plain test-asan test-tsan test-fuzz fuzz test-long demo bench bench-sweep install format \
 	format-check clean
 
 all: build
@@ -41,7 +43,7 @@ build: deps
 	cmake --build $(BUILD_DIR) -j$(JOBS)
 
 test: deps
-	@bash scripts/check-tests.sh plain asan tsan
+	@bash scripts/check-tests.sh plain asan tsan fuzz
 
 test-plain: deps
 	@bash scripts/check-tests.sh plain
@@ -51,6 +53,13 @@ test-asan: deps
 
 test-tsan: deps
 	@bash scripts/check-tests.sh tsan
+
+test-fuzz: deps
+	@bash scripts/check-tests.sh fuzz
+
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
 # Same configuration as check-tests.sh's plain variant (build/), so the two share a build.
 test-long: deps
@@ -85,4 +94,4 @@ format-check:
 	@files="$(FORMAT_FILES)"; [ -z "$$files" ] || clang-format --dry-run --Werror $$files
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz

@@ -112,6 +112,7 @@ CGNET_API const char *cgnet_err_name(int err);
 typedef struct cgnet_engine cgnet_engine; /* a running server: listeners + loops */
 typedef struct cgnet_loop cgnet_loop;     /* one event loop, one thread */
 typedef struct cgnet_conn cgnet_conn;     /* one connection, owned by one loop */
+typedef struct cgnet_codec cgnet_codec;   /* frames a byte stream (see "Codecs") */
 
 /* What a callback asks the engine to do next. */
 typedef enum cgnet_action {
@@ -203,6 +204,16 @@ typedef struct cgnet_handler {
    * cgnet_conn_shutdown_write finishes the other half). CLOSE closes it; SHUTDOWN stops
    * the engine. Without allow_half_open a FIN closes the conn with CGNET_EOF instead. */
   cgnet_action (*on_read_closed)(cgnet_conn *c);
+
+  /* One complete frame decoded by the conn's codec (options.codec or
+   * cgnet_conn_set_codec); gnet v1's React. `frame` points into cgnet's inbound buffer
+   * and is valid until on_frame returns. It runs once per frame, for every complete
+   * frame of a read, in order; replies written meanwhile leave together in one send.
+   * Inside on_frame the raw read API (peek/next/...) sees the bytes after this frame,
+   * and bytes it consumes are skipped by the decoder. CLOSE closes the conn (frames
+   * after this one are dropped); SHUTDOWN stops the engine. With a codec but no
+   * on_frame, on_traffic gets the raw bytes as if there were no codec. */
+  cgnet_action (*on_frame)(cgnet_conn *c, const uint8_t *frame, size_t len);
 } cgnet_handler;
 
 /* A log sink. `msg` is one line without a trailing newline. May run on any thread. */
@@ -288,6 +299,11 @@ typedef struct cgnet_options {
   /* SO_BINDTODEVICE with this interface name ("lo", "eth0") on every TCP listener and
    * UDP socket (NULL: none). The kernel may require CAP_NET_RAW (CGNET_EPERM). */
   const char *bind_to_device;
+
+  /* Framing (see "Codecs"): every conn starts with this codec, so on_frame gets whole
+   * frames and cgnet_conn_write_frame encodes. NULL: raw bytes through on_traffic. The
+   * codec must outlive the engine. */
+  const cgnet_codec *codec;
 } cgnet_options;
 
 /* ------------------------------------------------------------------------------------ */
@@ -571,7 +587,9 @@ CGNET_API int cgnet_conn_async_write_owned(cgnet_conn *c, void *data, size_t len
                                            cgnet_write_done_fn done, void *ud);
 
 /* Make on_traffic run on the loop even with no new bytes (it sees whatever is still
- * buffered). Any thread (holding a reference). 0, CGNET_ENOMEM or CGNET_ECLOSED. */
+ * buffered; with a codec and on_frame, the buffered bytes are decoded instead and
+ * on_frame runs for each complete frame). Any thread (holding a reference). 0,
+ * CGNET_ENOMEM or CGNET_ECLOSED. */
 CGNET_API int cgnet_conn_wake(cgnet_conn *c);
 
 /* Close from any thread. done(c, reason, ud), if given, runs on the loop once the conn
@@ -579,6 +597,228 @@ CGNET_API int cgnet_conn_wake(cgnet_conn *c);
  * (holding a reference). 0, CGNET_ENOMEM or CGNET_ECLOSED. */
 typedef void (*cgnet_close_done_fn)(cgnet_conn *c, int reason, void *ud);
 CGNET_API int cgnet_conn_async_close(cgnet_conn *c, cgnet_close_done_fn done, void *ud);
+
+/* ------------------------------------------------------------------------------------ */
+/* Codecs: framing a byte stream into messages                                          */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * A codec cuts the inbound byte stream into frames and wraps outbound frames (gnet's
+ * ICodec, netty's frame decoders). Give one to the engine (options.codec) or to a conn
+ * (cgnet_conn_set_codec); cgnet then calls handler.on_frame once per complete frame and
+ * cgnet_conn_write_frame encodes replies.
+ *
+ * A codec is user-owned and immutable once made: one codec may serve every conn of every
+ * loop at once, and must outlive the engines and conns that use it. Built-ins: line,
+ * delimiter, fixed length, length field; or plug in your own with cgnet_codec_new.
+ *
+ * Every decoder has a maximum frame length (default 1 MiB). A frame over it closes the
+ * conn with CGNET_EFRAMETOOLARGE as soon as that is known (a length field's value is
+ * checked when the header arrives; a line is given up once max + its terminator bytes
+ * are buffered without one), so a peer can never make cgnet buffer more than about the
+ * maximum plus one read. A malformed frame (a length that is negative after adjustment or
+ * overflows, or a custom decoder's error) closes it with CGNET_ECODEC (or the custom
+ * decoder's code). on_close gets that reason.
+ *
+ * Codecs frame streams: TCP and Unix conns, a server's or a client's. A server's UDP
+ * datagram conns ignore options.codec (each datagram is already a message; set_codec and
+ * write_frame on them return CGNET_EUNSUPPORTED). A client's connected udp:// conn
+ * decodes each datagram on its own: a frame cannot span datagrams, and an incomplete
+ * tail is dropped with the datagram; write_frame sends the encoded frame as one datagram.
+ */
+/* Default maximum frame length of every codec (max_frame_length 0 means this). */
+#define CGNET_CODEC_DEFAULT_MAX_FRAME (1024 * 1024)
+
+/* One decoded frame, as a decoder reports it. */
+typedef struct cgnet_frame {
+  const uint8_t *data; /* out: first byte of the frame, inside the input */
+  size_t len;          /* out: frame length (<= the codec's max frame length) */
+  size_t consumed;     /* out: input bytes the frame used up, framing included (> 0) */
+  /* in/out: the decoder's memo across calls on the same pending input (how far a line
+   * decoder has scanned, the total a length-field decoder knows it needs). cgnet keeps
+   * it per conn: zeroed when a frame is consumed (or the conn's codec or unread input
+   * changes), handed back unchanged otherwise. Callers of cgnet_codec_decode set it to
+   * 0 for new input and pass back what a "need more" call left. */
+  size_t hint;
+} cgnet_frame;
+
+/* An encoded frame: up to 3 pieces (header, payload, trailer) ready for writev. The
+ * payload piece points at the caller's frame (never copied); header bytes may live in
+ * `header`, so an encoded frame must not be copied by value while iov points into it. */
+#define CGNET_CODEC_HEADER_MAX 32
+typedef struct cgnet_encoded {
+  struct iovec iov[3];
+  int iovcnt;
+  uint8_t header[CGNET_CODEC_HEADER_MAX]; /* scratch an encoder may point iov at */
+} cgnet_encoded;
+
+/*
+ * A custom codec. Both functions may run on many loop threads at once with the same
+ * state: treat it as read-only.
+ *   decode(state, in, len, out): look at the pending input in[0, len). Return 1 with
+ *     out->data/len/consumed set (one frame; data..data+len and consumed within the
+ *     input, consumed > 0), 0 for "need more bytes" (out->hint may be updated), or a
+ *     negative CGNET_E* code (CGNET_ECODEC, CGNET_EFRAMETOOLARGE, ...) that closes the
+ *     conn with that reason. cgnet checks the result: a frame outside the input or
+ *     consumed == 0 is CGNET_ECODEC, a frame over max_frame_length, or "need more" with
+ *     more than max_frame_length pending, is CGNET_EFRAMETOOLARGE.
+ *   encode(state, frame, len, out): fill out->iov/iovcnt for `frame` (point an iovec at
+ *     the frame itself; header/trailer bytes in out->header or in static/state memory).
+ *     0 or a negative CGNET_E* code.
+ *   destroy(state): may be NULL; called by cgnet_codec_free.
+ */
+typedef struct cgnet_codec_ops {
+  int (*decode)(void *state, const uint8_t *in, size_t len, cgnet_frame *out);
+  int (*encode)(void *state, const uint8_t *frame, size_t len, cgnet_encoded *out);
+  void (*destroy)(void *state);
+} cgnet_codec_ops;
+
+/* Wrap custom ops (copied) and state. max_frame_length 0: 1 MiB; CGNET_UNLIMITED is
+ * refused (CGNET_EINVAL): a decoder always bounds what a peer can make us buffer.
+ * 0, CGNET_EINVAL (no decode or encode) or CGNET_ENOMEM. Any thread. */
+CGNET_API int cgnet_codec_new(const cgnet_codec_ops *ops, void *state,
+                              size_t max_frame_length, cgnet_codec **out);
+
+/*
+ * Line codec: frames end with '\n'.
+ *
+ *     wire:  | h e l l o \r \n | w o r l d \n |
+ *     frames:  "hello"            "world"
+ *
+ * One '\r' right before the '\n' is stripped unless keep_cr. max_frame_length bounds
+ * the line without its terminator. The encoder appends "\n"; a frame that contains '\n'
+ * (or, without keep_cr, ends in '\r') cannot round-trip and is refused (CGNET_EINVAL).
+ * `o` may be NULL (all defaults). 0, CGNET_EINVAL or CGNET_ENOMEM. Any thread.
+ */
+typedef struct cgnet_line_codec_options {
+  int keep_cr;             /* non-zero: deliver "...\r" as is */
+  size_t max_frame_length; /* 0: 1 MiB */
+} cgnet_line_codec_options;
+CGNET_API int cgnet_codec_line(const cgnet_line_codec_options *o, cgnet_codec **out);
+
+/*
+ * Delimiter codec: frames end with `delimiter` (1 or more bytes, copied), which is not
+ * part of the frame. With delimiter "\r\n\r\n":
+ *
+ *     wire:  | a b c \r \n \r \n | \r \n \r \n | x |...
+ *     frames:  "abc"                ""          (need more)
+ *
+ * max_frame_length bounds the frame without the delimiter. The encoder appends the
+ * delimiter and refuses (CGNET_EINVAL) a frame in which the delimiter would be found
+ * earlier than where it appends it. 0, CGNET_EINVAL or CGNET_ENOMEM. Any thread.
+ */
+typedef struct cgnet_delimiter_codec_options {
+  const uint8_t *delimiter; /* required */
+  size_t delimiter_len;     /* >= 1 */
+  size_t max_frame_length;  /* 0: 1 MiB */
+} cgnet_delimiter_codec_options;
+CGNET_API int cgnet_codec_delimiter(const cgnet_delimiter_codec_options *o,
+                                    cgnet_codec **out);
+
+/*
+ * Fixed-length codec: every frame is exactly frame_length bytes (>= 1), which is also
+ * its maximum frame length.
+ *
+ *     frame_length 3:  | a b c | d e f | g h |
+ *     frames:            "abc"   "def"  (need more)
+ *
+ * The encoder writes the frame as is and refuses any other length (CGNET_EMSGSIZE; no
+ * padding). 0, CGNET_EINVAL or CGNET_ENOMEM. Any thread.
+ */
+CGNET_API int cgnet_codec_fixed(size_t frame_length, cgnet_codec **out);
+
+typedef enum cgnet_byte_order {
+  CGNET_BIG_ENDIAN = 0, /* network order: most significant byte first (default) */
+  CGNET_LITTLE_ENDIAN = 1,
+} cgnet_byte_order;
+
+/* initial_bytes_to_strip value that strips the whole header (offset + field length). */
+#define CGNET_STRIP_HEADER SIZE_MAX
+
+/*
+ * Length-field codec (netty's LengthFieldBasedFrameDecoder and LengthFieldPrepender,
+ * gnet's LengthFieldBasedFrameCodec). A frame on the wire:
+ *
+ *     |<- length_field_offset ->|<- length_field_length ->|<------- rest ------->|
+ *     |  bytes before the field |  unsigned value V       |                      |
+ *     |<------------------- total = offset + field length + V + length_adjustment
+ *                                                  (- field length if includes) ->|
+ *
+ * The decoder delivers wire bytes [initial_bytes_to_strip, total). Examples, frame
+ * "HELLO" (5 bytes):
+ *
+ *   all defaults (4-byte big-endian field, nothing stripped: the header is delivered):
+ *     wire | 00 00 00 05 | H E L L O |        frame | 00 00 00 05 H E L L O |
+ *   .length_field_length = 2, .initial_bytes_to_strip = 2 (or CGNET_STRIP_HEADER):
+ *     wire | 00 05 | H E L L O |              frame | H E L L O |
+ *   .length_field_length = 2, .length_includes_length_field = 1, strip 2:
+ *     wire | 00 07 | H E L L O |              frame | H E L L O |
+ *   .length_field_offset = 2 (a 2-byte tag T1 T2 first), 3-byte field, strip 0:
+ *     wire | T1 T2 | 00 00 05 | H E L L O |   frame | T1 T2 00 00 05 H E L L O |
+ *   .byte_order = CGNET_LITTLE_ENDIAN, 2-byte field, .length_adjustment = 2 (V excludes
+ *   a 2-byte trailer CK CK that belongs to the frame), strip 2:
+ *     wire | 05 00 | H E L L O CK CK |        frame | H E L L O CK CK |
+ *
+ * Decoding errors: a value over INT64_MAX, total below offset + field length (a
+ * negative rest) or overflowing, or initial_bytes_to_strip > total: CGNET_ECODEC; total
+ * > max_frame_length: CGNET_EFRAMETOOLARGE, decided as soon as the header is in.
+ *
+ * The encoder is the mirror image: for frame f it writes f[0, offset), then the field
+ * with V = (len - offset) - length_adjustment (+ field length if includes), then
+ * f[offset, len). len < offset: CGNET_EINVAL; V negative or too big for the field:
+ * CGNET_EMSGSIZE; the wire frame over max_frame_length: CGNET_EFRAMETOOLARGE. So
+ * decode(encode(f)) == f exactly when offset == 0 and the field is stripped
+ * (initial_bytes_to_strip == field length, or CGNET_STRIP_HEADER).
+ *
+ * 0, CGNET_EINVAL (bad field length or byte order, a header longer than the maximum) or
+ * CGNET_ENOMEM. `o` may be NULL (all defaults). Any thread.
+ */
+typedef struct cgnet_length_field_codec_options {
+  cgnet_byte_order byte_order;      /* default big endian */
+  size_t length_field_offset;       /* bytes before the length field (default 0) */
+  int length_field_length;          /* 1, 2, 3 (24-bit), 4 or 8 bytes (0: 4) */
+  int64_t length_adjustment;        /* added to V to get the bytes after the field */
+  size_t initial_bytes_to_strip;    /* cut from the front of each frame (default 0:
+                                       netty's default; CGNET_STRIP_HEADER: the header) */
+  int length_includes_length_field; /* V counts the field's own bytes too */
+  size_t max_frame_length; /* whole frame on the wire, header included (0: 1 MiB) */
+} cgnet_length_field_codec_options;
+CGNET_API int cgnet_codec_length_field(const cgnet_length_field_codec_options *o,
+                                       cgnet_codec **out);
+
+/* Free a codec (NULL is ignored); calls ops.destroy for a custom one. Only once no
+ * engine or conn uses it. Any thread. */
+CGNET_API void cgnet_codec_free(cgnet_codec *codec);
+
+/* The decoder and encoder as pure functions (any thread): what cgnet runs per conn,
+ * including its checks of a custom codec's results. For tests, fuzzers and framing by
+ * hand. decode returns 1 (a frame), 0 (need more) or a negative code; encode 0 or a
+ * negative code. */
+CGNET_API int cgnet_codec_decode(const cgnet_codec *codec, const uint8_t *in, size_t len,
+                                 cgnet_frame *out);
+CGNET_API int cgnet_codec_encode(const cgnet_codec *codec, const uint8_t *frame, size_t len,
+                                 cgnet_encoded *out);
+CGNET_API size_t cgnet_codec_max_frame_length(const cgnet_codec *codec);
+
+/* Use `codec` on this conn from now on (NULL: back to raw bytes through on_traffic).
+ * Typically called from on_open; bytes already buffered are decoded with the new codec
+ * (from inside on_frame: starting with the bytes after the current frame). 0 or
+ * CGNET_ECLOSED. Loop thread. */
+CGNET_API int cgnet_conn_set_codec(cgnet_conn *c, const cgnet_codec *codec);
+/* The conn's codec, or NULL. Loop thread. */
+CGNET_API const cgnet_codec *cgnet_conn_codec(const cgnet_conn *c);
+
+/* Encode `frame` with the conn's codec and queue it like cgnet_conn_writev (the frame is
+ * not copied by the encoder; a large frame with nothing queued goes straight to the
+ * socket). 0, CGNET_EINVAL when the conn has no codec, the encoder's error (nothing is
+ * written then), or cgnet_conn_writev's. Loop thread. */
+CGNET_API int cgnet_conn_write_frame(cgnet_conn *c, const void *frame, size_t len);
+
+/* cgnet_conn_write_frame from any thread: the frame is copied now and encoded on the
+ * loop with the conn's codec at that time; done gets write_frame's result. Any thread
+ * (holding a reference). 0, CGNET_ENOMEM or CGNET_ECLOSED. */
+CGNET_API int cgnet_conn_async_write_frame(cgnet_conn *c, const void *frame, size_t len,
+                                           cgnet_write_done_fn done, void *ud);
 
 /* ------------------------------------------------------------------------------------ */
 /* Connections: state and controls (loop thread)                                        */

@@ -3,11 +3,13 @@
 # summary line per variant and a total line. Exits non-zero if any variant failed, after
 # running all of them.
 #
-#   scripts/check-tests.sh [plain] [asan] [tsan]     (default: all three)
+#   scripts/check-tests.sh [plain] [asan] [tsan] [fuzz]     (default: all four)
 #
 #   plain  build/        CGNET_SANITIZE=""
 #   asan   build-asan/   CGNET_SANITIZE=address  (ASan + UBSan + LeakSanitizer)
 #   tsan   build-tsan/   CGNET_SANITIZE=thread
+#   fuzz   build-fuzz/   scripts/fuzz.sh: each codec fuzz target briefly (CGNET_FUZZ_SECONDS,
+#                        default 5 s per target); a crash or broken invariant fails it
 #
 # Extra cmake arguments can be passed in CMAKE_ARGS; extra ctest arguments in CTEST_ARGS.
 # CGNET_TSAN_SETARCH=1|0 forces / forbids running the TSan suite under `setarch -R`.
@@ -17,7 +19,7 @@ cd "$(dirname "$0")/.." || exit 1
 root=$PWD
 jobs=$(nproc 2>/dev/null || echo 2)
 variants=("$@")
-((${#variants[@]})) || variants=(plain asan tsan)
+((${#variants[@]})) || variants=(plain asan tsan fuzz)
 
 declare -A summary
 total_pass=0
@@ -106,14 +108,39 @@ setup_env() {
   esac
 }
 
+# The fuzz targets, briefly: one "test" per target in the totals.
+run_fuzz() {
+  local start=$SECONDS
+  say "[fuzz] scripts/fuzz.sh ${CGNET_FUZZ_SECONDS:-5}"
+  mkdir -p build-fuzz
+  bash scripts/fuzz.sh "${CGNET_FUZZ_SECONDS:-5}" 2>&1 | tee build-fuzz/check.log
+  local rc=${PIPESTATUS[0]} pass fail
+  pass=$(grep -c '^fuzz_[a-z_]* *PASS' build-fuzz/check.log)
+  fail=$(grep -c '^fuzz_[a-z_]* *FAIL' build-fuzz/check.log)
+  ((rc != 0 && fail == 0)) && fail=1
+  total_pass=$((total_pass + pass))
+  total_fail=$((total_fail + fail))
+  local took=$((SECONDS - start))
+  if ((rc == 0)); then
+    summary[fuzz]="PASS  $pass targets passed, $fail failed (${took}s)"
+  else
+    summary[fuzz]="FAIL  $pass targets passed, $fail failed (${took}s)"
+  fi
+  return "$rc"
+}
+
 run_variant() {
   local variant="$1" dir sanitize
   case "$variant" in
+    fuzz)
+      run_fuzz
+      return
+      ;;
     plain) dir=build sanitize="" ;;
     asan) dir=build-asan sanitize=address ;;
     tsan) dir=build-tsan sanitize=thread ;;
     *)
-      echo "check-tests: unknown variant '$variant' (plain, asan, tsan)" >&2
+      echo "check-tests: unknown variant '$variant' (plain, asan, tsan, fuzz)" >&2
       summary[$variant]="FAIL  unknown variant"
       total_fail=$((total_fail + 1))
       return 2

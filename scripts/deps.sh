@@ -3,7 +3,8 @@
 #
 #   scripts/deps.sh [--bench] [--format] [--dry-run]
 #
-#   (always)   cmake, a C compiler, make, pkg-config, libc headers, cmocka
+#   (always)   cmake, a C compiler, make, pkg-config, libc headers, cmocka, and clang with
+#              the libFuzzer runtime (libclang-rt-14-dev) for the codec fuzz targets
 #   --bench    also libuv1-dev, libevent-dev, wrk, h2load (nghttp2-client), nginx-light,
 #              h2o, python3, gnuplot-nox, valgrind and strace (bench peers, load tools, report)
 #   --format   also clang-format
@@ -24,7 +25,7 @@ for arg in "$@"; do
     --format) want_format=1 ;;
     --dry-run) dry_run=1 ;;
     -h | --help)
-      sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -51,6 +52,13 @@ need() {
 
 have_cc() { have_cmd cc || have_cmd gcc || have_cmd clang; }
 have_libc_headers() { [[ -f /usr/include/stdio.h ]]; }
+# clang's own libFuzzer runtime (the one `clang -fsanitize=fuzzer` links).
+have_libfuzzer() {
+  have_cmd clang || return 1
+  local dir
+  dir=$(clang -print-resource-dir 2>/dev/null) || return 1
+  [[ -f "$dir/lib/linux/libclang_rt.fuzzer-$(uname -m).a" ]]
+}
 cmake_ok() {
   have_cmd cmake || return 1
   # CMakeLists.txt needs 3.16.
@@ -65,6 +73,8 @@ need libc6-dev have_libc_headers
 need make have_cmd make
 need pkg-config have_cmd pkg-config
 need libcmocka-dev have_pc cmocka
+need clang have_cmd clang
+need libclang-rt-14-dev have_libfuzzer
 if ((want_bench)); then
   need libuv1-dev have_pc libuv
   need libevent-dev have_pc libevent

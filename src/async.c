@@ -1,9 +1,9 @@
 /*
- * Conn calls from any thread: async write/writev, wake and close. Each call copies what
- * it needs into a task, takes a reference on the conn for the task, and posts it to the
- * conn's loop (one eventfd write per burst, see loop.c); the task runs on the loop,
- * finds out whether the conn is still open, acts, reports through `done`, and drops its
- * reference. So a worker may keep calling these on a conn that has long closed: the
+ * Conn calls from any thread: async write/writev/write_frame, wake and close. Each call
+ * copies what it needs into a task, takes a reference on the conn for the task, and posts
+ * it to the conn's loop (one eventfd write per burst, see loop.c); the task runs on the
+ * loop, finds out whether the conn is still open, acts, reports through `done`, and drops
+ * its reference. So a worker may keep calling these on a conn that has long closed: the
  * memory stays until the last reference goes, and the calls answer CGNET_ECLOSED.
  */
 #include <stdlib.h>
@@ -11,7 +11,7 @@
 
 #include "core.h"
 
-typedef enum { OP_WRITE, OP_WAKE, OP_CLOSE } op_kind;
+typedef enum { OP_WRITE, OP_WRITE_FRAME, OP_WAKE, OP_CLOSE } op_kind;
 
 typedef struct conn_task {
   cgnet__task t;
@@ -36,7 +36,7 @@ static void finish(conn_task *ct) {
 }
 
 static void report(conn_task *ct, int status) {
-  if (ct->kind == OP_WRITE && ct->done.write_done)
+  if ((ct->kind == OP_WRITE || ct->kind == OP_WRITE_FRAME) && ct->done.write_done)
     ct->done.write_done(ct->c, status, ct->ud);
   else if (ct->kind == OP_CLOSE && ct->done.close_done)
     ct->done.close_done(ct->c, status, ct->ud);
@@ -49,6 +49,9 @@ static void run_task(cgnet_loop *loop, cgnet__task *t) {
   switch (ct->kind) {
   case OP_WRITE:
     report(ct, c->closed ? CGNET_ECLOSED : cgnet_conn_write(c, ct->data, ct->len));
+    break;
+  case OP_WRITE_FRAME: /* encoded here: the conn's codec is loop-thread state */
+    report(ct, c->closed ? CGNET_ECLOSED : cgnet_conn_write_frame(c, ct->data, ct->len));
     break;
   case OP_WAKE:
     cgnet__conn_wake_now(c);
@@ -106,6 +109,20 @@ int cgnet_conn_async_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt,
   }
   ct->data = ct->inline_data;
   ct->len = total;
+  ct->done.write_done = done;
+  ct->ud = ud;
+  return post(ct);
+}
+
+int cgnet_conn_async_write_frame(cgnet_conn *c, const void *frame, size_t len,
+                                 cgnet_write_done_fn done, void *ud) {
+  if (!c || (len && !frame)) return CGNET_EINVAL;
+  if (cgnet_conn_is_closed(c)) return CGNET_ECLOSED;
+  conn_task *ct = new_task(c, OP_WRITE_FRAME, len);
+  if (!ct) return CGNET_ENOMEM;
+  if (len) memcpy(ct->inline_data, frame, len);
+  ct->data = ct->inline_data;
+  ct->len = len;
   ct->done.write_done = done;
   ct->ud = ud;
   return post(ct);

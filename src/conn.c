@@ -7,6 +7,11 @@
  * user sees the bytes in place in the loop buffer; only what the user leaves unconsumed
  * is copied into the conn's own inbound buffer, which is released once it empties.
  *
+ * Codecs. With a codec and on_frame, deliver_frames() decodes frames straight out of the
+ * same view (the loop's read buffer when nothing is pending), calls on_frame for each,
+ * and leaves only the unfinished frame's bytes to be copied into the inbound buffer; a
+ * frame spread over many reads is assembled there with no other copy.
+ *
  * Write path. Writes made during a wake-up are appended to the conn's outbound queue and
  * the conn joins the loop's pending_out list; the loop flushes every pending conn with
  * one send/sendmsg each just before it sleeps (redis' "write before sleep"), so replies
@@ -110,6 +115,55 @@ static void call_on_traffic(cgnet_conn *c) {
   cgnet__conn_after_callback(c, h->on_traffic(c));
 }
 
+/* With a codec and an on_frame callback the conn delivers frames, else raw bytes. */
+static bool framed(const cgnet_conn *c) {
+  return c->codec && handler_of(c)->on_frame;
+}
+
+/* Reading stopped while frames may still sit in the view: leave them for later. */
+static bool frames_held(const cgnet_conn *c) {
+  return c->user_paused || (c->over_high && c->read_backpressure) || c->draining;
+}
+
+/*
+ * Decode the view's frames and call on_frame for each, until the decoder needs more
+ * bytes, fails (the conn closes with its error), an action, a close or a pause. One
+ * in_callback span covers the whole batch, so replies to every frame leave in one send
+ * and the view is settled once: the unconsumed tail is the only copy.
+ */
+static void deliver_frames(cgnet_conn *c) {
+  const cgnet_handler *h = handler_of(c);
+  cgnet_action a = CGNET_NONE;
+  c->redeliver = false;
+  c->in_callback++;
+  while (a == CGNET_NONE && !c->closed && !c->close_reason && c->view_pos < c->view_len) {
+    if (!framed(c) || frames_held(c)) { /* codec removed, or paused: later */
+      c->redeliver = true;
+      break;
+    }
+    cgnet_frame f = {.hint = c->codec_hint};
+    int rc =
+        cgnet_codec_decode(c->codec, c->view + c->view_pos, c->view_len - c->view_pos, &f);
+    if (rc < 0) request_close(c, rc);
+    if (rc <= 0) {
+      c->codec_hint = f.hint;
+      break;
+    }
+    c->codec_hint = 0;
+    c->view_pos += f.consumed;
+    a = h->on_frame(c, f.data, f.len);
+  }
+  cgnet__conn_after_callback(c, a);
+}
+
+/* Hand the view to the user: as frames or as raw bytes. */
+static void dispatch(cgnet_conn *c) {
+  if (framed(c))
+    deliver_frames(c);
+  else
+    call_on_traffic(c);
+}
+
 static void call_on_pre_write(cgnet_conn *c) {
   const cgnet_handler *h = handler_of(c);
   if (!h->on_pre_write) return;
@@ -202,6 +256,7 @@ cgnet_conn *cgnet__conn_new(cgnet_loop *loop, const cgnet_handler *h,
   c->idle_to_ms = o->idle_timeout_ms;
   c->read_to_ms = o->read_timeout_ms;
   c->write_to_ms = o->write_timeout_ms;
+  c->codec = o->codec;
   atomic_fetch_add_explicit(&loop->nconns, 1, memory_order_relaxed);
   return c;
 }
@@ -319,7 +374,7 @@ static void deliver(cgnet_conn *c, const uint8_t *data, size_t n) {
     }
     view_from_inbound(c);
   }
-  call_on_traffic(c);
+  dispatch(c);
 }
 
 static void update_interest(cgnet_conn *c);
@@ -408,9 +463,25 @@ static void read_level(cgnet_conn *c) {
   }
 }
 
+/* Bytes left buffered by an earlier pause or codec change go to the user first. */
+static void redeliver(cgnet_conn *c) {
+  if (c->view_set) settle_view(c); /* touched by a task earlier in this turn */
+  c->redeliver = false;
+  if (cgnet__buf_len(&c->in) == 0) return;
+  view_from_inbound(c);
+  dispatch(c);
+}
+
 void cgnet__conn_continue_read(cgnet_conn *c) {
   cgnet__list_remove(&c->read_node);
   if (c->closed || !wants_read(c)) return;
+  if (c->redeliver) {
+    redeliver(c);
+    if (c->closed || c->redeliver || !wants_read(c)) {
+      flush_own_output(c);
+      return;
+    }
+  }
   if (options_of(c)->edge_triggered)
     read_edge(c);
   else
@@ -698,9 +769,11 @@ void cgnet__conn_on_ready(cgnet_conn *c, uint32_t flags) {
 
 /* ---- closing ------------------------------------------------------------------------- */
 
-/* Reasons after which the socket may still take our last bytes. */
+/* Reasons after which the socket may still take our last bytes. A codec error is the
+ * peer's protocol fault, not the socket's: replies to the frames before it still go. */
 static bool can_flush_on_close(int reason) {
-  return reason == CGNET_ELOCALCLOSE || reason == CGNET_ESHUTDOWN || reason == CGNET_EOF;
+  return reason == CGNET_ELOCALCLOSE || reason == CGNET_ESHUTDOWN || reason == CGNET_EOF ||
+         reason == CGNET_EFRAMETOOLARGE || reason == CGNET_ECODEC;
 }
 
 void cgnet__conn_close_now(cgnet_conn *c, int reason) {
@@ -766,7 +839,7 @@ void cgnet__conn_wake_now(cgnet_conn *c) {
   }
   if (c->view_set) settle_view(c); /* touched by a task earlier in this turn */
   view_from_inbound(c);
-  call_on_traffic(c);
+  dispatch(c);
   flush_own_output(c);
 }
 
@@ -800,6 +873,7 @@ size_t cgnet_conn_peek(cgnet_conn *c, size_t n, const uint8_t **data) {
 size_t cgnet_conn_next(cgnet_conn *c, size_t n, const uint8_t **data) {
   n = cgnet_conn_peek(c, n, data);
   c->view_pos += n;
+  if (n) c->codec_hint = 0; /* the decoder's memo was about the old front */
   return n;
 }
 
@@ -832,12 +906,16 @@ static int check_limit(const cgnet_conn *c, size_t len) {
 
 /* With nothing queued, try the socket first; returns how many bytes it took, or a
  * negative error (the conn is then closing). */
-static ssize_t write_direct(cgnet_conn *c, const void *data, size_t len) {
+static ssize_t write_direct(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
   call_on_pre_write(c);
   if (writable_or_error(c)) return CGNET_ECLOSED;
   ssize_t n;
+  struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
   do {
-    n = send(c->io.fd, data, len, MSG_NOSIGNAL);
+    if (iovcnt == 1)
+      n = send(c->io.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+    else
+      n = sendmsg(c->io.fd, &msg, MSG_NOSIGNAL);
   } while (n < 0 && errno == EINTR);
   if (n > 0) c->last_write_ms = c->loop->now_ms;
   if (n >= 0) return n;
@@ -858,7 +936,8 @@ int cgnet_conn_write(cgnet_conn *c, const void *data, size_t len) {
   if ((err = check_limit(c, len))) return err;
   size_t before = cgnet__outbuf_len(&c->out);
   if (len >= DIRECT_WRITE_MIN && before == 0 && !c->connecting) {
-    ssize_t n = write_direct(c, data, len);
+    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+    ssize_t n = write_direct(c, &iov, 1);
     if (n < 0) return (int)n;
     data = (const uint8_t *)data + n;
     len -= (size_t)n;
@@ -1064,4 +1143,57 @@ int cgnet_conn_set_recv_buffer(cgnet_conn *c, int bytes) {
 int cgnet_conn_set_send_buffer(cgnet_conn *c, int bytes) {
   int err = open_fd_or_error(c);
   return err ? err : cgnet__set_bufsize(c->io.fd, SO_SNDBUF, bytes);
+}
+
+/* ---- public API: codecs -------------------------------------------------------------- */
+
+int cgnet_conn_set_codec(cgnet_conn *c, const cgnet_codec *codec) {
+  CGNET__STREAM_ONLY(c);
+  if (c->closed) return CGNET_ECLOSED;
+  if (codec == c->codec) return 0;
+  c->codec = codec;
+  c->codec_hint = 0;
+  if (cgnet_conn_inbound_buffered(c)) { /* decode what is buffered on the next turn */
+    c->redeliver = true;
+    cgnet__conn_schedule_read(c);
+  }
+  return 0;
+}
+
+const cgnet_codec *cgnet_conn_codec(const cgnet_conn *c) {
+  return c->codec;
+}
+
+/* Drop the first n bytes of iov[0, cnt) (n <= their total); returns the first iovec
+ * left, adjusted in place. */
+static int iov_skip(struct iovec *iov, int cnt, size_t n) {
+  int i = 0;
+  while (i < cnt && n >= iov[i].iov_len)
+    n -= iov[i++].iov_len;
+  if (i < cnt) {
+    iov[i].iov_base = (uint8_t *)iov[i].iov_base + n;
+    iov[i].iov_len -= n;
+  }
+  return i;
+}
+
+int cgnet_conn_write_frame(cgnet_conn *c, const void *frame, size_t len) {
+  CGNET__STREAM_ONLY(c);
+  int err = writable_or_error(c);
+  if (err) return err;
+  if (!c->codec) return CGNET_EINVAL;
+  cgnet_encoded e;
+  if ((err = cgnet_codec_encode(c->codec, frame, len, &e))) return err;
+  size_t total = 0;
+  for (int i = 0; i < e.iovcnt; i++)
+    total += e.iov[i].iov_len;
+  if ((err = check_limit(c, total))) return err;
+  int first = 0;
+  if (total >= DIRECT_WRITE_MIN && cgnet__outbuf_len(&c->out) == 0 && !c->connecting &&
+      !c->connected_dgram) {
+    ssize_t n = write_direct(c, e.iov, e.iovcnt); /* a big frame: no copy at all */
+    if (n < 0) return (int)n;
+    first = iov_skip(e.iov, e.iovcnt, (size_t)n);
+  }
+  return cgnet_conn_writev(c, e.iov + first, e.iovcnt - first);
 }

@@ -138,6 +138,14 @@ struct cgnet_conn {
   cgnet__buf in;
   cgnet__outbuf out;
 
+  /* Framing (conn.c's deliver_frames): the conn's codec, the decoder's memo for the
+   * pending input (cgnet_frame.hint), and whether buffered bytes still wait to be
+   * decoded (decoding stopped by a pause, or the codec changed), so that the next
+   * continue_read hands them over before reading more. */
+  const cgnet_codec *codec;
+  size_t codec_hint;
+  bool redeliver;
+
   struct sockaddr_storage remote, local;
   socklen_t remote_len, local_len;      /* local_len 0: not fetched yet */
   char remote_str[112], local_str[112]; /* room for a Unix path (sun_path is 108) */

@@ -103,7 +103,10 @@ static void init_dgram_conn(cgnet__udp *u) {
   c->io.fd = u->io.fd;
   c->io.kind = CGNET__KIND_CONN; /* never registered: the socket is (as u->io) */
   c->loop = u->loop;
-  c->datagram = true;
+  c->h = &u->loop->eng->h;
+  c->o = &u->loop->eng->o;
+  c->ring_max = u->loop->eng->ring_max;
+  c->datagram = true; /* no codec: a datagram is a message already */
   cgnet__list_init(&c->node);
   cgnet__list_init(&c->out_node);
   cgnet__list_init(&c->read_node);

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Build the codec fuzz targets (fuzz/fuzz_<target>.c) with clang and libFuzzer into
+# build-fuzz/, then run each for a bounded time. Exits non-zero if a target fails to
+# build or finds a crash (or a broken invariant: the targets abort on those).
+#
+#   scripts/fuzz.sh [SECONDS]      (default: $FUZZ_SECONDS, else 60) per target
+#   FUZZ_TARGETS="line fixed" scripts/fuzz.sh 10
+#
+# Each target starts from a copy of its seed corpus (fuzz/corpus/<target>/) in
+# build-fuzz/corpus/<target>/, so runs accumulate coverage without touching the tree,
+# and uses fuzz/<target>.dict. A crashing input is saved as build-fuzz/crash-<target>-*.
+# Needs clang and the libFuzzer runtime (Debian: clang, libclang-rt-14-dev; see
+# scripts/deps.sh).
+set -uo pipefail
+
+cd "$(dirname "$0")/.." || exit 1
+seconds=${1:-${FUZZ_SECONDS:-60}}
+out=build-fuzz
+cc=${FUZZ_CC:-clang}
+targets=(${FUZZ_TARGETS:-line delimiter fixed length_field})
+flags=(-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer
+  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+  -Iinclude -Isrc -Wall -Wextra -Werror)
+
+if ! command -v "$cc" >/dev/null 2>&1; then
+  echo "fuzz: $cc not found (bash scripts/deps.sh installs it)" >&2
+  exit 1
+fi
+mkdir -p "$out"
+
+declare -A result
+fail=0
+for t in "${targets[@]}"; do
+  bin="$out/fuzz_$t"
+  if ! "$cc" "${flags[@]}" "fuzz/fuzz_$t.c" src/codec.c src/error.c -o "$bin"; then
+    result[$t]="FAIL  build failed"
+    fail=1
+    continue
+  fi
+  corpus="$out/corpus/$t"
+  mkdir -p "$corpus"
+  cp -n fuzz/corpus/"$t"/* "$corpus"/ 2>/dev/null || true
+  log="$out/fuzz_$t.log"
+  echo "==> fuzz_$t for ${seconds}s"
+  ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}" \
+    "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    -dict="fuzz/$t.dict" -artifact_prefix="$out/crash-$t-" "$corpus" >"$log" 2>&1
+  rc=$?
+  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n1)
+  if ((rc == 0)); then
+    result[$t]="PASS  ${runs:-?} runs, ${cov:-cov: ?}"
+  else
+    result[$t]="FAIL  exit $rc after ${runs:-?} runs (see $log)"
+    tail -n 30 "$log" >&2
+    fail=1
+  fi
+done
+
+echo "==> fuzz summary (${seconds}s per target)"
+for t in "${targets[@]}"; do
+  printf 'fuzz_%-13s %s\n' "$t" "${result[$t]}"
+done
+exit "$fail"
