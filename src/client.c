@@ -40,6 +40,9 @@ struct cgnet_client {
   size_t ring_max;
 
   atomic_size_t nconns;
+  /* The user's reference (until cgnet_client_free) + one per conn not yet closed: a conn
+   * whose task is dropped at engine teardown still reports to a live client. */
+  atomic_uint refs;
   atomic_uint next_loop; /* round-robin cursor for dials from outside the loops */
   atomic_bool closing;
 
@@ -74,6 +77,12 @@ void cgnet__client_conn_opened(cgnet_conn *c) {
   signal_waiter(c, 0);
 }
 
+static void free_client(cgnet_client *cl);
+
+static void unref_client(cgnet_client *cl) {
+  if (atomic_fetch_sub_explicit(&cl->refs, 1, memory_order_acq_rel) == 1) free_client(cl);
+}
+
 void cgnet__client_conn_closed(cgnet_conn *c, int reason) {
   cgnet_client *cl = c->client;
   signal_waiter(c, reason);
@@ -82,15 +91,16 @@ void cgnet__client_conn_closed(cgnet_conn *c, int reason) {
     pthread_cond_broadcast(&cl->cv);
     pthread_mutex_unlock(&cl->mu);
   }
+  unref_client(cl);
 }
 
-/* ---- creating
- * ---------------------------------------------------------------------------- */
+/* ---- creating ------------------------------------------------------------------------ */
 
 static cgnet_client *alloc_client(void) {
   cgnet_client *cl = calloc(1, sizeof *cl);
   if (!cl) return NULL;
   atomic_init(&cl->nconns, 0);
+  atomic_init(&cl->refs, 1);
   atomic_init(&cl->next_loop, 0);
   atomic_init(&cl->closing, false);
   pthread_mutex_init(&cl->mu, NULL);
@@ -156,8 +166,7 @@ int cgnet_client_new_on(cgnet_engine *eng, const cgnet_handler *handler,
   return 0;
 }
 
-/* ---- choosing a loop
- * --------------------------------------------------------------------- */
+/* ---- choosing a loop ----------------------------------------------------------------- */
 
 static cgnet_loop *least_loaded(cgnet_engine *eng) {
   int best = 0;
@@ -195,11 +204,20 @@ static cgnet_conn *new_client_conn(cgnet_client *cl, void *ctx, unsigned extra_r
   c->ctx = ctx;
   c->connecting = true;
   atomic_fetch_add_explicit(&cl->nconns, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&cl->refs, 1, memory_order_relaxed);
   return c;
 }
 
-/* ---- connecting (loop thread)
- * ------------------------------------------------------------ */
+/* Undo new_client_conn for a conn no loop has seen (out of memory on the way). */
+static void discard_new_conn(cgnet_conn *c) {
+  cgnet_client *cl = c->client;
+  atomic_fetch_sub_explicit(&c->loop->nconns, 1, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&cl->nconns, 1, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&cl->refs, 1, memory_order_relaxed); /* the caller holds one */
+  free(c);
+}
+
+/* ---- connecting (loop thread) -------------------------------------------------------- */
 
 static void set_remote(cgnet_conn *c, const struct sockaddr_storage *sa, socklen_t len) {
   if (len > sizeof c->remote) len = sizeof c->remote;
@@ -310,8 +328,7 @@ static dial_task *new_dial_task(cgnet_conn *c, void (*run)(cgnet_loop *, cgnet__
   return d;
 }
 
-/* ---- resolving names (resolver pool)
- * ----------------------------------------------------- */
+/* ---- resolving names (resolver pool) ------------------------------------------------- */
 
 typedef struct resolve_job {
   cgnet_conn *c;
@@ -398,8 +415,7 @@ static bool needs_lookup(const char *addr, char *syntax, size_t cap) {
   return n > 0 && (size_t)n < cap;
 }
 
-/* ---- dialing
- * ----------------------------------------------------------------------------- */
+/* ---- dialing ------------------------------------------------------------------------- */
 
 static int dial(cgnet_client *cl, const char *addr, uint64_t timeout_ms, void *ctx,
                 cgnet_conn **out, dial_waiter *w) {
@@ -416,11 +432,7 @@ static int dial(cgnet_client *cl, const char *addr, uint64_t timeout_ms, void *c
   cgnet_conn *c = new_client_conn(cl, ctx, out ? 1 : 0);
   dial_task *d = c ? new_dial_task(c, enter_run, enter_drop) : NULL;
   if (!d) {
-    if (c) {
-      atomic_fetch_sub_explicit(&c->loop->nconns, 1, memory_order_relaxed);
-      atomic_fetch_sub_explicit(&cl->nconns, 1, memory_order_relaxed);
-      free(c);
-    }
+    if (c) discard_new_conn(c);
     return CGNET_ENOMEM;
   }
   if (timeout_ms) c->connect_deadline_ms = cgnet__now_ms() + timeout_ms;
@@ -467,8 +479,7 @@ int cgnet_client_dial_wait(cgnet_client *cl, const char *addr, uint64_t timeout_
   return err;
 }
 
-/* ---- enrolling
- * --------------------------------------------------------------------------- */
+/* ---- enrolling ----------------------------------------------------------------------- */
 
 typedef struct enroll_task {
   cgnet__task t;
@@ -528,11 +539,7 @@ int cgnet_client_enroll(cgnet_client *cl, int fd, void *ctx, cgnet_conn **out) {
   cgnet_conn *c = err ? NULL : new_client_conn(cl, ctx, out ? 1 : 0);
   enroll_task *e = c ? malloc(sizeof *e) : NULL;
   if (!e) {
-    if (c) {
-      atomic_fetch_sub_explicit(&c->loop->nconns, 1, memory_order_relaxed);
-      atomic_fetch_sub_explicit(&cl->nconns, 1, memory_order_relaxed);
-      free(c);
-    }
+    if (c) discard_new_conn(c);
     close(fd);
     return err ? err : CGNET_ENOMEM;
   }
@@ -548,8 +555,7 @@ int cgnet_client_enroll(cgnet_client *cl, int fd, void *ctx, cgnet_conn **out) {
   return 0;
 }
 
-/* ---- closing
- * ----------------------------------------------------------------------------- */
+/* ---- closing ------------------------------------------------------------------------- */
 
 typedef struct close_task {
   cgnet__task t;
@@ -587,12 +593,22 @@ static void post_close_all(cgnet_client *cl, bool force) {
   }
 }
 
-/* Wait until the client has no conn, up to deadline_ms (UINT64_MAX: no bound). */
+static bool engine_done(cgnet_engine *eng) {
+  pthread_mutex_lock(&eng->mu);
+  bool done = eng->done;
+  pthread_mutex_unlock(&eng->mu);
+  return done;
+}
+
+/* Wait until the client has no conn, up to deadline_ms (UINT64_MAX: no bound), or until
+ * the engine's loops have all exited (conns whose tasks were still queued then end when
+ * the engine is freed; the client's references keep it alive for them). */
 static bool wait_no_conns(cgnet_client *cl, uint64_t deadline_ms) {
   pthread_mutex_lock(&cl->mu);
   while (atomic_load_explicit(&cl->nconns, memory_order_acquire) != 0) {
     uint64_t now = cgnet__now_ms();
     if (deadline_ms != UINT64_MAX && now >= deadline_ms) break;
+    if (engine_done(cl->eng)) break;
     uint64_t step = deadline_ms == UINT64_MAX ? 100 : deadline_ms - now;
     if (step > 100) step = 100;
     struct timespec ts;
@@ -634,12 +650,11 @@ int cgnet_client_free(cgnet_client *cl, uint64_t timeout_ms) {
   } else {
     close_attached_conns(cl, timeout_ms);
   }
-  free_client(cl);
+  unref_client(cl);
   return 0;
 }
 
-/* ---- accessors
- * --------------------------------------------------------------------------- */
+/* ---- accessors ----------------------------------------------------------------------- */
 
 size_t cgnet_client_count_connections(const cgnet_client *cl) {
   return atomic_load_explicit(&cl->nconns, memory_order_relaxed);

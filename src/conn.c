@@ -227,11 +227,9 @@ static void forget_conn(cgnet_conn *c) {
     atomic_fetch_sub_explicit(&c->loop->nconns, 1, memory_order_relaxed);
 }
 
-cgnet_conn *cgnet__conn_new(cgnet_loop *loop, const cgnet_handler *h,
-                            const cgnet_options *o, size_t ring_max, cgnet_client *client,
-                            unsigned extra_refs) {
-  cgnet_conn *c = calloc(1, sizeof *c);
-  if (!c) return NULL;
+void cgnet__conn_init(cgnet_conn *c, cgnet_loop *loop, const cgnet_handler *h,
+                      const cgnet_options *o, size_t ring_max, cgnet_client *client,
+                      unsigned refs) {
   c->io.fd = -1;
   c->io.kind = CGNET__KIND_CONN;
   c->loop = loop;
@@ -247,7 +245,7 @@ cgnet_conn *cgnet__conn_new(cgnet_loop *loop, const cgnet_handler *h,
   cgnet__outbuf_init(&c->out);
   cgnet__tnode_init(&c->timeout_node, on_timeout_node);
   atomic_init(&c->gone, false);
-  atomic_init(&c->refs, 1 + extra_refs);
+  atomic_init(&c->refs, refs);
   /* A server's output follows its input (replies), so reading less is how it bounds
    * its output; a client's output is the application's, and a client that stopped
    * reading while it streams out would deadlock against a server doing the same. */
@@ -257,6 +255,14 @@ cgnet_conn *cgnet__conn_new(cgnet_loop *loop, const cgnet_handler *h,
   c->read_to_ms = o->read_timeout_ms;
   c->write_to_ms = o->write_timeout_ms;
   c->codec = o->codec;
+}
+
+cgnet_conn *cgnet__conn_new(cgnet_loop *loop, const cgnet_handler *h,
+                            const cgnet_options *o, size_t ring_max, cgnet_client *client,
+                            unsigned extra_refs) {
+  cgnet_conn *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  cgnet__conn_init(c, loop, h, o, ring_max, client, 1 + extra_refs);
   atomic_fetch_add_explicit(&loop->nconns, 1, memory_order_relaxed);
   return c;
 }

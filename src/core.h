@@ -249,6 +249,10 @@ extern _Thread_local cgnet_loop *cgnet__tls_loop;
 /* ---- conn.c ---- */
 /* Adopt an accepted socket on this loop: register it and call on_open. */
 void cgnet__conn_open(cgnet_loop *loop, int fd, const struct sockaddr *sa, socklen_t len);
+/* Set every field of a zeroed conn for `loop`, with no socket (fd -1). Any thread. */
+void cgnet__conn_init(cgnet_conn *c, cgnet_loop *loop, const cgnet_handler *h,
+                      const cgnet_options *o, size_t ring_max, cgnet_client *client,
+                      unsigned refs);
 /* A conn for `loop` with every field set but no socket yet (any thread; refs = 1 + extra
  * references for the caller). Counted in the loop's conns from here on. */
 cgnet_conn *cgnet__conn_new(cgnet_loop *loop, const cgnet_handler *h,

@@ -100,21 +100,12 @@ int cgnet__udp_open(const cgnet__addr *a, const cgnet_options *o, int reuse_port
 
 static void init_dgram_conn(cgnet__udp *u) {
   cgnet_conn *c = &u->dc;
-  c->io.fd = u->io.fd;
-  c->io.kind = CGNET__KIND_CONN; /* never registered: the socket is (as u->io) */
-  c->loop = u->loop;
-  c->h = &u->loop->eng->h;
-  c->o = &u->loop->eng->o;
-  c->ring_max = u->loop->eng->ring_max;
-  c->datagram = true; /* no codec: a datagram is a message already */
-  cgnet__list_init(&c->node);
-  cgnet__list_init(&c->out_node);
-  cgnet__list_init(&c->read_node);
-  cgnet__list_init(&c->timers);
-  cgnet__buf_init(&c->in);
-  cgnet__outbuf_init(&c->out);
-  atomic_init(&c->gone, false);
-  atomic_init(&c->refs, 1);
+  cgnet_engine *eng = u->loop->eng;
+  cgnet__conn_init(c, u->loop, &eng->h, &eng->o, eng->ring_max, NULL, 1);
+  c->io.fd = u->io.fd; /* never registered itself: the socket is (as u->io) */
+  c->datagram = true;
+  c->codec = NULL; /* a datagram is a message already */
+  c->idle_to_ms = c->read_to_ms = c->write_to_ms = 0;
 }
 
 int cgnet__loop_add_udp(cgnet_loop *loop, size_t index, int fd) {

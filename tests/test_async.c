@@ -1783,8 +1783,7 @@ static const int delay_200 = 200, delay_1000 = 1000;
   { name, f, tu_setup, async_teardown, (void *)(st) }
 
 int main(void) {
-  const char *filter = getenv("CGNET_TEST_FILTER");
-  if (filter) cmocka_set_test_filter(filter);
+  tu_apply_test_filter();
   tu_raise_nofile(4096);
   const struct CMUnitTest tests[] = {
       TS("ordered_writes", test_ordered_writes, NULL),

@@ -30,7 +30,7 @@
 #define WAIT_MS (5000 * TU_SLOW)
 #define MAX_DIALS 64
 
-/* ---- the echo server ---------------------------------------------------------- */
+/* ---- the echo server ----------------------------------------------------------------- */
 
 static atomic_int server_close_after_reply; /* echo, then CLOSE */
 
@@ -64,7 +64,7 @@ static void tcp_addr(char *buf, size_t cap, int port) {
   snprintf(buf, cap, "tcp://127.0.0.1:%d", port);
 }
 
-/* ---- one dialed conn ---------------------------------------------------------- */
+/* ---- one dialed conn ----------------------------------------------------------------- */
 
 typedef struct dconn {
   atomic_int opens, closes, reason, traffic, traffic_before_open, wakes_seen;
@@ -156,7 +156,7 @@ static void wait_all_closed(int n) {
   assert_true(tu_wait_until(closes_ge, &n, WAIT_MS * 4));
 }
 
-/* ---- fixture: an echo server and a client ------------------------------------------ */
+/* ---- fixture: an echo server and a client -------------------------------------------- */
 
 typedef struct fixture {
   tu_server s; /* eng NULL: no server */
@@ -187,7 +187,7 @@ static void fx_stop(fixture *f, uint64_t client_timeout_ms) {
   assert_no_check_failures();
 }
 
-/* ---- echo matrix -------------------------------------------------------------- */
+/* ---- echo matrix --------------------------------------------------------------------- */
 
 typedef struct echo_case {
   const char *scheme; /* "tcp", "udp" or "unix" */
@@ -251,7 +251,7 @@ static int no_client_conns(void *arg) {
   return cgnet_client_count_connections(arg) == 0;
 }
 
-/* ---- failures ----------------------------------------------------------------- */
+/* ---- failures ------------------------------------------------------------------------ */
 
 static void test_refused(void **state) {
   (void)state;
@@ -396,7 +396,7 @@ static void test_names(void **state) {
   fx_stop(&f, 0);
 }
 
-/* ---- early calls and ordering ------------------------------------------------- */
+/* ---- early calls and ordering -------------------------------------------------------- */
 
 /* Wake and close right after dial, before the connect can have completed. */
 static void test_wake_close_after_dial(void **state) {
@@ -460,7 +460,7 @@ static void test_data_before_close(void **state) {
   fx_stop(&f, 0);
 }
 
-/* ---- enroll ------------------------------------------------------------------- */
+/* ---- enroll -------------------------------------------------------------------------- */
 
 static void test_enroll(void **state) {
   (void)state;
@@ -498,7 +498,7 @@ static void test_enroll(void **state) {
   fx_stop(&f, 0);
 }
 
-/* ---- free with open conns ----------------------------------------------------- */
+/* ---- free with open conns ------------------------------------------------------------ */
 
 static void test_free_closes_conns(void **state) {
   (void)state;
@@ -520,7 +520,7 @@ static void test_free_closes_conns(void **state) {
   fx_stop(&f, 0);
 }
 
-/* ---- a client on a server's loops ------------------------------------------------- */
+/* ---- a client on a server's loops ---------------------------------------------------- */
 
 /* The front server dials a backend per accepted conn from on_open, on the same loop. */
 static struct {
@@ -657,6 +657,34 @@ static void test_stream_defaults(void **state) {
   fx_stop(&f, 0);
 }
 
+/* Stopping the engine a client runs on closes the client's conns too (ESHUTDOWN); the
+ * client is freed afterwards, before the engine. */
+static void test_engine_stop_closes_attached(void **state) {
+  (void)state;
+  fixture bf; /* the backend */
+  fx_start(&bf, 1, NULL, NULL);
+  cgnet_engine *host; /* not a tu_server: it must outlive the client */
+  cgnet_handler hh = {0};
+  const char *haddr = "tcp://127.0.0.1:0";
+  assert_rc(cgnet_engine_start(&hh, &haddr, 1, NULL, &host), 0);
+  cgnet_client *cl;
+  assert_rc(cgnet_client_new_on(host, &client_handler, NULL, &cl), 0);
+  enum { N = 6 };
+  for (int i = 0; i < N; i++)
+    assert_rc(cgnet_client_dial_wait(cl, bf.all.tcp, 5000, &D[i], NULL), 0);
+  assert_int_equal(cgnet_client_count_connections(cl), N);
+  assert_rc(cgnet_engine_stop(host, 0), 0); /* returns once every loop has exited */
+  wait_all_closed(N);
+  for (int i = 0; i < N; i++)
+    assert_rc(atomic_load(&D[i].reason), CGNET_ESHUTDOWN);
+  assert_rc(cgnet_client_dial(cl, bf.all.tcp, 0, NULL, NULL), CGNET_ESHUTDOWN);
+  assert_int_equal(cgnet_client_count_connections(cl), 0);
+  assert_rc(cgnet_client_free(cl, 0), 0);
+  assert_rc(cgnet_engine_wait(host), 0);
+  cgnet_engine_free(host);
+  fx_stop(&bf, 0);
+}
+
 static const echo_case ec_cases[] = {
     {"tcp", 1, 0},  {"tcp", 1, 1},  {"tcp", 4, 0},  {"tcp", 4, 1},
     {"udp", 1, 0},  {"udp", 1, 1},  {"udp", 4, 0},  {"udp", 4, 1},
@@ -667,8 +695,7 @@ static const echo_case ec_cases[] = {
   { name, f, tu_setup, tu_teardown, (void *)(st) }
 
 int main(void) {
-  const char *filter = getenv("CGNET_TEST_FILTER");
-  if (filter) cmocka_set_test_filter(filter);
+  tu_apply_test_filter();
   tu_raise_nofile(4096);
   const struct CMUnitTest tests[] = {
       T("echo/tcp/1loop/sync", test_echo, &ec_cases[0]),
@@ -693,6 +720,7 @@ int main(void) {
       T("enroll", test_enroll, NULL),
       T("free_closes_conns", test_free_closes_conns, NULL),
       T("attached", test_attached, NULL),
+      T("engine_stop_closes_attached", test_engine_stop_closes_attached, NULL),
       T("stream_defaults", test_stream_defaults, NULL),
   };
   return cmocka_run_group_tests_name("test_client", tests, NULL, NULL);

@@ -783,8 +783,7 @@ static void test_hint_linear(void **state) {
 }
 
 int main(void) {
-  const char *filter = getenv("CGNET_TEST_FILTER");
-  if (filter) cmocka_set_test_filter(filter);
+  tu_apply_test_filter();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_line),
       cmocka_unit_test(test_delimiter),

@@ -625,39 +625,14 @@ static void test_raw_api_in_on_frame(void **state) {
 
 extern char **environ;
 
-static pid_t spawn_example(char **argv, int *port) {
-  int pipefd[2];
-  assert_int_equal(pipe(pipefd), 0);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
-  posix_spawn_file_actions_addclose(&fa, pipefd[0]);
-  pid_t pid;
-  int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
-  posix_spawn_file_actions_destroy(&fa);
-  close(pipefd[1]);
-  if (rc != 0) fail_msg("cannot start %s: %s", argv[0], strerror(rc));
-  FILE *f = fdopen(pipefd[0], "r");
-  char line[256] = {0};
-  if (!f || !fgets(line, sizeof line, f)) fail_msg("no banner from %s", argv[0]);
-  fclose(f);
-  const char *p = strstr(line, "port ");
-  *port = p ? atoi(p + 5) : 0;
+/* Start codec_echo with `args` and return its pid; *port is the port it listens on. */
+static pid_t spawn_codec_echo(const char *const *args, int *port) {
+  char line[256];
+  pid_t pid = tu_spawn_example("codec_echo", args, line, sizeof line);
+  if (pid < 0) fail_msg("cannot start codec_echo");
+  *port = tu_port_after(line, "port ");
   assert_true(*port > 0);
   return pid;
-}
-
-static int stop_example(pid_t pid) {
-  int status = 0;
-  kill(pid, SIGTERM);
-  for (int i = 0; i < 1000; i++) {
-    if (waitpid(pid, &status, WNOHANG) == pid)
-      return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    tu_sleep_ms(10);
-  }
-  kill(pid, SIGKILL);
-  waitpid(pid, &status, 0);
-  return -1;
 }
 
 static void test_codec_echo_example(void **state) {
@@ -677,26 +652,26 @@ static void test_codec_echo_example(void **state) {
                                         "\x02\x00hi\x00\x00", "\x00\x00\x01z"};
   static const size_t reply_len[] = {9, 7, 6, 6, 4};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    char *argv[] = {
-        path, "tcp://127.0.0.1:0", "--codec", (char *)cases[i].spec, "--loops", "2", NULL};
+    const char *args[] = {"tcp://127.0.0.1:0", "--codec", cases[i].spec,
+                          "--loops",           "2",       NULL};
     int port;
-    pid_t pid = spawn_example(argv, &port);
+    pid_t pid = spawn_codec_echo(args, &port);
     int fd = connect_port(port);
     assert_rc(tu_send_all(fd, cases[i].wire, cases[i].len, TU_TIMEOUT_MS), 0);
     expect_bytes(fd, replies[i], reply_len[i]);
     close(fd);
-    assert_int_equal(stop_example(pid), 0);
+    assert_int_equal(tu_stop_process(pid, 10000), 0);
   }
   /* --max: a bigger frame closes the conn. */
-  char *argv[] = {path, "tcp://127.0.0.1:0", "--codec", "lenfield:1", "--max", "10", NULL};
+  const char *args[] = {"tcp://127.0.0.1:0", "--codec", "lenfield:1", "--max", "10", NULL};
   int port;
-  pid_t pid = spawn_example(argv, &port);
+  pid_t pid = spawn_codec_echo(args, &port);
   int fd = connect_port(port);
   assert_rc(tu_send_all(fd, "\x0a", 1, TU_TIMEOUT_MS), 0); /* 1 + 10 > 10 */
   int rc = tu_expect_eof(fd, TU_TIMEOUT_MS, NULL);
   assert_true(rc == 0 || rc == 1 || rc == -ECONNRESET);
   close(fd);
-  assert_int_equal(stop_example(pid), 0);
+  assert_int_equal(tu_stop_process(pid, 10000), 0);
   char *bad[] = {path, "--codec", "lenfield:5", NULL}; /* no such field length */
   assert_rc(posix_spawn(&pid, path, NULL, NULL, bad, environ), 0);
   int status = 0;
@@ -705,8 +680,7 @@ static void test_codec_echo_example(void **state) {
 }
 
 int main(void) {
-  const char *filter = getenv("CGNET_TEST_FILTER");
-  if (filter) cmocka_set_test_filter(filter);
+  tu_apply_test_filter();
   static const echo_cfg cfgs[] = {
       {"line", 1, 0, 0},     {"line", 2, 0, 0},     {"delim", 1, 0, 0},
       {"delim", 2, 0, 0},    {"fixed", 1, 0, 0},    {"fixed", 2, 0, 0},

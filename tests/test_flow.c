@@ -1377,8 +1377,7 @@ static const int hc_modes[] = {HC_SHUTDOWN, HC_LATER, HC_CLOSE, HC_NONE_LEVEL,
   { name, f, tu_setup, tu_teardown, (void *)(st) }
 
 int main(void) {
-  const char *filter = getenv("CGNET_TEST_FILTER"); /* e.g. "timeout*" */
-  if (filter) cmocka_set_test_filter(filter);
+  tu_apply_test_filter(); /* e.g. CGNET_TEST_FILTER=timeout */
   const struct CMUnitTest tests[] = {
       TS("backpressure/default/level", test_backpressure, &bp_default),
       TS("backpressure/256k-32k/edge", test_backpressure, &bp_custom_edge),

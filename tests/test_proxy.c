@@ -189,8 +189,7 @@ static void test_client_never_reads(void **state) {
   { name, f, tu_setup, tu_teardown, NULL }
 
 int main(void) {
-  const char *filter = getenv("CGNET_TEST_FILTER");
-  if (filter) cmocka_set_test_filter(filter);
+  tu_apply_test_filter();
   const struct CMUnitTest tests[] = {
       T("many_pairs", test_many_pairs),
       T("half_close", test_half_close),

@@ -695,8 +695,7 @@ static void test_accuracy_repeating(void **state) {
 #define T(f) cmocka_unit_test_setup_teardown(f, tu_setup, tu_teardown)
 
 int main(void) {
-  const char *filter = getenv("CGNET_TEST_FILTER");
-  if (filter) cmocka_set_test_filter(filter);
+  tu_apply_test_filter();
   const struct CMUnitTest tests[] = {
       T(test_loop_timer_from_boot),
       T(test_loop_timer_from_open),

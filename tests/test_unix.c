@@ -334,12 +334,7 @@ static void test_peer_cred(void **state) {
 #define T(f) cmocka_unit_test_setup_teardown(f, dir_setup, dir_teardown)
 
 int main(void) {
-  static char pattern[256];
-  const char *filter = getenv("CGNET_TEST_FILTER"); /* a substring of the test name */
-  if (filter) {
-    snprintf(pattern, sizeof pattern, "*%s*", filter);
-    cmocka_set_test_filter(pattern);
-  }
+  tu_apply_test_filter();
   const struct CMUnitTest tests[] = {
       {"echo/path/loops=1", test_echo_path, dir_setup, dir_teardown, (void *)(intptr_t)1},
       {"echo/path/loops=4", test_echo_path, dir_setup, dir_teardown, (void *)(intptr_t)4},

@@ -960,8 +960,7 @@ static void test_soak(void **state) {
 #define T(f) cmocka_unit_test_setup_teardown(f, long_setup, tu_teardown)
 
 int main(void) {
-  const char *filter = getenv("CGNET_TEST_FILTER");
-  if (filter) cmocka_set_test_filter(filter);
+  tu_apply_test_filter();
   const struct CMUnitTest tests[] = {
       T(test_slow_reader),
       T(test_blast),

@@ -8,6 +8,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
 #include "support.h"
 
 /* Engines started through the fixture and not yet stopped: a test that fails half-way
@@ -140,4 +147,15 @@ int tu_teardown(void **state) {
   }
   alarm(0);
   return 0;
+}
+
+void tu_apply_test_filter(void) {
+  static char pattern[256];
+  const char *filter = getenv("CGNET_TEST_FILTER");
+  if (!filter || !*filter) return;
+  if (strpbrk(filter, "*?"))
+    snprintf(pattern, sizeof pattern, "%s", filter);
+  else
+    snprintf(pattern, sizeof pattern, "*%s*", filter);
+  cmocka_set_test_filter(pattern);
 }

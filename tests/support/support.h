@@ -267,6 +267,10 @@ int tu_server_wait(tu_server *s, int timeout_ms);
  * (the thread is detached and left running). */
 int tu_run_bounded(void *(*fn)(void *), void *arg, int timeout_ms);
 
+/* Run only the tests whose name contains $CGNET_TEST_FILTER (a glob if it has * or ?).
+ * Call at the start of main(). */
+void tu_apply_test_filter(void);
+
 /* cmocka setup/teardown: arm a watchdog (SIGALRM → message and exit) and stop any
  * server a failed test left running. */
 int tu_setup(void **state);
