@@ -156,6 +156,12 @@ static void deliver_frames(cgnet_conn *c) {
   cgnet__conn_after_callback(c, a);
 }
 
+/* Frames held back by a pause can go now, even after the peer's FIN (read_closed): they
+ * arrived before it. */
+static bool can_redeliver(const cgnet_conn *c) {
+  return c->redeliver && !frames_held(c);
+}
+
 /* Hand the view to the user: as frames or as raw bytes. */
 static void dispatch(cgnet_conn *c) {
   if (framed(c))
@@ -480,7 +486,7 @@ static void redeliver(cgnet_conn *c) {
 
 void cgnet__conn_continue_read(cgnet_conn *c) {
   cgnet__list_remove(&c->read_node);
-  if (c->closed || !wants_read(c)) return;
+  if (c->closed || !(wants_read(c) || can_redeliver(c))) return;
   if (c->redeliver) {
     redeliver(c);
     if (c->closed || c->redeliver || !wants_read(c)) {
@@ -637,7 +643,7 @@ static void after_queue_shrank(cgnet_conn *c) {
     return;
   c->over_high = false;
   update_interest(c);
-  if (wants_read(c)) cgnet__conn_schedule_read(c); /* bytes may be waiting */
+  if (wants_read(c) || can_redeliver(c)) cgnet__conn_schedule_read(c); /* bytes may wait */
   notify_writable(c, 1);
 }
 
@@ -1015,7 +1021,7 @@ int cgnet_conn_shutdown_write(cgnet_conn *c) {
 
 static void reading_changed(cgnet_conn *c) {
   update_interest(c);
-  if (wants_read(c)) cgnet__conn_schedule_read(c);
+  if (wants_read(c) || can_redeliver(c)) cgnet__conn_schedule_read(c);
 }
 
 int cgnet_conn_pause_read(cgnet_conn *c) {

@@ -591,6 +591,27 @@ static void with_pause_on_first(cgnet_handler *h) {
   h->on_frame = pause_on_first;
 }
 
+/* The same with the peer's FIN right behind the frames (allow_half_open): the frames held
+ * by the pause are still delivered when reading resumes, though no byte will come. */
+static void test_pause_resume_after_fin(void **state) {
+  (void)state;
+  tu_tracker *t = tu_tracker_new();
+  cgnet_codec *codec = make_codec("line");
+  cgnet_handler h = echo_handler(t);
+  h.on_frame = pause_on_first;
+  cgnet_options o = {.codec = codec, .allow_half_open = 1};
+  tu_server srv;
+  start_opts(&srv, &h, &o);
+  int fd = connect_port(srv.port);
+  assert_rc(tu_send_all(fd, "one\ntwo\nthree\n", 14, TU_TIMEOUT_MS), 0);
+  assert_int_equal(shutdown(fd, SHUT_WR), 0);
+  expect_bytes(fd, "one\ntwo\nthree\n", 14);
+  close(fd);
+  assert_int_equal(atomic_load(&S.frames), 3);
+  finish(&srv, t);
+  cgnet_codec_free(codec);
+}
+
 static void test_pause_resume(void **state) {
   (void)state;
   /* The reply needs no new bytes after the resume. */
@@ -710,6 +731,7 @@ int main(void) {
       T(test_traffic_without_on_frame),
       T(test_async_write_frame),
       T(test_pause_resume),
+      T(test_pause_resume_after_fin),
       T(test_raw_api_in_on_frame),
       T(test_codec_echo_example),
   };
