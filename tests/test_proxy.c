@@ -185,6 +185,21 @@ static void test_client_never_reads(void **state) {
   assert_true(rss_after - rss_before < 8 * 1024);
 }
 
+/* examples/client through the proxy: its own check of every echoed byte, and its exit
+ * status and summary line. */
+static void test_client_example(void **state) {
+  (void)state;
+  char addr[64], line[256];
+  snprintf(addr, sizeof addr, "tcp://127.0.0.1:%d", G.port);
+  const char *args[] = {addr, "--conns", "8", "--bytes", "300000", "--loops", "2", NULL};
+  pid_t pid = tu_spawn_example("client", args, line, sizeof line); /* its one line */
+  assert_true(pid > 0);
+  fprintf(stderr, "  %s\n", line);
+  assert_int_equal(tu_wait_exit(pid, 60000 * TU_SLOW), 0);
+  assert_non_null(
+      strstr(line, "8/8 conns echoed 300000 bytes each, 0 bad bytes, 0 errors"));
+}
+
 #define T(name, f)                                                                         \
   { name, f, tu_setup, tu_teardown, NULL }
 
@@ -195,6 +210,7 @@ int main(void) {
       T("half_close", test_half_close),
       T("backend_refused", test_backend_refused),
       T("client_never_reads", test_client_never_reads),
+      T("client_example", test_client_example),
   };
   return cmocka_run_group_tests_name(PROXY_LONG ? "test_long_proxy" : "test_proxy", tests,
                                      group_setup, group_teardown);

@@ -192,9 +192,14 @@ pid_t tu_spawn_example(const char *name, const char *const *args, char *line, si
 }
 
 int tu_stop_process(pid_t pid, int timeout_ms) {
-  int status = 0;
   if (pid <= 0) return -1; /* never kill(0 or -1, ...): that signals whole groups */
   kill(pid, SIGTERM);
+  return tu_wait_exit(pid, timeout_ms);
+}
+
+int tu_wait_exit(pid_t pid, int timeout_ms) {
+  int status = 0;
+  if (pid <= 0) return -1;
   for (int waited = 0; waited < timeout_ms; waited += 10) {
     if (waitpid(pid, &status, WNOHANG) == pid)
       return WIFEXITED(status) ? WEXITSTATUS(status) : -1;

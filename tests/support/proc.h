@@ -23,6 +23,9 @@ pid_t tu_spawn_example(const char *name, const char *const *args, char *line, si
 /* SIGTERM, then wait up to timeout_ms (then SIGKILL). Returns the exit status, or -1 if
  * it had to be killed or died from a signal. */
 int tu_stop_process(pid_t pid, int timeout_ms);
+/* Wait up to timeout_ms for `pid` to exit by itself (then SIGKILL). Its exit status, or
+ * -1 as above. */
+int tu_wait_exit(pid_t pid, int timeout_ms);
 /* The port in `line` after `marker`: "MARKER 127.0.0.1:8000 ..." or "MARKER 8000". -1 if
  * the marker is missing. */
 int tu_port_after(const char *line, const char *marker);
