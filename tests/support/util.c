@@ -223,18 +223,19 @@ tu_slot *tu_slot_of(cgnet_conn *c) {
 
 tu_slot *tu_tracker_close(cgnet_conn *c, int reason) {
   tu_tracker *t = tu_tracker_of_conn(c);
-  atomic_fetch_add(&t->closes, 1);
   tu_slot *s = tu_slot_of(c);
   if (!s || s < t->slots || s >= t->slots + TU_MAX_CONNS) {
     atomic_fetch_add(&t->bad_ctx, 1);
-    return NULL;
-  }
-  if (atomic_fetch_add(&s->closes, 1) != 0) {
+    s = NULL;
+  } else if (atomic_fetch_add(&s->closes, 1) != 0) {
     atomic_fetch_add(&t->double_close, 1);
-    return NULL;
+    s = NULL;
+  } else {
+    atomic_store(&s->reason, reason);
+    atomic_store(&s->bytes_at_close, atomic_load(&s->bytes));
   }
-  atomic_store(&s->reason, reason);
-  atomic_store(&s->bytes_at_close, atomic_load(&s->bytes));
+  /* Counted last: a test thread that waits for the count then reads the slot. */
+  atomic_fetch_add(&t->closes, 1);
   return s;
 }
 
