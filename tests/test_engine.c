@@ -47,15 +47,6 @@ static cgnet_action track_on_open(cgnet_conn *c) {
   return CGNET_NONE;
 }
 
-static cgnet_action echo_on_traffic(cgnet_conn *c) {
-  atomic_fetch_add(&tu_tracker_of_conn(c)->traffic, 1);
-  const uint8_t *p = NULL;
-  size_t n = cgnet_conn_next(c, 0, &p);
-  if (n > 0) TU_CHECK_EQ(cgnet_conn_write(c, p, n), 0);
-  TU_CHECK_EQ(cgnet_conn_inbound_buffered(c), 0);
-  return CGNET_NONE;
-}
-
 static cgnet_action track_on_close(cgnet_conn *c, int reason) {
   tu_tracker_close(c, reason);
   return CGNET_NONE;
@@ -74,7 +65,7 @@ static void track_on_pre_write(cgnet_conn *c) {
 static cgnet_handler echo_handler(tu_tracker *t) {
   cgnet_handler h = {.ud = t,
                      .on_open = greet_on_open,
-                     .on_traffic = echo_on_traffic,
+                     .on_traffic = tu_echo_tracked,
                      .on_close = track_on_close,
                      .on_shutdown = track_on_shutdown,
                      .on_pre_write = track_on_pre_write};
@@ -220,7 +211,7 @@ static cgnet_action act_on_open(cgnet_conn *c) {
 }
 
 static cgnet_action act_on_traffic(cgnet_conn *c) {
-  echo_on_traffic(c);
+  tu_echo_tracked(c);
   const action_cfg *cfg = cfg_of(tu_tracker_of_conn(c));
   return cfg->where == AT_TRAFFIC ? cfg->act : CGNET_NONE;
 }
@@ -654,7 +645,7 @@ static cgnet_action reason_on_traffic(cgnet_conn *c) {
     cgnet_conn_discard(c, n);
     return CGNET_CLOSE;
   }
-  return echo_on_traffic(c);
+  return tu_echo_tracked(c);
 }
 
 static void wait_closed(tu_tracker *t, int slot, int want_reason) {
@@ -713,7 +704,7 @@ static void test_close_reasons(void **state) {
 /* ---- malformed addresses and invalid options
  * ------------------------------------------------------ */
 
-static const cgnet_handler plain_handler = {.on_traffic = echo_on_traffic};
+static const cgnet_handler plain_handler = {.on_traffic = tu_echo_tracked};
 
 static void test_bad_addresses(void **state) {
   (void)state;

@@ -49,20 +49,10 @@ static void track_on_shutdown(cgnet_engine *eng) {
   atomic_fetch_add(&tu_tracker_of_engine(eng)->shutdowns, 1);
 }
 
-/* Streams and datagrams alike: send back what came in. */
-static cgnet_action echo_on_traffic(cgnet_conn *c) {
-  atomic_fetch_add(&tu_tracker_of_conn(c)->traffic, 1);
-  const uint8_t *p = NULL;
-  size_t n = cgnet_conn_next(c, 0, &p);
-  if (n > 0) TU_CHECK_EQ(cgnet_conn_write(c, p, n), 0);
-  TU_CHECK_EQ(cgnet_conn_inbound_buffered(c), 0);
-  return CGNET_NONE;
-}
-
 static cgnet_handler echo_handler(tu_tracker *t) {
   return (cgnet_handler){.ud = t,
                          .on_open = track_on_open,
-                         .on_traffic = echo_on_traffic,
+                         .on_traffic = tu_echo_tracked,
                          .on_close = track_on_close,
                          .on_shutdown = track_on_shutdown};
 }
@@ -474,7 +464,7 @@ static cgnet_action device_on_traffic(cgnet_conn *c) {
     TU_CHECK_EQ(getsockopt(cgnet_conn_fd(c), SOL_SOCKET, SO_BINDTODEVICE, dev, &len), 0);
     TU_CHECK(strcmp(dev, "lo") == 0);
   }
-  return echo_on_traffic(c);
+  return tu_echo_tracked(c);
 }
 
 static void test_bind_to_device(void **state) {

@@ -159,3 +159,12 @@ void tu_apply_test_filter(void) {
     snprintf(pattern, sizeof pattern, "*%s*", filter);
   cmocka_set_test_filter(pattern);
 }
+
+cgnet_action tu_echo_tracked(cgnet_conn *c) {
+  atomic_fetch_add(&tu_tracker_of_conn(c)->traffic, 1);
+  const uint8_t *p = NULL;
+  size_t n = cgnet_conn_next(c, 0, &p);
+  if (n > 0) TU_CHECK_EQ(cgnet_conn_write(c, p, n), 0);
+  TU_CHECK_EQ(cgnet_conn_inbound_buffered(c), 0);
+  return CGNET_NONE;
+}

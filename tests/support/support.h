@@ -267,6 +267,10 @@ int tu_server_wait(tu_server *s, int timeout_ms);
  * (the thread is detached and left running). */
 int tu_run_bounded(void *(*fn)(void *), void *arg, int timeout_ms);
 
+/* An on_traffic that echoes every byte (streams and datagrams alike), counts the call in
+ * the tracker behind handler.ud, and checks nothing stays buffered. */
+cgnet_action tu_echo_tracked(cgnet_conn *c);
+
 /* Run only the tests whose name contains $CGNET_TEST_FILTER (a glob if it has * or ?).
  * Call at the start of main(). */
 void tu_apply_test_filter(void);
