@@ -203,6 +203,7 @@ static cgnet_conn *new_client_conn(cgnet_client *cl, void *ctx, unsigned extra_r
   if (!c) return NULL;
   c->ctx = ctx;
   c->connecting = true;
+  atomic_fetch_add_explicit(&c->loop->nconns, 1, memory_order_relaxed); /* least-conn */
   atomic_fetch_add_explicit(&cl->nconns, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&cl->refs, 1, memory_order_relaxed);
   return c;

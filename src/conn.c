@@ -269,7 +269,6 @@ cgnet_conn *cgnet__conn_new(cgnet_loop *loop, const cgnet_handler *h,
   cgnet_conn *c = calloc(1, sizeof *c);
   if (!c) return NULL;
   cgnet__conn_init(c, loop, h, o, ring_max, client, 1 + extra_refs);
-  atomic_fetch_add_explicit(&loop->nconns, 1, memory_order_relaxed);
   return c;
 }
 
@@ -335,12 +334,8 @@ int cgnet__conn_attach(cgnet_conn *c, int fd, bool connecting) {
 void cgnet__conn_open(cgnet_loop *loop, int fd, const struct sockaddr *sa, socklen_t len) {
   cgnet_engine *eng = loop->eng;
   cgnet_conn *c = NULL;
-  if (!loop->stopping) {
+  if (!loop->stopping) /* already counted in the loop, at dispatch */
     c = cgnet__conn_new(loop, &eng->h, &eng->o, eng->ring_max, NULL, 0);
-    if (c)
-      atomic_fetch_sub_explicit(&loop->nconns, 1,
-                                memory_order_relaxed); /* counted at dispatch */
-  }
   if (!c) {
     if (!loop->stopping) cgnet__log(eng, CGNET_LOG_ERROR, "out of memory for a new conn");
     close(fd);

@@ -254,7 +254,7 @@ void cgnet__conn_init(cgnet_conn *c, cgnet_loop *loop, const cgnet_handler *h,
                       const cgnet_options *o, size_t ring_max, cgnet_client *client,
                       unsigned refs);
 /* A conn for `loop` with every field set but no socket yet (any thread; refs = 1 + extra
- * references for the caller). Counted in the loop's conns from here on. */
+ * references for the caller). The caller counts it in loop->nconns. */
 cgnet_conn *cgnet__conn_new(cgnet_loop *loop, const cgnet_handler *h,
                             const cgnet_options *o, size_t ring_max, cgnet_client *client,
                             unsigned extra_refs);
