@@ -438,6 +438,9 @@ static int dial(cgnet_client *cl, const char *addr, uint64_t timeout_ms, void *c
   }
   if (timeout_ms) c->connect_deadline_ms = cgnet__now_ms() + timeout_ms;
   c->dial_waiter = w;
+  /* Known from the scheme now (the syntax parse has it too): writes made while a name
+   * resolves must stay separate datagrams, not one coalesced stream. */
+  c->connected_dgram = a.socktype == SOCK_DGRAM;
   d->connect = !lookup;
   d->addr = a;
   if (out) *out = c;

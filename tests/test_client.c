@@ -396,6 +396,38 @@ static void test_names(void **state) {
   fx_stop(&f, 0);
 }
 
+/* A udp:// dial by name: datagrams written while the name resolves wait, in order, and
+ * go out once the socket exists, each as its own datagram (numeric dials connect before
+ * any async write runs). Two early 1 KiB writes must come back as two datagrams. */
+static void test_udp_by_name_early_writes(void **state) {
+  (void)state;
+  fixture f;
+  fx_start(&f, 1, NULL, NULL);
+  char addr[64];
+  snprintf(addr, sizeof addr, "udp4://localhost:%d", cgnet_engine_listen_port(f.s.eng, 1));
+  enum { N = 8 };
+  cgnet_conn *refs[N];
+  for (int i = 0; i < N; i++) {
+    D[i].want = 2 * 1024;
+    D[i].dgram = 1024;
+    D[i].seed = 700 + (uint64_t)i;
+    assert_rc(cgnet_client_dial(f.cl, addr, 5000, &D[i], &refs[i]), 0);
+    uint8_t *p = payload(2048, D[i].seed);
+    assert_rc(cgnet_conn_async_write(refs[i], p, 1024, NULL, NULL), 0);
+    assert_rc(cgnet_conn_async_write(refs[i], p + 1024, 1024, NULL, NULL), 0);
+    free(p);
+  }
+  wait_all_closed(N);
+  for (int i = 0; i < N; i++) {
+    assert_rc(atomic_load(&D[i].reason), CGNET_ELOCALCLOSE);
+    assert_int_equal(atomic_load(&D[i].got), D[i].want);
+    assert_int_equal(atomic_load(&D[i].bad), 0);
+    assert_int_equal(atomic_load(&D[i].traffic), 2); /* two datagrams, not one of 2 KiB */
+    cgnet_conn_unref(refs[i]);
+  }
+  fx_stop(&f, 0);
+}
+
 /* ---- early calls and ordering -------------------------------------------------------- */
 
 /* Wake and close right after dial, before the connect can have completed. */
@@ -715,6 +747,7 @@ int main(void) {
       T("dial_timeout", test_dial_timeout, NULL),
       T("bad_addresses", test_bad_addresses, NULL),
       T("names", test_names, NULL),
+      T("udp_by_name_early_writes", test_udp_by_name_early_writes, NULL),
       T("wake_close_after_dial", test_wake_close_after_dial, NULL),
       T("data_before_close", test_data_before_close, NULL),
       T("enroll", test_enroll, NULL),
