@@ -241,14 +241,10 @@ static void start_connect(cgnet_conn *c, const cgnet__addr *a) {
     return;
   }
   c->connected_dgram = a->socktype == SOCK_DGRAM;
-  if (c->connected_dgram) {
-    if (c->o->socket_recv_buffer > 0)
-      (void)cgnet__set_bufsize(fd, SO_RCVBUF, c->o->socket_recv_buffer);
-    if (c->o->socket_send_buffer > 0)
-      (void)cgnet__set_bufsize(fd, SO_SNDBUF, c->o->socket_send_buffer);
-  } else {
+  if (c->connected_dgram)
+    (void)cgnet__set_dgram_buffers(fd, c->o); /* not fatal, as for stream options */
+  else
     cgnet__apply_conn_options(fd, family, c->o);
-  }
   int rc;
   do {
     rc = connect(fd, (const struct sockaddr *)&a->sa, a->salen);

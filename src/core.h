@@ -343,6 +343,8 @@ int cgnet__set_nodelay(int fd, int on);
 int cgnet__set_keepalive(int fd, int idle_s, int interval_s, int count);
 int cgnet__set_linger(int fd, int seconds);
 int cgnet__set_bufsize(int fd, int optname, int bytes);
+/* SO_RCVBUF / SO_SNDBUF from the options on a datagram socket. 0 or the error. */
+int cgnet__set_dgram_buffers(int fd, const cgnet_options *o);
 
 /* ---- log.c ---- */
 void cgnet__log(const cgnet_engine *eng, cgnet_log_level level, const char *fmt, ...)

@@ -20,9 +20,9 @@ static int bind_and_listen(int fd, const struct sockaddr *sa, socklen_t len, int
   return 0;
 }
 
-/* Datagram sockets get the engine's buffer sizes here; stream conns get theirs at accept
- * (cgnet__apply_conn_options). */
-static int set_dgram_buffers(int fd, const cgnet_options *o) {
+/* Datagram sockets (a server's, or a client's connected ones) get the buffer sizes
+ * here; stream conns get theirs at accept or dial (cgnet__apply_conn_options). */
+int cgnet__set_dgram_buffers(int fd, const cgnet_options *o) {
   int err = 0;
   if (o->socket_recv_buffer > 0)
     err = cgnet__set_bufsize(fd, SO_RCVBUF, o->socket_recv_buffer);
@@ -54,7 +54,7 @@ static int open_listener(int family, int socktype, const struct sockaddr *sa, so
   if (!err && reuse_port) err = set_int_opt(fd, SOL_SOCKET, SO_REUSEPORT, 1);
   if (!err && family == AF_INET6) err = set_int_opt(fd, IPPROTO_IPV6, IPV6_V6ONLY, v6only);
   if (!err) err = cgnet__bind_to_device(fd, o);
-  if (!err && socktype == SOCK_DGRAM) err = set_dgram_buffers(fd, o);
+  if (!err && socktype == SOCK_DGRAM) err = cgnet__set_dgram_buffers(fd, o);
   if (!err && socktype == SOCK_DGRAM && bind(fd, sa, len) < 0) err = -errno;
   if (!err && socktype == SOCK_STREAM) err = bind_and_listen(fd, sa, len, o->backlog);
   if (err) {
