@@ -267,25 +267,44 @@ typedef struct dial_task {
   cgnet__addr addr;
 } dial_task;
 
+/*
+ * A conn is closable from the moment cgnet_client_dial/enroll return it: code on its loop
+ * may call cgnet_conn_close before the task that brings it onto the loop has run. Such a
+ * conn is closed in full there and then (on_close, counts, the loop's reference dropped at
+ * the turn's sweep), so that task must leave it alone: each such task holds a reference of
+ * its own, and joins only a conn that is still open.
+ */
+static bool join_loop(cgnet_loop *loop, cgnet_conn *c) {
+  if (c->closed) return false;
+  cgnet__conn_enter_loop(c);
+  if (loop->stopping) {
+    cgnet__conn_close_now(c, CGNET_ESHUTDOWN);
+    return false;
+  }
+  return true;
+}
+
 /* The first task of a dialed conn: it joins the loop, then connects if it can. */
 static void enter_run(cgnet_loop *loop, cgnet__task *t) {
   dial_task *d = (dial_task *)t;
   cgnet_conn *c = d->c;
-  cgnet__conn_enter_loop(c);
-  if (loop->stopping)
-    cgnet__conn_close_now(c, CGNET_ESHUTDOWN);
-  else if (d->connect)
-    start_connect(c, &d->addr);
+  if (join_loop(loop, c) && d->connect) start_connect(c, &d->addr);
+  cgnet_conn_unref(c); /* the task's reference */
   free(d);
 }
 
-/* The loop is gone (engine teardown) and the conn never entered it: it ends here, with
- * no callback, and the loop's reference goes. */
+/* The loop is gone (engine teardown; its thread has exited) and the conn never entered
+ * it: unless it was closed on the loop already, it ends here, with no callback, and the
+ * loop's reference goes. */
 static void forget_unentered(cgnet_conn *c) {
-  atomic_fetch_sub_explicit(&c->loop->nconns, 1, memory_order_relaxed);
-  atomic_store_explicit(&c->gone, true, memory_order_release);
-  cgnet__client_conn_closed(c, CGNET_ESHUTDOWN);
-  cgnet_conn_unref(c);
+  if (!c->closed) {
+    atomic_fetch_sub_explicit(&c->loop->nconns, 1, memory_order_relaxed);
+    atomic_store_explicit(&c->gone, true, memory_order_release);
+    c->closed = true;
+    cgnet__client_conn_closed(c, CGNET_ESHUTDOWN);
+    cgnet_conn_unref(c); /* the loop's reference */
+  }
+  cgnet_conn_unref(c); /* the task's reference */
 }
 
 static void enter_drop(cgnet__task *t) {
@@ -441,6 +460,7 @@ static int dial(cgnet_client *cl, const char *addr, uint64_t timeout_ms, void *c
   d->addr = a;
   if (out) *out = c;
   /* From here the loop owns the conn: every outcome is reported through on_close. */
+  cgnet_conn_ref(c); /* the enter task's */
   cgnet_conn_ref(c); /* held across the post, for submit_resolve below */
   cgnet__loop_post(c->loop, &d->t);
   if (lookup && submit_resolve(cl, c, addr) != 0)
@@ -490,14 +510,13 @@ typedef struct enroll_task {
 static void enroll_run(cgnet_loop *loop, cgnet__task *t) {
   enroll_task *e = (enroll_task *)t;
   cgnet_conn *c = e->c;
-  cgnet__conn_enter_loop(c);
-  if (loop->stopping) {
-    close(e->fd);
-    cgnet__conn_close_now(c, CGNET_ESHUTDOWN);
-  } else {
+  if (join_loop(loop, c)) { /* the conn owns the socket from here, even on error */
     int err = cgnet__conn_attach(c, e->fd, false);
     if (err) cgnet__conn_close_now(c, err);
+  } else {
+    close(e->fd);
   }
+  cgnet_conn_unref(c); /* the task's reference */
   free(e);
 }
 
@@ -551,6 +570,7 @@ int cgnet_client_enroll(cgnet_client *cl, int fd, void *ctx, cgnet_conn **out) {
   e->c = c;
   e->fd = fd;
   if (out) *out = c;
+  cgnet_conn_ref(c); /* the enroll task's */
   cgnet__loop_post(c->loop, &e->t);
   return 0;
 }

@@ -622,6 +622,115 @@ static void test_attached(void **state) {
   fx_stop(&bf, 0);
 }
 
+/* ---- closing a conn before it joined its loop ---------------------------------------- */
+
+/* The front's on_open (a loop thread) dials or enrolls a backend conn on the same loop and
+ * closes it at once, before the loop has run anything for it: what a proxy does when its
+ * front conn goes away. Each case says how the new conn is made and whether the caller
+ * keeps a reference across the close. */
+typedef enum early_kind { EARLY_TCP, EARLY_UNIX, EARLY_NAME, EARLY_ENROLL } early_kind;
+typedef struct early_case {
+  early_kind kind;
+  int hold_ref;
+} early_case;
+
+static struct {
+  _Atomic(cgnet_client *) cl;
+  char tcp[64], unix_path[96], name[64];
+  int backend_port;
+  const early_case *ec;
+  atomic_int next, dial_errors, close_errors;
+  cgnet_conn *held[MAX_DIALS]; /* hold_ref: the references, dropped by the test */
+} E;
+
+static cgnet_action early_front_open(cgnet_conn *front) {
+  int i = atomic_fetch_add(&E.next, 1);
+  cgnet_client *cl = atomic_load(&E.cl);
+  if (i >= MAX_DIALS || !cl) return CGNET_CLOSE;
+  cgnet_conn *b = NULL;
+  int rc;
+  switch (E.ec->kind) {
+  case EARLY_ENROLL: {
+    int fd = tu_connect(AF_INET, E.backend_port, 0, WAIT_MS);
+    rc = fd < 0 ? CGNET_EIO : cgnet_client_enroll(cl, fd, &D[i], &b);
+    break;
+  }
+  default: {
+    const char *addr = E.ec->kind == EARLY_TCP    ? E.tcp
+                       : E.ec->kind == EARLY_UNIX ? E.unix_path
+                                                  : E.name;
+    rc = cgnet_client_dial(cl, addr, 5000, &D[i], &b);
+  }
+  }
+  if (rc) {
+    atomic_fetch_add(&E.dial_errors, 1);
+    return CGNET_CLOSE;
+  }
+  TU_CHECK(cgnet_conn_loop(b) == cgnet_conn_loop(front));
+  if (cgnet_conn_close(b) != 0) atomic_fetch_add(&E.close_errors, 1);
+  /* A second close reports that the conn is already closing. */
+  TU_CHECK_EQ(cgnet_conn_close(b), CGNET_ECLOSED);
+  if (E.ec->hold_ref)
+    E.held[i] = b;
+  else
+    cgnet_conn_unref(b);
+  return CGNET_CLOSE;
+}
+
+static void test_close_before_enter(void **state) {
+  const early_case *ec = *state;
+  fixture bf; /* the backend */
+  fx_start(&bf, 1, NULL, NULL);
+  memset(&E, 0, sizeof E);
+  E.ec = ec;
+  E.backend_port = bf.s.port;
+  snprintf(E.tcp, sizeof E.tcp, "%s", bf.all.tcp);
+  snprintf(E.unix_path, sizeof E.unix_path, "%s", bf.all.unix_path);
+  snprintf(E.name, sizeof E.name, "tcp://localhost:%d", bf.s.port);
+  tu_server front;
+  cgnet_handler fh = {.on_open = early_front_open};
+  cgnet_options fo = {.num_loops = 2};
+  assert_rc(tu_server_start(&front, &fh, &fo), 0);
+  cgnet_client *cl;
+  assert_rc(cgnet_client_new_on(front.eng, &client_handler, NULL, &cl), 0);
+  atomic_store(&E.cl, cl);
+  enum { N = 16 };
+  for (int i = 0; i < N; i++) {
+    int fd = tu_connect(AF_INET, front.port, 0, WAIT_MS);
+    assert_true(fd >= 0);
+    assert_rc(tu_expect_eof(fd, WAIT_MS, NULL), 0); /* the front closed it */
+    close(fd);
+  }
+  wait_all_closed(N);
+  assert_int_equal(atomic_load(&E.dial_errors), 0);
+  assert_int_equal(atomic_load(&E.close_errors), 0);
+  for (int i = 0; i < N; i++) {
+    /* Closed before it connected: one on_close, no on_open, no traffic. */
+    assert_int_equal(atomic_load(&D[i].opens), 0);
+    assert_int_equal(atomic_load(&D[i].closes), 1);
+    assert_rc(atomic_load(&D[i].reason), CGNET_ELOCALCLOSE);
+    assert_int_equal(atomic_load(&D[i].traffic), 0);
+  }
+  assert_true(tu_wait_until(no_client_conns, cl, WAIT_MS));
+  /* The loops still serve: a conn to the front is accepted and closed by on_open. */
+  int fd = tu_connect(AF_INET, front.port, 0, WAIT_MS);
+  assert_true(fd >= 0);
+  assert_rc(tu_expect_eof(fd, WAIT_MS, NULL), 0);
+  close(fd);
+  atomic_store(&E.cl, NULL);
+  assert_rc(cgnet_client_free(cl, 0), 0);
+  assert_rc(tu_server_stop(&front, 0), 0);
+  /* N conns to the front, and the one just above: each dialed one backend conn. */
+  assert_int_equal(atomic_load(&E.next), N + 1);
+  for (int i = 0; i <= N && ec->hold_ref; i++) { /* references outlive conns and engine */
+    assert_non_null(E.held[i]);
+    assert_true(cgnet_conn_is_closed(E.held[i]));
+    assert_rc(cgnet_conn_async_write(E.held[i], "x", 1, NULL, NULL), CGNET_ECLOSED);
+    cgnet_conn_unref(E.held[i]);
+  }
+  fx_stop(&bf, 0);
+}
+
 /* ---- streaming with the default options ---------------------------------------------- */
 
 /* Each conn streams its payload paced by cgnet_conn_writable / on_writable_changed (the
@@ -717,6 +826,11 @@ static void test_engine_stop_closes_attached(void **state) {
   fx_stop(&bf, 0);
 }
 
+static const early_case early_cases[] = {
+    {EARLY_TCP, 0},  {EARLY_TCP, 1},  {EARLY_UNIX, 0},   {EARLY_UNIX, 1},
+    {EARLY_NAME, 0}, {EARLY_NAME, 1}, {EARLY_ENROLL, 0}, {EARLY_ENROLL, 1},
+};
+
 static const echo_case ec_cases[] = {
     {"tcp", 1, 0},  {"tcp", 1, 1},  {"tcp", 4, 0},  {"tcp", 4, 1},
     {"udp", 1, 0},  {"udp", 1, 1},  {"udp", 4, 0},  {"udp", 4, 1},
@@ -755,6 +869,14 @@ int main(void) {
       T("attached", test_attached, NULL),
       T("engine_stop_closes_attached", test_engine_stop_closes_attached, NULL),
       T("stream_defaults", test_stream_defaults, NULL),
+      T("close_before_enter/tcp", test_close_before_enter, &early_cases[0]),
+      T("close_before_enter/tcp/ref", test_close_before_enter, &early_cases[1]),
+      T("close_before_enter/unix", test_close_before_enter, &early_cases[2]),
+      T("close_before_enter/unix/ref", test_close_before_enter, &early_cases[3]),
+      T("close_before_enter/name", test_close_before_enter, &early_cases[4]),
+      T("close_before_enter/name/ref", test_close_before_enter, &early_cases[5]),
+      T("close_before_enter/enroll", test_close_before_enter, &early_cases[6]),
+      T("close_before_enter/enroll/ref", test_close_before_enter, &early_cases[7]),
   };
   return cmocka_run_group_tests_name("test_client", tests, NULL, NULL);
 }
