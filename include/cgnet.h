@@ -8,7 +8,10 @@
  * Threads. Every function says which thread may call it:
  *   - "any thread": safe from any thread, including loop threads.
  *   - "loop thread": only from a callback (or task) running on the loop that owns the
- *     object; calling it elsewhere is undefined behaviour.
+ *     object. The calls that change a conn (write, writev, write_frame, flush, close,
+ *     shutdown_write, pause/resume_read, set_codec, the timeouts) return
+ *     CGNET_EWRONGTHREAD from any other thread, another loop's included; for the others,
+ *     calling them elsewhere is undefined behaviour. Other threads use the async calls.
  *
  * Errors. Functions return 0 (or a non-negative count) on success and a negative
  * CGNET_E* code on failure; cgnet_strerror() and cgnet_err_name() describe a code.

@@ -933,6 +933,7 @@ static ssize_t write_direct(cgnet_conn *c, const struct iovec *iov, int iovcnt) 
 }
 
 int cgnet_conn_write(cgnet_conn *c, const void *data, size_t len) {
+  CGNET__LOOP_ONLY(c);
   if (c->datagram) return cgnet__dgram_conn_write(c, data, len);
   if (c->connected_dgram) {
     struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
@@ -957,6 +958,7 @@ int cgnet_conn_write(cgnet_conn *c, const void *data, size_t len) {
 }
 
 int cgnet_conn_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
+  CGNET__LOOP_ONLY(c);
   CGNET__STREAM_ONLY(c);
   int err = writable_or_error(c);
   if (err) return err;
@@ -975,6 +977,7 @@ int cgnet_conn_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
 }
 
 int cgnet_conn_flush(cgnet_conn *c) {
+  CGNET__LOOP_ONLY(c);
   if (c->datagram) return cgnet__dgram_conn_flush(c);
   int err = writable_or_error(c);
   if (err) return err;
@@ -1003,6 +1006,7 @@ int cgnet_conn_writable(const cgnet_conn *c) {
 }
 
 int cgnet_conn_shutdown_write(cgnet_conn *c) {
+  CGNET__LOOP_ONLY(c);
   CGNET__STREAM_ONLY(c);
   if (c->connected_dgram) return CGNET_EUNSUPPORTED;
   if (c->closed || c->close_reason) return CGNET_ECLOSED;
@@ -1020,6 +1024,7 @@ static void reading_changed(cgnet_conn *c) {
 }
 
 int cgnet_conn_pause_read(cgnet_conn *c) {
+  CGNET__LOOP_ONLY(c);
   CGNET__STREAM_ONLY(c);
   if (c->closed) return CGNET_ECLOSED;
   c->user_paused = true;
@@ -1028,6 +1033,7 @@ int cgnet_conn_pause_read(cgnet_conn *c) {
 }
 
 int cgnet_conn_resume_read(cgnet_conn *c) {
+  CGNET__LOOP_ONLY(c);
   CGNET__STREAM_ONLY(c);
   if (c->closed) return CGNET_ECLOSED;
   c->user_paused = false;
@@ -1046,17 +1052,21 @@ static int set_timeout(cgnet_conn *c, uint64_t *field, uint64_t ms) {
 }
 
 int cgnet_conn_set_idle_timeout(cgnet_conn *c, uint64_t ms) {
+  CGNET__LOOP_ONLY(c);
   return set_timeout(c, &c->idle_to_ms, ms);
 }
 int cgnet_conn_set_read_timeout(cgnet_conn *c, uint64_t ms) {
+  CGNET__LOOP_ONLY(c);
   return set_timeout(c, &c->read_to_ms, ms);
 }
 int cgnet_conn_set_write_timeout(cgnet_conn *c, uint64_t ms) {
+  CGNET__LOOP_ONLY(c);
   return set_timeout(c, &c->write_to_ms, ms);
 }
 /* ---- public API: state and controls -------------------------------------------------- */
 
 int cgnet_conn_close(cgnet_conn *c) {
+  CGNET__LOOP_ONLY(c);
   CGNET__STREAM_ONLY(c);
   if (c->closed || c->close_reason) return CGNET_ECLOSED;
   request_close(c, CGNET_ELOCALCLOSE);
@@ -1155,6 +1165,7 @@ int cgnet_conn_set_send_buffer(cgnet_conn *c, int bytes) {
 /* ---- public API: codecs -------------------------------------------------------------- */
 
 int cgnet_conn_set_codec(cgnet_conn *c, const cgnet_codec *codec) {
+  CGNET__LOOP_ONLY(c);
   CGNET__STREAM_ONLY(c);
   if (c->closed) return CGNET_ECLOSED;
   if (codec == c->codec) return 0;
@@ -1185,6 +1196,7 @@ static int iov_skip(struct iovec *iov, int cnt, size_t n) {
 }
 
 int cgnet_conn_write_frame(cgnet_conn *c, const void *frame, size_t len) {
+  CGNET__LOOP_ONLY(c);
   CGNET__STREAM_ONLY(c);
   int err = writable_or_error(c);
   if (err) return err;

@@ -244,7 +244,9 @@ void cgnet__loop_post(cgnet_loop *loop, cgnet__task *t);
 /* Apply fn to every open conn of the loop; fn may close any of them. Loop thread. */
 void cgnet__loop_for_each_conn(cgnet_loop *loop, void (*fn)(cgnet_conn *c, void *ud),
                                void *ud);
-extern _Thread_local cgnet_loop *cgnet__tls_loop;
+/* The loop this thread runs (NULL off the loops). initial-exec: read with one
+ * thread-pointer load on every loop-only call, with no __tls_get_addr in libcgnet.so. */
+extern _Thread_local cgnet_loop *cgnet__tls_loop __attribute__((tls_model("initial-exec")));
 
 /* ---- conn.c ---- */
 /* Adopt an accepted socket on this loop: register it and call on_open. */
@@ -293,6 +295,13 @@ void cgnet__client_conn_closed(cgnet_conn *c, int reason);
 #define CGNET__STREAM_ONLY(c)                                                              \
   do {                                                                                     \
     if (cgnet__unlikely((c)->datagram)) return CGNET_EUNSUPPORTED;                         \
+  } while (0)
+
+/* Calls documented "loop thread" check it, so that a call from another thread (or from
+ * another loop's thread) is an error instead of a race on the conn's state. */
+#define CGNET__LOOP_ONLY(c)                                                                \
+  do {                                                                                     \
+    if (cgnet__unlikely(cgnet__tls_loop != (c)->loop)) return CGNET_EWRONGTHREAD;          \
   } while (0)
 
 /* ---- udp.c ---- */

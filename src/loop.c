@@ -27,7 +27,7 @@
 /* Out of descriptors with no spare to shed with: listen again after this long. */
 #define ACCEPT_RETRY_MS 100
 
-_Thread_local cgnet_loop *cgnet__tls_loop;
+_Thread_local cgnet_loop *cgnet__tls_loop __attribute__((tls_model("initial-exec")));
 
 /* ---- cross-thread tasks ------------------------------------------------------------- */
 

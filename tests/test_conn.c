@@ -686,6 +686,99 @@ static void test_conn_close(void **state) {
   finish(&srv, t, 3);
 }
 
+/* ---- loop-only calls from the wrong thread ------------------------------------------ */
+
+/* Two loops; each conn keeps a reference in `wt_conns`. The test thread, and a task on
+ * the other loop, call every conn-changing loop-only function: each returns
+ * CGNET_EWRONGTHREAD and changes nothing, so the conn still echoes afterwards. */
+static _Atomic(cgnet_conn *) wt_conns[2];
+static atomic_int wt_other_loop_errors, wt_other_loop_calls;
+
+static cgnet_action wt_on_open(cgnet_conn *c) {
+  track_on_open(c);
+  for (int i = 0; i < 2; i++) {
+    cgnet_conn *none = NULL;
+    if (atomic_compare_exchange_strong(&wt_conns[i], &none, c)) {
+      cgnet_conn_ref(c);
+      break;
+    }
+  }
+  return CGNET_NONE;
+}
+
+static cgnet_action wt_on_traffic(cgnet_conn *c) {
+  const uint8_t *p = NULL;
+  size_t n = cgnet_conn_next(c, 0, &p);
+  TU_CHECK_EQ(cgnet_conn_write(c, p, n), 0);
+  return CGNET_NONE;
+}
+
+/* Every guarded call on c; returns how many did not answer CGNET_EWRONGTHREAD. */
+static int wrong_thread_calls(cgnet_conn *c) {
+  struct iovec iov = {.iov_base = "x", .iov_len = 1};
+  int rcs[] = {
+      cgnet_conn_write(c, "x", 1),        cgnet_conn_writev(c, &iov, 1),
+      cgnet_conn_write_frame(c, "x", 1),  cgnet_conn_flush(c),
+      cgnet_conn_shutdown_write(c),       cgnet_conn_pause_read(c),
+      cgnet_conn_resume_read(c),          cgnet_conn_set_codec(c, NULL),
+      cgnet_conn_set_idle_timeout(c, 1),  cgnet_conn_set_read_timeout(c, 1),
+      cgnet_conn_set_write_timeout(c, 1), cgnet_conn_close(c),
+  };
+  int bad = 0;
+  for (size_t i = 0; i < sizeof rcs / sizeof rcs[0]; i++)
+    if (rcs[i] != CGNET_EWRONGTHREAD) bad++;
+  return bad;
+}
+
+static void wt_on_other_loop(cgnet_loop *loop, void *ud) {
+  cgnet_conn *c = ud;
+  TU_CHECK(cgnet_conn_loop(c) != loop);
+  atomic_fetch_add(&wt_other_loop_errors, wrong_thread_calls(c));
+  atomic_fetch_add(&wt_other_loop_calls, 1);
+}
+
+static void test_wrong_thread(void **state) {
+  (void)state;
+  tu_tracker *t = tu_tracker_new();
+  cgnet_handler h = base_handler(t);
+  h.on_open = wt_on_open;
+  h.on_traffic = wt_on_traffic;
+  cgnet_options o = {.num_loops = 2, .lb = CGNET_LB_ROUND_ROBIN};
+  atomic_store(&wt_conns[0], NULL);
+  atomic_store(&wt_conns[1], NULL);
+  atomic_store(&wt_other_loop_errors, 0);
+  atomic_store(&wt_other_loop_calls, 0);
+  tu_server srv;
+  assert_rc(tu_server_start(&srv, &h, &o), 0);
+  int fds[2];
+  for (int i = 0; i < 2; i++) {
+    fds[i] = tu_connect4(srv.port);
+    assert_true(fds[i] >= 0);
+  }
+  assert_true(tu_wait_atomic_ge(&t->opens, 2, TU_TIMEOUT_MS));
+  for (int i = 0; i < 2; i++) {
+    cgnet_conn *c = atomic_load(&wt_conns[i]);
+    assert_non_null(c);
+    assert_int_equal(wrong_thread_calls(c), 0); /* the test thread: no loop at all */
+    /* The other loop's thread. */
+    cgnet_loop *other =
+        cgnet_engine_loop(srv.eng, 1 - cgnet_loop_index(cgnet_conn_loop(c)));
+    assert_rc(cgnet_loop_execute(other, wt_on_other_loop, c), 0);
+  }
+  assert_true(tu_wait_atomic_ge(&wt_other_loop_calls, 2, TU_TIMEOUT_MS));
+  assert_int_equal(atomic_load(&wt_other_loop_errors), 0);
+  for (int i = 0; i < 2; i++) { /* nothing changed: no close, no FIN, reading on */
+    assert_rc(tu_send_all(fds[i], "ping", 4, TU_TIMEOUT_MS), 0);
+    expect_reply(fds[i], "ping");
+    assert_false(cgnet_conn_is_closed(atomic_load(&wt_conns[i])));
+    close(fds[i]);
+  }
+  assert_true(tu_wait_atomic_ge(&t->closes, 2, TU_TIMEOUT_MS));
+  for (int i = 0; i < 2; i++)
+    cgnet_conn_unref(atomic_load(&wt_conns[i]));
+  finish(&srv, t, 2);
+}
+
 /* ---- loop and engine handles
  * ------------------------------------------------------------------- */
 
@@ -824,8 +917,8 @@ int main(void) {
       T(test_read_api_level),  T(test_read_api_edge), T(test_partial_level),
       T(test_partial_edge),    T(test_writev),        T(test_flush_and_outbound),
       T(test_addresses_v4),    T(test_addresses_v6),  T(test_socket_controls),
-      T(test_socket_defaults), T(test_conn_close),    T(test_handles),
-      T(test_format_addr),
+      T(test_socket_defaults), T(test_conn_close),    T(test_wrong_thread),
+      T(test_handles),         T(test_format_addr),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
