@@ -1,9 +1,11 @@
 # cgnet — the front door. Every target first makes sure the build dependencies are
-# installed (scripts/deps.sh), then drives CMake.
+# installed (scripts/deps.sh; with --fuzz for the targets that build the fuzz targets
+# with clang and libFuzzer), then drives CMake.
 #
 #   make / make build      configure + build into build/ (RelWithDebInfo: -O2 -g)
 #   make test              plain, ASan+UBSan and TSan builds, each with its ctest suite,
-#                          then each codec fuzz target for a few seconds
+#                          then a fuzz build (clang + libFuzzer) that runs each codec fuzz
+#                          target for a few seconds
 #   make test-plain | test-asan | test-tsan | test-fuzz
 #   make fuzz              the codec fuzz targets, FUZZ_SECONDS each (default 60)
 #   make test-long         plain build, then the slow tests (ctest label "long")
@@ -30,7 +32,7 @@ FORMAT_DIRS := src include tests examples bench fuzz
 FORMAT_FILES = $(shell find $(FORMAT_DIRS) -type f \( -name '*.c' -o -name '*.h' \) 2>/dev/null | sort)
 
 .DEFAULT_GOAL := build
-.PHONY: all build deps test test-plain test-asan test-tsan test-fuzz fuzz test-long demo bench bench-sweep install format \
+.PHONY: all build deps deps-fuzz test test-plain test-asan test-tsan test-fuzz fuzz test-long demo bench bench-sweep install format \
 	format-check clean
 
 all: build
@@ -38,11 +40,15 @@ all: build
 deps:
 	@$(DEPS)
 
+# clang and the libFuzzer runtime as well: only the fuzz builds need them.
+deps-fuzz:
+	@$(DEPS) --fuzz
+
 build: deps
 	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS)
 	cmake --build $(BUILD_DIR) -j$(JOBS)
 
-test: deps
+test: deps-fuzz
 	@bash scripts/check-tests.sh plain asan tsan fuzz
 
 test-plain: deps
@@ -54,11 +60,11 @@ test-asan: deps
 test-tsan: deps
 	@bash scripts/check-tests.sh tsan
 
-test-fuzz: deps
+test-fuzz: deps-fuzz
 	@bash scripts/check-tests.sh fuzz
 
 FUZZ_SECONDS ?= 60
-fuzz: deps
+fuzz: deps-fuzz
 	bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
 # Same configuration as check-tests.sh's plain variant (build/), so the two share a build.

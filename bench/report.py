@@ -20,6 +20,7 @@ Charts are drawn by gnuplot with bench/plot.gp (skipped, with a note, without gn
 """
 import argparse
 import csv
+import math
 import os
 import re
 import shutil
@@ -184,6 +185,17 @@ def table(head, rows):
     return "\n".join(out)
 
 
+def nice_top(v):
+    """The smallest of 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8 x 10^k at or above v * 1.05: the
+    top of a y axis with a little headroom over the highest value."""
+    v = v * 1.05 if v and v > 0 else 1.0
+    mag = 10 ** math.floor(math.log10(v))
+    for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
+        if m * mag >= v:
+            return m * mag
+    return 10 * mag
+
+
 def size_txt(s):
     s = int(s)
     return f"{s // 1024} KiB" if s >= 1024 and s % 1024 == 0 else f"{s} B"
@@ -215,8 +227,10 @@ class Charts:
         self.made.append(out)
         return os.path.relpath(out, os.path.join(ROOT, "docs"))
 
-    def bars(self, name, title, ylabel, series, rows):
-        """rows: [(label, [(med, lo, hi) per series])]; values already scaled."""
+    def bars(self, name, title, ylabel, series, rows, ymax=0, refline=0):
+        """rows: [(label, [(med, lo, hi) per series])]; values already scaled; a label may
+        hold "\n". ymax: the top of the y axis (0: gnuplot's choice); refline: a dashed
+        line at that value (0: none)."""
         path = os.path.join(self.data_dir, name + ".dat")
         with open(path, "w") as f:
             f.write("# label " + " ".join(f"{s} {s}_lo {s}_hi" for s in series) + "\n")
@@ -224,13 +238,15 @@ class Charts:
                 cells = []
                 for v in vals:
                     cells += ["NA" if x is None else f"{x:.6g}" for x in v]
-                f.write(f'"{label}" ' + " ".join(cells) + "\n")
+                f.write('"' + label.replace("\n", "\\n") + '" ' + " ".join(cells) + "\n")
         return self.run(name, {"chart": "bars", "datafile": path, "ttl": title, "ylab": ylabel,
                                "series": " ".join(series), "nseries": len(series),
-                               "colors": " ".join(COLOR.get(s, "#17becf") for s in series)})
+                               "colors": " ".join(COLOR.get(s, "#17becf") for s in series),
+                               "ymax": ymax, "refline": refline})
 
-    def lines(self, name, title, xlabel, ylabel, panels, logx=10):
-        """panels: [(panel_title, [(line_title, [(x, y)])])]."""
+    def lines(self, name, title, xlabel, ylabel, panels, logx=10, xtics=None):
+        """panels: [(panel_title, [(line_title, [(x, y)])])]. The panels stand side by
+        side to be compared, so they share one y range, from 0 to above the highest y."""
         files, ptitles, ltitles = [], [], None
         for i, (pt, lines) in enumerate(panels):
             path = os.path.join(self.data_dir, f"{name}.{i}.dat")
@@ -245,7 +261,11 @@ class Charts:
             ltitles = [lt.replace(" ", "_") for lt, _ in lines]
         colors = [COLOR.get(t, "") for t in ltitles]
         extra = {"colors": " ".join(colors)} if all(colors) else {}
-        return self.run(name, {**extra,"chart": "lines", "datafiles": " ".join(files),
+        ys = [y for _, lines in panels for _, pts in lines for _, y in pts if y is not None]
+        extra["ymax"] = nice_top(max(ys)) if ys else 0
+        if xtics:
+            extra["xtics"] = " ".join(str(x) for x in xtics)
+        return self.run(name, {**extra, "chart": "lines", "datafiles": " ".join(files),
                                "ptitles": " ".join(ptitles), "ltitles": " ".join(ltitles),
                                "nlines": len(ltitles), "ttl": title, "xlab": xlabel,
                                "ylab": ylabel, "logx": logx})
@@ -296,6 +316,25 @@ def echo_section(rows, charts):
     placements = [p for p in ("pin1", "loops2") if any(k[0] == p for k in g)]
     servers = [s for s in ECHO_SERVERS if any(k[4] == s for k in g)]
     configs = sorted({k[1:4] for k in g}, key=lambda c: (c[0] != "pingpong", int(c[1]), int(c[2])))
+    # The charts. As ratios to the floor, every chart of this section gets one y range, so
+    # that pin1 and loops2, pingpong and stream compare by eye; in absolute figures (no
+    # floor in the run) pingpong would vanish on stream's scale, so each gets its own.
+    bar_ratio = "floor" in servers
+    bar_charts = {}
+    for pl in placements:
+        for mode in ("pingpong", "stream"):
+            cs = [c for c in configs if c[0] == mode]
+            if cs:
+                bar_charts[(pl, mode)] = [
+                    bar_row(f"{c[1]} conns, {size_txt(c[2])}",
+                            [g.get((pl, *c, s)) for s in servers], g.get((pl, *c, "floor")),
+                            bar_ratio, "msgs")
+                    for c in cs]
+    shared_ymax = bar_chart_top(bar_charts.values()) if bar_ratio else None
+    bar_what = ("messages per server-CPU-second relative to the floor" if bar_ratio
+                else "messages per server-CPU-second")
+    bar_ylabel = ("per server-CPU-s, floor = 1" if bar_ratio
+                  else "million msgs per server-CPU-s")
     out = []
     for pl in placements:
         head = "pin1: server 1 loop on CPU 0, echoload 1 thread on CPU 1" if pl == "pin1" else \
@@ -340,26 +379,50 @@ def echo_section(rows, charts):
                    f"window (neighbours on this shared machine, interrupts); a run with more than "
                    f"{MAX_OTHER} is counted as noisy and left out of the medians.\n")
         out.append("</details>\n")
+        if bar_ratio and any((pl, m) in bar_charts for m in ("pingpong", "stream")):
+            out.append("Charts: each server's messages per server-CPU-second divided by the "
+                       "floor's median in the same configuration (the dashed line at 1; the "
+                       "floor's own figure is under each group), median and min–max over "
+                       "repetitions; every echo chart has the same y range.\n")
         for mode in ("pingpong", "stream"):
-            cs = [c for c in configs if c[0] == mode]
-            if not cs:
+            if (pl, mode) not in bar_charts:
                 continue
-            brows = []
-            for c in cs:
-                vals = []
-                for s in servers:
-                    x = g.get((pl, *c, s))
-                    if x is None or x.med("per_cpu_s") is None:
-                        vals.append((None, None, None))
-                    else:
-                        lo, hi = x.spread("per_cpu_s")
-                        vals.append((x.med("per_cpu_s") / 1e6, lo / 1e6, hi / 1e6))
-                brows.append((f"{c[1]} conns, {size_txt(c[2])}", vals))
-            img = charts.bars(f"echo_{pl}_{mode}", f"echo {mode}, {pl}: messages per server-CPU-second",
-                              "million msgs per server-CPU-s", servers, brows)
+            brows = bar_charts[(pl, mode)]
+            img = charts.bars(f"echo_{pl}_{mode}", f"echo {mode}, {pl}: {bar_what}",
+                              bar_ylabel, servers, brows,
+                              ymax=shared_ymax or bar_chart_top([brows]),
+                              refline=1 if bar_ratio else 0)
             if img:
                 out.append(f"![echo {mode} {pl}]({img})\n")
     return "\n".join(out)
+
+
+def bar_row(label, groups, floor, as_ratio, unit):
+    """One cluster of a bar chart: per server (groups, None where missing) the median and
+    min–max of per_cpu_s. As ratios to the floor's median when as_ratio: the clusters then
+    share one scale whatever their message size (a 4 KiB stream moves an eighth of the
+    messages of a 512 B one), the floor's own bar is 1, and the floor's absolute figure
+    goes into the label. Otherwise in millions."""
+    base = floor.med("per_cpu_s") if (as_ratio and floor) else None
+    if as_ratio:
+        label += f"\nfloor {si(base)} {unit}/CPU-s" if base else "\n(no floor)"
+    div = base if as_ratio else 1e6
+    vals = []
+    for x in groups:
+        m = x.med("per_cpu_s") if x else None
+        if m is None or not div:
+            vals.append((None, None, None))
+        else:
+            lo, hi = x.spread("per_cpu_s")
+            vals.append((m / div, lo / div, hi / div))
+    return label, vals
+
+
+def bar_chart_top(charts_rows):
+    """The y-axis top shared by bar charts: above the highest error bar of any of them."""
+    tops = [v for rows in charts_rows for _, vals in rows for t in vals for v in t
+            if v is not None]
+    return nice_top(max(tops)) if tops else 0
 
 
 def http_section(rows, charts):
@@ -412,20 +475,17 @@ def http_section(rows, charts):
                f"window — neighbours on this shared machine; above {MAX_OTHER} a run is noisy and "
                "left out of the medians. p50/p99 from wrk's latency distribution, which with pipelining times whole "
                "batches; h2load prints no percentiles. Peak RSS sums nginx's master and workers.)\n")
-    brows = []
-    for pl in placements:
-        for t in tools:
-            vals = []
-            for s in servers:
-                x = g.get((pl, t, s))
-                if x is None or x.med("per_cpu_s") is None:
-                    vals.append((None, None, None))
-                else:
-                    lo, hi = x.spread("per_cpu_s")
-                    vals.append((x.med("per_cpu_s") / 1e6, lo / 1e6, hi / 1e6))
-            brows.append((f"{pl} {t}", vals))
-    img = charts.bars("http", "HTTP plaintext, pipelined: requests per server-CPU-second",
-                      "million req per server-CPU-s", [LABEL.get(s, s) for s in servers], brows)
+    ratio_bars = "floor_http" in servers
+    brows = [bar_row(f"{pl} {t}", [g.get((pl, t, s)) for s in servers],
+                     g.get((pl, t, "floor_http")), ratio_bars, "req")
+             for pl in placements for t in tools]
+    if ratio_bars:
+        what, ylabel = "relative to the floor", "per server-CPU-s, floor = 1"
+    else:
+        what, ylabel = "", "million req per server-CPU-s"
+    img = charts.bars("http", f"HTTP plaintext, pipelined: requests per server-CPU-second {what}",
+                      ylabel, [LABEL.get(s, s) for s in servers], brows,
+                      ymax=bar_chart_top([brows]), refline=1 if ratio_bars else 0)
     if img:
         out.append(f"![http]({img})\n")
     return "\n".join(out)
@@ -470,7 +530,7 @@ def sweep_section(sweep_dir, charts):
     panels = [(srv, [(size_txt(s), [(c, cell(c, s, srv)) for c in conns]) for s in sizes])
               for srv in servers]
     img = charts.lines("sweep_conns", f"echo {mode}: throughput vs connections", "connections",
-                       "echoed MB/s", panels, logx=10)
+                       "echoed MB/s", panels, logx=10, xtics=conns)
     if img:
         out.append(f"![throughput vs connections]({img})\n")
     panels = [(f"{c}_conns", [(srv, [(s, cell(c, s, srv)) for s in sizes]) for srv in servers])

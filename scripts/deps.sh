@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Make sure the tools and libraries cgnet's build needs are installed (Debian/Ubuntu).
 #
-#   scripts/deps.sh [--bench] [--format] [--dry-run]
+#   scripts/deps.sh [--fuzz] [--bench] [--format] [--dry-run]
 #
-#   (always)   cmake, a C compiler, make, pkg-config, libc headers, cmocka, and clang with
-#              the libFuzzer runtime (libclang-rt-14-dev) for the codec fuzz targets
+#   (always)   cmake, a C compiler, make, pkg-config, libc headers and cmocka: enough for
+#              `make`, `make install` and the plain and sanitizer test builds (those use
+#              CMake's default compiler, gcc on Debian, whose libgcc-N-dev brings the
+#              ASan, UBSan, LSan and TSan runtimes)
+#   --fuzz     also clang and its libFuzzer runtime (libclang-rt-14-dev), which
+#              scripts/fuzz.sh builds the codec fuzz targets with (`make test`,
+#              `make test-fuzz`, `make fuzz`)
 #   --bench    also libuv1-dev, libevent-dev, wrk, h2load (nghttp2-client), nginx-light,
 #              h2o, python3, gnuplot-nox, valgrind and strace (bench peers, load tools, report)
 #   --format   also clang-format
@@ -18,14 +23,15 @@
 # packages as missing even when they are installed.
 set -euo pipefail
 
-want_bench=0 want_format=0 dry_run=0
+want_fuzz=0 want_bench=0 want_format=0 dry_run=0
 for arg in "$@"; do
   case "$arg" in
+    --fuzz) want_fuzz=1 ;;
     --bench) want_bench=1 ;;
     --format) want_format=1 ;;
     --dry-run) dry_run=1 ;;
     -h | --help)
-      sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -73,8 +79,10 @@ need libc6-dev have_libc_headers
 need make have_cmd make
 need pkg-config have_cmd pkg-config
 need libcmocka-dev have_pc cmocka
-need clang have_cmd clang
-need libclang-rt-14-dev have_libfuzzer
+if ((want_fuzz)); then
+  need clang have_cmd clang
+  need libclang-rt-14-dev have_libfuzzer
+fi
 if ((want_bench)); then
   need libuv1-dev have_pc libuv
   need libevent-dev have_pc libevent
