@@ -980,8 +980,9 @@ CGNET_API int cgnet_client_dial(cgnet_client *cl, const char *addr, uint64_t tim
 CGNET_API int cgnet_client_dial_wait(cgnet_client *cl, const char *addr,
                                      uint64_t timeout_ms, void *ctx, cgnet_conn **out);
 
-/* Take over `fd`, an already-connected socket (a stream socket, or a datagram socket
- * whose peer connect() fixed; CGNET_ENOTCONN otherwise): it is made non-blocking and
+/* Take over `fd`, an already-connected socket (a stream socket whose connect has
+ * completed, or a datagram socket whose peer connect() fixed; CGNET_ENOTCONN for one
+ * never connected, still connecting or listening): it is made non-blocking and
  * on_open runs on a loop. cgnet owns fd from here on, even when this fails (it is
  * closed). `out` as for dial. Any thread. */
 CGNET_API int cgnet_client_enroll(cgnet_client *cl, int fd, void *ctx, cgnet_conn **out);

@@ -527,8 +527,10 @@ static void enroll_drop(cgnet__task *t) {
   free(e);
 }
 
-/* A datagram socket can be enrolled only once connect() has fixed its peer. */
-static bool dgram_is_connected(int fd) {
+/* A socket can be enrolled only once it has a peer: a stream socket that finished its
+ * connect (not one still connecting, listening or never connected), a datagram socket
+ * whose peer connect() fixed. */
+static bool has_peer(int fd) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   return getpeername(fd, (struct sockaddr *)&ss, &len) == 0;
@@ -548,7 +550,7 @@ int cgnet_client_enroll(cgnet_client *cl, int fd, void *ctx, cgnet_conn **out) {
     err = -errno;
   else if (type != SOCK_STREAM && type != SOCK_DGRAM)
     err = CGNET_EPROTONOSUPPORT;
-  else if (type == SOCK_DGRAM && !dgram_is_connected(fd))
+  else if (!has_peer(fd))
     err = CGNET_ENOTCONN;
   else {
     int fl = fcntl(fd, F_GETFL);

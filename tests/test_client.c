@@ -526,6 +526,18 @@ static void test_enroll(void **state) {
   assert_true(lone >= 0);
   assert_rc(cgnet_client_enroll(f.cl, lone, NULL, NULL), CGNET_ENOTCONN);
   assert_int_equal(tu_count_fds(), fds_before);
+  /* Stream sockets with no peer, never connected or listening: each is refused and
+   * closed, and no on_open runs. */
+  int fresh = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(fresh >= 0);
+  assert_rc(cgnet_client_enroll(f.cl, fresh, &D[2], NULL), CGNET_ENOTCONN);
+  int lport = 0;
+  int listening = tu_listen_any(&lport);
+  assert_true(listening >= 0);
+  assert_rc(cgnet_client_enroll(f.cl, listening, &D[2], NULL), CGNET_ENOTCONN);
+  assert_int_equal(tu_count_fds(), fds_before);
+  assert_int_equal(atomic_load(&D[2].opens), 0);
+  assert_int_equal(atomic_load(&D[2].closes), 0);
   assert_rc(cgnet_client_enroll(f.cl, -1, NULL, NULL), CGNET_EBADF);
   fx_stop(&f, 0);
 }
