@@ -197,8 +197,8 @@ typedef struct cgnet_handler {
   /* Just before queued output of `c` is written to its socket (gnet v1's PreWrite). */
   void (*on_pre_write)(cgnet_conn *c);
 
-  /* Backpressure: the conn's queued output crossed the high watermark (writable == 0;
-   * cgnet has stopped reading from it) or drained below the low watermark (writable == 1;
+  /* Backpressure: the conn's queued output reached the high watermark (writable == 0;
+   * cgnet has stopped reading from it) or drained to the low watermark (writable == 1;
    * reading resumes unless the user paused it). */
   void (*on_writable_changed)(cgnet_conn *c, int writable);
 
@@ -259,11 +259,16 @@ typedef struct cgnet_options {
   int socket_recv_buffer;     /* > 0: SO_RCVBUF in bytes */
   int socket_send_buffer;     /* > 0: SO_SNDBUF in bytes */
 
-  /* Flow control (per conn). Above the high watermark of queued output a server's conn
-   * stops reading until the output drains below the low watermark (read_backpressure,
-   * below), so a peer that sends but never reads costs at most about high watermark + one
-   * read. Crossing either watermark calls on_writable_changed. Past write_buffer_limit,
-   * writes fail with CGNET_EOVERFLOW. CGNET_UNLIMITED turns a bound off. */
+  /* Flow control (per conn). Once queued output reaches the high watermark a server's
+   * conn stops reading until the output drains to the low watermark (read_backpressure,
+   * below), and until then each read takes no more than the room left below the high
+   * watermark; so a handler that answers what it reads holds at most about the high
+   * watermark of output per conn, even for a peer that sends and never reads. Crossing
+   * either watermark calls on_writable_changed. write_buffer_limit bounds what stays
+   * queued: a write that would take the queue past it fails with CGNET_EOVERFLOW, except
+   * that with nothing queued the socket first takes what it can and only the rest must
+   * fit (if it does not and part was sent, the conn closes with CGNET_EOVERFLOW: the
+   * peer holds a partial message). CGNET_UNLIMITED turns a bound off. */
   size_t write_high_watermark; /* default 64 KiB */
   size_t write_low_watermark;  /* default high / 2; must be <= high */
   size_t write_buffer_limit;   /* hard cap on queued output (default 8 MiB) */
@@ -287,8 +292,8 @@ typedef struct cgnet_options {
   void *logger_ud;
   cgnet_log_level log_level; /* minimum level logged (CGNET_LOG_DEFAULT: WARN) */
 
-  /* Stop reading from a conn while its queued output is above write_high_watermark, until
-   * it drains below the low one. Default: on for a server's conns (their output is
+  /* Stop reading from a conn once its queued output reaches write_high_watermark, until
+   * it drains to the low one. Default: on for a server's conns (their output is
    * replies to their input, so this bounds it), off for a client's conns (a client
    * streaming out while it reads the answers would otherwise deadlock against a server
    * doing the same; it paces itself with cgnet_conn_writable / on_writable_changed). */
@@ -512,26 +517,28 @@ CGNET_API size_t cgnet_conn_read(cgnet_conn *c, void *buf, size_t cap);
 /* ------------------------------------------------------------------------------------ */
 
 /*
- * Queue bytes for the peer. Small writes made while the loop handles one wake-up are
- * coalesced and go out in one syscall just before the loop sleeps; a large write with
- * nothing queued ahead of it goes straight to the socket. The data is copied (or
- * written) before the call returns. Returns 0, or CGNET_ECLOSED if the conn is closing.
- * Loop thread.
+ * Queue bytes for the peer. Writes a conn's callbacks make are coalesced and go out in
+ * one syscall as soon as those callbacks return; writes from elsewhere on the loop
+ * (timers, tasks, other conns' callbacks) go out before the loop next sleeps. A large
+ * write with nothing queued ahead of it goes straight to the socket. The data is copied
+ * (or written) before the call returns. Returns 0, CGNET_ECLOSED if the conn is closing,
+ * CGNET_EPIPE after shutdown_write, or CGNET_EOVERFLOW past write_buffer_limit (see the
+ * options). Loop thread.
  */
 CGNET_API int cgnet_conn_write(cgnet_conn *c, const void *data, size_t len);
 
 /* Gathering form of cgnet_conn_write. Loop thread. */
 CGNET_API int cgnet_conn_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt);
 
-/* Try to write queued output now instead of before the loop sleeps. Returns 0 (all or
+/* Try to write queued output now instead of when the callbacks return. Returns 0 (all or
  * part written, the rest stays queued) or the error that closed the conn. Loop thread. */
 CGNET_API int cgnet_conn_flush(cgnet_conn *c);
 
 /* Bytes queued and not yet accepted by the socket. Loop thread. */
 CGNET_API size_t cgnet_conn_outbound_buffered(const cgnet_conn *c);
 
-/* Non-zero while queued output is below the high watermark (or has drained below the low
- * one after crossing it): the conn welcomes more writes. Loop thread. */
+/* Non-zero while queued output is below the high watermark (or has drained to the low
+ * one after reaching it): the conn welcomes more writes. Loop thread. */
 CGNET_API int cgnet_conn_writable(const cgnet_conn *c);
 
 /* Half-close: send what is queued, then FIN (shutdown(SHUT_WR)); reading goes on. Later

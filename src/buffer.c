@@ -38,6 +38,14 @@ static int pool_class(size_t cap) {
   return __builtin_ctzll((unsigned long long)cap) - CGNET__BUFPOOL_MIN_SHIFT;
 }
 
+/* How many chunks of class c the pool keeps: CGNET__BUFPOOL_KEEP, and no more than
+ * CGNET__BUFPOOL_CLASS_BYTES of them, so the large classes do not hold memory that every
+ * conn under backpressure (a full 64 KiB ring each) would rather have. */
+static int pool_keep(int c) {
+  size_t n = CGNET__BUFPOOL_CLASS_BYTES >> (c + CGNET__BUFPOOL_MIN_SHIFT);
+  return n < CGNET__BUFPOOL_KEEP ? (int)n : CGNET__BUFPOOL_KEEP;
+}
+
 void *cgnet__bufpool_get(cgnet__bufpool *p, size_t *cap) {
   size_t want = *cap;
   if (want <= POOL_MIN) {
@@ -50,7 +58,9 @@ void *cgnet__bufpool_get(cgnet__bufpool *p, size_t *cap) {
     int c = pool_class(want);
     if (p->count[c] > 0) {
       *cap = want;
-      return p->chunks[c][--p->count[c]];
+      void *mem = p->chunks[c][--p->count[c]];
+      if (p->count[c] < p->idle[c]) p->idle[c] = p->count[c];
+      return mem;
     }
   }
   void *mem = malloc(want);
@@ -58,11 +68,34 @@ void *cgnet__bufpool_get(cgnet__bufpool *p, size_t *cap) {
   return mem;
 }
 
+size_t cgnet__bufpool_trim(cgnet__bufpool *p) {
+  size_t freed = 0;
+  for (int c = 0; c < CGNET__BUFPOOL_CLASSES; c++) {
+    /* The bottom idle[c] chunks were never taken in the period: they go. */
+    int drop = p->idle[c];
+    for (int i = 0; i < drop; i++)
+      free(p->chunks[c][i]);
+    memmove(p->chunks[c], p->chunks[c] + drop,
+            (size_t)(p->count[c] - drop) * sizeof(void *));
+    p->count[c] -= drop;
+    p->idle[c] = p->count[c];
+    freed += (size_t)drop << (c + CGNET__BUFPOOL_MIN_SHIFT);
+  }
+  return freed;
+}
+
+size_t cgnet__bufpool_bytes(const cgnet__bufpool *p) {
+  size_t n = 0;
+  for (int c = 0; c < CGNET__BUFPOOL_CLASSES; c++)
+    n += (size_t)p->count[c] << (c + CGNET__BUFPOOL_MIN_SHIFT);
+  return n;
+}
+
 void cgnet__bufpool_put(cgnet__bufpool *p, void *mem, size_t cap) {
   if (!mem) return;
   if (cap >= POOL_MIN && cap <= POOL_MAX && (cap & (cap - 1)) == 0) {
     int c = pool_class(cap);
-    if (p->count[c] < CGNET__BUFPOOL_KEEP) {
+    if (p->count[c] < pool_keep(c)) {
       p->chunks[c][p->count[c]++] = mem;
       return;
     }

@@ -4,8 +4,10 @@
  *
  *  - cgnet__bufpool: a per-loop cache of power-of-two chunks (4 KiB .. 64 KiB) so that
  *    buffers released when a conn goes idle can be taken again without malloc. Each size
- *    class keeps at most CGNET__BUFPOOL_KEEP chunks; the rest go back to malloc, so the
- *    cache holds at most ~4 MiB per loop.
+ *    class keeps at most CGNET__BUFPOOL_KEEP chunks and CGNET__BUFPOOL_CLASS_BYTES; the
+ *    rest go back to malloc, so the cache holds at most 960 KiB per loop (16 x 4 KiB,
+ *    16 x 8 KiB, 16 x 16 KiB, 8 x 32 KiB, 4 x 64 KiB); chunks left unused for a trim
+ *    period (about a second) are freed.
  *  - cgnet__buf: a contiguous growable buffer (head/tail indices) for inbound bytes the
  *    user left unconsumed. It is released when it empties, so idle conns hold nothing.
  *  - cgnet__outbuf: the outbound queue: an elastic ring (power of two, starting at
@@ -23,12 +25,14 @@
 #define CGNET__BUFPOOL_MIN_SHIFT 12 /* 4 KiB */
 #define CGNET__BUFPOOL_MAX_SHIFT 16 /* 64 KiB */
 #define CGNET__BUFPOOL_CLASSES (CGNET__BUFPOOL_MAX_SHIFT - CGNET__BUFPOOL_MIN_SHIFT + 1)
-#define CGNET__BUFPOOL_KEEP 16
-#define CGNET__OUTBLOCK_MIN (16 * 1024) /* smallest block allocation */
+#define CGNET__BUFPOOL_KEEP 16                  /* chunks kept per size class, at most */
+#define CGNET__BUFPOOL_CLASS_BYTES (256 * 1024) /* ... and at most this many bytes */
+#define CGNET__OUTBLOCK_MIN (16 * 1024)         /* smallest block allocation */
 
 typedef struct cgnet__bufpool {
   void *chunks[CGNET__BUFPOOL_CLASSES][CGNET__BUFPOOL_KEEP];
   int count[CGNET__BUFPOOL_CLASSES];
+  int idle[CGNET__BUFPOOL_CLASSES]; /* chunks not taken since the last trim (low mark) */
 } cgnet__bufpool;
 
 void cgnet__bufpool_init(cgnet__bufpool *p);
@@ -39,6 +43,12 @@ void cgnet__bufpool_destroy(cgnet__bufpool *p);
 void *cgnet__bufpool_get(cgnet__bufpool *p, size_t *cap);
 /* Give back a chunk obtained from get() with its real size. NULL is ignored. */
 void cgnet__bufpool_put(cgnet__bufpool *p, void *mem, size_t cap);
+/* Free the chunks no get() has needed since the last trim (the loop calls it about once a
+ * second), so a burst's chunks do not stay cached once the burst is over. Returns the
+ * bytes freed. */
+size_t cgnet__bufpool_trim(cgnet__bufpool *p); /* returns the bytes freed */
+/* Bytes cached (tests). */
+size_t cgnet__bufpool_bytes(const cgnet__bufpool *p);
 
 /* ---- contiguous inbound buffer ---- */
 typedef struct cgnet__buf {

@@ -12,12 +12,14 @@
  * and leaves only the unfinished frame's bytes to be copied into the inbound buffer; a
  * frame spread over many reads is assembled there with no other copy.
  *
- * Write path. Writes made during a wake-up are appended to the conn's outbound queue and
- * the conn joins the loop's pending_out list; the loop flushes every pending conn with
- * one send/sendmsg each just before it sleeps (redis' "write before sleep"), so replies
- * to many requests in one wake-up cost one syscall. A large write with nothing queued
- * goes straight to the socket to save the copy. What the socket does not take stays
- * queued and EPOLLOUT is armed until it drains.
+ * Write path. Writes are appended to the conn's outbound queue and the conn joins the
+ * loop's pending_out list. Output the conn's own callbacks queued leaves in one
+ * send/sendmsg as soon as they return (flush_own_output); output queued from elsewhere
+ * (timers, tasks, other conns' callbacks) leaves just before the loop sleeps (redis'
+ * "write before sleep"). Either way replies to many requests in one wake-up cost one
+ * syscall. A large write with nothing queued goes straight to the socket to save the
+ * copy. What the socket does not take stays queued and EPOLLOUT is armed until it
+ * drains. write_buffer_limit bounds what stays queued (write_oversized).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -409,12 +411,29 @@ static void on_peer_fin(cgnet_conn *c) {
  * reading is over for now (closed, FIN, or paused by the callback). */
 static ssize_t read_datagram(cgnet_conn *c);
 
+/*
+ * How much one read may take. With read backpressure, no more than the room left below
+ * the high watermark: a handler that answers what it reads then queues at most the
+ * watermark, not the watermark plus a whole read buffer, so a peer that sends and never
+ * reads costs about write_high_watermark of output per conn, however fast it sends.
+ * Reading stops at the watermark (over_high), so the room is never 0 here; 1 guards the
+ * read from meaning EOF if it were.
+ */
+CGNET__HOT size_t read_room(const cgnet_conn *c) {
+  size_t cap = c->loop->rbuf_cap;
+  if (!c->read_backpressure) return cap;
+  size_t high = options_of(c)->write_high_watermark, queued = cgnet__outbuf_len(&c->out);
+  size_t room = queued < high ? high - queued : 1;
+  return room < cap ? room : cap;
+}
+
 static ssize_t read_once(cgnet_conn *c) {
   cgnet_loop *loop = c->loop;
   if (c->connected_dgram) return read_datagram(c);
   ssize_t n;
+  size_t room = read_room(c);
   do {
-    n = read(c->io.fd, loop->rbuf, loop->rbuf_cap);
+    n = read(c->io.fd, loop->rbuf, room);
   } while (n < 0 && errno == EINTR);
   if (n > 0) {
     c->last_read_ms = loop->now_ms;
@@ -617,14 +636,14 @@ static void notify_writable(cgnet_conn *c, int writable) {
   cgnet__conn_after_callback(c, CGNET_NONE);
 }
 
-/* Queued output grew: past the high watermark, tell the user and (read_backpressure)
+/* Queued output grew: at the high watermark, tell the user and (read_backpressure)
  * stop reading. */
 static void after_queue_grew(cgnet_conn *c, size_t before) {
   if (before == 0) {
     c->last_write_ms = c->loop->now_ms; /* the write timeout counts from here */
     if (c->write_to_ms) arm_timeouts(c);
   }
-  if (!c->over_high && cgnet__outbuf_len(&c->out) > options_of(c)->write_high_watermark) {
+  if (!c->over_high && cgnet__outbuf_len(&c->out) >= options_of(c)->write_high_watermark) {
     c->over_high = true;
     update_interest(c);
     notify_writable(c, 0);
@@ -632,7 +651,7 @@ static void after_queue_grew(cgnet_conn *c, size_t before) {
   schedule_flush(c);
 }
 
-/* Queued output shrank: below the low watermark, read again. */
+/* Queued output shrank: at or below the low watermark, read again. */
 static void after_queue_shrank(cgnet_conn *c) {
   if (!c->over_high || cgnet__outbuf_len(&c->out) > options_of(c)->write_low_watermark)
     return;
@@ -831,7 +850,10 @@ cgnet_conn *cgnet_conn_ref(cgnet_conn *c) {
 
 void cgnet_conn_unref(cgnet_conn *c) {
   if (c->datagram) return;
-  if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) free(c);
+  if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) {
+    cgnet__conn_release_names(c);
+    free(c);
+  }
 }
 
 int cgnet_conn_is_closed(const cgnet_conn *c) {
@@ -932,6 +954,52 @@ static ssize_t write_direct(cgnet_conn *c, const struct iovec *iov, int iovcnt) 
   return err;
 }
 
+/* Queue the bytes of iov[0, cnt) that come after the first `skip`. */
+static int append_iov_from(cgnet_conn *c, const struct iovec *iov, int cnt, size_t skip) {
+  int i = 0;
+  while (i < cnt && skip >= iov[i].iov_len)
+    skip -= iov[i++].iov_len;
+  if (i < cnt && skip) {
+    int err = cgnet__outbuf_append(&c->out, &c->loop->pool, c->ring_max,
+                                   (const uint8_t *)iov[i].iov_base + skip,
+                                   iov[i].iov_len - skip);
+    if (err) return err;
+    i++;
+  }
+  return i < cnt
+             ? cgnet__outbuf_appendv(&c->out, &c->loop->pool, c->ring_max, iov + i, cnt - i)
+             : 0;
+}
+
+/*
+ * A write that would take queued output past write_buffer_limit. The limit bounds what
+ * stays queued, not what one call may carry: with nothing queued, the socket takes what
+ * it can now and the rest is queued if that fits. If it does not fit, a write the socket
+ * took none of fails with CGNET_EOVERFLOW and changes nothing; one it took part of has
+ * left the peer a partial message, so the conn closes with CGNET_EOVERFLOW.
+ */
+static int write_oversized(cgnet_conn *c, const struct iovec *iov, int cnt, size_t total) {
+  if (cgnet__outbuf_len(&c->out) || c->connecting || c->connected_dgram)
+    return CGNET_EOVERFLOW;
+  ssize_t n = write_direct(c, iov, cnt < CGNET__MAX_IOV ? cnt : CGNET__MAX_IOV);
+  if (n < 0) return (int)n;
+  size_t rest = total - (size_t)n;
+  if (rest == 0) return 0;
+  int err = check_limit(c, rest);
+  if (!err) err = append_iov_from(c, iov, cnt, (size_t)n);
+  if (err) {
+    if (n == 0 && err == CGNET_EOVERFLOW) return err; /* nothing sent, nothing queued */
+    cgnet__log(c->loop->eng, CGNET_LOG_DEBUG,
+               "conn %d: %zu of a %zu-byte write sent, the rest over write_buffer_limit: "
+               "closing",
+               c->io.fd, (size_t)n, total);
+    request_close(c, err);
+    return err;
+  }
+  after_queue_grew(c, 0);
+  return 0;
+}
+
 int cgnet_conn_write(cgnet_conn *c, const void *data, size_t len) {
   CGNET__LOOP_ONLY(c);
   if (c->datagram) return cgnet__dgram_conn_write(c, data, len);
@@ -941,7 +1009,10 @@ int cgnet_conn_write(cgnet_conn *c, const void *data, size_t len) {
   }
   int err = writable_or_error(c);
   if (err || len == 0) return err;
-  if ((err = check_limit(c, len))) return err;
+  if (cgnet__unlikely(check_limit(c, len) != 0)) {
+    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+    return write_oversized(c, &iov, 1, len);
+  }
   size_t before = cgnet__outbuf_len(&c->out);
   if (len >= DIRECT_WRITE_MIN && before == 0 && !c->connecting) {
     struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
@@ -968,7 +1039,7 @@ int cgnet_conn_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
   for (int i = 0; i < iovcnt; i++)
     total += iov[i].iov_len;
   if (total == 0) return 0;
-  if ((err = check_limit(c, total))) return err;
+  if (check_limit(c, total)) return write_oversized(c, iov, iovcnt, total);
   size_t before = cgnet__outbuf_len(&c->out);
   err = cgnet__outbuf_appendv(&c->out, &c->loop->pool, c->ring_max, iov, iovcnt);
   if (err) return err;
@@ -1094,31 +1165,51 @@ const struct sockaddr *cgnet_conn_remote_addr(const cgnet_conn *c, socklen_t *le
   return (const struct sockaddr *)&c->remote;
 }
 
-static void fetch_local(cgnet_conn *c) {
-  if (c->local_len || c->io.fd < 0) return;
-  socklen_t len = sizeof c->local;
-  if (getsockname(c->io.fd, (struct sockaddr *)&c->local, &len) == 0) c->local_len = len;
+void cgnet__conn_release_names(cgnet_conn *c) {
+  free(c->names);
+  c->names = NULL;
+}
+
+/* The conn's names, made on first use; NULL when out of memory. */
+static cgnet__conn_names *names_of(cgnet_conn *c) {
+  if (!c->names) c->names = calloc(1, sizeof *c->names);
+  return c->names;
+}
+
+/* Answers when the names cannot be had (out of memory): an empty address. */
+static const struct sockaddr_storage no_addr;
+
+static cgnet__conn_names *fetch_local(cgnet_conn *c) {
+  cgnet__conn_names *nm = names_of(c);
+  if (!nm || nm->local_len || c->io.fd < 0) return nm;
+  socklen_t len = sizeof nm->local;
+  if (getsockname(c->io.fd, (struct sockaddr *)&nm->local, &len) == 0) nm->local_len = len;
+  return nm;
 }
 
 const struct sockaddr *cgnet_conn_local_addr(const cgnet_conn *c, socklen_t *len) {
-  fetch_local((cgnet_conn *)c); /* a cache fill; the conn is logically unchanged */
-  if (len) *len = c->local_len;
-  return (const struct sockaddr *)&c->local;
+  /* A cache fill; the conn is logically unchanged. */
+  cgnet__conn_names *nm = fetch_local((cgnet_conn *)c);
+  if (len) *len = nm ? nm->local_len : 0;
+  return (const struct sockaddr *)(nm ? &nm->local : &no_addr);
 }
 
 const char *cgnet_conn_remote_addr_string(cgnet_conn *c) {
-  if (!c->remote_str[0])
-    (void)cgnet_format_addr((struct sockaddr *)&c->remote, c->remote_len, c->remote_str,
-                            sizeof c->remote_str);
-  return c->remote_str;
+  cgnet__conn_names *nm = names_of(c);
+  if (!nm) return "";
+  if (!nm->remote_str[0])
+    (void)cgnet_format_addr((struct sockaddr *)&c->remote, c->remote_len, nm->remote_str,
+                            sizeof nm->remote_str);
+  return nm->remote_str;
 }
 
 const char *cgnet_conn_local_addr_string(cgnet_conn *c) {
-  fetch_local(c);
-  if (!c->local_str[0] && c->local_len)
-    (void)cgnet_format_addr((struct sockaddr *)&c->local, c->local_len, c->local_str,
-                            sizeof c->local_str);
-  return c->local_str;
+  cgnet__conn_names *nm = fetch_local(c);
+  if (!nm) return "";
+  if (!nm->local_str[0] && nm->local_len)
+    (void)cgnet_format_addr((struct sockaddr *)&nm->local, nm->local_len, nm->local_str,
+                            sizeof nm->local_str);
+  return nm->local_str;
 }
 
 static int open_fd_or_error(const cgnet_conn *c) {
@@ -1206,7 +1297,7 @@ int cgnet_conn_write_frame(cgnet_conn *c, const void *frame, size_t len) {
   size_t total = 0;
   for (int i = 0; i < e.iovcnt; i++)
     total += e.iov[i].iov_len;
-  if ((err = check_limit(c, total))) return err;
+  if (check_limit(c, total)) return write_oversized(c, e.iov, e.iovcnt, total);
   int first = 0;
   if (total >= DIRECT_WRITE_MIN && cgnet__outbuf_len(&c->out) == 0 && !c->connecting &&
       !c->connected_dgram) {

@@ -81,6 +81,12 @@ struct cgnet__task {
 /* Flush timeout of a graceful stop asked for by a callback's SHUTDOWN action. */
 #define CGNET__ACTION_STOP_TIMEOUT_MS 1000
 
+typedef struct cgnet__conn_names {
+  struct sockaddr_storage local;
+  socklen_t local_len;                  /* 0: not fetched yet */
+  char remote_str[112], local_str[112]; /* room for a Unix path (sun_path is 108) */
+} cgnet__conn_names;
+
 struct cgnet_conn {
   cgnet__io io; /* must stay first */
   cgnet_loop *loop;
@@ -146,9 +152,11 @@ struct cgnet_conn {
   size_t codec_hint;
   bool redeliver;
 
-  struct sockaddr_storage remote, local;
-  socklen_t remote_len, local_len;      /* local_len 0: not fetched yet */
-  char remote_str[112], local_str[112]; /* room for a Unix path (sun_path is 108) */
+  struct sockaddr_storage remote;
+  socklen_t remote_len;
+  /* The local address and both addresses as text, made on the first call that asks for
+   * them: most conns never do, and every byte of a conn counts when 10,000 are open. */
+  struct cgnet__conn_names *names;
 };
 
 struct cgnet_loop {
@@ -166,6 +174,7 @@ struct cgnet_loop {
   uint8_t *rbuf;
   size_t rbuf_cap;
   cgnet__bufpool pool;
+  uint64_t pool_trim_ms; /* when the pool next frees what it has not lent out since */
 
   cgnet__list conns;
   cgnet__list graveyard;
@@ -280,6 +289,8 @@ void cgnet__conn_schedule_read(cgnet_conn *c);
 void cgnet__conn_close_now(cgnet_conn *c, int reason);
 /* The loop drops its reference (end of the turn in which the conn closed). */
 void cgnet__conn_free(cgnet_conn *c);
+/* Free what a conn owns besides itself (its names); for conns freed elsewhere. */
+void cgnet__conn_release_names(cgnet_conn *c);
 /* Run on_traffic for a wake-up with no new bytes. */
 void cgnet__conn_wake_now(cgnet_conn *c);
 /* Engine stopping: close at once, or mark draining if output is queued. */

@@ -9,6 +9,7 @@
  *   -> flush every conn with pending output -> free conns closed during the turn.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -357,6 +358,18 @@ static void sweep_graveyard(cgnet_loop *loop) {
         cgnet__container_of(cgnet__list_first(&loop->graveyard), cgnet_conn, node));
 }
 
+/* Buffers cached for a burst go back to malloc about a second after it ends. */
+#define POOL_TRIM_PERIOD_MS 1000
+/* Freed chunks sit in malloc's free lists, still resident; once a trim has freed this
+ * much, malloc_trim hands the free pages back to the kernel (RSS goes down). */
+#define POOL_TRIM_RELEASE_MIN (256 * 1024)
+
+static void trim_pool(cgnet_loop *loop) {
+  if (cgnet__likely(loop->now_ms < loop->pool_trim_ms)) return;
+  loop->pool_trim_ms = loop->now_ms + POOL_TRIM_PERIOD_MS;
+  if (cgnet__bufpool_trim(&loop->pool) >= POOL_TRIM_RELEASE_MIN) malloc_trim(0);
+}
+
 static int next_timeout(const cgnet_loop *loop) {
   if (!cgnet__list_empty(&loop->pending_read) || !cgnet__list_empty(&loop->pending_out) ||
       !cgnet__list_empty(&loop->pending_udp))
@@ -389,6 +402,7 @@ static void run(cgnet_loop *loop) {
       cgnet__loop_for_each_conn(loop, close_for_shutdown, NULL);
     flush_all(loop);
     sweep_graveyard(loop);
+    trim_pool(loop);
   }
 }
 

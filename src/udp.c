@@ -308,7 +308,7 @@ static cgnet_action deliver(cgnet__udp *u, const uint8_t *data, size_t len,
   if (fromlen > sizeof c->remote) fromlen = sizeof c->remote;
   memcpy(&c->remote, from, fromlen);
   c->remote_len = fromlen;
-  c->remote_str[0] = '\0';
+  if (c->names) c->names->remote_str[0] = '\0'; /* a new sender */
   c->view = data;
   c->view_len = len;
   c->view_pos = 0;
@@ -395,6 +395,7 @@ void cgnet__loop_free_udp(cgnet_loop *loop) {
   for (size_t i = 0; i < loop->nudps; i++) {
     cgnet__udp *u = loop->udps[i];
     if (u->io.fd >= 0) close(u->io.fd);
+    cgnet__conn_release_names(&u->dc);
     free(u->rx);
     free(u->rmsg);
     free(u->riov);

@@ -199,6 +199,58 @@ static void pool_keep_cap(void **state) {
   assert_int_equal(p.count[2], 0);
 }
 
+/* The large classes keep fewer chunks: no more than CGNET__BUFPOOL_CLASS_BYTES each. */
+static void pool_class_bytes_cap(void **state) {
+  (void)state;
+  cgnet__bufpool p;
+  cgnet__bufpool_init(&p);
+  enum { N = CGNET__BUFPOOL_KEEP };
+  void *mem[N];
+  for (int i = 0; i < N; i++) {
+    size_t cap = 65536;
+    mem[i] = cgnet__bufpool_get(&p, &cap);
+    assert_non_null(mem[i]);
+  }
+  for (int i = 0; i < N; i++)
+    cgnet__bufpool_put(&p, mem[i], 65536);
+  assert_int_equal(p.count[4], CGNET__BUFPOOL_CLASS_BYTES / 65536);
+  assert_int_equal(cgnet__bufpool_bytes(&p), CGNET__BUFPOOL_CLASS_BYTES);
+  cgnet__bufpool_destroy(&p);
+}
+
+/* A trim frees the chunks nobody took since the previous trim, and keeps the ones that
+ * were lent out and came back. */
+static void pool_trim(void **state) {
+  (void)state;
+  cgnet__bufpool p;
+  cgnet__bufpool_init(&p);
+  enum { N = 6 };
+  void *mem[N];
+  for (int i = 0; i < N; i++) {
+    size_t cap = 4096;
+    mem[i] = cgnet__bufpool_get(&p, &cap);
+  }
+  for (int i = 0; i < N; i++)
+    cgnet__bufpool_put(&p, mem[i], 4096);
+  /* Everything came back after the pool was empty: the first trim keeps all six. */
+  assert_int_equal(cgnet__bufpool_trim(&p), 0);
+  assert_int_equal(p.count[0], N);
+  /* Two are taken and returned during the next period; the other four sat idle. */
+  for (int k = 0; k < 2; k++) {
+    size_t cap = 4096;
+    mem[k] = cgnet__bufpool_get(&p, &cap);
+  }
+  for (int k = 0; k < 2; k++)
+    cgnet__bufpool_put(&p, mem[k], 4096);
+  assert_int_equal(cgnet__bufpool_trim(&p), 4 * 4096);
+  assert_int_equal(p.count[0], 2);
+  /* Nothing is taken in the next period: the rest goes too. */
+  assert_int_equal(cgnet__bufpool_trim(&p), 2 * 4096);
+  assert_int_equal(p.count[0], 0);
+  assert_int_equal(cgnet__bufpool_bytes(&p), 0);
+  cgnet__bufpool_destroy(&p);
+}
+
 static void pool_large(void **state) {
   (void)state;
   cgnet__bufpool p;
@@ -722,6 +774,8 @@ int main(void) {
       cmocka_unit_test(pool_round_trip),
       cmocka_unit_test(pool_classes),
       cmocka_unit_test(pool_keep_cap),
+      cmocka_unit_test(pool_class_bytes_cap),
+      cmocka_unit_test(pool_trim),
       cmocka_unit_test(pool_large),
       cmocka_unit_test(buf_append_consume),
       cmocka_unit_test(buf_large),

@@ -249,7 +249,7 @@ static void bp_writable(cgnet_conn *c, int w) {
   if (!w) {
     atomic_fetch_add(&F.down, 1);
     TU_CHECK(!cgnet_conn_writable(c));
-    TU_CHECK(out > F.high);
+    TU_CHECK(out >= F.high);
   } else {
     atomic_fetch_add(&F.up, 1);
     TU_CHECK(cgnet_conn_writable(c));
@@ -393,14 +393,11 @@ static void test_echo_no_read(void **state) {
 static cgnet_action limit_open(cgnet_conn *c) {
   track_open(c);
   const size_t limit = F.limit;
-  /* Larger than the limit with an empty queue: refused whole, nothing is sent. */
-  uint8_t *big = malloc(limit + 1);
-  TU_CHECK(big != NULL);
-  if (!big) return CGNET_CLOSE;
-  memset(big, 0xee, limit + 1);
-  TU_CHECK_EQ(cgnet_conn_write(c, big, limit + 1), CGNET_EOVERFLOW);
-  TU_CHECK_EQ(cgnet_conn_outbound_buffered(c), 0);
-  free(big);
+  /* Larger than the limit with an empty queue: the socket takes what it can at once and
+   * the rest, which then fits under the limit, is queued. */
+  TU_CHECK_EQ(write_pattern(c, limit + 1), 0);
+  size_t rest = cgnet_conn_outbound_buffered(c);
+  TU_CHECK(rest > 0 && rest <= limit);
 
   /* Fill until refused; every refusal leaves the queue as it was. */
   for (int i = 0; i < 4096; i++) {
@@ -428,6 +425,53 @@ static cgnet_action limit_open(cgnet_conn *c) {
   TU_CHECK(cgnet_conn_writable(c)); /* the watermark is off */
   atomic_store(&F.done, 1);
   return CGNET_NONE;
+}
+
+/* A write whose unsent rest does not fit the limit either: the socket took part of it,
+ * so the conn closes with CGNET_EOVERFLOW; the peer gets exactly that part, then EOF. */
+static cgnet_action limit_partial_open(cgnet_conn *c) {
+  track_open(c);
+  int rc = write_pattern(c, 4 * F.limit); /* F.written stays 0: it failed */
+  TU_CHECK_EQ(rc, CGNET_EOVERFLOW);
+  TU_CHECK_EQ(cgnet_conn_outbound_buffered(c), 0);
+  TU_CHECK_EQ(cgnet_conn_write(c, "x", 1), CGNET_ECLOSED); /* closing */
+  atomic_store(&F.done, 1);
+  return CGNET_NONE;
+}
+
+static void test_write_limit_partial(void **state) {
+  (void)state;
+  flow_reset();
+  F.limit = 256 * KiB;
+  cgnet_handler h = base_handler();
+  h.on_open = limit_partial_open;
+  cgnet_options o = {.write_buffer_limit = F.limit,
+                     .write_high_watermark = CGNET_UNLIMITED,
+                     .socket_send_buffer = 8192};
+  tu_server srv;
+  assert_rc(tu_server_start(&srv, &h, &o), 0);
+  int fd = tu_connect_bufs(srv.port, 0, 8192, 0, TU_TIMEOUT_MS);
+  assert_true(fd >= 0);
+  assert_true(tu_wait_atomic_eq(&F.done, 1, TU_TIMEOUT_MS));
+  wait_closes(1, TU_TIMEOUT_MS);
+  assert_reason(0, CGNET_EOVERFLOW);
+  /* The part the socket took is the pattern's prefix, and nothing follows it. */
+  size_t got = 0;
+  uint8_t *buf = malloc(4 * F.limit);
+  assert_non_null(buf);
+  struct timeval tv = {.tv_sec = TU_TIMEOUT_MS / 1000}; /* the recv loop ends regardless */
+  assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+  for (;;) {
+    ssize_t n = recv(fd, buf + got, 4 * F.limit - got, 0);
+    if (n <= 0) break;
+    got += (size_t)n;
+  }
+  assert_true(got > 0 && got < 4 * F.limit - F.limit);
+  assert_int_equal(tu_pattern_mismatches(buf, got, SEED_SRV, 0), 0);
+  free(buf);
+  close(fd);
+  assert_no_check_failures();
+  stop_and_free(&srv);
 }
 
 static void test_write_buffer_limit(void **state) {
@@ -1390,6 +1434,7 @@ int main(void) {
       TS("echo_no_read/level", test_echo_no_read, &zero),
       TS("echo_no_read/edge", test_echo_no_read, &one),
       TS("write_buffer_limit", test_write_buffer_limit, NULL),
+      TS("write_limit_partial", test_write_limit_partial, NULL),
       TS("pause_resume/level", test_pause_resume, &zero),
       TS("pause_resume/edge", test_pause_resume, &one),
       TS("pause_outlives_watermark/level", test_pause_outlives_watermark, &zero),
