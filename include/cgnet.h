@@ -164,8 +164,9 @@ typedef struct cgnet_handler {
   void *ud;
 
   /* The engine is ready: listeners are bound, loops are about to start. Runs once on
-   * the thread that called cgnet_engine_start()/cgnet_run(). SHUTDOWN stops the engine
-   * before it serves anyone. */
+   * the thread that called cgnet_engine_start()/cgnet_run(). SHUTDOWN (or
+   * cgnet_engine_stop, which then returns at once) stops the engine before it serves
+   * anyone: the loops start, exit at once, and on_shutdown runs. */
   cgnet_action (*on_boot)(cgnet_engine *eng);
 
   /* The engine has stopped: every on_close has run. Runs once, on the last loop thread
@@ -340,19 +341,22 @@ CGNET_API int cgnet_engine_start(const cgnet_handler *handler, const char *const
 /*
  * Block until the engine has stopped (an action or cgnet_engine_stop) and every loop
  * thread has exited; on_shutdown has run when it returns. Returns 0, or the error that
- * stopped the engine. Call once, from a non-loop thread; then cgnet_engine_free().
+ * stopped the engine. Call once, from a non-loop thread; then cgnet_engine_free(). From
+ * one of the engine's loop threads or its on_boot: CGNET_EWRONGTHREAD.
  */
 CGNET_API int cgnet_engine_wait(cgnet_engine *eng);
 
 /*
  * Stop gracefully: stop accepting, let queued output flush for up to timeout_ms (0: no
  * wait), close every conn with CGNET_ESHUTDOWN. Any thread. From a non-loop thread it
- * blocks until the engine has fully stopped; from a loop thread (inside a callback) it
- * only requests the stop and returns. Calling it again is harmless.
+ * blocks until the engine has fully stopped; from one of the engine's loop threads
+ * (inside a callback) or from its on_boot (the loops have not started yet) it only
+ * requests the stop and returns. Calling it again is harmless.
  */
 CGNET_API int cgnet_engine_stop(cgnet_engine *eng, uint64_t timeout_ms);
 
-/* Release a stopped engine (after cgnet_engine_wait returned). Non-loop thread. */
+/* Release a stopped engine (after cgnet_engine_wait returned). Non-loop thread: from
+ * the engine's own loop threads or its on_boot it frees nothing (an error is logged). */
 CGNET_API void cgnet_engine_free(cgnet_engine *eng);
 
 /* Start, wait and free in one call: blocks until the engine stops. Any non-loop thread. */
