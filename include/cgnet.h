@@ -328,9 +328,9 @@ typedef struct cgnet_options {
  * applied). A Unix address always has one listener, on loop 0, even with reuse_port; its
  * conns are handed to loops by the load balancer (source-hash falls back to round-robin
  * for them). At start a socket file left behind by a dead server (connect() refused) is
- * replaced; a live server on the path, or a file that is not a socket, gives
- * CGNET_EADDRINUSE. The file is removed when the engine stops, if it is still the one we
- * bound. An abstract name has no file.
+ * replaced; a live server on the path (even one whose backlog is full: the probe never
+ * blocks), or a file that is not a socket, gives CGNET_EADDRINUSE. The file is removed
+ * when the engine stops, if it is still the one we bound. An abstract name has no file.
  * Errors: malformed address (CGNET_EBADSCHEME, EBADADDR, EBADPORT, EADDRFAMILY, ERESOLVE),
  * invalid options (CGNET_EINVAL), bind errors (CGNET_EADDRINUSE, ...). Any thread.
  */
