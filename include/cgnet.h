@@ -189,7 +189,8 @@ typedef struct cgnet_handler {
 
   /* The ticker (options.ticker): runs on loop 0's thread, first right after the loops
    * start, then again after the delay it stores in *next_delay_ms (default 1000 ms if it
-   * stores nothing). SHUTDOWN stops the engine; CLOSE is ignored. */
+   * stores nothing; UINT64_MAX: never again). SHUTDOWN stops the engine; CLOSE is
+   * ignored. */
   cgnet_action (*on_tick)(cgnet_engine *eng, uint64_t *next_delay_ms);
 
   /* Just before queued output of `c` is written to its socket (gnet v1's PreWrite). */
@@ -268,7 +269,8 @@ typedef struct cgnet_options {
 
   /* Timeouts in milliseconds (0: none); expiry closes the conn with CGNET_ETIMEDOUT.
    * idle: no byte read or written; read: no byte read; write: queued output made no
-   * progress. Each can be changed per conn. */
+   * progress. Each can be changed per conn. UINT64_MAX (or any value too large to be
+   * reached) is effectively never, like 0. */
   uint64_t idle_timeout_ms;
   uint64_t read_timeout_ms;
   uint64_t write_timeout_ms;
@@ -348,10 +350,11 @@ CGNET_API int cgnet_engine_wait(cgnet_engine *eng);
 
 /*
  * Stop gracefully: stop accepting, let queued output flush for up to timeout_ms (0: no
- * wait), close every conn with CGNET_ESHUTDOWN. Any thread. From a non-loop thread it
- * blocks until the engine has fully stopped; from one of the engine's loop threads
- * (inside a callback) or from its on_boot (the loops have not started yet) it only
- * requests the stop and returns. Calling it again is harmless.
+ * wait; UINT64_MAX: until it has all drained), close every conn with CGNET_ESHUTDOWN.
+ * Any thread. From a non-loop thread it blocks until the engine has fully stopped; from
+ * one of the engine's loop threads (inside a callback) or from its on_boot (the loops
+ * have not started yet) it only requests the stop and returns. Calling it again is
+ * harmless.
  */
 CGNET_API int cgnet_engine_stop(cgnet_engine *eng, uint64_t timeout_ms);
 
@@ -545,7 +548,8 @@ CGNET_API int cgnet_conn_shutdown_write(cgnet_conn *c);
 CGNET_API int cgnet_conn_pause_read(cgnet_conn *c);
 CGNET_API int cgnet_conn_resume_read(cgnet_conn *c);
 
-/* Per-conn timeouts in ms (0: none), overriding the engine's options. Loop thread. */
+/* Per-conn timeouts in ms (0: none; UINT64_MAX or any huge value: effectively never),
+ * overriding the engine's options. Loop thread. */
 CGNET_API int cgnet_conn_set_idle_timeout(cgnet_conn *c, uint64_t ms);
 CGNET_API int cgnet_conn_set_read_timeout(cgnet_conn *c, uint64_t ms);
 CGNET_API int cgnet_conn_set_write_timeout(cgnet_conn *c, uint64_t ms);
@@ -889,7 +893,8 @@ CGNET_API cgnet_timer *cgnet_timer_new(cgnet_loop *loop, cgnet_timer_fn fn, void
 /* A stopped timer owned by conn `c`. Loop thread. */
 CGNET_API cgnet_timer *cgnet_conn_timer_new(cgnet_conn *c, cgnet_timer_fn fn, void *ud);
 /* Fire after delay_ms, then every repeat_ms if repeat_ms > 0. Restarts a running timer.
- * Loop thread. */
+ * A delay or repeat of UINT64_MAX (or any value too large to be reached) is effectively
+ * never: the timer stays active and does not fire (again). Loop thread. */
 CGNET_API int cgnet_timer_start(cgnet_timer *t, uint64_t delay_ms, uint64_t repeat_ms);
 /* Stop without freeing. Loop thread. */
 CGNET_API int cgnet_timer_stop(cgnet_timer *t);

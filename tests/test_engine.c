@@ -598,6 +598,29 @@ static void test_ticker(void **state) {
   tu_tracker_free(t);
 }
 
+/* A tick that asks for its next one in UINT64_MAX ms ("never") gets no second tick: the
+ * loop's now + delay saturates instead of wrapping around to a time already past. */
+static cgnet_action tick_never(cgnet_engine *eng, uint64_t *next_delay_ms) {
+  atomic_fetch_add(&tu_tracker_of_engine(eng)->ticks, 1);
+  *next_delay_ms = UINT64_MAX;
+  return CGNET_NONE;
+}
+
+static void test_ticker_never(void **state) {
+  (void)state;
+  tu_tracker *t = tu_tracker_new();
+  cgnet_handler h = {.ud = t, .on_tick = tick_never, .on_shutdown = track_on_shutdown};
+  cgnet_options o = {.ticker = 1};
+  tu_server srv;
+  assert_rc(tu_server_start(&srv, &h, &o), 0);
+  assert_true(tu_wait_atomic_ge(&t->ticks, 1, TU_TIMEOUT_MS));
+  tu_sleep_ms(200);
+  assert_int_equal(atomic_load(&t->ticks), 1);
+  assert_rc(tu_server_stop(&srv, 0), 0);
+  assert_int_equal(atomic_load(&t->shutdowns), 1);
+  tu_tracker_free(t);
+}
+
 /* ---- stop from another thread with clients connected
  * ---------------------------------------- */
 
@@ -1054,6 +1077,7 @@ int main(void) {
       T(test_boot_stop),
       T(test_stop_from_loop),
       T(test_ticker),
+      T(test_ticker_never),
       T(test_stop_with_clients),
       T(test_send_and_close_level),
       T(test_send_and_close_edge),
