@@ -45,7 +45,9 @@ extern "C" {
 
 /*
  * Codes that mirror a POSIX errno are its negation (CGNET_EINVAL == -EINVAL on Linux), so
- * a system error can be passed through as -errno. cgnet's own codes live below -4000.
+ * a system error can be passed through as -errno; one not listed here (-ENODEV, -ENOSPC,
+ * ...) may be returned too, and cgnet_strerror / cgnet_err_name describe it. cgnet's own
+ * codes live below -4000.
  */
 #define CGNET_ERRNO_MAP(XX)                                                                \
   XX(EPERM, -1, "operation not permitted")                                                 \
@@ -100,9 +102,14 @@ typedef enum cgnet_errno {
 #undef CGNET_ERR_ENUM_
 } cgnet_errno;
 
-/* Human-readable text for an error code (never NULL). Any thread. */
+/* Human-readable text for an error code (never NULL; a static string). A system error
+ * with no CGNET_ code of its own, passed through as -errno (e.g. -ENODEV), gets the
+ * system's description ("No such device"); a code nobody knows, "unknown error". Any
+ * thread. */
 CGNET_API const char *cgnet_strerror(int err);
-/* Symbolic name of an error code, e.g. "CGNET_EINVAL" (never NULL). Any thread. */
+/* Symbolic name of an error code, e.g. "CGNET_EINVAL" (never NULL; a static string). A
+ * system error passed through as -errno with no CGNET_ code of its own gets its errno
+ * name ("ENODEV"); a code nobody knows, "CGNET_UNKNOWN". Any thread. */
 CGNET_API const char *cgnet_err_name(int err);
 
 /* ------------------------------------------------------------------------------------ */
