@@ -731,14 +731,15 @@ CGNET_API int cgnet_codec_delimiter(const cgnet_delimiter_codec_options *o,
                                     cgnet_codec **out);
 
 /*
- * Fixed-length codec: every frame is exactly frame_length bytes (>= 1), which is also
- * its maximum frame length.
+ * Fixed-length codec: every frame is exactly frame_length bytes (1 to 1 GiB, 2^30), which
+ * is also its maximum frame length.
  *
  *     frame_length 3:  | a b c | d e f | g h |
  *     frames:            "abc"   "def"  (need more)
  *
  * The encoder writes the frame as is and refuses any other length (CGNET_EMSGSIZE; no
- * padding). 0, CGNET_EINVAL or CGNET_ENOMEM. Any thread.
+ * padding). 0, CGNET_EINVAL (frame_length 0 or over 1 GiB, out NULL) or CGNET_ENOMEM.
+ * Any thread.
  */
 CGNET_API int cgnet_codec_fixed(size_t frame_length, cgnet_codec **out);
 
