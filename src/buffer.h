@@ -5,7 +5,8 @@
  *  - cgnet__bufpool: a per-loop cache of power-of-two chunks (4 KiB .. 64 KiB) so that
  *    buffers released when a conn goes idle can be taken again without malloc. Each size
  *    class keeps at most CGNET__BUFPOOL_KEEP chunks; the rest go back to malloc, so the
- *    cache holds at most ~4 MiB per loop.
+ *    cache holds at most 16 x (4 + 8 + 16 + 32 + 64) KiB = 1984 KiB (about 2 MiB) per
+ *    loop.
  *  - cgnet__buf: a contiguous growable buffer (head/tail indices) for inbound bytes the
  *    user left unconsumed. It is released when it empties, so idle conns hold nothing.
  *  - cgnet__outbuf: the outbound queue: an elastic ring (power of two, starting at
