@@ -48,7 +48,9 @@ extern "C" {
 
 /*
  * Codes that mirror a POSIX errno are its negation (CGNET_EINVAL == -EINVAL on Linux), so
- * a system error can be passed through as -errno. cgnet's own codes live below -4000.
+ * a system error can be passed through as -errno; one not listed here (-ENODEV, -ENOSPC,
+ * ...) may be returned too, and cgnet_strerror / cgnet_err_name describe it. cgnet's own
+ * codes live below -4000.
  */
 #define CGNET_ERRNO_MAP(XX)                                                                \
   XX(EPERM, -1, "operation not permitted")                                                 \
@@ -103,9 +105,14 @@ typedef enum cgnet_errno {
 #undef CGNET_ERR_ENUM_
 } cgnet_errno;
 
-/* Human-readable text for an error code (never NULL). Any thread. */
+/* Human-readable text for an error code (never NULL; a static string). A system error
+ * with no CGNET_ code of its own, passed through as -errno (e.g. -ENODEV), gets the
+ * system's description ("No such device"); a code nobody knows, "unknown error". Any
+ * thread. */
 CGNET_API const char *cgnet_strerror(int err);
-/* Symbolic name of an error code, e.g. "CGNET_EINVAL" (never NULL). Any thread. */
+/* Symbolic name of an error code, e.g. "CGNET_EINVAL" (never NULL; a static string). A
+ * system error passed through as -errno with no CGNET_ code of its own gets its errno
+ * name ("ENODEV"); a code nobody knows, "CGNET_UNKNOWN". Any thread. */
 CGNET_API const char *cgnet_err_name(int err);
 
 /* ------------------------------------------------------------------------------------ */
@@ -167,8 +174,9 @@ typedef struct cgnet_handler {
   void *ud;
 
   /* The engine is ready: listeners are bound, loops are about to start. Runs once on
-   * the thread that called cgnet_engine_start()/cgnet_run(). SHUTDOWN stops the engine
-   * before it serves anyone. */
+   * the thread that called cgnet_engine_start()/cgnet_run(). SHUTDOWN (or
+   * cgnet_engine_stop, which then returns at once) stops the engine before it serves
+   * anyone: the loops start, exit at once, and on_shutdown runs. */
   cgnet_action (*on_boot)(cgnet_engine *eng);
 
   /* The engine has stopped: every on_close has run. Runs once, on the last loop thread
@@ -191,7 +199,8 @@ typedef struct cgnet_handler {
 
   /* The ticker (options.ticker): runs on loop 0's thread, first right after the loops
    * start, then again after the delay it stores in *next_delay_ms (default 1000 ms if it
-   * stores nothing). SHUTDOWN stops the engine; CLOSE is ignored. */
+   * stores nothing; UINT64_MAX: never again). SHUTDOWN stops the engine; CLOSE is
+   * ignored. */
   cgnet_action (*on_tick)(cgnet_engine *eng, uint64_t *next_delay_ms);
 
   /* Just before queued output of `c` is written to its socket (gnet v1's PreWrite). */
@@ -275,7 +284,8 @@ typedef struct cgnet_options {
 
   /* Timeouts in milliseconds (0: none); expiry closes the conn with CGNET_ETIMEDOUT.
    * idle: no byte read or written; read: no byte read; write: queued output made no
-   * progress. Each can be changed per conn. */
+   * progress. Each can be changed per conn. UINT64_MAX (or any value too large to be
+   * reached) is effectively never, like 0. */
   uint64_t idle_timeout_ms;
   uint64_t read_timeout_ms;
   uint64_t write_timeout_ms;
@@ -335,9 +345,9 @@ typedef struct cgnet_options {
  * applied). A Unix address always has one listener, on loop 0, even with reuse_port; its
  * conns are handed to loops by the load balancer (source-hash falls back to round-robin
  * for them). At start a socket file left behind by a dead server (connect() refused) is
- * replaced; a live server on the path, or a file that is not a socket, gives
- * CGNET_EADDRINUSE. The file is removed when the engine stops, if it is still the one we
- * bound. An abstract name has no file.
+ * replaced; a live server on the path (even one whose backlog is full: the probe never
+ * blocks), or a file that is not a socket, gives CGNET_EADDRINUSE. The file is removed
+ * when the engine stops, if it is still the one we bound. An abstract name has no file.
  * Errors: malformed address (CGNET_EBADSCHEME, EBADADDR, EBADPORT, EADDRFAMILY, ERESOLVE),
  * invalid options (CGNET_EINVAL), bind errors (CGNET_EADDRINUSE, ...). Any thread.
  */
@@ -348,19 +358,23 @@ CGNET_API int cgnet_engine_start(const cgnet_handler *handler, const char *const
 /*
  * Block until the engine has stopped (an action or cgnet_engine_stop) and every loop
  * thread has exited; on_shutdown has run when it returns. Returns 0, or the error that
- * stopped the engine. Call once, from a non-loop thread; then cgnet_engine_free().
+ * stopped the engine. Call once, from a non-loop thread; then cgnet_engine_free(). From
+ * one of the engine's loop threads or its on_boot: CGNET_EWRONGTHREAD.
  */
 CGNET_API int cgnet_engine_wait(cgnet_engine *eng);
 
 /*
  * Stop gracefully: stop accepting, let queued output flush for up to timeout_ms (0: no
- * wait), close every conn with CGNET_ESHUTDOWN. Any thread. From a non-loop thread it
- * blocks until the engine has fully stopped; from a loop thread (inside a callback) it
- * only requests the stop and returns. Calling it again is harmless.
+ * wait; UINT64_MAX: until it has all drained), close every conn with CGNET_ESHUTDOWN.
+ * Any thread. From a non-loop thread it blocks until the engine has fully stopped; from
+ * one of the engine's loop threads (inside a callback) or from its on_boot (the loops
+ * have not started yet) it only requests the stop and returns. Calling it again is
+ * harmless.
  */
 CGNET_API int cgnet_engine_stop(cgnet_engine *eng, uint64_t timeout_ms);
 
-/* Release a stopped engine (after cgnet_engine_wait returned). Non-loop thread. */
+/* Release a stopped engine (after cgnet_engine_wait returned). Non-loop thread: from
+ * the engine's own loop threads or its on_boot it frees nothing (an error is logged). */
 CGNET_API void cgnet_engine_free(cgnet_engine *eng);
 
 /* Start, wait and free in one call: blocks until the engine stops. Any non-loop thread. */
@@ -551,7 +565,8 @@ CGNET_API int cgnet_conn_shutdown_write(cgnet_conn *c);
 CGNET_API int cgnet_conn_pause_read(cgnet_conn *c);
 CGNET_API int cgnet_conn_resume_read(cgnet_conn *c);
 
-/* Per-conn timeouts in ms (0: none), overriding the engine's options. Loop thread. */
+/* Per-conn timeouts in ms (0: none; UINT64_MAX or any huge value: effectively never),
+ * overriding the engine's options. Loop thread. */
 CGNET_API int cgnet_conn_set_idle_timeout(cgnet_conn *c, uint64_t ms);
 CGNET_API int cgnet_conn_set_read_timeout(cgnet_conn *c, uint64_t ms);
 CGNET_API int cgnet_conn_set_write_timeout(cgnet_conn *c, uint64_t ms);
@@ -726,14 +741,15 @@ CGNET_API int cgnet_codec_delimiter(const cgnet_delimiter_codec_options *o,
                                     cgnet_codec **out);
 
 /*
- * Fixed-length codec: every frame is exactly frame_length bytes (>= 1), which is also
- * its maximum frame length.
+ * Fixed-length codec: every frame is exactly frame_length bytes (1 to 1 GiB, 2^30), which
+ * is also its maximum frame length.
  *
  *     frame_length 3:  | a b c | d e f | g h |
  *     frames:            "abc"   "def"  (need more)
  *
  * The encoder writes the frame as is and refuses any other length (CGNET_EMSGSIZE; no
- * padding). 0, CGNET_EINVAL or CGNET_ENOMEM. Any thread.
+ * padding). 0, CGNET_EINVAL (frame_length 0 or over 1 GiB, out NULL) or CGNET_ENOMEM.
+ * Any thread.
  */
 CGNET_API int cgnet_codec_fixed(size_t frame_length, cgnet_codec **out);
 
@@ -895,7 +911,8 @@ CGNET_API cgnet_timer *cgnet_timer_new(cgnet_loop *loop, cgnet_timer_fn fn, void
 /* A stopped timer owned by conn `c`. Loop thread. */
 CGNET_API cgnet_timer *cgnet_conn_timer_new(cgnet_conn *c, cgnet_timer_fn fn, void *ud);
 /* Fire after delay_ms, then every repeat_ms if repeat_ms > 0. Restarts a running timer.
- * Loop thread. */
+ * A delay or repeat of UINT64_MAX (or any value too large to be reached) is effectively
+ * never: the timer stays active and does not fire (again). Loop thread. */
 CGNET_API int cgnet_timer_start(cgnet_timer *t, uint64_t delay_ms, uint64_t repeat_ms);
 /* Stop without freeing. Loop thread. */
 CGNET_API int cgnet_timer_stop(cgnet_timer *t);
@@ -965,7 +982,10 @@ CGNET_API int cgnet_client_new_on(cgnet_engine *eng, const cgnet_handler *handle
  * are sent once it does.
  * Returns 0, or an error for a malformed address (CGNET_EBADSCHEME, CGNET_EBADADDR, ...),
  * CGNET_ESHUTDOWN (client or engine stopping) or CGNET_ENOMEM; after 0, the outcome
- * always comes as on_open or on_close. Any thread.
+ * always comes as on_open or on_close (when the engine's loops exit before the dial
+ * reached one, that on_close, CGNET_ESHUTDOWN, runs on the thread freeing the engine or
+ * client, where the loop-only calls answer CGNET_EWRONGTHREAD). timeout_ms UINT64_MAX,
+ * like 0, sets no bound. Any thread.
  *
  * Per scheme: tcp waits for the handshake (the timeout applies). unix connects at once
  * or fails at once (CGNET_ENOENT: no such path; CGNET_ECONNREFUSED: a socket file nobody

@@ -294,14 +294,22 @@ static void enter_run(cgnet_loop *loop, cgnet__task *t) {
 }
 
 /* The loop is gone (engine teardown; its thread has exited) and the conn never entered
- * it: unless it was closed on the loop already, it ends here, with no callback, and the
- * loop's reference goes. */
+ * it: unless it was closed on the loop already, it ends here. on_close still runs (every
+ * dial that returned 0 ends in on_open or on_close), on the thread tearing the engine
+ * down; the loop-only calls refuse to act from there (CGNET_EWRONGTHREAD). */
 static void forget_unentered(cgnet_conn *c) {
   if (!c->closed) {
     atomic_fetch_sub_explicit(&c->loop->nconns, 1, memory_order_relaxed);
     atomic_store_explicit(&c->gone, true, memory_order_release);
     c->closed = true;
+    c->close_reason = CGNET_ESHUTDOWN;
+    if (c->h->on_close) {
+      c->in_callback++;
+      (void)c->h->on_close(c, CGNET_ESHUTDOWN); /* no loop left to act on an action */
+      c->in_callback--;
+    }
     cgnet__client_conn_closed(c, CGNET_ESHUTDOWN);
+    cgnet__conn_free_timers(c);
     cgnet_conn_unref(c); /* the loop's reference */
   }
   cgnet_conn_unref(c); /* the task's reference */
@@ -451,7 +459,7 @@ static int dial(cgnet_client *cl, const char *addr, uint64_t timeout_ms, void *c
     if (c) discard_new_conn(c);
     return CGNET_ENOMEM;
   }
-  if (timeout_ms) c->connect_deadline_ms = cgnet__now_ms() + timeout_ms;
+  if (timeout_ms) c->connect_deadline_ms = cgnet__deadline(cgnet__now_ms(), timeout_ms);
   c->dial_waiter = w;
   /* Known from the scheme now (the syntax parse has it too): writes made while a name
    * resolves must stay separate datagrams, not one coalesced stream. */
@@ -649,9 +657,7 @@ static bool wait_no_conns(cgnet_client *cl, uint64_t deadline_ms) {
 static void close_attached_conns(cgnet_client *cl, uint64_t timeout_ms) {
   if (atomic_load_explicit(&cl->eng->state, memory_order_acquire) == CGNET__RUNNING) {
     post_close_all(cl, false);
-    uint64_t deadline = timeout_ms > UINT64_MAX - cgnet__now_ms()
-                            ? UINT64_MAX
-                            : cgnet__now_ms() + timeout_ms;
+    uint64_t deadline = cgnet__deadline(cgnet__now_ms(), timeout_ms);
     if (wait_no_conns(cl, deadline)) return;
     if (atomic_load_explicit(&cl->eng->state, memory_order_acquire) == CGNET__RUNNING)
       post_close_all(cl, true);

@@ -189,8 +189,15 @@ static int fixed_encode(void *state, const uint8_t *frame, size_t len, cgnet_enc
   return 0;
 }
 
+/* The longest fixed frame. The other codecs take their bound from the user
+ * (max_frame_length, default 1 MiB); here the frame length is the bound, and every conn
+ * buffers up to a whole frame before it can decode one, so an absurd length (a negative
+ * number cast to size_t, 2^40) is refused rather than taken as "buffer without limit".
+ * 1 GiB is also the largest write_buffer_cap an engine accepts. */
+#define FIXED_MAX_FRAME ((size_t)1 << 30)
+
 int cgnet_codec_fixed(size_t frame_length, cgnet_codec **out) {
-  if (!out || frame_length == 0 || frame_length == SIZE_MAX) return CGNET_EINVAL;
+  if (!out || frame_length == 0 || frame_length > FIXED_MAX_FRAME) return CGNET_EINVAL;
   cgnet_codec *c = codec_alloc(KIND_FIXED, 0, frame_length);
   if (!c) return CGNET_ENOMEM;
   c->fixed_len = frame_length;

@@ -182,18 +182,19 @@ static void call_on_pre_write(cgnet_conn *c) {
 
 /* ---- timeouts ------------------------------------------------------------------------ */
 
-/* The earliest timeout deadline of the conn, or UINT64_MAX. */
+/* The earliest timeout deadline of the conn, or UINT64_MAX (none, or so far away that
+ * it saturates: a timeout of UINT64_MAX never fires). */
 static uint64_t timeout_deadline(const cgnet_conn *c) {
   if (c->connecting) return c->connect_deadline_ms ? c->connect_deadline_ms : UINT64_MAX;
   uint64_t d = UINT64_MAX;
   if (c->idle_to_ms) {
     uint64_t last = c->last_read_ms > c->last_write_ms ? c->last_read_ms : c->last_write_ms;
-    d = last + c->idle_to_ms;
+    d = cgnet__deadline(last, c->idle_to_ms);
   }
-  if (c->read_to_ms && !c->read_closed && c->last_read_ms + c->read_to_ms < d)
-    d = c->last_read_ms + c->read_to_ms;
-  if (c->write_to_ms && cgnet__outbuf_len(&c->out) && c->last_write_ms + c->write_to_ms < d)
-    d = c->last_write_ms + c->write_to_ms;
+  if (c->read_to_ms && !c->read_closed)
+    d = cgnet__min_u64(d, cgnet__deadline(c->last_read_ms, c->read_to_ms));
+  if (c->write_to_ms && cgnet__outbuf_len(&c->out))
+    d = cgnet__min_u64(d, cgnet__deadline(c->last_write_ms, c->write_to_ms));
   return d;
 }
 

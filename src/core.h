@@ -1,5 +1,6 @@
 /*
- * The engine's internal structures, shared by engine.c, loop.c and conn.c.
+ * The engine's internal structures (engine, loop, conn, listener, task) and the internal
+ * calls between the modules that work on them; every such module includes this header.
  *
  * Ownership and threads:
  *  - The engine owns its loops, listeners and addresses. It is built and freed on the

@@ -5,7 +5,8 @@
  * system, then binds the listeners, builds the loops, calls on_boot on the caller's
  * thread and starts one thread per loop. A stop (an action or cgnet_engine_stop) flips
  * `state` once and wakes every loop; each loop closes its listeners, drains and closes its
- * conns and exits; the last one to exit runs on_shutdown and signals `done`.
+ * conns and exits; the last one to exit runs on_shutdown and signals `done`. A stop asked
+ * for in on_boot only flips `state`: the loops see it as they start, and exit at once.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -255,6 +256,19 @@ size_t cgnet__ring_max(const cgnet_options *o) {
   return cap > MAX_WRITE_BUFFER ? MAX_WRITE_BUFFER : cap;
 }
 
+/* The engine whose on_boot runs on this thread. on_boot runs on the thread that called
+ * start, before any loop thread exists: a stop or wait there must not wait for loops
+ * that only start once on_boot has returned. */
+static _Thread_local const cgnet_engine *tls_booting;
+
+static cgnet_action run_on_boot(cgnet_engine *eng) {
+  const cgnet_engine *outer = tls_booting; /* an on_boot may start another engine */
+  tls_booting = eng;
+  cgnet_action a = eng->h.on_boot(eng);
+  tls_booting = outer;
+  return a;
+}
+
 int cgnet_engine_start(const cgnet_handler *handler, const char *const *addrs,
                        size_t naddrs, const cgnet_options *opts, cgnet_engine **out) {
   if (out) *out = NULL;
@@ -281,7 +295,7 @@ int cgnet__engine_start(const cgnet_handler *handler, const char *const *addrs,
     destroy_engine(eng);
     return err;
   }
-  if (eng->h.on_boot && eng->h.on_boot(eng) == CGNET_SHUTDOWN)
+  if (eng->h.on_boot && run_on_boot(eng) == CGNET_SHUTDOWN)
     cgnet__engine_request_stop(eng, 0, 0);
   err = start_threads(eng);
   *out = eng; /* even on a thread error: the started loops stop, wait/free clean up */
@@ -320,20 +334,22 @@ static void wait_done(cgnet_engine *eng) {
   pthread_mutex_unlock(&eng->mu);
 }
 
-static bool on_own_loop(const cgnet_engine *eng) {
-  return cgnet__tls_loop != NULL && cgnet__tls_loop->eng == eng;
+/* Is this thread one the engine's stop has to wait for: one of its loops, or its
+ * on_boot (the loops start after it)? Waiting there would wait for ourselves. */
+static bool stop_waits_for_this_thread(const cgnet_engine *eng) {
+  return tls_booting == eng || (cgnet__tls_loop != NULL && cgnet__tls_loop->eng == eng);
 }
 
 int cgnet_engine_stop(cgnet_engine *eng, uint64_t timeout_ms) {
   if (!eng) return CGNET_EINVAL;
   cgnet__engine_request_stop(eng, timeout_ms, 0);
-  if (!on_own_loop(eng)) wait_done(eng);
+  if (!stop_waits_for_this_thread(eng)) wait_done(eng);
   return 0;
 }
 
 int cgnet_engine_wait(cgnet_engine *eng) {
   if (!eng) return CGNET_EINVAL;
-  if (on_own_loop(eng)) return CGNET_EWRONGTHREAD;
+  if (stop_waits_for_this_thread(eng)) return CGNET_EWRONGTHREAD;
   wait_done(eng);
   pthread_mutex_lock(&eng->mu);
   bool join = !eng->joined;
@@ -347,6 +363,10 @@ int cgnet_engine_wait(cgnet_engine *eng) {
 
 void cgnet_engine_free(cgnet_engine *eng) {
   if (!eng) return;
+  if (stop_waits_for_this_thread(eng)) { /* it would free the loop that runs us */
+    cgnet__log(eng, CGNET_LOG_ERROR, "cgnet_engine_free from the engine's own thread");
+    return;
+  }
   cgnet__engine_request_stop(eng, 0, 0);
   (void)cgnet_engine_wait(eng);
   destroy_engine(eng);

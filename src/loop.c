@@ -179,7 +179,7 @@ static void dispatch_accepted(cgnet_loop *self, int fd, struct sockaddr_storage 
 static void pause_listener(cgnet_loop *loop, cgnet__listener *l) {
   if (cgnet__tnode_active(&l->retry)) return;
   (void)cgnet__poller_del(&loop->poller, l->io.fd);
-  cgnet__wheel_add(&loop->wheel, &l->retry, loop->now_ms + ACCEPT_RETRY_MS);
+  cgnet__wheel_add(&loop->wheel, &l->retry, cgnet__deadline(loop->now_ms, ACCEPT_RETRY_MS));
 }
 
 static void on_listener_retry(cgnet__tnode *n) {
@@ -188,7 +188,8 @@ static void on_listener_retry(cgnet__tnode *n) {
   if (l->io.fd < 0 || loop->stopping) return;
   if (loop->reserve_fd < 0) loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (cgnet__poller_add(&loop->poller, l->io.fd, CGNET__POLL_READ, &l->io) < 0)
-    cgnet__wheel_add(&loop->wheel, &l->retry, loop->now_ms + ACCEPT_RETRY_MS);
+    cgnet__wheel_add(&loop->wheel, &l->retry,
+                     cgnet__deadline(loop->now_ms, ACCEPT_RETRY_MS));
 }
 
 /*
@@ -281,8 +282,9 @@ static void begin_stop_conn(cgnet_conn *c, void *ud) {
 
 static void begin_stop(cgnet_loop *loop) {
   loop->stopping = true;
-  loop->stop_deadline_ms = loop->now_ms + atomic_load_explicit(&loop->eng->stop_timeout_ms,
-                                                               memory_order_relaxed);
+  loop->stop_deadline_ms =
+      cgnet__deadline(loop->now_ms, atomic_load_explicit(&loop->eng->stop_timeout_ms,
+                                                         memory_order_relaxed));
   close_listeners(loop);
   cgnet__loop_stop_udp(loop);
   cgnet__loop_for_each_conn(loop, begin_stop_conn, NULL);
@@ -340,7 +342,7 @@ static void on_tick_node(cgnet__tnode *n) {
     cgnet__engine_request_stop(eng, CGNET__ACTION_STOP_TIMEOUT_MS, 0);
     return;
   }
-  cgnet__wheel_add(&loop->wheel, n, now + delay);
+  cgnet__wheel_add(&loop->wheel, n, cgnet__deadline(now, delay));
 }
 
 static void flush_all(cgnet_loop *loop) {

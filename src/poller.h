@@ -1,7 +1,7 @@
 /*
  * The poller seam: the handful of calls a loop makes to learn which descriptors are
  * ready. src/poller/epoll.c implements it on Linux; a kqueue or io_uring (POLL_ADD
- * multishot) backend implements the same five functions. Everything above this seam
+ * multishot) backend implements the same six functions. Everything above this seam
  * (loop, conn, user code) sees only "this pointer is readable / writable / failed".
  *
  * A poller belongs to one loop and is used from that loop's thread only, except

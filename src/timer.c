@@ -17,7 +17,8 @@ static void on_fire(cgnet__tnode *n) {
   cgnet_loop *loop = t->loop;
   /* Re-arm first, so the callback can stop or restart it. */
   if (t->repeat_ms)
-    cgnet__wheel_add(&loop->wheel, &t->node, loop->wheel.now + t->repeat_ms);
+    cgnet__wheel_add(&loop->wheel, &t->node,
+                     cgnet__deadline(loop->wheel.now, t->repeat_ms));
   t->firing = true;
   cgnet_conn *c = t->conn;
   cgnet_action a;
@@ -61,7 +62,7 @@ cgnet_timer *cgnet_conn_timer_new(cgnet_conn *c, cgnet_timer_fn fn, void *ud) {
 int cgnet_timer_start(cgnet_timer *t, uint64_t delay_ms, uint64_t repeat_ms) {
   if (!t) return CGNET_EINVAL;
   t->repeat_ms = repeat_ms;
-  cgnet__wheel_add(&t->loop->wheel, &t->node, t->loop->now_ms + delay_ms);
+  cgnet__wheel_add(&t->loop->wheel, &t->node, cgnet__deadline(t->loop->now_ms, delay_ms));
   return 0;
 }
 

@@ -3,11 +3,13 @@
  * of the socket file at shutdown, and peer credentials.
  *
  * A socket file outlives the process that bound it (a crash, a kill -9), and bind() then
- * fails with EADDRINUSE although nobody listens. We probe the path with connect(): a
- * refusal means the file is stale and is replaced; an answer means a live server owns it
- * and we report CGNET_EADDRINUSE. A path that is not a socket is never removed.
+ * fails with EADDRINUSE although nobody listens. We probe the path with a non-blocking
+ * connect(): a refusal means the file is stale and is replaced; an answer, or EAGAIN (a
+ * live server whose backlog is full), means a live server owns it and we report
+ * CGNET_EADDRINUSE. A path that is not a socket is never removed.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -25,17 +27,46 @@ static int new_socket(void) {
   return fd < 0 ? -errno : fd;
 }
 
-/* Does a server answer on the path? 1: yes, 0: no (stale), or a negative error. */
+/* How long a probe whose connect is in progress may wait for its outcome. A Unix connect
+ * normally completes or fails at once; this only bounds an unusual kernel answer. */
+#define PROBE_WAIT_MS 100
+
+/* The outcome (0 or an errno) of a connect that said EINPROGRESS, waiting at most
+ * PROBE_WAIT_MS; ETIMEDOUT if it is still undecided. */
+static int probe_outcome(int fd) {
+  struct pollfd p = {.fd = fd, .events = POLLOUT};
+  int n;
+  do {
+    n = poll(&p, 1, PROBE_WAIT_MS);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return errno;
+  if (n == 0) return ETIMEDOUT;
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) return errno;
+  return err;
+}
+
+/* Does a server answer on the path? 1: yes, 0: no (stale), or a negative error. The probe
+ * never blocks: a blocking connect to a live server whose backlog is full waits until
+ * that server accepts, which may be never. */
 static int someone_listens(const cgnet__addr *a) {
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0); /* blocking: local, quick */
-  if (fd < 0) return -errno;
-  int rc = connect(fd, (const struct sockaddr *)&a->sa, a->salen);
-  int err = errno;
+  int fd = new_socket(); /* non-blocking */
+  if (fd < 0) return fd;
+  int err = connect(fd, (const struct sockaddr *)&a->sa, a->salen) == 0 ? 0 : errno;
+  if (err == EINPROGRESS) err = probe_outcome(fd);
   close(fd);
-  if (rc == 0) return 1;
-  if (err == ECONNREFUSED) return 0;
-  if (err == EAGAIN) return 1; /* its backlog is full: it is alive */
-  return -err;
+  switch (err) {
+  case 0:
+    return 1;
+  case EAGAIN:    /* its backlog is full: it is alive */
+  case ETIMEDOUT: /* no verdict in time: never take a path that may be in use */
+    return 1;
+  case ECONNREFUSED:
+    return 0;
+  default:
+    return -err;
+  }
 }
 
 /* bind() said EADDRINUSE: replace the file if it is a stale socket. */

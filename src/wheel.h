@@ -45,7 +45,9 @@ static inline bool cgnet__tnode_active(const cgnet__tnode *n) {
 }
 
 /* Arm n to fire at expires_ms (a time at or before the wheel's now fires on the next
- * advance). Re-arming an armed node moves it. */
+ * advance). Re-arming an armed node moves it. Compute expires_ms with cgnet__deadline
+ * (internal/util.h): a plain now + delay wraps around for a huge delay and fires at
+ * once. UINT64_MAX (or any time too far to reach) stays armed and never fires. */
 void cgnet__wheel_add(cgnet__wheel *w, cgnet__tnode *n, uint64_t expires_ms);
 /* Disarm n if armed. */
 void cgnet__wheel_del(cgnet__wheel *w, cgnet__tnode *n);

@@ -299,6 +299,27 @@ static void test_fixed(void **state) {
   cgnet_codec_free(c);
 }
 
+/* A fixed length is also what a peer can make a conn buffer before the first frame: an
+ * absurd one is refused (the bound is 1 GiB), the bound itself is accepted. */
+static void test_fixed_bounds(void **state) {
+  (void)state;
+  const size_t bad[] = {(size_t)-3, SIZE_MAX, (size_t)1 << 40, ((size_t)1 << 30) + 1};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    cgnet_codec *c = NULL;
+    if (cgnet_codec_fixed(bad[i], &c) != CGNET_EINVAL) {
+      cgnet_codec_free(c);
+      fail_msg("length %zu accepted", bad[i]);
+    }
+  }
+  cgnet_codec *c = NULL;
+  assert_rc(cgnet_codec_fixed((size_t)1 << 30, &c), 0);
+  assert_int_equal(cgnet_codec_max_frame_length(c), (size_t)1 << 30);
+  cgnet_frame f = {0};
+  assert_int_equal(dec1(c, "abc", &f), 0); /* need more, not "too large" */
+  cgnet_codec_free(c);
+  assert_rc(cgnet_codec_fixed(16, NULL), CGNET_EINVAL);
+}
+
 /* ---- length field: fixed wire examples (the header's diagrams) -------------------------
  */
 
@@ -788,6 +809,7 @@ int main(void) {
       cmocka_unit_test(test_line),
       cmocka_unit_test(test_delimiter),
       cmocka_unit_test(test_fixed),
+      cmocka_unit_test(test_fixed_bounds),
       cmocka_unit_test(test_length_field_examples),
       cmocka_unit_test(test_length_field_errors),
       cmocka_unit_test(test_length_field_combinations),

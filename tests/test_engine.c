@@ -1,8 +1,9 @@
 /*
  * Integration tests of the core engine over real loopback sockets: echo equality across
  * loop counts, trigger modes and load balancers; every action from every callback;
- * on_boot; the ticker; stopping with clients connected (no fd leak); half-close
- * delivery; close reasons; address and option errors; several listeners; on_pre_write.
+ * on_boot (a SHUTDOWN or a stop from it); a stop from a loop thread; the ticker; stopping
+ * with clients connected (no fd leak); half-close delivery; close reasons; address and
+ * option errors; several listeners; on_pre_write.
  *
  * Callbacks run on loop threads: they record into atomics (tu_tracker) and TU_CHECK, and
  * the test thread asserts afterwards.
@@ -453,6 +454,106 @@ static void test_boot_shutdown_run(void **state) {
   tu_tracker_free(t);
 }
 
+/* cgnet_engine_stop from on_boot: on_boot runs on the thread that called start, before
+ * any loop thread exists, so the stop must only be requested there (waiting would wait
+ * for loops that have not started). The engine then stops cleanly by itself. */
+static atomic_int boot_stop_rc, boot_wait_rc;
+
+static cgnet_action boot_stop(cgnet_engine *eng) {
+  tu_tracker *t = tu_tracker_of_engine(eng);
+  atomic_fetch_add(&t->boots, 1);
+  atomic_store(&boot_stop_rc, cgnet_engine_stop(eng, 0));
+  atomic_store(&boot_wait_rc, cgnet_engine_wait(eng)); /* would wait for itself */
+  return CGNET_NONE;
+}
+
+typedef struct start_job {
+  const cgnet_handler *h;
+  const cgnet_options *o;
+  int start_rc, wait_rc;
+} start_job;
+
+static void *start_wait_free_thread(void *arg) {
+  start_job *j = arg;
+  const char *addr[] = {"tcp://127.0.0.1:0"};
+  cgnet_engine *eng = NULL;
+  j->start_rc = cgnet_engine_start(j->h, addr, 1, j->o, &eng);
+  if (eng) {
+    j->wait_rc = cgnet_engine_wait(eng);
+    cgnet_engine_free(eng);
+  }
+  return NULL;
+}
+
+static void test_boot_stop(void **state) {
+  (void)state;
+  int fds_before = tu_count_fds();
+  for (int use_run = 0; use_run <= 1; use_run++) {
+    tu_tracker *t = tu_tracker_new();
+    cgnet_handler h = echo_handler(t);
+    h.on_boot = boot_stop;
+    cgnet_options o = {.num_loops = 2};
+    atomic_store(&boot_stop_rc, 1);
+    atomic_store(&boot_wait_rc, 1);
+    int rc;
+    if (use_run) {
+      run_job *j = calloc(1, sizeof(*j)); /* outlives an abandoned thread */
+      *j = (run_job){.h = &h, .o = &o, .rc = 1};
+      if (tu_run_bounded(run_thread, j, TU_TIMEOUT_MS) != 0)
+        fail_msg("cgnet_run with a stop from on_boot did not return");
+      rc = j->rc;
+      free(j);
+    } else {
+      start_job *j = calloc(1, sizeof(*j));
+      *j = (start_job){.h = &h, .o = &o, .start_rc = 1, .wait_rc = 1};
+      if (tu_run_bounded(start_wait_free_thread, j, TU_TIMEOUT_MS) != 0)
+        fail_msg("start/wait with a stop from on_boot did not return");
+      assert_rc(j->start_rc, 0);
+      rc = j->wait_rc;
+      free(j);
+    }
+    assert_rc(rc, 0);
+    assert_rc(atomic_load(&boot_stop_rc), 0);
+    assert_rc(atomic_load(&boot_wait_rc), CGNET_EWRONGTHREAD);
+    assert_int_equal(atomic_load(&t->boots), 1);
+    assert_int_equal(atomic_load(&t->shutdowns), 1);
+    assert_int_equal(atomic_load(&t->opens), 0);
+    tu_tracker_free(t);
+  }
+  assert_int_equal(tu_count_fds(), fds_before);
+  assert_no_check_failures();
+}
+
+/* cgnet_engine_stop from a loop thread requests the stop and returns: it must not wait
+ * for its own loop to exit. */
+static atomic_int open_stop_rc;
+
+static cgnet_action stop_on_open(cgnet_conn *c) {
+  TU_CHECK(tu_tracker_open(c) != NULL);
+  atomic_store(&open_stop_rc, cgnet_engine_stop(cgnet_conn_engine(c), 0));
+  return CGNET_NONE;
+}
+
+static void test_stop_from_loop(void **state) {
+  (void)state;
+  tu_tracker *t = tu_tracker_new();
+  cgnet_handler h = echo_handler(t);
+  h.on_open = stop_on_open;
+  atomic_store(&open_stop_rc, 1);
+  tu_server srv;
+  cgnet_options o = {.num_loops = 2};
+  assert_rc(tu_server_start(&srv, &h, &o), 0);
+  int fd = tu_connect4(srv.port);
+  assert_true(fd >= 0);
+  assert_rc(tu_server_wait(&srv, TU_TIMEOUT_MS), 0);
+  close(fd);
+  assert_rc(atomic_load(&open_stop_rc), 0);
+  assert_int_equal(atomic_load(&t->shutdowns), 1);
+  assert_tracker_clean(t, 1);
+  assert_no_check_failures();
+  tu_tracker_free(t);
+}
+
 /* ---- ticker
  * --------------------------------------------------------------------------------- */
 
@@ -494,6 +595,29 @@ static void test_ticker(void **state) {
     fail_msg("ticker too slow: run %llu ms", (unsigned long long)j->elapsed_ms);
   assert_no_check_failures();
   free(j);
+  tu_tracker_free(t);
+}
+
+/* A tick that asks for its next one in UINT64_MAX ms ("never") gets no second tick: the
+ * loop's now + delay saturates instead of wrapping around to a time already past. */
+static cgnet_action tick_never(cgnet_engine *eng, uint64_t *next_delay_ms) {
+  atomic_fetch_add(&tu_tracker_of_engine(eng)->ticks, 1);
+  *next_delay_ms = UINT64_MAX;
+  return CGNET_NONE;
+}
+
+static void test_ticker_never(void **state) {
+  (void)state;
+  tu_tracker *t = tu_tracker_new();
+  cgnet_handler h = {.ud = t, .on_tick = tick_never, .on_shutdown = track_on_shutdown};
+  cgnet_options o = {.ticker = 1};
+  tu_server srv;
+  assert_rc(tu_server_start(&srv, &h, &o), 0);
+  assert_true(tu_wait_atomic_ge(&t->ticks, 1, TU_TIMEOUT_MS));
+  tu_sleep_ms(200);
+  assert_int_equal(atomic_load(&t->ticks), 1);
+  assert_rc(tu_server_stop(&srv, 0), 0);
+  assert_int_equal(atomic_load(&t->shutdowns), 1);
   tu_tracker_free(t);
 }
 
@@ -928,6 +1052,7 @@ static char action_names[NACTION][64];
 #define T(f) cmocka_unit_test_setup_teardown(f, tu_setup, tu_teardown)
 
 int main(void) {
+  tu_apply_test_filter();
   static const char *lbs[] = {"rr", "lc", "hash"};
   static const char *sites[] = {"on_open", "on_traffic", "on_tick", "on_close"};
   struct CMUnitTest tests[NECHO + NACTION + 16];
@@ -947,10 +1072,20 @@ int main(void) {
         (struct CMUnitTest){action_names[i], test_action, tu_setup, tu_teardown, (void *)c};
   }
   const struct CMUnitTest rest[] = {
-      T(test_boot_shutdown),     T(test_boot_shutdown_run),    T(test_ticker),
-      T(test_stop_with_clients), T(test_send_and_close_level), T(test_send_and_close_edge),
-      T(test_close_reasons),     T(test_bad_addresses),        T(test_bad_options),
-      T(test_addr_in_use),       T(test_two_listeners),
+      T(test_boot_shutdown),
+      T(test_boot_shutdown_run),
+      T(test_boot_stop),
+      T(test_stop_from_loop),
+      T(test_ticker),
+      T(test_ticker_never),
+      T(test_stop_with_clients),
+      T(test_send_and_close_level),
+      T(test_send_and_close_edge),
+      T(test_close_reasons),
+      T(test_bad_addresses),
+      T(test_bad_options),
+      T(test_addr_in_use),
+      T(test_two_listeners),
   };
   for (size_t i = 0; i < sizeof(rest) / sizeof(rest[0]); i++)
     tests[n++] = rest[i];

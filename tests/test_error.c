@@ -1,4 +1,5 @@
-/* Error codes: every code in CGNET_ERRNO_MAP has its text and name; errno mirroring. */
+/* Error codes: every code in CGNET_ERRNO_MAP has its text and name; errno mirroring;
+ * other system errors passed through as -errno get the system's text and name. */
 #include <errno.h>
 #include <limits.h>
 #include <setjmp.h>
@@ -79,8 +80,8 @@ static int is_known_code(int code) {
 
 static void test_unknown_codes_are_generic(void **state) {
   (void)state;
-  const int unknown[] = {-3,      -6, -3999, -4000, -4004,   -4099,  -9999,
-                         -100000, 1,  77,    12345, INT_MIN, INT_MAX};
+  const int unknown[] = {-3999, -4000, -4004, -4099,   -9999,  -100000,
+                         1,     77,    12345, INT_MIN, INT_MAX};
   for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
     assert_false(is_known_code(unknown[i]));
     const char *s = cgnet_strerror(unknown[i]);
@@ -99,6 +100,39 @@ static void test_unknown_codes_are_generic(void **state) {
   assert_non_null(cgnet_strerror(0));
   assert_non_null(cgnet_err_name(0));
   assert_false(is_known_name(cgnet_err_name(0)));
+}
+
+/* A system error without a CGNET_ code of its own, passed through as -errno (ENODEV from
+ * SO_BINDTODEVICE, ENOSPC, ENOTSOCK, ...), gets the system's description and errno name,
+ * never "unknown error". */
+static void test_system_errors_described(void **state) {
+  (void)state;
+  const int sys[] = {ENODEV, ENOSPC, ENOTSOCK, ESRCH, ENXIO, EROFS, ELOOP, EDESTADDRREQ};
+  const char *names[] = {"ENODEV", "ENOSPC", "ENOTSOCK", "ESRCH",
+                         "ENXIO",  "EROFS",  "ELOOP",    "EDESTADDRREQ"};
+  const char *unknown_text = cgnet_strerror(-9999);
+  const char *unknown_name = cgnet_err_name(-9999);
+  for (size_t i = 0; i < sizeof(sys) / sizeof(sys[0]); i++) {
+    assert_false(is_known_code(-sys[i]));
+    const char *s = cgnet_strerror(-sys[i]);
+    const char *n = cgnet_err_name(-sys[i]);
+    assert_non_null(s);
+    assert_non_null(n);
+    if (strcmp(s, unknown_text) == 0) fail_msg("-%s described as \"%s\"", names[i], s);
+    assert_string_equal(n, names[i]);
+    assert_string_not_equal(n, unknown_name);
+  }
+  assert_string_equal(cgnet_strerror(-ENODEV), "No such device");
+  assert_string_equal(cgnet_strerror(-ENOSPC), "No space left on device");
+  /* Distinct errors get distinct texts. */
+  assert_string_not_equal(cgnet_strerror(-ENODEV), cgnet_strerror(-ENOTSOCK));
+  /* The texts are static: they stay valid and unchanged across calls and threads. */
+  const char *first = cgnet_strerror(-ENOTSOCK);
+  (void)cgnet_strerror(-ENOSPC);
+  assert_ptr_equal(cgnet_strerror(-ENOTSOCK), first);
+  /* A positive errno value is not an error code: it stays unknown. */
+  assert_string_equal(cgnet_strerror(ENODEV), unknown_text);
+  assert_string_equal(cgnet_err_name(ENODEV), unknown_name);
 }
 
 static void test_errno_mirroring(void **state) {
@@ -160,6 +194,7 @@ int main(void) {
       cmocka_unit_test(test_err_name_matches_map),
       cmocka_unit_test(test_codes_and_names_distinct),
       cmocka_unit_test(test_unknown_codes_are_generic),
+      cmocka_unit_test(test_system_errors_described),
       cmocka_unit_test(test_errno_mirroring),
       cmocka_unit_test(test_passthrough_errno),
   };

@@ -1,7 +1,8 @@
 /*
  * Flow control over loopback sockets: the write watermarks and on_writable_changed, an
  * echo server under a client that sends without reading, write_buffer_limit,
- * pause/resume_read, idle/read/write timeouts (engine options and per-conn setters),
+ * pause/resume_read, idle/read/write timeouts (engine options and per-conn setters, and
+ * UINT64_MAX as "never"),
  * max_connections, half-close with and without allow_half_open, cgnet_conn_shutdown_write,
  * a graceful stop with queued output, and EMFILE on accept (in a forked child).
  *
@@ -846,6 +847,51 @@ static void test_timeout_overrides(void **state) {
   stop_and_free(&srv);
 }
 
+/* UINT64_MAX (or any huge value) is "never" for every timeout, from the options and from
+ * the per-conn setters: now + timeout saturates instead of wrapping around to a deadline
+ * already past. Conn 0 has the engine's options; conn 1 its own settings and queued
+ * output that waits (the write timeout is armed) until the client reads it. */
+static void test_never_timeouts(void **state) {
+  (void)state;
+  flow_reset();
+  F.cfg[1].idle = UINT64_MAX - 5;
+  F.cfg[1].read = UINT64_MAX;
+  F.cfg[1].write = UINT64_MAX / 2 + 1;
+  F.cfg[1].queue = 1 * MiB;
+  cgnet_handler h = base_handler();
+  cgnet_options o = {.idle_timeout_ms = UINT64_MAX,
+                     .read_timeout_ms = UINT64_MAX,
+                     .write_timeout_ms = UINT64_MAX,
+                     .socket_send_buffer = 16 * 1024};
+  tu_server srv;
+  start_timeout_server(&srv, &h, &o);
+  int fd[2];
+  for (int i = 0; i < 2; i++) {
+    fd[i] = tu_connect_bufs(srv.port, 0, 16 * 1024, 0, TU_TIMEOUT_MS);
+    assert_true(fd[i] >= 0);
+    wait_opens(i + 1);
+  }
+  tu_sleep_ms(150); /* conn 1's output sits queued */
+  recv_pattern(fd[1], 1 * MiB, 0, SEED_SRV);
+  for (int round = 0; round < 6; round++) {
+    tu_sleep_ms(50);
+    for (int i = 0; i < 2; i++) {
+      send_str(fd[i], "k");
+      expect_str(fd[i], "k");
+    }
+    if (atomic_load(&trk->closes) != 0)
+      fail_msg("a conn with UINT64_MAX timeouts closed (conn 0: %s, conn 1: %s)",
+               cgnet_err_name(slot_reason(0)), cgnet_err_name(slot_reason(1)));
+  }
+  for (int i = 0; i < 2; i++)
+    close(fd[i]);
+  wait_closes(2, TU_TIMEOUT_MS);
+  assert_reason(0, CGNET_EOF);
+  assert_reason(1, CGNET_EOF);
+  assert_no_check_failures();
+  stop_and_free(&srv);
+}
+
 /* ---- max_connections ------------------------------------------------------------------
  */
 
@@ -1196,8 +1242,11 @@ static void wait_stopping(cgnet_engine *eng) {
   }
 }
 
+/* state 0: a 10 s flush timeout, ample; 1: 300 ms, too short; 2: UINT64_MAX, "never",
+ * which must wait for the drain like an ample one (not wrap to a deadline already past). */
 static void test_graceful_stop(void **state) {
-  const int too_short = *(const int *)*state;
+  const int mode = *(const int *)*state;
+  const int too_short = mode == 1;
   flow_reset();
   F.total = 8 * MiB / TU_PAYLOAD_DIV;
   cgnet_handler h = base_handler();
@@ -1210,7 +1259,10 @@ static void test_graceful_stop(void **state) {
   assert_true(tu_wait_atomic_eq(&F.done, 1, TU_TIMEOUT_MS));
   assert_true(atomic_load(&F.queued) > F.total / 2);
 
-  stopper st = {.eng = srv.eng, .timeout_ms = too_short ? 300 : 10000};
+  stopper st = {.eng = srv.eng,
+                .timeout_ms = mode == 2   ? UINT64_MAX
+                              : too_short ? 300
+                                          : 10000};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, stopper_main, &st), 0);
   wait_stopping(srv.eng);
@@ -1419,7 +1471,7 @@ static void test_emfile(void **state) {
 
 static const bp_cfg bp_default = {0, 0, 0};
 static const bp_cfg bp_custom_edge = {256 * 1024, 32 * 1024, 1};
-static const int zero = 0, one = 1;
+static const int zero = 0, one = 1, two = 2;
 static const int hc_modes[] = {HC_SHUTDOWN, HC_LATER, HC_CLOSE, HC_NONE_LEVEL,
                                HC_NONE_EDGE};
 
@@ -1446,6 +1498,7 @@ int main(void) {
       TS("read_timeout_ignores_writes", test_read_timeout_ignores_writes, NULL),
       TS("write_timeout", test_write_timeout, NULL),
       TS("timeout_overrides", test_timeout_overrides, NULL),
+      TS("never_timeouts", test_never_timeouts, NULL),
       TS("max_connections", test_max_connections, NULL),
       TS("half_close/shutdown_write", test_half_close, &hc_modes[0]),
       TS("half_close/reply_later", test_half_close, &hc_modes[1]),
@@ -1457,6 +1510,7 @@ int main(void) {
       TS("paused_hangup_closes", test_paused_hangup_closes, NULL),
       TS("graceful_stop/drains", test_graceful_stop, &zero),
       TS("graceful_stop/timeout", test_graceful_stop, &one),
+      TS("graceful_stop/never", test_graceful_stop, &two),
       {"emfile", test_emfile, tu_setup, em_teardown, NULL},
   };
   return cmocka_run_group_tests_name("test_flow", tests, NULL, group_teardown);

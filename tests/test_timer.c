@@ -2,8 +2,9 @@
  * The user timer API on running engines: loop timers made from tasks
  * (cgnet_loop_execute, including from on_boot) and from on_open, conn timers, one-shot
  * and repeating, stop and restart, free from the timer's own callback, conn timers freed
- * with their conn, the CLOSE and SHUTDOWN actions, and accuracy (a timer fires at or
- * after its delay, within a few ms, also after the loop has been idle).
+ * with their conn, the CLOSE and SHUTDOWN actions, delays of UINT64_MAX that never
+ * come, and accuracy (a timer fires at or after its delay, within a few ms, also after
+ * the loop has been idle).
  *
  * Timer callbacks run on loop threads: they record into atomics; the test thread
  * asserts afterwards. ASan's leak check at exit catches timers that are never freed.
@@ -689,6 +690,47 @@ static void test_accuracy_repeating(void **state) {
   finish(&srv);
 }
 
+/* ---- far-future delays ----------------------------------------------------------------
+ */
+
+/* A delay or repeat of UINT64_MAX (or any huge value) means "never": the loop's
+ * now + delay saturates instead of wrapping around to a time already past. */
+static atomic_int never_active[NPROBES];
+
+static void start_never(cgnet_loop *loop, void *arg) {
+  (void)arg;
+  probe_start(&P[0], loop, UINT64_MAX, 0);
+  probe_start(&P[1], loop, UINT64_MAX - 1, UINT64_MAX);
+  probe_start(&P[2], loop, 10, UINT64_MAX); /* fires once; the repeat never comes */
+  probe_start(&P[3], loop, UINT64_MAX / 2 + 12345, 0);
+}
+
+static void record_never_active(cgnet_loop *loop, void *arg) {
+  (void)loop;
+  (void)arg;
+  for (int i = 0; i < 4; i++)
+    atomic_store(&never_active[i], cgnet_timer_active(P[i].timer));
+}
+
+static void test_never_delays(void **state) {
+  (void)state;
+  reset();
+  cgnet_handler h = base_handler();
+  tu_server srv;
+  assert_rc(tu_server_start(&srv, &h, NULL), 0);
+  on_loop(srv.eng, 0, start_never, NULL);
+  assert_true(tu_wait_atomic_ge(&P[2].fires, 1, TU_TIMEOUT_MS));
+  tu_sleep_ms(200);
+  on_loop(srv.eng, 0, record_never_active, NULL);
+  for (int i = 0; i < 4; i++) {
+    int want = i == 2 ? 1 : 0;
+    if (atomic_load(&P[i].fires) != want)
+      fail_msg("timer %d fired %d times, want %d", i, atomic_load(&P[i].fires), want);
+    assert_int_equal(atomic_load(&never_active[i]), 1); /* armed for the far future */
+  }
+  finish(&srv); /* the engine frees the loop timers left */
+}
+
 /* ---- registry
  * -------------------------------------------------------------------------------- */
 
@@ -707,6 +749,7 @@ int main(void) {
       T(test_conn_timer_close_action),
       T(test_loop_timer_shutdown_action),
       T(test_timer_on_other_loop),
+      T(test_never_delays),
       T(test_accuracy_task),
       T(test_accuracy_open),
       T(test_accuracy_repeating),

@@ -1,8 +1,8 @@
 /*
  * Unix domain stream sockets: echo equality with 1 and N loops (path and abstract
- * names), the socket file's life cycle (a stale file is replaced, a live one or a
- * non-socket gives EADDRINUSE, the file is gone after stop), peer credentials, and the
- * TCP-only controls refusing a Unix conn.
+ * names), the socket file's life cycle (a stale file is replaced, a live one, even with a
+ * full backlog, or a non-socket gives EADDRINUSE, the file is gone after stop), peer
+ * credentials, and the TCP-only controls refusing a Unix conn.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -245,6 +245,74 @@ static void test_live_in_use(void **state) {
   tu_tracker_free(t);
 }
 
+/* A live server whose backlog is full: a blocking probe would wait for room in it
+ * forever. The start must say CGNET_EADDRINUSE promptly and leave the file alone. */
+typedef struct start_job {
+  const cgnet_handler *h;
+  const char *addr;
+  int rc;
+} start_job;
+
+static void *start_thread(void *arg) {
+  start_job *j = arg;
+  const char *addrs[] = {j->addr};
+  cgnet_engine *eng = NULL;
+  j->rc = cgnet_engine_start(j->h, addrs, 1, NULL, &eng);
+  cgnet_engine_free(eng);
+  return NULL;
+}
+
+static void test_live_backlog_full(void **state) {
+  (void)state;
+  char addr[160], path[108];
+  sock_addr(addr, sizeof addr, "full.sock", path);
+  int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(lfd >= 0);
+  struct sockaddr_un un = {.sun_family = AF_UNIX};
+  strcpy(un.sun_path, path);
+  assert_int_equal(bind(lfd, (struct sockaddr *)&un, sizeof un), 0);
+  assert_int_equal(listen(lfd, 0), 0);
+  /* Queue connections nobody accepts until the kernel refuses more (EAGAIN). */
+  enum { MAX_PENDING = 64 };
+  int pending[MAX_PENDING], npending = 0, full = 0;
+  while (npending < MAX_PENDING && !full) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    if (connect(fd, (struct sockaddr *)&un, sizeof un) == 0) {
+      pending[npending++] = fd;
+      continue;
+    }
+    int err = errno;
+    close(fd);
+    if (err != EAGAIN) fail_msg("connect: %s", strerror(err));
+    full = 1;
+  }
+  assert_true(full);
+  struct stat before;
+  assert_int_equal(lstat(path, &before), 0);
+
+  tu_tracker *t = tu_tracker_new();
+  cgnet_handler h = unix_handler(t);
+  start_job *j = calloc(1, sizeof *j); /* outlives an abandoned thread */
+  *j = (start_job){.h = &h, .addr = addr, .rc = 1};
+  if (tu_run_bounded(start_thread, j, 5000 * TU_SLOW) != 0)
+    fail_msg("starting on a live path with a full backlog did not return");
+  assert_rc(j->rc, CGNET_EADDRINUSE);
+  free(j);
+  struct stat after;
+  assert_int_equal(lstat(path, &after), 0);
+  assert_int_equal(after.st_ino, before.st_ino);
+  /* The server still owns its socket: it accepts what was queued. */
+  int a = accept(lfd, NULL, NULL);
+  assert_true(a >= 0);
+  close(a);
+  for (int i = 0; i < npending; i++)
+    close(pending[i]);
+  close(lfd);
+  unlink(path);
+  tu_tracker_free(t);
+}
+
 static void test_not_a_socket(void **state) {
   (void)state;
   char addr[160], path[108];
@@ -343,6 +411,7 @@ int main(void) {
       T(test_echo_abstract),
       T(test_stale_replaced),
       T(test_live_in_use),
+      T(test_live_backlog_full),
       T(test_not_a_socket),
       T(test_failed_start_cleans_up),
       T(test_peer_cred),

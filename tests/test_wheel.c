@@ -136,6 +136,54 @@ static void next_due_is_never_late(void **state) {
   assert_int_equal(p.fired_at, p.want);
 }
 
+/* Deadlines past the wheel's reach (2^24 ticks), up to UINT64_MAX ("never"), wait in the
+ * top level and are re-filed as time passes; they fire on their tick or, if unreachable,
+ * never, and next_due never asks for a wake-up later than a live deadline. */
+static void far_expiry_waits_its_turn(void **state) {
+  (void)state;
+  const uint64_t start = 5000017, reach = (uint64_t)1 << 24;
+  cgnet__wheel w;
+  cgnet__wheel_init(&w, start);
+  probe never, far, beyond, edge;
+  arm(&w, &never, UINT64_MAX);
+  arm(&w, &far, start + ((uint64_t)1 << 40));
+  arm(&w, &beyond, start + 3 * reach + 12345);
+  arm(&w, &edge, start + reach);
+  assert_true(never.node.expires == UINT64_MAX); /* kept as given, not wrapped */
+  int wakeups = 0;
+  while (!beyond.fired) {
+    uint64_t due = cgnet__wheel_next_due(&w);
+    assert_true(due > w.now);
+    if (!edge.fired) assert_true(due <= edge.want);
+    assert_true(due <= beyond.want);
+    cgnet__wheel_advance(&w, due);
+    assert_true(++wakeups < 1000);
+  }
+  assert_int_equal(edge.fired, 1);
+  assert_int_equal(edge.fired_at, edge.want);
+  assert_int_equal(beyond.fired, 1);
+  assert_int_equal(beyond.fired_at, beyond.want);
+  /* Another full turn of the top level: the far ones stay armed and silent. */
+  cgnet__wheel_advance(&w, w.now + reach + 777);
+  assert_int_equal(never.fired, 0);
+  assert_int_equal(far.fired, 0);
+  assert_true(cgnet__tnode_active(&never.node));
+  assert_true(cgnet__tnode_active(&far.node));
+  assert_int_equal(w.count, 2);
+  assert_true(cgnet__wheel_next_due(&w) > w.now);
+}
+
+/* The deadline helper every "now + delay" goes through saturates instead of wrapping. */
+static void deadline_saturates(void **state) {
+  (void)state;
+  assert_true(cgnet__deadline(100, 5) == 105);
+  assert_true(cgnet__deadline(100, 0) == 100);
+  assert_true(cgnet__deadline(100, UINT64_MAX) == UINT64_MAX);
+  assert_true(cgnet__deadline(100, UINT64_MAX - 100) == UINT64_MAX);
+  assert_true(cgnet__deadline(100, UINT64_MAX - 101) == UINT64_MAX - 1);
+  assert_true(cgnet__deadline(UINT64_MAX, 1) == UINT64_MAX);
+}
+
 /* Many random timers, random cancels, random steps: every live timer fires on its tick. */
 static void random_property(void **state) {
   (void)state;
@@ -179,6 +227,8 @@ int main(void) {
       cmocka_unit_test(cancel_and_rearm),
       cmocka_unit_test(repeating_from_callback),
       cmocka_unit_test(next_due_is_never_late),
+      cmocka_unit_test(far_expiry_waits_its_turn),
+      cmocka_unit_test(deadline_saturates),
       cmocka_unit_test(random_property),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
