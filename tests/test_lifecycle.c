@@ -157,7 +157,6 @@ static struct run {
 } R;
 
 static uint64_t budget_ms_total = DEFAULT_BUDGET_MS;
-static bool early_close_enabled = true;
 
 /* ---- recs ---------------------------------------------------------------------------- */
 
@@ -535,7 +534,7 @@ static void op_stop(void) {
 
 /* Close the conn just created on this loop, before its first task ran on the loop. */
 static void maybe_close_at_once(rec *r) {
-  if (!early_close_enabled || !r || !r->loop_conn || below(&R.loop_rng, 4) != 0) return;
+  if (!r || !r->loop_conn || below(&R.loop_rng, 4) != 0) return;
   TU_CHECK_EQ(cgnet_conn_close(r->loop_conn), 0);
 }
 
@@ -553,7 +552,7 @@ static void one_loop_op(void) {
     op_stop();
     return;
   }
-  rec *r = pick_rec(k < 17 && early_close_enabled); /* closes may hit unopened conns */
+  rec *r = pick_rec(k < 17); /* closes may hit conns that have not opened yet */
   if (!r) return;
   cgnet_conn *c = r->loop_conn;
   if (k < 17) {
@@ -1113,8 +1112,6 @@ int main(void) {
     R.recs[i].sent = malloc(MAX_SENT);
     if (!R.recs[i].sent) return 1;
   }
-  const char *skip = getenv("CGNET_LIFECYCLE_NO_EARLY_CLOSE");
-  early_close_enabled = !(skip && *skip && *skip != '0');
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_random_sequences, tu_setup, tu_teardown),
   };
