@@ -4,10 +4,10 @@
 #
 #   make / make build      configure + build into build/ (RelWithDebInfo: -O2 -g)
 #   make test              plain, ASan+UBSan and TSan builds, each with its ctest suite,
-#                          then a fuzz build (clang + libFuzzer) that runs each codec fuzz
+#                          then a fuzz build (clang + libFuzzer) that runs each fuzz
 #                          target for a few seconds
 #   make test-plain | test-asan | test-tsan | test-fuzz
-#   make fuzz              the codec fuzz targets, FUZZ_SECONDS each (default 60)
+#   make fuzz              every fuzz target, FUZZ_SECONDS each (default 60)
 #   make test-long         plain build, then the slow tests (ctest label "long")
 #   make demo              build, then scripts/demo.sh
 #   make bench             build, then bench/run.sh (echo, HTTP, regression figures) and

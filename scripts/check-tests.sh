@@ -8,7 +8,7 @@
 #   plain  build/        CGNET_SANITIZE=""
 #   asan   build-asan/   CGNET_SANITIZE=address  (ASan + UBSan + LeakSanitizer)
 #   tsan   build-tsan/   CGNET_SANITIZE=thread
-#   fuzz   build-fuzz/   scripts/fuzz.sh: each codec fuzz target briefly (CGNET_FUZZ_SECONDS,
+#   fuzz   build-fuzz/   scripts/fuzz.sh: every fuzz target briefly (CGNET_FUZZ_SECONDS,
 #                        default 5 s per target); a crash or broken invariant fails it
 #
 # Extra cmake arguments can be passed in CMAKE_ARGS; extra ctest arguments in CTEST_ARGS.
