@@ -117,6 +117,7 @@ int cgnet_conn_async_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt,
 int cgnet_conn_async_write_frame(cgnet_conn *c, const void *frame, size_t len,
                                  cgnet_write_done_fn done, void *ud) {
   if (!c || (len && !frame)) return CGNET_EINVAL;
+  CGNET__STREAM_ONLY(c);
   if (cgnet_conn_is_closed(c)) return CGNET_ECLOSED;
   conn_task *ct = new_task(c, OP_WRITE_FRAME, len);
   if (!ct) return CGNET_ENOMEM;

@@ -285,6 +285,7 @@ static cgnet_action unsupported_on_traffic(cgnet_conn *c) {
   TU_CHECK_EQ(cgnet_conn_close(c), CGNET_EUNSUPPORTED);
   TU_CHECK_EQ(cgnet_conn_async_write(c, "x", 1, NULL, NULL), CGNET_EUNSUPPORTED);
   TU_CHECK_EQ(cgnet_conn_async_writev(c, &iov, 1, NULL, NULL), CGNET_EUNSUPPORTED);
+  TU_CHECK_EQ(cgnet_conn_async_write_frame(c, "x", 1, NULL, NULL), CGNET_EUNSUPPORTED);
   TU_CHECK_EQ(cgnet_conn_wake(c), CGNET_EUNSUPPORTED);
   TU_CHECK_EQ(cgnet_conn_async_close(c, NULL, NULL), CGNET_EUNSUPPORTED);
   TU_CHECK_EQ(cgnet_conn_peer_cred(c, NULL, NULL, NULL), CGNET_EUNSUPPORTED);
