@@ -939,6 +939,8 @@ static int check_limit(const cgnet_conn *c, size_t len) {
 static ssize_t write_direct(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
   call_on_pre_write(c);
   if (writable_or_error(c)) return CGNET_ECLOSED;
+  /* on_pre_write queued bytes of its own: they go first, so this write queues behind. */
+  if (cgnet__outbuf_len(&c->out)) return 0;
   ssize_t n;
   struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
   do {

@@ -686,6 +686,52 @@ static void test_conn_close(void **state) {
   finish(&srv, t, 3);
 }
 
+/* ---- on_pre_write before a direct write ------------------------------------------- */
+
+/* A large write with nothing queued goes straight to the socket, after on_pre_write. What
+ * on_pre_write writes then must go first, and the large write follow it whole: the peer
+ * reads "P" and then the pattern, never the two interleaved. */
+#define PW_BIG (256 * 1024)
+static atomic_int pw_calls;
+
+static void pw_pre_write(cgnet_conn *c) {
+  if (atomic_fetch_add(&pw_calls, 1) == 0) TU_CHECK_EQ(cgnet_conn_write(c, "P", 1), 0);
+}
+
+static cgnet_action pw_open(cgnet_conn *c) {
+  track_on_open(c);
+  uint8_t *big = malloc(PW_BIG);
+  TU_CHECK(big != NULL);
+  if (!big) return CGNET_CLOSE;
+  tu_pattern_fill(big, PW_BIG, 77, 0);
+  TU_CHECK_EQ(cgnet_conn_write(c, big, PW_BIG), 0);
+  free(big);
+  return CGNET_NONE;
+}
+
+static void test_pre_write_before_direct(void **state) {
+  (void)state;
+  atomic_store(&pw_calls, 0);
+  tu_tracker *t = tu_tracker_new();
+  cgnet_handler h = base_handler(t);
+  h.on_open = pw_open;
+  h.on_pre_write = pw_pre_write;
+  tu_server srv;
+  assert_rc(tu_server_start(&srv, &h, NULL), 0);
+  int fd = tu_connect4(srv.port);
+  assert_true(fd >= 0);
+  uint8_t *got = malloc(PW_BIG + 1);
+  assert_non_null(got);
+  size_t n = 0;
+  assert_rc(tu_recv_exact(fd, got, PW_BIG + 1, TU_TIMEOUT_MS, &n), 0);
+  assert_int_equal(got[0], 'P');
+  assert_int_equal(tu_pattern_mismatches(got + 1, PW_BIG, 77, 0), 0);
+  free(got);
+  close(fd);
+  assert_true(tu_wait_atomic_ge(&t->closes, 1, TU_TIMEOUT_MS));
+  finish(&srv, t, 1);
+}
+
 /* ---- loop-only calls from the wrong thread ------------------------------------------ */
 
 /* Two loops; each conn keeps a reference in `wt_conns`. The test thread, and a task on
@@ -914,11 +960,21 @@ static void test_format_addr(void **state) {
 int main(void) {
 #define T(f) cmocka_unit_test_setup_teardown(f, tu_setup, tu_teardown)
   const struct CMUnitTest tests[] = {
-      T(test_read_api_level),  T(test_read_api_edge), T(test_partial_level),
-      T(test_partial_edge),    T(test_writev),        T(test_flush_and_outbound),
-      T(test_addresses_v4),    T(test_addresses_v6),  T(test_socket_controls),
-      T(test_socket_defaults), T(test_conn_close),    T(test_wrong_thread),
-      T(test_handles),         T(test_format_addr),
+      T(test_read_api_level),
+      T(test_read_api_edge),
+      T(test_partial_level),
+      T(test_partial_edge),
+      T(test_writev),
+      T(test_flush_and_outbound),
+      T(test_addresses_v4),
+      T(test_addresses_v6),
+      T(test_socket_controls),
+      T(test_socket_defaults),
+      T(test_conn_close),
+      T(test_wrong_thread),
+      T(test_pre_write_before_direct),
+      T(test_handles),
+      T(test_format_addr),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
