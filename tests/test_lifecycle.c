@@ -626,12 +626,13 @@ static cgnet_action cl_traffic(cgnet_conn *c) {
   size_t avail = cgnet_conn_inbound_buffered(c);
   size_t want = avail;
   if (atomic_load(&R.phase) == PH_RUN && below(&R.loop_rng, 8) == 0) want = avail / 2;
-  const uint8_t *p;
-  size_t n = cgnet_conn_next(c, want ? want : 1, &p);
-  if (want == 0)
-    n = 0; /* nothing to take: a wake with nothing buffered */
-  else
+  /* want 0: a wake with nothing buffered, or half of one byte; take nothing (next() with
+   * n 0 would take everything). */
+  if (want) {
+    const uint8_t *p;
+    size_t n = cgnet_conn_next(c, want, &p);
     check_echo(r, p, n);
+  }
   loop_ops((int)below(&R.loop_rng, 2));
   return action_of_callback();
 }
