@@ -41,10 +41,13 @@ static int pool_class(size_t cap) {
 /* How many chunks of class c the pool keeps: CGNET__BUFPOOL_KEEP, and no more than
  * CGNET__BUFPOOL_CLASS_BYTES of them, so the large classes do not hold memory that every
  * conn under backpressure (a full 64 KiB ring each) would rather have. */
-static int pool_keep(int c) {
-  size_t n = CGNET__BUFPOOL_CLASS_BYTES >> (c + CGNET__BUFPOOL_MIN_SHIFT);
-  return n < CGNET__BUFPOOL_KEEP ? (int)n : CGNET__BUFPOOL_KEEP;
-}
+#define POOL_KEEP(c)                                                                       \
+  ((CGNET__BUFPOOL_CLASS_BYTES >> ((c) + CGNET__BUFPOOL_MIN_SHIFT)) < CGNET__BUFPOOL_KEEP  \
+       ? (int)(CGNET__BUFPOOL_CLASS_BYTES >> ((c) + CGNET__BUFPOOL_MIN_SHIFT))             \
+       : CGNET__BUFPOOL_KEEP)
+static const int pool_keep[CGNET__BUFPOOL_CLASSES] = {
+    POOL_KEEP(0), POOL_KEEP(1), POOL_KEEP(2), POOL_KEEP(3), POOL_KEEP(4)};
+_Static_assert(CGNET__BUFPOOL_CLASSES == 5, "pool_keep lists one entry per class");
 
 void *cgnet__bufpool_get(cgnet__bufpool *p, size_t *cap) {
   size_t want = *cap;
@@ -95,7 +98,7 @@ void cgnet__bufpool_put(cgnet__bufpool *p, void *mem, size_t cap) {
   if (!mem) return;
   if (cap >= POOL_MIN && cap <= POOL_MAX && (cap & (cap - 1)) == 0) {
     int c = pool_class(cap);
-    if (p->count[c] < pool_keep(c)) {
+    if (p->count[c] < pool_keep[c]) {
       p->chunks[c][p->count[c]++] = mem;
       return;
     }

@@ -260,6 +260,9 @@ void cgnet__conn_init(cgnet_conn *c, cgnet_loop *loop, const cgnet_handler *h,
    * reading while it streams out would deadlock against a server doing the same. */
   c->read_backpressure =
       client ? o->read_backpressure == CGNET_ON : o->read_backpressure != CGNET_OFF;
+  c->read_max = loop->rbuf_cap;
+  if (c->read_backpressure && o->write_high_watermark < c->read_max)
+    c->read_max = o->write_high_watermark;
   c->idle_to_ms = o->idle_timeout_ms;
   c->read_to_ms = o->read_timeout_ms;
   c->write_to_ms = o->write_timeout_ms;
@@ -421,11 +424,11 @@ static ssize_t read_datagram(cgnet_conn *c);
  * read from meaning EOF if it were.
  */
 CGNET__HOT size_t read_room(const cgnet_conn *c) {
-  size_t cap = c->loop->rbuf_cap;
-  if (!c->read_backpressure) return cap;
-  size_t high = options_of(c)->write_high_watermark, queued = cgnet__outbuf_len(&c->out);
+  size_t queued = cgnet__outbuf_len(&c->out);
+  if (cgnet__likely(queued == 0) || !c->read_backpressure) return c->read_max;
+  size_t high = options_of(c)->write_high_watermark;
   size_t room = queued < high ? high - queued : 1;
-  return room < cap ? room : cap;
+  return room < c->read_max ? room : c->read_max;
 }
 
 static ssize_t read_once(cgnet_conn *c) {

@@ -106,15 +106,16 @@ struct cgnet_conn {
   void *dial_waiter;            /* cgnet_client_dial_wait's rendezvous, until signalled */
   cgnet__list node;             /* in loop->conns, or loop->graveyard once closed */
   cgnet__list out_node;         /* in loop->pending_out while output waits for the flush */
-  cgnet__list read_node;  /* edge mode: in loop->pending_read when its budget ran out */
-  uint32_t interest;      /* what the poller watches now */
-  int close_reason;       /* non-zero: close requested with this reason */
-  int in_callback;        /* > 0 while a user callback for this conn runs */
-  bool closed;            /* fd closed, on_close done; memory not yet freed */
-  atomic_bool gone;       /* `closed`, readable from any thread */
-  atomic_uint refs;       /* 1 for the loop until the conn is swept, + user references */
-  bool draining;          /* engine stopping: close once output is flushed */
-  bool over_high;         /* queued output crossed the high watermark */
+  cgnet__list read_node; /* edge mode: in loop->pending_read when its budget ran out */
+  uint32_t interest;     /* what the poller watches now */
+  size_t read_max;  /* bytes one read may take with nothing queued (read_room in conn.c) */
+  int close_reason; /* non-zero: close requested with this reason */
+  int in_callback;  /* > 0 while a user callback for this conn runs */
+  bool closed;      /* fd closed, on_close done; memory not yet freed */
+  atomic_bool gone; /* `closed`, readable from any thread */
+  atomic_uint refs; /* 1 for the loop until the conn is swept, + user references */
+  bool draining;    /* engine stopping: close once output is flushed */
+  bool over_high;   /* queued output crossed the high watermark */
   bool read_backpressure; /* ... and then reading pauses (options.read_backpressure) */
   bool user_paused;       /* cgnet_conn_pause_read */
   bool read_closed;       /* half-open: the peer's FIN arrived */
