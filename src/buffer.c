@@ -84,6 +84,7 @@ size_t cgnet__bufpool_trim(cgnet__bufpool *p) {
     p->idle[c] = p->count[c];
     freed += (size_t)drop << (c + CGNET__BUFPOOL_MIN_SHIFT);
   }
+  p->released += freed;
   return freed;
 }
 
@@ -103,6 +104,7 @@ void cgnet__bufpool_put(cgnet__bufpool *p, void *mem, size_t cap) {
       return;
     }
   }
+  p->released += cap;
   free(mem);
 }
 

@@ -5,9 +5,10 @@
  *  - cgnet__bufpool: a per-loop cache of power-of-two chunks (4 KiB .. 64 KiB) so that
  *    buffers released when a conn goes idle can be taken again without malloc. Each size
  *    class keeps at most CGNET__BUFPOOL_KEEP chunks and CGNET__BUFPOOL_CLASS_BYTES; the
- *    rest go back to malloc, so the cache holds at most 960 KiB per loop (16 x 4 KiB,
- *    16 x 8 KiB, 16 x 16 KiB, 8 x 32 KiB, 4 x 64 KiB); chunks left unused for a trim
- *    period (about a second) are freed.
+ *    rest go back to malloc, so the cache holds at most 320 KiB per loop (16 x 4 KiB,
+ *    8 x 8 KiB, 4 x 16 KiB, 2 x 32 KiB, 1 x 64 KiB: what a turn's flushes reuse; more
+ *    would be memory every conn held at the high watermark could use); chunks left
+ *    unused for a trim period (about a second) are freed.
  *  - cgnet__buf: a contiguous growable buffer (head/tail indices) for inbound bytes the
  *    user left unconsumed. It is released when it empties, so idle conns hold nothing.
  *  - cgnet__outbuf: the outbound queue: an elastic ring (power of two, starting at
@@ -25,14 +26,15 @@
 #define CGNET__BUFPOOL_MIN_SHIFT 12 /* 4 KiB */
 #define CGNET__BUFPOOL_MAX_SHIFT 16 /* 64 KiB */
 #define CGNET__BUFPOOL_CLASSES (CGNET__BUFPOOL_MAX_SHIFT - CGNET__BUFPOOL_MIN_SHIFT + 1)
-#define CGNET__BUFPOOL_KEEP 16                  /* chunks kept per size class, at most */
-#define CGNET__BUFPOOL_CLASS_BYTES (256 * 1024) /* ... and at most this many bytes */
-#define CGNET__OUTBLOCK_MIN (16 * 1024)         /* smallest block allocation */
+#define CGNET__BUFPOOL_KEEP 16                 /* chunks kept per size class, at most */
+#define CGNET__BUFPOOL_CLASS_BYTES (64 * 1024) /* ... and at most this many bytes */
+#define CGNET__OUTBLOCK_MIN (16 * 1024)        /* smallest block allocation */
 
 typedef struct cgnet__bufpool {
   void *chunks[CGNET__BUFPOOL_CLASSES][CGNET__BUFPOOL_KEEP];
   int count[CGNET__BUFPOOL_CLASSES];
   int idle[CGNET__BUFPOOL_CLASSES]; /* chunks not taken since the last trim (low mark) */
+  size_t released; /* bytes given back to malloc (the loop resets it when it trims) */
 } cgnet__bufpool;
 
 void cgnet__bufpool_init(cgnet__bufpool *p);

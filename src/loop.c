@@ -362,14 +362,20 @@ static void sweep_graveyard(cgnet_loop *loop) {
 
 /* Buffers cached for a burst go back to malloc about a second after it ends. */
 #define POOL_TRIM_PERIOD_MS 1000
-/* Freed chunks sit in malloc's free lists, still resident; once a trim has freed this
- * much, malloc_trim hands the free pages back to the kernel (RSS goes down). */
-#define POOL_TRIM_RELEASE_MIN (256 * 1024)
+/* Chunks the pool gives back to malloc (when a class is full, or idle at a trim) stay
+ * resident in malloc's free lists; once this much has been given back, malloc_trim hands
+ * the free pages to the kernel, at most once per trim period, so RSS follows what the
+ * conns really hold. */
+#define POOL_TRIM_RELEASE_MIN (1024 * 1024)
 
 static void trim_pool(cgnet_loop *loop) {
   if (cgnet__likely(loop->now_ms < loop->pool_trim_ms)) return;
   loop->pool_trim_ms = loop->now_ms + POOL_TRIM_PERIOD_MS;
-  if (cgnet__bufpool_trim(&loop->pool) >= POOL_TRIM_RELEASE_MIN) malloc_trim(0);
+  (void)cgnet__bufpool_trim(&loop->pool);
+  if (loop->pool.released >= POOL_TRIM_RELEASE_MIN) {
+    loop->pool.released = 0;
+    malloc_trim(0);
+  }
 }
 
 static int next_timeout(const cgnet_loop *loop) {
