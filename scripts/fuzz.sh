@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the codec fuzz targets (fuzz/fuzz_<target>.c) with clang and libFuzzer into
+# Build the fuzz targets (fuzz/fuzz_<target>.c) with clang and libFuzzer into
 # build-fuzz/, then run each for a bounded time. Exits non-zero if a target fails to
 # build or finds a crash (or a broken invariant: the targets abort on those).
 #
@@ -17,10 +17,12 @@ cd "$(dirname "$0")/.." || exit 1
 seconds=${1:-${FUZZ_SECONDS:-60}}
 out=build-fuzz
 cc=${FUZZ_CC:-clang}
-targets=(${FUZZ_TARGETS:-line delimiter fixed length_field})
+targets=(${FUZZ_TARGETS:-line delimiter fixed length_field http})
+# The sources a target is linked with, when not the codecs'.
+declare -A target_sources=([http]="examples/http_parser.c")
 flags=(-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-  -Iinclude -Isrc -Wall -Wextra -Werror)
+  -Iinclude -Isrc -Iexamples -Wall -Wextra -Werror)
 
 if ! command -v "$cc" >/dev/null 2>&1; then
   echo "fuzz: $cc not found (bash scripts/deps.sh installs it)" >&2
@@ -32,7 +34,8 @@ declare -A result
 fail=0
 for t in "${targets[@]}"; do
   bin="$out/fuzz_$t"
-  if ! "$cc" "${flags[@]}" "fuzz/fuzz_$t.c" src/codec.c src/error.c -o "$bin"; then
+  read -r -a srcs <<<"${target_sources[$t]:-src/codec.c src/error.c}"
+  if ! "$cc" "${flags[@]}" "fuzz/fuzz_$t.c" "${srcs[@]}" -o "$bin"; then
     result[$t]="FAIL  build failed"
     fail=1
     continue
