@@ -1,7 +1,7 @@
 /*
  * client — connect N clients to an echo server and check every echoed byte.
  *
- *   build/examples/client ADDR [--conns N] [--bytes B] [--loops L] [--timeout MS]
+ *   build/examples/client ADDR [--conns N] [--bytes B] [--loops N] [--timeout MS]
  *
  *   build/examples/echo tcp://127.0.0.1:9000 &
  *   build/examples/client tcp://127.0.0.1:9000 --conns 10 --bytes 1048576 --loops 2
@@ -119,12 +119,12 @@ static int wait_closed(int n, double deadline) {
 }
 
 static const char USAGE[] =
-    "usage: client ADDR [--conns N] [--bytes B] [--loops L] [--timeout MS]\n"
+    "usage: client ADDR [--conns N] [--bytes B] [--loops N] [--timeout MS]\n"
     "  ADDR          the echo server: tcp://HOST:PORT, tcp6://[::1]:PORT, unix:///PATH\n"
     "                or unix://@NAME (not udp://: the check needs every byte in order)\n"
     "  --conns N     concurrent conns, 1..100000 (default 10)\n"
     "  --bytes B     bytes each conn sends and expects back, 1..2^40 (default 1048576)\n"
-    "  --loops L     client event loops, 1..1024, or 0 for one per CPU (default 1)\n"
+    "  --loops N     client event loops, 1..1024, or 0 for one per CPU (default 1)\n"
     "  --timeout MS  give up after this long, 1..86400000 (default 30000)\n";
 
 int main(int argc, char **argv) {
