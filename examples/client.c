@@ -1,7 +1,7 @@
 /*
  * client — connect N clients to an echo server and check every echoed byte.
  *
- *   build/examples/client ADDR [--conns N] [--bytes B] [--loops L] [--timeout MS]
+ *   build/examples/client ADDR [--conns N] [--bytes B] [--loops N] [--timeout MS]
  *
  *   build/examples/echo tcp://127.0.0.1:9000 &
  *   build/examples/client tcp://127.0.0.1:9000 --conns 10 --bytes 1048576 --loops 2
@@ -13,6 +13,9 @@
  * status is 0 only if every conn got every byte back intact:
  *
  *   client: 10/10 conns echoed 1048576 bytes each, 0 bad bytes, 0 errors (123.4 MB/s)
+ *
+ * ADDR is a stream address (tcp://, tcp4://, tcp6://, unix://); udp:// is refused at
+ * start: the check assumes every byte arrives, in order, which datagrams do not promise.
  */
 #include <cgnet.h>
 
@@ -22,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "args.h"
 
 #define CHUNK (64 * 1024)
 
@@ -113,42 +118,38 @@ static int wait_closed(int n, double deadline) {
   return closed;
 }
 
-static void usage(FILE *f) {
-  fprintf(f, "usage: client ADDR [--conns N] [--bytes B] [--loops L] [--timeout MS]\n"
-             "  ADDR        the echo server, e.g. tcp://127.0.0.1:9000\n"
-             "  --conns N   concurrent conns (default 10)\n"
-             "  --bytes B   bytes each conn sends and expects back (default 1048576)\n"
-             "  --loops L   client event loops (default 1)\n"
-             "  --timeout MS  give up after this long (default 30000)\n");
-}
+static const char USAGE[] =
+    "usage: client ADDR [--conns N] [--bytes B] [--loops N] [--timeout MS]\n"
+    "  ADDR          the echo server: tcp://HOST:PORT, tcp6://[::1]:PORT, unix:///PATH\n"
+    "                or unix://@NAME (not udp://: the check needs every byte in order)\n"
+    "  --conns N     concurrent conns, 1..100000 (default 10)\n"
+    "  --bytes B     bytes each conn sends and expects back, 1..2^40 (default 1048576)\n"
+    "  --loops N     client event loops, 1..1024, or 0 for one per CPU (default 1)\n"
+    "  --timeout MS  give up after this long, 1..86400000 (default 30000)\n";
 
 int main(int argc, char **argv) {
   const char *addr = NULL;
   long conns = 10, timeout_ms = 30000;
   cgnet_options o = {0};
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    int has_value = i + 1 < argc;
-    if (strcmp(a, "--conns") == 0 && has_value)
-      conns = atol(argv[++i]);
-    else if (strcmp(a, "--bytes") == 0 && has_value)
-      g_bytes = (size_t)atoll(argv[++i]);
-    else if (strcmp(a, "--loops") == 0 && has_value)
-      o.num_loops = atoi(argv[++i]);
-    else if (strcmp(a, "--timeout") == 0 && has_value)
-      timeout_ms = atol(argv[++i]);
-    else if (a[0] != '-' && !addr)
-      addr = a;
-    else {
-      usage(stderr);
-      return 2;
-    }
+  ex_args a;
+  ex_args_init(&a, "client", USAGE, argc, argv);
+  for (const char *arg; (arg = ex_next(&a)) != NULL;) {
+    if (ex_is(arg, "--conns"))
+      conns = (long)ex_u64(&a, arg, 1, 100000);
+    else if (ex_is(arg, "--bytes"))
+      g_bytes = (size_t)ex_u64(&a, arg, 1, (uint64_t)1 << 40);
+    else if (ex_is(arg, "--loops"))
+      ex_loops(&a, arg, &o);
+    else if (ex_is(arg, "--timeout"))
+      timeout_ms = (long)ex_u64(&a, arg, 1, 86400000);
+    else if (arg[0] != '-' && !addr)
+      addr = arg;
+    else
+      ex_unknown(&a, arg);
   }
-  if (!addr || conns < 1 || conns > 100000 || g_bytes == 0 || o.num_loops < 0 ||
-      timeout_ms < 1) {
-    usage(stderr);
-    return 2;
-  }
+  if (!addr) ex_usage_error(&a, "the server's ADDR is required");
+  ex_check_addr(&a, "server address", addr, EX_ADDR_TCP | EX_ADDR_UNIX, EX_DIAL,
+                "the check needs every byte, in order");
 
   session *sessions = calloc((size_t)conns, sizeof *sessions);
   cgnet_handler h = {.on_open = on_open,

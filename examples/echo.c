@@ -2,8 +2,8 @@
  * echo — the smallest cgnet server: every byte a client sends comes straight back, and
  * every UDP datagram goes back to its sender as one datagram.
  *
- *   build/examples/echo [ADDR...] [--loops N | --multicore] [--reuseport]
- *                       [--lb rr|lc|hash] [--et] [--quiet]
+ *   build/examples/echo [ADDR...] [--loops N] [--reuseport] [--lb rr|lc|hash] [--et]
+ *                       [--quiet]
  *
  * ADDR is any scheme, any mix: tcp://, tcp4://, tcp6://, udp://, udp4://, udp6://,
  * unix:///path or unix://@abstract (default tcp://127.0.0.1:9000):
@@ -26,6 +26,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "args.h"
 
 static int quiet; /* --quiet: no line per connection */
 
@@ -85,40 +87,36 @@ static void *stop_on_signal(void *arg) {
   return NULL;
 }
 
-static void usage(FILE *f) {
-  fprintf(
-      f, "usage: echo [ADDR...] [--loops N | --multicore] [--reuseport]\n"
-         "            [--lb rr|lc|hash] [--et] [--quiet]\n"
-         "  ADDR         tcp://HOST:PORT, tcp4://..., tcp6://[::1]:PORT, udp://HOST:PORT,\n"
-         "               udp4://..., udp6://..., unix:///PATH, unix://@NAME (any mix;\n"
-         "               default tcp://127.0.0.1:9000; port 0 picks a free port)\n"
-         "  --loops N    N event loops (default 1)\n"
-         "  --multicore  one event loop per CPU\n"
-         "  --reuseport  one SO_REUSEPORT listener per loop\n"
-         "  --lb ALG     hand new conns to loops round-robin (rr, default), to the\n"
-         "               least loaded (lc) or by a hash of the peer address (hash)\n"
-         "  --et         edge-triggered epoll\n"
-         "  --quiet      no line per connection\n");
-}
+static const char USAGE[] =
+    "usage: echo [ADDR...] [--loops N] [--reuseport] [--lb rr|lc|hash] [--et] [--quiet]\n"
+    "  ADDR         tcp://HOST:PORT, tcp4://..., tcp6://[::1]:PORT, udp://HOST:PORT,\n"
+    "               udp4://..., udp6://..., unix:///PATH, unix://@NAME (any mix, up to\n"
+    "               16; default tcp://127.0.0.1:9000; port 0 picks a free port)\n"
+    "  --loops N    event loops, 1..1024, or 0 for one per CPU (default 1)\n"
+    "  --multicore  the same as --loops 0\n"
+    "  --reuseport  one SO_REUSEPORT listener per loop\n"
+    "  --lb ALG     hand new conns to loops round-robin (rr, default), to the\n"
+    "               least loaded (lc) or by a hash of the peer address (hash)\n"
+    "  --et         edge-triggered epoll\n"
+    "  --quiet      no line per connection\n";
 
 #define MAX_ADDRS 16
 
-/* Parse argv into opts and addrs (room for MAX_ADDRS). -1: bad usage. */
-static int parse_args(int argc, char **argv, cgnet_options *opts, const char **addrs,
-                      size_t *naddrs) {
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (strcmp(a, "--loops") == 0 && i + 1 < argc) {
-      char *end;
-      long n = strtol(argv[++i], &end, 10);
-      if (*end != '\0' || n < 1 || n > 1024) return -1;
-      opts->num_loops = (int)n;
-    } else if (strcmp(a, "--multicore") == 0) {
+/* Parse argv into opts and addrs (room for MAX_ADDRS); a usage error exits. */
+static void parse_args(int argc, char **argv, cgnet_options *opts, const char **addrs,
+                       size_t *naddrs) {
+  ex_args a;
+  ex_args_init(&a, "echo", USAGE, argc, argv);
+  for (const char *arg; (arg = ex_next(&a)) != NULL;) {
+    if (ex_is(arg, "--loops")) {
+      ex_loops(&a, arg, opts);
+    } else if (ex_is(arg, "--multicore")) {
+      opts->num_loops = 0;
       opts->multicore = 1;
-    } else if (strcmp(a, "--reuseport") == 0) {
+    } else if (ex_is(arg, "--reuseport")) {
       opts->reuse_port = 1;
-    } else if (strcmp(a, "--lb") == 0 && i + 1 < argc) {
-      const char *lb = argv[++i];
+    } else if (ex_is(arg, "--lb")) {
+      const char *lb = ex_value(&a, arg);
       if (strcmp(lb, "rr") == 0)
         opts->lb = CGNET_LB_ROUND_ROBIN;
       else if (strcmp(lb, "lc") == 0)
@@ -126,54 +124,29 @@ static int parse_args(int argc, char **argv, cgnet_options *opts, const char **a
       else if (strcmp(lb, "hash") == 0)
         opts->lb = CGNET_LB_SOURCE_HASH;
       else
-        return -1;
-    } else if (strcmp(a, "--et") == 0) {
+        ex_usage_error(&a, "--lb '%s': want rr, lc or hash", lb);
+    } else if (ex_is(arg, "--et")) {
       opts->edge_triggered = 1;
-    } else if (strcmp(a, "--quiet") == 0) {
+    } else if (ex_is(arg, "--quiet")) {
       quiet = 1;
-    } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-      usage(stdout);
-      exit(0);
-    } else if (a[0] == '-') {
-      return -1; /* unknown option, or one missing its value */
+    } else if (arg[0] == '-') {
+      ex_unknown(&a, arg);
     } else if (*naddrs < MAX_ADDRS) {
-      addrs[(*naddrs)++] = a;
+      ex_check_addr(&a, "address", arg, EX_ADDR_TCP | EX_ADDR_UDP | EX_ADDR_UNIX, EX_LISTEN,
+                    NULL);
+      addrs[(*naddrs)++] = arg;
     } else {
-      return -1; /* too many addresses */
+      ex_usage_error(&a, "more than %d addresses", MAX_ADDRS);
     }
   }
-  if (opts->num_loops > 0 && opts->multicore) return -1; /* pick one */
   if (*naddrs == 0) addrs[(*naddrs)++] = "tcp://127.0.0.1:9000";
-  return 0;
-}
-
-/* "echo: listening on tcp://127.0.0.1:41234 (2 loops)", with the ports actually bound.
- * The scheme is the one the user gave (up to "://"). */
-static void print_listening(cgnet_engine *eng, const char *const *addrs) {
-  printf("echo: listening on");
-  for (size_t i = 0; i < cgnet_engine_num_listeners(eng); i++) {
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    char host[128] = "?";
-    if (cgnet_engine_listen_addr(eng, i, (struct sockaddr *)&ss, &len) == 0)
-      cgnet_format_addr((struct sockaddr *)&ss, len, host, sizeof host);
-    const char *sep = strstr(addrs[i], "://");
-    int scheme = sep ? (int)(sep - addrs[i]) : 3;
-    printf("%s %.*s://%s", i ? "," : "", scheme, sep ? addrs[i] : "tcp", host);
-  }
-  int loops = cgnet_engine_num_loops(eng);
-  printf(" (%d loop%s)\n", loops, loops == 1 ? "" : "s");
-  fflush(stdout); /* a script may be waiting for this line on a pipe */
 }
 
 int main(int argc, char **argv) {
   cgnet_options opts = {0}; /* all-zero: cgnet's defaults */
   const char *addrs[MAX_ADDRS];
   size_t naddrs = 0;
-  if (parse_args(argc, argv, &opts, addrs, &naddrs) != 0) {
-    usage(stderr);
-    return 2;
-  }
+  parse_args(argc, argv, &opts, addrs, &naddrs);
 
   /* Block the signals before any thread exists, so every thread inherits the mask. */
   struct stopper stopper = {0};
@@ -192,7 +165,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "echo: cannot start: %s\n", cgnet_strerror(err));
     return 1;
   }
-  print_listening(stopper.eng, addrs);
+  ex_print_listening("echo", stopper.eng, addrs, NULL);
 
   pthread_t stopper_thread;
   if (pthread_create(&stopper_thread, NULL, stop_on_signal, &stopper) != 0) {

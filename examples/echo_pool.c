@@ -3,6 +3,10 @@
  *
  *   build/examples/echo_pool [ADDR] [--loops N] [--workers N] [--delay MS]
  *
+ * ADDR is a stream address (tcp://, tcp4://, tcp6://, unix://; default
+ * tcp://127.0.0.1:9000). udp:// is refused at start: a datagram conn lives only during
+ * its on_traffic call, so a worker could never answer it later.
+ *
  * Blocking work must never run on an event loop, so on_traffic copies the bytes, hands
  * them to a worker pool and returns at once; the worker sleeps (standing in for a slow
  * database or disk), then answers with cgnet_conn_async_write. The worker holds a
@@ -16,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "args.h"
 #include "cgnet.h"
 
 typedef struct job {
@@ -64,40 +69,55 @@ static cgnet_action on_traffic(cgnet_conn *c) {
   return CGNET_NONE;
 }
 
-static void usage(void) {
-  fprintf(stderr, "usage: echo_pool [ADDR] [--loops N] [--workers N] [--delay MS]\n"
-                  "  ADDR defaults to tcp://127.0.0.1:9000\n");
-  exit(2);
+/* A conn that ends with an error gets a line: a silent close is a mystery to a user. */
+static cgnet_action on_close(cgnet_conn *c, int reason) {
+  if (ex_close_is_error(reason))
+    fprintf(stderr, "echo_pool: closed %s: %s\n", cgnet_conn_remote_addr_string(c),
+            cgnet_strerror(reason));
+  return CGNET_NONE;
 }
+
+static const char USAGE[] =
+    "usage: echo_pool [ADDR] [--loops N] [--workers N] [--delay MS]\n"
+    "  ADDR         tcp://HOST:PORT, tcp4://, tcp6://[::1]:PORT, unix:///PATH or\n"
+    "               unix://@NAME (default tcp://127.0.0.1:9000; port 0: a free one);\n"
+    "               not udp:// (a worker cannot answer a datagram later)\n"
+    "  --loops N    event loops, 1..1024, or 0 for one per CPU (default 1)\n"
+    "  --workers N  worker threads at most, 1..4096 (default 4 per CPU)\n"
+    "  --delay MS   how long each reply sleeps in a worker, 0..3600000 (default 1000)\n";
 
 int main(int argc, char **argv) {
   const char *addr = "tcp://127.0.0.1:9000";
   cgnet_options o = {0};
   cgnet_pool_options po = {0};
-  for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--loops") == 0 && i + 1 < argc)
-      o.num_loops = atoi(argv[++i]);
-    else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
-      po.max_threads = atoi(argv[++i]);
-    else if (strcmp(argv[i], "--delay") == 0 && i + 1 < argc)
-      g_delay_ms = (unsigned)atoi(argv[++i]);
-    else if (argv[i][0] != '-')
-      addr = argv[i];
-    else
-      usage();
+  ex_args a;
+  ex_args_init(&a, "echo_pool", USAGE, argc, argv);
+  int have_addr = 0;
+  for (const char *arg; (arg = ex_next(&a)) != NULL;) {
+    if (ex_is(arg, "--loops")) {
+      ex_loops(&a, arg, &o);
+    } else if (ex_is(arg, "--workers")) {
+      po.max_threads = (int)ex_u64(&a, arg, 1, 4096);
+    } else if (ex_is(arg, "--delay")) {
+      g_delay_ms = (unsigned)ex_u64(&a, arg, 0, 3600000);
+    } else if (arg[0] != '-' && !have_addr) {
+      addr = arg;
+      have_addr = 1;
+    } else {
+      ex_unknown(&a, arg);
+    }
   }
+  ex_check_addr(&a, "listen address", addr, EX_ADDR_TCP | EX_ADDR_UNIX, EX_LISTEN,
+                "a worker cannot answer a datagram after its on_traffic returned");
   int err = cgnet_pool_new(&po, &g_pool);
   if (err) {
     fprintf(stderr, "echo_pool: pool: %s\n", cgnet_strerror(err));
     return 1;
   }
   sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, NULL); /* every thread started below inherits this */
+  ex_block_stop_signals(&set); /* every thread started below inherits the mask */
 
-  cgnet_handler h = {.on_traffic = on_traffic};
+  cgnet_handler h = {.on_traffic = on_traffic, .on_close = on_close};
   cgnet_engine *eng;
   err = cgnet_engine_start(&h, &addr, 1, &o, &eng);
   if (err) {
@@ -105,10 +125,9 @@ int main(int argc, char **argv) {
     cgnet_pool_release(g_pool, CGNET_POOL_CANCEL, UINT64_MAX);
     return 1;
   }
-  printf("echo_pool: listening on port %d (%d loops, %zu workers max)\n",
-         cgnet_engine_listen_port(eng, 0), cgnet_engine_num_loops(eng),
-         cgnet_pool_capacity(g_pool));
-  fflush(stdout);
+  char workers[64];
+  snprintf(workers, sizeof workers, "%zu workers max", cgnet_pool_capacity(g_pool));
+  ex_print_listening("echo_pool", eng, &addr, workers);
   int sig;
   sigwait(&set, &sig);
   /* Workers first (their references must be gone before the engine is freed), then the

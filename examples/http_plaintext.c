@@ -1,323 +1,394 @@
 /*
- * http_plaintext — a pipelined HTTP/1.1 server in the TechEmpower "plaintext" style.
+ * http_plaintext — an HTTP/1.1 server in the TechEmpower "plaintext" style, fit to face
+ * real clients (curl, ab -k, wrk pipelined, browsers) and a hostile network.
  *
- *   build/examples/http_plaintext [ADDR] [--loops N | --multicore] [--reuseport]
+ *   build/examples/http_plaintext [ADDR] [--loops N] [--reuseport] [--header-timeout-ms MS]
+ *                                 [--idle-timeout-ms MS] [--max-conns N] [--max-body BYTES]
  *
- * GET (or HEAD) /plaintext answers "Hello, World!" as text/plain with Server and Date
- * headers; any other path gets 404. Requests are parsed for real: the request line, the
- * headers (Content-Length bodies are skipped, Connection: close is honoured, HTTP/1.0
- * closes unless it asks for keep-alive), a request split across reads waits for the rest,
- * a malformed request gets 400 and the conn closes, headers over 8 KiB get 431.
+ * What it answers:
+ *  - GET or HEAD /plaintext: 200 "Hello, World!" (text/plain); HEAD gets the headers only;
+ *    a query string is ignored ("/plaintext?x=1" is /plaintext);
+ *  - another method of RFC 9110 (POST, PUT, ...) on /plaintext: 405 with "Allow: GET,
+ * HEAD";
+ *  - any other path: 404; a method cgnet does not know (methods are case-sensitive, so
+ *    "get" is one): 501;
+ *  - a malformed request: 400; a body larger than --max-body: 413; a head over 8 KiB
+ *    (including a line that never ends): 431; a transfer coding other than chunked: 501;
+ *    a head not complete within --header-timeout-ms: 408. These close the conn.
+ * Every response has Server and Date headers. The request parser (http_parser.c) says
+ * exactly what it accepts; bodies (Content-Length or chunked) are skipped as they arrive,
+ * never buffered whole.
  *
- * Every response to one pipelined batch is queued on the conn and leaves in one write
- * when the loop flushes (cgnet writes before it sleeps). Each loop keeps its own copy of
- * the responses with the Date header, refreshed once a second by a loop timer, so the hot
- * path is one memcpy per request.
+ * Persistence: HTTP/1.1 conns stay open unless the request says "Connection: close";
+ * HTTP/1.0 conns close unless it says "Connection: keep-alive", and then the response
+ * says "Connection: keep-alive" too. A response after which the conn closes says
+ * "Connection: close"; the server then sends FIN and drains what the client still sends
+ * for up to a second before closing (so the client reads the response instead of a
+ * reset). An open conn with no byte in either direction for --idle-timeout-ms closes.
+ * At most --max-conns conns are open (default: the descriptor limit less a margin);
+ * more are closed at once.
+ *
+ * Speed: requests are parsed in place with no allocation; every response to one
+ * pipelined batch is queued on the conn and leaves in one write when the loop flushes.
+ * Each loop keeps its own copies of the responses with the Date header, rebuilt when the
+ * second changes, so answering is one memcpy per request.
+ *
+ * SIGINT or SIGTERM stops it.
  */
-#include <ctype.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "args.h"
 #include "cgnet.h"
+#include "http_parser.h"
 
-#define MAX_HEADER_BYTES (8 * 1024)
-#define MAX_BODY_BYTES (1024 * 1024)
-#define MAX_LOOPS 1024
+#define MAX_HEAD_BYTES (8 * 1024)
+#define LINGER_MS 1000
 
-/* Per-loop responses, rebuilt each second with a fresh Date. Only that loop touches it. */
+static const char USAGE[] =
+    "usage: http_plaintext [ADDR] [--loops N] [--reuseport] [--header-timeout-ms MS]\n"
+    "                      [--idle-timeout-ms MS] [--max-conns N] [--max-body BYTES]\n"
+    "  ADDR                  tcp://HOST:PORT, tcp4://, tcp6://[::1]:PORT, unix:///PATH or\n"
+    "                        unix://@NAME (default tcp://127.0.0.1:8080; port 0: a free "
+    "one)\n"
+    "  --loops N             event loops, 1..1024, or 0 for one per CPU (default 1)\n"
+    "  --multicore           the same as --loops 0\n"
+    "  --reuseport           one SO_REUSEPORT listener per loop\n"
+    "  --header-timeout-ms MS  close a conn whose request head is not complete MS after\n"
+    "                        it began (or after connect, for the first) with 408\n"
+    "                        (default 10000)\n"
+    "  --idle-timeout-ms MS  close a conn with no traffic for MS (default 60000; 0: "
+    "never)\n"
+    "  --max-conns N         open conns at most (default: RLIMIT_NOFILE less a margin)\n"
+    "  --max-body BYTES      largest request body, skipped unread (default 8388608)\n"
+    "GET or HEAD /plaintext answers \"Hello, World!\"; see the top of\n"
+    "examples/http_plaintext.c for every other answer.\n";
+
+/* ---- responses ----------------------------------------------------------------------- */
+
+typedef enum resp_kind {
+  RSP_OK,
+  RSP_NOT_FOUND,
+  RSP_NOT_ALLOWED,
+  RSP_NOT_IMPLEMENTED,
+  RSP_BAD_REQUEST,
+  RSP_TIMEOUT,
+  RSP_TOO_LARGE,
+  RSP_HEADERS_TOO_LARGE,
+  RSP_KINDS
+} resp_kind;
+
+static const struct {
+  const char *status; /* status code and reason */
+  const char *body;
+  const char *extra; /* more header lines */
+} RESP[RSP_KINDS] = {
+    [RSP_OK] = {"200 OK", "Hello, World!", ""},
+    [RSP_NOT_FOUND] = {"404 Not Found", "Not Found", ""},
+    [RSP_NOT_ALLOWED] = {"405 Method Not Allowed", "Method Not Allowed",
+                         "Allow: GET, HEAD\r\n"},
+    [RSP_NOT_IMPLEMENTED] = {"501 Not Implemented", "Not Implemented", ""},
+    [RSP_BAD_REQUEST] = {"400 Bad Request", "Bad Request", ""},
+    [RSP_TIMEOUT] = {"408 Request Timeout", "Request Timeout", ""},
+    [RSP_TOO_LARGE] = {"413 Content Too Large", "Content Too Large", ""},
+    [RSP_HEADERS_TOO_LARGE] = {"431 Request Header Fields Too Large",
+                               "Request Header Fields Too Large", ""},
+};
+
+/* How the response speaks of the conn's future. */
+typedef enum conn_mode {
+  M_DEFAULT,    /* HTTP/1.1 staying open: no Connection header */
+  M_KEEP_ALIVE, /* HTTP/1.0 staying open: "Connection: keep-alive" */
+  M_CLOSE,      /* closing after it: "Connection: close" */
+  M_MODES
+} conn_mode;
+
+typedef struct response {
+  size_t len;
+  char bytes[256];
+} response;
+
+/* Per-loop responses, rebuilt when the second changes. Only that loop touches it. */
 typedef struct loop_state {
-  char date[40]; /* "Wed, 25 Nov 2026 17:20:00 GMT" */
-  char ok[256];
-  size_t ok_len;
-  char ok_head[256]; /* for HEAD: the same headers, no body */
-  size_t ok_head_len;
-  char not_found[256];
-  size_t not_found_len;
+  time_t date_sec;
+  response r[RSP_KINDS][M_MODES][2]; /* [kind][mode][0: with body, 1: HEAD] */
 } loop_state;
 
-static loop_state g_states[MAX_LOOPS];
+static loop_state *g_states; /* one per loop, made in on_boot */
+static http_limits g_limits = {.max_head = MAX_HEAD_BYTES, .max_body = 8u << 20};
+static uint64_t g_header_timeout_ms = 10000;
 
-static void build_responses(loop_state *s) {
-  time_t now = time(NULL);
+static void build_responses(loop_state *s, time_t now) {
+  static const char *const conn_line[M_MODES] = {"", "Connection: keep-alive\r\n",
+                                                 "Connection: close\r\n"};
   struct tm tm;
+  char date[64];
   gmtime_r(&now, &tm);
-  strftime(s->date, sizeof s->date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-  static const char body[] = "Hello, World!";
-  int n = snprintf(s->ok, sizeof s->ok,
-                   "HTTP/1.1 200 OK\r\nServer: cgnet\r\nContent-Type: text/plain\r\n"
-                   "Content-Length: %zu\r\nDate: %s\r\n\r\n%s",
-                   sizeof body - 1, s->date, body);
-  s->ok_len = (size_t)n;
-  s->ok_head_len = s->ok_len - (sizeof body - 1);
-  memcpy(s->ok_head, s->ok, s->ok_head_len);
-  n = snprintf(s->not_found, sizeof s->not_found,
-               "HTTP/1.1 404 Not Found\r\nServer: cgnet\r\nContent-Type: text/plain\r\n"
-               "Content-Length: 9\r\nDate: %s\r\n\r\nNot Found",
-               s->date);
-  s->not_found_len = (size_t)n;
+  strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  for (int k = 0; k < RSP_KINDS; k++)
+    for (int m = 0; m < M_MODES; m++) {
+      response *full = &s->r[k][m][0], *head = &s->r[k][m][1];
+      size_t body_len = strlen(RESP[k].body);
+      int n = snprintf(full->bytes, sizeof full->bytes,
+                       "HTTP/1.1 %s\r\nServer: cgnet\r\nContent-Type: text/plain\r\n"
+                       "Content-Length: %zu\r\nDate: %s\r\n%s%s\r\n%s",
+                       RESP[k].status, body_len, date, RESP[k].extra, conn_line[m],
+                       RESP[k].body);
+      full->len = n > 0 && (size_t)n < sizeof full->bytes ? (size_t)n : 0;
+      head->len = full->len ? full->len - body_len : 0;
+      memcpy(head->bytes, full->bytes, head->len);
+    }
+  s->date_sec = now;
 }
 
-static cgnet_action refresh_date(cgnet_timer *t, void *ud) {
-  (void)t;
-  build_responses(ud);
-  return CGNET_NONE;
-}
-
-/* Runs on each loop once at start: its own responses and its own 1 s timer. */
-static void setup_loop(cgnet_loop *loop, void *ud) {
-  loop_state *s = ud;
-  build_responses(s);
-  cgnet_timer *t = cgnet_timer_new(loop, refresh_date, s);
-  if (t) cgnet_timer_start(t, 1000, 1000);
+static loop_state *state_of(cgnet_conn *c) {
+  loop_state *s = &g_states[cgnet_loop_index(cgnet_conn_loop(c))];
+  time_t now = time(NULL); /* vDSO: no syscall; one per wake-up, not per request */
+  if (now != s->date_sec) build_responses(s, now);
+  return s;
 }
 
 static cgnet_action on_boot(cgnet_engine *eng) {
-  int n = cgnet_engine_num_loops(eng);
-  for (int i = 0; i < n && i < MAX_LOOPS; i++)
-    cgnet_loop_execute(cgnet_engine_loop(eng, i), setup_loop, &g_states[i]);
+  g_states = calloc((size_t)cgnet_engine_num_loops(eng), sizeof *g_states);
+  if (!g_states) {
+    fprintf(stderr, "http_plaintext: out of memory\n");
+    return CGNET_SHUTDOWN;
+  }
   return CGNET_NONE;
 }
 
-/* ---- request parsing ----------------------------------------------------------------- */
+/* ---- conns --------------------------------------------------------------------------- */
 
-typedef enum {
-  REQ_INCOMPLETE,
-  REQ_OK,
-  REQ_BAD,
-  REQ_TOO_LARGE,
-  REQ_BODY_TOO_LARGE
-} req_status;
+typedef enum phase {
+  PH_HEAD,   /* reading a request head (or waiting for one) */
+  PH_BODY,   /* skipping a request body; the response goes out when it ends */
+  PH_LINGER, /* answered and sent FIN: discard input until the client closes */
+} phase;
 
-typedef struct request {
-  const char *path;
-  size_t path_len;
-  int is_head;
-  int keep_alive;
-  size_t total_len; /* request line + headers + body */
-} request;
+typedef struct http_conn {
+  phase phase;
+  cgnet_timer *timer; /* header timeout (PH_HEAD), linger (PH_LINGER) */
+  http_body_kind body;
+  uint64_t body_left; /* HTTP_BODY_LENGTH */
+  http_chunked chunked;
+  resp_kind pending; /* the response to send once the body has been skipped */
+  conn_mode pending_mode;
+  int pending_head;
+} http_conn;
 
-/* RFC 9110 tchar, as a table: the parser looks up every byte of every method and
- * header name, so this must cost one load, not a strchr. */
-static const uint8_t TCHAR[256] = {
-    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
-    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1,  ['~'] = 1, ['0'] = 1,
-    ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1,  ['7'] = 1, ['8'] = 1,
-    ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,  ['F'] = 1, ['G'] = 1,
-    ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1,  ['N'] = 1, ['O'] = 1,
-    ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1,  ['V'] = 1, ['W'] = 1,
-    ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1,  ['d'] = 1, ['e'] = 1,
-    ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1,  ['l'] = 1, ['m'] = 1,
-    ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1,  ['t'] = 1, ['u'] = 1,
-    ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
-};
-
-static int token_char(int c) {
-  return TCHAR[c & 0xff];
+/* Queue the response and, if it ends the conn, send FIN and linger. */
+static cgnet_action respond(cgnet_conn *c, http_conn *hc, loop_state *s, resp_kind k,
+                            conn_mode m, int head) {
+  const response *r = &s->r[k][m][head];
+  if (cgnet_conn_write(c, r->bytes, r->len) != 0) return CGNET_CLOSE;
+  if (m != M_CLOSE) return CGNET_NONE;
+  /* The FIN follows the queued responses. Reading goes on (discarding) so that what the
+   * client sent meanwhile does not turn our close into a reset that destroys the
+   * response before it reads it; the timer bounds how long. */
+  hc->phase = PH_LINGER;
+  if (cgnet_conn_shutdown_write(c) != 0) return CGNET_CLOSE;
+  cgnet_timer_start(hc->timer, LINGER_MS, 0);
+  return CGNET_NONE;
 }
 
-static int name_is(const char *p, size_t len, const char *name) {
-  return strlen(name) == len && strncasecmp(p, name, len) == 0;
-}
-
-/* Does a comma-separated header value contain `token` (case-insensitive)? */
-static int value_has(const char *v, size_t len, const char *token) {
-  size_t tl = strlen(token);
-  for (size_t i = 0; i + tl <= len; i++)
-    if (strncasecmp(v + i, token, tl) == 0) return 1;
-  return 0;
-}
-
-static req_status parse_request_line(const char *p, size_t len, request *r, int *minor) {
-  const char *sp1 = memchr(p, ' ', len);
-  if (!sp1 || sp1 == p) return REQ_BAD;
-  for (const char *m = p; m < sp1; m++)
-    if (!token_char((unsigned char)*m)) return REQ_BAD;
-  const char *path = sp1 + 1;
-  const char *sp2 = memchr(path, ' ', len - (size_t)(path - p));
-  if (!sp2 || sp2 == path || *path != '/') return REQ_BAD;
-  const char *ver = sp2 + 1;
-  size_t vlen = len - (size_t)(ver - p);
-  if (vlen != 8 || memcmp(ver, "HTTP/1.", 7) != 0 || (ver[7] != '0' && ver[7] != '1'))
-    return REQ_BAD;
-  *minor = ver[7] - '0';
-  r->is_head = (sp1 - p == 4 && memcmp(p, "HEAD", 4) == 0);
-  r->path = path;
-  r->path_len = (size_t)(sp2 - path);
-  return REQ_OK;
-}
-
-static req_status parse_content_length(const char *v, size_t len, size_t *out) {
-  if (len == 0) return REQ_BAD;
-  size_t n = 0;
-  for (size_t i = 0; i < len; i++) {
-    if (!isdigit((unsigned char)v[i])) return REQ_BAD;
-    n = n * 10 + (size_t)(v[i] - '0');
-    if (n > MAX_BODY_BYTES) return REQ_BODY_TOO_LARGE;
+static resp_kind error_kind(http_result st) {
+  switch (st) {
+  case HTTP_CONTENT_TOO_LARGE:
+    return RSP_TOO_LARGE;
+  case HTTP_HEADERS_TOO_LARGE:
+    return RSP_HEADERS_TOO_LARGE;
+  case HTTP_NOT_IMPLEMENTED:
+    return RSP_NOT_IMPLEMENTED;
+  default:
+    return RSP_BAD_REQUEST;
   }
-  *out = n;
-  return REQ_OK;
 }
 
-/* The next line of the head: [p, *eol) without its CRLF. REQ_INCOMPLETE when no LF has
- * arrived yet, REQ_BAD for a bare LF. */
-static req_status next_line(const char *p, const char *end, const char **eol) {
-  const char *nl = memchr(p, '\n', (size_t)(end - p));
-  if (!nl) return REQ_INCOMPLETE;
-  if (nl == p || nl[-1] != '\r') return REQ_BAD;
-  *eol = nl - 1;
-  return REQ_OK;
+static resp_kind route(const http_request *r) {
+  if (r->method == HTTP_OTHER) return RSP_NOT_IMPLEMENTED;
+  if (r->path_len == 10 && memcmp(r->path, "/plaintext", 10) == 0)
+    return r->method == HTTP_GET || r->method == HTTP_HEAD ? RSP_OK : RSP_NOT_ALLOWED;
+  return RSP_NOT_FOUND;
 }
 
-/* One header line [p, eol): check the name, act on the three headers that matter. */
-static req_status parse_header(const char *p, const char *eol, request *r, size_t *body,
-                               int *have_length) {
-  const char *colon = p;
-  while (colon < eol && TCHAR[(unsigned char)*colon])
-    colon++;
-  if (colon == p || colon == eol || *colon != ':') return REQ_BAD;
-  const char *v = colon + 1, *ve = eol;
-  while (v < ve && (*v == ' ' || *v == '\t'))
-    v++;
-  while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-    ve--;
-  size_t nlen = (size_t)(colon - p), vlen = (size_t)(ve - v);
-  switch (p[0] | 0x20) { /* cheap first-letter filter before the full comparisons */
-  case 'c':
-    if (name_is(p, nlen, "content-length")) {
-      size_t n;
-      req_status st = parse_content_length(v, vlen, &n);
-      if (st != REQ_OK) return st;
-      if (*have_length && n != *body) return REQ_BAD; /* conflicting lengths */
-      *body = n;
-      *have_length = 1;
-    } else if (name_is(p, nlen, "connection")) {
-      if (value_has(v, vlen, "close")) r->keep_alive = 0;
-      if (value_has(v, vlen, "keep-alive")) r->keep_alive = 1;
+static http_result skip_body(http_conn *hc, const char *p, size_t n, size_t *used) {
+  if (hc->body == HTTP_BODY_LENGTH) {
+    size_t k = n < hc->body_left ? n : (size_t)hc->body_left;
+    hc->body_left -= k;
+    *used = k;
+    return hc->body_left ? HTTP_INCOMPLETE : HTTP_OK;
+  }
+  return http_chunked_skip(&hc->chunked, p, n, g_limits.max_body, used);
+}
+
+/* Serve every complete request in buf[*off, len); *off ends past what was used. */
+static cgnet_action serve(cgnet_conn *c, http_conn *hc, loop_state *s, const char *buf,
+                          size_t len, size_t *off) {
+  for (;;) {
+    if (hc->phase == PH_BODY) {
+      size_t used = 0;
+      http_result st = skip_body(hc, buf + *off, len - *off, &used);
+      *off += used;
+      if (st == HTTP_INCOMPLETE) return CGNET_NONE;
+      if (st != HTTP_OK) return respond(c, hc, s, error_kind(st), M_CLOSE, 0);
+      hc->phase = PH_HEAD;
+      cgnet_action a = respond(c, hc, s, hc->pending, hc->pending_mode, hc->pending_head);
+      if (a != CGNET_NONE || hc->phase != PH_HEAD) return a;
     }
-    break;
-  case 't':
-    if (name_is(p, nlen, "transfer-encoding"))
-      return REQ_BAD; /* no chunked request bodies here: refuse rather than misframe */
-    break;
-  }
-  return REQ_OK;
-}
-
-/* Parse one request at the start of buf, line by line in one pass. */
-static req_status parse_request(const char *buf, size_t len, request *r) {
-  const char *end = buf + (len < MAX_HEADER_BYTES + 2 ? len : MAX_HEADER_BYTES + 2);
-  req_status incomplete = len > MAX_HEADER_BYTES ? REQ_TOO_LARGE : REQ_INCOMPLETE;
-  const char *eol;
-  req_status st = next_line(buf, end, &eol);
-  if (st != REQ_OK) return st == REQ_INCOMPLETE ? incomplete : st;
-  int minor;
-  if ((st = parse_request_line(buf, (size_t)(eol - buf), r, &minor)) != REQ_OK) return st;
-  r->keep_alive = minor == 1;
-  size_t body = 0;
-  int have_length = 0;
-  for (const char *p = eol + 2;; p = eol + 2) {
-    st = next_line(p, end, &eol);
-    if (st != REQ_OK) return st == REQ_INCOMPLETE ? incomplete : st;
-    if (eol == p) { /* the empty line ends the head */
-      r->total_len = (size_t)(eol + 2 - buf) + body;
-      return len < r->total_len ? REQ_INCOMPLETE : REQ_OK;
+    if (*off == len) return CGNET_NONE;
+    http_request r;
+    http_result st = http_parse_request(buf + *off, len - *off, &g_limits, &r);
+    if (st == HTTP_INCOMPLETE) return CGNET_NONE;
+    if (st != HTTP_OK) return respond(c, hc, s, error_kind(st), M_CLOSE, 0);
+    *off += r.head_len;
+    resp_kind k = route(&r);
+    conn_mode m = !r.keep_alive ? M_CLOSE : r.minor_version == 0 ? M_KEEP_ALIVE : M_DEFAULT;
+    int head = r.method == HTTP_HEAD;
+    if (r.body != HTTP_BODY_NONE) { /* answer once the body is gone: order is kept */
+      hc->phase = PH_BODY;
+      hc->body = r.body;
+      hc->body_left = r.content_length;
+      http_chunked_init(&hc->chunked);
+      hc->pending = k;
+      hc->pending_mode = m;
+      hc->pending_head = head;
+      continue;
     }
-    if ((st = parse_header(p, eol, r, &body, &have_length)) != REQ_OK) return st;
+    cgnet_action a = respond(c, hc, s, k, m, head);
+    if (a != CGNET_NONE || hc->phase != PH_HEAD) return a;
   }
-}
-
-/* ---- the server ---------------------------------------------------------------------- */
-
-static void reply_error(cgnet_conn *c, const char *status) {
-  char buf[256];
-  int n = snprintf(buf, sizeof buf,
-                   "HTTP/1.1 %s\r\nServer: cgnet\r\nContent-Length: 0\r\n"
-                   "Connection: close\r\n\r\n",
-                   status);
-  cgnet_conn_write(c, buf, (size_t)n);
 }
 
 static cgnet_action on_traffic(cgnet_conn *c) {
-  loop_state *s = &g_states[cgnet_loop_index(cgnet_conn_loop(c)) % MAX_LOOPS];
+  http_conn *hc = cgnet_conn_context(c);
   const uint8_t *data;
   size_t len = cgnet_conn_peek(c, 0, &data), off = 0;
-  while (off < len) {
-    request r;
-    req_status st = parse_request((const char *)data + off, len - off, &r);
-    if (st == REQ_INCOMPLETE) break;
-    if (st != REQ_OK) {
-      reply_error(c, st == REQ_TOO_LARGE        ? "431 Request Header Fields Too Large"
-                     : st == REQ_BODY_TOO_LARGE ? "413 Content Too Large"
-                                                : "400 Bad Request");
-      cgnet_conn_discard(c, len);
-      return CGNET_CLOSE;
-    }
-    off += r.total_len;
-    if (r.path_len == 10 && memcmp(r.path, "/plaintext", 10) == 0)
-      cgnet_conn_write(c, r.is_head ? s->ok_head : s->ok,
-                       r.is_head ? s->ok_head_len : s->ok_len);
-    else
-      cgnet_conn_write(c, s->not_found, s->not_found_len);
-    if (!r.keep_alive) {
-      cgnet_conn_discard(c, len);
-      return CGNET_CLOSE; /* queued responses are flushed before the close */
-    }
+  if (!hc) return CGNET_CLOSE;
+  if (hc->phase == PH_LINGER) {
+    cgnet_conn_discard(c, len);
+    return CGNET_NONE;
   }
-  cgnet_conn_discard(c, off);
+  cgnet_action a = serve(c, hc, state_of(c), (const char *)data, len, &off);
+  cgnet_conn_discard(c, hc->phase == PH_LINGER ? len : off);
+  /* The header timeout runs while part of a head is buffered (or since connect, for
+   * the first request) and is not restarted by more bytes of the same head, so a client
+   * trickling a head byte by byte is still cut off. A body in progress and a conn
+   * between requests fall under the idle timeout instead. */
+  if (hc->phase == PH_HEAD && off < len) {
+    if (!cgnet_timer_active(hc->timer))
+      cgnet_timer_start(hc->timer, g_header_timeout_ms, 0);
+  } else if (hc->phase != PH_LINGER && cgnet_timer_active(hc->timer)) {
+    cgnet_timer_stop(hc->timer);
+  }
+  return a;
+}
+
+/* The header timeout or the linger time ran out. */
+static cgnet_action on_timer(cgnet_timer *t, void *ud) {
+  http_conn *hc = ud;
+  cgnet_conn *c = cgnet_timer_conn(t);
+  if (hc->phase == PH_HEAD && cgnet_conn_inbound_buffered(c) > 0) {
+    cgnet_action a = respond(c, hc, state_of(c), RSP_TIMEOUT, M_CLOSE, 0);
+    cgnet_conn_discard(c, cgnet_conn_inbound_buffered(c));
+    return a;
+  }
+  return CGNET_CLOSE; /* nothing sent yet, or lingered long enough */
+}
+
+static cgnet_action on_open(cgnet_conn *c) {
+  http_conn *hc = calloc(1, sizeof *hc);
+  if (!hc) return CGNET_CLOSE;
+  hc->timer = cgnet_conn_timer_new(c, on_timer, hc);
+  if (!hc->timer) {
+    free(hc);
+    return CGNET_CLOSE;
+  }
+  cgnet_conn_set_context(c, hc);
+  cgnet_timer_start(hc->timer, g_header_timeout_ms, 0); /* for the first request */
+  return CGNET_NONE;
+}
+
+static cgnet_action on_close(cgnet_conn *c, int reason) {
+  (void)reason;
+  free(cgnet_conn_context(c)); /* the timer goes with the conn */
   return CGNET_NONE;
 }
 
 /* ---- main ---------------------------------------------------------------------------- */
 
-static void usage(void) {
-  fprintf(stderr, "usage: http_plaintext [ADDR] [--loops N | --multicore] [--reuseport]\n"
-                  "  ADDR defaults to tcp://127.0.0.1:8080\n");
-  exit(2);
+/* Room for what is not a conn: stdio, each loop's epoll, eventfd and timer descriptors,
+ * listeners, and what the system libraries open. */
+static size_t default_max_conns(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 0;
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  rlim_t margin = 64 + 4 * (rlim_t)(cpus > 0 ? cpus : 1);
+  return rl.rlim_cur > 2 * margin ? (size_t)(rl.rlim_cur - margin)
+                                  : (size_t)rl.rlim_cur / 2;
 }
 
 int main(int argc, char **argv) {
   const char *addr = "tcp://127.0.0.1:8080";
-  cgnet_options o = {0};
-  for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--loops") == 0 && i + 1 < argc) {
-      o.num_loops = atoi(argv[++i]);
-      if (o.num_loops < 1 || o.num_loops > MAX_LOOPS) usage();
-    } else if (strcmp(argv[i], "--multicore") == 0) {
+  cgnet_options o = {.idle_timeout_ms = 60000};
+  ex_args a;
+  ex_args_init(&a, "http_plaintext", USAGE, argc, argv);
+  int have_addr = 0;
+  for (const char *arg; (arg = ex_next(&a)) != NULL;) {
+    if (ex_is(arg, "--loops")) {
+      ex_loops(&a, arg, &o);
+    } else if (ex_is(arg, "--multicore")) {
+      o.num_loops = 0;
       o.multicore = 1;
-    } else if (strcmp(argv[i], "--reuseport") == 0) {
+    } else if (ex_is(arg, "--reuseport")) {
       o.reuse_port = 1;
-    } else if (argv[i][0] != '-') {
-      addr = argv[i];
+    } else if (ex_is(arg, "--header-timeout-ms")) {
+      g_header_timeout_ms = ex_u64(&a, arg, 1, 3600000);
+    } else if (ex_is(arg, "--idle-timeout-ms")) {
+      o.idle_timeout_ms = ex_u64(&a, arg, 0, 86400000);
+    } else if (ex_is(arg, "--max-conns")) {
+      o.max_connections = (size_t)ex_u64(&a, arg, 1, 100000000);
+    } else if (ex_is(arg, "--max-body")) {
+      g_limits.max_body = ex_u64(&a, arg, 0, UINT64_MAX - 1);
+    } else if (arg[0] != '-' && !have_addr) {
+      addr = arg;
+      have_addr = 1;
     } else {
-      usage();
+      ex_unknown(&a, arg);
     }
   }
-  /* Stop gracefully on SIGINT/SIGTERM: a thread waits for them and calls stop. */
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  ex_check_addr(&a, "listen address", addr, EX_ADDR_TCP | EX_ADDR_UNIX, EX_LISTEN,
+                "HTTP/1.1 needs a stream");
+  if (!o.max_connections) o.max_connections = default_max_conns();
 
-  cgnet_handler h = {.on_boot = on_boot, .on_traffic = on_traffic};
+  sigset_t set;
+  ex_block_stop_signals(&set);
+  cgnet_handler h = {.on_boot = on_boot,
+                     .on_open = on_open,
+                     .on_traffic = on_traffic,
+                     .on_close = on_close};
   cgnet_engine *eng;
   int err = cgnet_engine_start(&h, &addr, 1, &o, &eng);
   if (err) {
     fprintf(stderr, "http_plaintext: %s: %s\n", addr, cgnet_strerror(err));
     return 1;
   }
-  printf("http_plaintext: listening on port %d (%d loops)\n",
-         cgnet_engine_listen_port(eng, 0), cgnet_engine_num_loops(eng));
-  fflush(stdout);
+  if (!g_states) { /* on_boot failed and stopped the engine */
+    cgnet_engine_wait(eng);
+    cgnet_engine_free(eng);
+    return 1;
+  }
+  ex_print_listening("http_plaintext", eng, &addr, NULL);
   int sig;
   sigwait(&set, &sig);
   cgnet_engine_stop(eng, 1000);
   err = cgnet_engine_wait(eng);
   cgnet_engine_free(eng);
+  free(g_states);
   return err ? 1 : 0;
 }

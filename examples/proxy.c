@@ -4,12 +4,18 @@
  *
  *   build/examples/proxy LISTEN_ADDR BACKEND_ADDR [--loops N] [--quiet]
  *
+ * Both addresses are stream addresses: tcp://, tcp4://, tcp6:// or unix://. udp:// is
+ * refused at start on either side (a datagram has no conn to pair with a backend conn,
+ * and a stream cannot be cut back into the sender's datagrams). The backend address is
+ * checked when the proxy starts (scheme, host syntax, port 1..65535); a host name in it
+ * is resolved at each dial.
+ *
  *   build/examples/echo tcp://127.0.0.1:9000 &
  *   build/examples/proxy tcp://127.0.0.1:8000 tcp://127.0.0.1:9000 --loops 2
  *
  * The first line on stdout names the port actually bound (LISTEN_ADDR may use port 0):
  *
- *   proxy: listening on 127.0.0.1:8000 -> tcp://127.0.0.1:9000 (2 loops)
+ *   proxy: listening on tcp://127.0.0.1:8000 (2 loops, backend tcp://127.0.0.1:9000)
  *
  * How it works. The server's on_open dials the backend through a client that runs on
  * the server's own loops; a dial made on a loop thread stays on that loop, so the two
@@ -30,6 +36,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
+
 /* Both conns of a pair point at it (their context); freed when both have closed. */
 typedef struct pair {
   cgnet_conn *front; /* the client's conn, accepted by the server */
@@ -42,8 +50,11 @@ static const char *g_backend_addr;
 static cgnet_options g_opts = {.allow_half_open = 1};
 static int g_quiet;
 
+/* The other conn of c's pair; NULL when it is gone, or when c has no pair (front_open
+ * failed before making one). */
 static cgnet_conn *peer_of(cgnet_conn *c) {
   pair *p = cgnet_conn_context(c);
+  if (!p) return NULL;
   return c == p->front ? p->back : p->front;
 }
 
@@ -79,6 +90,7 @@ static cgnet_action on_read_closed(cgnet_conn *c) {
 
 static cgnet_action on_close(cgnet_conn *c, int reason) {
   pair *p = cgnet_conn_context(c);
+  if (!p) return CGNET_NONE; /* front_open could not make a pair */
   cgnet_conn *peer = peer_of(c);
   int is_front = c == p->front;
   if (is_front)
@@ -149,42 +161,40 @@ static cgnet_action on_boot(cgnet_engine *eng) {
 /* ---- main ------------------------------------------------------------------------------
  */
 
-static void usage(FILE *f) {
-  fprintf(f, "usage: proxy LISTEN_ADDR BACKEND_ADDR [--loops N] [--quiet]\n"
-             "  e.g. proxy tcp://127.0.0.1:8000 tcp://127.0.0.1:9000 --loops 2\n");
-}
+static const char USAGE[] =
+    "usage: proxy LISTEN_ADDR BACKEND_ADDR [--loops N] [--quiet]\n"
+    "  LISTEN_ADDR  where clients connect: tcp://HOST:PORT, tcp4://, tcp6://[::1]:PORT,\n"
+    "               unix:///PATH or unix://@NAME (port 0: a free one)\n"
+    "  BACKEND_ADDR where each client's bytes go: the same forms, with a port\n"
+    "               (udp:// is refused on either side: the proxy pairs streams)\n"
+    "  --loops N    event loops, 1..1024, or 0 for one per CPU (default 1)\n"
+    "  --quiet      no line when a conn closes with an error\n"
+    "  e.g. proxy tcp://127.0.0.1:8000 tcp://127.0.0.1:9000 --loops 2\n";
 
 int main(int argc, char **argv) {
   cgnet_options *o = &g_opts;
   const char *addrs[2];
   int naddrs = 0;
-  for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--loops") == 0 && i + 1 < argc) {
-      o->num_loops = atoi(argv[++i]);
-      if (o->num_loops < 1 || o->num_loops > 1024) {
-        usage(stderr);
-        return 2;
-      }
-    } else if (strcmp(argv[i], "--quiet") == 0) {
+  ex_args a;
+  ex_args_init(&a, "proxy", USAGE, argc, argv);
+  for (const char *arg; (arg = ex_next(&a)) != NULL;) {
+    if (ex_is(arg, "--loops"))
+      ex_loops(&a, arg, o);
+    else if (ex_is(arg, "--quiet"))
       g_quiet = 1;
-    } else if (argv[i][0] != '-' && naddrs < 2) {
-      addrs[naddrs++] = argv[i];
-    } else {
-      usage(stderr);
-      return 2;
-    }
+    else if (arg[0] != '-' && naddrs < 2)
+      addrs[naddrs++] = arg;
+    else
+      ex_unknown(&a, arg);
   }
-  if (naddrs != 2) {
-    usage(stderr);
-    return 2;
-  }
+  if (naddrs != 2) ex_usage_error(&a, "needs LISTEN_ADDR and BACKEND_ADDR");
+  static const char why[] = "the proxy pairs stream conns";
+  ex_check_addr(&a, "listen address", addrs[0], EX_ADDR_TCP | EX_ADDR_UNIX, EX_LISTEN, why);
+  ex_check_addr(&a, "backend address", addrs[1], EX_ADDR_TCP | EX_ADDR_UNIX, EX_DIAL, why);
   g_backend_addr = addrs[1];
 
   sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, NULL); /* every thread started below inherits this */
+  ex_block_stop_signals(&set); /* every thread started below inherits the mask */
 
   cgnet_handler front = {.on_boot = on_boot,
                          .on_open = front_open,
@@ -209,14 +219,9 @@ int main(int argc, char **argv) {
     cgnet_engine_free(eng);
     return 1;
   }
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  char host[128] = "?";
-  if (cgnet_engine_listen_addr(eng, 0, (struct sockaddr *)&ss, &len) == 0)
-    cgnet_format_addr((struct sockaddr *)&ss, len, host, sizeof host);
-  printf("proxy: listening on %s -> %s (%d loop%s)\n", host, g_backend_addr,
-         cgnet_engine_num_loops(eng), cgnet_engine_num_loops(eng) == 1 ? "" : "s");
-  fflush(stdout);
+  char backend[300];
+  snprintf(backend, sizeof backend, "backend %s", g_backend_addr);
+  ex_print_listening("proxy", eng, addrs, backend);
 
   int sig;
   sigwait(&set, &sig);

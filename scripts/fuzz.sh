@@ -25,7 +25,7 @@ all_targets=$(for f in fuzz/fuzz_*.c; do f=${f#fuzz/fuzz_}; echo "${f%.c}"; done
 targets=(${FUZZ_TARGETS:-$all_targets})
 flags=(-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-  -Iinclude -Isrc -Wall -Wextra -Werror)
+  -Iinclude -Isrc -Iexamples -Wall -Wextra -Werror)
 
 if ! command -v "$cc" >/dev/null 2>&1; then
   echo "fuzz: $cc not found (bash scripts/deps.sh installs it)" >&2
@@ -37,6 +37,7 @@ mkdir -p "$out"
 target_sources() {
   case "$1" in
     read_path) echo src/*.c src/poller/*.c -pthread ;;
+    http) echo examples/http_parser.c ;;
     *) echo src/codec.c src/error.c ;;
   esac
 }

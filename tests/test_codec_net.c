@@ -651,7 +651,7 @@ static pid_t spawn_codec_echo(const char *const *args, int *port) {
   char line[256];
   pid_t pid = tu_spawn_example("codec_echo", args, line, sizeof line);
   if (pid < 0) fail_msg("cannot start codec_echo");
-  *port = tu_port_after(line, "port ");
+  *port = tu_port_after(line, "listening on ");
   assert_true(*port > 0);
   return pid;
 }
