@@ -7,7 +7,8 @@
 #   FUZZ_TARGETS="line fixed" scripts/fuzz.sh 10
 #
 # The codec targets link only the codec; read_path drives a real client and loop, so it
-# links the whole library (target_sources below). Each target starts from a copy of its
+# links the whole library; http links the HTTP example's request parser (target_sources
+# below). Each target starts from a copy of its
 # seed corpus (fuzz/corpus/<target>/) in build-fuzz/corpus/<target>/, so runs accumulate
 # coverage without touching the tree, and uses fuzz/<target>.dict if there is one. A
 # crashing input is saved as build-fuzz/crash-<target>-*.
