@@ -22,13 +22,7 @@
 
 #include "cgnet.h"
 
-#define FZ_CHECK(cond)                                                                     \
-  do {                                                                                     \
-    if (!(cond)) {                                                                         \
-      fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #cond);         \
-      abort();                                                                             \
-    }                                                                                      \
-  } while (0)
+#include "fuzz_check.h"
 
 /* What a decode of a stream produced: frames folded into a hash, and how it ended. */
 typedef struct fz_result {

@@ -22,13 +22,7 @@
 
 #include "http_parser.h"
 
-#define FZ_CHECK(cond)                                                                     \
-  do {                                                                                     \
-    if (!(cond)) {                                                                         \
-      fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #cond);         \
-      abort();                                                                             \
-    }                                                                                      \
-  } while (0)
+#include "fuzz_check.h"
 
 typedef struct trace {
   uint64_t hash;

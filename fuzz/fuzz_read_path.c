@@ -52,6 +52,7 @@
 #include <unistd.h>
 
 #include "cgnet.h"
+#include "fuzz_check.h"
 
 #define MAX_PAYLOAD (16 * 1024)
 #define MAX_CHAIN 4
@@ -60,15 +61,6 @@
 /* A timer resume costs at least a wheel tick (1 ms): past this many in one input, the
  * harness resumes instead, so that an input stays in milliseconds. */
 #define MAX_TIMER_PAUSES 8
-
-#define RP_CHECK(cond)                                                                     \
-  do {                                                                                     \
-    if (!(cond)) {                                                                         \
-      fprintf(stderr, "%s:%d: read path invariant broken: %s\n", __FILE__, __LINE__,       \
-              #cond);                                                                      \
-      abort();                                                                             \
-    }                                                                                      \
-  } while (0)
 
 /* ---- the codec table and the wire bytes a frame stands for ------------------------------
  */
@@ -87,13 +79,13 @@ static void make_codecs(void) {
                                           .max_frame_length = 300};
   cgnet_delimiter_codec_options crlf = {.delimiter = (const uint8_t *)"\r\n",
                                         .delimiter_len = 2};
-  RP_CHECK(cgnet_codec_line(&l64, &codecs[1]) == 0);
-  RP_CHECK(cgnet_codec_fixed(5, &codecs[2]) == 0);
-  RP_CHECK(cgnet_codec_length_field(&lf2, &codecs[3]) == 0);
-  RP_CHECK(cgnet_codec_fixed(1, &codecs[4]) == 0);
-  RP_CHECK(cgnet_codec_length_field(&lf1, &codecs[5]) == 0);
-  RP_CHECK(cgnet_codec_line(&l, &codecs[6]) == 0);
-  RP_CHECK(cgnet_codec_delimiter(&crlf, &codecs[7]) == 0);
+  FZ_CHECK(cgnet_codec_line(&l64, &codecs[1]) == 0);
+  FZ_CHECK(cgnet_codec_fixed(5, &codecs[2]) == 0);
+  FZ_CHECK(cgnet_codec_length_field(&lf2, &codecs[3]) == 0);
+  FZ_CHECK(cgnet_codec_fixed(1, &codecs[4]) == 0);
+  FZ_CHECK(cgnet_codec_length_field(&lf1, &codecs[5]) == 0);
+  FZ_CHECK(cgnet_codec_line(&l, &codecs[6]) == 0);
+  FZ_CHECK(cgnet_codec_delimiter(&crlf, &codecs[7]) == 0);
 }
 
 /* ---- one input's state (one input at a time) --------------------------------------------
@@ -132,8 +124,8 @@ static uint64_t now_ms(void) {
 /* Loop thread: the handler consumed p[0, n); it must be the payload's next n bytes. */
 static void consumed(const uint8_t *p, size_t n) {
   size_t at = atomic_load(&S.got);
-  RP_CHECK(at + n <= S.total);
-  RP_CHECK(n == 0 || memcmp(p, S.payload + at, n) == 0);
+  FZ_CHECK(at + n <= S.total);
+  FZ_CHECK(n == 0 || memcmp(p, S.payload + at, n) == 0);
   atomic_store(&S.got, at + n);
 }
 
@@ -150,24 +142,24 @@ static void consumed_frame(const uint8_t *frame, size_t len) {
 static cgnet_action resume_fn(cgnet_timer *t, void *ud) {
   (void)t;
   (void)ud;
-  RP_CHECK(cgnet_conn_resume_read(S.conn) == 0);
+  FZ_CHECK(cgnet_conn_resume_read(S.conn) == 0);
   return CGNET_NONE;
 }
 
 static void pause_conn(cgnet_conn *c, uint8_t a) {
-  RP_CHECK(cgnet_conn_pause_read(c) == 0);
+  FZ_CHECK(cgnet_conn_pause_read(c) == 0);
   if (!(a & 8) || S.timer_pauses++ >= MAX_TIMER_PAUSES) {
     atomic_store(&S.paused_ext, 1);
     return;
   }
   if (!S.resume_timer) S.resume_timer = cgnet_conn_timer_new(c, resume_fn, NULL);
-  RP_CHECK(S.resume_timer != NULL);
-  RP_CHECK(cgnet_timer_start(S.resume_timer, (a >> 4) & 3, 0) == 0);
+  FZ_CHECK(S.resume_timer != NULL);
+  FZ_CHECK(cgnet_timer_start(S.resume_timer, (a >> 4) & 3, 0) == 0);
 }
 
 static void set_codec(cgnet_conn *c, int idx) {
-  RP_CHECK(cgnet_conn_set_codec(c, codecs[idx]) == 0);
-  RP_CHECK(cgnet_conn_codec(c) == codecs[idx]);
+  FZ_CHECK(cgnet_conn_set_codec(c, codecs[idx]) == 0);
+  FZ_CHECK(cgnet_conn_codec(c) == codecs[idx]);
   atomic_store(&S.codec, idx);
 }
 
@@ -185,16 +177,16 @@ static int act(cgnet_conn *c, uint8_t a) {
     break;
   case 1:
     k = cgnet_conn_next(c, n, &p);
-    RP_CHECK(k <= n);
+    FZ_CHECK(k <= n);
     consumed(p, k);
     break;
   case 2: {
     size_t avail = cgnet_conn_inbound_buffered(c);
     k = cgnet_conn_peek(c, n, &p);
-    RP_CHECK(k == (avail < n ? avail : n));
+    FZ_CHECK(k == (avail < n ? avail : n));
     size_t at = atomic_load(&S.got);
-    RP_CHECK(at + k <= S.total && (k == 0 || memcmp(p, S.payload + at, k) == 0));
-    RP_CHECK(cgnet_conn_discard(c, k / 2) == k / 2);
+    FZ_CHECK(at + k <= S.total && (k == 0 || memcmp(p, S.payload + at, k) == 0));
+    FZ_CHECK(cgnet_conn_discard(c, k / 2) == k / 2);
     consumed(p, k / 2);
     break;
   }
@@ -212,7 +204,7 @@ static int act(cgnet_conn *c, uint8_t a) {
     break;
   default:
     k = cgnet_conn_peek(c, n, &p);
-    RP_CHECK(cgnet_conn_discard(c, n) == k);
+    FZ_CHECK(cgnet_conn_discard(c, n) == k);
     consumed(p, k);
     return 1;
   }
@@ -224,7 +216,7 @@ static void resume_if_woken(cgnet_conn *c) {
   int w = atomic_load(&S.wakes);
   if (w == S.wakes_seen) return;
   S.wakes_seen = w;
-  if (atomic_exchange(&S.paused_ext, 0)) RP_CHECK(cgnet_conn_resume_read(c) == 0);
+  if (atomic_exchange(&S.paused_ext, 0)) FZ_CHECK(cgnet_conn_resume_read(c) == 0);
 }
 
 static void run_actions(cgnet_conn *c) {
@@ -243,16 +235,16 @@ static cgnet_action on_open(cgnet_conn *c) {
 }
 
 static cgnet_action on_traffic(cgnet_conn *c) {
-  RP_CHECK(!atomic_load(&S.closed));
+  FZ_CHECK(!atomic_load(&S.closed));
   run_actions(c);
   return CGNET_NONE;
 }
 
 static cgnet_action on_frame(cgnet_conn *c, const uint8_t *frame, size_t len) {
-  RP_CHECK(!atomic_load(&S.closed));
+  FZ_CHECK(!atomic_load(&S.closed));
   int idx = atomic_load(&S.codec);
-  RP_CHECK(idx != 0 && cgnet_conn_codec(c) == codecs[idx]);
-  RP_CHECK(len <= cgnet_codec_max_frame_length(codecs[idx]));
+  FZ_CHECK(idx != 0 && cgnet_conn_codec(c) == codecs[idx]);
+  FZ_CHECK(len <= cgnet_codec_max_frame_length(codecs[idx]));
   consumed_frame(frame, len);
   run_actions(c);
   return CGNET_NONE;
@@ -278,7 +270,7 @@ static void resume_task(cgnet_loop *loop, void *ud) {
   (void)loop;
   (void)ud;
   if (!atomic_load(&S.closed) && atomic_exchange(&S.paused_ext, 0))
-    RP_CHECK(cgnet_conn_resume_read(S.conn) == 0);
+    FZ_CHECK(cgnet_conn_resume_read(S.conn) == 0);
   atomic_fetch_sub(&S.tasks, 1);
 }
 
@@ -288,17 +280,17 @@ static void drain_task(cgnet_loop *loop, void *ud) {
   (void)ud;
   atomic_store(&S.draining, 1);
   if (!atomic_load(&S.closed)) {
-    if (S.resume_timer) RP_CHECK(cgnet_timer_stop(S.resume_timer) == 0);
+    if (S.resume_timer) FZ_CHECK(cgnet_timer_stop(S.resume_timer) == 0);
     set_codec(S.conn, 0);
     atomic_store(&S.paused_ext, 0);
-    RP_CHECK(cgnet_conn_resume_read(S.conn) == 0);
+    FZ_CHECK(cgnet_conn_resume_read(S.conn) == 0);
   }
   atomic_fetch_sub(&S.tasks, 1);
 }
 
 static void post(cgnet_loop_fn fn) {
   atomic_fetch_add(&S.tasks, 1);
-  RP_CHECK(cgnet_loop_execute(cgnet_conn_loop(S.conn), fn, NULL) == 0);
+  FZ_CHECK(cgnet_loop_execute(cgnet_conn_loop(S.conn), fn, NULL) == 0);
 }
 
 /* ---- the clients: one per (edge, small reads), started on first use --------------------
@@ -314,7 +306,7 @@ static cgnet_client *client_for(int edge, int small) {
                      .read_buffer_cap = small ? 512 : 0,
                      .read_chunk_limit = small ? 700 : 0,
                      .log_level = CGNET_LOG_OFF};
-  RP_CHECK(cgnet_client_new(&handler, &o, cl) == 0);
+  FZ_CHECK(cgnet_client_new(&handler, &o, cl) == 0);
   return *cl;
 }
 
@@ -336,7 +328,7 @@ static void resume_external(unsigned *tries) {
   if ((*tries)++ % 2 == 0) {
     atomic_fetch_add(&S.wakes, 1);
     int rc = cgnet_conn_wake(S.conn);
-    RP_CHECK(rc == 0 || rc == CGNET_ECLOSED);
+    FZ_CHECK(rc == 0 || rc == CGNET_ECLOSED);
   }
   post(resume_task);
 }
@@ -381,7 +373,7 @@ static void write_all(int fd, const uint8_t *p, size_t n) {
     ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
     if (w < 0 && errno == EINTR) continue;
     if (w < 0) {
-      RP_CHECK(errno == EPIPE || errno == ECONNRESET); /* closed by a codec error */
+      FZ_CHECK(errno == EPIPE || errno == ECONNRESET); /* closed by a codec error */
       return;
     }
     p += w;
@@ -397,12 +389,12 @@ static size_t chunk_size(uint8_t b) {
  * the last one consumed must really be a bad frame for the codec of that moment. */
 static void check_early_close(void) {
   int reason = atomic_load(&S.reason);
-  RP_CHECK(reason == CGNET_EFRAMETOOLARGE || reason == CGNET_ECODEC);
+  FZ_CHECK(reason == CGNET_EFRAMETOOLARGE || reason == CGNET_ECODEC);
   int idx = atomic_load(&S.codec);
-  RP_CHECK(idx != 0);
+  FZ_CHECK(idx != 0);
   size_t at = atomic_load(&S.got);
   cgnet_frame f = {0};
-  RP_CHECK(cgnet_codec_decode(codecs[idx], S.payload + at, S.total - at, &f) == reason);
+  FZ_CHECK(cgnet_codec_decode(codecs[idx], S.payload + at, S.total - at, &f) == reason);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
@@ -429,10 +421,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
   S.initial_codec = (mode >> 2) & 7;
 
   int fds[2];
-  RP_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+  FZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
   cgnet_client *cl = client_for(mode & 1, (mode >> 1) & 1);
   fd0 = fds[0];
-  RP_CHECK(cgnet_client_enroll(cl, fds[0], NULL, &S.conn) == 0);
+  FZ_CHECK(cgnet_client_enroll(cl, fds[0], NULL, &S.conn) == 0);
 
   size_t off = 0;
   for (size_t i = 0; off < total && !atomic_load(&S.closed); i++) {
@@ -444,19 +436,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
   }
   post(drain_task);
   int wake = cgnet_conn_wake(S.conn);
-  RP_CHECK(wake == 0 || wake == CGNET_ECLOSED);
+  FZ_CHECK(wake == 0 || wake == CGNET_ECLOSED);
   wait_for(all_consumed_or_closed, "consuming the whole payload");
 
   if (atomic_load(&S.closed))
     check_early_close();
   else
-    RP_CHECK(atomic_load(&S.got) == S.total);
+    FZ_CHECK(atomic_load(&S.got) == S.total);
 
   int rc = cgnet_conn_async_close(S.conn, NULL, NULL);
-  RP_CHECK(rc == 0 || rc == CGNET_ECLOSED);
+  FZ_CHECK(rc == 0 || rc == CGNET_ECLOSED);
   wait_for(closed, "closing the conn");
   wait_for(no_tasks, "running the harness's loop tasks");
-  RP_CHECK(atomic_load(&S.reason) != CGNET_ELOCALCLOSE || atomic_load(&S.got) == S.total);
+  FZ_CHECK(atomic_load(&S.reason) != CGNET_ELOCALCLOSE || atomic_load(&S.got) == S.total);
   cgnet_conn_unref(S.conn);
   close(fds[1]);
   return 0;

@@ -442,20 +442,28 @@ static cgnet_action limit_partial_open(cgnet_conn *c) {
   return CGNET_NONE;
 }
 
-static void test_write_limit_partial(void **state) {
-  (void)state;
+/* A server with a 256 KiB write_buffer_limit, no watermark and small socket buffers on
+ * both sides, running `open` as on_open; a connected client's fd once open has run. */
+static int start_limit_server(tu_server *srv, cgnet_action (*open)(cgnet_conn *)) {
   flow_reset();
   F.limit = 256 * KiB;
   cgnet_handler h = base_handler();
-  h.on_open = limit_partial_open;
+  h.on_open = open;
+  h.on_writable_changed = count_writable;
   cgnet_options o = {.write_buffer_limit = F.limit,
                      .write_high_watermark = CGNET_UNLIMITED,
                      .socket_send_buffer = 8192};
-  tu_server srv;
-  assert_rc(tu_server_start(&srv, &h, &o), 0);
-  int fd = tu_connect_bufs(srv.port, 0, 8192, 0, TU_TIMEOUT_MS);
+  assert_rc(tu_server_start(srv, &h, &o), 0);
+  int fd = tu_connect_bufs(srv->port, 0, 8192, 0, TU_TIMEOUT_MS);
   assert_true(fd >= 0);
   assert_true(tu_wait_atomic_eq(&F.done, 1, TU_TIMEOUT_MS));
+  return fd;
+}
+
+static void test_write_limit_partial(void **state) {
+  (void)state;
+  tu_server srv;
+  int fd = start_limit_server(&srv, limit_partial_open);
   wait_closes(1, TU_TIMEOUT_MS);
   assert_reason(0, CGNET_EOVERFLOW);
   /* The part the socket took is the pattern's prefix, and nothing follows it. */
@@ -479,19 +487,8 @@ static void test_write_limit_partial(void **state) {
 
 static void test_write_buffer_limit(void **state) {
   (void)state;
-  flow_reset();
-  F.limit = 256 * KiB;
-  cgnet_handler h = base_handler();
-  h.on_open = limit_open;
-  h.on_writable_changed = count_writable;
-  cgnet_options o = {.write_buffer_limit = F.limit,
-                     .write_high_watermark = CGNET_UNLIMITED,
-                     .socket_send_buffer = 8192};
   tu_server srv;
-  assert_rc(tu_server_start(&srv, &h, &o), 0);
-  int fd = tu_connect_bufs(srv.port, 0, 8192, 0, TU_TIMEOUT_MS);
-  assert_true(fd >= 0);
-  assert_true(tu_wait_atomic_eq(&F.done, 1, TU_TIMEOUT_MS));
+  int fd = start_limit_server(&srv, limit_open);
   assert_int_equal(atomic_load(&F.overflow), 1);
   size_t q = atomic_load(&F.queued);
   if (q <= F.limit - LIM_CHUNK || q > F.limit)
