@@ -47,7 +47,7 @@ static void schedule_flush(cgnet_conn *c) {
 
 /* Close when it is safe: at once, or after the conn's running callback returns. */
 static void request_close(cgnet_conn *c, int reason) {
-  if (c->closed) return;
+  if (cgnet__conn_closed(c)) return;
   if (c->close_reason == 0) c->close_reason = reason;
   if (c->in_callback == 0) cgnet__conn_close_now(c, c->close_reason);
 }
@@ -77,7 +77,8 @@ static void settle_view(cgnet_conn *c) {
   size_t left = c->view_len - c->view_pos;
   c->view_set = false;
   if (c->view_is_rbuf) {
-    if (left && !c->connected_dgram && /* a datagram's unread rest is dropped */
+    if (left &&
+        c->kind != CGNET__CONNECTED_DGRAM && /* a datagram's unread rest is dropped */
         cgnet__buf_append(&c->in, &c->loop->pool, c->view + c->view_pos, left))
       request_close(c, CGNET_ENOMEM);
   } else if (c->view_pos) {
@@ -101,7 +102,7 @@ static void apply_action(cgnet_conn *c, cgnet_action a) {
 void cgnet__conn_after_callback(cgnet_conn *c, cgnet_action a) {
   c->in_callback--;
   apply_action(c, a);
-  if (c->in_callback > 0 || c->closed) return;
+  if (c->in_callback > 0 || cgnet__conn_closed(c)) return;
   settle_view(c);
   if (c->close_reason) cgnet__conn_close_now(c, c->close_reason);
 }
@@ -124,7 +125,8 @@ static bool framed(const cgnet_conn *c) {
 
 /* Reading stopped while frames may still sit in the view: leave them for later. */
 static bool frames_held(const cgnet_conn *c) {
-  return c->user_paused || (c->over_high && c->read_backpressure) || c->draining;
+  return cgnet__conn_has(c, CGNET__CF_PAUSED | CGNET__CF_DRAINING) ||
+         cgnet__conn_backpressured(c);
 }
 
 /*
@@ -136,11 +138,11 @@ static bool frames_held(const cgnet_conn *c) {
 static void deliver_frames(cgnet_conn *c) {
   const cgnet_handler *h = handler_of(c);
   cgnet_action a = CGNET_NONE;
-  c->redeliver = false;
+  cgnet__conn_clear(c, CGNET__CF_REDELIVER);
   c->in_callback++;
-  while (a == CGNET_NONE && !c->closed && !c->close_reason && c->view_pos < c->view_len) {
+  while (a == CGNET_NONE && !cgnet__conn_closing(c) && c->view_pos < c->view_len) {
     if (!framed(c) || frames_held(c)) { /* codec removed, or paused: later */
-      c->redeliver = true;
+      cgnet__conn_set(c, CGNET__CF_REDELIVER);
       break;
     }
     cgnet_frame f = {.hint = c->codec_hint};
@@ -161,7 +163,7 @@ static void deliver_frames(cgnet_conn *c) {
 /* Frames held back by a pause can go now, even after the peer's FIN (read_closed): they
  * arrived before it. */
 static bool can_redeliver(const cgnet_conn *c) {
-  return c->redeliver && !frames_held(c);
+  return cgnet__conn_has(c, CGNET__CF_REDELIVER) && !frames_held(c);
 }
 
 /* Hand the view to the user: as frames or as raw bytes. */
@@ -185,13 +187,14 @@ static void call_on_pre_write(cgnet_conn *c) {
 /* The earliest timeout deadline of the conn, or UINT64_MAX (none, or so far away that
  * it saturates: a timeout of UINT64_MAX never fires). */
 static uint64_t timeout_deadline(const cgnet_conn *c) {
-  if (c->connecting) return c->connect_deadline_ms ? c->connect_deadline_ms : UINT64_MAX;
+  if (cgnet__conn_connecting(c))
+    return c->client.connect_deadline_ms ? c->client.connect_deadline_ms : UINT64_MAX;
   uint64_t d = UINT64_MAX;
   if (c->idle_to_ms) {
     uint64_t last = c->last_read_ms > c->last_write_ms ? c->last_read_ms : c->last_write_ms;
     d = cgnet__deadline(last, c->idle_to_ms);
   }
-  if (c->read_to_ms && !c->read_closed)
+  if (c->read_to_ms && !cgnet__conn_has(c, CGNET__CF_READ_CLOSED))
     d = cgnet__min_u64(d, cgnet__deadline(c->last_read_ms, c->read_to_ms));
   if (c->write_to_ms && cgnet__outbuf_len(&c->out))
     d = cgnet__min_u64(d, cgnet__deadline(c->last_write_ms, c->write_to_ms));
@@ -209,7 +212,7 @@ static void arm_timeouts(cgnet_conn *c) {
 
 static void on_timeout_node(cgnet__tnode *n) {
   cgnet_conn *c = cgnet__container_of(n, cgnet_conn, timeout_node);
-  if (c->closed) return;
+  if (cgnet__conn_closed(c)) return;
   uint64_t d = timeout_deadline(c);
   if (d <= c->loop->wheel.now) {
     request_close(c, CGNET_ETIMEDOUT);
@@ -230,7 +233,7 @@ static void forget_accepted(cgnet_loop *loop) {
 /* The conn no longer counts in its loop and engine (a client counts its own conns, in
  * cgnet__client_conn_closed once on_close has run). */
 static void forget_conn(cgnet_conn *c) {
-  if (!c->client)
+  if (!cgnet__conn_is_client(c))
     forget_accepted(c->loop);
   else
     atomic_fetch_sub_explicit(&c->loop->nconns, 1, memory_order_relaxed);
@@ -245,7 +248,8 @@ void cgnet__conn_init(cgnet_conn *c, cgnet_loop *loop, const cgnet_handler *h,
   c->h = h;
   c->o = o;
   c->ring_max = ring_max;
-  c->client = client;
+  c->kind = client ? CGNET__CLIENT_STREAM : CGNET__SERVER_STREAM; /* dgram: set later */
+  c->client.owner = client;
   cgnet__list_init(&c->node);
   cgnet__list_init(&c->out_node);
   cgnet__list_init(&c->read_node);
@@ -258,10 +262,11 @@ void cgnet__conn_init(cgnet_conn *c, cgnet_loop *loop, const cgnet_handler *h,
   /* A server's output follows its input (replies), so reading less is how it bounds
    * its output; a client's output is the application's, and a client that stopped
    * reading while it streams out would deadlock against a server doing the same. */
-  c->read_backpressure =
-      client ? o->read_backpressure == CGNET_ON : o->read_backpressure != CGNET_OFF;
+  if (client ? o->read_backpressure == CGNET_ON : o->read_backpressure != CGNET_OFF)
+    cgnet__conn_set(c, CGNET__CF_READ_BACKPRESSURE);
   c->read_max = loop->rbuf_cap;
-  if (c->read_backpressure && o->write_high_watermark < c->read_max)
+  if (cgnet__conn_has(c, CGNET__CF_READ_BACKPRESSURE) &&
+      o->write_high_watermark < c->read_max)
     c->read_max = o->write_high_watermark;
   c->idle_to_ms = o->idle_timeout_ms;
   c->read_to_ms = o->read_timeout_ms;
@@ -279,6 +284,7 @@ cgnet_conn *cgnet__conn_new(cgnet_loop *loop, const cgnet_handler *h,
 }
 
 void cgnet__conn_enter_loop(cgnet_conn *c) {
+  c->state = CGNET__CONN_CONNECTING;
   cgnet__list_insert_tail(&c->loop->conns, &c->node);
   c->last_read_ms = c->last_write_ms = c->loop->now_ms;
   arm_timeouts(c);
@@ -304,30 +310,30 @@ static void send_pending_dgrams(cgnet_conn *c);
 
 /* The socket is connected (accepted, enrolled, or a dial that completed): open. */
 static void open_connected(cgnet_conn *c) {
-  c->connecting = false;
+  c->state = CGNET__CONN_OPEN;
   c->last_read_ms = c->last_write_ms = c->loop->now_ms;
   arm_timeouts(c);
-  if (c->client) cgnet__client_conn_opened(c);
-  if (c->dgram_pending) send_pending_dgrams(c);
+  if (cgnet__conn_is_client(c)) cgnet__client_conn_opened(c);
+  if (c->client.pending.head) send_pending_dgrams(c);
   call_on_open(c);
-  if (c->closed) return;
-  if (c->wake_on_open) {
-    c->wake_on_open = false;
+  if (cgnet__conn_closed(c)) return;
+  if (cgnet__conn_has(c, CGNET__CF_WAKE_ON_OPEN)) {
+    cgnet__conn_clear(c, CGNET__CF_WAKE_ON_OPEN);
     cgnet__conn_wake_now(c);
-    if (c->closed) return;
+    if (cgnet__conn_closed(c)) return;
   }
   if (cgnet__outbuf_len(&c->out)) {
     schedule_flush(c);
   } else {
     update_interest(c);
   }
-  if (c->client) cgnet__conn_schedule_read(c); /* bytes may have come with the connect */
+  if (cgnet__conn_is_client(c))
+    cgnet__conn_schedule_read(c); /* bytes may have come with the connect */
   flush_own_output(c);
 }
 
 int cgnet__conn_attach(cgnet_conn *c, int fd, bool connecting) {
   c->io.fd = fd;
-  c->connecting = connecting;
   c->interest = connecting
                     ? (options_of(c)->edge_triggered ? open_interest(c) : CGNET__POLL_WRITE)
                     : open_interest(c);
@@ -365,13 +371,6 @@ void cgnet__conn_open(cgnet_loop *loop, int fd, const struct sockaddr *sa, sockl
 
 /* ---- reading ------------------------------------------------------------------------- */
 
-/* Reading is on unless the engine is draining it, output is over the high watermark,
- * the user paused it, or the peer has sent its FIN. */
-static bool wants_read(const cgnet_conn *c) {
-  return !(c->draining || (c->over_high && c->read_backpressure) || c->user_paused ||
-           c->read_closed);
-}
-
 /* Hand n freshly read bytes to the user. */
 CGNET__HOT void deliver(cgnet_conn *c, const uint8_t *data, size_t n) {
   if (cgnet__buf_len(&c->in) == 0) {
@@ -398,8 +397,8 @@ static void on_peer_fin(cgnet_conn *c) {
     request_close(c, CGNET_EOF);
     return;
   }
-  c->read_closed = true;
-  if (c->shut_wr_done) { /* both halves are closed now */
+  cgnet__conn_set(c, CGNET__CF_READ_CLOSED);
+  if (cgnet__conn_has(c, CGNET__CF_SHUT_WR_DONE)) { /* both halves are closed now */
     request_close(c, CGNET_EOF);
     return;
   }
@@ -425,7 +424,8 @@ static ssize_t read_datagram(cgnet_conn *c);
  */
 CGNET__HOT size_t read_room(const cgnet_conn *c) {
   size_t queued = cgnet__outbuf_len(&c->out);
-  if (cgnet__likely(queued == 0) || !c->read_backpressure) return c->read_max;
+  if (cgnet__likely(queued == 0) || !cgnet__conn_has(c, CGNET__CF_READ_BACKPRESSURE))
+    return c->read_max;
   size_t high = options_of(c)->write_high_watermark;
   size_t room = queued < high ? high - queued : 1;
   return room < c->read_max ? room : c->read_max;
@@ -433,7 +433,7 @@ CGNET__HOT size_t read_room(const cgnet_conn *c) {
 
 static ssize_t read_once(cgnet_conn *c) {
   cgnet_loop *loop = c->loop;
-  if (c->connected_dgram) return read_datagram(c);
+  if (c->kind == CGNET__CONNECTED_DGRAM) return read_datagram(c);
   ssize_t n;
   size_t room = read_room(c);
   do {
@@ -442,7 +442,7 @@ static ssize_t read_once(cgnet_conn *c) {
   if (n > 0) {
     c->last_read_ms = loop->now_ms;
     deliver(c, loop->rbuf, (size_t)n);
-    return (c->closed || c->close_reason || !wants_read(c)) ? -1 : n;
+    return (cgnet__conn_closing(c) || !cgnet__conn_wants_read(c)) ? -1 : n;
   }
   if (n == 0) {
     on_peer_fin(c);
@@ -485,7 +485,8 @@ CGNET__HOT void read_level(cgnet_conn *c) {
     ssize_t n = read_once(c);
     if (n <= 0) return;
     total += (size_t)n;
-    if (c->connected_dgram) { /* every read is short: go on until EAGAIN, within limits */
+    if (c->kind == CGNET__CONNECTED_DGRAM) { /* every read is short: go on until EAGAIN,
+                                                within limits */
       if (count >= CGNET__DGRAM_BATCH || total >= budget) return;
       continue;
     }
@@ -496,7 +497,7 @@ CGNET__HOT void read_level(cgnet_conn *c) {
 /* Bytes left buffered by an earlier pause or codec change go to the user first. */
 static void redeliver(cgnet_conn *c) {
   if (c->view_set) settle_view(c); /* touched by a task earlier in this turn */
-  c->redeliver = false;
+  cgnet__conn_clear(c, CGNET__CF_REDELIVER);
   if (cgnet__buf_len(&c->in) == 0) return;
   view_from_inbound(c);
   dispatch(c);
@@ -504,10 +505,11 @@ static void redeliver(cgnet_conn *c) {
 
 void cgnet__conn_continue_read(cgnet_conn *c) {
   cgnet__list_remove(&c->read_node);
-  if (c->closed || !(wants_read(c) || can_redeliver(c))) return;
-  if (c->redeliver) {
+  if (cgnet__conn_closed(c) || !(cgnet__conn_wants_read(c) || can_redeliver(c))) return;
+  if (cgnet__conn_has(c, CGNET__CF_REDELIVER)) {
     redeliver(c);
-    if (c->closed || c->redeliver || !wants_read(c)) {
+    if (cgnet__conn_closed(c) || cgnet__conn_has(c, CGNET__CF_REDELIVER) ||
+        !cgnet__conn_wants_read(c)) {
       flush_own_output(c);
       return;
     }
@@ -548,17 +550,17 @@ static ssize_t read_datagram(cgnet_conn *c) {
     return 1;
   }
   deliver(c, loop->rbuf, (size_t)n);
-  return (c->closed || c->close_reason || !wants_read(c)) ? -1 : n + 1;
+  return (cgnet__conn_closing(c) || !cgnet__conn_wants_read(c)) ? -1 : n + 1;
 }
 
 /* Send one datagram gathered from iov now; before the connect completes, keep a copy. */
 static int dgram_send(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
-  if (c->closed || c->close_reason) return CGNET_ECLOSED;
+  if (cgnet__conn_closing(c)) return CGNET_ECLOSED;
   size_t len = 0;
   for (int i = 0; i < iovcnt; i++)
     len += iov[i].iov_len;
-  if (c->connecting) {
-    if (len > options_of(c)->write_buffer_limit - c->dgram_pending_bytes)
+  if (cgnet__conn_connecting(c)) {
+    if (len > options_of(c)->write_buffer_limit - c->client.pending.bytes)
       return CGNET_ENOBUFS;
     pending_dgram *d = malloc(sizeof *d + len);
     if (!d) return CGNET_ENOMEM;
@@ -569,12 +571,12 @@ static int dgram_send(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
       if (iov[i].iov_len) memcpy(d->data + off, iov[i].iov_base, iov[i].iov_len);
       off += iov[i].iov_len;
     }
-    if (c->dgram_pending_tail)
-      c->dgram_pending_tail->next = d;
+    if (c->client.pending.tail)
+      c->client.pending.tail->next = d;
     else
-      c->dgram_pending = d;
-    c->dgram_pending_tail = d;
-    c->dgram_pending_bytes += len;
+      c->client.pending.head = d;
+    c->client.pending.tail = d;
+    c->client.pending.bytes += len;
     return 0;
   }
   struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
@@ -593,20 +595,20 @@ static int dgram_send(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
 }
 
 static void free_pending_dgrams(cgnet_conn *c) {
-  while (c->dgram_pending) {
-    pending_dgram *d = c->dgram_pending;
-    c->dgram_pending = d->next;
+  while (c->client.pending.head) {
+    pending_dgram *d = c->client.pending.head;
+    c->client.pending.head = d->next;
     free(d);
   }
-  c->dgram_pending_tail = NULL;
-  c->dgram_pending_bytes = 0;
+  c->client.pending.tail = NULL;
+  c->client.pending.bytes = 0;
 }
 
 /* The connect completed: what was written meanwhile goes out, in order. */
 static void send_pending_dgrams(cgnet_conn *c) {
-  while (c->dgram_pending && !c->closed && !c->close_reason) {
-    pending_dgram *d = c->dgram_pending;
-    c->dgram_pending = d->next;
+  while (c->client.pending.head && !cgnet__conn_closing(c)) {
+    pending_dgram *d = c->client.pending.head;
+    c->client.pending.head = d->next;
     struct iovec iov = {.iov_base = d->data, .iov_len = d->len};
     (void)dgram_send(c, &iov, 1);
     free(d);
@@ -616,12 +618,12 @@ static void send_pending_dgrams(cgnet_conn *c) {
 
 /* ---- writing ------------------------------------------------------------------------- */
 
-/* Level mode: watch for reading exactly while wants_read(), and for writing exactly while
- * output is queued. Edge mode registers both once and never changes: reading is gated by
- * wants_read() and restarted through pending_read. */
+/* Level mode: watch for reading exactly while cgnet__conn_wants_read(), and for writing
+ * exactly while output is queued. Edge mode registers both once and never changes:
+ * reading is gated by cgnet__conn_wants_read() and restarted through pending_read. */
 static void update_interest(cgnet_conn *c) {
-  if (options_of(c)->edge_triggered || c->closed || c->connecting) return;
-  uint32_t want = wants_read(c) ? CGNET__POLL_READ : 0;
+  if (options_of(c)->edge_triggered || c->state != CGNET__CONN_OPEN) return;
+  uint32_t want = cgnet__conn_wants_read(c) ? CGNET__POLL_READ : 0;
   if (cgnet__outbuf_len(&c->out)) want |= CGNET__POLL_WRITE;
   if (want == c->interest) return;
   int err = cgnet__poller_mod(&c->loop->poller, c->io.fd, want, &c->io);
@@ -647,8 +649,9 @@ static void after_queue_grew(cgnet_conn *c, size_t before) {
     c->last_write_ms = c->loop->now_ms; /* the write timeout counts from here */
     if (c->write_to_ms) arm_timeouts(c);
   }
-  if (!c->over_high && cgnet__outbuf_len(&c->out) >= options_of(c)->write_high_watermark) {
-    c->over_high = true;
+  if (!cgnet__conn_has(c, CGNET__CF_OVER_HIGH) &&
+      cgnet__outbuf_len(&c->out) >= options_of(c)->write_high_watermark) {
+    cgnet__conn_set(c, CGNET__CF_OVER_HIGH);
     update_interest(c);
     notify_writable(c, 0);
   }
@@ -657,11 +660,13 @@ static void after_queue_grew(cgnet_conn *c, size_t before) {
 
 /* Queued output shrank: at or below the low watermark, read again. */
 static void after_queue_shrank(cgnet_conn *c) {
-  if (!c->over_high || cgnet__outbuf_len(&c->out) > options_of(c)->write_low_watermark)
+  if (!cgnet__conn_has(c, CGNET__CF_OVER_HIGH) ||
+      cgnet__outbuf_len(&c->out) > options_of(c)->write_low_watermark)
     return;
-  c->over_high = false;
+  cgnet__conn_clear(c, CGNET__CF_OVER_HIGH);
   update_interest(c);
-  if (wants_read(c) || can_redeliver(c)) cgnet__conn_schedule_read(c); /* bytes may wait */
+  if (cgnet__conn_wants_read(c) || can_redeliver(c))
+    cgnet__conn_schedule_read(c); /* bytes may wait */
   notify_writable(c, 1);
 }
 
@@ -694,13 +699,15 @@ static int write_out(cgnet_conn *c) {
 
 /* The half-close asked for by cgnet_conn_shutdown_write, once output has drained. */
 static void finish_shutdown_write(cgnet_conn *c) {
-  if (!c->shut_wr_pending || c->shut_wr_done || cgnet__outbuf_len(&c->out)) return;
-  c->shut_wr_done = true;
+  if (!cgnet__conn_has(c, CGNET__CF_SHUT_WR_PENDING) ||
+      cgnet__conn_has(c, CGNET__CF_SHUT_WR_DONE) || cgnet__outbuf_len(&c->out))
+    return;
+  cgnet__conn_set(c, CGNET__CF_SHUT_WR_DONE);
   if (shutdown(c->io.fd, SHUT_WR) < 0 && errno != ENOTCONN) {
     request_close(c, -errno);
     return;
   }
-  if (c->read_closed) request_close(c, CGNET_EOF);
+  if (cgnet__conn_has(c, CGNET__CF_READ_CLOSED)) request_close(c, CGNET_EOF);
 }
 
 /* Write what is queued, then apply what follows from it: backpressure release, half
@@ -708,18 +715,18 @@ static void finish_shutdown_write(cgnet_conn *c) {
 static void send_queued(cgnet_conn *c) {
   if (cgnet__outbuf_len(&c->out)) {
     call_on_pre_write(c);
-    if (c->closed) return;
+    if (cgnet__conn_closed(c)) return;
     int err = write_out(c);
     if (err) {
       request_close(c, err);
       return;
     }
     after_queue_shrank(c);
-    if (c->closed) return;
+    if (cgnet__conn_closed(c)) return;
   }
   finish_shutdown_write(c);
-  if (c->closed || c->close_reason) return;
-  if (c->draining && cgnet__outbuf_len(&c->out) == 0) {
+  if (cgnet__conn_closing(c)) return;
+  if (cgnet__conn_has(c, CGNET__CF_DRAINING) && cgnet__outbuf_len(&c->out) == 0) {
     cgnet__conn_close_now(c, CGNET_ESHUTDOWN);
     return;
   }
@@ -728,8 +735,9 @@ static void send_queued(cgnet_conn *c) {
 
 void cgnet__conn_flush_pending(cgnet_conn *c) {
   if (cgnet__list_linked(&c->out_node)) cgnet__list_remove(&c->out_node);
-  if (c->closed) return;
-  if (c->connecting) return; /* output waits for the connect; open_connected flushes */
+  if (cgnet__conn_closed(c)) return;
+  /* Output waits for the connect; open_connected flushes it. */
+  if (cgnet__conn_connecting(c)) return;
   if (c->view_set && c->in_callback == 0) settle_view(c); /* touched outside a callback */
   send_queued(c);
 }
@@ -741,13 +749,13 @@ static void on_error_while_not_reading(cgnet_conn *c) {
   getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &soerr, &l);
   if (soerr)
     request_close(c, -soerr);
-  else if (c->read_closed)
+  else if (cgnet__conn_has(c, CGNET__CF_READ_CLOSED))
     request_close(c, CGNET_EOF);
-  else if (c->draining)
+  else if (cgnet__conn_has(c, CGNET__CF_DRAINING))
     request_close(c, CGNET_ESHUTDOWN);
-  else if (c->shut_wr_done) /* hang-up after our FIN: both ways are shut, and level mode
-                               would report it on every turn */
-    request_close(c, CGNET_EOF);
+  else if (cgnet__conn_has(c, CGNET__CF_SHUT_WR_DONE))
+    request_close(c, CGNET_EOF); /* hang-up after our FIN: both ways are shut, and level
+                                    mode would report it on every turn */
   /* else paused: an error shows when reading resumes */
 }
 
@@ -759,7 +767,7 @@ static void on_error_while_not_reading(cgnet_conn *c) {
  * from elsewhere (timers, tasks, other conns) still goes out before the loop sleeps.
  */
 CGNET__HOT void flush_own_output(cgnet_conn *c) {
-  if (c->closed || c->in_callback || !cgnet__list_linked(&c->out_node)) return;
+  if (cgnet__conn_closed(c) || c->in_callback || !cgnet__list_linked(&c->out_node)) return;
   cgnet__conn_flush_pending(c);
 }
 
@@ -776,12 +784,12 @@ static void finish_connect(cgnet_conn *c) {
 }
 
 void cgnet__conn_on_ready(cgnet_conn *c, uint32_t flags) {
-  if (c->connecting) {
+  if (cgnet__conn_connecting(c)) {
     if (flags & (CGNET__READY_WRITE | CGNET__READY_ERROR)) finish_connect(c);
     return;
   }
   if (flags & (CGNET__READY_READ | CGNET__READY_ERROR)) {
-    if (wants_read(c)) {
+    if (cgnet__conn_wants_read(c)) {
       if (options_of(c)->edge_triggered)
         read_edge(c);
       else
@@ -790,7 +798,8 @@ void cgnet__conn_on_ready(cgnet_conn *c, uint32_t flags) {
       on_error_while_not_reading(c);
     }
   }
-  if (!c->closed && (flags & CGNET__READY_WRITE) && cgnet__outbuf_len(&c->out)) {
+  if (!cgnet__conn_closed(c) && (flags & CGNET__READY_WRITE) &&
+      cgnet__outbuf_len(&c->out)) {
     if (cgnet__list_linked(&c->out_node)) cgnet__list_remove(&c->out_node);
     send_queued(c);
   }
@@ -807,12 +816,13 @@ static bool can_flush_on_close(int reason) {
 }
 
 void cgnet__conn_close_now(cgnet_conn *c, int reason) {
-  if (c->closed) return;
+  if (cgnet__conn_closed(c)) return;
   cgnet_loop *loop = c->loop;
-  if (cgnet__outbuf_len(&c->out) && can_flush_on_close(reason) && !c->shut_wr_done &&
-      !c->connecting && c->io.fd >= 0)
+  if (cgnet__outbuf_len(&c->out) && can_flush_on_close(reason) &&
+      !cgnet__conn_has(c, CGNET__CF_SHUT_WR_DONE) && !cgnet__conn_connecting(c) &&
+      c->io.fd >= 0)
     (void)write_out(c);
-  c->closed = true;
+  c->state = CGNET__CONN_CLOSED;
   atomic_store_explicit(&c->gone, true, memory_order_release);
   c->close_reason = reason;
   c->view_set = false;
@@ -832,7 +842,7 @@ void cgnet__conn_close_now(cgnet_conn *c, int reason) {
     if (a == CGNET_SHUTDOWN)
       cgnet__engine_request_stop(loop->eng, CGNET__ACTION_STOP_TIMEOUT_MS, 0);
   }
-  if (c->client) cgnet__client_conn_closed(c, reason);
+  if (cgnet__conn_is_client(c)) cgnet__client_conn_closed(c, reason);
   free_pending_dgrams(c);
   cgnet__conn_free_timers(c);
   cgnet__buf_release(&c->in, &loop->pool);
@@ -847,13 +857,14 @@ void cgnet__conn_free(cgnet_conn *c) {
 }
 
 cgnet_conn *cgnet_conn_ref(cgnet_conn *c) {
-  if (c->datagram) return c; /* valid only during its callback: no reference */
+  /* A server's datagram conn is valid only during its callback: no reference. */
+  if (c->kind == CGNET__SERVER_DGRAM) return c;
   atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
   return c;
 }
 
 void cgnet_conn_unref(cgnet_conn *c) {
-  if (c->datagram) return;
+  if (c->kind == CGNET__SERVER_DGRAM) return;
   if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) {
     cgnet__conn_release_names(c);
     free(c);
@@ -865,9 +876,9 @@ int cgnet_conn_is_closed(const cgnet_conn *c) {
 }
 
 void cgnet__conn_wake_now(cgnet_conn *c) {
-  if (c->closed) return;
-  if (c->connecting) { /* on_traffic only after on_open */
-    c->wake_on_open = true;
+  if (cgnet__conn_closed(c)) return;
+  if (cgnet__conn_connecting(c)) { /* on_traffic only after on_open */
+    cgnet__conn_set(c, CGNET__CF_WAKE_ON_OPEN);
     return;
   }
   if (c->view_set) settle_view(c); /* touched by a task earlier in this turn */
@@ -877,13 +888,13 @@ void cgnet__conn_wake_now(cgnet_conn *c) {
 }
 
 void cgnet__conn_begin_stop(cgnet_conn *c) {
-  if (c->closed) return;
-  if (cgnet__outbuf_len(&c->out) == 0 || c->in_callback || c->shut_wr_done ||
-      c->connecting) {
+  if (cgnet__conn_closed(c)) return;
+  if (cgnet__outbuf_len(&c->out) == 0 || c->in_callback ||
+      cgnet__conn_has(c, CGNET__CF_SHUT_WR_DONE) || cgnet__conn_connecting(c)) {
     request_close(c, CGNET_ESHUTDOWN);
     return;
   }
-  c->draining = true;
+  cgnet__conn_set(c, CGNET__CF_DRAINING);
   update_interest(c);
   schedule_flush(c);
 }
@@ -926,8 +937,8 @@ size_t cgnet_conn_read(cgnet_conn *c, void *buf, size_t cap) {
 /* ---- public API: writing ------------------------------------------------------------- */
 
 static int writable_or_error(const cgnet_conn *c) {
-  if (c->closed || c->close_reason) return CGNET_ECLOSED;
-  if (c->shut_wr_pending) return CGNET_EPIPE;
+  if (cgnet__conn_closing(c)) return CGNET_ECLOSED;
+  if (cgnet__conn_has(c, CGNET__CF_SHUT_WR_PENDING)) return CGNET_EPIPE;
   return 0;
 }
 
@@ -985,7 +996,8 @@ static int append_iov_from(cgnet_conn *c, const struct iovec *iov, int cnt, size
  * left the peer a partial message, so the conn closes with CGNET_EOVERFLOW.
  */
 static int write_oversized(cgnet_conn *c, const struct iovec *iov, int cnt, size_t total) {
-  if (cgnet__outbuf_len(&c->out) || c->connecting || c->connected_dgram)
+  if (cgnet__outbuf_len(&c->out) || cgnet__conn_connecting(c) ||
+      c->kind == CGNET__CONNECTED_DGRAM)
     return CGNET_EOVERFLOW;
   ssize_t n = write_direct(c, iov, cnt < CGNET__MAX_IOV ? cnt : CGNET__MAX_IOV);
   if (n < 0) return (int)n;
@@ -1008,8 +1020,8 @@ static int write_oversized(cgnet_conn *c, const struct iovec *iov, int cnt, size
 
 int cgnet_conn_write(cgnet_conn *c, const void *data, size_t len) {
   CGNET__LOOP_ONLY(c);
-  if (c->datagram) return cgnet__dgram_conn_write(c, data, len);
-  if (c->connected_dgram) {
+  if (c->kind == CGNET__SERVER_DGRAM) return cgnet__dgram_conn_write(c, data, len);
+  if (c->kind == CGNET__CONNECTED_DGRAM) {
     struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
     return dgram_send(c, &iov, 1);
   }
@@ -1020,7 +1032,7 @@ int cgnet_conn_write(cgnet_conn *c, const void *data, size_t len) {
     return write_oversized(c, &iov, 1, len);
   }
   size_t before = cgnet__outbuf_len(&c->out);
-  if (len >= DIRECT_WRITE_MIN && before == 0 && !c->connecting) {
+  if (len >= DIRECT_WRITE_MIN && before == 0 && !cgnet__conn_connecting(c)) {
     struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
     ssize_t n = write_direct(c, &iov, 1);
     if (n < 0) return (int)n;
@@ -1040,7 +1052,8 @@ int cgnet_conn_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
   int err = writable_or_error(c);
   if (err) return err;
   if (iovcnt < 0 || (iovcnt > 0 && !iov)) return CGNET_EINVAL;
-  if (c->connected_dgram) return dgram_send(c, iov, iovcnt); /* one datagram */
+  if (c->kind == CGNET__CONNECTED_DGRAM)
+    return dgram_send(c, iov, iovcnt); /* one datagram */
   size_t total = 0;
   for (int i = 0; i < iovcnt; i++)
     total += iov[i].iov_len;
@@ -1055,10 +1068,12 @@ int cgnet_conn_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
 
 int cgnet_conn_flush(cgnet_conn *c) {
   CGNET__LOOP_ONLY(c);
-  if (c->datagram) return cgnet__dgram_conn_flush(c);
+  if (c->kind == CGNET__SERVER_DGRAM) return cgnet__dgram_conn_flush(c);
   int err = writable_or_error(c);
   if (err) return err;
-  if (cgnet__outbuf_len(&c->out) == 0 || c->connecting || c->connected_dgram) return 0;
+  if (cgnet__outbuf_len(&c->out) == 0 || cgnet__conn_connecting(c) ||
+      c->kind == CGNET__CONNECTED_DGRAM)
+    return 0;
   call_on_pre_write(c);
   if ((err = writable_or_error(c))) return err;
   err = write_out(c);
@@ -1079,16 +1094,16 @@ size_t cgnet_conn_outbound_buffered(const cgnet_conn *c) {
 }
 
 int cgnet_conn_writable(const cgnet_conn *c) {
-  return !c->closed && !c->over_high;
+  return !cgnet__conn_closed(c) && !cgnet__conn_has(c, CGNET__CF_OVER_HIGH);
 }
 
 int cgnet_conn_shutdown_write(cgnet_conn *c) {
   CGNET__LOOP_ONLY(c);
   CGNET__STREAM_ONLY(c);
-  if (c->connected_dgram) return CGNET_EUNSUPPORTED;
-  if (c->closed || c->close_reason) return CGNET_ECLOSED;
-  if (c->shut_wr_pending) return 0;
-  c->shut_wr_pending = true;
+  if (c->kind == CGNET__CONNECTED_DGRAM) return CGNET_EUNSUPPORTED;
+  if (cgnet__conn_closing(c)) return CGNET_ECLOSED;
+  if (cgnet__conn_has(c, CGNET__CF_SHUT_WR_PENDING)) return 0;
+  cgnet__conn_set(c, CGNET__CF_SHUT_WR_PENDING);
   schedule_flush(c); /* FIN goes out after the queue, before the loop sleeps */
   return 0;
 }
@@ -1097,14 +1112,14 @@ int cgnet_conn_shutdown_write(cgnet_conn *c) {
 
 static void reading_changed(cgnet_conn *c) {
   update_interest(c);
-  if (wants_read(c) || can_redeliver(c)) cgnet__conn_schedule_read(c);
+  if (cgnet__conn_wants_read(c) || can_redeliver(c)) cgnet__conn_schedule_read(c);
 }
 
 int cgnet_conn_pause_read(cgnet_conn *c) {
   CGNET__LOOP_ONLY(c);
   CGNET__STREAM_ONLY(c);
-  if (c->closed) return CGNET_ECLOSED;
-  c->user_paused = true;
+  if (cgnet__conn_closed(c)) return CGNET_ECLOSED;
+  cgnet__conn_set(c, CGNET__CF_PAUSED);
   reading_changed(c);
   return 0;
 }
@@ -1112,15 +1127,15 @@ int cgnet_conn_pause_read(cgnet_conn *c) {
 int cgnet_conn_resume_read(cgnet_conn *c) {
   CGNET__LOOP_ONLY(c);
   CGNET__STREAM_ONLY(c);
-  if (c->closed) return CGNET_ECLOSED;
-  c->user_paused = false;
+  if (cgnet__conn_closed(c)) return CGNET_ECLOSED;
+  cgnet__conn_clear(c, CGNET__CF_PAUSED);
   reading_changed(c);
   return 0;
 }
 
 static int set_timeout(cgnet_conn *c, uint64_t *field, uint64_t ms) {
   CGNET__STREAM_ONLY(c);
-  if (c->closed) return CGNET_ECLOSED;
+  if (cgnet__conn_closed(c)) return CGNET_ECLOSED;
   *field = ms;
   /* Count the new timeout from now, as a user setting it would expect. */
   c->last_read_ms = c->last_write_ms = c->loop->now_ms;
@@ -1145,7 +1160,7 @@ int cgnet_conn_set_write_timeout(cgnet_conn *c, uint64_t ms) {
 int cgnet_conn_close(cgnet_conn *c) {
   CGNET__LOOP_ONLY(c);
   CGNET__STREAM_ONLY(c);
-  if (c->closed || c->close_reason) return CGNET_ECLOSED;
+  if (cgnet__conn_closing(c)) return CGNET_ECLOSED;
   request_close(c, CGNET_ELOCALCLOSE);
   return 0;
 }
@@ -1219,18 +1234,17 @@ const char *cgnet_conn_local_addr_string(cgnet_conn *c) {
 }
 
 static int open_fd_or_error(const cgnet_conn *c) {
-  return c->closed ? CGNET_ECLOSED : 0;
+  return cgnet__conn_closed(c) ? CGNET_ECLOSED : 0;
 }
 
 /* nodelay and keep-alive: TCP conns only. */
 static int open_tcp_or_error(const cgnet_conn *c) {
-  if (c->datagram || c->connected_dgram || c->remote.ss_family == AF_UNIX)
-    return CGNET_EUNSUPPORTED;
+  if (cgnet__conn_is_dgram(c) || c->remote.ss_family == AF_UNIX) return CGNET_EUNSUPPORTED;
   return open_fd_or_error(c);
 }
 
 int cgnet_conn_is_datagram(const cgnet_conn *c) {
-  return c->datagram || c->connected_dgram;
+  return cgnet__conn_is_dgram(c);
 }
 
 int cgnet_conn_set_nodelay(cgnet_conn *c, int on) {
@@ -1264,12 +1278,12 @@ int cgnet_conn_set_send_buffer(cgnet_conn *c, int bytes) {
 int cgnet_conn_set_codec(cgnet_conn *c, const cgnet_codec *codec) {
   CGNET__LOOP_ONLY(c);
   CGNET__STREAM_ONLY(c);
-  if (c->closed) return CGNET_ECLOSED;
+  if (cgnet__conn_closed(c)) return CGNET_ECLOSED;
   if (codec == c->codec) return 0;
   c->codec = codec;
   c->codec_hint = 0;
   if (cgnet_conn_inbound_buffered(c)) { /* decode what is buffered on the next turn */
-    c->redeliver = true;
+    cgnet__conn_set(c, CGNET__CF_REDELIVER);
     cgnet__conn_schedule_read(c);
   }
   return 0;
@@ -1305,8 +1319,8 @@ int cgnet_conn_write_frame(cgnet_conn *c, const void *frame, size_t len) {
     total += e.iov[i].iov_len;
   if (check_limit(c, total)) return write_oversized(c, e.iov, e.iovcnt, total);
   int first = 0;
-  if (total >= DIRECT_WRITE_MIN && cgnet__outbuf_len(&c->out) == 0 && !c->connecting &&
-      !c->connected_dgram) {
+  if (total >= DIRECT_WRITE_MIN && cgnet__outbuf_len(&c->out) == 0 &&
+      !cgnet__conn_connecting(c) && c->kind != CGNET__CONNECTED_DGRAM) {
     ssize_t n = write_direct(c, e.iov, e.iovcnt); /* a big frame: no copy at all */
     if (n < 0) return (int)n;
     first = iov_skip(e.iov, e.iovcnt, (size_t)n);

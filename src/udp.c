@@ -103,8 +103,9 @@ static void init_dgram_conn(cgnet__udp *u) {
   cgnet_engine *eng = u->loop->eng;
   cgnet__conn_init(c, u->loop, &eng->h, &eng->o, eng->ring_max, NULL, 1);
   c->io.fd = u->io.fd; /* never registered itself: the socket is (as u->io) */
-  c->datagram = true;
-  c->codec = NULL; /* a datagram is a message already */
+  c->kind = CGNET__SERVER_DGRAM;
+  c->state = CGNET__CONN_OPEN; /* open for as long as its socket */
+  c->codec = NULL;             /* a datagram is a message already */
   c->idle_to_ms = c->read_to_ms = c->write_to_ms = 0;
 }
 
@@ -427,7 +428,7 @@ int cgnet__dgram_conn_flush(cgnet_conn *c) {
 
 int cgnet_conn_send_to(cgnet_conn *c, const struct sockaddr *to, socklen_t tolen,
                        const void *data, size_t len) {
-  if (!c->datagram) return CGNET_EUNSUPPORTED;
+  if (c->kind != CGNET__SERVER_DGRAM) return CGNET_EUNSUPPORTED;
   if (!to) return CGNET_EINVAL;
   return cgnet__dgram_queue(udp_of(c), to, tolen, data, len);
 }
