@@ -46,7 +46,7 @@ static void schedule_flush(cgnet_conn *c) {
 }
 
 /* Close when it is safe: at once, or after the conn's running callback returns. */
-static void request_close(cgnet_conn *c, int reason) {
+void cgnet__conn_request_close(cgnet_conn *c, int reason) {
   if (cgnet__conn_closed(c)) return;
   if (c->close_reason == 0) c->close_reason = reason;
   if (c->in_callback == 0) cgnet__conn_close_now(c, c->close_reason);
@@ -80,7 +80,7 @@ static void settle_view(cgnet_conn *c) {
     if (left &&
         c->kind != CGNET__CONNECTED_DGRAM && /* a datagram's unread rest is dropped */
         cgnet__buf_append(&c->in, &c->loop->pool, c->view + c->view_pos, left))
-      request_close(c, CGNET_ENOMEM);
+      cgnet__conn_request_close(c, CGNET_ENOMEM);
   } else if (c->view_pos) {
     cgnet__buf_consume(&c->in, &c->loop->pool, c->view_pos);
   }
@@ -94,7 +94,7 @@ static void apply_action(cgnet_conn *c, cgnet_action a) {
   if (a == CGNET_SHUTDOWN)
     cgnet__engine_request_stop(c->loop->eng, CGNET__ACTION_STOP_TIMEOUT_MS, 0);
   else if (a == CGNET_CLOSE)
-    request_close(c, CGNET_ELOCALCLOSE);
+    cgnet__conn_request_close(c, CGNET_ELOCALCLOSE);
 }
 
 /* Common tail of every conn callback: settle the view and carry out closes the callback
@@ -148,7 +148,7 @@ static void deliver_frames(cgnet_conn *c) {
     cgnet_frame f = {.hint = c->codec_hint};
     int rc =
         cgnet_codec_decode(c->codec, c->view + c->view_pos, c->view_len - c->view_pos, &f);
-    if (rc < 0) request_close(c, rc);
+    if (rc < 0) cgnet__conn_request_close(c, rc);
     if (rc <= 0) {
       c->codec_hint = f.hint;
       break;
@@ -215,7 +215,7 @@ static void on_timeout_node(cgnet__tnode *n) {
   if (cgnet__conn_closed(c)) return;
   uint64_t d = timeout_deadline(c);
   if (d <= c->loop->wheel.now) {
-    request_close(c, CGNET_ETIMEDOUT);
+    cgnet__conn_request_close(c, CGNET_ETIMEDOUT);
     return;
   }
   if (d != UINT64_MAX) cgnet__wheel_add(&c->loop->wheel, n, d);
@@ -306,7 +306,6 @@ static void call_on_open(cgnet_conn *c) {
 }
 
 static void update_interest(cgnet_conn *c);
-static void send_pending_dgrams(cgnet_conn *c);
 
 /* The socket is connected (accepted, enrolled, or a dial that completed): open. */
 static void open_connected(cgnet_conn *c) {
@@ -314,7 +313,7 @@ static void open_connected(cgnet_conn *c) {
   c->last_read_ms = c->last_write_ms = c->loop->now_ms;
   arm_timeouts(c);
   if (cgnet__conn_is_client(c)) cgnet__client_conn_opened(c);
-  if (c->client.pending.head) send_pending_dgrams(c);
+  if (c->client.pending.head) cgnet__dgram_conn_send_pending(c);
   call_on_open(c);
   if (cgnet__conn_closed(c)) return;
   if (cgnet__conn_has(c, CGNET__CF_WAKE_ON_OPEN)) {
@@ -381,7 +380,7 @@ CGNET__HOT void deliver(cgnet_conn *c, const uint8_t *data, size_t n) {
     c->view_set = true;
   } else {
     if (cgnet__buf_append(&c->in, &c->loop->pool, data, n)) {
-      request_close(c, CGNET_ENOMEM);
+      cgnet__conn_request_close(c, CGNET_ENOMEM);
       return;
     }
     view_from_inbound(c);
@@ -389,17 +388,21 @@ CGNET__HOT void deliver(cgnet_conn *c, const uint8_t *data, size_t n) {
   dispatch(c);
 }
 
+void cgnet__conn_deliver(cgnet_conn *c, const uint8_t *data, size_t n) {
+  deliver(c, data, n);
+}
+
 static void update_interest(cgnet_conn *c);
 
 /* The peer's FIN: close, or with allow_half_open stop reading and tell the user. */
 static void on_peer_fin(cgnet_conn *c) {
   if (!options_of(c)->allow_half_open) {
-    request_close(c, CGNET_EOF);
+    cgnet__conn_request_close(c, CGNET_EOF);
     return;
   }
   cgnet__conn_set(c, CGNET__CF_READ_CLOSED);
   if (cgnet__conn_has(c, CGNET__CF_SHUT_WR_DONE)) { /* both halves are closed now */
-    request_close(c, CGNET_EOF);
+    cgnet__conn_request_close(c, CGNET_EOF);
     return;
   }
   update_interest(c);
@@ -409,10 +412,6 @@ static void on_peer_fin(cgnet_conn *c) {
     cgnet__conn_after_callback(c, h->on_read_closed(c));
   }
 }
-
-/* One read; returns the byte count, 0 when nothing more is to be read now, or -1 when
- * reading is over for now (closed, FIN, or paused by the callback). */
-static ssize_t read_datagram(cgnet_conn *c);
 
 /*
  * How much one read may take. With read backpressure, no more than the room left below
@@ -431,9 +430,10 @@ CGNET__HOT size_t read_room(const cgnet_conn *c) {
   return room < c->read_max ? room : c->read_max;
 }
 
+/* One read; returns the byte count, 0 when nothing more is to be read now, or -1 when
+ * reading is over for now (closed, FIN, or paused by the callback). */
 static ssize_t read_once(cgnet_conn *c) {
   cgnet_loop *loop = c->loop;
-  if (c->kind == CGNET__CONNECTED_DGRAM) return read_datagram(c);
   ssize_t n;
   size_t room = read_room(c);
   do {
@@ -449,7 +449,7 @@ static ssize_t read_once(cgnet_conn *c) {
     return -1;
   }
   if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
-  request_close(c, -errno);
+  cgnet__conn_request_close(c, -errno);
   return -1;
 }
 
@@ -481,15 +481,10 @@ static void read_edge(cgnet_conn *c) {
  * 290 ms to 10 ms. */
 CGNET__HOT void read_level(cgnet_conn *c) {
   size_t budget = options_of(c)->read_chunk_limit, total = 0, cap = c->loop->rbuf_cap;
-  for (int count = 1;; count++) {
+  for (;;) {
     ssize_t n = read_once(c);
     if (n <= 0) return;
     total += (size_t)n;
-    if (c->kind == CGNET__CONNECTED_DGRAM) { /* every read is short: go on until EAGAIN,
-                                                within limits */
-      if (count >= CGNET__DGRAM_BATCH || total >= budget) return;
-      continue;
-    }
     if ((size_t)n < cap || total >= budget) return;
   }
 }
@@ -503,6 +498,16 @@ static void redeliver(cgnet_conn *c) {
   dispatch(c);
 }
 
+/* Read what the socket has, within the conn's budget. */
+static void read_socket(cgnet_conn *c) {
+  if (cgnet__unlikely(c->kind == CGNET__CONNECTED_DGRAM))
+    cgnet__dgram_conn_read(c);
+  else if (options_of(c)->edge_triggered)
+    read_edge(c);
+  else
+    read_level(c);
+}
+
 void cgnet__conn_continue_read(cgnet_conn *c) {
   cgnet__list_remove(&c->read_node);
   if (cgnet__conn_closed(c) || !(cgnet__conn_wants_read(c) || can_redeliver(c))) return;
@@ -514,106 +519,8 @@ void cgnet__conn_continue_read(cgnet_conn *c) {
       return;
     }
   }
-  if (options_of(c)->edge_triggered)
-    read_edge(c);
-  else
-    read_level(c);
+  read_socket(c);
   flush_own_output(c);
-}
-
-/* ---- connected datagrams (a client's udp:// conns) ------------------------------------
- */
-
-typedef struct cgnet__pending_dgram {
-  struct cgnet__pending_dgram *next;
-  size_t len;
-  uint8_t data[];
-} pending_dgram;
-
-/* One datagram in, or 0 when none is waiting, or -1 when reading is over for now. A
- * returned count is the datagram's length + 1, so an empty datagram still counts as one. */
-static ssize_t read_datagram(cgnet_conn *c) {
-  cgnet_loop *loop = c->loop;
-  ssize_t n;
-  do {
-    n = recv(c->io.fd, loop->rbuf, loop->rbuf_cap, MSG_TRUNC);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
-    request_close(c, -errno); /* e.g. ECONNREFUSED: an ICMP port unreachable came back */
-    return -1;
-  }
-  c->last_read_ms = loop->now_ms;
-  if ((size_t)n > loop->rbuf_cap) { /* larger than read_buffer_cap: never deliver it cut */
-    cgnet__log(loop->eng, CGNET_LOG_DEBUG,
-               "datagram of %zd bytes dropped (read buffer %zu)", n, loop->rbuf_cap);
-    return 1;
-  }
-  deliver(c, loop->rbuf, (size_t)n);
-  return (cgnet__conn_closing(c) || !cgnet__conn_wants_read(c)) ? -1 : n + 1;
-}
-
-/* Send one datagram gathered from iov now; before the connect completes, keep a copy. */
-static int dgram_send(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
-  if (cgnet__conn_closing(c)) return CGNET_ECLOSED;
-  size_t len = 0;
-  for (int i = 0; i < iovcnt; i++)
-    len += iov[i].iov_len;
-  if (cgnet__conn_connecting(c)) {
-    if (len > options_of(c)->write_buffer_limit - c->client.pending.bytes)
-      return CGNET_ENOBUFS;
-    pending_dgram *d = malloc(sizeof *d + len);
-    if (!d) return CGNET_ENOMEM;
-    d->next = NULL;
-    d->len = len;
-    size_t off = 0;
-    for (int i = 0; i < iovcnt; i++) {
-      if (iov[i].iov_len) memcpy(d->data + off, iov[i].iov_base, iov[i].iov_len);
-      off += iov[i].iov_len;
-    }
-    if (c->client.pending.tail)
-      c->client.pending.tail->next = d;
-    else
-      c->client.pending.head = d;
-    c->client.pending.tail = d;
-    c->client.pending.bytes += len;
-    return 0;
-  }
-  struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
-  ssize_t n;
-  do {
-    n = sendmsg(c->io.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-  } while (n < 0 && errno == EINTR);
-  if (n >= 0) {
-    c->last_write_ms = c->loop->now_ms;
-    return 0;
-  }
-  int err = -errno;
-  if (err == CGNET_EAGAIN || err == CGNET_EMSGSIZE || err == CGNET_ENOBUFS) return err;
-  request_close(c, err); /* ECONNREFUSED and the like: the peer is not there */
-  return err;
-}
-
-static void free_pending_dgrams(cgnet_conn *c) {
-  while (c->client.pending.head) {
-    pending_dgram *d = c->client.pending.head;
-    c->client.pending.head = d->next;
-    free(d);
-  }
-  c->client.pending.tail = NULL;
-  c->client.pending.bytes = 0;
-}
-
-/* The connect completed: what was written meanwhile goes out, in order. */
-static void send_pending_dgrams(cgnet_conn *c) {
-  while (c->client.pending.head && !cgnet__conn_closing(c)) {
-    pending_dgram *d = c->client.pending.head;
-    c->client.pending.head = d->next;
-    struct iovec iov = {.iov_base = d->data, .iov_len = d->len};
-    (void)dgram_send(c, &iov, 1);
-    free(d);
-  }
-  free_pending_dgrams(c);
 }
 
 /* ---- writing ------------------------------------------------------------------------- */
@@ -628,7 +535,7 @@ static void update_interest(cgnet_conn *c) {
   if (want == c->interest) return;
   int err = cgnet__poller_mod(&c->loop->poller, c->io.fd, want, &c->io);
   if (err) {
-    request_close(c, err);
+    cgnet__conn_request_close(c, err);
     return;
   }
   c->interest = want;
@@ -704,10 +611,10 @@ static void finish_shutdown_write(cgnet_conn *c) {
     return;
   cgnet__conn_set(c, CGNET__CF_SHUT_WR_DONE);
   if (shutdown(c->io.fd, SHUT_WR) < 0 && errno != ENOTCONN) {
-    request_close(c, -errno);
+    cgnet__conn_request_close(c, -errno);
     return;
   }
-  if (cgnet__conn_has(c, CGNET__CF_READ_CLOSED)) request_close(c, CGNET_EOF);
+  if (cgnet__conn_has(c, CGNET__CF_READ_CLOSED)) cgnet__conn_request_close(c, CGNET_EOF);
 }
 
 /* Write what is queued, then apply what follows from it: backpressure release, half
@@ -718,7 +625,7 @@ static void send_queued(cgnet_conn *c) {
     if (cgnet__conn_closed(c)) return;
     int err = write_out(c);
     if (err) {
-      request_close(c, err);
+      cgnet__conn_request_close(c, err);
       return;
     }
     after_queue_shrank(c);
@@ -748,14 +655,14 @@ static void on_error_while_not_reading(cgnet_conn *c) {
   socklen_t l = sizeof soerr;
   getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &soerr, &l);
   if (soerr)
-    request_close(c, -soerr);
+    cgnet__conn_request_close(c, -soerr);
   else if (cgnet__conn_has(c, CGNET__CF_READ_CLOSED))
-    request_close(c, CGNET_EOF);
+    cgnet__conn_request_close(c, CGNET_EOF);
   else if (cgnet__conn_has(c, CGNET__CF_DRAINING))
-    request_close(c, CGNET_ESHUTDOWN);
+    cgnet__conn_request_close(c, CGNET_ESHUTDOWN);
   else if (cgnet__conn_has(c, CGNET__CF_SHUT_WR_DONE))
-    request_close(c, CGNET_EOF); /* hang-up after our FIN: both ways are shut, and level
-                                    mode would report it on every turn */
+    cgnet__conn_request_close(c, CGNET_EOF); /* hang-up after our FIN: both ways are shut,
+                                    and level mode would report it on every turn */
   /* else paused: an error shows when reading resumes */
 }
 
@@ -777,7 +684,7 @@ static void finish_connect(cgnet_conn *c) {
   socklen_t l = sizeof soerr;
   if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &soerr, &l) < 0) soerr = errno;
   if (soerr) {
-    request_close(c, -soerr);
+    cgnet__conn_request_close(c, -soerr);
     return;
   }
   open_connected(c);
@@ -789,12 +696,9 @@ void cgnet__conn_on_ready(cgnet_conn *c, uint32_t flags) {
     return;
   }
   if (flags & (CGNET__READY_READ | CGNET__READY_ERROR)) {
-    if (cgnet__conn_wants_read(c)) {
-      if (options_of(c)->edge_triggered)
-        read_edge(c);
-      else
-        read_level(c);
-    } else if (flags & CGNET__READY_ERROR) {
+    if (cgnet__conn_wants_read(c))
+      read_socket(c);
+    else if (flags & CGNET__READY_ERROR) {
       on_error_while_not_reading(c);
     }
   }
@@ -843,7 +747,7 @@ void cgnet__conn_close_now(cgnet_conn *c, int reason) {
       cgnet__engine_request_stop(loop->eng, CGNET__ACTION_STOP_TIMEOUT_MS, 0);
   }
   if (cgnet__conn_is_client(c)) cgnet__client_conn_closed(c, reason);
-  free_pending_dgrams(c);
+  if (c->kind == CGNET__CONNECTED_DGRAM) cgnet__dgram_conn_free_pending(c);
   cgnet__conn_free_timers(c);
   cgnet__buf_release(&c->in, &loop->pool);
   cgnet__outbuf_release(&c->out, &loop->pool);
@@ -891,7 +795,7 @@ void cgnet__conn_begin_stop(cgnet_conn *c) {
   if (cgnet__conn_closed(c)) return;
   if (cgnet__outbuf_len(&c->out) == 0 || c->in_callback ||
       cgnet__conn_has(c, CGNET__CF_SHUT_WR_DONE) || cgnet__conn_connecting(c)) {
-    request_close(c, CGNET_ESHUTDOWN);
+    cgnet__conn_request_close(c, CGNET_ESHUTDOWN);
     return;
   }
   cgnet__conn_set(c, CGNET__CF_DRAINING);
@@ -967,7 +871,7 @@ static ssize_t write_direct(cgnet_conn *c, const struct iovec *iov, int iovcnt) 
   if (n >= 0) return n;
   if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
   int err = -errno;
-  request_close(c, err);
+  cgnet__conn_request_close(c, err);
   return err;
 }
 
@@ -1011,7 +915,7 @@ static int write_oversized(cgnet_conn *c, const struct iovec *iov, int cnt, size
                "conn %d: %zu of a %zu-byte write sent, the rest over write_buffer_limit: "
                "closing",
                c->io.fd, (size_t)n, total);
-    request_close(c, err);
+    cgnet__conn_request_close(c, err);
     return err;
   }
   after_queue_grew(c, 0);
@@ -1020,11 +924,8 @@ static int write_oversized(cgnet_conn *c, const struct iovec *iov, int cnt, size
 
 int cgnet_conn_write(cgnet_conn *c, const void *data, size_t len) {
   CGNET__LOOP_ONLY(c);
-  if (c->kind == CGNET__SERVER_DGRAM) return cgnet__dgram_conn_write(c, data, len);
-  if (c->kind == CGNET__CONNECTED_DGRAM) {
-    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
-    return dgram_send(c, &iov, 1);
-  }
+  if (cgnet__unlikely(cgnet__conn_is_dgram(c)))
+    return cgnet__dgram_conn_write(c, data, len);
   int err = writable_or_error(c);
   if (err || len == 0) return err;
   if (cgnet__unlikely(check_limit(c, len) != 0)) {
@@ -1053,7 +954,7 @@ int cgnet_conn_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
   if (err) return err;
   if (iovcnt < 0 || (iovcnt > 0 && !iov)) return CGNET_EINVAL;
   if (c->kind == CGNET__CONNECTED_DGRAM)
-    return dgram_send(c, iov, iovcnt); /* one datagram */
+    return cgnet__dgram_conn_send(c, iov, iovcnt); /* one datagram */
   size_t total = 0;
   for (int i = 0; i < iovcnt; i++)
     total += iov[i].iov_len;
@@ -1078,7 +979,7 @@ int cgnet_conn_flush(cgnet_conn *c) {
   if ((err = writable_or_error(c))) return err;
   err = write_out(c);
   if (err) {
-    request_close(c, err);
+    cgnet__conn_request_close(c, err);
     return err;
   }
   after_queue_shrank(c);
@@ -1161,7 +1062,7 @@ int cgnet_conn_close(cgnet_conn *c) {
   CGNET__LOOP_ONLY(c);
   CGNET__STREAM_ONLY(c);
   if (cgnet__conn_closing(c)) return CGNET_ECLOSED;
-  request_close(c, CGNET_ELOCALCLOSE);
+  cgnet__conn_request_close(c, CGNET_ELOCALCLOSE);
   return 0;
 }
 

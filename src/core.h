@@ -77,8 +77,7 @@ struct cgnet__task {
   void (*drop)(cgnet__task *t);
 };
 
-#define CGNET__MAX_IOV 64     /* iovecs gathered per write */
-#define CGNET__DGRAM_BATCH 64 /* datagrams read from a connected UDP conn per wake-up */
+#define CGNET__MAX_IOV 64 /* iovecs gathered per write */
 /* Flush timeout of a graceful stop asked for by a callback's SHUTDOWN action. */
 #define CGNET__ACTION_STOP_TIMEOUT_MS 1000
 
@@ -384,6 +383,10 @@ void cgnet__conn_release_names(cgnet_conn *c);
 void cgnet__conn_wake_now(cgnet_conn *c);
 /* Engine stopping: close at once, or mark draining if output is queued. */
 void cgnet__conn_begin_stop(cgnet_conn *c);
+/* Close when it is safe: at once, or after the conn's running callback returns. */
+void cgnet__conn_request_close(cgnet_conn *c, int reason);
+/* Hand n freshly read bytes to the user (seen in place while nothing is buffered). */
+void cgnet__conn_deliver(cgnet_conn *c, const uint8_t *data, size_t n);
 
 /* ---- client.c ---- */
 /* A client conn opened (on_open ran) or closed; on the conn's loop. */
@@ -426,9 +429,21 @@ void cgnet__loop_flush_udp(cgnet_loop *loop);
 void cgnet__loop_stop_udp(cgnet_loop *loop);
 /* Engine teardown: close and free the loop's UDP sockets. */
 void cgnet__loop_free_udp(cgnet_loop *loop);
-/* The datagram conn's operations (conn.c dispatches to them). */
+/* The datagram conns' operations (conn.c dispatches to them). */
+/* One datagram to the peer: queued for a server's datagram conn, sent now (or kept until
+ * the connect) for a connected one. */
 int cgnet__dgram_conn_write(cgnet_conn *c, const void *data, size_t len);
+/* A server's datagram conn: send what its socket has queued. */
 int cgnet__dgram_conn_flush(cgnet_conn *c);
+/* A connected datagram conn: read datagrams (edge or level, within the read budget). */
+void cgnet__dgram_conn_read(cgnet_conn *c);
+/* A connected datagram conn: send one datagram gathered from iov now; before the connect
+ * completes, keep a copy (CGNET_ENOBUFS past write_buffer_limit). */
+int cgnet__dgram_conn_send(cgnet_conn *c, const struct iovec *iov, int iovcnt);
+/* A connected datagram conn: the connect completed, send what was kept, in order. */
+void cgnet__dgram_conn_send_pending(cgnet_conn *c);
+/* A connected datagram conn closing: drop what was kept. */
+void cgnet__dgram_conn_free_pending(cgnet_conn *c);
 
 /* ---- unix.c ---- */
 /* A bound, listening Unix socket for `a`, replacing a stale socket file; dev and ino get
