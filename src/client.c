@@ -13,7 +13,7 @@
  *
  * Tasks run in the order they were posted to a loop, and the enter task is posted before
  * cgnet_client_dial returns, so async calls the caller makes on the conn find it
- * entered (they queue writes and defer wakes until the connect completes; see conn.c).
+ * entered (they queue writes and defer wakes until the connect completes; see stream.c).
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -345,7 +345,7 @@ void cgnet__loop_for_each_conn(cgnet_loop *loop, void (*fn)(cgnet_conn *c, void 
  * thread-pointer load on every loop-only call, with no __tls_get_addr in libcgnet.so. */
 extern _Thread_local cgnet_loop *cgnet__tls_loop __attribute__((tls_model("initial-exec")));
 
-/* ---- conn.c ---- */
+/* ---- conn.c (a conn's life) ---- */
 /* Adopt an accepted socket on this loop: register it and call on_open. */
 void cgnet__conn_open(cgnet_loop *loop, int fd, const struct sockaddr *sa, socklen_t len);
 /* Set every field of a zeroed conn for `loop`, with no socket (fd -1). Any thread. */
@@ -353,16 +353,33 @@ void cgnet__conn_init(cgnet_conn *c, cgnet_loop *loop, const cgnet_handler *h,
                       const cgnet_options *o, size_t ring_max, cgnet_client *client,
                       unsigned refs);
 /* A conn for `loop` with every field set but no socket yet (any thread; refs = 1 + extra
- * references for the caller). The caller counts it in loop->nconns. */
+ * references for the caller), in state NEW. The caller counts it in loop->nconns. */
 cgnet_conn *cgnet__conn_new(cgnet_loop *loop, const cgnet_handler *h,
                             const cgnet_options *o, size_t ring_max, cgnet_client *client,
                             unsigned extra_refs);
 /* Loop thread: the conn made by cgnet__conn_new joins the loop's conns (closable,
- * timeouts armed) before it has a socket. */
+ * timeouts armed) before it has a socket: NEW -> CONNECTING. */
 void cgnet__conn_enter_loop(cgnet_conn *c);
 /* Loop thread: give it its socket. connecting: connect() is in progress (on_open once it
- * completes); else the socket is connected and on_open runs now. */
+ * completes); else the socket is connected and the conn opens (on_open) now. */
 int cgnet__conn_attach(cgnet_conn *c, int fd, bool connecting);
+/* A dial's connect() finished (the socket reported writable or an error): open or close. */
+void cgnet__conn_finish_connect(cgnet_conn *c);
+/* Arm the timeout node if a deadline now comes before it (new queued output, new
+ * settings; reads and writes only push deadlines later). */
+void cgnet__conn_arm_timeouts(cgnet_conn *c);
+/* Close when it is safe: at once, or after the conn's running callback returns. */
+void cgnet__conn_request_close(cgnet_conn *c, int reason);
+/* Close now (not from inside one of this conn's callbacks). */
+void cgnet__conn_close_now(cgnet_conn *c, int reason);
+/* The loop drops its reference (end of the turn in which the conn closed). */
+void cgnet__conn_free(cgnet_conn *c);
+/* Free what a conn owns besides itself (its names); for conns freed elsewhere. */
+void cgnet__conn_release_names(cgnet_conn *c);
+/* Engine stopping: close at once, or mark draining if output is queued. */
+void cgnet__conn_begin_stop(cgnet_conn *c);
+
+/* ---- stream.c (a conn's read and write paths) ---- */
 void cgnet__conn_on_ready(cgnet_conn *c, uint32_t flags);
 /* Edge mode: continue reading a conn whose per-wake-up budget ran out. */
 void cgnet__conn_continue_read(cgnet_conn *c);
@@ -373,20 +390,22 @@ void cgnet__conn_flush_pending(cgnet_conn *c);
 void cgnet__conn_after_callback(cgnet_conn *c, cgnet_action a);
 /* Edge mode, or reading resumed: read again on the loop's next turn. */
 void cgnet__conn_schedule_read(cgnet_conn *c);
-/* Close now (not from inside one of this conn's callbacks). */
-void cgnet__conn_close_now(cgnet_conn *c, int reason);
-/* The loop drops its reference (end of the turn in which the conn closed). */
-void cgnet__conn_free(cgnet_conn *c);
-/* Free what a conn owns besides itself (its names); for conns freed elsewhere. */
-void cgnet__conn_release_names(cgnet_conn *c);
 /* Run on_traffic for a wake-up with no new bytes. */
 void cgnet__conn_wake_now(cgnet_conn *c);
-/* Engine stopping: close at once, or mark draining if output is queued. */
-void cgnet__conn_begin_stop(cgnet_conn *c);
-/* Close when it is safe: at once, or after the conn's running callback returns. */
-void cgnet__conn_request_close(cgnet_conn *c, int reason);
 /* Hand n freshly read bytes to the user (seen in place while nothing is buffered). */
 void cgnet__conn_deliver(cgnet_conn *c, const uint8_t *data, size_t n);
+/* Level mode: make the poller watch what the conn wants now (reading, writing). */
+void cgnet__conn_update_interest(cgnet_conn *c);
+/* Send what the conn's own callbacks queued, unless a callback of it still runs. */
+void cgnet__conn_flush_own_output(cgnet_conn *c);
+/* Send queued output until it is gone or the socket is full. 0, or the socket error. */
+int cgnet__conn_write_out(cgnet_conn *c);
+
+/* Output waits for the flush before the loop sleeps (or the conn's own, sooner). */
+static inline void cgnet__conn_schedule_flush(cgnet_conn *c) {
+  if (!cgnet__list_linked(&c->out_node))
+    cgnet__list_insert_tail(&c->loop->pending_out, &c->out_node);
+}
 
 /* ---- client.c ---- */
 /* A client conn opened (on_open ran) or closed; on the conn's loop. */
@@ -429,7 +448,7 @@ void cgnet__loop_flush_udp(cgnet_loop *loop);
 void cgnet__loop_stop_udp(cgnet_loop *loop);
 /* Engine teardown: close and free the loop's UDP sockets. */
 void cgnet__loop_free_udp(cgnet_loop *loop);
-/* The datagram conns' operations (conn.c dispatches to them). */
+/* The datagram conns' operations (conn.c and stream.c dispatch to them). */
 /* One datagram to the peer: queued for a server's datagram conn, sent now (or kept until
  * the connect) for a connected one. */
 int cgnet__dgram_conn_write(cgnet_conn *c, const void *data, size_t len);
