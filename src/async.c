@@ -48,16 +48,18 @@ static void run_task(cgnet_loop *loop, cgnet__task *t) {
   cgnet_conn *c = ct->c;
   switch (ct->kind) {
   case OP_WRITE:
-    report(ct, c->closed ? CGNET_ECLOSED : cgnet_conn_write(c, ct->data, ct->len));
+    report(ct,
+           cgnet__conn_closed(c) ? CGNET_ECLOSED : cgnet_conn_write(c, ct->data, ct->len));
     break;
   case OP_WRITE_FRAME: /* encoded here: the conn's codec is loop-thread state */
-    report(ct, c->closed ? CGNET_ECLOSED : cgnet_conn_write_frame(c, ct->data, ct->len));
+    report(ct, cgnet__conn_closed(c) ? CGNET_ECLOSED
+                                     : cgnet_conn_write_frame(c, ct->data, ct->len));
     break;
   case OP_WAKE:
     cgnet__conn_wake_now(c);
     break;
   case OP_CLOSE:
-    if (c->closed) {
+    if (cgnet__conn_closed(c)) {
       report(ct, CGNET_ECLOSED);
     } else {
       cgnet__conn_close_now(c, CGNET_ELOCALCLOSE);
@@ -143,7 +145,7 @@ int cgnet_conn_async_write_owned(cgnet_conn *c, void *data, size_t len,
   conn_task *ct = NULL;
   if (!c || !free_fn || (len && !data))
     err = CGNET_EINVAL;
-  else if (c->datagram)
+  else if (c->kind == CGNET__SERVER_DGRAM)
     err = CGNET_EUNSUPPORTED;
   else if (cgnet_conn_is_closed(c))
     err = CGNET_ECLOSED;

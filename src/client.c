@@ -13,7 +13,7 @@
  *
  * Tasks run in the order they were posted to a loop, and the enter task is posted before
  * cgnet_client_dial returns, so async calls the caller makes on the conn find it
- * entered (they queue writes and defer wakes until the connect completes; see conn.c).
+ * entered (they queue writes and defer wakes until the connect completes; see stream.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -63,9 +63,9 @@ typedef struct dial_waiter {
  */
 
 static void signal_waiter(cgnet_conn *c, int status) {
-  dial_waiter *w = c->dial_waiter;
+  dial_waiter *w = c->client.dial_waiter;
   if (!w) return;
-  c->dial_waiter = NULL;
+  c->client.dial_waiter = NULL;
   pthread_mutex_lock(&w->mu);
   w->done = true;
   w->status = status;
@@ -84,7 +84,7 @@ static void unref_client(cgnet_client *cl) {
 }
 
 void cgnet__client_conn_closed(cgnet_conn *c, int reason) {
-  cgnet_client *cl = c->client;
+  cgnet_client *cl = c->client.owner;
   signal_waiter(c, reason);
   if (atomic_fetch_sub_explicit(&cl->nconns, 1, memory_order_acq_rel) == 1) {
     pthread_mutex_lock(&cl->mu);
@@ -201,8 +201,7 @@ static cgnet_conn *new_client_conn(cgnet_client *cl, void *ctx, unsigned extra_r
   cgnet_conn *c =
       cgnet__conn_new(pick_loop(cl), cl->conn_h, cl->conn_o, cl->ring_max, cl, extra_refs);
   if (!c) return NULL;
-  c->ctx = ctx;
-  c->connecting = true;
+  c->ctx = ctx; /* NEW (not connected) until its loop's task enters it */
   atomic_fetch_add_explicit(&c->loop->nconns, 1, memory_order_relaxed); /* least-conn */
   atomic_fetch_add_explicit(&cl->nconns, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&cl->refs, 1, memory_order_relaxed);
@@ -211,7 +210,7 @@ static cgnet_conn *new_client_conn(cgnet_client *cl, void *ctx, unsigned extra_r
 
 /* Undo new_client_conn for a conn no loop has seen (out of memory on the way). */
 static void discard_new_conn(cgnet_conn *c) {
-  cgnet_client *cl = c->client;
+  cgnet_client *cl = c->client.owner;
   atomic_fetch_sub_explicit(&c->loop->nconns, 1, memory_order_relaxed);
   atomic_fetch_sub_explicit(&cl->nconns, 1, memory_order_relaxed);
   atomic_fetch_sub_explicit(&cl->refs, 1, memory_order_relaxed); /* the caller holds one */
@@ -219,6 +218,12 @@ static void discard_new_conn(cgnet_conn *c) {
 }
 
 /* ---- connecting (loop thread) -------------------------------------------------------- */
+
+/* A client conn on a datagram socket is a connected datagram conn. Only before the conn
+ * is published: calls from any thread read the kind. */
+static void set_client_kind(cgnet_conn *c, int socktype) {
+  c->kind = socktype == SOCK_DGRAM ? CGNET__CONNECTED_DGRAM : CGNET__CLIENT_STREAM;
+}
 
 static void set_remote(cgnet_conn *c, const struct sockaddr_storage *sa, socklen_t len) {
   if (len > sizeof c->remote) len = sizeof c->remote;
@@ -230,7 +235,8 @@ static void set_remote(cgnet_conn *c, const struct sockaddr_storage *sa, socklen
  * Open a socket and start the non-blocking connect to `a`. TCP answers EINPROGRESS (the
  * loop then waits for writability); a Unix stream socket connects at once or fails
  * (EAGAIN: the listener's backlog is full, reported as is); a UDP socket "connects" at
- * once (it only fixes the peer), and becomes a connected datagram conn.
+ * once (it only fixes the peer), and the conn is a connected datagram conn (its kind,
+ * fixed by the dial from the same scheme).
  */
 static void start_connect(cgnet_conn *c, const cgnet__addr *a) {
   set_remote(c, &a->sa, a->salen);
@@ -240,8 +246,7 @@ static void start_connect(cgnet_conn *c, const cgnet__addr *a) {
     cgnet__conn_close_now(c, -errno);
     return;
   }
-  c->connected_dgram = a->socktype == SOCK_DGRAM;
-  if (c->connected_dgram)
+  if (c->kind == CGNET__CONNECTED_DGRAM)
     (void)cgnet__set_dgram_buffers(fd, c->o); /* not fatal, as for stream options */
   else
     cgnet__apply_conn_options(fd, family, c->o);
@@ -275,7 +280,7 @@ typedef struct dial_task {
  * its own, and joins only a conn that is still open.
  */
 static bool join_loop(cgnet_loop *loop, cgnet_conn *c) {
-  if (c->closed) return false;
+  if (cgnet__conn_closed(c)) return false;
   cgnet__conn_enter_loop(c);
   if (loop->stopping) {
     cgnet__conn_close_now(c, CGNET_ESHUTDOWN);
@@ -298,10 +303,10 @@ static void enter_run(cgnet_loop *loop, cgnet__task *t) {
  * dial that returned 0 ends in on_open or on_close), on the thread tearing the engine
  * down; the loop-only calls refuse to act from there (CGNET_EWRONGTHREAD). */
 static void forget_unentered(cgnet_conn *c) {
-  if (!c->closed) {
+  if (c->state == CGNET__CONN_NEW) { /* else CLOSED: ended on the loop already */
     atomic_fetch_sub_explicit(&c->loop->nconns, 1, memory_order_relaxed);
     atomic_store_explicit(&c->gone, true, memory_order_release);
-    c->closed = true;
+    c->state = CGNET__CONN_CLOSED;
     c->close_reason = CGNET_ESHUTDOWN;
     if (c->h->on_close) {
       c->in_callback++;
@@ -326,7 +331,7 @@ static void connect_run(cgnet_loop *loop, cgnet__task *t) {
   (void)loop;
   dial_task *d = (dial_task *)t;
   cgnet_conn *c = d->c;
-  if (!c->closed) {
+  if (!cgnet__conn_closed(c)) {
     if (d->err)
       cgnet__conn_close_now(c, d->err);
     else
@@ -459,11 +464,13 @@ static int dial(cgnet_client *cl, const char *addr, uint64_t timeout_ms, void *c
     if (c) discard_new_conn(c);
     return CGNET_ENOMEM;
   }
-  if (timeout_ms) c->connect_deadline_ms = cgnet__deadline(cgnet__now_ms(), timeout_ms);
-  c->dial_waiter = w;
+  if (timeout_ms)
+    c->client.connect_deadline_ms = cgnet__deadline(cgnet__now_ms(), timeout_ms);
+  c->client.dial_waiter = w;
   /* Known from the scheme now (the syntax parse has it too): writes made while a name
-   * resolves must stay separate datagrams, not one coalesced stream. */
-  c->connected_dgram = a.socktype == SOCK_DGRAM;
+   * resolves must stay separate datagrams, not one coalesced stream. The kind is fixed
+   * before the conn is posted: the any-thread calls read it. */
+  set_client_kind(c, a.socktype);
   d->connect = !lookup;
   d->addr = a;
   if (out) *out = c;
@@ -574,7 +581,7 @@ int cgnet_client_enroll(cgnet_client *cl, int fd, void *ctx, cgnet_conn **out) {
   }
   socklen_t len = sizeof c->remote;
   if (getpeername(fd, (struct sockaddr *)&c->remote, &len) == 0) c->remote_len = len;
-  c->connected_dgram = type == SOCK_DGRAM;
+  set_client_kind(c, type);
   e->t.run = enroll_run;
   e->t.drop = enroll_drop;
   e->c = c;
@@ -595,7 +602,7 @@ typedef struct close_task {
 
 static void close_one(cgnet_conn *c, void *ud) {
   close_task *ct = ud;
-  if (c->client != ct->cl || c->closed) return;
+  if (c->client.owner != ct->cl || cgnet__conn_closed(c)) return;
   if (ct->force)
     cgnet__conn_close_now(c, CGNET_ESHUTDOWN);
   else
@@ -693,5 +700,5 @@ cgnet_engine *cgnet_client_engine(const cgnet_client *cl) {
 }
 
 cgnet_client *cgnet_conn_client(const cgnet_conn *c) {
-  return c->client;
+  return c->client.owner;
 }

@@ -4,7 +4,7 @@
  *
  * Pure functions of (codec, input): no loop, no conn, no allocation after creation, so
  * one codec serves every loop at once and the fuzzers can link this file alone (with
- * error.c). The conn side (feeding the inbound view, calling on_frame) is in conn.c.
+ * error.c). The conn side (feeding the inbound view, calling on_frame) is in stream.c.
  *
  * The `hint` (see cgnet_frame) makes a frame that arrives in many reads cost O(frame)
  * in total: the line and delimiter decoders resume scanning where they stopped, the

@@ -8,7 +8,7 @@
  *  - A loop runs on one thread and owns every conn in its `conns` list; nothing but that
  *    thread touches a conn, except through the loop's task queue.
  *  - Conns are never freed while the loop is working through a batch of poller results,
- *    so a result for a conn closed earlier in the same batch finds `closed` set and is
+ *    so a result for a conn closed earlier in the same batch finds it CLOSED and is
  *    skipped; the loop frees such conns (the `graveyard`) once the batch is done.
  */
 #ifndef CGNET_CORE_H
@@ -77,8 +77,7 @@ struct cgnet__task {
   void (*drop)(cgnet__task *t);
 };
 
-#define CGNET__MAX_IOV 64     /* iovecs gathered per write */
-#define CGNET__DGRAM_BATCH 64 /* datagrams read from a connected UDP conn per wake-up */
+#define CGNET__MAX_IOV 64 /* iovecs gathered per write */
 /* Flush timeout of a graceful stop asked for by a callback's SHUTDOWN action. */
 #define CGNET__ACTION_STOP_TIMEOUT_MS 1000
 
@@ -88,46 +87,92 @@ typedef struct cgnet__conn_names {
   char remote_str[112], local_str[112]; /* room for a Unix path (sun_path is 108) */
 } cgnet__conn_names;
 
+/*
+ * A conn's life (docs/design.md, "The conn's life as a state machine"):
+ *
+ *   NEW --enter--> CONNECTING --connected--> OPEN --close--> CLOSED
+ *    |                  |                                      ^
+ *    +------ close -----+--------------------------------------+
+ *
+ * Until OPEN, writes queue, wake-ups wait for on_open and the only timeout is a dial's
+ * connect deadline. A close request (close_reason) is not a state: the conn stays OPEN
+ * until the callback that asked for it returns.
+ */
+typedef enum cgnet__conn_state {
+  /* Built (cgnet__conn_new) but not among its loop's conns: a dialed or enrolled conn
+   * whose enter task has not run yet. Closable on its loop all the same. */
+  CGNET__CONN_NEW = 0,
+  /* Among its loop's conns, not connected yet: resolving, connect() in progress, or
+   * about to be given its socket (cgnet__conn_attach). */
+  CGNET__CONN_CONNECTING,
+  CGNET__CONN_OPEN,   /* connected; on_open ran or is running */
+  CGNET__CONN_CLOSED, /* fd closed, on_close done; memory not yet freed */
+} cgnet__conn_state;
+
+/* What a conn is. Bit 0: a client's (dialed or enrolled); bit 1: a datagram conn. */
+typedef enum cgnet__conn_kind {
+  CGNET__SERVER_STREAM = 0,   /* accepted from a listener */
+  CGNET__CLIENT_STREAM = 1,   /* a client's TCP or Unix stream conn */
+  CGNET__SERVER_DGRAM = 2,    /* a UDP socket's per-datagram conn (udp.c) */
+  CGNET__CONNECTED_DGRAM = 3, /* a client's connected UDP socket (udp.c) */
+} cgnet__conn_kind;
+
+/* The conn's conditions besides its state, one bit each in cgnet_conn.flags. */
+enum {
+  CGNET__CF_PAUSED = 1u << 0,    /* cgnet_conn_pause_read */
+  CGNET__CF_OVER_HIGH = 1u << 1, /* queued output crossed the high watermark */
+  /* Reading pauses while OVER_HIGH (options.read_backpressure); set once, at init. */
+  CGNET__CF_READ_BACKPRESSURE = 1u << 2,
+  CGNET__CF_READ_CLOSED = 1u << 3,     /* half-open: the peer's FIN arrived */
+  CGNET__CF_SHUT_WR_PENDING = 1u << 4, /* shutdown_write asked: FIN once output drains */
+  CGNET__CF_SHUT_WR_DONE = 1u << 5,    /* that FIN went out */
+  CGNET__CF_DRAINING = 1u << 6,        /* engine stopping: close once output is flushed */
+  /* Buffered bytes still wait to be decoded (decoding stopped by a pause, or the codec
+   * changed): the next continue_read hands them over before reading more. */
+  CGNET__CF_REDELIVER = 1u << 7,
+  CGNET__CF_WAKE_ON_OPEN = 1u << 8, /* cgnet_conn_wake while connecting */
+};
+
+/* Datagrams a connected datagram conn was asked to send before its connect (udp.c). */
+typedef struct cgnet__dgram_list {
+  struct cgnet__pending_dgram *head, *tail;
+  size_t bytes;
+} cgnet__dgram_list;
+
 struct cgnet_conn {
-  cgnet__io io; /* must stay first */
+  cgnet__io io;  /* must stay first */
+  uint8_t state; /* cgnet__conn_state */
+  /* cgnet__conn_kind, fixed before the conn is published: calls from any thread read it
+   * (a different byte from `state`, which only the loop thread touches). */
+  uint8_t kind;
+  uint32_t flags; /* CGNET__CF_* */
   cgnet_loop *loop;
   void *ctx;
-  /* Whose conn this is: the engine's handler and options for an accepted conn, the
-   * client's for a dialed or enrolled one (client != NULL). */
+  /* Whose conn this is: the engine's handler and options for a server kind, the
+   * client's for a client kind. */
   const cgnet_handler *h;
   const cgnet_options *o;
-  size_t ring_max; /* write_buffer_cap of those options, as a power of two */
-  cgnet_client *client;
-  /* Dialed: not connected yet (resolving or connect() in progress). Writes queue, wakes
-   * wait for on_open, and the only timeout is the connect deadline. */
-  bool connecting;
-  bool wake_on_open;            /* cgnet_conn_wake while connecting */
-  uint64_t connect_deadline_ms; /* 0: none */
-  void *dial_waiter;            /* cgnet_client_dial_wait's rendezvous, until signalled */
-  cgnet__list node;             /* in loop->conns, or loop->graveyard once closed */
-  cgnet__list out_node;         /* in loop->pending_out while output waits for the flush */
+  size_t ring_max;       /* write_buffer_cap of those options, as a power of two */
+  cgnet__list node;      /* in loop->conns, or loop->graveyard once closed */
+  cgnet__list out_node;  /* in loop->pending_out while output waits for the flush */
   cgnet__list read_node; /* edge mode: in loop->pending_read when its budget ran out */
   uint32_t interest;     /* what the poller watches now */
-  size_t read_max;  /* bytes one read may take with nothing queued (read_room in conn.c) */
+  size_t read_max; /* bytes one read may take with nothing queued (read_room in stream.c) */
   int close_reason; /* non-zero: close requested with this reason */
   int in_callback;  /* > 0 while a user callback for this conn runs */
-  bool closed;      /* fd closed, on_close done; memory not yet freed */
-  atomic_bool gone; /* `closed`, readable from any thread */
+  atomic_bool gone; /* state is CLOSED, readable from any thread */
   atomic_uint refs; /* 1 for the loop until the conn is swept, + user references */
-  bool draining;    /* engine stopping: close once output is flushed */
-  bool over_high;   /* queued output crossed the high watermark */
-  bool read_backpressure; /* ... and then reading pauses (options.read_backpressure) */
-  bool user_paused;       /* cgnet_conn_pause_read */
-  bool read_closed;       /* half-open: the peer's FIN arrived */
-  bool shut_wr_pending;   /* shutdown_write asked: FIN once output drains */
-  bool shut_wr_done;
-  bool datagram; /* the per-socket datagram conn of a UDP socket (udp.c) */
-  /* A client's connected UDP socket: one read is one datagram (the unread rest is
-   * dropped), one write is one datagram sent at once. Writes made before the connect
-   * (a name still resolving) wait in dgram_pending. */
-  bool connected_dgram;
-  struct cgnet__pending_dgram *dgram_pending, *dgram_pending_tail;
-  size_t dgram_pending_bytes;
+
+  /* Client kinds only (zero for the others). */
+  struct {
+    cgnet_client *owner;
+    void *dial_waiter;            /* cgnet_client_dial_wait's rendezvous, until signalled */
+    uint64_t connect_deadline_ms; /* 0: none */
+    /* A connected datagram conn: one read is one datagram (the unread rest is dropped),
+     * one write is one datagram sent at once. Writes made before the connect (a name
+     * still resolving) wait here. */
+    cgnet__dgram_list pending;
+  } client;
 
   /* Timeouts: one wheel node, armed at the earliest deadline; reads and writes only
    * stamp times, and the node re-arms itself lazily when it fires early. */
@@ -138,7 +183,9 @@ struct cgnet_conn {
 
   /* The bytes the user sees: in_callback, either a slice of the loop's read buffer
    * (view_is_rbuf) or the conn's own inbound buffer. view_pos counts consumed bytes;
-   * it is settled when the callback returns. */
+   * it is settled when the callback returns. These two are the view's, not the conn's
+   * life: plain bytes that the read path stores on every read, with no
+   * read-modify-write of `flags`. */
   const uint8_t *view;
   size_t view_len, view_pos;
   bool view_set, view_is_rbuf;
@@ -146,13 +193,10 @@ struct cgnet_conn {
   cgnet__buf in;
   cgnet__outbuf out;
 
-  /* Framing (conn.c's deliver_frames): the conn's codec, the decoder's memo for the
-   * pending input (cgnet_frame.hint), and whether buffered bytes still wait to be
-   * decoded (decoding stopped by a pause, or the codec changed), so that the next
-   * continue_read hands them over before reading more. */
+  /* Framing (stream.c's deliver_frames): the conn's codec and the decoder's memo for the
+   * pending input (cgnet_frame.hint). */
   const cgnet_codec *codec;
   size_t codec_hint;
-  bool redeliver;
 
   struct sockaddr_storage remote;
   socklen_t remote_len;
@@ -160,6 +204,48 @@ struct cgnet_conn {
    * them: most conns never do, and every byte of a conn counts when 10,000 are open. */
   struct cgnet__conn_names *names;
 };
+
+static inline bool cgnet__conn_has(const cgnet_conn *c, uint32_t any_of) {
+  return (c->flags & any_of) != 0;
+}
+static inline void cgnet__conn_set(cgnet_conn *c, uint32_t f) {
+  c->flags |= f;
+}
+static inline void cgnet__conn_clear(cgnet_conn *c, uint32_t f) {
+  c->flags &= ~f;
+}
+
+static inline bool cgnet__conn_closed(const cgnet_conn *c) {
+  return c->state == CGNET__CONN_CLOSED;
+}
+/* Not connected yet (NEW or CONNECTING). */
+static inline bool cgnet__conn_connecting(const cgnet_conn *c) {
+  return c->state < CGNET__CONN_OPEN;
+}
+/* Closed, or a close requested. */
+static inline bool cgnet__conn_closing(const cgnet_conn *c) {
+  return c->state == CGNET__CONN_CLOSED || c->close_reason != 0;
+}
+
+static inline bool cgnet__conn_is_client(const cgnet_conn *c) {
+  return (c->kind & 1) != 0;
+}
+static inline bool cgnet__conn_is_dgram(const cgnet_conn *c) {
+  return (c->kind & 2) != 0;
+}
+
+/* Output over the high watermark holds reading back (with read backpressure on). */
+static inline bool cgnet__conn_backpressured(const cgnet_conn *c) {
+  const uint32_t both = CGNET__CF_OVER_HIGH | CGNET__CF_READ_BACKPRESSURE;
+  return (c->flags & both) == both;
+}
+/* Reading is on unless the engine is draining the conn, output is over the high
+ * watermark, the user paused it, or the peer has sent its FIN. */
+static inline bool cgnet__conn_wants_read(const cgnet_conn *c) {
+  return !cgnet__conn_has(c,
+                          CGNET__CF_DRAINING | CGNET__CF_PAUSED | CGNET__CF_READ_CLOSED) &&
+         !cgnet__conn_backpressured(c);
+}
 
 struct cgnet_loop {
   cgnet_engine *eng;
@@ -259,7 +345,7 @@ void cgnet__loop_for_each_conn(cgnet_loop *loop, void (*fn)(cgnet_conn *c, void 
  * thread-pointer load on every loop-only call, with no __tls_get_addr in libcgnet.so. */
 extern _Thread_local cgnet_loop *cgnet__tls_loop __attribute__((tls_model("initial-exec")));
 
-/* ---- conn.c ---- */
+/* ---- conn.c (a conn's life) ---- */
 /* Adopt an accepted socket on this loop: register it and call on_open. */
 void cgnet__conn_open(cgnet_loop *loop, int fd, const struct sockaddr *sa, socklen_t len);
 /* Set every field of a zeroed conn for `loop`, with no socket (fd -1). Any thread. */
@@ -267,16 +353,33 @@ void cgnet__conn_init(cgnet_conn *c, cgnet_loop *loop, const cgnet_handler *h,
                       const cgnet_options *o, size_t ring_max, cgnet_client *client,
                       unsigned refs);
 /* A conn for `loop` with every field set but no socket yet (any thread; refs = 1 + extra
- * references for the caller). The caller counts it in loop->nconns. */
+ * references for the caller), in state NEW. The caller counts it in loop->nconns. */
 cgnet_conn *cgnet__conn_new(cgnet_loop *loop, const cgnet_handler *h,
                             const cgnet_options *o, size_t ring_max, cgnet_client *client,
                             unsigned extra_refs);
 /* Loop thread: the conn made by cgnet__conn_new joins the loop's conns (closable,
- * timeouts armed) before it has a socket. */
+ * timeouts armed) before it has a socket: NEW -> CONNECTING. */
 void cgnet__conn_enter_loop(cgnet_conn *c);
 /* Loop thread: give it its socket. connecting: connect() is in progress (on_open once it
- * completes); else the socket is connected and on_open runs now. */
+ * completes); else the socket is connected and the conn opens (on_open) now. */
 int cgnet__conn_attach(cgnet_conn *c, int fd, bool connecting);
+/* A dial's connect() finished (the socket reported writable or an error): open or close. */
+void cgnet__conn_finish_connect(cgnet_conn *c);
+/* Arm the timeout node if a deadline now comes before it (new queued output, new
+ * settings; reads and writes only push deadlines later). */
+void cgnet__conn_arm_timeouts(cgnet_conn *c);
+/* Close when it is safe: at once, or after the conn's running callback returns. */
+void cgnet__conn_request_close(cgnet_conn *c, int reason);
+/* Close now (not from inside one of this conn's callbacks). */
+void cgnet__conn_close_now(cgnet_conn *c, int reason);
+/* The loop drops its reference (end of the turn in which the conn closed). */
+void cgnet__conn_free(cgnet_conn *c);
+/* Free what a conn owns besides itself (its names); for conns freed elsewhere. */
+void cgnet__conn_release_names(cgnet_conn *c);
+/* Engine stopping: close at once, or mark draining if output is queued. */
+void cgnet__conn_begin_stop(cgnet_conn *c);
+
+/* ---- stream.c (a conn's read and write paths) ---- */
 void cgnet__conn_on_ready(cgnet_conn *c, uint32_t flags);
 /* Edge mode: continue reading a conn whose per-wake-up budget ran out. */
 void cgnet__conn_continue_read(cgnet_conn *c);
@@ -287,27 +390,33 @@ void cgnet__conn_flush_pending(cgnet_conn *c);
 void cgnet__conn_after_callback(cgnet_conn *c, cgnet_action a);
 /* Edge mode, or reading resumed: read again on the loop's next turn. */
 void cgnet__conn_schedule_read(cgnet_conn *c);
-/* Close now (not from inside one of this conn's callbacks). */
-void cgnet__conn_close_now(cgnet_conn *c, int reason);
-/* The loop drops its reference (end of the turn in which the conn closed). */
-void cgnet__conn_free(cgnet_conn *c);
-/* Free what a conn owns besides itself (its names); for conns freed elsewhere. */
-void cgnet__conn_release_names(cgnet_conn *c);
 /* Run on_traffic for a wake-up with no new bytes. */
 void cgnet__conn_wake_now(cgnet_conn *c);
-/* Engine stopping: close at once, or mark draining if output is queued. */
-void cgnet__conn_begin_stop(cgnet_conn *c);
+/* Hand n freshly read bytes to the user (seen in place while nothing is buffered). */
+void cgnet__conn_deliver(cgnet_conn *c, const uint8_t *data, size_t n);
+/* Level mode: make the poller watch what the conn wants now (reading, writing). */
+void cgnet__conn_update_interest(cgnet_conn *c);
+/* Send what the conn's own callbacks queued, unless a callback of it still runs. */
+void cgnet__conn_flush_own_output(cgnet_conn *c);
+/* Send queued output until it is gone or the socket is full. 0, or the socket error. */
+int cgnet__conn_write_out(cgnet_conn *c);
+
+/* Output waits for the flush before the loop sleeps (or the conn's own, sooner). */
+static inline void cgnet__conn_schedule_flush(cgnet_conn *c) {
+  if (!cgnet__list_linked(&c->out_node))
+    cgnet__list_insert_tail(&c->loop->pending_out, &c->out_node);
+}
 
 /* ---- client.c ---- */
 /* A client conn opened (on_open ran) or closed; on the conn's loop. */
 void cgnet__client_conn_opened(cgnet_conn *c);
 void cgnet__client_conn_closed(cgnet_conn *c, int reason);
 
-/* Calls that make sense only on a stream conn return CGNET_EUNSUPPORTED on a datagram
- * conn. */
+/* Calls that make sense only on a conn with one peer return CGNET_EUNSUPPORTED on a
+ * server's per-datagram conn. */
 #define CGNET__STREAM_ONLY(c)                                                              \
   do {                                                                                     \
-    if (cgnet__unlikely((c)->datagram)) return CGNET_EUNSUPPORTED;                         \
+    if (cgnet__unlikely((c)->kind == CGNET__SERVER_DGRAM)) return CGNET_EUNSUPPORTED;      \
   } while (0)
 
 /* Calls documented "loop thread" check it, so that a call from another thread (or from
@@ -339,9 +448,21 @@ void cgnet__loop_flush_udp(cgnet_loop *loop);
 void cgnet__loop_stop_udp(cgnet_loop *loop);
 /* Engine teardown: close and free the loop's UDP sockets. */
 void cgnet__loop_free_udp(cgnet_loop *loop);
-/* The datagram conn's operations (conn.c dispatches to them). */
+/* The datagram conns' operations (conn.c and stream.c dispatch to them). */
+/* One datagram to the peer: queued for a server's datagram conn, sent now (or kept until
+ * the connect) for a connected one. */
 int cgnet__dgram_conn_write(cgnet_conn *c, const void *data, size_t len);
+/* A server's datagram conn: send what its socket has queued. */
 int cgnet__dgram_conn_flush(cgnet_conn *c);
+/* A connected datagram conn: read datagrams (edge or level, within the read budget). */
+void cgnet__dgram_conn_read(cgnet_conn *c);
+/* A connected datagram conn: send one datagram gathered from iov now; before the connect
+ * completes, keep a copy (CGNET_ENOBUFS past write_buffer_limit). */
+int cgnet__dgram_conn_send(cgnet_conn *c, const struct iovec *iov, int iovcnt);
+/* A connected datagram conn: the connect completed, send what was kept, in order. */
+void cgnet__dgram_conn_send_pending(cgnet_conn *c);
+/* A connected datagram conn closing: drop what was kept. */
+void cgnet__dgram_conn_free_pending(cgnet_conn *c);
 
 /* ---- unix.c ---- */
 /* A bound, listening Unix socket for `a`, replacing a stale socket file; dev and ino get

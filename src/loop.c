@@ -302,7 +302,7 @@ static void dispatch(cgnet_loop *loop, const cgnet__ready *r) {
   switch (io->kind) {
   case CGNET__KIND_CONN: {
     cgnet_conn *c = (cgnet_conn *)io;
-    if (!c->closed) cgnet__conn_on_ready(c, r->flags);
+    if (!cgnet__conn_closed(c)) cgnet__conn_on_ready(c, r->flags);
     break;
   }
   case CGNET__KIND_LISTENER:

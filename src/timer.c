@@ -55,7 +55,7 @@ cgnet_timer *cgnet_timer_new(cgnet_loop *loop, cgnet_timer_fn fn, void *ud) {
 }
 
 cgnet_timer *cgnet_conn_timer_new(cgnet_conn *c, cgnet_timer_fn fn, void *ud) {
-  if (!c || c->closed || c->datagram) return NULL;
+  if (!c || cgnet__conn_closed(c) || c->kind == CGNET__SERVER_DGRAM) return NULL;
   return new_timer(c->loop, c, fn, ud);
 }
 

@@ -15,6 +15,10 @@
  * per TX_BATCH datagrams, where gnet makes one syscall per datagram. A full socket
  * (EAGAIN) leaves the rest queued and arms EPOLLOUT; the loop's pre-sleep flush also
  * covers sockets written outside a batch.
+ *
+ * Connected datagram conns. A client's udp:// conn (dialed or enrolled) has a socket of
+ * its own and is driven by the conn read path like a stream conn, with the datagram
+ * reads and sends below (the last section).
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -103,8 +107,9 @@ static void init_dgram_conn(cgnet__udp *u) {
   cgnet_engine *eng = u->loop->eng;
   cgnet__conn_init(c, u->loop, &eng->h, &eng->o, eng->ring_max, NULL, 1);
   c->io.fd = u->io.fd; /* never registered itself: the socket is (as u->io) */
-  c->datagram = true;
-  c->codec = NULL; /* a datagram is a message already */
+  c->kind = CGNET__SERVER_DGRAM;
+  c->state = CGNET__CONN_OPEN; /* open for as long as its socket */
+  c->codec = NULL;             /* a datagram is a message already */
   c->idle_to_ms = c->read_to_ms = c->write_to_ms = 0;
 }
 
@@ -415,7 +420,139 @@ static cgnet__udp *udp_of(cgnet_conn *c) {
   return cgnet__container_of(c, cgnet__udp, dc);
 }
 
+/* ---- connected datagram conns (a client's udp:// conns) ------------------------------
+ *
+ * A client's UDP socket with its peer fixed by connect(): a conn of its own, registered
+ * like a stream conn, but one read is one datagram (the unread rest is dropped when the
+ * callback returns) and one write is one datagram sent at once, with no queue. Writes
+ * made before the connect (a name still resolving) are kept in c->client.pending and sent
+ * in order once it completes.
+ */
+
+#define CONNECTED_RX_BATCH 64 /* datagrams read per wake-up in level mode */
+
+typedef struct cgnet__pending_dgram {
+  struct cgnet__pending_dgram *next;
+  size_t len;
+  uint8_t data[];
+} pending_dgram;
+
+/* One datagram in, or 0 when none is waiting, or -1 when reading is over for now. A
+ * returned count is the datagram's length + 1, so an empty datagram still counts as one. */
+static ssize_t read_datagram(cgnet_conn *c) {
+  cgnet_loop *loop = c->loop;
+  ssize_t n;
+  do {
+    n = recv(c->io.fd, loop->rbuf, loop->rbuf_cap, MSG_TRUNC);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    /* e.g. ECONNREFUSED: an ICMP port unreachable came back */
+    cgnet__conn_request_close(c, -errno);
+    return -1;
+  }
+  c->last_read_ms = loop->now_ms;
+  if ((size_t)n > loop->rbuf_cap) { /* larger than read_buffer_cap: never deliver it cut */
+    cgnet__log(loop->eng, CGNET_LOG_DEBUG,
+               "datagram of %zd bytes dropped (read buffer %zu)", n, loop->rbuf_cap);
+    return 1;
+  }
+  cgnet__conn_deliver(c, loop->rbuf, (size_t)n);
+  return (cgnet__conn_closing(c) || !cgnet__conn_wants_read(c)) ? -1 : n + 1;
+}
+
+/* Edge mode reads until EAGAIN within read_chunk_limit, and past it waits in
+ * pending_read for the next turn; level mode reads until EAGAIN, CONNECTED_RX_BATCH
+ * datagrams or read_chunk_limit bytes, and epoll reports the rest again. */
+void cgnet__dgram_conn_read(cgnet_conn *c) {
+  size_t budget = c->o->read_chunk_limit, total = 0;
+  bool edge = c->o->edge_triggered;
+  for (int count = 1;; count++) {
+    ssize_t n = read_datagram(c);
+    if (n <= 0) return;
+    total += (size_t)n;
+    if (!edge) {
+      if (count >= CONNECTED_RX_BATCH || total >= budget) return;
+    } else if (total >= budget) {
+      cgnet__conn_schedule_read(c);
+      return;
+    }
+  }
+}
+
+/* Keep a copy of one datagram gathered from iov until the connect completes. */
+static int keep_pending(cgnet_conn *c, const struct iovec *iov, int iovcnt, size_t len) {
+  cgnet__dgram_list *q = &c->client.pending;
+  if (len > c->o->write_buffer_limit - q->bytes) return CGNET_ENOBUFS;
+  pending_dgram *d = malloc(sizeof *d + len);
+  if (!d) return CGNET_ENOMEM;
+  d->next = NULL;
+  d->len = len;
+  size_t off = 0;
+  for (int i = 0; i < iovcnt; i++) {
+    if (iov[i].iov_len) memcpy(d->data + off, iov[i].iov_base, iov[i].iov_len);
+    off += iov[i].iov_len;
+  }
+  if (q->tail)
+    q->tail->next = d;
+  else
+    q->head = d;
+  q->tail = d;
+  q->bytes += len;
+  return 0;
+}
+
+int cgnet__dgram_conn_send(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
+  if (cgnet__conn_closing(c)) return CGNET_ECLOSED;
+  size_t len = 0;
+  for (int i = 0; i < iovcnt; i++)
+    len += iov[i].iov_len;
+  if (cgnet__conn_connecting(c)) return keep_pending(c, iov, iovcnt, len);
+  struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+  ssize_t n;
+  do {
+    n = sendmsg(c->io.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n >= 0) {
+    c->last_write_ms = c->loop->now_ms;
+    return 0;
+  }
+  int err = -errno;
+  if (err == CGNET_EAGAIN || err == CGNET_EMSGSIZE || err == CGNET_ENOBUFS) return err;
+  cgnet__conn_request_close(c, err); /* ECONNREFUSED and the like: the peer is not there */
+  return err;
+}
+
+void cgnet__dgram_conn_free_pending(cgnet_conn *c) {
+  cgnet__dgram_list *q = &c->client.pending;
+  while (q->head) {
+    pending_dgram *d = q->head;
+    q->head = d->next;
+    free(d);
+  }
+  q->tail = NULL;
+  q->bytes = 0;
+}
+
+void cgnet__dgram_conn_send_pending(cgnet_conn *c) {
+  cgnet__dgram_list *q = &c->client.pending;
+  while (q->head && !cgnet__conn_closing(c)) {
+    pending_dgram *d = q->head;
+    q->head = d->next;
+    struct iovec iov = {.iov_base = d->data, .iov_len = d->len};
+    (void)cgnet__dgram_conn_send(c, &iov, 1);
+    free(d);
+  }
+  cgnet__dgram_conn_free_pending(c);
+}
+
+/* ---- either kind --------------------------------------------------------------------- */
+
 int cgnet__dgram_conn_write(cgnet_conn *c, const void *data, size_t len) {
+  if (c->kind == CGNET__CONNECTED_DGRAM) {
+    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+    return cgnet__dgram_conn_send(c, &iov, 1);
+  }
   return cgnet__dgram_queue(udp_of(c), (const struct sockaddr *)&c->remote, c->remote_len,
                             data, len);
 }
@@ -427,7 +564,7 @@ int cgnet__dgram_conn_flush(cgnet_conn *c) {
 
 int cgnet_conn_send_to(cgnet_conn *c, const struct sockaddr *to, socklen_t tolen,
                        const void *data, size_t len) {
-  if (!c->datagram) return CGNET_EUNSUPPORTED;
+  if (c->kind != CGNET__SERVER_DGRAM) return CGNET_EUNSUPPORTED;
   if (!to) return CGNET_EINVAL;
   return cgnet__dgram_queue(udp_of(c), to, tolen, data, len);
 }

@@ -121,8 +121,9 @@ void cgnet__unix_unlink(const cgnet__addr *a, dev_t dev, ino_t ino) {
 /* ---- public API ---------------------------------------------------------------------- */
 
 int cgnet_conn_peer_cred(const cgnet_conn *c, pid_t *pid, uid_t *uid, gid_t *gid) {
-  if (c->datagram || c->remote.ss_family != AF_UNIX) return CGNET_EUNSUPPORTED;
-  if (c->closed) return CGNET_ECLOSED;
+  if (c->kind == CGNET__SERVER_DGRAM || c->remote.ss_family != AF_UNIX)
+    return CGNET_EUNSUPPORTED;
+  if (cgnet__conn_closed(c)) return CGNET_ECLOSED;
   struct ucred cred;
   socklen_t len = sizeof cred;
   if (getsockopt(c->io.fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) return -errno;

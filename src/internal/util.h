@@ -10,9 +10,6 @@
 
 #define cgnet__likely(x) __builtin_expect(!!(x), 1)
 #define cgnet__unlikely(x) __builtin_expect(!!(x), 0)
-/* For a small static function on the per-message path that GCC stops inlining once its
- * file grows (each such call measured at 5-20 instructions per echoed message). */
-#define CGNET__HOT static inline __attribute__((always_inline))
 
 #define CGNET__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
