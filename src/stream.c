@@ -4,8 +4,9 @@
  * path (poller result -> read -> callback -> write -> send) is all in this file, so the
  * compiler inlines it as one piece; conn.c holds the rest of a conn's life.
  *
- * Read path. One read() into the loop's shared read buffer per wake-up (level mode) or
- * until EAGAIN / the chunk budget (edge mode). When the conn holds no leftover bytes, the
+ * Read path. read() into the loop's shared read buffer, again while reads fill it (level
+ * mode) or until EAGAIN (edge mode), within the chunk budget; each read takes no more than
+ * the room below the high watermark (read_room). When the conn holds no leftover bytes, the
  * user sees the bytes in place in the loop buffer; only what the user leaves unconsumed
  * is copied into the conn's own inbound buffer, which is released once it empties.
  *

@@ -755,7 +755,7 @@ static void test_blast(void **state) {
     fail_msg("only %d of %d conns reached the watermark in %d s",
              atomic_load(&S.unwritable), BL_CONNS, BL_FILL_SECS);
   /* What is held per conn at the watermark is the watermark itself (a 64 KiB ring with
-   * the defaults) and the conn (about 0.6 KiB): 63.1 MiB for 1,000 conns with the
+   * the defaults) and the conn (0.55 KiB): 63.1 MiB for 1,000 conns with the
    * defaults, plus the allocator's pages. Measured here: 63.5 to 64.1 MiB. The bound is
    * 64 MiB with 1 MiB for the allocator; the small configuration keeps the 64 MiB one. */
   long bound = cfg ? RSS_BOUND_KB : RSS_BOUND_KB + 1024;
