@@ -32,7 +32,7 @@ FORMAT_DIRS := src include tests examples bench fuzz
 FORMAT_FILES = $(shell find $(FORMAT_DIRS) -type f \( -name '*.c' -o -name '*.h' \) 2>/dev/null | sort)
 
 .DEFAULT_GOAL := build
-.PHONY: all build deps deps-fuzz test test-plain test-asan test-tsan test-fuzz fuzz test-long demo bench bench-sweep install format \
+.PHONY: all build deps deps-bench deps-fuzz test test-plain test-asan test-tsan test-fuzz fuzz test-long demo bench bench-sweep install format \
 	format-check clean
 
 all: build
@@ -76,12 +76,15 @@ test-long: deps
 demo: build
 	bash scripts/demo.sh $(BUILD_DIR)
 
-bench: build
+# The bench peers (libuv, libevent) are found at configure time, so their packages go in
+# before the build: on a fresh machine the first `make bench` then has every peer.
+deps-bench:
 	@$(DEPS) --bench
+
+bench: deps-bench build
 	bash bench/run.sh
 
-bench-sweep: build
-	@$(DEPS) --bench
+bench-sweep: deps-bench build
 	bash bench/sweep.sh
 
 # The prefix is given at configure time too, so that cgnet.pc names it.
