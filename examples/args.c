@@ -215,3 +215,10 @@ void ex_block_stop_signals(sigset_t *set) {
   sigaddset(set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, set, NULL);
 }
+
+int ex_address_arg(const char *arg, const char **addr, int *have_addr) {
+  if (arg[0] == '-' || *have_addr) return 0;
+  *addr = arg;
+  *have_addr = 1;
+  return 1;
+}

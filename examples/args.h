@@ -63,6 +63,11 @@ void ex_loops(ex_args *a, const char *flag, cgnet_options *opts);
 void ex_usage_error(const ex_args *a, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn));
 
+/* A server example's one positional argument, its address: takes `arg` into *addr when
+ * it is not an option and no address came before (*have_addr records that). 1 if it did;
+ * 0 means the argument is unknown. */
+int ex_address_arg(const char *arg, const char **addr, int *have_addr);
+
 /* An argument that is no known option: a usage error naming it. */
 void ex_unknown(const ex_args *a, const char *arg) __attribute__((noreturn));
 

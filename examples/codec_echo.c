@@ -168,10 +168,7 @@ int main(int argc, char **argv) {
       ex_loops(&a, arg, &o);
     } else if (ex_is(arg, "--max")) {
       max = (size_t)ex_u64(&a, arg, 1, MAX_FRAME);
-    } else if (arg[0] != '-' && !have_addr) {
-      addr = arg;
-      have_addr = 1;
-    } else {
+    } else if (!ex_address_arg(arg, &addr, &have_addr)) {
       ex_unknown(&a, arg);
     }
   }

@@ -100,10 +100,7 @@ int main(int argc, char **argv) {
       po.max_threads = (int)ex_u64(&a, arg, 1, 4096);
     } else if (ex_is(arg, "--delay")) {
       g_delay_ms = (unsigned)ex_u64(&a, arg, 0, 3600000);
-    } else if (arg[0] != '-' && !have_addr) {
-      addr = arg;
-      have_addr = 1;
-    } else {
+    } else if (!ex_address_arg(arg, &addr, &have_addr)) {
       ex_unknown(&a, arg);
     }
   }

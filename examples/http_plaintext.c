@@ -355,10 +355,7 @@ int main(int argc, char **argv) {
       o.max_connections = (size_t)ex_u64(&a, arg, 1, 100000000);
     } else if (ex_is(arg, "--max-body")) {
       g_limits.max_body = ex_u64(&a, arg, 0, UINT64_MAX - 1);
-    } else if (arg[0] != '-' && !have_addr) {
-      addr = arg;
-      have_addr = 1;
-    } else {
+    } else if (!ex_address_arg(arg, &addr, &have_addr)) {
       ex_unknown(&a, arg);
     }
   }
