@@ -434,9 +434,9 @@ int cgnet__udp_open(const cgnet__addr *a, const cgnet_options *o, int reuse_port
 /* Adopt a UDP socket for address `index` (before the loop thread starts). */
 int cgnet__loop_add_udp(cgnet_loop *loop, size_t index, int fd);
 void cgnet__udp_on_ready(cgnet__udp *u, uint32_t flags);
-/* Queue one datagram (to == NULL: a connected socket) for the next sendmmsg. 0,
- * CGNET_EMSGSIZE, CGNET_EAFNOSUPPORT, CGNET_ENOBUFS (over write_buffer_limit), or
- * CGNET_ENOMEM. */
+/* Queue one datagram to `to` (a server socket's: a client's connected udp:// conn sends
+ * at once, cgnet__dgram_conn_send) for the next sendmmsg. 0, CGNET_EINVAL, CGNET_EMSGSIZE,
+ * CGNET_EAFNOSUPPORT, CGNET_ENOBUFS (over write_buffer_limit), or CGNET_ENOMEM. */
 int cgnet__dgram_queue(cgnet__udp *u, const struct sockaddr *to, socklen_t tolen,
                        const void *data, size_t len);
 /* Send what is queued (sendmmsg); EAGAIN keeps the rest and arms write interest. */

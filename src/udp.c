@@ -39,7 +39,7 @@
 
 typedef struct dgram_out {
   size_t off, len; /* bytes in qbuf */
-  socklen_t tolen; /* 0: connected socket, no address */
+  socklen_t tolen;
   struct sockaddr_storage to;
 } dgram_out;
 
@@ -157,17 +157,13 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem) {
 int cgnet__dgram_queue(cgnet__udp *u, const struct sockaddr *to, socklen_t tolen,
                        const void *data, size_t len) {
   if (u->io.fd < 0 || u->stopped) return CGNET_ECLOSED;
-  if (len && !data) return CGNET_EINVAL;
-  int family = u->family;
-  if (to) {
-    if (tolen < (socklen_t)sizeof(sa_family_t) ||
-        tolen > (socklen_t)sizeof(struct sockaddr_storage))
-      return CGNET_EINVAL;
-    family = to->sa_family;
-    /* An IPv6 socket reaches IPv4 peers (unless v6only); an IPv4 one no IPv6 peer. */
-    if (family != u->family && !(family == AF_INET && u->family == AF_INET6))
-      return CGNET_EAFNOSUPPORT;
-  }
+  if ((len && !data) || !to || tolen < (socklen_t)sizeof(sa_family_t) ||
+      tolen > (socklen_t)sizeof(struct sockaddr_storage))
+    return CGNET_EINVAL;
+  int family = to->sa_family;
+  /* An IPv6 socket reaches IPv4 peers (unless v6only); an IPv4 one no IPv6 peer. */
+  if (family != u->family && !(family == AF_INET && u->family == AF_INET6))
+    return CGNET_EAFNOSUPPORT;
   if (len > (family == AF_INET6 ? MAX_UDP6_PAYLOAD : MAX_UDP4_PAYLOAD))
     return CGNET_EMSGSIZE;
   size_t limit = u->loop->eng->o.write_buffer_limit;
@@ -178,8 +174,8 @@ int cgnet__dgram_queue(cgnet__udp *u, const struct sockaddr *to, socklen_t tolen
   dgram_out *d = &u->q[u->qlen++];
   d->off = u->qbuf_len;
   d->len = len;
-  d->tolen = to ? tolen : 0;
-  if (to) memcpy(&d->to, to, tolen);
+  d->tolen = tolen;
+  memcpy(&d->to, to, tolen);
   if (len) memcpy(u->qbuf + u->qbuf_len, data, len);
   u->qbuf_len += len;
   u->queued += len;
@@ -216,7 +212,7 @@ static int send_batch(cgnet__udp *u) {
     iov[i].iov_len = d->len;
     m[i].msg_hdr.msg_iov = &iov[i];
     m[i].msg_hdr.msg_iovlen = 1;
-    m[i].msg_hdr.msg_name = d->tolen ? &d->to : NULL;
+    m[i].msg_hdr.msg_name = &d->to;
     m[i].msg_hdr.msg_namelen = d->tolen;
   }
   int r;
