@@ -9,8 +9,9 @@
  *   - "any thread": safe from any thread, including loop threads.
  *   - "loop thread": only from a callback (or task) running on the loop that owns the
  *     object. The calls that change a conn (write, writev, write_frame, flush, close,
- *     shutdown_write, pause/resume_read, set_codec, the timeouts) return
- *     CGNET_EWRONGTHREAD from any other thread, another loop's included; for the others,
+ *     shutdown_write, pause/resume_read, set_codec, the timeouts) and a timer
+ *     (cgnet_timer_start/stop) return CGNET_EWRONGTHREAD from any other thread, another
+ *     loop's included; for the others,
  *     calling them elsewhere is undefined behaviour. Other threads use the async calls.
  *
  * Errors. Functions return 0 (or a non-negative count) on success and a negative
@@ -912,7 +913,8 @@ CGNET_API cgnet_timer *cgnet_timer_new(cgnet_loop *loop, cgnet_timer_fn fn, void
 CGNET_API cgnet_timer *cgnet_conn_timer_new(cgnet_conn *c, cgnet_timer_fn fn, void *ud);
 /* Fire after delay_ms, then every repeat_ms if repeat_ms > 0. Restarts a running timer.
  * A delay or repeat of UINT64_MAX (or any value too large to be reached) is effectively
- * never: the timer stays active and does not fire (again). Loop thread. */
+ * never: the timer stays active and does not fire (again). Loop thread of the timer's
+ * loop (CGNET_EWRONGTHREAD elsewhere, like cgnet_timer_stop). */
 CGNET_API int cgnet_timer_start(cgnet_timer *t, uint64_t delay_ms, uint64_t repeat_ms);
 /* Stop without freeing. Loop thread. */
 CGNET_API int cgnet_timer_stop(cgnet_timer *t);

@@ -59,15 +59,23 @@ cgnet_timer *cgnet_conn_timer_new(cgnet_conn *c, cgnet_timer_fn fn, void *ud) {
   return new_timer(c->loop, c, fn, ud);
 }
 
-int cgnet_timer_start(cgnet_timer *t, uint64_t delay_ms, uint64_t repeat_ms) {
+/* The wheel is the loop thread's alone: start and stop from elsewhere are refused. */
+static int timer_call_ok(const cgnet_timer *t) {
   if (!t) return CGNET_EINVAL;
+  return cgnet__unlikely(cgnet__tls_loop != t->loop) ? CGNET_EWRONGTHREAD : 0;
+}
+
+int cgnet_timer_start(cgnet_timer *t, uint64_t delay_ms, uint64_t repeat_ms) {
+  int err = timer_call_ok(t);
+  if (err) return err;
   t->repeat_ms = repeat_ms;
   cgnet__wheel_add(&t->loop->wheel, &t->node, cgnet__deadline(t->loop->now_ms, delay_ms));
   return 0;
 }
 
 int cgnet_timer_stop(cgnet_timer *t) {
-  if (!t) return CGNET_EINVAL;
+  int err = timer_call_ok(t);
+  if (err) return err;
   cgnet__wheel_del(&t->loop->wheel, &t->node);
   return 0;
 }

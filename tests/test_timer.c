@@ -549,6 +549,55 @@ static void test_timer_on_other_loop(void **state) {
   finish(&srv);
 }
 
+/* ---- start and stop off the timer's loop --------------------------------------------- */
+
+static void make_on_loop1(cgnet_loop *loop, void *arg) {
+  probe *p = arg;
+  p->timer = cgnet_timer_new(loop, probe_fire, p);
+  TU_CHECK(p->timer != NULL);
+  p->loop = loop;
+}
+
+static atomic_int other_loop_rc_start, other_loop_rc_stop;
+
+static void start_from_loop0(cgnet_loop *loop, void *arg) {
+  probe *p = arg;
+  TU_CHECK(cgnet_timer_loop(p->timer) != loop);
+  atomic_store(&other_loop_rc_start, cgnet_timer_start(p->timer, 1, 0));
+  atomic_store(&other_loop_rc_stop, cgnet_timer_stop(p->timer));
+}
+
+static void start_on_own_loop(cgnet_loop *loop, void *arg) {
+  (void)loop;
+  probe *p = arg;
+  TU_CHECK_EQ(cgnet_timer_start(p->timer, 10, 0), 0);
+}
+
+/* The wheel belongs to the timer's loop: start and stop from the test thread and from
+ * another loop's thread answer CGNET_EWRONGTHREAD and leave the timer as it was (it never
+ * fires); on its own loop it starts and fires once. */
+static void test_wrong_thread(void **state) {
+  (void)state;
+  reset();
+  cgnet_handler h = base_handler();
+  cgnet_options o = {.num_loops = 2};
+  tu_server srv;
+  assert_rc(tu_server_start(&srv, &h, &o), 0);
+  on_loop(srv.eng, 1, make_on_loop1, &P[0]);
+  assert_non_null(P[0].timer);
+  assert_rc(cgnet_timer_start(P[0].timer, 1, 0), CGNET_EWRONGTHREAD);
+  assert_rc(cgnet_timer_stop(P[0].timer), CGNET_EWRONGTHREAD);
+  on_loop(srv.eng, 0, start_from_loop0, &P[0]);
+  assert_rc(atomic_load(&other_loop_rc_start), CGNET_EWRONGTHREAD);
+  assert_rc(atomic_load(&other_loop_rc_stop), CGNET_EWRONGTHREAD);
+  tu_sleep_ms(50);
+  assert_int_equal(atomic_load(&P[0].fires), 0);
+  on_loop(srv.eng, 1, start_on_own_loop, &P[0]);
+  assert_true(tu_wait_atomic_ge(&P[0].fires, 1, TU_TIMEOUT_MS));
+  assert_int_equal(atomic_load(&P[0].wrong_thread), 0);
+  finish(&srv);
+}
+
 /* ---- accuracy
  * ------------------------------------------------------------------------------ */
 
@@ -749,6 +798,7 @@ int main(void) {
       T(test_conn_timer_close_action),
       T(test_loop_timer_shutdown_action),
       T(test_timer_on_other_loop),
+      T(test_wrong_thread),
       T(test_never_delays),
       T(test_accuracy_task),
       T(test_accuracy_open),
