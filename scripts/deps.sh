@@ -8,7 +8,7 @@
 #              CMake's default compiler, gcc on Debian, whose libgcc-N-dev brings the
 #              ASan, UBSan, LSan and TSan runtimes)
 #   --fuzz     also clang and its libFuzzer runtime (libclang-rt-14-dev), which
-#              scripts/fuzz.sh builds the codec fuzz targets with (`make test`,
+#              scripts/fuzz.sh builds the fuzz targets with (`make test`,
 #              `make test-fuzz`, `make fuzz`)
 #   --bench    also libuv1-dev, libevent-dev, wrk, h2load (nghttp2-client), nginx-light,
 #              h2o, python3, gnuplot-nox, valgrind and strace (bench peers, load tools, report)
