@@ -1,5 +1,5 @@
 /*
- * Event loops: one thread each, with its own poller, read buffer, buffer pool, task
+ * Event loops: one thread each, with its own backend, read buffer, buffer pool, task
  * queue and eventfd. A loop accepts on the listeners it owns (loop 0, or every loop with
  * reuse_port), runs its conns' callbacks, and flushes their output before it sleeps.
  *
@@ -178,7 +178,7 @@ static void dispatch_accepted(cgnet_loop *self, int fd, struct sockaddr_storage 
  * spin on a readable listener whose accept() keeps failing. */
 static void pause_listener(cgnet_loop *loop, cgnet__listener *l) {
   if (cgnet__tnode_active(&l->retry)) return;
-  (void)cgnet__poller_del(&loop->poller, l->io.fd);
+  (void)cgnet__backend_del(&loop->backend, l->io.fd);
   cgnet__wheel_add(&loop->wheel, &l->retry, cgnet__deadline(loop->now_ms, ACCEPT_RETRY_MS));
 }
 
@@ -187,7 +187,7 @@ static void on_listener_retry(cgnet__tnode *n) {
   cgnet_loop *loop = l->loop;
   if (l->io.fd < 0 || loop->stopping) return;
   if (loop->reserve_fd < 0) loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (cgnet__poller_add(&loop->poller, l->io.fd, CGNET__POLL_READ, &l->io) < 0)
+  if (cgnet__backend_add(&loop->backend, l->io.fd, CGNET__POLL_READ, &l->io) < 0)
     cgnet__wheel_add(&loop->wheel, &l->retry,
                      cgnet__deadline(loop->now_ms, ACCEPT_RETRY_MS));
 }
@@ -247,7 +247,7 @@ static void close_listeners(cgnet_loop *loop) {
     cgnet__listener *l = loop->listeners[i];
     if (!l || l->io.fd < 0) continue;
     cgnet__wheel_del(&loop->wheel, &l->retry);
-    (void)cgnet__poller_del(&loop->poller, l->io.fd);
+    (void)cgnet__backend_del(&loop->backend, l->io.fd);
     close(l->io.fd);
     l->io.fd = -1;
     if (l->unix_file)
@@ -394,7 +394,7 @@ static int next_timeout(const cgnet_loop *loop) {
 static void run(cgnet_loop *loop) {
   cgnet__ready ready[READY_BATCH];
   while (!(loop->stopping && cgnet__list_empty(&loop->conns))) {
-    int n = cgnet__poller_wait(&loop->poller, ready, READY_BATCH, next_timeout(loop));
+    int n = cgnet__backend_wait(&loop->backend, ready, READY_BATCH, next_timeout(loop));
     loop->now_ms = cgnet__now_ms();
     if (cgnet__unlikely(n < 0)) {
       cgnet__log(loop->eng, CGNET_LOG_ERROR, "poller wait: %s", cgnet_strerror(n));
@@ -460,7 +460,7 @@ int cgnet__loop_start(cgnet_loop *loop) {
 int cgnet__loop_init(cgnet_loop *loop, cgnet_engine *eng, int index) {
   loop->eng = eng;
   loop->index = index;
-  loop->poller.fd = -1;
+  loop->backend.fd = -1;
   loop->wake.fd = -1;
   loop->wake.kind = CGNET__KIND_WAKE;
   loop->reserve_fd = -1;
@@ -479,11 +479,11 @@ int cgnet__loop_init(cgnet_loop *loop, cgnet_engine *eng, int index) {
   atomic_init(&loop->tasks_run, 0);
   atomic_init(&loop->nconns, 0);
 
-  int err = cgnet__poller_init(&loop->poller);
+  int err = cgnet__backend_init(&loop->backend);
   if (err) return err;
   loop->wake.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (loop->wake.fd < 0) return -errno;
-  err = cgnet__poller_add(&loop->poller, loop->wake.fd, CGNET__POLL_READ, &loop->wake);
+  err = cgnet__backend_add(&loop->backend, loop->wake.fd, CGNET__POLL_READ, &loop->wake);
   if (err) return err;
   loop->rbuf_cap = eng->o.read_buffer_cap;
   loop->rbuf = malloc(loop->rbuf_cap);
@@ -504,7 +504,7 @@ int cgnet__loop_add_listener(cgnet_loop *loop, size_t index, int fd) {
   l->loop = loop;
   cgnet__tnode_init(&l->retry, on_listener_retry);
   loop->listeners[loop->nlisteners++] = l;
-  return cgnet__poller_add(&loop->poller, fd, CGNET__POLL_READ, &l->io);
+  return cgnet__backend_add(&loop->backend, fd, CGNET__POLL_READ, &l->io);
 }
 
 void cgnet__loop_destroy(cgnet_loop *loop) {
@@ -531,7 +531,7 @@ void cgnet__loop_destroy(cgnet_loop *loop) {
     t->drop(t);
   }
   if (loop->wake.fd >= 0) close(loop->wake.fd);
-  cgnet__poller_close(&loop->poller);
+  cgnet__backend_close(&loop->backend);
   if (loop->reserve_fd >= 0) close(loop->reserve_fd);
   free(loop->rbuf);
   cgnet__bufpool_destroy(&loop->pool);

@@ -1,5 +1,5 @@
-/* epoll backend of the poller seam (see src/poller.h). */
-#include "../poller.h"
+/* The epoll backend (see src/backend.h). */
+#include "../backend.h"
 
 #include <errno.h>
 #include <sys/epoll.h>
@@ -20,32 +20,32 @@ static uint32_t to_epoll(uint32_t interest) {
   return ev;
 }
 
-int cgnet__poller_init(cgnet__poller *p) {
+int cgnet__backend_init(cgnet__backend *p) {
   p->fd = epoll_create1(EPOLL_CLOEXEC);
   return p->fd < 0 ? -errno : 0;
 }
 
-void cgnet__poller_close(cgnet__poller *p) {
+void cgnet__backend_close(cgnet__backend *p) {
   if (p->fd >= 0) close(p->fd);
   p->fd = -1;
 }
 
-int cgnet__poller_add(cgnet__poller *p, int fd, uint32_t interest, void *ptr) {
+int cgnet__backend_add(cgnet__backend *p, int fd, uint32_t interest, void *ptr) {
   struct epoll_event ev = {.events = to_epoll(interest), .data.ptr = ptr};
   return epoll_ctl(p->fd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
-int cgnet__poller_mod(cgnet__poller *p, int fd, uint32_t interest, void *ptr) {
+int cgnet__backend_mod(cgnet__backend *p, int fd, uint32_t interest, void *ptr) {
   struct epoll_event ev = {.events = to_epoll(interest), .data.ptr = ptr};
   return epoll_ctl(p->fd, EPOLL_CTL_MOD, fd, &ev) < 0 ? -errno : 0;
 }
 
-int cgnet__poller_del(cgnet__poller *p, int fd) {
+int cgnet__backend_del(cgnet__backend *p, int fd) {
   struct epoll_event ev = {0}; /* non-NULL for kernels before 2.6.9 */
   return epoll_ctl(p->fd, EPOLL_CTL_DEL, fd, &ev) < 0 ? -errno : 0;
 }
 
-int cgnet__poller_wait(cgnet__poller *p, cgnet__ready *out, int max, int timeout_ms) {
+int cgnet__backend_wait(cgnet__backend *p, cgnet__ready *out, int max, int timeout_ms) {
   struct epoll_event evs[EPOLL_BATCH];
   if (max > EPOLL_BATCH) max = EPOLL_BATCH;
   int n = epoll_wait(p->fd, evs, max, timeout_ms);
