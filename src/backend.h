@@ -1,10 +1,10 @@
 /*
  * The backend seam: the calls a loop makes to the kernel's event interface.
- * src/backend/epoll.c implements it on Linux. Today it is readiness-shaped: six calls
- * (init, close, add, mod, del, wait) through which a loop learns which registered
- * objects are readable, writable or failed; everything above it (loop, conn, user code)
- * sees only "this pointer is readable / writable / failed". docs/design.md describes
- * the operation seam it is growing into.
+ * src/backend/epoll.c implements it on Linux. Six calls (init, close, add, mod, del,
+ * wait) are readiness-shaped: through them a loop learns which registered objects are
+ * readable, writable or failed. The loop's own objects go through operations instead,
+ * which own their syscalls: the wake-up (open, signal, drain, close). docs/design.md
+ * describes the operation seam the rest is moving to.
  *
  * A backend belongs to one loop and is used from that loop's thread only, except
  * cgnet__backend_init/close which run on the thread that builds or frees the loop.
@@ -13,6 +13,19 @@
 #define CGNET_BACKEND_H
 
 #include <stdint.h>
+
+/* What a backend result points at: every registered object starts with this. */
+typedef enum cgnet__kind {
+  CGNET__KIND_CONN = 1,
+  CGNET__KIND_LISTENER,
+  CGNET__KIND_WAKE,
+  CGNET__KIND_UDP, /* a cgnet__udp (udp.c) */
+} cgnet__kind;
+
+typedef struct cgnet__io {
+  int fd;
+  cgnet__kind kind;
+} cgnet__io;
 
 /* Interest flags for add/mod. */
 #define CGNET__POLL_READ 0x1u
@@ -41,5 +54,19 @@ int cgnet__backend_del(cgnet__backend *p, int fd);
 /* Wait up to timeout_ms (-1: forever, 0: poll) and fill at most max results. Returns the
  * count (0 on timeout or EINTR) or a negative error. */
 int cgnet__backend_wait(cgnet__backend *p, cgnet__ready *out, int max, int timeout_ms);
+
+/* ---- the loop's wake-up ----------------------------------------------------------------
+ * A signal from any thread makes the loop's wait return a result pointing at the wake-up
+ * object; the loop drains it before looking at what the signal was for, so a signal
+ * raised after the drain makes the next wait return again. */
+
+/* Create the wake-up in w->fd and register it with p. Returns 0 or a negative errno. */
+int cgnet__backend_wake_open(cgnet__backend *p, cgnet__io *w);
+/* Any thread: wake the loop. Reads only w->fd, fixed from open to close. */
+void cgnet__backend_wake_signal(cgnet__backend *p, cgnet__io *w);
+/* Loop thread, on w's result: consume the signals raised so far. */
+void cgnet__backend_wake_drain(cgnet__backend *p, cgnet__io *w);
+/* Release the wake-up (before cgnet__backend_close); w->fd becomes -1. */
+void cgnet__backend_wake_close(cgnet__backend *p, cgnet__io *w);
 
 #endif

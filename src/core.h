@@ -30,19 +30,6 @@
 #include "backend.h"
 #include "wheel.h"
 
-/* What a backend result points at: every registered object starts with this. */
-typedef enum cgnet__kind {
-  CGNET__KIND_CONN = 1,
-  CGNET__KIND_LISTENER,
-  CGNET__KIND_WAKE,
-  CGNET__KIND_UDP, /* a cgnet__udp (udp.c) */
-} cgnet__kind;
-
-typedef struct cgnet__io {
-  int fd;
-  cgnet__kind kind;
-} cgnet__io;
-
 typedef struct cgnet__listener {
   cgnet__io io;
   size_t index; /* which address of the engine */
@@ -253,9 +240,9 @@ struct cgnet_loop {
   pthread_t thread;
   bool thread_started;
   cgnet__backend backend;
-  cgnet__io wake;           /* eventfd */
-  atomic_int wake_pending;  /* 1 while an eventfd write has not been drained */
-  _Atomic uint64_t wakeups; /* eventfd writes (cgnet_loop_stats) */
+  cgnet__io wake;           /* the wake-up (an eventfd with epoll) */
+  atomic_int wake_pending;  /* 1 while a wake-up signal has not been drained */
+  _Atomic uint64_t wakeups; /* wake-up signals sent (cgnet_loop_stats) */
   _Atomic uint64_t tasks_run;
   cgnet__mpsc tasks;
 

@@ -1,6 +1,6 @@
 /*
  * Event loops: one thread each, with its own backend, read buffer, buffer pool, task
- * queue and eventfd. A loop accepts on the listeners it owns (loop 0, or every loop with
+ * queue and wake-up. A loop accepts on the listeners it owns (loop 0, or every loop with
  * reuse_port), runs its conns' callbacks, and flushes their output before it sleeps.
  *
  * One turn of a loop:
@@ -14,7 +14,6 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -33,10 +32,11 @@ _Thread_local cgnet_loop *cgnet__tls_loop __attribute__((tls_model("initial-exec
 /* ---- cross-thread tasks ------------------------------------------------------------- */
 
 /*
- * Producers push, then write the eventfd only if no wake-up is already pending, so a
- * burst of submissions costs one write and one loop wake-up. The loop clears
- * wake_pending after reading the eventfd and before draining, so a push that lands after
- * the drain started raises a fresh wake-up instead of being missed.
+ * Producers push, then signal the wake-up only if none is already pending, so a burst
+ * of submissions costs one signal (one eventfd write with epoll) and one loop wake-up.
+ * The loop clears wake_pending after draining the wake-up and before draining the
+ * queue, so a push that lands after the drain started raises a fresh wake-up instead
+ * of being missed.
  */
 void cgnet__loop_wake(cgnet_loop *loop) {
   /* Store-then-load on both sides (push, then read the flag; clear the flag, then look
@@ -45,11 +45,7 @@ void cgnet__loop_wake(cgnet_loop *loop) {
    * supported under TSan). */
   if (atomic_exchange_explicit(&loop->wake_pending, 1, memory_order_seq_cst)) return;
   atomic_fetch_add_explicit(&loop->wakeups, 1, memory_order_relaxed);
-  uint64_t one = 1;
-  ssize_t n;
-  do {
-    n = write(loop->wake.fd, &one, sizeof one);
-  } while (n < 0 && errno == EINTR);
+  cgnet__backend_wake_signal(&loop->backend, &loop->wake);
 }
 
 void cgnet__loop_post(cgnet_loop *loop, cgnet__task *t) {
@@ -77,9 +73,7 @@ static cgnet__task *pop_task(cgnet_loop *loop) {
 static void begin_stop(cgnet_loop *loop);
 
 static void on_wake(cgnet_loop *loop) {
-  uint64_t v;
-  while (read(loop->wake.fd, &v, sizeof v) < 0 && errno == EINTR) {
-  }
+  cgnet__backend_wake_drain(&loop->backend, &loop->wake);
   (void)atomic_exchange_explicit(&loop->wake_pending, 0, memory_order_seq_cst);
   (void)atomic_load_explicit(&loop->tasks.head, memory_order_seq_cst);
   cgnet__task *t;
@@ -481,9 +475,7 @@ int cgnet__loop_init(cgnet_loop *loop, cgnet_engine *eng, int index) {
 
   int err = cgnet__backend_init(&loop->backend);
   if (err) return err;
-  loop->wake.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (loop->wake.fd < 0) return -errno;
-  err = cgnet__backend_add(&loop->backend, loop->wake.fd, CGNET__POLL_READ, &loop->wake);
+  err = cgnet__backend_wake_open(&loop->backend, &loop->wake);
   if (err) return err;
   loop->rbuf_cap = eng->o.read_buffer_cap;
   loop->rbuf = malloc(loop->rbuf_cap);
@@ -530,7 +522,7 @@ void cgnet__loop_destroy(cgnet_loop *loop) {
     t = cgnet__container_of(n, cgnet__task, node);
     t->drop(t);
   }
-  if (loop->wake.fd >= 0) close(loop->wake.fd);
+  cgnet__backend_wake_close(&loop->backend, &loop->wake);
   cgnet__backend_close(&loop->backend);
   if (loop->reserve_fd >= 0) close(loop->reserve_fd);
   free(loop->rbuf);

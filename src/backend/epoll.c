@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "../internal/util.h"
@@ -59,4 +60,36 @@ int cgnet__backend_wait(cgnet__backend *p, cgnet__ready *out, int max, int timeo
     out[i].flags = f;
   }
   return n;
+}
+
+/* ---- the loop's wake-up: an eventfd ------------------------------------------------- */
+
+int cgnet__backend_wake_open(cgnet__backend *p, cgnet__io *w) {
+  w->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (w->fd < 0) return -errno;
+  return cgnet__backend_add(p, w->fd, CGNET__POLL_READ, w);
+}
+
+void cgnet__backend_wake_signal(cgnet__backend *p, cgnet__io *w) {
+  (void)p;
+  uint64_t one = 1;
+  ssize_t n;
+  do {
+    n = write(w->fd, &one, sizeof one);
+  } while (n < 0 && errno == EINTR);
+}
+
+/* One read resets the counter whatever the number of writes (no EFD_SEMAPHORE). */
+void cgnet__backend_wake_drain(cgnet__backend *p, cgnet__io *w) {
+  (void)p;
+  uint64_t v;
+  while (read(w->fd, &v, sizeof v) < 0 && errno == EINTR) {
+  }
+}
+
+/* No epoll_ctl DEL: the epoll instance is closed right after. */
+void cgnet__backend_wake_close(cgnet__backend *p, cgnet__io *w) {
+  (void)p;
+  if (w->fd >= 0) close(w->fd);
+  w->fd = -1;
 }
