@@ -3,16 +3,19 @@
  * src/backend/epoll.c implements it on Linux. Six calls (init, close, add, mod, del,
  * wait) are readiness-shaped: through them a loop learns which registered objects are
  * readable, writable or failed. The loop's own objects go through operations instead,
- * which own their syscalls: the wake-up (open, signal, drain, close). docs/design.md
- * describes the operation seam the rest is moving to.
+ * which own their syscalls: the wake-up (open, signal, drain, close) and a listener's
+ * accepts (accept, shed). docs/design.md describes the operation seam the rest is
+ * moving to.
  *
  * A backend belongs to one loop and is used from that loop's thread only, except
- * cgnet__backend_init/close which run on the thread that builds or frees the loop.
+ * cgnet__backend_init/close and wake_open/close, which run on the thread that builds or
+ * frees the loop, and wake_signal, which any thread may call.
  */
 #ifndef CGNET_BACKEND_H
 #define CGNET_BACKEND_H
 
 #include <stdint.h>
+#include <sys/socket.h>
 
 /* What a backend result points at: every registered object starts with this. */
 typedef enum cgnet__kind {
@@ -68,5 +71,27 @@ void cgnet__backend_wake_signal(cgnet__backend *p, cgnet__io *w);
 void cgnet__backend_wake_drain(cgnet__backend *p, cgnet__io *w);
 /* Release the wake-up (before cgnet__backend_close); w->fd becomes -1. */
 void cgnet__backend_wake_close(cgnet__backend *p, cgnet__io *w);
+
+/* ---- accepting ---------------------------------------------------------------------- */
+
+/* One result of an accept: a new non-blocking, close-on-exec socket and its peer's
+ * address, or (fd < 0) the negative errno that ended the batch. */
+typedef struct cgnet__accepted {
+  int fd;
+  socklen_t len;
+  struct sockaddr_storage addr;
+} cgnet__accepted;
+
+/* Accept up to max pending connections on listener l into out, in arrival order. An
+ * attempt that fails with ECONNABORTED, EPROTO or EINTR uses up one of the max and is
+ * skipped; an empty backlog (EAGAIN) ends the batch with no entry; any other error
+ * (EMFILE, ENFILE, ...) ends it with an entry carrying the error, so the caller can
+ * apply its policy after handling the sockets accepted before it. Returns the number of
+ * entries filled, 0 when nothing was pending. */
+int cgnet__backend_accept(cgnet__backend *p, cgnet__io *l, cgnet__accepted *out, int max);
+/* Accept one pending connection on l and close it at once (a peer turned away when out
+ * of descriptors sees a clean close). Needs one free descriptor. Returns 0 or a negative
+ * errno. */
+int cgnet__backend_accept_shed(cgnet__backend *p, cgnet__io *l);
 
 #endif

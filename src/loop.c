@@ -196,40 +196,29 @@ static void shed_one(cgnet_loop *loop, cgnet__listener *l, int err) {
   if (loop->now_ms - last_log >= LIMIT_LOG_INTERVAL_MS || last_log == 0) {
     last_log = loop->now_ms;
     cgnet__log(loop->eng, CGNET_LOG_WARN, "accept: %s; shedding new connections",
-               cgnet_strerror(-err));
+               cgnet_strerror(err));
   }
   if (loop->reserve_fd >= 0) {
     close(loop->reserve_fd);
-    int fd = accept4(l->io.fd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd >= 0) close(fd);
+    (void)cgnet__backend_accept_shed(&loop->backend, &l->io);
     loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   }
   if (loop->reserve_fd < 0) pause_listener(loop, l);
 }
 
+/* The accepted sockets go to their loops first, then the error that ended the batch (at
+ * most the last entry) is handled. */
 static void on_listener_ready(cgnet_loop *loop, cgnet__listener *l) {
-  for (int i = 0; i < ACCEPT_BATCH; i++) {
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    int fd = accept4(l->io.fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  cgnet__accepted batch[ACCEPT_BATCH];
+  int n = cgnet__backend_accept(&loop->backend, &l->io, batch, ACCEPT_BATCH);
+  for (int i = 0; i < n; i++) {
+    int fd = batch[i].fd;
     if (fd >= 0) {
-      dispatch_accepted(loop, fd, &ss, len);
-      continue;
-    }
-    switch (errno) {
-    case EINTR:
-    case ECONNABORTED:
-    case EPROTO:
-      continue;
-    case EAGAIN:
-      return;
-    case EMFILE:
-    case ENFILE:
-      shed_one(loop, l, errno);
-      return;
-    default:
-      cgnet__log(loop->eng, CGNET_LOG_ERROR, "accept: %s", cgnet_strerror(-errno));
-      return;
+      dispatch_accepted(loop, fd, &batch[i].addr, batch[i].len);
+    } else if (fd == -EMFILE || fd == -ENFILE) {
+      shed_one(loop, l, fd);
+    } else {
+      cgnet__log(loop->eng, CGNET_LOG_ERROR, "accept: %s", cgnet_strerror(fd));
     }
   }
 }

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "../internal/util.h"
@@ -92,4 +93,41 @@ void cgnet__backend_wake_close(cgnet__backend *p, cgnet__io *w) {
   (void)p;
   if (w->fd >= 0) close(w->fd);
   w->fd = -1;
+}
+
+/* ---- accepting: accept4 until the backlog is empty -------------------------------- */
+
+int cgnet__backend_accept(cgnet__backend *p, cgnet__io *l, cgnet__accepted *out, int max) {
+  (void)p;
+  int n = 0;
+  for (int tries = 0; tries < max; tries++) {
+    cgnet__accepted *a = &out[n];
+    a->len = sizeof a->addr;
+    a->fd =
+        accept4(l->fd, (struct sockaddr *)&a->addr, &a->len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (a->fd >= 0) {
+      n++;
+      continue;
+    }
+    switch (errno) {
+    case EINTR:
+    case ECONNABORTED: /* the peer gave up while queued: the next one may be fine */
+    case EPROTO:
+      continue;
+    case EAGAIN:
+      return n;
+    default:
+      a->fd = -errno;
+      return n + 1;
+    }
+  }
+  return n;
+}
+
+int cgnet__backend_accept_shed(cgnet__backend *p, cgnet__io *l) {
+  (void)p;
+  int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+  if (fd < 0) return -errno;
+  close(fd);
+  return 0;
 }
