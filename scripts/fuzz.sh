@@ -37,7 +37,7 @@ mkdir -p "$out"
 # The sources (and link flags) a target is built from, besides fuzz/fuzz_<target>.c.
 target_sources() {
   case "$1" in
-    read_path) echo src/*.c src/poller/*.c -pthread ;;
+    read_path) echo src/*.c src/backend/*.c -pthread ;;
     http) echo examples/http_parser.c ;;
     *) echo src/codec.c src/error.c ;;
   esac

@@ -127,7 +127,7 @@ void cgnet__conn_enter_loop(cgnet_conn *c) {
   cgnet__conn_arm_timeouts(c);
 }
 
-/* What the poller watches once the conn is open. */
+/* What the backend watches once the conn is open. */
 static uint32_t open_interest(const cgnet_conn *c) {
   if (c->o->edge_triggered) return CGNET__POLL_READ | CGNET__POLL_WRITE | CGNET__POLL_EDGE;
   return CGNET__POLL_READ;
@@ -169,7 +169,7 @@ int cgnet__conn_attach(cgnet_conn *c, int fd, bool connecting) {
   c->io.fd = fd;
   c->interest = connecting ? (c->o->edge_triggered ? open_interest(c) : CGNET__POLL_WRITE)
                            : open_interest(c);
-  int err = cgnet__poller_add(&c->loop->poller, fd, c->interest, &c->io);
+  int err = cgnet__backend_add(&c->loop->backend, fd, c->interest, &c->io);
   if (err) return err;
   if (!connecting) open_connected(c);
   return 0;
@@ -233,7 +233,7 @@ void cgnet__conn_close_now(cgnet_conn *c, int reason) {
   atomic_store_explicit(&c->gone, true, memory_order_release);
   c->close_reason = reason;
   c->view_set = false;
-  if (c->io.fd >= 0) (void)cgnet__poller_del(&loop->poller, c->io.fd);
+  if (c->io.fd >= 0) (void)cgnet__backend_del(&loop->backend, c->io.fd);
   if (cgnet__list_linked(&c->out_node)) cgnet__list_remove(&c->out_node);
   if (cgnet__list_linked(&c->read_node)) cgnet__list_remove(&c->read_node);
   cgnet__wheel_del(&loop->wheel, &c->timeout_node);

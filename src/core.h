@@ -7,7 +7,7 @@
  *    user's thread; its atomic fields are read from any thread.
  *  - A loop runs on one thread and owns every conn in its `conns` list; nothing but that
  *    thread touches a conn, except through the loop's task queue.
- *  - Conns are never freed while the loop is working through a batch of poller results,
+ *  - Conns are never freed while the loop is working through a batch of backend results,
  *    so a result for a conn closed earlier in the same batch finds it CLOSED and is
  *    skipped; the loop frees such conns (the `graveyard`) once the batch is done.
  */
@@ -27,21 +27,8 @@
 #include "internal/queue.h"
 #include "internal/util.h"
 #include "lb.h"
-#include "poller.h"
+#include "backend.h"
 #include "wheel.h"
-
-/* What a poller result points at: every registered object starts with this. */
-typedef enum cgnet__kind {
-  CGNET__KIND_CONN = 1,
-  CGNET__KIND_LISTENER,
-  CGNET__KIND_WAKE,
-  CGNET__KIND_UDP, /* a cgnet__udp (udp.c) */
-} cgnet__kind;
-
-typedef struct cgnet__io {
-  int fd;
-  cgnet__kind kind;
-} cgnet__io;
 
 typedef struct cgnet__listener {
   cgnet__io io;
@@ -156,7 +143,7 @@ struct cgnet_conn {
   cgnet__list node;      /* in loop->conns, or loop->graveyard once closed */
   cgnet__list out_node;  /* in loop->pending_out while output waits for the flush */
   cgnet__list read_node; /* edge mode: in loop->pending_read when its budget ran out */
-  uint32_t interest;     /* what the poller watches now */
+  uint32_t interest;     /* what the backend watches now */
   size_t read_max; /* bytes one read may take with nothing queued (read_room in stream.c) */
   int close_reason; /* non-zero: close requested with this reason */
   int in_callback;  /* > 0 while a user callback for this conn runs */
@@ -252,10 +239,10 @@ struct cgnet_loop {
   int index;
   pthread_t thread;
   bool thread_started;
-  cgnet__poller poller;
-  cgnet__io wake;           /* eventfd */
-  atomic_int wake_pending;  /* 1 while an eventfd write has not been drained */
-  _Atomic uint64_t wakeups; /* eventfd writes (cgnet_loop_stats) */
+  cgnet__backend backend;
+  cgnet__io wake;           /* the wake-up (an eventfd with epoll) */
+  atomic_int wake_pending;  /* 1 while a wake-up signal has not been drained */
+  _Atomic uint64_t wakeups; /* wake-up signals sent (cgnet_loop_stats) */
   _Atomic uint64_t tasks_run;
   cgnet__mpsc tasks;
 
@@ -394,7 +381,7 @@ void cgnet__conn_schedule_read(cgnet_conn *c);
 void cgnet__conn_wake_now(cgnet_conn *c);
 /* Hand n freshly read bytes to the user (seen in place while nothing is buffered). */
 void cgnet__conn_deliver(cgnet_conn *c, const uint8_t *data, size_t n);
-/* Level mode: make the poller watch what the conn wants now (reading, writing). */
+/* Level mode: make the backend watch what the conn wants now (reading, writing). */
 void cgnet__conn_update_interest(cgnet_conn *c);
 /* Send what the conn's own callbacks queued, unless a callback of it still runs. */
 void cgnet__conn_flush_own_output(cgnet_conn *c);

@@ -208,7 +208,7 @@ static int build_loops(cgnet_engine *eng) {
     if (err) {
       /* Later loops were never initialised; mark them so destroy skips their fds. */
       for (int j = i + 1; j < eng->nloops; j++) {
-        eng->loops[j].poller.fd = eng->loops[j].wake.fd = eng->loops[j].reserve_fd = -1;
+        eng->loops[j].backend.fd = eng->loops[j].wake.fd = eng->loops[j].reserve_fd = -1;
         cgnet__mpsc_init(&eng->loops[j].tasks);
         cgnet__list_init(&eng->loops[j].conns);
         cgnet__list_init(&eng->loops[j].graveyard);

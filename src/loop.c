@@ -1,6 +1,6 @@
 /*
- * Event loops: one thread each, with its own poller, read buffer, buffer pool, task
- * queue and eventfd. A loop accepts on the listeners it owns (loop 0, or every loop with
+ * Event loops: one thread each, with its own backend, read buffer, buffer pool, task
+ * queue and wake-up. A loop accepts on the listeners it owns (loop 0, or every loop with
  * reuse_port), runs its conns' callbacks, and flushes their output before it sleeps.
  *
  * One turn of a loop:
@@ -14,7 +14,6 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -33,10 +32,11 @@ _Thread_local cgnet_loop *cgnet__tls_loop __attribute__((tls_model("initial-exec
 /* ---- cross-thread tasks ------------------------------------------------------------- */
 
 /*
- * Producers push, then write the eventfd only if no wake-up is already pending, so a
- * burst of submissions costs one write and one loop wake-up. The loop clears
- * wake_pending after reading the eventfd and before draining, so a push that lands after
- * the drain started raises a fresh wake-up instead of being missed.
+ * Producers push, then signal the wake-up only if none is already pending, so a burst
+ * of submissions costs one signal (one eventfd write with epoll) and one loop wake-up.
+ * The loop clears wake_pending after draining the wake-up and before draining the
+ * queue, so a push that lands after the drain started raises a fresh wake-up instead
+ * of being missed.
  */
 void cgnet__loop_wake(cgnet_loop *loop) {
   /* Store-then-load on both sides (push, then read the flag; clear the flag, then look
@@ -45,11 +45,7 @@ void cgnet__loop_wake(cgnet_loop *loop) {
    * supported under TSan). */
   if (atomic_exchange_explicit(&loop->wake_pending, 1, memory_order_seq_cst)) return;
   atomic_fetch_add_explicit(&loop->wakeups, 1, memory_order_relaxed);
-  uint64_t one = 1;
-  ssize_t n;
-  do {
-    n = write(loop->wake.fd, &one, sizeof one);
-  } while (n < 0 && errno == EINTR);
+  cgnet__backend_wake_signal(&loop->backend, &loop->wake);
 }
 
 void cgnet__loop_post(cgnet_loop *loop, cgnet__task *t) {
@@ -77,9 +73,7 @@ static cgnet__task *pop_task(cgnet_loop *loop) {
 static void begin_stop(cgnet_loop *loop);
 
 static void on_wake(cgnet_loop *loop) {
-  uint64_t v;
-  while (read(loop->wake.fd, &v, sizeof v) < 0 && errno == EINTR) {
-  }
+  cgnet__backend_wake_drain(&loop->backend, &loop->wake);
   (void)atomic_exchange_explicit(&loop->wake_pending, 0, memory_order_seq_cst);
   (void)atomic_load_explicit(&loop->tasks.head, memory_order_seq_cst);
   cgnet__task *t;
@@ -178,7 +172,7 @@ static void dispatch_accepted(cgnet_loop *self, int fd, struct sockaddr_storage 
  * spin on a readable listener whose accept() keeps failing. */
 static void pause_listener(cgnet_loop *loop, cgnet__listener *l) {
   if (cgnet__tnode_active(&l->retry)) return;
-  (void)cgnet__poller_del(&loop->poller, l->io.fd);
+  (void)cgnet__backend_del(&loop->backend, l->io.fd);
   cgnet__wheel_add(&loop->wheel, &l->retry, cgnet__deadline(loop->now_ms, ACCEPT_RETRY_MS));
 }
 
@@ -187,7 +181,7 @@ static void on_listener_retry(cgnet__tnode *n) {
   cgnet_loop *loop = l->loop;
   if (l->io.fd < 0 || loop->stopping) return;
   if (loop->reserve_fd < 0) loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (cgnet__poller_add(&loop->poller, l->io.fd, CGNET__POLL_READ, &l->io) < 0)
+  if (cgnet__backend_add(&loop->backend, l->io.fd, CGNET__POLL_READ, &l->io) < 0)
     cgnet__wheel_add(&loop->wheel, &l->retry,
                      cgnet__deadline(loop->now_ms, ACCEPT_RETRY_MS));
 }
@@ -202,40 +196,29 @@ static void shed_one(cgnet_loop *loop, cgnet__listener *l, int err) {
   if (loop->now_ms - last_log >= LIMIT_LOG_INTERVAL_MS || last_log == 0) {
     last_log = loop->now_ms;
     cgnet__log(loop->eng, CGNET_LOG_WARN, "accept: %s; shedding new connections",
-               cgnet_strerror(-err));
+               cgnet_strerror(err));
   }
   if (loop->reserve_fd >= 0) {
     close(loop->reserve_fd);
-    int fd = accept4(l->io.fd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd >= 0) close(fd);
+    (void)cgnet__backend_accept_shed(&loop->backend, &l->io);
     loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   }
   if (loop->reserve_fd < 0) pause_listener(loop, l);
 }
 
+/* The accepted sockets go to their loops first, then the error that ended the batch (at
+ * most the last entry) is handled. */
 static void on_listener_ready(cgnet_loop *loop, cgnet__listener *l) {
-  for (int i = 0; i < ACCEPT_BATCH; i++) {
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    int fd = accept4(l->io.fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  cgnet__accepted batch[ACCEPT_BATCH];
+  int n = cgnet__backend_accept(&loop->backend, &l->io, batch, ACCEPT_BATCH);
+  for (int i = 0; i < n; i++) {
+    int fd = batch[i].fd;
     if (fd >= 0) {
-      dispatch_accepted(loop, fd, &ss, len);
-      continue;
-    }
-    switch (errno) {
-    case EINTR:
-    case ECONNABORTED:
-    case EPROTO:
-      continue;
-    case EAGAIN:
-      return;
-    case EMFILE:
-    case ENFILE:
-      shed_one(loop, l, errno);
-      return;
-    default:
-      cgnet__log(loop->eng, CGNET_LOG_ERROR, "accept: %s", cgnet_strerror(-errno));
-      return;
+      dispatch_accepted(loop, fd, &batch[i].addr, batch[i].len);
+    } else if (fd == -EMFILE || fd == -ENFILE) {
+      shed_one(loop, l, fd);
+    } else {
+      cgnet__log(loop->eng, CGNET_LOG_ERROR, "accept: %s", cgnet_strerror(fd));
     }
   }
 }
@@ -247,7 +230,7 @@ static void close_listeners(cgnet_loop *loop) {
     cgnet__listener *l = loop->listeners[i];
     if (!l || l->io.fd < 0) continue;
     cgnet__wheel_del(&loop->wheel, &l->retry);
-    (void)cgnet__poller_del(&loop->poller, l->io.fd);
+    (void)cgnet__backend_del(&loop->backend, l->io.fd);
     close(l->io.fd);
     l->io.fd = -1;
     if (l->unix_file)
@@ -394,7 +377,7 @@ static int next_timeout(const cgnet_loop *loop) {
 static void run(cgnet_loop *loop) {
   cgnet__ready ready[READY_BATCH];
   while (!(loop->stopping && cgnet__list_empty(&loop->conns))) {
-    int n = cgnet__poller_wait(&loop->poller, ready, READY_BATCH, next_timeout(loop));
+    int n = cgnet__backend_wait(&loop->backend, ready, READY_BATCH, next_timeout(loop));
     loop->now_ms = cgnet__now_ms();
     if (cgnet__unlikely(n < 0)) {
       cgnet__log(loop->eng, CGNET_LOG_ERROR, "poller wait: %s", cgnet_strerror(n));
@@ -460,7 +443,7 @@ int cgnet__loop_start(cgnet_loop *loop) {
 int cgnet__loop_init(cgnet_loop *loop, cgnet_engine *eng, int index) {
   loop->eng = eng;
   loop->index = index;
-  loop->poller.fd = -1;
+  loop->backend.fd = -1;
   loop->wake.fd = -1;
   loop->wake.kind = CGNET__KIND_WAKE;
   loop->reserve_fd = -1;
@@ -479,11 +462,9 @@ int cgnet__loop_init(cgnet_loop *loop, cgnet_engine *eng, int index) {
   atomic_init(&loop->tasks_run, 0);
   atomic_init(&loop->nconns, 0);
 
-  int err = cgnet__poller_init(&loop->poller);
+  int err = cgnet__backend_init(&loop->backend);
   if (err) return err;
-  loop->wake.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (loop->wake.fd < 0) return -errno;
-  err = cgnet__poller_add(&loop->poller, loop->wake.fd, CGNET__POLL_READ, &loop->wake);
+  err = cgnet__backend_wake_open(&loop->backend, &loop->wake);
   if (err) return err;
   loop->rbuf_cap = eng->o.read_buffer_cap;
   loop->rbuf = malloc(loop->rbuf_cap);
@@ -504,7 +485,7 @@ int cgnet__loop_add_listener(cgnet_loop *loop, size_t index, int fd) {
   l->loop = loop;
   cgnet__tnode_init(&l->retry, on_listener_retry);
   loop->listeners[loop->nlisteners++] = l;
-  return cgnet__poller_add(&loop->poller, fd, CGNET__POLL_READ, &l->io);
+  return cgnet__backend_add(&loop->backend, fd, CGNET__POLL_READ, &l->io);
 }
 
 void cgnet__loop_destroy(cgnet_loop *loop) {
@@ -530,8 +511,8 @@ void cgnet__loop_destroy(cgnet_loop *loop) {
     t = cgnet__container_of(n, cgnet__task, node);
     t->drop(t);
   }
-  if (loop->wake.fd >= 0) close(loop->wake.fd);
-  cgnet__poller_close(&loop->poller);
+  cgnet__backend_wake_close(&loop->backend, &loop->wake);
+  cgnet__backend_close(&loop->backend);
   if (loop->reserve_fd >= 0) close(loop->reserve_fd);
   free(loop->rbuf);
   cgnet__bufpool_destroy(&loop->pool);

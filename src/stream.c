@@ -1,7 +1,7 @@
 /*
  * The stream read and write paths of a conn, and the public calls that read, write and
  * pause it. Everything here runs on the loop thread that owns the conn. The per-message
- * path (poller result -> read -> callback -> write -> send) is all in this file, so the
+ * path (backend result -> read -> callback -> write -> send) is all in this file, so the
  * compiler inlines it as one piece; conn.c holds the rest of a conn's life.
  *
  * Read path. read() into the loop's shared read buffer, again while reads fill it (level
@@ -24,7 +24,7 @@
  * copy. What the socket does not take stays queued and EPOLLOUT is armed until it
  * drains. write_buffer_limit bounds what stays queued (write_oversized).
  *
- * A connected datagram conn (udp.c) shares the view, the callbacks and the poller
+ * A connected datagram conn (udp.c) shares the view, the callbacks and the backend
  * registration, and reads and sends through udp.c.
  */
 #include <errno.h>
@@ -181,7 +181,7 @@ static void update_interest(cgnet_conn *c) {
   uint32_t want = cgnet__conn_wants_read(c) ? CGNET__POLL_READ : 0;
   if (cgnet__outbuf_len(&c->out)) want |= CGNET__POLL_WRITE;
   if (want == c->interest) return;
-  int err = cgnet__poller_mod(&c->loop->poller, c->io.fd, want, &c->io);
+  int err = cgnet__backend_mod(&c->loop->backend, c->io.fd, want, &c->io);
   if (err) {
     cgnet__conn_request_close(c, err);
     return;
@@ -266,7 +266,7 @@ static void finish_shutdown_write(cgnet_conn *c) {
 }
 
 /* Write what is queued, then apply what follows from it: backpressure release, half
- * close, the end of a drain, the poller registration. */
+ * close, the end of a drain, the backend registration. */
 static void send_queued(cgnet_conn *c) {
   if (cgnet__outbuf_len(&c->out)) {
     call_on_pre_write(c);

@@ -131,7 +131,7 @@ int cgnet__loop_add_udp(cgnet_loop *loop, size_t index, int fd) {
   cgnet__list_init(&u->pending);
   init_dgram_conn(u);
   loop->udps[loop->nudps++] = u;
-  return cgnet__poller_add(&loop->poller, fd, u->interest, &u->io);
+  return cgnet__backend_add(&loop->backend, fd, u->interest, &u->io);
 }
 
 /* ---- sending ------------------------------------------------------------------------- */
@@ -139,7 +139,8 @@ int cgnet__loop_add_udp(cgnet_loop *loop, size_t index, int fd) {
 static void set_write_interest(cgnet__udp *u, bool on) {
   uint32_t want = CGNET__POLL_READ | (on ? CGNET__POLL_WRITE : 0);
   if (u->stopped || want == u->interest) return;
-  if (cgnet__poller_mod(&u->loop->poller, u->io.fd, want, &u->io) == 0) u->interest = want;
+  if (cgnet__backend_mod(&u->loop->backend, u->io.fd, want, &u->io) == 0)
+    u->interest = want;
 }
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem) {
@@ -387,7 +388,7 @@ void cgnet__loop_stop_udp(cgnet_loop *loop) {
     if (u->stopped) continue;
     cgnet__udp_flush(u); /* one last try for what the callbacks queued */
     u->stopped = true;
-    (void)cgnet__poller_del(&loop->poller, u->io.fd);
+    (void)cgnet__backend_del(&loop->backend, u->io.fd);
     if (cgnet__list_linked(&u->pending)) cgnet__list_remove(&u->pending);
   }
 }
