@@ -534,13 +534,18 @@ static void start_on_loop1(cgnet_loop *loop, void *arg) {
   p->free_self = 1;
 }
 
-static void test_timer_on_other_loop(void **state) {
-  (void)state;
+/* A fresh run with a server on two loops. */
+static void start_two_loops(tu_server *srv) {
   reset();
   cgnet_handler h = base_handler();
   cgnet_options o = {.num_loops = 2};
+  assert_rc(tu_server_start(srv, &h, &o), 0);
+}
+
+static void test_timer_on_other_loop(void **state) {
+  (void)state;
   tu_server srv;
-  assert_rc(tu_server_start(&srv, &h, &o), 0);
+  start_two_loops(&srv);
   on_loop(srv.eng, 1, start_on_loop1, &P[0]);
   assert_true(tu_wait_atomic_ge(&P[0].fires, 3, TU_TIMEOUT_MS));
   tu_sleep_ms(50);
@@ -578,11 +583,8 @@ static void start_on_own_loop(cgnet_loop *loop, void *arg) {
  * fires); on its own loop it starts and fires once. */
 static void test_wrong_thread(void **state) {
   (void)state;
-  reset();
-  cgnet_handler h = base_handler();
-  cgnet_options o = {.num_loops = 2};
   tu_server srv;
-  assert_rc(tu_server_start(&srv, &h, &o), 0);
+  start_two_loops(&srv);
   on_loop(srv.eng, 1, make_on_loop1, &P[0]);
   assert_non_null(P[0].timer);
   assert_rc(cgnet_timer_start(P[0].timer, 1, 0), CGNET_EWRONGTHREAD);
