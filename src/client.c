@@ -250,17 +250,13 @@ static void start_connect(cgnet_conn *c, const cgnet__addr *a) {
     (void)cgnet__set_dgram_buffers(fd, c->o); /* not fatal, as for stream options */
   else
     cgnet__apply_conn_options(fd, family, c->o);
-  int rc;
-  do {
-    rc = connect(fd, (const struct sockaddr *)&a->sa, a->salen);
-  } while (rc < 0 && errno == EINTR);
-  if (rc < 0 && errno != EINPROGRESS) {
-    int err = -errno;
+  int rc = cgnet__sys_connect(fd, (const struct sockaddr *)&a->sa, a->salen);
+  if (rc < 0) {
     close(fd);
-    cgnet__conn_close_now(c, err);
+    cgnet__conn_close_now(c, rc);
     return;
   }
-  int err = cgnet__conn_attach(c, fd, rc < 0);
+  int err = cgnet__conn_attach(c, fd, rc == 1);
   if (err) cgnet__conn_close_now(c, err);
 }
 

@@ -169,7 +169,7 @@ int cgnet__conn_attach(cgnet_conn *c, int fd, bool connecting) {
   c->io.fd = fd;
   c->interest = connecting ? (c->o->edge_triggered ? open_interest(c) : CGNET__POLL_WRITE)
                            : open_interest(c);
-  int err = cgnet__backend_add(&c->loop->backend, fd, c->interest, &c->io);
+  int err = cgnet__backend_watch(&c->loop->backend, &c->io, c->interest);
   if (err) return err;
   if (!connecting) open_connected(c);
   return 0;
@@ -203,11 +203,9 @@ void cgnet__conn_open(cgnet_loop *loop, int fd, const struct sockaddr *sa, sockl
 
 /* A dial's connect() finished (the socket reported writable or an error). */
 void cgnet__conn_finish_connect(cgnet_conn *c) {
-  int soerr = 0;
-  socklen_t l = sizeof soerr;
-  if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &soerr, &l) < 0) soerr = errno;
-  if (soerr) {
-    cgnet__conn_request_close(c, -soerr);
+  int err = cgnet__sys_socket_error(c->io.fd);
+  if (err) {
+    cgnet__conn_request_close(c, err);
     return;
   }
   open_connected(c);
@@ -233,7 +231,7 @@ void cgnet__conn_close_now(cgnet_conn *c, int reason) {
   atomic_store_explicit(&c->gone, true, memory_order_release);
   c->close_reason = reason;
   c->view_set = false;
-  if (c->io.fd >= 0) (void)cgnet__backend_del(&loop->backend, c->io.fd);
+  if (c->io.fd >= 0) cgnet__backend_unwatch(&loop->backend, &c->io);
   if (cgnet__list_linked(&c->out_node)) cgnet__list_remove(&c->out_node);
   if (cgnet__list_linked(&c->read_node)) cgnet__list_remove(&c->read_node);
   cgnet__wheel_del(&loop->wheel, &c->timeout_node);

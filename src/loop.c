@@ -45,7 +45,7 @@ void cgnet__loop_wake(cgnet_loop *loop) {
    * supported under TSan). */
   if (atomic_exchange_explicit(&loop->wake_pending, 1, memory_order_seq_cst)) return;
   atomic_fetch_add_explicit(&loop->wakeups, 1, memory_order_relaxed);
-  cgnet__backend_wake_signal(&loop->backend, &loop->wake);
+  loop->backend.ops->wake_signal(&loop->backend, &loop->wake);
 }
 
 void cgnet__loop_post(cgnet_loop *loop, cgnet__task *t) {
@@ -73,7 +73,7 @@ static cgnet__task *pop_task(cgnet_loop *loop) {
 static void begin_stop(cgnet_loop *loop);
 
 static void on_wake(cgnet_loop *loop) {
-  cgnet__backend_wake_drain(&loop->backend, &loop->wake);
+  loop->backend.ops->wake_drain(&loop->backend, &loop->wake);
   (void)atomic_exchange_explicit(&loop->wake_pending, 0, memory_order_seq_cst);
   (void)atomic_load_explicit(&loop->tasks.head, memory_order_seq_cst);
   cgnet__task *t;
@@ -172,7 +172,7 @@ static void dispatch_accepted(cgnet_loop *self, int fd, struct sockaddr_storage 
  * spin on a readable listener whose accept() keeps failing. */
 static void pause_listener(cgnet_loop *loop, cgnet__listener *l) {
   if (cgnet__tnode_active(&l->retry)) return;
-  (void)cgnet__backend_del(&loop->backend, l->io.fd);
+  cgnet__backend_unwatch(&loop->backend, &l->io);
   cgnet__wheel_add(&loop->wheel, &l->retry, cgnet__deadline(loop->now_ms, ACCEPT_RETRY_MS));
 }
 
@@ -181,7 +181,7 @@ static void on_listener_retry(cgnet__tnode *n) {
   cgnet_loop *loop = l->loop;
   if (l->io.fd < 0 || loop->stopping) return;
   if (loop->reserve_fd < 0) loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (cgnet__backend_add(&loop->backend, l->io.fd, CGNET__POLL_READ, &l->io) < 0)
+  if (cgnet__backend_watch(&loop->backend, &l->io, CGNET__POLL_READ) < 0)
     cgnet__wheel_add(&loop->wheel, &l->retry,
                      cgnet__deadline(loop->now_ms, ACCEPT_RETRY_MS));
 }
@@ -200,7 +200,7 @@ static void shed_one(cgnet_loop *loop, cgnet__listener *l, int err) {
   }
   if (loop->reserve_fd >= 0) {
     close(loop->reserve_fd);
-    (void)cgnet__backend_accept_shed(&loop->backend, &l->io);
+    (void)cgnet__sys_accept_shed(l->io.fd);
     loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   }
   if (loop->reserve_fd < 0) pause_listener(loop, l);
@@ -210,7 +210,7 @@ static void shed_one(cgnet_loop *loop, cgnet__listener *l, int err) {
  * most the last entry) is handled. */
 static void on_listener_ready(cgnet_loop *loop, cgnet__listener *l) {
   cgnet__accepted batch[ACCEPT_BATCH];
-  int n = cgnet__backend_accept(&loop->backend, &l->io, batch, ACCEPT_BATCH);
+  int n = cgnet__sys_accept(l->io.fd, batch, ACCEPT_BATCH);
   for (int i = 0; i < n; i++) {
     int fd = batch[i].fd;
     if (fd >= 0) {
@@ -230,7 +230,7 @@ static void close_listeners(cgnet_loop *loop) {
     cgnet__listener *l = loop->listeners[i];
     if (!l || l->io.fd < 0) continue;
     cgnet__wheel_del(&loop->wheel, &l->retry);
-    (void)cgnet__backend_del(&loop->backend, l->io.fd);
+    cgnet__backend_unwatch(&loop->backend, &l->io);
     close(l->io.fd);
     l->io.fd = -1;
     if (l->unix_file)
@@ -280,8 +280,8 @@ static void close_for_shutdown(cgnet_conn *c, void *ud) {
 
 /* ---- the loop ------------------------------------------------------------------------ */
 
-static void dispatch(cgnet_loop *loop, const cgnet__ready *r) {
-  cgnet__io *io = r->ptr;
+static void dispatch(cgnet_loop *loop, const cgnet__result *r) {
+  cgnet__io *io = r->io;
   switch (io->kind) {
   case CGNET__KIND_CONN: {
     cgnet_conn *c = (cgnet_conn *)io;
@@ -375,7 +375,7 @@ static int next_timeout(const cgnet_loop *loop) {
 }
 
 static void run(cgnet_loop *loop) {
-  cgnet__ready ready[READY_BATCH];
+  cgnet__result ready[READY_BATCH];
   while (!(loop->stopping && cgnet__list_empty(&loop->conns))) {
     int n = cgnet__backend_wait(&loop->backend, ready, READY_BATCH, next_timeout(loop));
     loop->now_ms = cgnet__now_ms();
@@ -462,9 +462,10 @@ int cgnet__loop_init(cgnet_loop *loop, cgnet_engine *eng, int index) {
   atomic_init(&loop->tasks_run, 0);
   atomic_init(&loop->nconns, 0);
 
-  int err = cgnet__backend_init(&loop->backend);
+  loop->backend.ops = &cgnet__epoll_ops;
+  int err = loop->backend.ops->init(&loop->backend, &(cgnet__backend_config){0});
   if (err) return err;
-  err = cgnet__backend_wake_open(&loop->backend, &loop->wake);
+  err = loop->backend.ops->wake_open(&loop->backend, &loop->wake);
   if (err) return err;
   loop->rbuf_cap = eng->o.read_buffer_cap;
   loop->rbuf = malloc(loop->rbuf_cap);
@@ -485,7 +486,7 @@ int cgnet__loop_add_listener(cgnet_loop *loop, size_t index, int fd) {
   l->loop = loop;
   cgnet__tnode_init(&l->retry, on_listener_retry);
   loop->listeners[loop->nlisteners++] = l;
-  return cgnet__backend_add(&loop->backend, fd, CGNET__POLL_READ, &l->io);
+  return cgnet__backend_watch(&loop->backend, &l->io, CGNET__POLL_READ);
 }
 
 void cgnet__loop_destroy(cgnet_loop *loop) {
@@ -511,8 +512,10 @@ void cgnet__loop_destroy(cgnet_loop *loop) {
     t = cgnet__container_of(n, cgnet__task, node);
     t->drop(t);
   }
-  cgnet__backend_wake_close(&loop->backend, &loop->wake);
-  cgnet__backend_close(&loop->backend);
+  if (loop->backend.ops) {
+    loop->backend.ops->wake_close(&loop->backend, &loop->wake);
+    loop->backend.ops->close(&loop->backend);
+  }
   if (loop->reserve_fd >= 0) close(loop->reserve_fd);
   free(loop->rbuf);
   cgnet__bufpool_destroy(&loop->pool);

@@ -181,7 +181,7 @@ static void update_interest(cgnet_conn *c) {
   uint32_t want = cgnet__conn_wants_read(c) ? CGNET__POLL_READ : 0;
   if (cgnet__outbuf_len(&c->out)) want |= CGNET__POLL_WRITE;
   if (want == c->interest) return;
-  int err = cgnet__backend_mod(&c->loop->backend, c->io.fd, want, &c->io);
+  int err = cgnet__backend_watch(&c->loop->backend, &c->io, want);
   if (err) {
     cgnet__conn_request_close(c, err);
     return;
@@ -233,18 +233,8 @@ static int write_out(cgnet_conn *c) {
     size_t want = 0;
     for (int i = 0; i < cnt; i++)
       want += iov[i].iov_len;
-    ssize_t n;
-    if (cnt == 1) {
-      n = send(c->io.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
-    } else {
-      struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
-      n = sendmsg(c->io.fd, &msg, MSG_NOSIGNAL);
-    }
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
-      return -errno;
-    }
+    ssize_t n = cgnet__sys_send(c->io.fd, iov, cnt);
+    if (n < 0) return n == -EAGAIN ? 0 : (int)n;
     c->last_write_ms = c->loop->now_ms;
     cgnet__outbuf_consume(&c->out, &c->loop->pool, (size_t)n);
     if ((size_t)n < want) return 0; /* the socket is full */
@@ -258,8 +248,9 @@ static void finish_shutdown_write(cgnet_conn *c) {
       cgnet__conn_has(c, CGNET__CF_SHUT_WR_DONE) || cgnet__outbuf_len(&c->out))
     return;
   cgnet__conn_set(c, CGNET__CF_SHUT_WR_DONE);
-  if (shutdown(c->io.fd, SHUT_WR) < 0 && errno != ENOTCONN) {
-    cgnet__conn_request_close(c, -errno);
+  int err = cgnet__sys_shutdown_write(c->io.fd);
+  if (err) {
+    cgnet__conn_request_close(c, err);
     return;
   }
   if (cgnet__conn_has(c, CGNET__CF_READ_CLOSED)) cgnet__conn_request_close(c, CGNET_EOF);
@@ -299,11 +290,9 @@ void cgnet__conn_flush_pending(cgnet_conn *c) {
 
 /* Readiness reported while reading is off: an error or a hang-up ends the conn. */
 static void on_error_while_not_reading(cgnet_conn *c) {
-  int soerr = 0;
-  socklen_t l = sizeof soerr;
-  getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &soerr, &l);
-  if (soerr)
-    cgnet__conn_request_close(c, -soerr);
+  int err = cgnet__sys_socket_error(c->io.fd);
+  if (err)
+    cgnet__conn_request_close(c, err);
   else if (cgnet__conn_has(c, CGNET__CF_READ_CLOSED))
     cgnet__conn_request_close(c, CGNET_EOF);
   else if (cgnet__conn_has(c, CGNET__CF_DRAINING))
@@ -402,11 +391,7 @@ static size_t read_room(const cgnet_conn *c) {
  * reading is over for now (closed, FIN, or paused by the callback). */
 static ssize_t read_once(cgnet_conn *c) {
   cgnet_loop *loop = c->loop;
-  ssize_t n;
-  size_t room = read_room(c);
-  do {
-    n = read(c->io.fd, loop->rbuf, room);
-  } while (n < 0 && errno == EINTR);
+  ssize_t n = cgnet__sys_recv(c->io.fd, loop->rbuf, read_room(c));
   if (n > 0) {
     c->last_read_ms = loop->now_ms;
     deliver(c, loop->rbuf, (size_t)n);
@@ -416,8 +401,8 @@ static ssize_t read_once(cgnet_conn *c) {
     on_peer_fin(c);
     return -1;
   }
-  if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
-  cgnet__conn_request_close(c, -errno);
+  if (n == -EAGAIN) return 0;
+  cgnet__conn_request_close(c, (int)n);
   return -1;
 }
 
@@ -579,20 +564,12 @@ static ssize_t write_direct(cgnet_conn *c, const struct iovec *iov, int iovcnt) 
   if (writable_or_error(c)) return CGNET_ECLOSED;
   /* on_pre_write queued bytes of its own: they go first, so this write queues behind. */
   if (cgnet__outbuf_len(&c->out)) return 0;
-  ssize_t n;
-  struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
-  do {
-    if (iovcnt == 1)
-      n = send(c->io.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
-    else
-      n = sendmsg(c->io.fd, &msg, MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
+  ssize_t n = cgnet__sys_send(c->io.fd, iov, iovcnt);
   if (n > 0) c->last_write_ms = c->loop->now_ms;
   if (n >= 0) return n;
-  if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
-  int err = -errno;
-  cgnet__conn_request_close(c, err);
-  return err;
+  if (n == -EAGAIN) return 0;
+  cgnet__conn_request_close(c, (int)n);
+  return n;
 }
 
 /* Queue the bytes of iov[0, cnt) that come after the first `skip`. */

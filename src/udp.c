@@ -131,7 +131,7 @@ int cgnet__loop_add_udp(cgnet_loop *loop, size_t index, int fd) {
   cgnet__list_init(&u->pending);
   init_dgram_conn(u);
   loop->udps[loop->nudps++] = u;
-  return cgnet__backend_add(&loop->backend, fd, u->interest, &u->io);
+  return cgnet__backend_watch(&loop->backend, &u->io, u->interest);
 }
 
 /* ---- sending ------------------------------------------------------------------------- */
@@ -139,8 +139,7 @@ int cgnet__loop_add_udp(cgnet_loop *loop, size_t index, int fd) {
 static void set_write_interest(cgnet__udp *u, bool on) {
   uint32_t want = CGNET__POLL_READ | (on ? CGNET__POLL_WRITE : 0);
   if (u->stopped || want == u->interest) return;
-  if (cgnet__backend_mod(&u->loop->backend, u->io.fd, want, &u->io) == 0)
-    u->interest = want;
+  if (cgnet__backend_watch(&u->loop->backend, &u->io, want) == 0) u->interest = want;
 }
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem) {
@@ -216,11 +215,7 @@ static int send_batch(cgnet__udp *u) {
     m[i].msg_hdr.msg_name = &d->to;
     m[i].msg_hdr.msg_namelen = d->tolen;
   }
-  int r;
-  do {
-    r = sendmmsg(u->io.fd, m, (unsigned)n, MSG_DONTWAIT);
-  } while (r < 0 && errno == EINTR);
-  return r < 0 ? -errno : r;
+  return cgnet__sys_sendmmsg(u->io.fd, m, (unsigned)n);
 }
 
 /* Keep the unsent tail at the front, so the buffers do not creep forward. */
@@ -357,13 +352,12 @@ static void receive(cgnet__udp *u) {
       u->rmsg[i].msg_hdr.msg_namelen = sizeof u->rfrom[i];
       u->rmsg[i].msg_hdr.msg_flags = 0;
     }
-    /* MSG_TRUNC: msg_len is the real length of a datagram too large for its slot. */
-    int n = recvmmsg(u->io.fd, u->rmsg, RX_BATCH, MSG_DONTWAIT | MSG_TRUNC, NULL);
+    /* msg_len is the real length of a datagram too large for its slot (MSG_TRUNC). */
+    int n = cgnet__sys_recvmmsg(u->io.fd, u->rmsg, RX_BATCH);
     if (n < 0) {
-      if (errno == EINTR) continue;
       /* EAGAIN, or an error queued for a connected socket (ICMP): nothing to deliver. */
-      if (errno != EAGAIN && errno != EWOULDBLOCK)
-        cgnet__log(u->loop->eng, CGNET_LOG_DEBUG, "udp recv: %s", cgnet_strerror(-errno));
+      if (n != -EAGAIN)
+        cgnet__log(u->loop->eng, CGNET_LOG_DEBUG, "udp recv: %s", cgnet_strerror(n));
       return;
     }
     if (n == 0) return;
@@ -388,7 +382,7 @@ void cgnet__loop_stop_udp(cgnet_loop *loop) {
     if (u->stopped) continue;
     cgnet__udp_flush(u); /* one last try for what the callbacks queued */
     u->stopped = true;
-    (void)cgnet__backend_del(&loop->backend, u->io.fd);
+    cgnet__backend_unwatch(&loop->backend, &u->io);
     if (cgnet__list_linked(&u->pending)) cgnet__list_remove(&u->pending);
   }
 }
@@ -438,14 +432,11 @@ typedef struct cgnet__pending_dgram {
  * returned count is the datagram's length + 1, so an empty datagram still counts as one. */
 static ssize_t read_datagram(cgnet_conn *c) {
   cgnet_loop *loop = c->loop;
-  ssize_t n;
-  do {
-    n = recv(c->io.fd, loop->rbuf, loop->rbuf_cap, MSG_TRUNC);
-  } while (n < 0 && errno == EINTR);
+  ssize_t n = cgnet__sys_recv_dgram(c->io.fd, loop->rbuf, loop->rbuf_cap);
   if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    if (n == -EAGAIN) return 0;
     /* e.g. ECONNREFUSED: an ICMP port unreachable came back */
-    cgnet__conn_request_close(c, -errno);
+    cgnet__conn_request_close(c, (int)n);
     return -1;
   }
   c->last_read_ms = loop->now_ms;
@@ -505,16 +496,12 @@ int cgnet__dgram_conn_send(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
   for (int i = 0; i < iovcnt; i++)
     len += iov[i].iov_len;
   if (cgnet__conn_connecting(c)) return keep_pending(c, iov, iovcnt, len);
-  struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
-  ssize_t n;
-  do {
-    n = sendmsg(c->io.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-  } while (n < 0 && errno == EINTR);
+  ssize_t n = cgnet__sys_send_dgram(c->io.fd, iov, iovcnt);
   if (n >= 0) {
     c->last_write_ms = c->loop->now_ms;
     return 0;
   }
-  int err = -errno;
+  int err = (int)n;
   if (err == CGNET_EAGAIN || err == CGNET_EMSGSIZE || err == CGNET_ENOBUFS) return err;
   cgnet__conn_request_close(c, err); /* ECONNREFUSED and the like: the peer is not there */
   return err;

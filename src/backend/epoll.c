@@ -1,10 +1,12 @@
-/* The epoll backend (see src/backend.h). */
+/*
+ * The epoll backend (src/backend.h): readiness only. Every object is watched with
+ * epoll_ctl and reported as READY; the core then performs the syscall (src/backend/sys.c)
+ * itself, so a message costs exactly one read and one send.
+ */
 #include "../backend.h"
 
 #include <errno.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "../internal/util.h"
@@ -22,112 +24,100 @@ static uint32_t to_epoll(uint32_t interest) {
   return ev;
 }
 
-int cgnet__backend_init(cgnet__backend *p) {
-  p->fd = epoll_create1(EPOLL_CLOEXEC);
-  return p->fd < 0 ? -errno : 0;
+static int epoll_init(cgnet__backend *b, const cgnet__backend_config *cfg) {
+  (void)cfg;
+  b->impl = NULL;
+  b->fd = epoll_create1(EPOLL_CLOEXEC);
+  return b->fd < 0 ? -errno : 0;
 }
 
-void cgnet__backend_close(cgnet__backend *p) {
-  if (p->fd >= 0) close(p->fd);
-  p->fd = -1;
+static void epoll_close(cgnet__backend *b) {
+  if (b->fd >= 0) close(b->fd);
+  b->fd = -1;
 }
 
-int cgnet__backend_add(cgnet__backend *p, int fd, uint32_t interest, void *ptr) {
-  struct epoll_event ev = {.events = to_epoll(interest), .data.ptr = ptr};
-  return epoll_ctl(p->fd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+/* An object is registered from its first watch until unwatch; io->watch remembers the
+ * interest, with bit 7 set while registered (so interest 0 stays registered). */
+#define REGISTERED 0x80u
+
+static int epoll_watch(cgnet__backend *b, cgnet__io *io, uint32_t interest) {
+  struct epoll_event ev = {.events = to_epoll(interest), .data.ptr = io};
+  int op = (io->watch & REGISTERED) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+  if (epoll_ctl(b->fd, op, io->fd, &ev) < 0) return -errno;
+  io->watch = (uint8_t)(interest | REGISTERED);
+  return 0;
 }
 
-int cgnet__backend_mod(cgnet__backend *p, int fd, uint32_t interest, void *ptr) {
-  struct epoll_event ev = {.events = to_epoll(interest), .data.ptr = ptr};
-  return epoll_ctl(p->fd, EPOLL_CTL_MOD, fd, &ev) < 0 ? -errno : 0;
-}
-
-int cgnet__backend_del(cgnet__backend *p, int fd) {
+static void epoll_unwatch(cgnet__backend *b, cgnet__io *io) {
+  if (!(io->watch & REGISTERED)) return;
   struct epoll_event ev = {0}; /* non-NULL for kernels before 2.6.9 */
-  return epoll_ctl(p->fd, EPOLL_CTL_DEL, fd, &ev) < 0 ? -errno : 0;
+  (void)epoll_ctl(b->fd, EPOLL_CTL_DEL, io->fd, &ev);
+  io->watch = 0;
 }
 
-int cgnet__backend_wait(cgnet__backend *p, cgnet__ready *out, int max, int timeout_ms) {
+static int epoll_wait_results(cgnet__backend *b, cgnet__result *out, int max,
+                              int timeout_ms) {
   struct epoll_event evs[EPOLL_BATCH];
   if (max > EPOLL_BATCH) max = EPOLL_BATCH;
-  int n = epoll_wait(p->fd, evs, max, timeout_ms);
+  int n = epoll_wait(b->fd, evs, max, timeout_ms);
   if (cgnet__unlikely(n < 0)) return errno == EINTR ? 0 : -errno;
   for (int i = 0; i < n; i++) {
     uint32_t e = evs[i].events, f = 0;
     if (e & (EPOLLIN | EPOLLRDHUP | EPOLLPRI)) f |= CGNET__READY_READ;
     if (e & EPOLLOUT) f |= CGNET__READY_WRITE;
     if (e & (EPOLLERR | EPOLLHUP)) f |= CGNET__READY_ERROR;
-    out[i].ptr = evs[i].data.ptr;
-    out[i].flags = f;
+    out[i].io = evs[i].data.ptr;
+    out[i].type = CGNET__RES_READY;
+    out[i].flags = (uint8_t)f;
   }
   return n;
 }
 
 /* ---- the loop's wake-up: an eventfd ------------------------------------------------- */
 
-int cgnet__backend_wake_open(cgnet__backend *p, cgnet__io *w) {
-  w->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (w->fd < 0) return -errno;
-  return cgnet__backend_add(p, w->fd, CGNET__POLL_READ, w);
-}
-
-void cgnet__backend_wake_signal(cgnet__backend *p, cgnet__io *w) {
-  (void)p;
-  uint64_t one = 1;
-  ssize_t n;
-  do {
-    n = write(w->fd, &one, sizeof one);
-  } while (n < 0 && errno == EINTR);
-}
-
-/* One read resets the counter whatever the number of writes (no EFD_SEMAPHORE). */
-void cgnet__backend_wake_drain(cgnet__backend *p, cgnet__io *w) {
-  (void)p;
-  uint64_t v;
-  while (read(w->fd, &v, sizeof v) < 0 && errno == EINTR) {
+static int epoll_wake_open(cgnet__backend *b, cgnet__io *w) {
+  w->fd = cgnet__sys_eventfd();
+  if (w->fd < 0) {
+    int err = w->fd;
+    w->fd = -1;
+    return err;
   }
+  return epoll_watch(b, w, CGNET__POLL_READ);
+}
+
+static void epoll_wake_signal(cgnet__backend *b, cgnet__io *w) {
+  (void)b;
+  cgnet__sys_eventfd_signal(w->fd);
+}
+
+static void epoll_wake_drain(cgnet__backend *b, cgnet__io *w) {
+  (void)b;
+  cgnet__sys_eventfd_drain(w->fd);
 }
 
 /* No epoll_ctl DEL: the epoll instance is closed right after. */
-void cgnet__backend_wake_close(cgnet__backend *p, cgnet__io *w) {
-  (void)p;
+static void epoll_wake_close(cgnet__backend *b, cgnet__io *w) {
+  (void)b;
   if (w->fd >= 0) close(w->fd);
   w->fd = -1;
 }
 
-/* ---- accepting: accept4 until the backlog is empty -------------------------------- */
-
-int cgnet__backend_accept(cgnet__backend *p, cgnet__io *l, cgnet__accepted *out, int max) {
-  (void)p;
-  int n = 0;
-  for (int tries = 0; tries < max; tries++) {
-    cgnet__accepted *a = &out[n];
-    a->len = sizeof a->addr;
-    a->fd =
-        accept4(l->fd, (struct sockaddr *)&a->addr, &a->len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (a->fd >= 0) {
-      n++;
-      continue;
-    }
-    switch (errno) {
-    case EINTR:
-    case ECONNABORTED: /* the peer gave up while queued: the next one may be fine */
-    case EPROTO:
-      continue;
-    case EAGAIN:
-      return n;
-    default:
-      a->fd = -errno;
-      return n + 1;
-    }
-  }
-  return n;
+static void epoll_get_stats(const cgnet__backend *b, cgnet__backend_stats *out) {
+  (void)b;
+  *out = (cgnet__backend_stats){0};
 }
 
-int cgnet__backend_accept_shed(cgnet__backend *p, cgnet__io *l) {
-  (void)p;
-  int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
-  if (fd < 0) return -errno;
-  close(fd);
-  return 0;
-}
+const cgnet__backend_ops cgnet__epoll_ops = {
+    .name = "epoll",
+    .completion = false,
+    .init = epoll_init,
+    .close = epoll_close,
+    .wait = epoll_wait_results,
+    .watch = epoll_watch,
+    .unwatch = epoll_unwatch,
+    .wake_open = epoll_wake_open,
+    .wake_signal = epoll_wake_signal,
+    .wake_drain = epoll_wake_drain,
+    .wake_close = epoll_wake_close,
+    .get_stats = epoll_get_stats,
+};
