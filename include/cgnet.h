@@ -232,6 +232,18 @@ typedef struct cgnet_handler {
 /* A log sink. `msg` is one line without a trailing newline. May run on any thread. */
 typedef void (*cgnet_logger_fn)(void *ud, cgnet_log_level level, const char *msg);
 
+/* The kernel interface a loop runs on. epoll is readiness: the loop reads and sends
+ * when a socket is ready, one system call each. io_uring (Linux 6.1+, built with
+ * liburing) is completions: receives land in a ring of provided buffers, sends and
+ * accepts are submitted, and a loop turn costs one io_uring_enter. */
+typedef enum cgnet_backend {
+  /* io_uring where it is built in and the kernel allows it, else epoll; which one AUTO
+   * prefers when both work is decided by measurement (docs/benchmarks.md). */
+  CGNET_BACKEND_AUTO = 0,
+  CGNET_BACKEND_EPOLL,
+  CGNET_BACKEND_IO_URING,
+} cgnet_backend;
+
 /* ------------------------------------------------------------------------------------ */
 /* Options: all-zero means sensible defaults                                            */
 /* ------------------------------------------------------------------------------------ */
@@ -319,6 +331,18 @@ typedef struct cgnet_options {
    * UDP socket (NULL: none). The kernel may require CAP_NET_RAW (CGNET_EPERM). */
   const char *bind_to_device;
 
+  /* Backend (see cgnet_backend). The environment variable CGNET_BACKEND=epoll|io_uring
+   * overrides this field (tests and benchmarks run a program on either). Asking for
+   * io_uring where it cannot run fails cgnet_engine_start with CGNET_EUNSUPPORTED; AUTO
+   * falls back to epoll and logs why (at INFO). cgnet_engine_backend says which runs. */
+  cgnet_backend backend;
+  /* io_uring receive buffers: a ring of this many per loop (a power of two, default
+   * 512, at most 32768), each of this many bytes (default 16 KiB, at least 512). Every
+   * receive lands in one; a conn sees it in place, and the bytes it leaves unread are
+   * copied to the conn. When all are in use, receives wait (counted in recv_nobufs). */
+  unsigned recv_buffers;
+  size_t recv_buffer_size;
+
   /* Framing (see "Codecs"): every conn starts with this codec, so on_frame gets whole
    * frames and cgnet_conn_write_frame encodes. NULL: raw bytes through on_traffic. The
    * codec must outlive the engine. */
@@ -384,6 +408,10 @@ CGNET_API int cgnet_run(const cgnet_handler *handler, const char *const *addrs,
 
 /* Connections open across all loops right now. Any thread. */
 CGNET_API size_t cgnet_engine_count_connections(const cgnet_engine *eng);
+/* The backend the engine's loops run on (EPOLL or IO_URING, never AUTO). */
+CGNET_API cgnet_backend cgnet_engine_backend(const cgnet_engine *eng);
+/* "epoll", "io_uring" or "auto". */
+CGNET_API const char *cgnet_backend_name(cgnet_backend b);
 
 /* The handler's ud pointer. Any thread. */
 CGNET_API void *cgnet_engine_userdata(const cgnet_engine *eng);
@@ -503,6 +531,14 @@ CGNET_API int cgnet_loop_execute(cgnet_loop *loop, cgnet_loop_fn fn, void *ud);
 typedef struct cgnet_loop_stats {
   uint64_t wakeups;
   uint64_t tasks;
+  /* io_uring (0 with epoll): io_uring_enter calls, completions seen, receives stopped by
+   * an empty buffer ring (and restarted), completion-queue overflows, and completions
+   * of operations on conns already closed (dropped). */
+  uint64_t enters;
+  uint64_t completions;
+  uint64_t recv_nobufs;
+  uint64_t cq_overflows;
+  uint64_t stale_completions;
 } cgnet_loop_stats;
 CGNET_API void cgnet_loop_get_stats(const cgnet_loop *loop, cgnet_loop_stats *out);
 

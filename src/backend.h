@@ -58,14 +58,14 @@ typedef struct cgnet__io {
   uint8_t ops;      /* CGNET__OP_*_ARMED: completions still to come */
   uint8_t watch;    /* the interest the backend watches (CGNET__POLL_*) */
   uint8_t released; /* release() ran: completions still to come are dropped */
-  /* Completion backends: a receive completion that arrived while the core did not want
-   * data (the receive was being cancelled) is not lost: the core keeps its bytes. */
-} cgnet__io;
+  uint8_t bflags;   /* the backend's own bits */
+} __attribute__((aligned(8))) cgnet__io; /* 3 low bits free in a pointer to it */
 
 /* Interest flags for watch. */
 #define CGNET__POLL_READ 0x1u
 #define CGNET__POLL_WRITE 0x2u
 #define CGNET__POLL_EDGE 0x4u /* edge-triggered (epoll only; ignored elsewhere) */
+#define CGNET__POLL_HUP 0x8u  /* only errors and hang-ups (which epoll always reports) */
 
 /* Readiness flags in READY results. */
 #define CGNET__READY_READ 0x1u
@@ -113,6 +113,8 @@ typedef struct cgnet__backend_ops {
    * false: everything is READY results and sys calls. */
   bool completion;
   int (*init)(cgnet__backend *b, const cgnet__backend_config *cfg);
+  /* On the loop thread, before its first wait (NULL: nothing to do). 0 or -errno. */
+  int (*start)(cgnet__backend *b);
   void (*close)(cgnet__backend *b);
   /* Submit what was started, then wait up to timeout_ms (-1: forever, 0: poll) and fill
    * at most max results. Returns the count (0 on timeout or EINTR) or a negative error. */

@@ -256,7 +256,7 @@ static int append_slow(cgnet__outbuf *o, cgnet__bufpool *p, size_t ring_max, src
       o->ring_cap = cap;
       o->ring_head = o->ring_len = 0;
       ring_fresh = 1;
-    } else if (len > o->ring_cap - o->ring_len && o->ring_cap < ring_max) {
+    } else if (len > o->ring_cap - o->ring_len && o->ring_cap < ring_max && !o->pinned) {
       /* Doubling until it fits or reaches ring_max is one jump to a power of two. */
       size_t need = len >= ring_max ? ring_max : o->ring_len + len;
       size_t newcap = cgnet__min_size(ring_max, cgnet__next_pow2(need));

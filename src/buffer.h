@@ -92,6 +92,9 @@ typedef struct cgnet__outbuf {
   size_t ring_len;  /* unsent bytes in the ring */
   cgnet__outblock *first, *last;
   size_t total; /* ring_len + bytes in blocks */
+  /* Bytes at the front a send in flight reads (a completion backend): the ring is not
+   * resized while they are, so they stay in place; appends go behind them as usual. */
+  size_t pinned;
 } cgnet__outbuf;
 
 void cgnet__outbuf_init(cgnet__outbuf *o);

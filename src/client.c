@@ -250,7 +250,10 @@ static void start_connect(cgnet_conn *c, const cgnet__addr *a) {
     (void)cgnet__set_dgram_buffers(fd, c->o); /* not fatal, as for stream options */
   else
     cgnet__apply_conn_options(fd, family, c->o);
-  int rc = cgnet__sys_connect(fd, (const struct sockaddr *)&a->sa, a->salen);
+  /* A completion backend connects a stream socket through its own operation. */
+  int rc = cgnet__backend_completion(&c->loop->backend) && c->kind == CGNET__CLIENT_STREAM
+               ? 1
+               : cgnet__sys_connect(fd, (const struct sockaddr *)&a->sa, a->salen);
   if (rc < 0) {
     close(fd);
     cgnet__conn_close_now(c, rc);

@@ -51,7 +51,10 @@ void cgnet__conn_arm_timeouts(cgnet_conn *c) {
 
 static void on_timeout_node(cgnet__tnode *n) {
   cgnet_conn *c = cgnet__container_of(n, cgnet_conn, timeout_node);
-  if (cgnet__conn_closed(c)) return;
+  if (cgnet__conn_closed(c)) {
+    cgnet__conn_end_linger(c); /* its send never completed: give up on it */
+    return;
+  }
   uint64_t d = timeout_deadline(c);
   if (d <= c->loop->wheel.now) {
     cgnet__conn_request_close(c, CGNET_ETIMEDOUT);
@@ -92,6 +95,7 @@ void cgnet__conn_init(cgnet_conn *c, cgnet_loop *loop, const cgnet_handler *h,
   cgnet__list_init(&c->read_node);
   cgnet__list_init(&c->timers);
   cgnet__buf_init(&c->in);
+  cgnet__buf_init(&c->stash);
   cgnet__outbuf_init(&c->out);
   cgnet__tnode_init(&c->timeout_node, on_timeout_node);
   atomic_init(&c->gone, false);
@@ -101,6 +105,7 @@ void cgnet__conn_init(cgnet_conn *c, cgnet_loop *loop, const cgnet_handler *h,
    * reading while it streams out would deadlock against a server doing the same. */
   if (client ? o->read_backpressure == CGNET_ON : o->read_backpressure != CGNET_OFF)
     cgnet__conn_set(c, CGNET__CF_READ_BACKPRESSURE);
+  if (o->edge_triggered) cgnet__conn_set(c, CGNET__CF_EDGE);
   c->read_max = loop->rbuf_cap;
   if (cgnet__conn_has(c, CGNET__CF_READ_BACKPRESSURE) &&
       o->write_high_watermark < c->read_max)
@@ -155,18 +160,31 @@ static void open_connected(cgnet_conn *c) {
     cgnet__conn_wake_now(c);
     if (cgnet__conn_closed(c)) return;
   }
-  if (cgnet__outbuf_len(&c->out)) {
-    cgnet__conn_schedule_flush(c);
-  } else {
+  if (cgnet__outbuf_len(&c->out)) cgnet__conn_schedule_flush(c);
+  /* A completion conn starts receiving now, whatever it has to send. */
+  if (!cgnet__outbuf_len(&c->out) || cgnet__conn_has(c, CGNET__CF_COMPLETION))
     cgnet__conn_update_interest(c);
-  }
   if (cgnet__conn_is_client(c))
     cgnet__conn_schedule_read(c); /* bytes may have come with the connect */
   cgnet__conn_flush_own_output(c);
 }
 
+/* A stream conn on a completion backend: connect and receive through operations. */
+static int attach_completion(cgnet_conn *c, bool connecting) {
+  cgnet__backend *b = &c->loop->backend;
+  cgnet__conn_set(c, CGNET__CF_COMPLETION);
+  c->interest = 0;
+  if (connecting)
+    return b->ops->connect_start(b, &c->io, (const struct sockaddr *)&c->remote,
+                                 c->remote_len);
+  open_connected(c);
+  return 0;
+}
+
 int cgnet__conn_attach(cgnet_conn *c, int fd, bool connecting) {
   c->io.fd = fd;
+  if (cgnet__backend_completion(&c->loop->backend) && !cgnet__conn_is_dgram(c))
+    return attach_completion(c, connecting);
   c->interest = connecting ? (c->o->edge_triggered ? open_interest(c) : CGNET__POLL_WRITE)
                            : open_interest(c);
   int err = cgnet__backend_watch(&c->loop->backend, &c->io, c->interest);
@@ -211,7 +229,30 @@ void cgnet__conn_finish_connect(cgnet_conn *c) {
   open_connected(c);
 }
 
+void cgnet__conn_connect_done(cgnet_conn *c, int err) {
+  if (cgnet__conn_closed(c) || !cgnet__conn_connecting(c)) return;
+  if (err) {
+    cgnet__conn_request_close(c, err);
+    return;
+  }
+  open_connected(c);
+}
+
 /* ---- closing ------------------------------------------------------------------------- */
+
+/* Close the socket: epoll stopped watching it before on_close; a completion backend
+ * cancels the operations still armed and closes it (their completions are awaited
+ * before the conn is freed: the zombies). */
+static void release_socket(cgnet_conn *c) {
+  cgnet__backend *b = &c->loop->backend;
+  if (c->io.fd < 0) return;
+  if (cgnet__backend_completion(b)) {
+    b->ops->release(b, &c->io);
+  } else {
+    close(c->io.fd);
+  }
+  c->io.fd = -1;
+}
 
 /* Reasons after which the socket may still take our last bytes. A codec error is the
  * peer's protocol fault, not the socket's: replies to the frames before it still go. */
@@ -223,15 +264,23 @@ static bool can_flush_on_close(int reason) {
 void cgnet__conn_close_now(cgnet_conn *c, int reason) {
   if (cgnet__conn_closed(c)) return;
   cgnet_loop *loop = c->loop;
+  /* One last send of what is queued. With a send in flight (a completion backend) its
+   * bytes go first: the socket lingers until it completes (CGNET__CF_LINGER). */
+  bool linger = false;
   if (cgnet__outbuf_len(&c->out) && can_flush_on_close(reason) &&
       !cgnet__conn_has(c, CGNET__CF_SHUT_WR_DONE) && !cgnet__conn_connecting(c) &&
-      c->io.fd >= 0)
-    (void)cgnet__conn_write_out(c);
+      c->io.fd >= 0) {
+    if (c->out.pinned == 0)
+      (void)cgnet__conn_write_out_now(c);
+    else
+      linger = true;
+  }
   c->state = CGNET__CONN_CLOSED;
   atomic_store_explicit(&c->gone, true, memory_order_release);
   c->close_reason = reason;
   c->view_set = false;
-  if (c->io.fd >= 0) cgnet__backend_unwatch(&loop->backend, &c->io);
+  if (c->io.fd >= 0 && !cgnet__backend_completion(&loop->backend))
+    cgnet__backend_unwatch(&loop->backend, &c->io);
   if (cgnet__list_linked(&c->out_node)) cgnet__list_remove(&c->out_node);
   if (cgnet__list_linked(&c->read_node)) cgnet__list_remove(&c->read_node);
   cgnet__wheel_del(&loop->wheel, &c->timeout_node);
@@ -251,13 +300,41 @@ void cgnet__conn_close_now(cgnet_conn *c, int reason) {
   if (c->kind == CGNET__CONNECTED_DGRAM) cgnet__dgram_conn_free_pending(c);
   cgnet__conn_free_timers(c);
   cgnet__buf_release(&c->in, &loop->pool);
-  cgnet__outbuf_release(&c->out, &loop->pool);
-  if (c->io.fd >= 0) close(c->io.fd);
-  c->io.fd = -1;
+  cgnet__buf_release(&c->stash, &loop->pool);
+  /* Bytes a send in flight reads stay until its completion (cgnet__conn_reap). */
+  if (!(c->io.ops & CGNET__OP_SEND_ARMED)) cgnet__outbuf_release(&c->out, &loop->pool);
+  if (linger) {
+    cgnet__conn_set(c, CGNET__CF_LINGER);
+    loop->backend.ops->recv_stop(&loop->backend, &c->io);
+    cgnet__wheel_add(&loop->wheel, &c->timeout_node,
+                     cgnet__deadline(loop->now_ms, CGNET__LINGER_MS));
+    return;
+  }
+  release_socket(c);
+}
+
+void cgnet__conn_end_linger(cgnet_conn *c) {
+  if (!cgnet__conn_has(c, CGNET__CF_LINGER)) return;
+  cgnet__conn_clear(c, CGNET__CF_LINGER);
+  cgnet__wheel_del(&c->loop->wheel, &c->timeout_node);
+  if (c->out.pinned == 0 && cgnet__outbuf_len(&c->out)) (void)cgnet__conn_write_out_now(c);
+  release_socket(c);
+  if (!(c->io.ops & CGNET__OP_SEND_ARMED)) cgnet__outbuf_release(&c->out, &c->loop->pool);
 }
 
 void cgnet__conn_free(cgnet_conn *c) {
   cgnet__list_remove(&c->node);
+  if (cgnet__unlikely(c->io.ops != 0 || cgnet__conn_has(c, CGNET__CF_LINGER))) {
+    cgnet__list_insert_tail(&c->loop->zombies, &c->node);
+    return;
+  }
+  cgnet__outbuf_release(&c->out, &c->loop->pool);
+  cgnet_conn_unref(c);
+}
+
+void cgnet__conn_reap(cgnet_conn *c) {
+  cgnet__list_remove(&c->node);
+  cgnet__outbuf_release(&c->out, &c->loop->pool);
   cgnet_conn_unref(c);
 }
 

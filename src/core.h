@@ -35,6 +35,7 @@ typedef struct cgnet__listener {
   size_t index; /* which address of the engine */
   cgnet_loop *loop;
   cgnet__tnode retry; /* out of descriptors: listening again when it fires */
+  bool paused;        /* not accepting until retry fires */
   /* A Unix listener's socket file as created by our bind (unix_file 0: none, e.g.
    * abstract): removed at close only if the path still names this very file. */
   int unix_file;
@@ -118,7 +119,19 @@ enum {
    * changed): the next continue_read hands them over before reading more. */
   CGNET__CF_REDELIVER = 1u << 7,
   CGNET__CF_WAKE_ON_OPEN = 1u << 8, /* cgnet_conn_wake while connecting */
+  /* Its I/O runs through a completion backend's operations (a stream conn on
+   * io_uring), not through readiness and sys calls. */
+  CGNET__CF_COMPLETION = 1u << 9,
+  /* Completion backend: the peer's FIN arrived while reading was off; it is acted on
+   * once the bytes before it have been delivered. */
+  CGNET__CF_FIN_PENDING = 1u << 10,
+  /* Closed with a send in flight on a completion backend and output to flush: the
+   * socket stays open until that send completes (then the rest is sent, as epoll's
+   * close does, and the socket is released) or CGNET__LINGER_MS pass. */
+  CGNET__CF_LINGER = 1u << 11,
+  CGNET__CF_EDGE = 1u << 12, /* options.edge_triggered (set once, at init) */
 };
+#define CGNET__LINGER_MS 1000
 
 /* Datagrams a connected datagram conn was asked to send before its connect (udp.c). */
 typedef struct cgnet__dgram_list {
@@ -179,6 +192,10 @@ struct cgnet_conn {
 
   cgnet__buf in;
   cgnet__outbuf out;
+  /* A completion backend's received bytes not taken yet: a receive delivers whole
+   * buffers, and what arrives while the conn does not read, or beyond the read room,
+   * waits here to be taken as epoll's read would take it (stream.c, pump_stash). */
+  cgnet__buf stash;
 
   /* Framing (stream.c's deliver_frames): the conn's codec and the decoder's memo for the
    * pending input (cgnet_frame.hint). */
@@ -244,6 +261,8 @@ struct cgnet_loop {
   atomic_int wake_pending;  /* 1 while a wake-up signal has not been drained */
   _Atomic uint64_t wakeups; /* wake-up signals sent (cgnet_loop_stats) */
   _Atomic uint64_t tasks_run;
+  /* The backend's counters (cgnet__backend_stats), published once per turn. */
+  _Atomic uint64_t enters, completions, recv_nobufs, cq_overflows, stale;
   cgnet__mpsc tasks;
 
   uint8_t *rbuf;
@@ -253,6 +272,9 @@ struct cgnet_loop {
 
   cgnet__list conns;
   cgnet__list graveyard;
+  /* Closed conns swept while a completion backend still owes completions of their
+   * operations (two-phase close): freed once io.ops is 0. */
+  cgnet__list zombies;
   cgnet__list pending_out;
   cgnet__list pending_read;
   cgnet__list timers; /* loop timers not yet freed by the user */
@@ -288,6 +310,8 @@ struct cgnet_engine {
   struct sockaddr_storage *bound; /* bound address per listener index */
   socklen_t *bound_len;
 
+  cgnet_backend backend;                 /* what the loops run on (never AUTO) */
+  const cgnet__backend_ops *backend_ops; /* ... and its implementation */
   cgnet_loop *loops;
   int nloops;
   cgnet__lb lb;
@@ -325,6 +349,8 @@ int cgnet__loop_start(cgnet_loop *loop);
 int cgnet__loop_add_listener(cgnet_loop *loop, size_t index, int fd);
 void cgnet__loop_wake(cgnet_loop *loop);
 void cgnet__loop_post(cgnet_loop *loop, cgnet__task *t);
+/* Free the zombies whose operations have all completed. */
+void cgnet__loop_reap_zombies(cgnet_loop *loop);
 /* Apply fn to every open conn of the loop; fn may close any of them. Loop thread. */
 void cgnet__loop_for_each_conn(cgnet_loop *loop, void (*fn)(cgnet_conn *c, void *ud),
                                void *ud);
@@ -352,6 +378,8 @@ void cgnet__conn_enter_loop(cgnet_conn *c);
 int cgnet__conn_attach(cgnet_conn *c, int fd, bool connecting);
 /* A dial's connect() finished (the socket reported writable or an error): open or close. */
 void cgnet__conn_finish_connect(cgnet_conn *c);
+/* A completion backend's connect finished with err (0 or a negative errno). */
+void cgnet__conn_connect_done(cgnet_conn *c, int err);
 /* Arm the timeout node if a deadline now comes before it (new queued output, new
  * settings; reads and writes only push deadlines later). */
 void cgnet__conn_arm_timeouts(cgnet_conn *c);
@@ -359,8 +387,14 @@ void cgnet__conn_arm_timeouts(cgnet_conn *c);
 void cgnet__conn_request_close(cgnet_conn *c, int reason);
 /* Close now (not from inside one of this conn's callbacks). */
 void cgnet__conn_close_now(cgnet_conn *c, int reason);
-/* The loop drops its reference (end of the turn in which the conn closed). */
+/* The loop drops its reference (end of the turn in which the conn closed), or, with
+ * operations still in flight, moves the conn to the zombies. */
 void cgnet__conn_free(cgnet_conn *c);
+/* A zombie's last operation completed: free what the kernel held and drop the loop's
+ * reference. */
+void cgnet__conn_reap(cgnet_conn *c);
+/* A lingering conn (CGNET__CF_LINGER): send what the socket takes now and release it. */
+void cgnet__conn_end_linger(cgnet_conn *c);
 /* Free what a conn owns besides itself (its names); for conns freed elsewhere. */
 void cgnet__conn_release_names(cgnet_conn *c);
 /* Engine stopping: close at once, or mark draining if output is queued. */
@@ -368,6 +402,7 @@ void cgnet__conn_begin_stop(cgnet_conn *c);
 
 /* ---- stream.c (a conn's read and write paths) ---- */
 void cgnet__conn_on_ready(cgnet_conn *c, uint32_t flags);
+
 /* Edge mode: continue reading a conn whose per-wake-up budget ran out. */
 void cgnet__conn_continue_read(cgnet_conn *c);
 /* Write queued output; called before the loop sleeps for every conn in pending_out. */
@@ -385,8 +420,26 @@ void cgnet__conn_deliver(cgnet_conn *c, const uint8_t *data, size_t n);
 void cgnet__conn_update_interest(cgnet_conn *c);
 /* Send what the conn's own callbacks queued, unless a callback of it still runs. */
 void cgnet__conn_flush_own_output(cgnet_conn *c);
-/* Send queued output until it is gone or the socket is full. 0, or the socket error. */
-int cgnet__conn_write_out(cgnet_conn *c);
+/* Send queued output now, until it is gone or the socket is full (no operation is left
+ * in flight). 0, or the socket error. */
+int cgnet__conn_write_out_now(cgnet_conn *c);
+/* Fold what the user consumed of the inbound view back into the buffers. */
+void cgnet__conn_settle_view(cgnet_conn *c);
+/* The peer's FIN: close, or with allow_half_open stop reading and tell the user. */
+void cgnet__conn_peer_fin(cgnet_conn *c);
+/* How many bytes one read may take now (read backpressure). */
+size_t cgnet__conn_read_room(const cgnet_conn *c);
+
+/* ---- completion.c (a stream conn's I/O on a completion backend) ---- */
+/* Run the multishot receive exactly while the conn wants to read; while it does not,
+ * watch for errors and hang-ups. */
+void cgnet__conn_update_receive(cgnet_conn *c);
+/* Send the front of the queue unless a send is in flight. 0 or an error. */
+int cgnet__conn_submit_send(cgnet_conn *c);
+/* Reading resumes: stashed bytes first, a FIN behind them, the receive restarted. */
+void cgnet__conn_continue_receive(cgnet_conn *c);
+/* A completion backend's result for a stream conn's operation (receive, send, connect). */
+void cgnet__conn_on_completion(cgnet_conn *c, const cgnet__result *r);
 
 /* Output waits for the flush before the loop sleeps (or the conn's own, sooner). */
 static inline void cgnet__conn_schedule_flush(cgnet_conn *c) {

@@ -30,6 +30,11 @@
 #define DEFAULT_READ_CHUNK_LIMIT (1024 * 1024)
 #define DEFAULT_HIGH_WATERMARK (64 * 1024)
 #define DEFAULT_WRITE_LIMIT (8 * 1024 * 1024)
+#define DEFAULT_RECV_BUFFERS 512
+#define MAX_RECV_BUFFERS 32768
+#define DEFAULT_RECV_BUFFER_SIZE (16 * 1024)
+#define MIN_RECV_BUFFER_SIZE 512
+#define MAX_RECV_BUFFER_SIZE (1024 * 1024)
 
 /* ---- options ------------------------------------------------------------------------- */
 
@@ -74,7 +79,82 @@ int cgnet__normalize_options(const cgnet_options *in, cgnet_options *o) {
   if (o->write_buffer_limit == 0) o->write_buffer_limit = DEFAULT_WRITE_LIMIT;
   if ((unsigned)o->log_level > CGNET_LOG_OFF) return CGNET_EINVAL;
   if (o->log_level == CGNET_LOG_DEFAULT) o->log_level = CGNET_LOG_WARN;
+  if ((unsigned)o->backend > CGNET_BACKEND_IO_URING) return CGNET_EINVAL;
+  if (o->recv_buffers == 0) o->recv_buffers = DEFAULT_RECV_BUFFERS;
+  if (o->recv_buffers > MAX_RECV_BUFFERS || (o->recv_buffers & (o->recv_buffers - 1)))
+    return CGNET_EINVAL;
+  if (o->recv_buffer_size == 0) o->recv_buffer_size = DEFAULT_RECV_BUFFER_SIZE;
+  if (o->recv_buffer_size < MIN_RECV_BUFFER_SIZE ||
+      o->recv_buffer_size > MAX_RECV_BUFFER_SIZE)
+    return CGNET_EINVAL;
   return 0;
+}
+
+/* ---- the backend --------------------------------------------------------------------- */
+
+const char *cgnet_backend_name(cgnet_backend b) {
+  switch (b) {
+  case CGNET_BACKEND_EPOLL:
+    return "epoll";
+  case CGNET_BACKEND_IO_URING:
+    return "io_uring";
+  default:
+    return "auto";
+  }
+}
+
+/* The options' choice, unless CGNET_BACKEND names one. CGNET_EINVAL for a name that is
+ * neither. */
+static int wanted_backend(cgnet_engine *eng, cgnet_backend *out) {
+  const char *env = getenv("CGNET_BACKEND");
+  *out = eng->o.backend;
+  if (!env || !*env) return 0;
+  if (strcmp(env, "epoll") == 0) {
+    *out = CGNET_BACKEND_EPOLL;
+  } else if (strcmp(env, "io_uring") == 0) {
+    *out = CGNET_BACKEND_IO_URING;
+  } else if (strcmp(env, "auto") == 0) {
+    *out = CGNET_BACKEND_AUTO;
+  } else {
+    cgnet__log(eng, CGNET_LOG_ERROR, "CGNET_BACKEND=%s: not epoll, io_uring or auto", env);
+    return CGNET_EINVAL;
+  }
+  return 0;
+}
+
+/* Why io_uring cannot run here (a negative error), or 0. */
+static int uring_unavailable(void) {
+#ifdef CGNET_HAVE_IO_URING
+  return cgnet__uring_probe();
+#else
+  return CGNET_EUNSUPPORTED;
+#endif
+}
+
+/* AUTO runs epoll until measurements say io_uring wins (docs/benchmarks.md). */
+static int choose_backend(cgnet_engine *eng) {
+  cgnet_backend want;
+  int err = wanted_backend(eng, &want);
+  if (err) return err;
+  eng->backend = CGNET_BACKEND_EPOLL;
+  eng->backend_ops = &cgnet__epoll_ops;
+  if (want != CGNET_BACKEND_IO_URING) return 0;
+  err = uring_unavailable();
+  if (err) {
+    cgnet__log(eng, CGNET_LOG_ERROR, "io_uring backend asked for but not available: %s",
+               err == CGNET_EUNSUPPORTED ? "cgnet was built without liburing"
+                                         : cgnet_strerror(err));
+    return CGNET_EUNSUPPORTED;
+  }
+#ifdef CGNET_HAVE_IO_URING
+  eng->backend = CGNET_BACKEND_IO_URING;
+  eng->backend_ops = &cgnet__uring_ops;
+#endif
+  return 0;
+}
+
+cgnet_backend cgnet_engine_backend(const cgnet_engine *eng) {
+  return eng->backend;
 }
 
 /* ---- listeners ----------------------------------------------------------------------- */
@@ -286,8 +366,9 @@ int cgnet__engine_start(const cgnet_handler *handler, const char *const *addrs,
   int err = cgnet__normalize_options(opts, &eng->o);
   if (!err) {
     eng->ring_max = cgnet__ring_max(&eng->o);
-    err = parse_addresses(eng, addrs, naddrs);
+    err = choose_backend(eng);
   }
+  if (!err) err = parse_addresses(eng, addrs, naddrs);
   if (!err) err = build_loops(eng);
   for (size_t i = 0; !err && i < naddrs; i++)
     err = bind_address(eng, i);

@@ -168,11 +168,27 @@ static void dispatch_accepted(cgnet_loop *self, int fd, struct sockaddr_storage 
   cgnet__loop_post(target, &h->t);
 }
 
+/* Accepting: epoll watches the listener and accepts in batches on readiness; a
+ * completion backend runs a multishot accept whose results come one by one. */
+static int start_accepting(cgnet_loop *loop, cgnet__listener *l) {
+  if (cgnet__backend_completion(&loop->backend))
+    return loop->backend.ops->accept_start(&loop->backend, &l->io);
+  return start_accepting(loop, l);
+}
+
+static void stop_accepting(cgnet_loop *loop, cgnet__listener *l) {
+  if (cgnet__backend_completion(&loop->backend))
+    loop->backend.ops->accept_stop(&loop->backend, &l->io);
+  else
+    cgnet__backend_unwatch(&loop->backend, &l->io);
+}
+
 /* No spare descriptor to shed with: stop watching the listener for a while rather than
  * spin on a readable listener whose accept() keeps failing. */
 static void pause_listener(cgnet_loop *loop, cgnet__listener *l) {
   if (cgnet__tnode_active(&l->retry)) return;
-  cgnet__backend_unwatch(&loop->backend, &l->io);
+  l->paused = true;
+  stop_accepting(loop, l);
   cgnet__wheel_add(&loop->wheel, &l->retry, cgnet__deadline(loop->now_ms, ACCEPT_RETRY_MS));
 }
 
@@ -181,7 +197,8 @@ static void on_listener_retry(cgnet__tnode *n) {
   cgnet_loop *loop = l->loop;
   if (l->io.fd < 0 || loop->stopping) return;
   if (loop->reserve_fd < 0) loop->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (cgnet__backend_watch(&loop->backend, &l->io, CGNET__POLL_READ) < 0)
+  l->paused = false;
+  if (start_accepting(loop, l) < 0)
     cgnet__wheel_add(&loop->wheel, &l->retry,
                      cgnet__deadline(loop->now_ms, ACCEPT_RETRY_MS));
 }
@@ -223,6 +240,31 @@ static void on_listener_ready(cgnet_loop *loop, cgnet__listener *l) {
   }
 }
 
+/* One accepted socket from a completion backend; its peer's address is asked for (the
+ * multishot accept has no per-connection address buffer). When the accept ended (an
+ * error, or the kernel stopped it), it starts again unless the listener is paused. */
+static void on_listener_result(cgnet_loop *loop, cgnet__listener *l,
+                               const cgnet__result *r) {
+  if (l->io.fd < 0 || loop->stopping) {
+    if (r->res >= 0) close(r->res);
+    return;
+  }
+  if (r->res >= 0) {
+    cgnet__accepted a;
+    if (cgnet__sys_peer_name(r->res, &a.addr, &a.len) == 0)
+      dispatch_accepted(loop, r->res, &a.addr, a.len);
+    else
+      close(r->res); /* reset before we saw it */
+  } else if (r->res == -EMFILE || r->res == -ENFILE) {
+    shed_one(loop, l, r->res);
+  } else if (r->res != -ECANCELED && r->res != -ECONNABORTED && r->res != -EPROTO &&
+             r->res != -EINTR) {
+    cgnet__log(loop->eng, CGNET_LOG_ERROR, "accept: %s", cgnet_strerror(r->res));
+  }
+  if (!r->more && !l->paused && l->io.fd >= 0 && !loop->stopping)
+    (void)start_accepting(loop, l);
+}
+
 /* ---- stopping ------------------------------------------------------------------------ */
 
 static void close_listeners(cgnet_loop *loop) {
@@ -230,7 +272,7 @@ static void close_listeners(cgnet_loop *loop) {
     cgnet__listener *l = loop->listeners[i];
     if (!l || l->io.fd < 0) continue;
     cgnet__wheel_del(&loop->wheel, &l->retry);
-    cgnet__backend_unwatch(&loop->backend, &l->io);
+    if (loop->backend.ops) stop_accepting(loop, l);
     close(l->io.fd);
     l->io.fd = -1;
     if (l->unix_file)
@@ -280,8 +322,21 @@ static void close_for_shutdown(cgnet_conn *c, void *ud) {
 
 /* ---- the loop ------------------------------------------------------------------------ */
 
+/* A completion: a listener's accept, or one of a stream conn's operations. */
+static void dispatch_completion(cgnet_loop *loop, const cgnet__result *r) {
+  cgnet__io *io = r->io;
+  if (io->kind == CGNET__KIND_LISTENER)
+    on_listener_result(loop, (cgnet__listener *)io, r);
+  else
+    cgnet__conn_on_completion((cgnet_conn *)io, r);
+}
+
 static void dispatch(cgnet_loop *loop, const cgnet__result *r) {
   cgnet__io *io = r->io;
+  if (cgnet__unlikely(r->type != CGNET__RES_READY)) {
+    dispatch_completion(loop, r);
+    return;
+  }
   switch (io->kind) {
   case CGNET__KIND_CONN: {
     cgnet_conn *c = (cgnet_conn *)io;
@@ -341,6 +396,28 @@ static void sweep_graveyard(cgnet_loop *loop) {
   while (!cgnet__list_empty(&loop->graveyard))
     cgnet__conn_free(
         cgnet__container_of(cgnet__list_first(&loop->graveyard), cgnet_conn, node));
+  if (cgnet__unlikely(!cgnet__list_empty(&loop->zombies))) cgnet__loop_reap_zombies(loop);
+}
+
+/* Closed conns whose operations have all completed are freed (two-phase close). */
+void cgnet__loop_reap_zombies(cgnet_loop *loop) {
+  cgnet__list *p = loop->zombies.next;
+  while (p != &loop->zombies) {
+    cgnet_conn *c = cgnet__container_of(p, cgnet_conn, node);
+    p = p->next;
+    if (c->io.ops == 0 && !cgnet__conn_has(c, CGNET__CF_LINGER)) cgnet__conn_reap(c);
+  }
+}
+
+/* Copy the backend's counters where any thread may read them. */
+static void publish_backend_stats(cgnet_loop *loop) {
+  cgnet__backend_stats st;
+  loop->backend.ops->get_stats(&loop->backend, &st);
+  atomic_store_explicit(&loop->enters, st.enters, memory_order_relaxed);
+  atomic_store_explicit(&loop->completions, st.completions, memory_order_relaxed);
+  atomic_store_explicit(&loop->recv_nobufs, st.recv_nobufs, memory_order_relaxed);
+  atomic_store_explicit(&loop->cq_overflows, st.cq_overflows, memory_order_relaxed);
+  atomic_store_explicit(&loop->stale, st.stale, memory_order_relaxed);
 }
 
 /* Buffers cached for a burst go back to malloc about a second after it ends. */
@@ -394,6 +471,28 @@ static void run(cgnet_loop *loop) {
     flush_all(loop);
     sweep_graveyard(loop);
     trim_pool(loop);
+    if (cgnet__backend_completion(&loop->backend)) publish_backend_stats(loop);
+  }
+}
+
+/* The conns are closed; a completion backend still owes the completions of their
+ * cancelled operations, whose memory is freed only when they arrive. Bounded: a cancel
+ * completes within a turn or two. */
+static void drain_operations(cgnet_loop *loop) {
+  if (!cgnet__backend_completion(&loop->backend)) return;
+  cgnet__result results[READY_BATCH];
+  for (cgnet__list *p = loop->zombies.next; p != &loop->zombies; p = p->next)
+    cgnet__conn_end_linger(cgnet__container_of(p, cgnet_conn, node));
+  /* At least one turn: closes queued by the last turn go to the kernel now, not when
+   * the engine is freed. */
+  for (int turn = 0; turn == 0 || (turn < 100 && !cgnet__list_empty(&loop->zombies));
+       turn++) {
+    int n = cgnet__backend_wait(&loop->backend, results, READY_BATCH, turn == 0 ? 0 : 10);
+    for (int i = 0; i < n; i++) {
+      if (results[i].type == CGNET__RES_RECV)
+        loop->backend.ops->recv_done(&loop->backend, &results[i]);
+    }
+    cgnet__loop_reap_zombies(loop);
   }
 }
 
@@ -412,6 +511,14 @@ static void pin_to_cpu(cgnet_loop *loop) {
 static void *loop_main(void *arg) {
   cgnet_loop *loop = arg;
   cgnet__tls_loop = loop;
+  if (loop->backend.ops->start) {
+    int err = loop->backend.ops->start(&loop->backend);
+    if (err) {
+      cgnet__log(loop->eng, CGNET_LOG_ERROR, "loop %d: %s backend: %s", loop->index,
+                 loop->backend.ops->name, cgnet_strerror(err));
+      cgnet__engine_request_stop(loop->eng, 0, err);
+    }
+  }
   if (loop->eng->o.cpu_affinity) pin_to_cpu(loop);
   loop->now_ms = cgnet__now_ms();
   cgnet__wheel_advance(&loop->wheel, loop->now_ms);
@@ -427,6 +534,7 @@ static void *loop_main(void *arg) {
   while ((t = pop_task(loop)) != NULL)
     t->run(loop, t);
   sweep_graveyard(loop);
+  drain_operations(loop);
   cgnet__engine_loop_exited(loop->eng);
   return NULL;
 }
@@ -451,6 +559,7 @@ int cgnet__loop_init(cgnet_loop *loop, cgnet_engine *eng, int index) {
   cgnet__bufpool_init(&loop->pool);
   cgnet__list_init(&loop->conns);
   cgnet__list_init(&loop->graveyard);
+  cgnet__list_init(&loop->zombies);
   cgnet__list_init(&loop->pending_out);
   cgnet__list_init(&loop->pending_read);
   cgnet__list_init(&loop->timers);
@@ -462,8 +571,11 @@ int cgnet__loop_init(cgnet_loop *loop, cgnet_engine *eng, int index) {
   atomic_init(&loop->tasks_run, 0);
   atomic_init(&loop->nconns, 0);
 
-  loop->backend.ops = &cgnet__epoll_ops;
-  int err = loop->backend.ops->init(&loop->backend, &(cgnet__backend_config){0});
+  loop->backend.ops = eng->backend_ops;
+  cgnet__backend_config cfg = {.recv_buffers = eng->o.recv_buffers,
+                               .recv_buffer_len = (unsigned)eng->o.recv_buffer_size};
+  int err = loop->backend.ops->init(&loop->backend, &cfg);
+  if (err) loop->backend.ops = NULL; /* nothing to close */
   if (err) return err;
   err = loop->backend.ops->wake_open(&loop->backend, &loop->wake);
   if (err) return err;
@@ -503,6 +615,8 @@ void cgnet__loop_destroy(cgnet_loop *loop) {
     cgnet__conn_close_now(c, CGNET_ESHUTDOWN);
   }
   sweep_graveyard(loop);
+  /* Zombies left (the loop never ran, or its drain gave up): the ring is closed below,
+   * which ends their operations; their memory goes after that. */
   cgnet__loop_free_timers(loop);
   cgnet__task *t;
   int busy;
@@ -516,6 +630,9 @@ void cgnet__loop_destroy(cgnet_loop *loop) {
     loop->backend.ops->wake_close(&loop->backend, &loop->wake);
     loop->backend.ops->close(&loop->backend);
   }
+  while (!cgnet__list_empty(&loop->zombies))
+    cgnet__conn_reap(
+        cgnet__container_of(cgnet__list_first(&loop->zombies), cgnet_conn, node));
   if (loop->reserve_fd >= 0) close(loop->reserve_fd);
   free(loop->rbuf);
   cgnet__bufpool_destroy(&loop->pool);
@@ -573,4 +690,9 @@ int cgnet_loop_is_current(const cgnet_loop *loop) {
 void cgnet_loop_get_stats(const cgnet_loop *loop, cgnet_loop_stats *out) {
   out->wakeups = atomic_load_explicit(&loop->wakeups, memory_order_relaxed);
   out->tasks = atomic_load_explicit(&loop->tasks_run, memory_order_relaxed);
+  out->enters = atomic_load_explicit(&loop->enters, memory_order_relaxed);
+  out->completions = atomic_load_explicit(&loop->completions, memory_order_relaxed);
+  out->recv_nobufs = atomic_load_explicit(&loop->recv_nobufs, memory_order_relaxed);
+  out->cq_overflows = atomic_load_explicit(&loop->cq_overflows, memory_order_relaxed);
+  out->stale_completions = atomic_load_explicit(&loop->stale, memory_order_relaxed);
 }

@@ -176,17 +176,29 @@ static void call_on_pre_write(cgnet_conn *c) {
 /* Level mode: watch for reading exactly while cgnet__conn_wants_read(), and for writing
  * exactly while output is queued. Edge mode registers both once and never changes:
  * reading is gated by cgnet__conn_wants_read() and restarted through pending_read. */
-static void update_interest(cgnet_conn *c) {
-  if (c->o->edge_triggered || c->state != CGNET__CONN_OPEN) return;
-  uint32_t want = cgnet__conn_wants_read(c) ? CGNET__POLL_READ : 0;
-  if (cgnet__outbuf_len(&c->out)) want |= CGNET__POLL_WRITE;
-  if (want == c->interest) return;
+static bool completion_io(const cgnet_conn *c) {
+  return cgnet__conn_has(c, CGNET__CF_COMPLETION);
+}
+
+static __attribute__((noinline)) void watch_interest(cgnet_conn *c, uint32_t want) {
   int err = cgnet__backend_watch(&c->loop->backend, &c->io, want);
   if (err) {
     cgnet__conn_request_close(c, err);
     return;
   }
   c->interest = want;
+}
+
+/* A completion conn's receive is managed in completion.c. */
+static void update_interest(cgnet_conn *c) {
+  if (cgnet__unlikely(cgnet__conn_has(c, CGNET__CF_EDGE | CGNET__CF_COMPLETION))) {
+    if (completion_io(c)) cgnet__conn_update_receive(c);
+    return;
+  }
+  if (c->state != CGNET__CONN_OPEN) return;
+  uint32_t want = cgnet__conn_wants_read(c) ? CGNET__POLL_READ : 0;
+  if (cgnet__outbuf_len(&c->out)) want |= CGNET__POLL_WRITE;
+  if (want != c->interest) watch_interest(c, want);
 }
 
 static void notify_writable(cgnet_conn *c, int writable) {
@@ -226,7 +238,7 @@ static void after_queue_shrank(cgnet_conn *c) {
 }
 
 /* Send queued output until it is gone or the socket is full. 0, or the socket error. */
-static int write_out(cgnet_conn *c) {
+static int write_out_now(cgnet_conn *c) {
   struct iovec iov[CGNET__MAX_IOV];
   while (cgnet__outbuf_len(&c->out)) {
     int cnt = cgnet__outbuf_gather(&c->out, iov, CGNET__MAX_IOV);
@@ -240,6 +252,11 @@ static int write_out(cgnet_conn *c) {
     if ((size_t)n < want) return 0; /* the socket is full */
   }
   return 0;
+}
+
+static int write_out(cgnet_conn *c) {
+  if (cgnet__unlikely(completion_io(c))) return cgnet__conn_submit_send(c);
+  return write_out_now(c);
 }
 
 /* The half-close asked for by cgnet_conn_shutdown_write, once output has drained. */
@@ -267,9 +284,10 @@ static void send_queued(cgnet_conn *c) {
       cgnet__conn_request_close(c, err);
       return;
     }
-    after_queue_shrank(c);
-    if (cgnet__conn_closed(c)) return;
   }
+  /* Also with nothing left: a completion backend's send may just have emptied it. */
+  after_queue_shrank(c);
+  if (cgnet__conn_closed(c)) return;
   finish_shutdown_write(c);
   if (cgnet__conn_closing(c)) return;
   if (cgnet__conn_has(c, CGNET__CF_DRAINING) && cgnet__outbuf_len(&c->out) == 0) {
@@ -323,8 +341,11 @@ void cgnet__conn_update_interest(cgnet_conn *c) {
 void cgnet__conn_flush_own_output(cgnet_conn *c) {
   flush_own_output(c);
 }
-int cgnet__conn_write_out(cgnet_conn *c) {
-  return write_out(c);
+int cgnet__conn_write_out_now(cgnet_conn *c) {
+  return write_out_now(c);
+}
+void cgnet__conn_settle_view(cgnet_conn *c) {
+  settle_view(c);
 }
 
 /* ---- reading ------------------------------------------------------------------------- */
@@ -349,6 +370,14 @@ static void deliver(cgnet_conn *c, const uint8_t *data, size_t n) {
 
 void cgnet__conn_deliver(cgnet_conn *c, const uint8_t *data, size_t n) {
   deliver(c, data, n);
+}
+static void on_peer_fin(cgnet_conn *c);
+static size_t read_room(const cgnet_conn *c);
+void cgnet__conn_peer_fin(cgnet_conn *c) {
+  on_peer_fin(c);
+}
+size_t cgnet__conn_read_room(const cgnet_conn *c) {
+  return read_room(c);
 }
 
 /* The peer's FIN: close, or with allow_half_open stop reading and tell the user. */
@@ -453,9 +482,11 @@ static void redeliver(cgnet_conn *c) {
 
 /* Read what the socket has, within the conn's budget. */
 static void read_socket(cgnet_conn *c) {
-  if (cgnet__unlikely(c->kind == CGNET__CONNECTED_DGRAM))
+  if (cgnet__unlikely(completion_io(c)))
+    cgnet__conn_continue_receive(c);
+  else if (cgnet__unlikely(c->kind == CGNET__CONNECTED_DGRAM))
     cgnet__dgram_conn_read(c);
-  else if (c->o->edge_triggered)
+  else if (cgnet__conn_has(c, CGNET__CF_EDGE))
     read_edge(c);
   else
     read_level(c);
@@ -686,7 +717,9 @@ int cgnet_conn_flush(cgnet_conn *c) {
     return 0;
   call_on_pre_write(c);
   if ((err = writable_or_error(c))) return err;
-  err = write_out(c);
+  /* Now, in this call, on either backend; with a send in flight on a completion
+   * backend, the rest follows its completion. */
+  err = c->out.pinned ? 0 : write_out_now(c);
   if (err) {
     cgnet__conn_request_close(c, err);
     return err;
