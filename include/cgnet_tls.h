@@ -66,10 +66,11 @@ typedef struct cgnet_tls_cert {
 } cgnet_tls_cert;
 
 /* Returned by an SNI callback: the index of a certificate in cgnet_tls_options.certs, or
- * one of these. */
-#define CGNET_TLS_SNI_MATCH (-1)  /* choose by the certificates' names (then the default)  \
-                                   */
-#define CGNET_TLS_SNI_REJECT (-2) /* fail the handshake (alert unrecognized_name) */
+ * CGNET_TLS_SNI_MATCH (choose by the certificates' names, then the default), or
+ * CGNET_TLS_SNI_REJECT (fail the handshake with the alert unrecognized_name; so does an
+ * index out of range). */
+#define CGNET_TLS_SNI_MATCH (-1)
+#define CGNET_TLS_SNI_REJECT (-2)
 
 /* Server: called during each handshake whose client sent a server name, before the name
  * table is consulted. Runs on the loop thread doing the handshake, possibly on several
