@@ -62,6 +62,8 @@ int main(void) {
 
 #else /* CGNET_HAVE_TLS */
 
+#include <pthread.h>
+
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -1004,6 +1006,98 @@ static void test_context_outlives_its_user_reference(void **state) {
   ep_free(&s);
 }
 
+/* Sessions on several threads share one server and one client context (as loops will),
+ * while another thread rotates the ticket keys: every handshake completes, resumptions
+ * happen, and TSan sees the shared state (ticket keys, session cache, reference count)
+ * under its lock. No cmocka assert on the worker threads: they count. */
+typedef struct shared_ctxs {
+  cgnet_tls_ctx *sctx, *cctx;
+  atomic_int opened, resumed, failed, stop;
+} shared_ctxs;
+
+static int thread_sink(void *ud, const struct iovec *iov, int iovcnt) {
+  bytes *b = ud;
+  for (int i = 0; i < iovcnt; i++) {
+    uint8_t *p = realloc(b->p, b->len + iov[i].iov_len);
+    if (!p) return CGNET_ENOMEM;
+    memcpy(p + b->len, iov[i].iov_base, iov[i].iov_len);
+    b->p = p;
+    b->len += iov[i].iov_len;
+  }
+  return 0;
+}
+
+/* Move b's bytes into t; 0 or the input's error. */
+static int thread_feed(bytes *b, cgnet__tls *t) {
+  uint8_t buf[4096];
+  size_t got;
+  int rc = cgnet__tls_input(t, b->p, b->len, buf, sizeof(buf), &got);
+  while (rc == 0 && cgnet__tls_pending(t))
+    rc = cgnet__tls_input(t, NULL, 0, buf, sizeof(buf), &got);
+  b->len = 0;
+  return rc;
+}
+
+static void *handshake_worker(void *arg) {
+  shared_ctxs *sh = arg;
+  for (int i = 0; i < 40; i++) {
+    bytes cw = {0}, sw = {0};
+    cgnet__tls *c = NULL, *s = NULL;
+    int rc = cgnet__tls_new(sh->cctx, "localhost", thread_sink, &cw, &c);
+    if (rc == 0) rc = cgnet__tls_new(sh->sctx, NULL, thread_sink, &sw, &s);
+    if (rc == 0) rc = cgnet__tls_start(c);
+    for (int round = 0; rc == 0 && round < 20 && (cw.len || sw.len); round++) {
+      rc = thread_feed(&cw, s);
+      if (rc == 0) rc = thread_feed(&sw, c);
+    }
+    if (rc == 0 && cgnet__tls_get_state(s) == CGNET__TLS_OPEN) {
+      atomic_fetch_add(&sh->opened, 1);
+      if (cgnet__tls_resumed(s)) atomic_fetch_add(&sh->resumed, 1);
+      rc = cgnet__tls_close(c);
+      if (rc == 0) rc = thread_feed(&cw, s);
+    }
+    if (rc != 0) atomic_fetch_add(&sh->failed, 1);
+    cgnet__tls_free(c);
+    cgnet__tls_free(s);
+    free(cw.p);
+    free(sw.p);
+  }
+  return NULL;
+}
+
+/* Rotates after every 20 handshakes (counted, not timed, so that a slow sanitizer build
+ * still resumes between rotations). */
+static void *rotator(void *arg) {
+  shared_ctxs *sh = arg;
+  int next = 20;
+  while (!atomic_load(&sh->stop)) {
+    if (atomic_load(&sh->opened) >= next) {
+      if (cgnet_tls_ctx_rotate_ticket_keys(sh->sctx) != 0) atomic_fetch_add(&sh->failed, 1);
+      next += 20;
+    }
+    tu_sleep_ms(1);
+  }
+  return NULL;
+}
+
+static void test_contexts_shared_by_threads(void **state) {
+  (void)state;
+  shared_ctxs sh = {.sctx = server_ctx(&certs.server, 0, 0), .cctx = client_ctx(0, 0)};
+  pthread_t workers[3], rot;
+  assert_int_equal(pthread_create(&rot, NULL, rotator, &sh), 0);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(pthread_create(&workers[i], NULL, handshake_worker, &sh), 0);
+  for (int i = 0; i < 3; i++)
+    pthread_join(workers[i], NULL);
+  atomic_store(&sh.stop, 1);
+  pthread_join(rot, NULL);
+  assert_int_equal(atomic_load(&sh.failed), 0);
+  assert_int_equal(atomic_load(&sh.opened), 120);
+  assert_true(atomic_load(&sh.resumed) > 0);
+  cgnet_tls_ctx_free(sh.cctx);
+  cgnet_tls_ctx_free(sh.sctx);
+}
+
 static int setup(void **state) {
   (void)state;
   return tu_tls_certs_make(&certs);
@@ -1040,6 +1134,7 @@ int main(void) {
       cmocka_unit_test(test_small_writes_coalesce),
       cmocka_unit_test(test_context_errors),
       cmocka_unit_test(test_context_outlives_its_user_reference),
+      cmocka_unit_test(test_contexts_shared_by_threads),
       cmocka_unit_test(test_idle_session_memory),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
