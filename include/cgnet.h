@@ -98,7 +98,11 @@ extern "C" {
   XX(ERESOLVE, -4014, "host name could not be resolved")                                   \
   XX(EFRAMETOOLARGE, -4020, "frame exceeds the maximum frame length")                      \
   XX(ECODEC, -4021, "malformed frame")                                                     \
-  XX(EWRONGTHREAD, -4030, "called from a thread that may not call it")
+  XX(EWRONGTHREAD, -4030, "called from a thread that may not call it")                     \
+  XX(ETLS, -4040, "TLS handshake or protocol failure")                                     \
+  XX(ETLSVERIFY, -4041, "TLS peer certificate was not verified")                           \
+  XX(ETLSCERT, -4042, "TLS certificate or key is invalid")                                 \
+  XX(ETLSTRUNCATED, -4043, "TLS stream ended without close_notify")
 
 typedef enum cgnet_errno {
 #define CGNET_ERR_ENUM_(name, val, msg) CGNET_##name = (val),

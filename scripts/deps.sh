@@ -3,10 +3,11 @@
 #
 #   scripts/deps.sh [--fuzz] [--bench] [--format] [--dry-run]
 #
-#   (always)   cmake, a C compiler, make, pkg-config, libc headers and cmocka: enough for
-#              `make`, `make install` and the plain and sanitizer test builds (those use
-#              CMake's default compiler, gcc on Debian, whose libgcc-N-dev brings the
-#              ASan, UBSan, LSan and TSan runtimes)
+#   (always)   cmake, a C compiler, make, pkg-config, libc headers, cmocka, OpenSSL 3
+#              (libssl-dev, for TLS) and the openssl CLI: enough for `make`, `make install`
+#              and the plain and sanitizer test builds (those use CMake's default
+#              compiler, gcc on Debian, whose libgcc-N-dev brings the ASan, UBSan, LSan
+#              and TSan runtimes)
 #   --fuzz     also clang and its libFuzzer runtime (libclang-rt-14-dev), which
 #              scripts/fuzz.sh builds the fuzz targets with (`make test`,
 #              `make test-fuzz`, `make fuzz`)
@@ -31,7 +32,7 @@ for arg in "$@"; do
     --format) want_format=1 ;;
     --dry-run) dry_run=1 ;;
     -h | --help)
-      sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -58,6 +59,8 @@ need() {
 
 have_cc() { have_cmd cc || have_cmd gcc || have_cmd clang; }
 have_libc_headers() { [[ -f /usr/include/stdio.h ]]; }
+# What CMake's CGNET_WITH_TLS=AUTO looks for: libssl and libcrypto >= 3.0.
+have_openssl3() { have_pc 'libssl >= 3.0' && have_pc 'libcrypto >= 3.0'; }
 # clang's own libFuzzer runtime (the one `clang -fsanitize=fuzzer` links).
 have_libfuzzer() {
   have_cmd clang || return 1
@@ -79,6 +82,8 @@ need libc6-dev have_libc_headers
 need make have_cmd make
 need pkg-config have_cmd pkg-config
 need libcmocka-dev have_pc cmocka
+need libssl-dev have_openssl3
+need openssl have_cmd openssl
 if ((want_fuzz)); then
   need clang have_cmd clang
   need libclang-rt-14-dev have_libfuzzer

@@ -7,8 +7,9 @@
 #   FUZZ_TARGETS="line fixed" scripts/fuzz.sh 10
 #
 # The codec targets link only the codec; read_path drives a real client and loop, so it
-# links the whole library; http links the HTTP example's request parser (target_sources
-# below). Each target starts from a copy of its
+# links the whole library; http links the HTTP example's request parser; tls_server
+# links the library with TLS on, OpenSSL, and the test certificate maker
+# (target_sources below). Each target starts from a copy of its
 # seed corpus (fuzz/corpus/<target>/) in build-fuzz/corpus/<target>/, so runs accumulate
 # coverage without touching the tree, and uses fuzz/<target>.dict if there is one. A
 # crashing input is saved as build-fuzz/crash-<target>-*.
@@ -38,6 +39,8 @@ mkdir -p "$out"
 target_sources() {
   case "$1" in
     read_path) echo src/*.c src/backend/*.c -pthread ;;
+    tls_*) echo src/*.c src/backend/*.c tests/support/tls_certs.c -Itests -DCGNET_HAVE_TLS \
+      $(pkg-config --cflags --libs libssl libcrypto) -pthread ;;
     http) echo examples/http_parser.c ;;
     *) echo src/codec.c src/error.c ;;
   esac

@@ -172,10 +172,11 @@ static void test_errno_mirroring(void **state) {
   assert_int_equal(CGNET_EALREADY, -EALREADY);
   assert_int_equal(CGNET_ECANCELED, -ECANCELED);
   /* cgnet's own codes live below -4000, clear of every errno. */
-  const int own[] = {CGNET_EOF,         CGNET_ECLOSED,     CGNET_ELOCALCLOSE,
-                     CGNET_EBADSCHEME,  CGNET_EBADADDR,    CGNET_EBADPORT,
-                     CGNET_EADDRFAMILY, CGNET_ERESOLVE,    CGNET_EFRAMETOOLARGE,
-                     CGNET_ECODEC,      CGNET_EWRONGTHREAD};
+  const int own[] = {CGNET_EOF,         CGNET_ECLOSED,      CGNET_ELOCALCLOSE,
+                     CGNET_EBADSCHEME,  CGNET_EBADADDR,     CGNET_EBADPORT,
+                     CGNET_EADDRFAMILY, CGNET_ERESOLVE,     CGNET_EFRAMETOOLARGE,
+                     CGNET_ECODEC,      CGNET_EWRONGTHREAD, CGNET_ETLS,
+                     CGNET_ETLSVERIFY,  CGNET_ETLSCERT,     CGNET_ETLSTRUNCATED};
   for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
     assert_true(own[i] < -4000);
 }
