@@ -3,10 +3,10 @@
 #
 #   scripts/deps.sh [--fuzz] [--bench] [--format] [--dry-run]
 #
-#   (always)   cmake, a C compiler, make, pkg-config, libc headers and cmocka: enough for
-#              `make`, `make install` and the plain and sanitizer test builds (those use
-#              CMake's default compiler, gcc on Debian, whose libgcc-N-dev brings the
-#              ASan, UBSan, LSan and TSan runtimes)
+#   (always)   cmake, a C compiler, make, pkg-config, libc headers, cmocka and zlib
+#              (WebSocket permessage-deflate): enough for `make`, `make install` and the
+#              plain and sanitizer test builds (those use CMake's default compiler, gcc on
+#              Debian, whose libgcc-N-dev brings the ASan, UBSan, LSan and TSan runtimes)
 #   --fuzz     also clang and its libFuzzer runtime (libclang-rt-14-dev), which
 #              scripts/fuzz.sh builds the fuzz targets with (`make test`,
 #              `make test-fuzz`, `make fuzz`)
@@ -79,6 +79,7 @@ need libc6-dev have_libc_headers
 need make have_cmd make
 need pkg-config have_cmd pkg-config
 need libcmocka-dev have_pc cmocka
+need zlib1g-dev have_pc zlib
 if ((want_fuzz)); then
   need clang have_cmd clang
   need libclang-rt-14-dev have_libfuzzer
