@@ -7,7 +7,8 @@
 #   FUZZ_TARGETS="line fixed" scripts/fuzz.sh 10
 #
 # The codec targets link only the codec; read_path drives a real client and loop, so it
-# links the whole library; http links the HTTP example's request parser (target_sources
+# links the whole library; http links the HTTP example's request parser; ws_frame and
+# ws_handshake link the WebSocket protocol modules and zlib (target_sources
 # below). Each target starts from a copy of its
 # seed corpus (fuzz/corpus/<target>/) in build-fuzz/corpus/<target>/, so runs accumulate
 # coverage without touching the tree, and uses fuzz/<target>.dict if there is one. A
@@ -39,6 +40,10 @@ target_sources() {
   case "$1" in
     read_path) echo src/*.c src/backend/*.c -pthread ;;
     http) echo examples/http_parser.c ;;
+    ws_frame | ws_handshake)
+      echo src/ws_frame.c src/utf8.c src/ws_deflate.c src/ws_handshake.c src/sha1.c \
+        src/base64.c -DCGNET_HAVE_ZLIB -lz
+      ;;
     *) echo src/codec.c src/error.c ;;
   esac
 }

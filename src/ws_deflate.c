@@ -160,9 +160,11 @@ int cgnet__ws_deflate_accept(const cgnet__ws_ext *response,
   if (!cgnet__ws_deflate_available() || !cgnet__ws_str_ieq(response->name, EXT_NAME))
     return CGNET_ECODEC;
   if (parse_params(response, 0, &o) != 0) return CGNET_ECODEC;
-  /* A server window larger than the client asked for breaks the agreement; a client
-   * window of 8 cannot be honoured with zlib. */
-  if (peer_window(cfg) && o.server_max_window_bits > peer_window(cfg)) return CGNET_ECODEC;
+  /* The offer named a server window: the server accepts it by naming one no larger
+   * (RFC 7692 section 7.1.2.1). A client window of 8 cannot be honoured with zlib. */
+  if (peer_window(cfg) &&
+      (!o.server_max_window_bits || o.server_max_window_bits > peer_window(cfg)))
+    return CGNET_ECODEC;
   if (o.client_max_window_bits == 8) return CGNET_ECODEC;
   agreed->server_no_context_takeover = (uint8_t)o.server_no_context_takeover;
   agreed->client_no_context_takeover = (uint8_t)o.client_no_context_takeover;

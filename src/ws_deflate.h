@@ -68,7 +68,8 @@ long cgnet__ws_deflate_offer(const cgnet__ws_deflate_config *cfg, char *out, siz
 
 /* Client: check the server's permessage-deflate response against the offer made with
  * cfg. Returns 0 with *agreed set, or CGNET_ECODEC (a parameter the client did not allow
- * or cannot honour: the client must fail the connection). */
+ * or cannot honour, or no server window when the offer asked for one: the client must
+ * fail the connection). */
 int cgnet__ws_deflate_accept(const cgnet__ws_ext *response,
                              const cgnet__ws_deflate_config *cfg,
                              cgnet__ws_deflate_params *agreed);

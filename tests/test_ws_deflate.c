@@ -267,6 +267,7 @@ static void client_negotiation(void **state) {
       "permessage-deflate; client_max_window_bits",
       "permessage-deflate; server_max_window_bits=13",
       "permessage-deflate; server_max_window_bits",
+      "permessage-deflate", /* the server window asked for, not granted */
       "permessage-deflate; mystery",
       "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
       "x-other",
