@@ -3,7 +3,7 @@
  * inflation of compressed messages (src/ws_deflate.c). Input: [config] [cut] then a byte
  * stream, fed as a conn would feed it: the bytes that arrived, the unconsumed tail kept
  * for the next delivery. config bit 0: role (server/client), bit 1: RSV1 allowed, bits
- * 2-3: max_frame (none, 0, 125, 70000), bits 4-5: max_message (none, 1, 200, 100000).
+ * 2-3: max_frame (none, none, 125, 70000), bits 4-5: max_message (none, 1, 200, 100000).
  * It aborts when an invariant breaks:
  *
  *  - a call consumes no more than it was given; an event's bytes lie in the buffer given;
