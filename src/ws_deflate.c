@@ -234,7 +234,8 @@ cgnet__ws_deflate *cgnet__ws_deflate_new(cgnet__ws_role role,
   int server = role == CGNET__WS_SERVER;
   int tx_window = server ? agreed->server_max_window_bits : agreed->client_max_window_bits;
   int rx_window = server ? agreed->client_max_window_bits : agreed->server_max_window_bits;
-  tx_window = min_int(tx_window, own_window(cfg));
+  tx_window = min_int(tx_window ? tx_window : 15, own_window(cfg)); /* 0: none named */
+  rx_window = rx_window ? rx_window : 15;
   tx_window = tx_window < 9 ? 9 : tx_window;
   /* zlib may compress with a 9-bit window where 8 was agreed: inflate with at least 9. */
   rx_window = rx_window < 9 ? 9 : rx_window > 15 ? 15 : rx_window;

@@ -42,7 +42,8 @@ typedef struct cgnet__ws_deflate_config {
   uint8_t level;
 } cgnet__ws_deflate_config;
 
-/* What the two sides agreed (the RFC's parameters; 15 where no window was named). */
+/* What the two sides agreed (the RFC's parameters; 15 where no window was named, and a
+ * window of 0 is taken as 15, so all-zero is the extension without parameters). */
 typedef struct cgnet__ws_deflate_params {
   uint8_t server_no_context_takeover;
   uint8_t client_no_context_takeover;

@@ -23,6 +23,11 @@ static int is_ows(char c) {
   return c == ' ' || c == '\t';
 }
 
+/* A request-target byte: visible ASCII (RFC 3986 has no raw bytes past 0x7e). */
+static int is_target_char(unsigned char c) {
+  return c > 0x20 && c < 0x7f;
+}
+
 /* A header value byte: visible, obs-text, space or tab. */
 static int is_value_char(unsigned char c) {
   return c == '\t' || (c >= 0x20 && c != 0x7f);
@@ -272,7 +277,7 @@ static int parse_request_line(cgnet__ws_request *r, const char *p, const char *e
   const char *sp1 = scan_token(p, eol);
   if (sp1 == p || sp1 == eol || *sp1 != ' ') return -1;
   const char *t = sp1 + 1, *sp2 = t;
-  while (sp2 < eol && (unsigned char)*sp2 > 0x20 && *sp2 != 0x7f)
+  while (sp2 < eol && is_target_char((unsigned char)*sp2))
     sp2++;
   if (sp2 == t || sp2 == eol || *sp2 != ' ' || *t != '/') return -1;
   r->minor_version = http_version(sp2 + 1, (size_t)(eol - sp2 - 1));
@@ -433,7 +438,7 @@ long cgnet__ws_build_request(char *out, size_t cap, const cgnet__ws_client_reque
                              const char key[CGNET__WS_KEY_LEN + 1]) {
   if (!req->host || !*req->host || !req->path || req->path[0] != '/') return CGNET_EINVAL;
   for (const char *c = req->path; *c; c++)
-    if ((unsigned char)*c <= 0x20 || *c == 0x7f) return CGNET_EINVAL;
+    if (!is_target_char((unsigned char)*c)) return CGNET_EINVAL;
   if (!clean_value(req->host) || !clean_value(req->origin) ||
       !clean_value(req->protocols) || !clean_value(req->extensions))
     return CGNET_EINVAL;

@@ -390,7 +390,8 @@ static void random_round_trips(void **state) {
   (void)state;
   NEED_ZLIB();
   static const cgnet__ws_deflate_params params[] = {
-      {0, 0, 15, 15}, {1, 1, 15, 15}, {1, 0, 9, 10}, {0, 1, 10, 9}, {0, 0, 12, 8},
+      {0, 0, 15, 15}, {1, 1, 15, 15}, {1, 0, 9, 10}, {0, 1, 10, 9},
+      {0, 0, 12, 8},  {0, 0, 0, 0}, /* all-zero: no parameters, both windows 15 */
   };
   static const cgnet__ws_deflate_config cfgs[] = {
       {0},

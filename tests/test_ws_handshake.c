@@ -264,6 +264,7 @@ static void request_malformed(void **state) {
       "GET / HTTP/1.1\r\nNoColon\r\n\r\n",
       "GET / HTTP/1.1\r\nX: a\rb\r\n\r\n",
       "GET /\r HTTP/1.1\r\n\r\n",
+      "GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n",
       "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
       "GET / HTTP/1.1\r\nSec-WebSocket-Key: a\r\nSec-WebSocket-Key: a\r\n\r\n",
       "GET / HTTP/1.1\r\nSec-WebSocket-Protocol: a b\r\n\r\n",
@@ -486,6 +487,9 @@ static void client_round_trip(void **state) {
   assert_int_equal(cgnet__ws_build_request(req, sizeof req, &bad, key), CGNET_EINVAL);
   bad = creq;
   bad.host = "a\r\nX-Injected: 1";
+  assert_int_equal(cgnet__ws_build_request(req, sizeof req, &bad, key), CGNET_EINVAL);
+  bad = creq;
+  bad.path = "/caf\xc3\xa9";
   assert_int_equal(cgnet__ws_build_request(req, sizeof req, &bad, key), CGNET_EINVAL);
   bad = creq;
   bad.path = "/a b";
