@@ -96,7 +96,9 @@ static int min_int(int a, int b) {
 
 /* Agree on one offer (server side); 0, or -1 to decline it. The response names the
  * server window only if the offer did, and the client window only if the offer allowed
- * it; a smaller window than asked is always allowed to the compressor that uses it. */
+ * it: always when the offer gave a value (so both sides read the same limit from the
+ * response), and without one when the configuration asks for a smaller window. A
+ * compressor may always use a smaller window than agreed. */
 static int agree(const deflate_params *o, const cgnet__ws_deflate_config *cfg,
                  cgnet__ws_deflate_params *a, int *name_client_window) {
   if (o->server_max_window_bits == 8) return -1; /* zlib cannot compress with 256 bytes */
@@ -107,8 +109,10 @@ static int agree(const deflate_params *o, const cgnet__ws_deflate_config *cfg,
                     ? min_int(o->server_max_window_bits, own_window(cfg))
                     : 15);
   int client = o->client_max_window_bits > 0 ? o->client_max_window_bits : 15;
-  *name_client_window = o->client_max_window_bits != 0 && peer_window(cfg) != 0;
-  if (*name_client_window) client = min_int(client, peer_window(cfg));
+  if (o->client_max_window_bits != 0 && peer_window(cfg) != 0)
+    client = min_int(client, peer_window(cfg));
+  *name_client_window = o->client_max_window_bits > 0 ||
+                        (o->client_max_window_bits != 0 && peer_window(cfg) != 0);
   a->client_max_window_bits = (uint8_t)client;
   return 0;
 }

@@ -115,7 +115,7 @@ static void server_negotiation(void **state) {
        10},
       {"permessage-deflate; client_max_window_bits=12",
        {0},
-       "permessage-deflate",
+       "permessage-deflate; client_max_window_bits=12",
        0,
        0,
        15,
