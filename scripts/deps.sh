@@ -4,7 +4,8 @@
 #   scripts/deps.sh [--fuzz] [--bench] [--format] [--dry-run]
 #
 #   (always)   cmake, a C compiler, make, pkg-config, libc headers, cmocka, OpenSSL 3
-#              (libssl-dev, for TLS) and the openssl CLI: enough for `make`, `make install`
+#              (libssl-dev, for TLS) and the openssl CLI, liburing (the io_uring backend)
+#              and zlib (WebSocket permessage-deflate): enough for `make`, `make install`
 #              and the plain and sanitizer test builds (those use CMake's default
 #              compiler, gcc on Debian, whose libgcc-N-dev brings the ASan, UBSan, LSan
 #              and TSan runtimes)
@@ -32,7 +33,7 @@ for arg in "$@"; do
     --format) want_format=1 ;;
     --dry-run) dry_run=1 ;;
     -h | --help)
-      sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
+      awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
       exit 0
       ;;
     *)
@@ -84,6 +85,8 @@ need pkg-config have_cmd pkg-config
 need libcmocka-dev have_pc cmocka
 need libssl-dev have_openssl3
 need openssl have_cmd openssl
+need liburing-dev have_pc liburing
+need zlib1g-dev have_pc zlib
 if ((want_fuzz)); then
   need clang have_cmd clang
   need libclang-rt-14-dev have_libfuzzer

@@ -8,8 +8,9 @@
 #
 # The codec targets link only the codec; read_path drives a real client and loop, so it
 # links the whole library; http links the HTTP example's request parser; tls_server
-# links the library with TLS on, OpenSSL, and the test certificate maker
-# (target_sources below). Each target starts from a copy of its
+# links the library with TLS on, OpenSSL, and the test certificate maker; ws_frame and
+# ws_handshake link the WebSocket protocol modules and zlib (target_sources
+# below). Each target starts from a copy of its
 # seed corpus (fuzz/corpus/<target>/) in build-fuzz/corpus/<target>/, so runs accumulate
 # coverage without touching the tree, and uses fuzz/<target>.dict if there is one. A
 # crashing input is saved as build-fuzz/crash-<target>-*.
@@ -42,6 +43,10 @@ target_sources() {
     tls_*) echo src/*.c src/backend/*.c tests/support/tls_certs.c -Itests -DCGNET_HAVE_TLS \
       $(pkg-config --cflags --libs libssl libcrypto) -pthread ;;
     http) echo examples/http_parser.c ;;
+    ws_frame | ws_handshake)
+      echo src/ws_frame.c src/utf8.c src/ws_deflate.c src/ws_handshake.c src/sha1.c \
+        src/base64.c -DCGNET_HAVE_ZLIB -lz
+      ;;
     *) echo src/codec.c src/error.c ;;
   esac
 }
