@@ -416,6 +416,11 @@ CGNET_API size_t cgnet_engine_count_connections(const cgnet_engine *eng);
 CGNET_API cgnet_backend cgnet_engine_backend(const cgnet_engine *eng);
 /* "epoll", "io_uring" or "auto". */
 CGNET_API const char *cgnet_backend_name(cgnet_backend b);
+/* 0 when an engine can run on backend b here, else why not: CGNET_EUNSUPPORTED (not
+ * built in, or the kernel lacks a feature cgnet needs), CGNET_EPERM (denied, e.g. by a
+ * seccomp profile or kernel.io_uring_disabled), or another negated errno of the ring's
+ * setup (-ENOSYS: a kernel without io_uring). */
+CGNET_API int cgnet_backend_supported(cgnet_backend b);
 
 /* The handler's ud pointer. Any thread. */
 CGNET_API void *cgnet_engine_userdata(const cgnet_engine *eng);

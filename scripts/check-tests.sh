@@ -24,6 +24,7 @@ variants=("$@")
 declare -A summary
 total_pass=0
 total_fail=0
+total_skip=0
 overall=0
 
 say() { printf '\n==> %s\n' "$*"; }
@@ -174,22 +175,29 @@ run_variant() {
   local rc=${PIPESTATUS[0]}
 
   # ctest's closing line: "95% tests passed, 1 tests failed out of 20"
-  local line pass=0 fail=0 count
+  # A skipped test (exit 77: the machine lacks what it needs, e.g. io_uring) counts in
+  # ctest's "passed" figure; it is counted and named here on its own.
+  local line pass=0 fail=0 count skipped skipped_names
   line=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$dir/ctest.log" | tail -n1)
+  skipped=$(grep -cE 'Test +#[0-9]+: .*Skipped' "$dir/ctest.log")
+  skipped_names=$(grep -E 'Test +#[0-9]+: .*Skipped' "$dir/ctest.log" |
+    sed -E 's/.*Test +#[0-9]+: ([^ ]+).*/\1/' | tr '\n' ' ')
   if [[ -n "$line" ]]; then
     fail=$(sed -E 's/.* ([0-9]+) tests? failed.*/\1/' <<<"$line")
     count=$(sed -E 's/.*out of ([0-9]+).*/\1/' <<<"$line")
-    pass=$((count - fail))
+    pass=$((count - fail - skipped))
   elif ((rc != 0)); then
     fail=1
   fi
   total_pass=$((total_pass + pass))
   total_fail=$((total_fail + fail))
-  local took=$((SECONDS - start))
+  total_skip=$((total_skip + skipped))
+  local took=$((SECONDS - start)) skip_note=""
+  ((skipped > 0)) && skip_note=" [skipped: ${skipped_names% }]"
   if ((rc == 0)); then
-    summary[$variant]="PASS  $pass passed, $fail failed (${took}s)"
+    summary[$variant]="PASS  $pass passed, $fail failed, $skipped skipped (${took}s)$skip_note"
   else
-    summary[$variant]="FAIL  $pass passed, $fail failed, ctest exit $rc (${took}s)"
+    summary[$variant]="FAIL  $pass passed, $fail failed, $skipped skipped, ctest exit $rc (${took}s)$skip_note"
   fi
   return "$rc"
 }
@@ -202,5 +210,5 @@ printf '\n==> summary\n'
 for v in "${variants[@]}"; do
   printf 'test-%-6s %s\n' "$v" "${summary[$v]:-FAIL  not run}"
 done
-printf 'total: %d passed, %d failed\n' "$total_pass" "$total_fail"
+printf 'total: %d passed, %d failed, %d skipped\n' "$total_pass" "$total_fail" "$total_skip"
 exit "$overall"

@@ -153,6 +153,11 @@ static int choose_backend(cgnet_engine *eng) {
   return 0;
 }
 
+int cgnet_backend_supported(cgnet_backend b) {
+  if (b == CGNET_BACKEND_IO_URING) return uring_unavailable();
+  return (unsigned)b > CGNET_BACKEND_IO_URING ? CGNET_EINVAL : 0;
+}
+
 cgnet_backend cgnet_engine_backend(const cgnet_engine *eng) {
   return eng->backend;
 }

@@ -3,7 +3,7 @@
  * through many concurrent pairs, half-close, a backend that refuses, and the proxy's
  * memory while a client stops reading.
  *
- * tests/long/test_long_proxy.c includes this file with PROXY_LONG set: the issue's full
+ * tests/long/test_long_proxy.c includes this file with PROXY_LONG set: the full
  * 100 MiB through each of 20 conns (make test-long); here each conn carries 4 MiB (less
  * under TSan) so the three sanitizer builds stay quick.
  */
