@@ -98,10 +98,20 @@ start_server() {
       $pre "$BUILD/examples/echo" "tcp://$HOST:0" --loops "$loops" --quiet ${CGNET_ARGS:-} \
         >"$log" 2>&1 &
       ;;
+    cgnet_uring)
+      # shellcheck disable=SC2086
+      $pre "$BUILD/examples/echo" "tcp://$HOST:0" --loops "$loops" --quiet --backend io_uring \
+        ${CGNET_ARGS:-} >"$log" 2>&1 &
+      ;;
     cgnet_http)
       # shellcheck disable=SC2086
       $pre "$BUILD/examples/http_plaintext" "tcp://$HOST:0" --loops "$loops" ${CGNET_ARGS:-} \
         >"$log" 2>&1 &
+      ;;
+    cgnet_http_uring)
+      # shellcheck disable=SC2086
+      $pre "$BUILD/examples/http_plaintext" "tcp://$HOST:0" --loops "$loops" \
+        --backend io_uring ${CGNET_ARGS:-} >"$log" 2>&1 &
       ;;
     floor | libuv | libevent | floor_http)
       local bin=$name

@@ -81,6 +81,18 @@ void ex_loops(ex_args *a, const char *flag, cgnet_options *opts) {
   opts->multicore = n == 0; /* 0: one loop per online CPU */
 }
 
+void ex_backend(ex_args *a, const char *flag, cgnet_options *opts) {
+  const char *v = ex_value(a, flag);
+  if (strcmp(v, "epoll") == 0)
+    opts->backend = CGNET_BACKEND_EPOLL;
+  else if (strcmp(v, "io_uring") == 0)
+    opts->backend = CGNET_BACKEND_IO_URING;
+  else if (strcmp(v, "auto") == 0)
+    opts->backend = CGNET_BACKEND_AUTO;
+  else
+    ex_usage_error(a, "%s '%s': want epoll, io_uring or auto", flag, v);
+}
+
 /* ---- addresses ------------------------------------------------------------------------
  */
 
@@ -200,7 +212,8 @@ void ex_print_listening(const char *prog, cgnet_engine *eng, const char *const *
     printf("%s %.*s://%s", i ? "," : "", slen, sep ? addrs[i] : "tcp", where);
   }
   int loops = cgnet_engine_num_loops(eng);
-  printf(" (%d loop%s%s%s)\n", loops, loops == 1 ? "" : "s", extra ? ", " : "",
+  printf(" (%d loop%s, %s%s%s)\n", loops, loops == 1 ? "" : "s",
+         cgnet_backend_name(cgnet_engine_backend(eng)), extra ? ", " : "",
          extra ? extra : "");
   fflush(stdout); /* a script may be waiting for this line on a pipe */
 }

@@ -59,6 +59,9 @@ int ex_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
  * CPU). */
 void ex_loops(ex_args *a, const char *flag, cgnet_options *opts);
 
+/* `--backend epoll|io_uring|auto` into opts->backend. */
+void ex_backend(ex_args *a, const char *flag, cgnet_options *opts);
+
 /* Report a usage error ("PROG: MESSAGE" and a hint on stderr) and exit 2. */
 void ex_usage_error(const ex_args *a, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn));
@@ -89,7 +92,7 @@ typedef enum { EX_LISTEN, EX_DIAL } ex_addr_use;
 int ex_check_addr(const ex_args *a, const char *role, const char *addr, int allowed,
                   ex_addr_use use, const char *why_not);
 
-/* Print "PROG: listening on tcp://127.0.0.1:41234, unix:///tmp/e.sock (2 loops)" (with
+/* Print "PROG: listening on tcp://127.0.0.1:41234, unix:///tmp/e.sock (2 loops, epoll)" (with
  * ", EXTRA" before the closing parenthesis when extra is not NULL) on stdout and flush
  * it: the first stdout line, read by scripts and tests to learn the bound ports. */
 void ex_print_listening(const char *prog, cgnet_engine *eng, const char *const *addrs,

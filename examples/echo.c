@@ -3,6 +3,7 @@
  * every UDP datagram goes back to its sender as one datagram.
  *
  *   build/examples/echo [ADDR...] [--loops N] [--reuseport] [--lb rr|lc|hash] [--et]
+ *                       [--backend epoll|io_uring|auto]
  *                       [--quiet]
  *
  * ADDR is any scheme, any mix: tcp://, tcp4://, tcp6://, udp://, udp4://, udp6://,
@@ -13,7 +14,7 @@
  * Port 0 lets the kernel pick a free port; the first line on stdout says which one, so
  * a script can read it:
  *
- *   echo: listening on tcp://127.0.0.1:41234 (2 loops)
+ *   echo: listening on tcp://127.0.0.1:41234 (2 loops, epoll)
  *
  * SIGINT or SIGTERM stops it gracefully (queued echoes get up to a second to go out).
  * Try it:  build/examples/echo &  then  nc 127.0.0.1 9000
@@ -89,6 +90,7 @@ static void *stop_on_signal(void *arg) {
 
 static const char USAGE[] =
     "usage: echo [ADDR...] [--loops N] [--reuseport] [--lb rr|lc|hash] [--et] [--quiet]\n"
+    "            [--backend epoll|io_uring|auto]\n"
     "  ADDR         tcp://HOST:PORT, tcp4://..., tcp6://[::1]:PORT, udp://HOST:PORT,\n"
     "               udp4://..., udp6://..., unix:///PATH, unix://@NAME (any mix, up to\n"
     "               16; default tcp://127.0.0.1:9000; port 0 picks a free port)\n"
@@ -98,6 +100,8 @@ static const char USAGE[] =
     "  --lb ALG     hand new conns to loops round-robin (rr, default), to the\n"
     "               least loaded (lc) or by a hash of the peer address (hash)\n"
     "  --et         edge-triggered epoll\n"
+    "  --backend B  the kernel interface: epoll, io_uring or auto (default; the\n"
+    "               environment variable CGNET_BACKEND overrides it)\n"
     "  --quiet      no line per connection\n";
 
 #define MAX_ADDRS 16
@@ -125,6 +129,8 @@ static void parse_args(int argc, char **argv, cgnet_options *opts, const char **
         opts->lb = CGNET_LB_SOURCE_HASH;
       else
         ex_usage_error(&a, "--lb '%s': want rr, lc or hash", lb);
+    } else if (ex_is(arg, "--backend")) {
+      ex_backend(&a, arg, opts);
     } else if (ex_is(arg, "--et")) {
       opts->edge_triggered = 1;
     } else if (ex_is(arg, "--quiet")) {

@@ -4,6 +4,7 @@
  *
  *   build/examples/http_plaintext [ADDR] [--loops N] [--reuseport] [--header-timeout-ms MS]
  *                                 [--idle-timeout-ms MS] [--max-conns N] [--max-body BYTES]
+ *                                 [--backend epoll|io_uring|auto]
  *
  * What it answers:
  *  - GET or HEAD /plaintext: 200 "Hello, World!" (text/plain); HEAD gets the headers only;
@@ -54,6 +55,7 @@
 static const char USAGE[] =
     "usage: http_plaintext [ADDR] [--loops N] [--reuseport] [--header-timeout-ms MS]\n"
     "                      [--idle-timeout-ms MS] [--max-conns N] [--max-body BYTES]\n"
+    "                      [--backend epoll|io_uring|auto]\n"
     "  ADDR                  tcp://HOST:PORT, tcp4://, tcp6://[::1]:PORT, unix:///PATH or\n"
     "                        unix://@NAME (default tcp://127.0.0.1:8080; port 0: a free "
     "one)\n"
@@ -67,6 +69,8 @@ static const char USAGE[] =
     "never)\n"
     "  --max-conns N         open conns at most (default: RLIMIT_NOFILE less a margin)\n"
     "  --max-body BYTES      largest request body, skipped unread (default 8388608)\n"
+    "  --backend B           the kernel interface: epoll, io_uring or auto (default;\n"
+    "                        the environment variable CGNET_BACKEND overrides it)\n"
     "GET or HEAD /plaintext answers \"Hello, World!\"; see the top of\n"
     "examples/http_plaintext.c for every other answer.\n";
 
@@ -342,6 +346,8 @@ int main(int argc, char **argv) {
   for (const char *arg; (arg = ex_next(&a)) != NULL;) {
     if (ex_is(arg, "--loops")) {
       ex_loops(&a, arg, &o);
+    } else if (ex_is(arg, "--backend")) {
+      ex_backend(&a, arg, &o);
     } else if (ex_is(arg, "--multicore")) {
       o.num_loops = 0;
       o.multicore = 1;

@@ -248,6 +248,9 @@ int cgnet__sys_accept(int fd, cgnet__accepted *out, int max);
  * of descriptors sees a clean close). Needs one free descriptor. 0 or a negative errno. */
 int cgnet__sys_accept_shed(int fd);
 
+/* The process's descriptor limit now (RLIMIT_NOFILE, soft). */
+unsigned long cgnet__sys_nofile_limit(void);
+
 /* The eventfd both backends use as the wake-up. */
 int cgnet__sys_eventfd(void);
 void cgnet__sys_eventfd_signal(int fd);

@@ -301,8 +301,10 @@ void cgnet__conn_close_now(cgnet_conn *c, int reason) {
   cgnet__conn_free_timers(c);
   cgnet__buf_release(&c->in, &loop->pool);
   cgnet__buf_release(&c->stash, &loop->pool);
-  /* Bytes a send in flight reads stay until its completion (cgnet__conn_reap). */
-  if (!(c->io.ops & CGNET__OP_SEND_ARMED)) cgnet__outbuf_release(&c->out, &loop->pool);
+  /* Bytes a send in flight reads stay until its completion (cgnet__conn_reap), and a
+   * lingering conn's until they are sent. */
+  if (!linger && !(c->io.ops & CGNET__OP_SEND_ARMED))
+    cgnet__outbuf_release(&c->out, &loop->pool);
   if (linger) {
     cgnet__conn_set(c, CGNET__CF_LINGER);
     loop->backend.ops->recv_stop(&loop->backend, &c->io);

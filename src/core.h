@@ -36,6 +36,11 @@ typedef struct cgnet__listener {
   cgnet_loop *loop;
   cgnet__tnode retry; /* out of descriptors: listening again when it fires */
   bool paused;        /* not accepting until retry fires */
+  /* Completion backend, out of descriptors: an accept operation would fail at once, with
+   * or without a pending connection (the kernel takes the descriptor first), so the
+   * listener is watched for readiness and accepted from as with epoll until accept4
+   * succeeds again. */
+  bool fd_starved;
   /* A Unix listener's socket file as created by our bind (unix_file 0: none, e.g.
    * abstract): removed at close only if the path still names this very file. */
   int unix_file;

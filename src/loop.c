@@ -171,13 +171,13 @@ static void dispatch_accepted(cgnet_loop *self, int fd, struct sockaddr_storage 
 /* Accepting: epoll watches the listener and accepts in batches on readiness; a
  * completion backend runs a multishot accept whose results come one by one. */
 static int start_accepting(cgnet_loop *loop, cgnet__listener *l) {
-  if (cgnet__backend_completion(&loop->backend))
+  if (cgnet__backend_completion(&loop->backend) && !l->fd_starved)
     return loop->backend.ops->accept_start(&loop->backend, &l->io);
-  return start_accepting(loop, l);
+  return cgnet__backend_watch(&loop->backend, &l->io, CGNET__POLL_READ);
 }
 
 static void stop_accepting(cgnet_loop *loop, cgnet__listener *l) {
-  if (cgnet__backend_completion(&loop->backend))
+  if (cgnet__backend_completion(&loop->backend) && !l->fd_starved)
     loop->backend.ops->accept_stop(&loop->backend, &l->io);
   else
     cgnet__backend_unwatch(&loop->backend, &l->io);
@@ -228,16 +228,33 @@ static void shed_one(cgnet_loop *loop, cgnet__listener *l, int err) {
 static void on_listener_ready(cgnet_loop *loop, cgnet__listener *l) {
   cgnet__accepted batch[ACCEPT_BATCH];
   int n = cgnet__sys_accept(l->io.fd, batch, ACCEPT_BATCH);
+  bool starved = false;
   for (int i = 0; i < n; i++) {
     int fd = batch[i].fd;
     if (fd >= 0) {
       dispatch_accepted(loop, fd, &batch[i].addr, batch[i].len);
     } else if (fd == -EMFILE || fd == -ENFILE) {
+      starved = true;
       shed_one(loop, l, fd);
     } else {
       cgnet__log(loop->eng, CGNET_LOG_ERROR, "accept: %s", cgnet_strerror(fd));
     }
   }
+  /* A completion backend accepting by readiness while out of descriptors: one went
+   * through, so its accept operation can run again. */
+  if (l->fd_starved && n > 0 && !starved && !l->paused) {
+    cgnet__backend_unwatch(&loop->backend, &l->io);
+    l->fd_starved = false;
+    (void)start_accepting(loop, l);
+  }
+}
+
+/* Completion backend out of descriptors: accept by readiness (see fd_starved). */
+static void starve_listener(cgnet_loop *loop, cgnet__listener *l, bool accept_armed) {
+  if (l->fd_starved) return;
+  if (accept_armed) stop_accepting(loop, l);
+  l->fd_starved = true;
+  if (!l->paused) (void)start_accepting(loop, l);
 }
 
 /* One accepted socket from a completion backend; its peer's address is asked for (the
@@ -249,7 +266,14 @@ static void on_listener_result(cgnet_loop *loop, cgnet__listener *l,
     if (r->res >= 0) close(r->res);
     return;
   }
-  if (r->res >= 0) {
+  if (r->res >= 0 && (unsigned long)r->res >= cgnet__sys_nofile_limit()) {
+    /* The kernel's multishot accept keeps the descriptor limit of when it was started:
+     * past today's limit this is the EMFILE accept4 would have given. Close it (the
+     * shed) and start the accept again under the limit in force. */
+    close(r->res);
+    shed_one(loop, l, -EMFILE);
+    starve_listener(loop, l, r->more);
+  } else if (r->res >= 0) {
     cgnet__accepted a;
     if (cgnet__sys_peer_name(r->res, &a.addr, &a.len) == 0)
       dispatch_accepted(loop, r->res, &a.addr, a.len);
@@ -257,11 +281,12 @@ static void on_listener_result(cgnet_loop *loop, cgnet__listener *l,
       close(r->res); /* reset before we saw it */
   } else if (r->res == -EMFILE || r->res == -ENFILE) {
     shed_one(loop, l, r->res);
+    starve_listener(loop, l, r->more);
   } else if (r->res != -ECANCELED && r->res != -ECONNABORTED && r->res != -EPROTO &&
              r->res != -EINTR) {
     cgnet__log(loop->eng, CGNET_LOG_ERROR, "accept: %s", cgnet_strerror(r->res));
   }
-  if (!r->more && !l->paused && l->io.fd >= 0 && !loop->stopping)
+  if (!r->more && !l->paused && !l->fd_starved && l->io.fd >= 0 && !loop->stopping)
     (void)start_accepting(loop, l);
 }
 
@@ -475,9 +500,18 @@ static void run(cgnet_loop *loop) {
   }
 }
 
+/* A listener's cancelled accept still holds its socket (the address stays bound). */
+static bool accepts_in_flight(const cgnet_loop *loop) {
+  for (size_t i = 0; i < loop->nlisteners; i++)
+    if (loop->listeners[i] && loop->listeners[i]->io.ops) return true;
+  return false;
+}
+
 /* The conns are closed; a completion backend still owes the completions of their
- * cancelled operations, whose memory is freed only when they arrive. Bounded: a cancel
- * completes within a turn or two. */
+ * cancelled operations, whose memory is freed only when they arrive, and of the
+ * listeners' accepts, which keep the listening sockets open until then (so that once
+ * cgnet_engine_stop returns, the addresses are free again). Bounded: a cancel completes
+ * within a turn or two. */
 static void drain_operations(cgnet_loop *loop) {
   if (!cgnet__backend_completion(&loop->backend)) return;
   cgnet__result results[READY_BATCH];
@@ -485,7 +519,8 @@ static void drain_operations(cgnet_loop *loop) {
     cgnet__conn_end_linger(cgnet__container_of(p, cgnet_conn, node));
   /* At least one turn: closes queued by the last turn go to the kernel now, not when
    * the engine is freed. */
-  for (int turn = 0; turn == 0 || (turn < 100 && !cgnet__list_empty(&loop->zombies));
+  for (int turn = 0; turn == 0 || (turn < 100 && (!cgnet__list_empty(&loop->zombies) ||
+                                                  accepts_in_flight(loop)));
        turn++) {
     int n = cgnet__backend_wait(&loop->backend, results, READY_BATCH, turn == 0 ? 0 : 10);
     for (int i = 0; i < n; i++) {
@@ -598,7 +633,7 @@ int cgnet__loop_add_listener(cgnet_loop *loop, size_t index, int fd) {
   l->loop = loop;
   cgnet__tnode_init(&l->retry, on_listener_retry);
   loop->listeners[loop->nlisteners++] = l;
-  return cgnet__backend_watch(&loop->backend, &l->io, CGNET__POLL_READ);
+  return start_accepting(loop, l);
 }
 
 void cgnet__loop_destroy(cgnet_loop *loop) {

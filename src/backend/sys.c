@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -103,6 +104,12 @@ int cgnet__sys_accept_shed(int fd) {
   if (c < 0) return -errno;
   close(c);
   return 0;
+}
+
+unsigned long cgnet__sys_nofile_limit(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return ~0ul;
+  return (unsigned long)rl.rlim_cur;
 }
 
 int cgnet__sys_eventfd(void) {
