@@ -168,6 +168,8 @@ extern const cgnet__backend_ops cgnet__epoll_ops;
 extern const cgnet__backend_ops cgnet__uring_ops;
 /* Can a ring with what cgnet needs be set up here? 0, or the negative errno why not. */
 int cgnet__uring_probe(void);
+/* Tests only: rings get a completion queue of this many entries (0: the default). */
+extern unsigned cgnet__uring_test_cq_entries;
 #endif
 
 /* The calls the core makes, forwarding to the chosen backend. */

@@ -71,6 +71,7 @@ typedef struct uring_state {
   uint8_t *bufs;
   size_t bufs_bytes;
   unsigned nbufs, buf_len, mask;
+  unsigned bufs_out;   /* buffers holding a receive's bytes, not yet given back */
   cgnet__io **starved; /* receives to restart at the next wait */
   size_t nstarved, starved_cap;
   send_slot *free_slots;
@@ -99,20 +100,26 @@ static struct io_uring_sqe *get_sqe(uring_state *u) {
 /* ---- setup -----------------------------------------------------------------------------
  */
 
-static int setup_ring(uring_state *u, unsigned cq_entries) {
+/* Tests: a completion queue this small (with a submission queue no larger), to force
+ * overflows. 0: the sizes below. */
+unsigned cgnet__uring_test_cq_entries;
+
+#define SQ_ENTRIES 1024
+
+static int setup_ring(uring_state *u, unsigned sq_entries, unsigned cq_entries) {
   struct io_uring_params p;
   /* Preferred: one submitter and completions run only when it waits (6.1+). */
   memset(&p, 0, sizeof p);
   p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
             IORING_SETUP_R_DISABLED | IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
   p.cq_entries = cq_entries;
-  int err = io_uring_queue_init_params(1024, &u->ring, &p);
+  int err = io_uring_queue_init_params(sq_entries, &u->ring, &p);
   if (err == -EINVAL) {
     memset(&p, 0, sizeof p);
     p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_R_DISABLED | IORING_SETUP_CQSIZE |
               IORING_SETUP_SUBMIT_ALL;
     p.cq_entries = cq_entries;
-    err = io_uring_queue_init_params(1024, &u->ring, &p);
+    err = io_uring_queue_init_params(sq_entries, &u->ring, &p);
   }
   if (err) return err;
   /* Needed: completions never dropped, and a wait with a timeout in one call. */
@@ -124,6 +131,7 @@ static int setup_ring(uring_state *u, unsigned cq_entries) {
 }
 
 static void recycle(uring_state *u, unsigned bid) {
+  u->bufs_out--;
   io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * u->buf_len, u->buf_len,
                         (unsigned short)bid, u->mask, 0);
   io_uring_buf_ring_advance(u->br, 1);
@@ -165,8 +173,11 @@ static int uring_init(cgnet__backend *b, const cgnet__backend_config *cfg) {
   b->impl = u;
   b->fd = -1;
   u->ring.ring_fd = -1;
-  unsigned cq = cfg->recv_buffers * 2 < 4096 ? 4096 : cfg->recv_buffers * 2;
-  int err = setup_ring(u, cq);
+  /* Room for a completion per provided buffer and as many again for everything else. */
+  unsigned sq = SQ_ENTRIES,
+           cq = cfg->recv_buffers * 2 < 4096 ? 4096 : cfg->recv_buffers * 2;
+  if (cgnet__uring_test_cq_entries) sq = cq = cgnet__uring_test_cq_entries;
+  int err = setup_ring(u, sq, cq);
   if (err) {
     free(u);
     b->impl = NULL;
@@ -393,12 +404,15 @@ static int uring_connect_start(cgnet__backend *b, cgnet__io *io, const struct so
   return 0;
 }
 
+static void forget_starved(uring_state *u, cgnet__io *io);
+
 /* Cancel everything on the descriptor, then close it, in that order in the queue: both
  * name the descriptor, which stays open (and its number taken) until they run. */
 static void uring_release(cgnet__backend *b, cgnet__io *io) {
   uring_state *u = state_of(b);
   io->released = 1;
   io->bflags &= (uint8_t)~BF_WANT_RECV;
+  forget_starved(u, io);
   io->watch = 0;
   if (io->fd < 0) return;
   struct io_uring_sqe *s;
@@ -420,14 +434,31 @@ static void uring_release(cgnet__backend *b, cgnet__io *io) {
 /* ---- waiting and completions -----------------------------------------------------------
  */
 
+/* Receives stopped by an empty ring start again as buffers come back, oldest first, no
+ * more of them than there are buffers free (each takes at least one), so that a
+ * thousand conns over a handful of buffers take turns instead of all failing again. */
 static void restart_starved(uring_state *u) {
-  for (size_t i = 0; i < u->nstarved; i++) {
-    cgnet__io *io = u->starved[i];
+  size_t free_bufs = u->nbufs - u->bufs_out, n = 0;
+  for (; n < u->nstarved && n < free_bufs; n++) {
+    cgnet__io *io = u->starved[n];
     io->bflags &= (uint8_t)~BF_STARVED;
     if ((io->bflags & BF_WANT_RECV) && !io->released && !(io->ops & CGNET__OP_RECV_ARMED))
       (void)arm_recv(u, io);
   }
-  u->nstarved = 0;
+  memmove(u->starved, u->starved + n, (u->nstarved - n) * sizeof *u->starved);
+  u->nstarved -= n;
+}
+
+/* A released object leaves the list (its memory may go once its operations are done). */
+static void forget_starved(uring_state *u, cgnet__io *io) {
+  if (!(io->bflags & BF_STARVED)) return;
+  io->bflags &= (uint8_t)~BF_STARVED;
+  for (size_t i = 0; i < u->nstarved; i++) {
+    if (u->starved[i] != io) continue;
+    memmove(u->starved + i, u->starved + i + 1, (u->nstarved - i - 1) * sizeof *u->starved);
+    u->nstarved--;
+    return;
+  }
 }
 
 static void mark_starved(uring_state *u, cgnet__io *io) {
@@ -455,6 +486,7 @@ static bool on_recv(uring_state *u, cgnet__io *io, const struct io_uring_cqe *cq
     io->ops &= (uint8_t)~CGNET__OP_RECV_ARMED;
     io->bflags &= (uint8_t)~BF_RECV_CANCEL;
   }
+  if (res > 0) u->bufs_out++;
   if (io->released) {
     if (res > 0) recycle(u, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
     u->st.stale++;
@@ -585,7 +617,7 @@ static void uring_get_stats(const cgnet__backend *b, cgnet__backend_stats *out) 
 int cgnet__uring_probe(void) {
   uring_state u;
   memset(&u, 0, sizeof u);
-  int err = setup_ring(&u, 4096);
+  int err = setup_ring(&u, SQ_ENTRIES, 4096);
   if (err) return err;
   /* Multishot receives with a buffer ring (6.0+): register a one-entry ring. */
   void *br = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
