@@ -7,12 +7,14 @@
 # Placements (PLACEMENTS):
 #   pin1    server with 1 loop pinned to CPU 0, load tool (1 thread) pinned to CPU 1
 #   loops2  server with 2 loops, load tool with LOAD_THREADS2 threads, nothing pinned
-# echo     build/bench/echoload against SERVERS (cgnet floor libuv libevent), for every
+# echo     build/bench/echoload against SERVERS (cgnet cgnet_uring floor libuv libevent), for every
 #          CONNS x SIZES x MODES (pingpong, stream)
 # http     wrk (pipeline script, depth 16) and h2load (-m 16), 256 conns each, against
-#          HTTP_SERVERS (cgnet_http floor_http nginx h2o; nginx/h2o skipped if absent)
+#          HTTP_SERVERS (cgnet_http cgnet_http_uring floor_http nginx h2o; nginx/h2o
+#          skipped if absent)
 # regress  the regression figures: user-space instructions per echoed message
-#          (callgrind) and syscalls per echoed message (strace -c), cgnet and floor
+#          (callgrind) and syscalls per echoed message (strace -c), for cgnet on epoll and
+#          on io_uring (with completions per io_uring_enter) and the floor
 #
 # Each repetition runs the whole matrix again with the servers in a rotated order, and
 # every run starts a fresh server process. Per run the results file gets one line:
@@ -23,10 +25,12 @@
 # Knobs (environment):
 #   REPS=3  DURATION=5 (echo, s)  HTTP_DURATION=5  WARMUP=1 (echo warm-up, s)
 #   CONNS="100 1000"  SIZES="512 4096"  MODES="pingpong stream"
-#   SERVERS="cgnet floor libuv libevent"  HTTP_SERVERS="cgnet_http floor_http nginx h2o"
+#   SERVERS="cgnet cgnet_uring floor libuv libevent"  (cgnet_uring: echo --backend io_uring)
+#   HTTP_SERVERS="cgnet_http cgnet_http_uring floor_http nginx h2o"
 #   HTTP_TOOLS="wrk h2load"  HTTP_CONNS=256  HTTP_DEPTH=16  PLACEMENTS="pin1 loops2"
 #   LOAD_THREADS2=2 (load-tool threads in loops2)  CGNET_ARGS= (extra flags for cgnet)
 #   REGRESS_SECS=3  REGRESS_CONNS=100  REGRESS_SIZE=512
+#   REGRESS_SERVERS="cgnet cgnet_uring floor"
 #   QUICK=1    a smoke run: 1 rep, 1 s, 100 conns, 512 B, both modes and placements
 #   OUT=DIR    results directory (default bench/results/<timestamp>-run)
 #   REPORT=0   do not run bench/report.py at the end
@@ -47,8 +51,8 @@ WARMUP=${WARMUP:-1}
 CONNS=${CONNS:-100 1000}
 SIZES=${SIZES:-512 4096}
 MODES=${MODES:-pingpong stream}
-SERVERS=${SERVERS:-cgnet floor libuv libevent}
-HTTP_SERVERS=${HTTP_SERVERS:-cgnet_http floor_http nginx h2o}
+SERVERS=${SERVERS:-cgnet cgnet_uring floor libuv libevent}
+HTTP_SERVERS=${HTTP_SERVERS:-cgnet_http cgnet_http_uring floor_http nginx h2o}
 HTTP_TOOLS=${HTTP_TOOLS:-wrk h2load}
 HTTP_CONNS=${HTTP_CONNS:-256}
 HTTP_DEPTH=${HTTP_DEPTH:-16}
@@ -57,6 +61,7 @@ LOAD_THREADS2=${LOAD_THREADS2:-2}
 REGRESS_SECS=${REGRESS_SECS:-3}
 REGRESS_CONNS=${REGRESS_CONNS:-100}
 REGRESS_SIZE=${REGRESS_SIZE:-512}
+REGRESS_SERVERS=${REGRESS_SERVERS:-cgnet cgnet_uring floor}
 REPORT=${REPORT:-1}
 
 parts=("$@")
@@ -203,6 +208,9 @@ regress_start() { # SERVER DIR [WRAPPER...]: like start_server, pinned, 1 loop, 
   mkdir -p "$dir"
   if [[ $server == cgnet ]]; then
     taskset -c 0 "$@" "$BUILD/examples/echo" "tcp://$HOST:0" --loops 1 --quiet >"$dir/server.log" 2>&1 &
+  elif [[ $server == cgnet_uring ]]; then
+    taskset -c 0 "$@" "$BUILD/examples/echo" "tcp://$HOST:0" --loops 1 --quiet \
+      --backend io_uring --stats >"$dir/server.log" 2>&1 &
   else
     taskset -c 0 "$@" "$BUILD/bench/floor_echo" --host "$HOST" --port 0 --loops 1 >"$dir/server.log" 2>&1 &
   fi
@@ -225,7 +233,7 @@ run_regress() {
   command -v valgrind >/dev/null || log "valgrind missing: no instruction counts"
   command -v strace >/dev/null || log "strace missing: no syscall counts"
   printf 'server\tmetric\tvalue\tmsgs\tnote\n' >"$R"
-  for server in cgnet floor; do
+  for server in $REGRESS_SERVERS; do
     if command -v valgrind >/dev/null; then
       dir=$OUT/raw/regress-callgrind-$server
       local secs
@@ -270,7 +278,18 @@ run_regress() {
         kill -INT "$spid" 2>/dev/null
         wait "$spid" 2>/dev/null
         stop_server
+        cp "$dir/server.log" "$dir/server.$secs.log"
       done
+      # io_uring: completions per io_uring_enter, from the counters echo --stats prints.
+      if ((ok)) && [[ $server == cgnet_uring ]]; then
+        awk -v s="$server" '
+          /stats:/ { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[FILENAME, kv[1]] = kv[2] } }
+          END {
+            e = v[ARGV[1], "enters"] - v[ARGV[2], "enters"]
+            c = v[ARGV[1], "completions"] - v[ARGV[2], "completions"]
+            if (e > 0) printf "%s\tcompletions_per_enter\t%.2f\t%d\tenters %d\n", s, c / e, c, e
+          }' "$dir/server.$REGRESS_SECS.log" "$dir/server.0.1.log" >>"$R"
+      fi
       if ((ok)) && [[ -n $m_long && -n $m_short ]] && ((m_long > m_short)); then
         # Per syscall name: calls in the long run minus calls in the short one.
         awk -v s="$server" -v m=$((m_long - m_short)) '

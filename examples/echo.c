@@ -3,7 +3,7 @@
  * every UDP datagram goes back to its sender as one datagram.
  *
  *   build/examples/echo [ADDR...] [--loops N] [--reuseport] [--lb rr|lc|hash] [--et]
- *                       [--backend epoll|io_uring|auto]
+ *                       [--backend epoll|io_uring|auto] [--stats]
  *                       [--quiet]
  *
  * ADDR is any scheme, any mix: tcp://, tcp4://, tcp6://, udp://, udp4://, udp6://,
@@ -88,9 +88,34 @@ static void *stop_on_signal(void *arg) {
   return NULL;
 }
 
+static int print_stats;
+
+/* One line with the loops' counters added up (--stats; bench/run.sh reads it). */
+static void report_stats(cgnet_engine *eng) {
+  cgnet_loop_stats sum = {0};
+  for (int i = 0; i < cgnet_engine_num_loops(eng); i++) {
+    cgnet_loop_stats st;
+    cgnet_loop_get_stats(cgnet_engine_loop(eng, i), &st);
+    sum.wakeups += st.wakeups;
+    sum.tasks += st.tasks;
+    sum.enters += st.enters;
+    sum.completions += st.completions;
+    sum.recv_nobufs += st.recv_nobufs;
+    sum.cq_overflows += st.cq_overflows;
+    sum.stale_completions += st.stale_completions;
+  }
+  printf("echo: stats: wakeups=%llu tasks=%llu enters=%llu completions=%llu "
+         "recv_nobufs=%llu cq_overflows=%llu stale=%llu\n",
+         (unsigned long long)sum.wakeups, (unsigned long long)sum.tasks,
+         (unsigned long long)sum.enters, (unsigned long long)sum.completions,
+         (unsigned long long)sum.recv_nobufs, (unsigned long long)sum.cq_overflows,
+         (unsigned long long)sum.stale_completions);
+  fflush(stdout);
+}
+
 static const char USAGE[] =
     "usage: echo [ADDR...] [--loops N] [--reuseport] [--lb rr|lc|hash] [--et] [--quiet]\n"
-    "            [--backend epoll|io_uring|auto]\n"
+    "            [--backend epoll|io_uring|auto] [--stats]\n"
     "  ADDR         tcp://HOST:PORT, tcp4://..., tcp6://[::1]:PORT, udp://HOST:PORT,\n"
     "               udp4://..., udp6://..., unix:///PATH, unix://@NAME (any mix, up to\n"
     "               16; default tcp://127.0.0.1:9000; port 0 picks a free port)\n"
@@ -102,7 +127,9 @@ static const char USAGE[] =
     "  --et         edge-triggered epoll\n"
     "  --backend B  the kernel interface: epoll, io_uring or auto (default; the\n"
     "               environment variable CGNET_BACKEND overrides it)\n"
-    "  --quiet      no line per connection\n";
+    "  --quiet      no line per connection\n"
+    "  --stats      at exit, print the loops' counters (wake-ups, tasks, and with\n"
+    "               io_uring the enters and completions)\n";
 
 #define MAX_ADDRS 16
 
@@ -133,6 +160,8 @@ static void parse_args(int argc, char **argv, cgnet_options *opts, const char **
       ex_backend(&a, arg, opts);
     } else if (ex_is(arg, "--et")) {
       opts->edge_triggered = 1;
+    } else if (ex_is(arg, "--stats")) {
+      print_stats = 1;
     } else if (ex_is(arg, "--quiet")) {
       quiet = 1;
     } else if (arg[0] == '-') {
@@ -184,6 +213,7 @@ int main(int argc, char **argv) {
 
   /* Serve until a signal (or an error) stops the engine. */
   err = cgnet_engine_wait(stopper.eng);
+  if (print_stats) report_stats(stopper.eng);
 
   /* If the engine stopped on its own, the stopper is still in sigwait: wake it. Either
    * way join it before freeing the engine it points to. */

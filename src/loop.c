@@ -297,8 +297,14 @@ static void close_listeners(cgnet_loop *loop) {
     cgnet__listener *l = loop->listeners[i];
     if (!l || l->io.fd < 0) continue;
     cgnet__wheel_del(&loop->wheel, &l->retry);
-    if (loop->backend.ops) stop_accepting(loop, l);
-    close(l->io.fd);
+    if (loop->backend.ops && cgnet__backend_completion(&loop->backend)) {
+      /* Cancels the accept (or the poll) and closes; the completions still owed are
+       * awaited before the loop exits (drain_operations). */
+      loop->backend.ops->release(&loop->backend, &l->io);
+    } else {
+      if (loop->backend.ops) stop_accepting(loop, l);
+      close(l->io.fd);
+    }
     l->io.fd = -1;
     if (l->unix_file)
       cgnet__unix_unlink(&loop->eng->addrs[l->index], l->unix_dev, l->unix_ino);

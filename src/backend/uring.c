@@ -406,8 +406,11 @@ static int uring_connect_start(cgnet__backend *b, cgnet__io *io, const struct so
 
 static void forget_starved(uring_state *u, cgnet__io *io);
 
-/* Cancel everything on the descriptor, then close it, in that order in the queue: both
- * name the descriptor, which stays open (and its number taken) until they run. */
+/* Cancel everything on the descriptor, then close it. Operations queued and not yet
+ * submitted name the descriptor by number, so what is queued is submitted first (the
+ * kernel takes its own reference to the socket as it issues each one); then the close is
+ * a plain close(), which frees the number at once (descriptor accounting stays exact and
+ * sanitizers see it) while the socket lives on until the cancelled operations let go. */
 static void uring_release(cgnet__backend *b, cgnet__io *io) {
   uring_state *u = state_of(b);
   io->released = 1;
@@ -421,13 +424,11 @@ static void uring_release(cgnet__backend *b, cgnet__io *io) {
     io_uring_sqe_set_data64(s, 0);
     s->flags |= IOSQE_CQE_SKIP_SUCCESS;
   }
-  if ((s = get_sqe(u)) != NULL) {
-    io_uring_prep_close(s, io->fd);
-    io_uring_sqe_set_data64(s, 0);
-    s->flags |= IOSQE_CQE_SKIP_SUCCESS;
-  } else {
-    close(io->fd);
+  if (io_uring_sq_ready(&u->ring) && u->enabled) {
+    u->st.enters++;
+    (void)io_uring_submit(&u->ring);
   }
+  close(io->fd);
   io->fd = -1;
 }
 
