@@ -341,7 +341,8 @@ typedef struct cgnet_options {
    * falls back to epoll and logs why (at INFO). cgnet_engine_backend says which runs. */
   cgnet_backend backend;
   /* io_uring receive buffers: a ring of this many per loop (a power of two, default
-   * 512, at most 32768), each of this many bytes (default 16 KiB, at least 512). Every
+   * 256, at most 32768), each of this many bytes (default 16 KiB, at least 512): 4 MiB
+   * per loop by default, resident once the kernel has filled each buffer once. Every
    * receive lands in one; a conn sees it in place, and the bytes it leaves unread are
    * copied to the conn. When all are in use, receives wait (counted in recv_nobufs). */
   unsigned recv_buffers;
