@@ -50,16 +50,23 @@ typedef enum cgnet__kind {
 #define CGNET__OP_SEND_ARMED 0x02u    /* one send */
 #define CGNET__OP_CONNECT_ARMED 0x04u /* a connect */
 #define CGNET__OP_ACCEPT_ARMED 0x08u  /* a multishot accept */
-#define CGNET__OP_POLL_ARMED 0x10u    /* a multishot poll (watch) */
+#define CGNET__OP_POLL_ARMED 0x10u    /* a poll (watch) */
 
 typedef struct cgnet__io {
   int fd;
-  uint8_t kind;     /* cgnet__kind */
-  uint8_t ops;      /* CGNET__OP_*_ARMED: completions still to come */
-  uint8_t watch;    /* the interest the backend watches (CGNET__POLL_*) */
-  uint8_t released; /* release() ran: completions still to come are dropped */
-  uint8_t bflags;   /* the backend's own bits */
+  uint8_t kind;      /* cgnet__kind */
+  uint8_t ops;       /* CGNET__OP_*_ARMED: completions still to come */
+  uint8_t watch;     /* the interest the backend watches (CGNET__POLL_*) */
+  uint8_t released;  /* release() ran: completions still to come are dropped */
+  uint8_t bflags;    /* the backend's own bits */
+  uint8_t cancels;   /* cancels of its operations still to complete */
+  uint32_t recv_cap; /* receives: 0 multishot, else single receives of at most this */
 } __attribute__((aligned(8))) cgnet__io; /* 3 low bits free in a pointer to it */
+
+/* No completion is owed for io any more: its memory may go. */
+static inline bool cgnet__io_idle(const cgnet__io *io) {
+  return io->ops == 0 && io->cancels == 0;
+}
 
 /* Interest flags for watch. */
 #define CGNET__POLL_READ 0x1u
@@ -138,8 +145,11 @@ typedef struct cgnet__backend_ops {
    * arrives without `more` (an error, e.g. EMFILE); then the core starts it again. */
   int (*accept_start)(cgnet__backend *b, cgnet__io *l);
   void (*accept_stop)(cgnet__backend *b, cgnet__io *l);
-  /* Receive on a stream conn: RECV results until recv_stop or an error/FIN. */
-  int (*recv_start)(cgnet__backend *b, cgnet__io *io);
+  /* Receive on a stream conn: RECV results until recv_stop or an error/FIN. cap 0: a
+   * multishot receive, restarted by the backend while wanted; cap > 0: one receive of at
+   * most cap bytes, which the core starts again (with the room it has then) after its
+   * result. Called while one is armed, it only records that receiving is wanted. */
+  int (*recv_start)(cgnet__backend *b, cgnet__io *io, uint32_t cap);
   void (*recv_stop)(cgnet__backend *b, cgnet__io *io);
   /* A RECV result's bytes are no longer needed: its buffer goes back to the ring. */
   void (*recv_done)(cgnet__backend *b, const cgnet__result *r);

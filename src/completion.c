@@ -19,9 +19,18 @@
 
 #include "core.h"
 
-/* The multishot receive runs exactly while the conn wants
- * to read (c->interest's READ bit records that it was started); sends are operations of
- * their own. */
+/* The receive runs exactly while the conn wants to read (c->interest's READ bit records
+ * that the conn asked for it). With read backpressure each receive takes at most the
+ * read room, as epoll's read does, and is started again after each result: a multishot
+ * receive reads ahead as far as the socket and the buffer ring allow (tens of buffers
+ * in one go), which a conn past its high watermark would have to keep. Without it (a
+ * client's default) the receive is multishot. Sends are operations of their own. */
+static uint32_t receive_cap(const cgnet_conn *c) {
+  if (!cgnet__conn_has(c, CGNET__CF_READ_BACKPRESSURE)) return 0;
+  size_t room = cgnet__conn_read_room(c);
+  return room > UINT32_MAX ? UINT32_MAX : (uint32_t)room;
+}
+
 void cgnet__conn_update_receive(cgnet_conn *c) {
   if (c->state != CGNET__CONN_OPEN) return;
   cgnet__backend *b = &c->loop->backend;
@@ -32,14 +41,12 @@ void cgnet__conn_update_receive(cgnet_conn *c) {
   bool on = (c->interest & CGNET__POLL_READ) != 0;
   bool hup_on = (c->io.watch & CGNET__POLL_HUP) != 0;
   int err = 0;
-  if (want != on) {
-    if (want) {
-      err = b->ops->recv_start(b, &c->io);
-      c->interest |= CGNET__POLL_READ;
-    } else {
-      b->ops->recv_stop(b, &c->io);
-      c->interest &= ~CGNET__POLL_READ;
-    }
+  if (want && (!on || !(c->io.ops & CGNET__OP_RECV_ARMED))) {
+    err = b->ops->recv_start(b, &c->io, receive_cap(c));
+    c->interest |= CGNET__POLL_READ;
+  } else if (!want && on) {
+    b->ops->recv_stop(b, &c->io);
+    c->interest &= ~CGNET__POLL_READ;
   }
   if (!err && hup != hup_on)
     err = cgnet__backend_watch(b, &c->io, hup ? CGNET__POLL_HUP : 0);
@@ -133,9 +140,9 @@ static void on_received(cgnet_conn *c, const cgnet__result *r) {
     cgnet__conn_request_close(c, r->res);
     return;
   }
-  /* The receive may have ended (the kernel stops a multishot receive for its own
-   * reasons): start it again if the conn still reads. */
-  if (!r->more) c->interest &= ~CGNET__POLL_READ;
+  /* Stop the receive if the callback paused or filled the output (or after a FIN), or
+   * start the next single receive. A multishot receive the kernel ended for its own
+   * reasons the backend restarts while the conn still wants data. */
   cgnet__conn_update_receive(c);
 }
 

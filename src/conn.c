@@ -326,7 +326,7 @@ void cgnet__conn_end_linger(cgnet_conn *c) {
 
 void cgnet__conn_free(cgnet_conn *c) {
   cgnet__list_remove(&c->node);
-  if (cgnet__unlikely(c->io.ops != 0 || cgnet__conn_has(c, CGNET__CF_LINGER))) {
+  if (cgnet__unlikely(!cgnet__io_idle(&c->io) || cgnet__conn_has(c, CGNET__CF_LINGER))) {
     cgnet__list_insert_tail(&c->loop->zombies, &c->node);
     return;
   }

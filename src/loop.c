@@ -436,7 +436,8 @@ void cgnet__loop_reap_zombies(cgnet_loop *loop) {
   while (p != &loop->zombies) {
     cgnet_conn *c = cgnet__container_of(p, cgnet_conn, node);
     p = p->next;
-    if (c->io.ops == 0 && !cgnet__conn_has(c, CGNET__CF_LINGER)) cgnet__conn_reap(c);
+    if (cgnet__io_idle(&c->io) && !cgnet__conn_has(c, CGNET__CF_LINGER))
+      cgnet__conn_reap(c);
   }
 }
 
@@ -509,7 +510,7 @@ static void run(cgnet_loop *loop) {
 /* A listener's cancelled accept still holds its socket (the address stays bound). */
 static bool accepts_in_flight(const cgnet_loop *loop) {
   for (size_t i = 0; i < loop->nlisteners; i++)
-    if (loop->listeners[i] && loop->listeners[i]->io.ops) return true;
+    if (loop->listeners[i] && !cgnet__io_idle(&loop->listeners[i]->io)) return true;
   return false;
 }
 

@@ -44,6 +44,8 @@ enum {
   TAG_CONNECT = 3,
   TAG_ACCEPT = 4,
   TAG_POLL = 5,
+  TAG_CANCEL_RECV = 6,   /* a cancel of the receive */
+  TAG_CANCEL_ACCEPT = 7, /* a cancel of the accept */
   TAG_MASK = 7,
 };
 
@@ -51,6 +53,7 @@ enum {
 #define BF_WANT_RECV 0x01u   /* the core wants the receive running */
 #define BF_RECV_CANCEL 0x02u /* a cancel of the receive was sent */
 #define BF_STARVED 0x04u     /* the receive ended on an empty ring: restart at next wait */
+#define BF_ACCEPT_STOP 0x08u /* accept_stop asked for the accept to end */
 
 #define BUF_GROUP 0
 #define SEND_IOV_MAX 8 /* iovecs per SENDMSG; the rest goes in the next send */
@@ -298,6 +301,7 @@ static void uring_wake_close(cgnet__backend *b, cgnet__io *w) {
 
 static int uring_accept_start(cgnet__backend *b, cgnet__io *l) {
   uring_state *u = state_of(b);
+  l->bflags &= (uint8_t)~BF_ACCEPT_STOP;
   if (l->ops & CGNET__OP_ACCEPT_ARMED) return 0;
   struct io_uring_sqe *s = get_sqe(u);
   if (!s) return -EBUSY;
@@ -307,21 +311,32 @@ static int uring_accept_start(cgnet__backend *b, cgnet__io *l) {
   return 0;
 }
 
+/* A cancel's own completion says whether it found the operation: a multishot
+ * operation that is running (not waiting) when the cancel looks for it is not found
+ * (-ENOENT), and goes on; then the cancel is sent again (on_cancel). The cancel counts as
+ * an operation of the object, so the object outlives its completion. */
 static void cancel_op(uring_state *u, cgnet__io *io, unsigned tag) {
   struct io_uring_sqe *s = get_sqe(u);
   if (!s) return;
   io_uring_prep_cancel64(s, ud_of(io, tag), 0);
-  io_uring_sqe_set_data64(s, 0);
+  io_uring_sqe_set_data64(s,
+                          ud_of(io, tag == TAG_RECV ? TAG_CANCEL_RECV : TAG_CANCEL_ACCEPT));
+  io->cancels++;
 }
 
 static void uring_accept_stop(cgnet__backend *b, cgnet__io *l) {
+  l->bflags |= BF_ACCEPT_STOP;
   if (l->ops & CGNET__OP_ACCEPT_ARMED) cancel_op(state_of(b), l, TAG_ACCEPT);
 }
 
+/* A multishot receive (recv_cap 0), or one receive of at most recv_cap bytes. */
 static int arm_recv(uring_state *u, cgnet__io *io) {
   struct io_uring_sqe *s = get_sqe(u);
   if (!s) return -EBUSY;
-  io_uring_prep_recv_multishot(s, io->fd, NULL, 0, 0);
+  if (io->recv_cap)
+    io_uring_prep_recv(s, io->fd, NULL, io->recv_cap, 0);
+  else
+    io_uring_prep_recv_multishot(s, io->fd, NULL, 0, 0);
   s->flags |= IOSQE_BUFFER_SELECT;
   s->buf_group = BUF_GROUP;
   io_uring_sqe_set_data64(s, ud_of(io, TAG_RECV));
@@ -329,18 +344,30 @@ static int arm_recv(uring_state *u, cgnet__io *io) {
   return 0;
 }
 
-static int uring_recv_start(cgnet__backend *b, cgnet__io *io) {
+static int request_recv(uring_state *u, cgnet__io *io);
+
+static int uring_recv_start(cgnet__backend *b, cgnet__io *io, uint32_t cap) {
   io->bflags |= BF_WANT_RECV;
+  io->recv_cap = cap;
   /* Still armed (maybe with a cancel on its way): its last completion re-arms. */
   if ((io->ops & CGNET__OP_RECV_ARMED) || (io->bflags & BF_STARVED)) return 0;
-  return arm_recv(state_of(b), io);
+  return request_recv(state_of(b), io);
 }
 
+/* The cancel goes to the kernel now, not with the next wait: until it lands, the receive
+ * keeps taking buffers, and every one it fills for a conn that stopped reading (a pause,
+ * or output at the high watermark) is bytes the conn must keep. Submitted at once, what
+ * the conn holds past its stop is about what was already received. */
 static void uring_recv_stop(cgnet__backend *b, cgnet__io *io) {
+  uring_state *u = state_of(b);
   io->bflags &= (uint8_t)~BF_WANT_RECV;
   if ((io->ops & CGNET__OP_RECV_ARMED) && !(io->bflags & BF_RECV_CANCEL)) {
     io->bflags |= BF_RECV_CANCEL;
-    cancel_op(state_of(b), io, TAG_RECV);
+    cancel_op(u, io, TAG_RECV);
+    if (u->enabled) {
+      u->st.enters++;
+      (void)io_uring_submit(&u->ring);
+    }
   }
 }
 
@@ -478,6 +505,17 @@ static void mark_starved(uring_state *u, cgnet__io *io) {
   u->starved[u->nstarved++] = io;
 }
 
+/* Start a receive, or, while others wait for buffers, queue behind them: a conn whose
+ * receive just completed would otherwise take the buffers that came back before the
+ * ones that have waited, and those could wait forever. */
+static int request_recv(uring_state *u, cgnet__io *io) {
+  if (u->nstarved) {
+    mark_starved(u, io);
+    return 0;
+  }
+  return arm_recv(u, io);
+}
+
 /* A receive's completion; true when it is a result for the core. */
 static bool on_recv(uring_state *u, cgnet__io *io, const struct io_uring_cqe *cqe,
                     cgnet__result *r) {
@@ -499,7 +537,7 @@ static bool on_recv(uring_state *u, cgnet__io *io, const struct io_uring_cqe *cq
     return false;
   }
   if (res == -ECANCELED) {
-    if (io->bflags & BF_WANT_RECV) (void)arm_recv(u, io); /* resumed meanwhile */
+    if (io->bflags & BF_WANT_RECV) (void)request_recv(u, io); /* resumed meanwhile */
     return false;
   }
   r->type = CGNET__RES_RECV;
@@ -509,8 +547,9 @@ static bool on_recv(uring_state *u, cgnet__io *io, const struct io_uring_cqe *cq
     unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
     r->buf = (uint16_t)bid;
     r->data = u->bufs + (size_t)bid * u->buf_len;
-    /* A multishot receive also ends when the completion queue is short of room. */
-    if (!more && (io->bflags & BF_WANT_RECV)) (void)arm_recv(u, io);
+    /* A multishot receive also ends when the completion queue is short of room; a
+     * single receive is started again by the core, with the room it has then. */
+    if (!more && !io->recv_cap && (io->bflags & BF_WANT_RECV)) (void)request_recv(u, io);
   }
   return true;
 }
@@ -531,6 +570,19 @@ static bool on_poll(uring_state *u, cgnet__io *io, const struct io_uring_cqe *cq
   r->type = CGNET__RES_READY;
   r->flags = (uint8_t)f;
   return f != 0;
+}
+
+/* A cancel completed. Not found while the operation is still armed and still not
+ * wanted: it was running, send the cancel again (it goes with the next wait). */
+static void on_cancel(uring_state *u, cgnet__io *io, unsigned tag, int res) {
+  io->cancels--;
+  if (res != -ENOENT && res != -EALREADY) return;
+  if (tag == TAG_CANCEL_RECV && (io->ops & CGNET__OP_RECV_ARMED) &&
+      (io->bflags & BF_RECV_CANCEL) && !(io->bflags & BF_WANT_RECV))
+    cancel_op(u, io, TAG_RECV);
+  else if (tag == TAG_CANCEL_ACCEPT && (io->ops & CGNET__OP_ACCEPT_ARMED) &&
+           (io->bflags & BF_ACCEPT_STOP))
+    cancel_op(u, io, TAG_ACCEPT);
 }
 
 static bool translate(uring_state *u, const struct io_uring_cqe *cqe, cgnet__result *r) {
@@ -562,6 +614,10 @@ static bool translate(uring_state *u, const struct io_uring_cqe *cqe, cgnet__res
     io->ops &= (uint8_t)~CGNET__OP_CONNECT_ARMED;
     r->type = CGNET__RES_CONNECT;
     break;
+  case TAG_CANCEL_RECV:
+  case TAG_CANCEL_ACCEPT:
+    on_cancel(u, io, tag, cqe->res);
+    return false;
   case TAG_ACCEPT:
     if (!more) io->ops &= (uint8_t)~CGNET__OP_ACCEPT_ARMED;
     if (io->released || io->fd < 0) {
