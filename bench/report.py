@@ -31,11 +31,14 @@ import sys
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 
-ECHO_SERVERS = ["cgnet", "floor", "libuv", "libevent"]
-HTTP_SERVERS = ["cgnet_http", "floor_http", "nginx", "h2o"]
-LABEL = {"cgnet_http": "cgnet", "floor_http": "floor"}
+ECHO_SERVERS = ["cgnet", "cgnet_uring", "floor", "libuv", "libevent"]
+HTTP_SERVERS = ["cgnet_http", "cgnet_http_uring", "floor_http", "nginx", "h2o"]
+# cgnet on each backend is compared with every peer; the peers are the other servers.
+ECHO_CGNET = {"cgnet": "epoll", "cgnet_uring": "io_uring"}
+HTTP_CGNET = {"cgnet_http": "epoll", "cgnet_http_uring": "io_uring"}
+LABEL = {"cgnet_http": "cgnet", "cgnet_http_uring": "cgnet_uring", "floor_http": "floor"}
 # One colour per server in every chart.
-COLOR = {"cgnet": "#d62728", "floor": "#7f7f7f", "libuv": "#1f77b4", "libevent": "#2ca02c",
+COLOR = {"cgnet": "#d62728", "cgnet_uring": "#e377c2", "floor": "#7f7f7f", "libuv": "#1f77b4", "libevent": "#2ca02c",
          "nginx": "#ff7f0e", "h2o": "#9467bd"}
 
 
@@ -344,19 +347,21 @@ def echo_section(rows, charts):
                    "does more work per CPU-second than that peer), and its throughput divided "
                    "by the floor's:\n")
         hrows = []
+        peers = [s for s in servers if s not in ECHO_CGNET]
         for c in configs:
-            cg = g.get((pl, *c, "cgnet"))
-            if cg is None:
-                continue
-            cells = [f"{c[0]} {c[1]} conns {size_txt(c[2])}"]
-            for s in servers[1:]:
-                p = g.get((pl, *c, s))
-                cells.append(ratio(cg.med("per_cpu_s"), p.med("per_cpu_s") if p else None))
-            fl = g.get((pl, *c, "floor"))
-            cells.append(ratio(cg.med("per_sys_cpu_s"), fl.med("per_sys_cpu_s") if fl else None))
-            cells.append(ratio(cg.med("thr"), fl.med("thr") if fl else None))
-            hrows.append(cells)
-        out.append(table(["config"] + [f"vs {s} (per CPU-s)" for s in servers[1:]]
+            for base, backend in ECHO_CGNET.items():
+                cg = g.get((pl, *c, base))
+                if cg is None:
+                    continue
+                cells = [f"{c[0]} {c[1]} conns {size_txt(c[2])}", backend]
+                for s in peers:
+                    p = g.get((pl, *c, s))
+                    cells.append(ratio(cg.med("per_cpu_s"), p.med("per_cpu_s") if p else None))
+                fl = g.get((pl, *c, "floor"))
+                cells.append(ratio(cg.med("per_sys_cpu_s"), fl.med("per_sys_cpu_s") if fl else None))
+                cells.append(ratio(cg.med("thr"), fl.med("thr") if fl else None))
+                hrows.append(cells)
+        out.append(table(["config", "cgnet on"] + [f"vs {s} (per CPU-s)" for s in peers]
                          + ["vs floor (per server+load CPU-s)", "vs floor (msgs/s)"], hrows))
         out.append("")
         drows = []
@@ -437,22 +442,25 @@ def http_section(rows, charts):
     out = [f"GET /plaintext (13-byte body), {conns} conns, 16 requests pipelined per conn "
            "(wrk with bench/wrk_pipeline.lua; h2load --h1 -m 16).\n"]
     hrows = []
+    peers = [s for s in servers if s not in HTTP_CGNET]
     for pl in placements:
         for t in tools:
-            cg = g.get((pl, t, "cgnet_http"))
-            if cg is None:
-                continue
-            cells = [pl, t]
-            for s in servers[1:]:
-                p = g.get((pl, t, s))
-                cells.append(ratio(cg.med("per_cpu_s"), p.med("per_cpu_s") if p else None))
-            fl = g.get((pl, t, "floor_http"))
-            cells.append(ratio(cg.med("per_sys_cpu_s"), fl.med("per_sys_cpu_s") if fl else None))
-            cells.append(ratio(cg.med("thr"), fl.med("thr") if fl else None))
-            hrows.append(cells)
+            for base, backend in HTTP_CGNET.items():
+                cg = g.get((pl, t, base))
+                if cg is None:
+                    continue
+                cells = [pl, t, backend]
+                for s in peers:
+                    p = g.get((pl, t, s))
+                    cells.append(ratio(cg.med("per_cpu_s"), p.med("per_cpu_s") if p else None))
+                fl = g.get((pl, t, "floor_http"))
+                cells.append(ratio(cg.med("per_sys_cpu_s"), fl.med("per_sys_cpu_s") if fl else None))
+                cells.append(ratio(cg.med("thr"), fl.med("thr") if fl else None))
+                hrows.append(cells)
     out.append("cgnet's requests per server-CPU-second divided by each peer's, and its "
                "throughput divided by the floor's:\n")
-    out.append(table(["placement", "tool"] + [f"vs {LABEL.get(s, s)} (per CPU-s)" for s in servers[1:]]
+    out.append(table(["placement", "tool", "cgnet on"]
+                     + [f"vs {LABEL.get(s, s)} (per CPU-s)" for s in peers]
                      + ["vs floor (per server+load CPU-s)", "vs floor (req/s)"], hrows))
     out.append("")
     drows = []
@@ -549,7 +557,8 @@ def regress_section(regress_dir):
     by = {}
     for r in rows:
         by.setdefault(r["metric"], {})[r["server"]] = r
-    servers = sorted({r["server"] for r in rows}, key=lambda s: (s != "cgnet", s))
+    servers = sorted({r["server"] for r in rows},
+                     key=lambda s: (s != "cgnet", s != "cgnet_uring", s))
     knobs = {}
     kp = os.path.join(regress_dir, "knobs.txt")
     if os.path.isfile(kp):
@@ -564,10 +573,11 @@ def regress_section(regress_dir):
     def calls(m):
         return -max(num(r["value"]) or 0 for r in by[m].values())
 
-    metrics = ["ir_per_msg", "syscalls_per_msg"] + sorted(
+    metrics = ["ir_per_msg", "syscalls_per_msg", "completions_per_enter"] + sorted(
         (m for m in by if m.startswith("sys_")), key=lambda m: (calls(m), m))
     names = {"ir_per_msg": "user-space instructions per message (callgrind Ir)",
-             "syscalls_per_msg": "syscalls per message (strace -c), all"}
+             "syscalls_per_msg": "syscalls per message (strace -c), all",
+             "completions_per_enter": "io_uring completions per io_uring_enter"}
     for m in metrics:
         if m not in by:
             continue

@@ -639,7 +639,11 @@ static bool translate(uring_state *u, const struct io_uring_cqe *cqe, cgnet__res
 
 static int uring_wait(cgnet__backend *b, cgnet__result *out, int max, int timeout_ms) {
   uring_state *u = state_of(b);
+  /* Receives still queued after a window of restarts: do not sleep, the next turn
+   * restarts the next window (the restarted ones may be idle conns that take no buffer,
+   * and nothing else would wake the loop for the rest). */
   if (u->nstarved) restart_starved(u);
+  if (u->nstarved) timeout_ms = 0;
   int rc;
   struct io_uring_cqe *cqe = NULL;
   u->st.enters++;
