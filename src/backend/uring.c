@@ -657,7 +657,7 @@ static int uring_wait(cgnet__backend *b, cgnet__result *out, int max, int timeou
     rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
   }
   if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) return rc;
-  if (io_uring_cq_has_overflow(&u->ring)) u->st.cq_overflows++;
+  bool overflowed = io_uring_cq_has_overflow(&u->ring);
   int n = 0;
   unsigned head, seen = 0;
   io_uring_for_each_cqe(&u->ring, head, cqe) {
@@ -667,6 +667,9 @@ static int uring_wait(cgnet__backend *b, cgnet__result *out, int max, int timeou
   }
   io_uring_cq_advance(&u->ring, seen);
   u->st.completions += seen;
+  /* The kernel keeps what did not fit (NODROP) and hands it over as room frees up;
+   * counted once per wait that saw it, before or after taking the completions. */
+  if (overflowed || io_uring_cq_has_overflow(&u->ring)) u->st.cq_overflows++;
   return n;
 }
 
