@@ -241,8 +241,8 @@ typedef void (*cgnet_logger_fn)(void *ud, cgnet_log_level level, const char *msg
  * liburing) is completions: receives land in a ring of provided buffers, sends and
  * accepts are submitted, and a loop turn costs one io_uring_enter. */
 typedef enum cgnet_backend {
-  /* io_uring where it is built in and the kernel allows it, else epoll; which one AUTO
-   * prefers when both work is decided by measurement (docs/benchmarks.md). */
+  /* The backend measured best here: epoll for now (docs/benchmarks.md: io_uring is not
+   * ahead yet). io_uring runs when asked for by name. */
   CGNET_BACKEND_AUTO = 0,
   CGNET_BACKEND_EPOLL,
   CGNET_BACKEND_IO_URING,
@@ -337,8 +337,8 @@ typedef struct cgnet_options {
 
   /* Backend (see cgnet_backend). The environment variable CGNET_BACKEND=epoll|io_uring
    * overrides this field (tests and benchmarks run a program on either). Asking for
-   * io_uring where it cannot run fails cgnet_engine_start with CGNET_EUNSUPPORTED; AUTO
-   * falls back to epoll and logs why (at INFO). cgnet_engine_backend says which runs. */
+   * io_uring where it cannot run fails cgnet_engine_start with CGNET_EUNSUPPORTED (and
+   * logs why); AUTO runs epoll. cgnet_engine_backend says which runs. */
   cgnet_backend backend;
   /* io_uring receive buffers: a ring of this many per loop (a power of two, default
    * 256, at most 32768), each of this many bytes (default 16 KiB, at least 512): 4 MiB
