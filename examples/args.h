@@ -92,7 +92,8 @@ typedef enum { EX_LISTEN, EX_DIAL } ex_addr_use;
 int ex_check_addr(const ex_args *a, const char *role, const char *addr, int allowed,
                   ex_addr_use use, const char *why_not);
 
-/* Print "PROG: listening on tcp://127.0.0.1:41234, unix:///tmp/e.sock (2 loops, epoll)" (with
+/* Print "PROG: listening on tcp://127.0.0.1:41234, unix:///tmp/e.sock (2 loops, epoll)"
+ * (with
  * ", EXTRA" before the closing parenthesis when extra is not NULL) on stdout and flush
  * it: the first stdout line, read by scripts and tests to learn the bound ports. */
 void ex_print_listening(const char *prog, cgnet_engine *eng, const char *const *addrs,

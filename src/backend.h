@@ -267,5 +267,10 @@ unsigned long cgnet__sys_nofile_limit(void);
 int cgnet__sys_eventfd(void);
 void cgnet__sys_eventfd_signal(int fd);
 void cgnet__sys_eventfd_drain(int fd);
+/* The wake-up ops of both backends' tables: an eventfd that b watches for reading. */
+int cgnet__eventfd_wake_open(cgnet__backend *b, cgnet__io *w);
+void cgnet__eventfd_wake_signal(cgnet__backend *b, cgnet__io *w);
+void cgnet__eventfd_wake_drain(cgnet__backend *b, cgnet__io *w);
+void cgnet__eventfd_wake_close(cgnet__backend *b, cgnet__io *w);
 
 #endif

@@ -73,35 +73,6 @@ static int epoll_wait_results(cgnet__backend *b, cgnet__result *out, int max,
   return n;
 }
 
-/* ---- the loop's wake-up: an eventfd ------------------------------------------------- */
-
-static int epoll_wake_open(cgnet__backend *b, cgnet__io *w) {
-  w->fd = cgnet__sys_eventfd();
-  if (w->fd < 0) {
-    int err = w->fd;
-    w->fd = -1;
-    return err;
-  }
-  return epoll_watch(b, w, CGNET__POLL_READ);
-}
-
-static void epoll_wake_signal(cgnet__backend *b, cgnet__io *w) {
-  (void)b;
-  cgnet__sys_eventfd_signal(w->fd);
-}
-
-static void epoll_wake_drain(cgnet__backend *b, cgnet__io *w) {
-  (void)b;
-  cgnet__sys_eventfd_drain(w->fd);
-}
-
-/* No epoll_ctl DEL: the epoll instance is closed right after. */
-static void epoll_wake_close(cgnet__backend *b, cgnet__io *w) {
-  (void)b;
-  if (w->fd >= 0) close(w->fd);
-  w->fd = -1;
-}
-
 static void epoll_get_stats(const cgnet__backend *b, cgnet__backend_stats *out) {
   (void)b;
   *out = (cgnet__backend_stats){0};
@@ -115,9 +86,10 @@ const cgnet__backend_ops cgnet__epoll_ops = {
     .wait = epoll_wait_results,
     .watch = epoll_watch,
     .unwatch = epoll_unwatch,
-    .wake_open = epoll_wake_open,
-    .wake_signal = epoll_wake_signal,
-    .wake_drain = epoll_wake_drain,
-    .wake_close = epoll_wake_close,
+    /* The wake-up: an eventfd, registered for reading (src/backend/sys.c). */
+    .wake_open = cgnet__eventfd_wake_open,
+    .wake_signal = cgnet__eventfd_wake_signal,
+    .wake_drain = cgnet__eventfd_wake_drain,
+    .wake_close = cgnet__eventfd_wake_close,
     .get_stats = epoll_get_stats,
 };

@@ -131,3 +131,33 @@ void cgnet__sys_eventfd_drain(int fd) {
   while (read(fd, &v, sizeof v) < 0 && errno == EINTR) {
   }
 }
+
+/* ---- the wake-up both backends use: an eventfd, watched for reading ---------------- */
+
+int cgnet__eventfd_wake_open(cgnet__backend *b, cgnet__io *w) {
+  w->fd = cgnet__sys_eventfd();
+  if (w->fd < 0) {
+    int err = w->fd;
+    w->fd = -1;
+    return err;
+  }
+  return b->ops->watch(b, w, CGNET__POLL_READ);
+}
+
+void cgnet__eventfd_wake_signal(cgnet__backend *b, cgnet__io *w) {
+  (void)b;
+  cgnet__sys_eventfd_signal(w->fd);
+}
+
+void cgnet__eventfd_wake_drain(cgnet__backend *b, cgnet__io *w) {
+  (void)b;
+  cgnet__sys_eventfd_drain(w->fd);
+}
+
+/* No unwatch: the backend is closed right after (its ring or epoll instance goes with
+ * every registration). */
+void cgnet__eventfd_wake_close(cgnet__backend *b, cgnet__io *w) {
+  (void)b;
+  if (w->fd >= 0) close(w->fd);
+  w->fd = -1;
+}

@@ -268,34 +268,6 @@ static void uring_unwatch(cgnet__backend *b, cgnet__io *io) {
   (void)uring_watch(b, io, 0);
 }
 
-/* ---- the wake-up: an eventfd, watched ----------------------------------------------- */
-
-static int uring_wake_open(cgnet__backend *b, cgnet__io *w) {
-  w->fd = cgnet__sys_eventfd();
-  if (w->fd < 0) {
-    int err = w->fd;
-    w->fd = -1;
-    return err;
-  }
-  return uring_watch(b, w, CGNET__POLL_READ);
-}
-
-static void uring_wake_signal(cgnet__backend *b, cgnet__io *w) {
-  (void)b;
-  cgnet__sys_eventfd_signal(w->fd);
-}
-
-static void uring_wake_drain(cgnet__backend *b, cgnet__io *w) {
-  (void)b;
-  cgnet__sys_eventfd_drain(w->fd);
-}
-
-static void uring_wake_close(cgnet__backend *b, cgnet__io *w) {
-  (void)b;
-  if (w->fd >= 0) close(w->fd);
-  w->fd = -1;
-}
-
 /* ---- operations ------------------------------------------------------------------------
  */
 
@@ -706,10 +678,11 @@ const cgnet__backend_ops cgnet__uring_ops = {
     .wait = uring_wait,
     .watch = uring_watch,
     .unwatch = uring_unwatch,
-    .wake_open = uring_wake_open,
-    .wake_signal = uring_wake_signal,
-    .wake_drain = uring_wake_drain,
-    .wake_close = uring_wake_close,
+    /* The wake-up: an eventfd, watched with a poll (src/backend/sys.c). */
+    .wake_open = cgnet__eventfd_wake_open,
+    .wake_signal = cgnet__eventfd_wake_signal,
+    .wake_drain = cgnet__eventfd_wake_drain,
+    .wake_close = cgnet__eventfd_wake_close,
     .accept_start = uring_accept_start,
     .accept_stop = uring_accept_stop,
     .recv_start = uring_recv_start,
