@@ -83,7 +83,7 @@ wait_listening() {
 
 # start_server NAME PLACEMENT OUTDIR: sets SERVER_PID and SERVER_PORT; returns 1 if the
 # server did not come up (its output is in OUTDIR/server.log).
-#   echo servers: cgnet floor libuv libevent
+#   echo servers: cgnet cgnet_uring floor floor_uring libuv libevent
 #   http servers: cgnet_http floor_http nginx h2o
 start_server() {
   local name=$1 placement=$2 dir=$3 loops pre
@@ -113,7 +113,7 @@ start_server() {
       $pre "$BUILD/examples/http_plaintext" "tcp://$HOST:0" --loops "$loops" \
         --backend io_uring ${CGNET_ARGS:-} >"$log" 2>&1 &
       ;;
-    floor | libuv | libevent | floor_http)
+    floor | floor_uring | libuv | libevent | floor_http)
       local bin=$name
       [[ $name == floor ]] && bin=floor_echo
       [[ $name == libuv || $name == libevent ]] && bin=echo_$name

@@ -31,14 +31,14 @@ import sys
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 
-ECHO_SERVERS = ["cgnet", "cgnet_uring", "floor", "libuv", "libevent"]
+ECHO_SERVERS = ["cgnet", "cgnet_uring", "floor", "floor_uring", "libuv", "libevent"]
 HTTP_SERVERS = ["cgnet_http", "cgnet_http_uring", "floor_http", "nginx", "h2o"]
 # cgnet on each backend is compared with every peer; the peers are the other servers.
 ECHO_CGNET = {"cgnet": "epoll", "cgnet_uring": "io_uring"}
 HTTP_CGNET = {"cgnet_http": "epoll", "cgnet_http_uring": "io_uring"}
 LABEL = {"cgnet_http": "cgnet", "cgnet_http_uring": "cgnet_uring", "floor_http": "floor"}
 # One colour per server in every chart.
-COLOR = {"cgnet": "#d62728", "cgnet_uring": "#e377c2", "floor": "#7f7f7f", "libuv": "#1f77b4", "libevent": "#2ca02c",
+COLOR = {"cgnet": "#d62728", "cgnet_uring": "#e377c2", "floor": "#7f7f7f", "floor_uring": "#bcbd22", "libuv": "#1f77b4", "libevent": "#2ca02c",
          "nginx": "#ff7f0e", "h2o": "#9467bd"}
 
 

@@ -7,8 +7,8 @@
 # Placements (PLACEMENTS):
 #   pin1    server with 1 loop pinned to CPU 0, load tool (1 thread) pinned to CPU 1
 #   loops2  server with 2 loops, load tool with LOAD_THREADS2 threads, nothing pinned
-# echo     build/bench/echoload against SERVERS (cgnet cgnet_uring floor libuv libevent), for every
-#          CONNS x SIZES x MODES (pingpong, stream)
+# echo     build/bench/echoload against SERVERS (cgnet cgnet_uring floor floor_uring libuv
+#          libevent), for every CONNS x SIZES x MODES (pingpong, stream)
 # http     wrk (pipeline script, depth 16) and h2load (-m 16), 256 conns each, against
 #          HTTP_SERVERS (cgnet_http cgnet_http_uring floor_http nginx h2o; nginx/h2o
 #          skipped if absent)
@@ -25,7 +25,8 @@
 # Knobs (environment):
 #   REPS=3  DURATION=5 (echo, s)  HTTP_DURATION=5  WARMUP=1 (echo warm-up, s)
 #   CONNS="100 1000"  SIZES="512 4096"  MODES="pingpong stream"
-#   SERVERS="cgnet cgnet_uring floor libuv libevent"  (cgnet_uring: echo --backend io_uring)
+#   SERVERS="cgnet cgnet_uring floor floor_uring libuv libevent"  (cgnet_uring: echo
+#            --backend io_uring; floor_uring: the hand-written io_uring floor)
 #   HTTP_SERVERS="cgnet_http cgnet_http_uring floor_http nginx h2o"
 #   HTTP_TOOLS="wrk h2load"  HTTP_CONNS=256  HTTP_DEPTH=16  PLACEMENTS="pin1 loops2"
 #   LOAD_THREADS2=2 (load-tool threads in loops2)  CGNET_ARGS= (extra flags for cgnet)
@@ -51,7 +52,7 @@ WARMUP=${WARMUP:-1}
 CONNS=${CONNS:-100 1000}
 SIZES=${SIZES:-512 4096}
 MODES=${MODES:-pingpong stream}
-SERVERS=${SERVERS:-cgnet cgnet_uring floor libuv libevent}
+SERVERS=${SERVERS:-cgnet cgnet_uring floor floor_uring libuv libevent}
 HTTP_SERVERS=${HTTP_SERVERS:-cgnet_http cgnet_http_uring floor_http nginx h2o}
 HTTP_TOOLS=${HTTP_TOOLS:-wrk h2load}
 HTTP_CONNS=${HTTP_CONNS:-256}

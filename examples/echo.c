@@ -116,6 +116,7 @@ static void report_stats(cgnet_engine *eng) {
 static const char USAGE[] =
     "usage: echo [ADDR...] [--loops N] [--reuseport] [--lb rr|lc|hash] [--et] [--quiet]\n"
     "            [--backend epoll|io_uring|auto] [--stats]\n"
+    "            [--recv-buffers N] [--recv-buffer-size BYTES]\n"
     "  ADDR         tcp://HOST:PORT, tcp4://..., tcp6://[::1]:PORT, udp://HOST:PORT,\n"
     "               udp4://..., udp6://..., unix:///PATH, unix://@NAME (any mix, up to\n"
     "               16; default tcp://127.0.0.1:9000; port 0 picks a free port)\n"
@@ -127,6 +128,9 @@ static const char USAGE[] =
     "  --et         edge-triggered epoll\n"
     "  --backend B  the kernel interface: epoll, io_uring or auto (default; the\n"
     "               environment variable CGNET_BACKEND overrides it)\n"
+    "  --recv-buffers N, --recv-buffer-size BYTES\n"
+    "               io_uring: receive buffers per loop (a power of two) and their\n"
+    "               size (default: cgnet's, 256 x 16 KiB)\n"
     "  --quiet      no line per connection\n"
     "  --stats      at exit, print the loops' counters (wake-ups, tasks, and with\n"
     "               io_uring the enters and completions)\n";
@@ -158,6 +162,10 @@ static void parse_args(int argc, char **argv, cgnet_options *opts, const char **
         ex_usage_error(&a, "--lb '%s': want rr, lc or hash", lb);
     } else if (ex_is(arg, "--backend")) {
       ex_backend(&a, arg, opts);
+    } else if (ex_is(arg, "--recv-buffers")) {
+      opts->recv_buffers = (unsigned)ex_u64(&a, arg, 1, 32768);
+    } else if (ex_is(arg, "--recv-buffer-size")) {
+      opts->recv_buffer_size = (size_t)ex_u64(&a, arg, 512, (uint64_t)1 << 30);
     } else if (ex_is(arg, "--et")) {
       opts->edge_triggered = 1;
     } else if (ex_is(arg, "--stats")) {

@@ -340,11 +340,14 @@ typedef struct cgnet_options {
    * io_uring where it cannot run fails cgnet_engine_start with CGNET_EUNSUPPORTED (and
    * logs why); AUTO runs epoll. cgnet_engine_backend says which runs. */
   cgnet_backend backend;
-  /* io_uring receive buffers: a ring of this many per loop (a power of two, default
-   * 256, at most 32768), each of this many bytes (default 16 KiB, at least 512): 4 MiB
-   * per loop by default, resident once the kernel has filled each buffer once. Every
-   * receive lands in one; a conn sees it in place, and the bytes it leaves unread are
-   * copied to the conn. When all are in use, receives wait (counted in recv_nobufs). */
+  /* io_uring receive buffers: a ring of this many per loop (a power of two, at most
+   * 32768), each of this many bytes (512 B to 1 MiB). A conn sees what it received in
+   * place, and the bytes it leaves unread are copied to the conn. On Linux 6.12+ the
+   * kernel fills the buffers back to back (a receive takes what the socket holds, up to
+   * the end of the current buffer; small messages share a buffer); before 6.12 each
+   * receive takes a buffer of its own. 0 (the default): 64 x 64 KiB on 6.12+, else
+   * 256 x 16 KiB; 4 MiB per loop either way, resident once the kernel has filled each
+   * buffer once. When all are in use, receives wait (counted in recv_nobufs). */
   unsigned recv_buffers;
   size_t recv_buffer_size;
 

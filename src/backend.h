@@ -180,6 +180,11 @@ extern const cgnet__backend_ops cgnet__uring_ops;
 int cgnet__uring_probe(void);
 /* Tests only: rings get a completion queue of this many entries (0: the default). */
 extern unsigned cgnet__uring_test_cq_entries;
+/* Tests: receives take whole buffers even where the kernel could consume them
+ * incrementally (set before the engine starts). */
+extern int cgnet__uring_test_whole_buffers;
+/* 1 if this kernel consumes provided buffers incrementally (6.12+), else 0. */
+int cgnet__uring_incremental_supported(void);
 #endif
 
 /* The calls the core makes, forwarding to the chosen backend. */

@@ -30,9 +30,7 @@
 #define DEFAULT_READ_CHUNK_LIMIT (1024 * 1024)
 #define DEFAULT_HIGH_WATERMARK (64 * 1024)
 #define DEFAULT_WRITE_LIMIT (8 * 1024 * 1024)
-#define DEFAULT_RECV_BUFFERS 256
 #define MAX_RECV_BUFFERS 32768
-#define DEFAULT_RECV_BUFFER_SIZE (16 * 1024)
 #define MIN_RECV_BUFFER_SIZE 512
 #define MAX_RECV_BUFFER_SIZE (1024 * 1024)
 
@@ -80,12 +78,11 @@ int cgnet__normalize_options(const cgnet_options *in, cgnet_options *o) {
   if ((unsigned)o->log_level > CGNET_LOG_OFF) return CGNET_EINVAL;
   if (o->log_level == CGNET_LOG_DEFAULT) o->log_level = CGNET_LOG_WARN;
   if ((unsigned)o->backend > CGNET_BACKEND_IO_URING) return CGNET_EINVAL;
-  if (o->recv_buffers == 0) o->recv_buffers = DEFAULT_RECV_BUFFERS;
+  /* 0 leaves the receive buffers' count and size to the backend (src/backend/uring.c). */
   if (o->recv_buffers > MAX_RECV_BUFFERS || (o->recv_buffers & (o->recv_buffers - 1)))
     return CGNET_EINVAL;
-  if (o->recv_buffer_size == 0) o->recv_buffer_size = DEFAULT_RECV_BUFFER_SIZE;
-  if (o->recv_buffer_size < MIN_RECV_BUFFER_SIZE ||
-      o->recv_buffer_size > MAX_RECV_BUFFER_SIZE)
+  if (o->recv_buffer_size && (o->recv_buffer_size < MIN_RECV_BUFFER_SIZE ||
+                              o->recv_buffer_size > MAX_RECV_BUFFER_SIZE))
     return CGNET_EINVAL;
   return 0;
 }

@@ -86,8 +86,14 @@ static void run_echo(int family, const char *addr, int loops) {
   tu_udp_echo_result r;
   int rc = tu_udp_echo(family, s.port, NCLIENTS, DGRAMS_PER_CLIENT, DGRAM_SIZE, WINDOW,
                        TU_TIMEOUT_MS, &r);
+  /* A loop counts a sendmmsg once it returns, and the client may already hold the
+   * replies by then: wait (bounded) for the count to catch up. */
   cgnet_datagram_stats st;
   cgnet_engine_datagram_stats(s.eng, &st);
+  for (int waited = 0; st.sent < (uint64_t)r.replies && waited < 2000; waited++) {
+    usleep(1000);
+    cgnet_engine_datagram_stats(s.eng, &st);
+  }
   printf("  udp echo, %d loop(s): %d replies in %llu ms; %llu datagrams in %llu recvmmsg "
          "calls (%.2f per call), %llu out in %llu sendmmsg calls (%.2f per call)\n",
          loops, r.replies, (unsigned long long)r.elapsed_ms,

@@ -33,8 +33,9 @@
 
 static struct {
   atomic_int opens, closes, traffic_while_paused, paused_now;
-  atomic_int close_after; /* > 0: close a conn after it has echoed this many bytes */
-  atomic_int pause_every; /* > 0: pause after each this many bytes, resume 5 ms later */
+  atomic_int close_after;    /* > 0: close a conn after it has echoed this many bytes */
+  atomic_int pause_every;    /* > 0: pause after each this many bytes, resume 5 ms later */
+  atomic_size_t max_traffic; /* the most bytes one on_traffic saw */
 } U;
 
 static void reset(void) {
@@ -81,6 +82,7 @@ static cgnet_action u_traffic(cgnet_conn *c) {
   const uint8_t *d;
   size_t n = cgnet_conn_next(c, 0, &d);
   if (n) TU_CHECK_EQ(cgnet_conn_write(c, d, n), 0);
+  if (n > atomic_load(&U.max_traffic)) atomic_store(&U.max_traffic, n);
   p->echoed += n;
   p->since_pause += n;
   int every = atomic_load(&U.pause_every), after = atomic_load(&U.close_after);
@@ -171,6 +173,40 @@ static void test_tiny_buffer_ring(void **state) {
   finish(&srv);
 }
 
+/* The same with each receive taking a buffer of its own, as on kernels before 6.12. */
+static void test_tiny_buffer_ring_whole_buffers(void **state) {
+#ifdef CGNET_HAVE_IO_URING
+  cgnet__uring_test_whole_buffers = 1;
+  test_tiny_buffer_ring(state);
+  cgnet__uring_test_whole_buffers = 0;
+#else
+  (void)state;
+#endif
+}
+
+/* With the default buffers, where the kernel consumes them incrementally: a streaming
+ * conn receives more than 16 KiB (the size of a whole buffer before 6.12) at once, as
+ * epoll's 64 KiB reads do, and every byte is echoed in order. */
+static void test_incremental_buffers(void **state) {
+  (void)state;
+#ifdef CGNET_HAVE_IO_URING
+  if (!cgnet__uring_incremental_supported()) {
+    print_message("skipped: this kernel cannot consume provided buffers incrementally "
+                  "(before 6.12)\n");
+    skip();
+  }
+#endif
+  reset();
+  tu_server srv;
+  cgnet_options o = {0};
+  start(&srv, &o);
+  echo_clients(srv.port, 4, 8 * 1024 * 1024);
+  size_t most = atomic_load(&U.max_traffic);
+  print_message("largest single delivery: %zu bytes\n", most);
+  assert_true(most > 16 * 1024);
+  finish(&srv);
+}
+
 /* Each conn pauses after every 16 KiB and resumes 5 ms later, while its client keeps
  * sending: receives in flight at the pause complete after it, and their bytes wait for
  * the resume. No callback runs while paused; the echo is exact. */
@@ -184,6 +220,16 @@ static void test_pause_resume_in_flight(void **state) {
   echo_clients(srv.port, 8, (TU_TSAN ? 1 : 4) * 1024 * 1024);
   assert_int_equal(atomic_load(&U.traffic_while_paused), 0);
   finish(&srv);
+}
+
+static void test_pause_resume_whole_buffers(void **state) {
+#ifdef CGNET_HAVE_IO_URING
+  cgnet__uring_test_whole_buffers = 1;
+  test_pause_resume_in_flight(state);
+  cgnet__uring_test_whole_buffers = 0;
+#else
+  (void)state;
+#endif
 }
 
 /* Conns close themselves mid-stream with receives and sends in flight: their late
@@ -329,7 +375,10 @@ int main(void) {
   if (getenv(DENIED_CHILD_ENV)) return denied_child();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_tiny_buffer_ring),
+      cmocka_unit_test(test_tiny_buffer_ring_whole_buffers),
+      cmocka_unit_test(test_incremental_buffers),
       cmocka_unit_test(test_pause_resume_in_flight),
+      cmocka_unit_test(test_pause_resume_whole_buffers),
       cmocka_unit_test(test_close_races_completions),
       cmocka_unit_test(test_cq_overflow),
       cmocka_unit_test(test_denied_falls_back),

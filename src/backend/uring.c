@@ -6,6 +6,12 @@
  *    the core calls recv_done (right after the callback saw it). An empty ring ends the
  *    receive with -ENOBUFS: it is counted and the receive is started again at the next
  *    wait, once buffers have come back; no byte is lost, the socket keeps them.
+ *  - Where the kernel consumes provided buffers incrementally (6.12+), receives fill the
+ *    buffers back to back: a receive takes what the socket holds, up to the end of the
+ *    current buffer, and the next receive (of any conn) goes on from there. Small
+ *    messages then share a buffer instead of each holding one, and a streaming conn
+ *    receives as much per completion as a buffer holds. A buffer goes back to the ring
+ *    once the kernel has moved past it and its last bytes were seen.
  *  - Sends are SEND (one iovec) or SENDMSG (several), one in flight per conn; the iovecs
  *    and the message header live in a slot that stays allocated until the completion.
  *  - Listeners accept with a multishot ACCEPT; connects are CONNECT.
@@ -56,6 +62,17 @@ enum {
 #define BF_ACCEPT_STOP 0x08u /* accept_stop asked for the accept to end */
 
 #define BUF_GROUP 0
+
+/* Newer than liburing 2.3's headers (kernel 6.12): incremental buffer consumption. */
+#ifndef IOU_PBUF_RING_INC
+#define IOU_PBUF_RING_INC 2
+#endif
+#ifndef IORING_CQE_F_BUF_MORE
+#define IORING_CQE_F_BUF_MORE (1U << 4)
+#endif
+/* cgnet__result.flags of a RECV: give the buffer back at recv_done (the kernel is done
+ * with it). */
+#define RECV_BUF_LAST 0x01u
 #define SEND_IOV_MAX 8 /* iovecs per SENDMSG; the rest goes in the next send */
 #define SLOTS_KEPT 256 /* send slots cached for reuse */
 
@@ -74,7 +91,10 @@ typedef struct uring_state {
   uint8_t *bufs;
   size_t bufs_bytes;
   unsigned nbufs, buf_len, mask;
-  unsigned bufs_out;   /* buffers holding a receive's bytes, not yet given back */
+  unsigned bufs_out; /* buffers holding a receive's bytes, not yet given back */
+  /* Incremental consumption: each buffer's bytes handed out so far (its next receive
+   * lands there). NULL when every receive takes a buffer of its own. */
+  uint32_t *buf_used;
   cgnet__io **starved; /* receives to restart at the next wait */
   size_t nstarved, starved_cap;
   send_slot *free_slots;
@@ -106,6 +126,9 @@ static struct io_uring_sqe *get_sqe(uring_state *u) {
 /* Tests: a completion queue this small (with a submission queue no larger), to force
  * overflows. 0: the sizes below. */
 unsigned cgnet__uring_test_cq_entries;
+/* Tests: one buffer per receive even where the kernel could consume them incrementally,
+ * to run that path on a kernel that has both. */
+int cgnet__uring_test_whole_buffers;
 
 #define SQ_ENTRIES 1024
 
@@ -135,16 +158,52 @@ static int setup_ring(uring_state *u, unsigned sq_entries, unsigned cq_entries) 
 
 static void recycle(uring_state *u, unsigned bid) {
   u->bufs_out--;
+  if (u->buf_used) u->buf_used[bid] = 0;
   io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * u->buf_len, u->buf_len,
                         (unsigned short)bid, u->mask, 0);
   io_uring_buf_ring_advance(u->br, 1);
 }
 
+/* Sizes of the buffers when the options leave them to cgnet (4 MiB per loop either
+ * way). Consumed incrementally, fewer and larger buffers: a streaming conn receives up
+ * to 64 KiB per completion, as epoll's reads take it, while small messages still share
+ * buffers. Whole buffers (one per receive) must be many, since each small message holds
+ * one until its callback returns; bench/ measured both (docs/benchmarks.md). */
+#define INC_DEFAULT_BUFFERS 64
+#define INC_DEFAULT_BUFFER_LEN (64 * 1024)
+#define WHOLE_DEFAULT_BUFFERS 256
+#define WHOLE_DEFAULT_BUFFER_LEN (16 * 1024)
+#define PROBE_GROUP 1
+
+static int register_ring(uring_state *u, void *ring, unsigned entries, uint16_t group,
+                         bool incremental) {
+  struct io_uring_buf_reg reg = {
+      .ring_addr = (uint64_t)(uintptr_t)ring, .ring_entries = entries, .bgid = group};
+  reg.pad = incremental ? IOU_PBUF_RING_INC : 0; /* the kernel's `flags` (liburing 2.3) */
+  return io_uring_register_buf_ring(&u->ring, &reg, 0);
+}
+
+/* Whether the kernel consumes provided buffers incrementally (6.12+): a one-entry ring
+ * registered with the flag and dropped again; older kernels refuse the flag. */
+static bool incremental_supported(uring_state *u) {
+  if (cgnet__uring_test_whole_buffers) return false;
+  void *ring = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (ring == MAP_FAILED) return false;
+  bool ok = register_ring(u, ring, 1, PROBE_GROUP, true) == 0;
+  if (ok) (void)io_uring_unregister_buf_ring(&u->ring, PROBE_GROUP);
+  munmap(ring, 4096);
+  return ok;
+}
+
 /* The provided-buffer ring and its buffers, in memory of their own (munmap'd at close:
  * the kernel never writes into memory that malloc could hand out again). */
 static int setup_buffers(uring_state *u, const cgnet__backend_config *cfg) {
-  u->nbufs = cfg->recv_buffers;
-  u->buf_len = cfg->recv_buffer_len;
+  bool inc = incremental_supported(u);
+  u->nbufs = cfg->recv_buffers ? cfg->recv_buffers
+                               : (inc ? INC_DEFAULT_BUFFERS : WHOLE_DEFAULT_BUFFERS);
+  u->buf_len = cfg->recv_buffer_len
+                   ? cfg->recv_buffer_len
+                   : (inc ? INC_DEFAULT_BUFFER_LEN : WHOLE_DEFAULT_BUFFER_LEN);
   u->mask = (unsigned)io_uring_buf_ring_mask(u->nbufs);
   u->br_bytes = (size_t)u->nbufs * sizeof(struct io_uring_buf);
   void *br =
@@ -156,9 +215,11 @@ static int setup_buffers(uring_state *u, const cgnet__backend_config *cfg) {
       mmap(NULL, u->bufs_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (bufs == MAP_FAILED) return -errno;
   u->bufs = bufs;
-  struct io_uring_buf_reg reg = {
-      .ring_addr = (uint64_t)(uintptr_t)br, .ring_entries = u->nbufs, .bgid = BUF_GROUP};
-  int err = io_uring_register_buf_ring(&u->ring, &reg, 0);
+  if (inc) {
+    u->buf_used = calloc(u->nbufs, sizeof *u->buf_used);
+    if (!u->buf_used) return -ENOMEM;
+  }
+  int err = register_ring(u, br, u->nbufs, BUF_GROUP, inc);
   if (err) return err;
   io_uring_buf_ring_init(u->br);
   for (unsigned i = 0; i < u->nbufs; i++)
@@ -177,8 +238,8 @@ static int uring_init(cgnet__backend *b, const cgnet__backend_config *cfg) {
   b->fd = -1;
   u->ring.ring_fd = -1;
   /* Room for a completion per provided buffer and as many again for everything else. */
-  unsigned sq = SQ_ENTRIES,
-           cq = cfg->recv_buffers * 2 < 4096 ? 4096 : cfg->recv_buffers * 2;
+  unsigned nbufs = cfg->recv_buffers ? cfg->recv_buffers : WHOLE_DEFAULT_BUFFERS;
+  unsigned sq = SQ_ENTRIES, cq = nbufs * 2 < 4096 ? 4096 : nbufs * 2;
   if (cgnet__uring_test_cq_entries) sq = cq = cgnet__uring_test_cq_entries;
   int err = setup_ring(u, sq, cq);
   if (err) {
@@ -212,6 +273,7 @@ static void uring_close(cgnet__backend *b) {
   if (u->ring.ring_fd >= 0) io_uring_queue_exit(&u->ring);
   if (u->br) munmap(u->br, u->br_bytes);
   if (u->bufs) munmap(u->bufs, u->bufs_bytes);
+  free(u->buf_used);
   while (u->free_slots) {
     send_slot *s = u->free_slots;
     u->free_slots = s->next_free;
@@ -344,7 +406,7 @@ static void uring_recv_stop(cgnet__backend *b, cgnet__io *io) {
 }
 
 static void uring_recv_done(cgnet__backend *b, const cgnet__result *r) {
-  if (r->res > 0) recycle(state_of(b), r->buf);
+  if (r->res > 0 && (r->flags & RECV_BUF_LAST)) recycle(state_of(b), r->buf);
 }
 
 static send_slot *slot_get(uring_state *u) {
@@ -488,6 +550,25 @@ static int request_recv(uring_state *u, cgnet__io *io) {
   return arm_recv(u, io);
 }
 
+/* Where a receive's bytes are, and whether the kernel is done with their buffer (*last):
+ * always with whole buffers; with incremental consumption, when the kernel did not say
+ * it goes on with this buffer. A buffer counts as out from its first bytes on. */
+static const uint8_t *take_bytes(uring_state *u, const struct io_uring_cqe *cqe,
+                                 bool *last) {
+  unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+  const uint8_t *base = u->bufs + (size_t)bid * u->buf_len;
+  if (!u->buf_used) {
+    u->bufs_out++;
+    *last = true;
+    return base;
+  }
+  uint32_t used = u->buf_used[bid];
+  if (used == 0) u->bufs_out++;
+  u->buf_used[bid] = used + (uint32_t)cqe->res;
+  *last = (cqe->flags & IORING_CQE_F_BUF_MORE) == 0;
+  return base + used;
+}
+
 /* A receive's completion; true when it is a result for the core. */
 static bool on_recv(uring_state *u, cgnet__io *io, const struct io_uring_cqe *cqe,
                     cgnet__result *r) {
@@ -497,9 +578,11 @@ static bool on_recv(uring_state *u, cgnet__io *io, const struct io_uring_cqe *cq
     io->ops &= (uint8_t)~CGNET__OP_RECV_ARMED;
     io->bflags &= (uint8_t)~BF_RECV_CANCEL;
   }
-  if (res > 0) u->bufs_out++;
+  const uint8_t *data = NULL;
+  bool last = true;
+  if (res > 0) data = take_bytes(u, cqe, &last);
   if (io->released) {
-    if (res > 0) recycle(u, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+    if (res > 0 && last) recycle(u, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
     u->st.stale++;
     return false;
   }
@@ -516,9 +599,9 @@ static bool on_recv(uring_state *u, cgnet__io *io, const struct io_uring_cqe *cq
   r->res = res;
   r->more = more;
   if (res > 0) {
-    unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-    r->buf = (uint16_t)bid;
-    r->data = u->bufs + (size_t)bid * u->buf_len;
+    r->buf = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+    r->data = data;
+    r->flags = last ? RECV_BUF_LAST : 0;
     /* A multishot receive also ends when the completion queue is short of room; a
      * single receive is started again by the core, with the room it has then. */
     if (!more && !io->recv_cap && (io->bflags & BF_WANT_RECV)) (void)request_recv(u, io);
@@ -667,6 +750,15 @@ int cgnet__uring_probe(void) {
   }
   io_uring_queue_exit(&u.ring);
   return err;
+}
+
+int cgnet__uring_incremental_supported(void) {
+  uring_state u;
+  memset(&u, 0, sizeof u);
+  if (setup_ring(&u, 8, 16)) return 0;
+  bool ok = incremental_supported(&u);
+  io_uring_queue_exit(&u.ring);
+  return ok;
 }
 
 const cgnet__backend_ops cgnet__uring_ops = {
