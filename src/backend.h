@@ -183,6 +183,8 @@ extern unsigned cgnet__uring_test_cq_entries;
 /* Tests: receives take whole buffers even where the kernel could consume them
  * incrementally (set before the engine starts). */
 extern int cgnet__uring_test_whole_buffers;
+/* Tests: rings are set up with COOP_TASKRUN, as where DEFER_TASKRUN is missing. */
+extern int cgnet__uring_test_coop_taskrun;
 /* 1 if this kernel consumes provided buffers incrementally (6.12+), else 0. */
 int cgnet__uring_incremental_supported(void);
 #endif

@@ -232,6 +232,26 @@ static void test_pause_resume_whole_buffers(void **state) {
 #endif
 }
 
+/* Rings set up as on kernels before 6.1 (COOP_TASKRUN, no DEFER_TASKRUN: completions
+ * are posted whenever the loop thread enters the kernel, not only when it waits): the
+ * blast over a tiny ring, pause/resume in flight and plain echo all stay exact. */
+static void test_coop_taskrun(void **state) {
+#ifdef CGNET_HAVE_IO_URING
+  cgnet__uring_test_coop_taskrun = 1;
+  test_tiny_buffer_ring(state);
+  test_pause_resume_in_flight(state);
+  reset();
+  tu_server srv;
+  cgnet_options o = {.num_loops = 2};
+  start(&srv, &o);
+  echo_clients(srv.port, 100, 256 * 1024);
+  finish(&srv);
+  cgnet__uring_test_coop_taskrun = 0;
+#else
+  (void)state;
+#endif
+}
+
 /* Conns close themselves mid-stream with receives and sends in flight: their late
  * completions are dropped (counted as stale) and never touch freed memory (ASan). */
 static void test_close_races_completions(void **state) {
@@ -379,6 +399,7 @@ int main(void) {
       cmocka_unit_test(test_incremental_buffers),
       cmocka_unit_test(test_pause_resume_in_flight),
       cmocka_unit_test(test_pause_resume_whole_buffers),
+      cmocka_unit_test(test_coop_taskrun),
       cmocka_unit_test(test_close_races_completions),
       cmocka_unit_test(test_cq_overflow),
       cmocka_unit_test(test_denied_falls_back),

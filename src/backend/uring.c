@@ -129,6 +129,8 @@ unsigned cgnet__uring_test_cq_entries;
 /* Tests: one buffer per receive even where the kernel could consume them incrementally,
  * to run that path on a kernel that has both. */
 int cgnet__uring_test_whole_buffers;
+/* Tests: set the ring up as on kernels without DEFER_TASKRUN (before 6.1). */
+int cgnet__uring_test_coop_taskrun;
 
 #define SQ_ENTRIES 1024
 
@@ -139,7 +141,9 @@ static int setup_ring(uring_state *u, unsigned sq_entries, unsigned cq_entries) 
   p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
             IORING_SETUP_R_DISABLED | IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
   p.cq_entries = cq_entries;
-  int err = io_uring_queue_init_params(sq_entries, &u->ring, &p);
+  int err = cgnet__uring_test_coop_taskrun
+                ? -EINVAL
+                : io_uring_queue_init_params(sq_entries, &u->ring, &p);
   if (err == -EINVAL) {
     memset(&p, 0, sizeof p);
     p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_R_DISABLED | IORING_SETUP_CQSIZE |
