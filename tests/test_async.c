@@ -1341,6 +1341,8 @@ static void test_coalescing(void **state) {
   assert_rc(cgnet_loop_execute(cgnet_engine_loop(s.eng, 0), block_loop, &co.b), 0);
   assert_true(tu_wait_atomic_eq(&co.b.blocked, 1, WAIT_MS));
   long long ev0 = nefd == 1 ? eventfd_count(efds[0]) : -1;
+  cgnet_loop_stats st0, st1;
+  cgnet_loop_get_stats(cgnet_engine_loop(s.eng, 0), &st0);
   assert_int_equal(pthread_barrier_init(&co.go, NULL, CO_THREADS + 1), 0);
   pthread_t th[CO_THREADS];
   for (int i = 0; i < CO_THREADS; i++)
@@ -1350,6 +1352,7 @@ static void test_coalescing(void **state) {
     pthread_join(th[i], NULL);
   pthread_barrier_destroy(&co.go);
   long long ev1 = nefd == 1 ? eventfd_count(efds[0]) : -1;
+  cgnet_loop_get_stats(cgnet_engine_loop(s.eng, 0), &st1);
   int done_while_blocked = atomic_load(&co.done);
   atomic_store(&co.b.release, 1);
 
@@ -1385,15 +1388,19 @@ static void test_coalescing(void **state) {
   assert_int_equal(done_while_blocked, 0);
   assert_int_equal(atomic_load(&co.done_flushed), 0);
   int pre = atomic_load(&co.pre_writes);
-  print_message("%d async writes from %d threads: eventfd writes %lld, flushes %d, client "
-                "reads %d\n",
-                CO_N, CO_THREADS, ev1 >= 0 && ev0 >= 0 ? ev1 - ev0 : -1, pre, reads);
+  print_message("%d async writes from %d threads: wake-up signals %llu (eventfd writes "
+                "%lld), flushes %d, client reads %d\n",
+                CO_N, CO_THREADS, (unsigned long long)(st1.wakeups - st0.wakeups),
+                ev1 >= 0 && ev0 >= 0 ? ev1 - ev0 : -1, pre, reads);
   /* A flush per write would be CO_N; the burst goes out in a handful. */
   assert_true(pre >= 1 && pre <= CO_N / 100);
+  /* CO_N posts, one wake-up signal: an eventfd write, or on io_uring where the kernel
+   * has them a ring message (then the eventfd is not written at all). */
+  assert_int_equal(st1.wakeups - st0.wakeups, 1);
   if (nefd == 1 && ev0 >= 0 && ev1 >= 0)
-    assert_int_equal(ev1 - ev0, 1); /* CO_N posts, one eventfd write */
+    assert_true(ev1 - ev0 <= 1);
   else
-    print_message("eventfd count not measurable here (%d eventfds); skipped\n", nefd);
+    print_message("eventfd count not measurable here (%d eventfds)\n", nefd);
 
   close(fd);
   assert_true(wait_closes(0, 1));

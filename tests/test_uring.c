@@ -252,6 +252,68 @@ static void test_coop_taskrun(void **state) {
 #endif
 }
 
+/* ---- wake-ups ----------------------------------------------------------------------- */
+
+static atomic_int ran_on_loop;
+
+static void count_run(cgnet_loop *loop, void *ud) {
+  (void)ud;
+  TU_CHECK(cgnet_loop_is_current(loop));
+  atomic_fetch_add(&ran_on_loop, 1);
+}
+
+/* Posted from on_boot: the ring is not enabled yet, so the kernel refuses a ring
+ * message and the signal falls back to the eventfd. */
+static cgnet_action post_from_boot(cgnet_engine *eng) {
+  TU_CHECK_EQ(cgnet_loop_execute(cgnet_engine_loop(eng, 0), count_run, NULL), 0);
+  return CGNET_NONE;
+}
+
+/* Bursts of loop_execute from this thread, one wake-up each, until all ran. */
+static void execute_bursts(cgnet_engine *eng, int bursts) {
+  cgnet_loop *loop = cgnet_engine_loop(eng, 0);
+  for (int b = 0; b < bursts; b++) {
+    int before = atomic_load(&ran_on_loop);
+    for (int i = 0; i < 10; i++)
+      assert_rc(cgnet_loop_execute(loop, count_run, NULL), 0);
+    assert_true(tu_wait_atomic_eq(&ran_on_loop, before + 10, TU_TIMEOUT_MS));
+  }
+}
+
+static void run_wake_paths(const char *wake_env) {
+  reset();
+  atomic_store(&ran_on_loop, 0);
+  if (wake_env)
+    setenv("CGNET_URING_WAKE", wake_env, 1);
+  else
+    unsetenv("CGNET_URING_WAKE");
+  cgnet_handler h = echo_handler();
+  h.on_boot = post_from_boot;
+  cgnet_options o = {.backend = CGNET_BACKEND_IO_URING};
+  tu_server srv;
+  assert_rc(tu_server_start(&srv, &h, &o), 0);
+  assert_true(tu_wait_atomic_eq(&ran_on_loop, 1, TU_TIMEOUT_MS)); /* the one from on_boot */
+  cgnet_loop_stats st0, st1;
+  cgnet_loop_get_stats(cgnet_engine_loop(srv.eng, 0), &st0);
+  execute_bursts(srv.eng, 200);
+  cgnet_loop_get_stats(cgnet_engine_loop(srv.eng, 0), &st1);
+  uint64_t signals = st1.wakeups - st0.wakeups;
+  print_message("wake-ups (%s): 200 bursts of 10 posts, %llu signals\n",
+                wake_env ? wake_env : "default", (unsigned long long)signals);
+  assert_true(signals >= 1 && signals <= 2000);
+  echo_clients(srv.port, 4, 64 * 1024); /* the loop still serves its conns */
+  finish(&srv);
+  unsetenv("CGNET_URING_WAKE");
+}
+
+/* Wake-ups by ring message (where the kernel has them) and by eventfd
+ * (CGNET_URING_WAKE=eventfd): posts from another thread and from on_boot all run. */
+static void test_wake_paths(void **state) {
+  (void)state;
+  run_wake_paths(NULL);
+  run_wake_paths("eventfd");
+}
+
 /* Conns close themselves mid-stream with receives and sends in flight: their late
  * completions are dropped (counted as stale) and never touch freed memory (ASan). */
 static void test_close_races_completions(void **state) {
@@ -400,6 +462,7 @@ int main(void) {
       cmocka_unit_test(test_pause_resume_in_flight),
       cmocka_unit_test(test_pause_resume_whole_buffers),
       cmocka_unit_test(test_coop_taskrun),
+      cmocka_unit_test(test_wake_paths),
       cmocka_unit_test(test_close_races_completions),
       cmocka_unit_test(test_cq_overflow),
       cmocka_unit_test(test_denied_falls_back),

@@ -15,9 +15,14 @@
  *  - Sends are SEND (one iovec) or SENDMSG (several), one in flight per conn; the iovecs
  *    and the message header live in a slot that stays allocated until the completion.
  *  - Listeners accept with a multishot ACCEPT; connects are CONNECT.
- *  - The wake-up, UDP sockets and connected datagram conns are watched with one-shot
- *    POLL_ADD, re-armed after each READY result while still watched: the same level
- *    semantics as epoll, and the core performs their syscalls (src/backend/sys.c).
+ *  - UDP sockets and connected datagram conns are watched with one-shot POLL_ADD,
+ *    re-armed after each READY result while still watched: the same level semantics as
+ *    epoll, and the core performs their syscalls (src/backend/sys.c).
+ *  - The wake-up: where the kernel can post a completion into a ring from any thread
+ *    with no ring of its own (IORING_REGISTER_SEND_MSG_RING, 6.13+), a signal is one
+ *    such message, and the loop sees it as a completion with nothing to read or re-arm.
+ *    Otherwise, and for any message the kernel refuses (the ring not enabled yet), the
+ *    signal writes the loop's eventfd, watched by a poll like the sockets above.
  *  - Everything started during a turn is submitted by the next wait, in the same
  *    io_uring_enter that waits: one system call per loop turn when nothing else is due.
  *
@@ -26,8 +31,9 @@
  * DEFER_TASKRUN becomes its only submitter.
  *
  * User data: the object's address with the operation in the low 3 bits (objects are
- * 8-byte aligned); a send's user data is its slot's address. Cancels, closes and poll
- * updates carry 0 and their completions are skipped.
+ * 8-byte aligned); a send's user data is its slot's address; a wake-up message carries
+ * the wake-up's address with no operation bits. Cancels, closes and poll updates carry
+ * 0 and their completions are skipped.
  */
 #ifdef CGNET_HAVE_IO_URING
 
@@ -60,6 +66,7 @@ enum {
 #define BF_RECV_CANCEL 0x02u /* a cancel of the receive was sent */
 #define BF_STARVED 0x04u     /* the receive ended on an empty ring: restart at next wait */
 #define BF_ACCEPT_STOP 0x08u /* accept_stop asked for the accept to end */
+#define BF_WAKE_POLLED 0x10u /* the wake-up's eventfd was signalled: read it */
 
 #define BUF_GROUP 0
 
@@ -99,6 +106,9 @@ typedef struct uring_state {
   size_t nstarved, starved_cap;
   send_slot *free_slots;
   size_t nfree_slots;
+  /* Wake-ups are ring messages (else eventfd writes); set before the loop thread
+   * starts, read by any thread. */
+  bool msg_wake;
   cgnet__backend_stats st;
 } uring_state;
 
@@ -622,6 +632,7 @@ static bool on_poll(uring_state *u, cgnet__io *io, const struct io_uring_cqe *cq
   }
   if (io->watch) (void)arm_poll(u, io);
   if (cqe->res < 0) return false; /* removed, or updated away */
+  if (io->kind == CGNET__KIND_WAKE) io->bflags |= BF_WAKE_POLLED;
   unsigned ev = (unsigned)cqe->res, f = 0;
   if (ev & (POLLIN | POLLRDHUP | POLLPRI)) f |= CGNET__READY_READ;
   if (ev & POLLOUT) f |= CGNET__READY_WRITE;
@@ -661,6 +672,10 @@ static bool translate(uring_state *u, const struct io_uring_cqe *cqe, cgnet__res
   r->res = cqe->res;
   r->flags = 0;
   switch (tag) {
+  case 0: /* a wake-up message */
+    r->type = CGNET__RES_READY;
+    r->flags = CGNET__READY_READ;
+    return true;
   case TAG_RECV:
     return on_recv(u, io, cqe, r);
   case TAG_POLL:
@@ -756,6 +771,55 @@ int cgnet__uring_probe(void) {
   return err;
 }
 
+/* ---- the wake-up ------------------------------------------------------------------------
+ */
+
+/* Newer than liburing 2.3's headers (kernel 6.13). */
+#ifndef IORING_REGISTER_SEND_MSG_RING
+#define IORING_REGISTER_SEND_MSG_RING 31
+#endif
+
+/* Post a completion carrying user_data into the ring ring_fd, from any thread, with no
+ * ring of the caller's own. 0 or a negative errno. */
+static int send_ring_message(int ring_fd, uint64_t user_data) {
+  struct io_uring_sqe sqe;
+  memset(&sqe, 0, sizeof sqe);
+  sqe.opcode = IORING_OP_MSG_RING;
+  sqe.fd = ring_fd;
+  sqe.addr = IORING_MSG_DATA;
+  sqe.off = user_data;
+  long rc = syscall(__NR_io_uring_register, -1, IORING_REGISTER_SEND_MSG_RING, &sqe, 1);
+  return rc < 0 ? -errno : 0;
+}
+
+/* Ring messages for wake-ups, unless CGNET_URING_WAKE=eventfd asks for the eventfd
+ * (bench/: the two are compared) or the kernel lacks them: a message to no ring is
+ * refused with EBADF where the call exists, EINVAL where it does not. */
+static bool ring_messages_usable(void) {
+  const char *env = getenv("CGNET_URING_WAKE");
+  if (env && strcmp(env, "eventfd") == 0) return false;
+  return send_ring_message(-1, 0) == -EBADF;
+}
+
+static int uring_wake_open(cgnet__backend *b, cgnet__io *w) {
+  int err = cgnet__eventfd_wake_open(b, w);
+  if (err == 0) state_of(b)->msg_wake = ring_messages_usable();
+  return err;
+}
+
+static void uring_wake_signal(cgnet__backend *b, cgnet__io *w) {
+  if (state_of(b)->msg_wake && send_ring_message(b->fd, ud_of(w, 0)) == 0) return;
+  cgnet__sys_eventfd_signal(w->fd);
+}
+
+/* The eventfd needs a read only when it was written (its poll fired). */
+static void uring_wake_drain(cgnet__backend *b, cgnet__io *w) {
+  (void)b;
+  if (!(w->bflags & BF_WAKE_POLLED)) return;
+  w->bflags &= (uint8_t)~BF_WAKE_POLLED;
+  cgnet__sys_eventfd_drain(w->fd);
+}
+
 int cgnet__uring_incremental_supported(void) {
   uring_state u;
   memset(&u, 0, sizeof u);
@@ -774,10 +838,10 @@ const cgnet__backend_ops cgnet__uring_ops = {
     .wait = uring_wait,
     .watch = uring_watch,
     .unwatch = uring_unwatch,
-    /* The wake-up: an eventfd, watched with a poll (src/backend/sys.c). */
-    .wake_open = cgnet__eventfd_wake_open,
-    .wake_signal = cgnet__eventfd_wake_signal,
-    .wake_drain = cgnet__eventfd_wake_drain,
+    /* The wake-up: a ring message, or an eventfd watched with a poll. */
+    .wake_open = uring_wake_open,
+    .wake_signal = uring_wake_signal,
+    .wake_drain = uring_wake_drain,
     .wake_close = cgnet__eventfd_wake_close,
     .accept_start = uring_accept_start,
     .accept_stop = uring_accept_stop,
