@@ -1,0 +1,835 @@
+/*
+ * WebSocket conns: a handler adapter that runs the protocol core (ws_handshake.c,
+ * ws_frame.c, utf8.c, ws_deflate.c) on ordinary conns through the public conn API. The
+ * conn's context slot holds a ws_conn; everything here runs on the conn's loop thread,
+ * except the async calls, which post a task to it.
+ *
+ * A conn goes HANDSHAKE -> OPEN -> CLOSING (our close sent, waiting for the peer's) ->
+ * DONE (close handshake over or conn failed: the TCP conn is being closed). Plain HTTP
+ * requests keep it in HANDSHAKE, one request after the other.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cgnet_ws.h"
+#include "core.h"
+#include "utf8.h"
+#include "ws_deflate.h"
+#include "ws_frame.h"
+#include "ws_handshake.h"
+
+#define DEFAULT_MAX_MESSAGE (1024 * 1024)
+#define DEFAULT_CLOSE_TIMEOUT_MS 5000
+#define DEFAULT_HANDSHAKE_TIMEOUT_MS 10000
+/* Smaller messages go out uncompressed: deflate's framing costs more than it saves. */
+#define DEFLATE_MIN_SIZE 64
+/* A message buffer grown past this is released after its message, so an idle conn holds
+ * no large buffer because of one large message long ago. */
+#define KEEP_MESSAGE_BUFFER (64 * 1024)
+
+struct cgnet_ws_server {
+  cgnet_ws_handler h;
+  cgnet_ws_options o; /* defaults filled in; subprotocols copied */
+  char **protocols;
+  int deflate; /* accept permessage-deflate offers */
+};
+
+struct cgnet_ws_request {
+  cgnet__ws_request r;
+  const uint8_t *body;
+  size_t body_len;
+};
+
+enum { WS_HANDSHAKE, WS_OPEN, WS_CLOSING, WS_DONE };
+
+typedef struct ws_conn {
+  cgnet_ws_server *srv;
+  void *user_ctx;
+  uint8_t state;
+  uint8_t opened;        /* on_ws_open ran: on_ws_close is owed */
+  uint8_t close_sent;    /* our close frame is queued */
+  uint8_t have_code;     /* close_code / close_reason are set */
+  uint16_t close_code;   /* see on_ws_close */
+  char close_reason[CGNET__WS_MAX_CLOSE_REASON + 1];
+  size_t head_resume;    /* the head parser's memo */
+  cgnet_timer *timer;    /* handshake, then close timeout */
+  cgnet__ws_parser parser;
+  cgnet__ws_deflate *z;  /* permessage-deflate agreed */
+  char *protocol;        /* agreed subprotocol */
+  /* The message being reassembled or inflated. */
+  uint8_t *msg;
+  size_t msg_len, msg_cap;
+  uint8_t msg_op;
+  cgnet__utf8 utf8; /* inflated text is validated here as it comes out */
+  /* Compression scratch, kept between messages. */
+  uint8_t *zbuf;
+  size_t zcap;
+  /* A streamed message: its opcode (0: none open) and whether a frame went out. */
+  uint8_t stream_op;
+  uint8_t stream_started;
+} ws_conn;
+
+/* ---- small helpers ------------------------------------------------------------------- */
+
+static ws_conn *ws_of(const cgnet_conn *c) {
+  return (ws_conn *)cgnet_conn_context(c);
+}
+
+static int grow(uint8_t **buf, size_t *cap, size_t need) {
+  if (need <= *cap) return 0;
+  size_t n = *cap ? *cap : 256;
+  while (n < need)
+    n = n > SIZE_MAX / 2 ? need : n * 2;
+  uint8_t *p = realloc(*buf, n);
+  if (!p) return CGNET_ENOMEM;
+  *buf = p;
+  *cap = n;
+  return 0;
+}
+
+static void record_close(ws_conn *ws, unsigned code, const char *reason, size_t len) {
+  if (ws->have_code) return;
+  if (len > CGNET__WS_MAX_CLOSE_REASON) len = CGNET__WS_MAX_CLOSE_REASON;
+  ws->have_code = 1;
+  ws->close_code = (uint16_t)code;
+  if (len) memcpy(ws->close_reason, reason, len);
+  ws->close_reason[len] = '\0';
+}
+
+/* The handshake and the close handshake are bounded by one conn timer: when it fires,
+ * the conn is closed. */
+static cgnet_action timer_expired(cgnet_timer *t, void *ud) {
+  (void)t;
+  ws_conn *ws = ud;
+  ws->state = WS_DONE;
+  return CGNET_CLOSE;
+}
+
+static void start_timer(cgnet_conn *c, ws_conn *ws, uint64_t ms) {
+  if (!ws->timer) ws->timer = cgnet_conn_timer_new(c, timer_expired, ws);
+  if (!ws->timer) {
+    cgnet_conn_close(c); /* out of memory: no timer would bound this conn */
+    return;
+  }
+  cgnet_timer_start(ws->timer, ms, 0);
+}
+
+/* ---- frames out ---------------------------------------------------------------------- */
+
+static int write_frame(cgnet_conn *c, int fin, uint8_t rsv, uint8_t op, const void *data,
+                       size_t len) {
+  uint8_t hdr[CGNET__WS_MAX_HEADER];
+  size_t hl = cgnet__ws_encode_header(hdr, fin, rsv, op, len, NULL);
+  struct iovec iov[2] = {{hdr, hl}, {(void *)data, len}};
+  return cgnet_conn_writev(c, iov, len ? 2 : 1);
+}
+
+/* Send our close frame (once) and remember what we said. */
+static int send_close(cgnet_conn *c, ws_conn *ws, unsigned code, const char *reason,
+                      size_t len) {
+  uint8_t frame[CGNET__WS_MAX_CONTROL_FRAME];
+  long n = cgnet__ws_build_close(frame, code, reason, len, NULL);
+  if (n < 0) return (int)n;
+  ws->close_sent = 1;
+  return cgnet_conn_write(c, frame, (size_t)n);
+}
+
+/* Fail the WebSocket (RFC 6455 section 7.1.7): close frame with `code`, then close. */
+static void fail_conn(cgnet_conn *c, ws_conn *ws, unsigned code, const char *why) {
+  size_t len = why ? strlen(why) : 0;
+  if (len > CGNET__WS_MAX_CLOSE_REASON) len = CGNET__WS_MAX_CLOSE_REASON;
+  record_close(ws, code, why, len);
+  if (!ws->close_sent) send_close(c, ws, code, why, len);
+  ws->state = WS_DONE;
+  cgnet_conn_close(c);
+}
+
+/* ---- HTTP responses ------------------------------------------------------------------- */
+
+static void refuse(cgnet_conn *c, ws_conn *ws, int status) {
+  char buf[512];
+  long n = cgnet__ws_build_error(buf, sizeof buf, status, NULL);
+  if (n > 0) cgnet_conn_write(c, buf, (size_t)n);
+  ws->state = WS_DONE;
+  cgnet_conn_close(c);
+}
+
+static int offered(const cgnet__ws_request *r, const char *proto) {
+  for (size_t i = 0; i < r->head.nprotocols; i++) {
+    cgnet__ws_str s = r->head.protocols[i];
+    if (strlen(proto) == s.len && memcmp(proto, s.ptr, s.len) == 0) return 1;
+  }
+  return 0;
+}
+
+static const char *preferred_protocol(const cgnet_ws_server *srv,
+                                      const cgnet__ws_request *r) {
+  for (size_t i = 0; i < srv->o.nsubprotocols; i++)
+    if (offered(r, srv->protocols[i])) return srv->protocols[i];
+  return NULL;
+}
+
+static void parser_config(const ws_conn *ws, cgnet__ws_config *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  cfg->role = CGNET__WS_SERVER;
+  cfg->max_frame = ws->srv->o.max_frame;
+  cfg->max_message = ws->srv->o.max_message;
+  cfg->allow_rsv1 = ws->z != NULL;
+}
+
+/* Agree on permessage-deflate if offered and allowed; ext gets the response value. */
+static int agree_deflate(ws_conn *ws, const cgnet__ws_request *r, char *ext, size_t cap) {
+  ext[0] = '\0';
+  if (!ws->srv->deflate) return 0;
+  cgnet__ws_deflate_config cfg = {0};
+  cgnet__ws_deflate_params agreed;
+  int rc = cgnet__ws_deflate_negotiate(r->head.extensions, r->head.nextensions, &cfg,
+                                       &agreed, ext, cap);
+  if (rc != 1) {
+    ext[0] = '\0';
+    return 0;
+  }
+  ws->z = cgnet__ws_deflate_new(CGNET__WS_SERVER, &agreed, &cfg);
+  if (!ws->z) ext[0] = '\0'; /* no memory: go on without it rather than fail */
+  return 0;
+}
+
+/* A valid upgrade: ask the user, answer 101, open. Returns 0 once open, else the conn
+ * has been refused. */
+static int accept_upgrade(cgnet_conn *c, ws_conn *ws, cgnet_ws_request *req) {
+  const cgnet_ws_handler *h = &ws->srv->h;
+  const char *proto = preferred_protocol(ws->srv, &req->r);
+  if (h->on_ws_handshake) {
+    int status = h->on_ws_handshake(c, req, &proto);
+    if (status != 0) {
+      refuse(c, ws, status >= 400 && status <= 599 ? status : 500);
+      return -1;
+    }
+    if (proto && !offered(&req->r, proto)) {
+      refuse(c, ws, 500);
+      return -1;
+    }
+  }
+  if (proto && !(ws->protocol = strdup(proto))) {
+    refuse(c, ws, 503);
+    return -1;
+  }
+  char ext[256], resp[1024];
+  agree_deflate(ws, &req->r, ext, sizeof ext);
+  long n = cgnet__ws_build_response(resp, sizeof resp, req->r.key, proto, ext);
+  if (n < 0) {
+    refuse(c, ws, 500);
+    return -1;
+  }
+  cgnet_conn_write(c, resp, (size_t)n);
+  cgnet__ws_config cfg;
+  parser_config(ws, &cfg);
+  cgnet__ws_parser_init(&ws->parser, &cfg);
+  if (ws->timer) cgnet_timer_stop(ws->timer);
+  ws->state = WS_OPEN;
+  ws->opened = 1;
+  return 0;
+}
+
+/* The value of the first header `name`, or a view with ptr NULL. */
+static cgnet__ws_str find_header(const cgnet__ws_request *r, const char *name) {
+  for (size_t i = 0; i < r->head.nfields; i++)
+    if (cgnet__ws_str_ieq(r->head.fields[i].name, name)) return r->head.fields[i].value;
+  cgnet__ws_str none = {NULL, 0};
+  return none;
+}
+
+/* The body length of a plain request: 0 or more, or the status to refuse it with. */
+static long body_length(const cgnet_ws_server *srv, const cgnet__ws_request *r) {
+  if (!r->has_body) return 0;
+  if (find_header(r, "transfer-encoding").ptr) return -501;
+  cgnet__ws_str cl = find_header(r, "content-length");
+  if (!cl.ptr || cl.len == 0 || cl.len > 18) return -400;
+  unsigned long long v = 0;
+  for (size_t i = 0; i < cl.len; i++) {
+    if (cl.ptr[i] < '0' || cl.ptr[i] > '9') return -400;
+    v = v * 10 + (unsigned)(cl.ptr[i] - '0');
+  }
+  if (v > srv->o.max_message) return -413;
+  return (long)v;
+}
+
+/* ---- reading: the handshake and plain HTTP ------------------------------------------- */
+
+/* One plain HTTP request (head parsed). Returns 1 if it was handled and consumed, 0 to
+ * wait for its body, -1 when the conn is done. */
+static int plain_request(cgnet_conn *c, ws_conn *ws, cgnet_ws_request *req,
+                         const uint8_t *buf, size_t len, cgnet_action *act) {
+  const cgnet_ws_handler *h = &ws->srv->h;
+  if (!h->on_http_request) {
+    refuse(c, ws, 426);
+    return -1;
+  }
+  long body = body_length(ws->srv, &req->r);
+  if (body < 0) {
+    refuse(c, ws, (int)-body);
+    return -1;
+  }
+  size_t total = req->r.head.head_len + (size_t)body;
+  if (len < total) return 0;
+  req->body = buf + req->r.head.head_len;
+  req->body_len = (size_t)body;
+  cgnet_action a = h->on_http_request(c, req);
+  cgnet_conn_discard(c, total);
+  ws->head_resume = 0;
+  if (a == CGNET_SHUTDOWN) *act = a;
+  if (a != CGNET_NONE) {
+    ws->state = WS_DONE;
+    cgnet_conn_close(c);
+    return -1;
+  }
+  start_timer(c, ws, ws->srv->o.handshake_timeout_ms);
+  return 1;
+}
+
+/* Read request heads until the conn is a WebSocket, waits for bytes, or is done.
+ * Returns 1 once open (frames may follow in the buffer), else 0. */
+static int read_handshake(cgnet_conn *c, ws_conn *ws, cgnet_action *act) {
+  for (;;) {
+    const uint8_t *buf;
+    size_t len = cgnet_conn_peek(c, 0, &buf);
+    if (len == 0) return 0;
+    cgnet_ws_request req;
+    memset(&req, 0, sizeof req);
+    int rc = cgnet__ws_parse_request((const char *)buf, len, 0, &ws->head_resume, &req.r);
+    if (rc == 0) return 0;
+    if (rc != 1) {
+      refuse(c, ws, rc);
+      return 0;
+    }
+    if (!cgnet__ws_is_upgrade(&req.r)) {
+      if (plain_request(c, ws, &req, buf, len, act) <= 0) return 0;
+      continue;
+    }
+    const char *why;
+    int status = cgnet__ws_check_request(&req.r, &why);
+    if (status != 0) {
+      refuse(c, ws, status);
+      return 0;
+    }
+    size_t head_len = req.r.head.head_len;
+    if (accept_upgrade(c, ws, &req) != 0) return 0;
+    cgnet_conn_discard(c, head_len);
+    return 1;
+  }
+}
+
+/* ---- reading: messages --------------------------------------------------------------- */
+
+static void apply_action(cgnet_conn *c, ws_conn *ws, cgnet_action a, cgnet_action *act) {
+  if (a == CGNET_SHUTDOWN) *act = a;
+  if (a == CGNET_CLOSE && ws->state == WS_OPEN) cgnet_ws_close(c, CGNET_WS_CLOSE_NORMAL, NULL);
+}
+
+static void deliver(cgnet_conn *c, ws_conn *ws, uint8_t op, const uint8_t *data,
+                    size_t len, cgnet_action *act) {
+  const cgnet_ws_handler *h = &ws->srv->h;
+  if (h->on_ws_message)
+    apply_action(c, ws, h->on_ws_message(c, (cgnet_ws_opcode)op, data, len), act);
+}
+
+static void release_big_message_buffer(ws_conn *ws) {
+  ws->msg_len = 0;
+  if (ws->msg_cap > KEEP_MESSAGE_BUFFER) {
+    free(ws->msg);
+    ws->msg = NULL;
+    ws->msg_cap = 0;
+  }
+}
+
+static int append(ws_conn *ws, const uint8_t *p, size_t n) {
+  if (grow(&ws->msg, &ws->msg_cap, ws->msg_len + n) != 0) return CGNET_ENOMEM;
+  if (n) memcpy(ws->msg + ws->msg_len, p, n);
+  ws->msg_len += n;
+  return 0;
+}
+
+/* Inflated bytes: text is checked as it comes out, so bad UTF-8 fails at once. */
+#define INFLATED_BAD_UTF8 1
+static int inflate_sink(void *arg, const uint8_t *p, size_t n) {
+  ws_conn *ws = arg;
+  size_t bad;
+  if (ws->msg_op == CGNET__WS_OP_TEXT && cgnet__utf8_feed(&ws->utf8, p, n, &bad) != 0)
+    return INFLATED_BAD_UTF8;
+  return append(ws, p, n);
+}
+
+/* A piece of a compressed message. Returns 0, or the conn has failed. */
+static int inflate_piece(cgnet_conn *c, ws_conn *ws, const cgnet__ws_event *ev) {
+  int rc = cgnet__ws_inflate(ws->z, ev->data, ev->len, ev->last, ws->srv->o.max_message,
+                             inflate_sink, ws);
+  if (rc == 0 && ev->last && ws->msg_op == CGNET__WS_OP_TEXT && !cgnet__utf8_done(&ws->utf8))
+    rc = INFLATED_BAD_UTF8;
+  if (rc == 0) return 0;
+  if (rc == CGNET_EMSGSIZE)
+    fail_conn(c, ws, CGNET_WS_CLOSE_TOO_BIG, "message larger than the maximum message size");
+  else if (rc == INFLATED_BAD_UTF8)
+    fail_conn(c, ws, CGNET_WS_CLOSE_INVALID_DATA, "invalid UTF-8 in a text message");
+  else if (rc == CGNET_ECODEC)
+    fail_conn(c, ws, CGNET_WS_CLOSE_INVALID_DATA, "invalid compressed data");
+  else
+    fail_conn(c, ws, CGNET_WS_CLOSE_INTERNAL_ERROR, "out of memory");
+  return -1;
+}
+
+static void on_data(cgnet_conn *c, ws_conn *ws, const cgnet__ws_event *ev,
+                    cgnet_action *act) {
+  if (ws->state != WS_OPEN) return; /* after our close: dropped */
+  if (ev->first) {
+    ws->msg_len = 0;
+    ws->msg_op = ev->opcode;
+    cgnet__utf8_init(&ws->utf8);
+  }
+  if (ev->compressed) {
+    if (inflate_piece(c, ws, ev) != 0) return;
+  } else if (ev->first && ev->last) {
+    deliver(c, ws, ev->opcode, ev->data, ev->len, act); /* in place */
+    return;
+  } else if (append(ws, ev->data, ev->len) != 0) {
+    fail_conn(c, ws, CGNET_WS_CLOSE_INTERNAL_ERROR, "out of memory");
+    return;
+  }
+  if (!ev->last) return;
+  deliver(c, ws, ws->msg_op, ws->msg, ws->msg_len, act);
+  release_big_message_buffer(ws);
+}
+
+static void on_peer_close(cgnet_conn *c, ws_conn *ws, const cgnet__ws_event *ev) {
+  record_close(ws, ev->close_code, (const char *)ev->data, ev->len);
+  if (!ws->close_sent) {
+    /* Echo the code (none for a close that had none), as RFC 6455 section 5.5.1 asks. */
+    unsigned code = ev->close_code == CGNET__WS_CLOSE_NO_STATUS ? 0 : ev->close_code;
+    send_close(c, ws, code, NULL, 0);
+  }
+  /* Both closes are out: the server closes the TCP conn first (section 7.1.1). */
+  ws->state = WS_DONE;
+  cgnet_conn_close(c);
+}
+
+/* One parser event. */
+static void on_event(cgnet_conn *c, ws_conn *ws, const cgnet__ws_event *ev,
+                     cgnet_action *act) {
+  const cgnet_ws_handler *h = &ws->srv->h;
+  switch (ev->type) {
+  case CGNET__WS_EV_DATA:
+    on_data(c, ws, ev, act);
+    break;
+  case CGNET__WS_EV_PING:
+    if (!ws->close_sent) write_frame(c, 1, 0, CGNET__WS_OP_PONG, ev->data, ev->len);
+    break;
+  case CGNET__WS_EV_PONG:
+    if (h->on_ws_pong && ws->state == WS_OPEN)
+      apply_action(c, ws, h->on_ws_pong(c, ev->data, ev->len), act);
+    break;
+  case CGNET__WS_EV_CLOSE:
+    on_peer_close(c, ws, ev);
+    break;
+  case CGNET__WS_EV_ERROR:
+    fail_conn(c, ws, ev->close_code, ev->reason);
+    break;
+  default:
+    break;
+  }
+}
+
+/* Parse what is buffered, one event at a time, while the conn is a WebSocket. */
+static void read_frames(cgnet_conn *c, ws_conn *ws, cgnet_action *act) {
+  while ((ws->state == WS_OPEN || ws->state == WS_CLOSING) && *act == CGNET_NONE &&
+         !cgnet__conn_closing(c)) {
+    const uint8_t *buf;
+    size_t len = cgnet_conn_peek(c, 0, &buf);
+    if (len == 0) return;
+    cgnet__ws_event ev;
+    /* The bytes are the conn's own input: unmasking them in place is ours to do. */
+    size_t n = cgnet__ws_parse(&ws->parser, (uint8_t *)buf, len, &ev);
+    cgnet_conn_discard(c, n);
+    if (ev.type == CGNET__WS_EV_NONE && n == 0) return;
+    on_event(c, ws, &ev, act);
+  }
+}
+
+/* ---- the engine handler --------------------------------------------------------------- */
+
+static cgnet_action ws_on_open(cgnet_conn *c) {
+  cgnet_ws_server *srv = cgnet_engine_userdata(cgnet_conn_engine(c));
+  ws_conn *ws = calloc(1, sizeof *ws);
+  if (!ws) return CGNET_CLOSE;
+  ws->srv = srv;
+  ws->state = WS_HANDSHAKE;
+  cgnet_conn_set_context(c, ws);
+  start_timer(c, ws, srv->o.handshake_timeout_ms);
+  return CGNET_NONE;
+}
+
+static cgnet_action ws_on_traffic(cgnet_conn *c) {
+  ws_conn *ws = ws_of(c);
+  cgnet_action act = CGNET_NONE;
+  if (!ws) return CGNET_CLOSE;
+  if (ws->state == WS_HANDSHAKE) {
+    if (!read_handshake(c, ws, &act)) return act;
+    const cgnet_ws_handler *h = &ws->srv->h;
+    if (h->on_ws_open) apply_action(c, ws, h->on_ws_open(c), &act);
+  }
+  read_frames(c, ws, &act);
+  if (ws->state == WS_DONE) {
+    /* Input after the end is not ours to read. */
+    cgnet_conn_discard(c, cgnet_conn_inbound_buffered(c));
+  }
+  return act;
+}
+
+static void free_ws(ws_conn *ws) {
+  cgnet__ws_deflate_free(ws->z);
+  free(ws->protocol);
+  free(ws->msg);
+  free(ws->zbuf);
+  free(ws);
+}
+
+static cgnet_action ws_on_close(cgnet_conn *c, int reason) {
+  (void)reason;
+  ws_conn *ws = ws_of(c);
+  if (!ws) return CGNET_NONE;
+  if (ws->opened && ws->srv->h.on_ws_close) {
+    if (!ws->have_code) record_close(ws, CGNET_WS_CLOSE_ABNORMAL, NULL, 0);
+    ws->srv->h.on_ws_close(c, ws->close_code, ws->close_reason);
+  }
+  cgnet_conn_set_context(c, NULL);
+  free_ws(ws);
+  return CGNET_NONE;
+}
+
+static void ws_on_writable_changed(cgnet_conn *c, int writable) {
+  ws_conn *ws = ws_of(c);
+  if (ws && ws->opened && ws->srv->h.on_ws_writable_changed)
+    ws->srv->h.on_ws_writable_changed(c, writable);
+}
+
+/* ---- server object -------------------------------------------------------------------- */
+
+static int copy_protocols(cgnet_ws_server *s, const cgnet_ws_options *o) {
+  if (!o->nsubprotocols) return 0;
+  if (!o->subprotocols) return CGNET_EINVAL;
+  s->protocols = calloc(o->nsubprotocols, sizeof *s->protocols);
+  if (!s->protocols) return CGNET_ENOMEM;
+  for (size_t i = 0; i < o->nsubprotocols; i++) {
+    if (!o->subprotocols[i] || !o->subprotocols[i][0]) return CGNET_EINVAL;
+    if (!(s->protocols[i] = strdup(o->subprotocols[i]))) return CGNET_ENOMEM;
+  }
+  return 0;
+}
+
+static int fill_options(cgnet_ws_server *s, const cgnet_ws_options *in) {
+  cgnet_ws_options o = in ? *in : (cgnet_ws_options){0};
+  if (!o.max_message) o.max_message = DEFAULT_MAX_MESSAGE;
+  if (!o.max_frame) o.max_frame = o.max_message;
+  if (o.max_frame > o.max_message) return CGNET_EINVAL;
+  if (!o.close_timeout_ms) o.close_timeout_ms = DEFAULT_CLOSE_TIMEOUT_MS;
+  if (!o.handshake_timeout_ms) o.handshake_timeout_ms = DEFAULT_HANDSHAKE_TIMEOUT_MS;
+  s->deflate = o.deflate != CGNET_OFF && cgnet__ws_deflate_available();
+  s->o = o;
+  s->o.subprotocols = NULL;
+  return copy_protocols(s, &o);
+}
+
+int cgnet_ws_server_new(const cgnet_ws_handler *handler, const cgnet_ws_options *opts,
+                        cgnet_ws_server **out) {
+  if (!handler || !out) return CGNET_EINVAL;
+  cgnet_ws_server *s = calloc(1, sizeof *s);
+  if (!s) return CGNET_ENOMEM;
+  s->h = *handler;
+  int rc = fill_options(s, opts);
+  if (rc != 0) {
+    cgnet_ws_server_free(s);
+    return rc;
+  }
+  *out = s;
+  return 0;
+}
+
+void cgnet_ws_server_handler(cgnet_ws_server *ws, cgnet_handler *out) {
+  memset(out, 0, sizeof *out);
+  out->ud = ws;
+  out->on_open = ws_on_open;
+  out->on_traffic = ws_on_traffic;
+  out->on_close = ws_on_close;
+  out->on_writable_changed = ws_on_writable_changed;
+}
+
+void cgnet_ws_server_free(cgnet_ws_server *ws) {
+  if (!ws) return;
+  if (ws->protocols)
+    for (size_t i = 0; i < ws->o.nsubprotocols; i++)
+      free(ws->protocols[i]);
+  free(ws->protocols);
+  free(ws);
+}
+
+void *cgnet_ws_server_userdata(const cgnet_ws_server *ws) {
+  return ws->h.ud;
+}
+
+/* ---- conn accessors -------------------------------------------------------------------- */
+
+void *cgnet_ws_userdata(const cgnet_conn *c) {
+  ws_conn *ws = ws_of(c);
+  return ws ? ws->srv->h.ud : NULL;
+}
+
+void *cgnet_ws_context(const cgnet_conn *c) {
+  ws_conn *ws = ws_of(c);
+  return ws ? ws->user_ctx : NULL;
+}
+
+void cgnet_ws_set_context(cgnet_conn *c, void *ctx) {
+  ws_conn *ws = ws_of(c);
+  if (ws) ws->user_ctx = ctx;
+}
+
+const char *cgnet_ws_subprotocol(const cgnet_conn *c) {
+  ws_conn *ws = ws_of(c);
+  return ws ? ws->protocol : NULL;
+}
+
+int cgnet_ws_deflate_enabled(const cgnet_conn *c) {
+  ws_conn *ws = ws_of(c);
+  return ws && ws->z != NULL;
+}
+
+/* ---- sending --------------------------------------------------------------------------- */
+
+/* The conn's ws state if it may send data now, else NULL with *err set. */
+static ws_conn *sendable(cgnet_conn *c, int *err) {
+  if (!c) {
+    *err = CGNET_EINVAL;
+    return NULL;
+  }
+  if (c->loop != cgnet__tls_loop) {
+    *err = CGNET_EWRONGTHREAD;
+    return NULL;
+  }
+  ws_conn *ws = cgnet__conn_closed(c) ? NULL : ws_of(c);
+  if (!ws || ws->state != WS_OPEN || cgnet__conn_closing(c)) {
+    *err = CGNET_ECLOSED;
+    return NULL;
+  }
+  return ws;
+}
+
+static int send_compressed(cgnet_conn *c, ws_conn *ws, uint8_t op, const uint8_t *data,
+                           size_t len) {
+  size_t need = cgnet__ws_deflate_bound(len), out_len;
+  if (grow(&ws->zbuf, &ws->zcap, need) != 0) return CGNET_ENOMEM;
+  int rc = cgnet__ws_deflate_message(ws->z, data, len, ws->zbuf, ws->zcap, &out_len);
+  if (rc != 0) return rc;
+  rc = write_frame(c, 1, 0x40, op, ws->zbuf, out_len);
+  if (ws->zcap > KEEP_MESSAGE_BUFFER) {
+    free(ws->zbuf);
+    ws->zbuf = NULL;
+    ws->zcap = 0;
+  }
+  return rc;
+}
+
+static int send_message(cgnet_conn *c, uint8_t op, const void *data, size_t len) {
+  int err;
+  ws_conn *ws = sendable(c, &err);
+  if (!ws) return err;
+  if (len && !data) return CGNET_EINVAL;
+  if (ws->stream_op) return CGNET_EBUSY;
+  if (op == CGNET__WS_OP_TEXT && !cgnet__utf8_valid(data, len)) return CGNET_EINVAL;
+  if (ws->z && len >= DEFLATE_MIN_SIZE) return send_compressed(c, ws, op, data, len);
+  return write_frame(c, 1, 0, op, data, len);
+}
+
+int cgnet_ws_send_text(cgnet_conn *c, const char *data, size_t len) {
+  return send_message(c, CGNET__WS_OP_TEXT, data, len);
+}
+
+int cgnet_ws_send_binary(cgnet_conn *c, const void *data, size_t len) {
+  return send_message(c, CGNET__WS_OP_BINARY, data, len);
+}
+
+int cgnet_ws_send_ping(cgnet_conn *c, const void *data, size_t len) {
+  int err;
+  if (!sendable(c, &err)) return err;
+  if (len > CGNET__WS_MAX_CONTROL_PAYLOAD || (len && !data)) return CGNET_EINVAL;
+  return write_frame(c, 1, 0, CGNET__WS_OP_PING, data, len);
+}
+
+int cgnet_ws_close(cgnet_conn *c, int code, const char *reason) {
+  int err;
+  ws_conn *ws = sendable(c, &err);
+  if (!ws) {
+    ws = err == CGNET_ECLOSED && !cgnet__conn_closed(c) ? ws_of(c) : NULL;
+    return ws && ws->close_sent ? CGNET_EALREADY : err;
+  }
+  size_t rlen = reason ? strlen(reason) : 0;
+  if (code < 0 || (code == 0 && rlen)) return CGNET_EINVAL;
+  int rc = send_close(c, ws, (unsigned)code, reason, rlen);
+  if (rc == CGNET_EINVAL) return rc;
+  ws->state = WS_CLOSING;
+  start_timer(c, ws, ws->srv->o.close_timeout_ms);
+  return rc;
+}
+
+int cgnet_ws_send_begin(cgnet_conn *c, cgnet_ws_opcode op) {
+  int err;
+  ws_conn *ws = sendable(c, &err);
+  if (!ws) return err;
+  if (op != CGNET_WS_TEXT && op != CGNET_WS_BINARY) return CGNET_EINVAL;
+  if (ws->stream_op) return CGNET_EBUSY;
+  ws->stream_op = (uint8_t)op;
+  ws->stream_started = 0;
+  return 0;
+}
+
+/* The next frame of the streamed message: its first carries the opcode. */
+static int stream_frame(cgnet_conn *c, int fin, const void *data, size_t len) {
+  int err;
+  ws_conn *ws = sendable(c, &err);
+  if (!ws) return err;
+  if (!ws->stream_op || (len && !data)) return CGNET_EINVAL;
+  uint8_t op = ws->stream_started ? CGNET__WS_OP_CONTINUATION : ws->stream_op;
+  ws->stream_started = 1;
+  if (fin) ws->stream_op = 0;
+  return write_frame(c, fin, 0, op, data, len);
+}
+
+int cgnet_ws_send_piece(cgnet_conn *c, const void *data, size_t len) {
+  if (len == 0) return 0; /* an empty fragment says nothing */
+  return stream_frame(c, 0, data, len);
+}
+
+int cgnet_ws_send_end(cgnet_conn *c) {
+  return stream_frame(c, 1, NULL, 0);
+}
+
+/* ---- from any thread ------------------------------------------------------------------- */
+
+typedef struct ws_task {
+  cgnet__task t;
+  cgnet_conn *c;
+  int close;   /* a close, not a message */
+  int code;    /* close: the code; message: the opcode */
+  int has_reason;
+  cgnet_write_done_fn done;
+  void *ud;
+  size_t len;
+  uint8_t data[]; /* the message, or the NUL-terminated reason */
+} ws_task;
+
+static void finish_task(ws_task *wt, int status) {
+  if (wt->done) wt->done(wt->c, status, wt->ud);
+  cgnet_conn_unref(wt->c);
+  free(wt);
+}
+
+static void run_task(cgnet_loop *loop, cgnet__task *t) {
+  (void)loop;
+  ws_task *wt = (ws_task *)t;
+  int rc;
+  if (cgnet__conn_closed(wt->c))
+    rc = CGNET_ECLOSED;
+  else if (wt->close)
+    rc = cgnet_ws_close(wt->c, wt->code, wt->has_reason ? (const char *)wt->data : NULL);
+  else
+    rc = send_message(wt->c, (uint8_t)wt->code, wt->data, wt->len);
+  finish_task(wt, rc);
+}
+
+static void drop_task(cgnet__task *t) {
+  finish_task((ws_task *)t, CGNET_ECANCELED);
+}
+
+static int post_task(cgnet_conn *c, int close, int code, const void *data, size_t len,
+                     cgnet_write_done_fn done, void *ud) {
+  if (cgnet_conn_is_closed(c)) return CGNET_ECLOSED;
+  ws_task *wt = malloc(sizeof *wt + len + 1);
+  if (!wt) return CGNET_ENOMEM;
+  memset(wt, 0, sizeof *wt);
+  wt->t.run = run_task;
+  wt->t.drop = drop_task;
+  wt->c = cgnet_conn_ref(c);
+  wt->close = close;
+  wt->code = code;
+  wt->has_reason = close && data != NULL;
+  wt->done = done;
+  wt->ud = ud;
+  wt->len = len;
+  if (len) memcpy(wt->data, data, len);
+  wt->data[len] = '\0';
+  cgnet__loop_post(c->loop, &wt->t);
+  return 0;
+}
+
+int cgnet_ws_async_send(cgnet_conn *c, cgnet_ws_opcode op, const void *data, size_t len,
+                        cgnet_write_done_fn done, void *ud) {
+  if (!c || (op != CGNET_WS_TEXT && op != CGNET_WS_BINARY) || (len && !data))
+    return CGNET_EINVAL;
+  return post_task(c, 0, (int)op, data, len, done, ud);
+}
+
+int cgnet_ws_async_close(cgnet_conn *c, int code, const char *reason,
+                         cgnet_write_done_fn done, void *ud) {
+  if (!c) return CGNET_EINVAL;
+  size_t len = reason ? strlen(reason) : 0;
+  if (len > CGNET__WS_MAX_CLOSE_REASON) return CGNET_EINVAL;
+  return post_task(c, 1, code, reason, len, done, ud);
+}
+
+/* ---- the request ----------------------------------------------------------------------- */
+
+static const char *view(cgnet__ws_str s, size_t *len) {
+  if (len) *len = s.len;
+  return s.ptr;
+}
+
+const char *cgnet_ws_request_method(const cgnet_ws_request *r, size_t *len) {
+  return view(r->r.method, len);
+}
+
+const char *cgnet_ws_request_target(const cgnet_ws_request *r, size_t *len) {
+  return view(r->r.target, len);
+}
+
+const char *cgnet_ws_request_path(const cgnet_ws_request *r, size_t *len) {
+  return view(r->r.path, len);
+}
+
+const char *cgnet_ws_request_header(const cgnet_ws_request *r, const char *name,
+                                    size_t *len) {
+  return view(find_header(&r->r, name), len);
+}
+
+size_t cgnet_ws_request_header_count(const cgnet_ws_request *r) {
+  return r->r.head.nfields;
+}
+
+const char *cgnet_ws_request_header_at(const cgnet_ws_request *r, size_t i,
+                                       size_t *name_len, const char **value,
+                                       size_t *value_len) {
+  if (i >= r->r.head.nfields) return NULL;
+  const cgnet__ws_field *f = &r->r.head.fields[i];
+  if (value) *value = view(f->value, value_len);
+  return view(f->name, name_len);
+}
+
+size_t cgnet_ws_request_protocol_count(const cgnet_ws_request *r) {
+  return r->r.head.nprotocols;
+}
+
+const char *cgnet_ws_request_protocol(const cgnet_ws_request *r, size_t i, size_t *len) {
+  if (i >= r->r.head.nprotocols) return NULL;
+  return view(r->r.head.protocols[i], len);
+}
+
+const uint8_t *cgnet_ws_request_body(const cgnet_ws_request *r, size_t *len) {
+  if (len) *len = r->body_len;
+  return r->body;
+}

@@ -1,0 +1,1068 @@
+/*
+ * WebSocket conns through a real server on 127.0.0.1, driven by a client written here
+ * (masked frames built by hand, split at random byte boundaries, random fragmentation):
+ * the handshake (the RFC's sample key, trickled byte by byte, refused, 400/426/431,
+ * subprotocols, plain HTTP sharing the listener, the handshake timeout), echo of
+ * thousands of random messages with pings in between, every protocol error with its
+ * close code (and the server alive afterwards), the close handshake both ways and its
+ * timeout, streaming, async sends from another thread, server pings, and
+ * permessage-deflate on and off (a deflate bomb closes with 1009).
+ *
+ * cgnet-test-timeout: 300
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#if defined(__has_include)
+#if __has_include(<zlib.h>)
+#include <zlib.h>
+#define HAVE_ZLIB_H 1
+#endif
+#endif
+
+#include "cgnet.h"
+#include "cgnet_ws.h"
+#include "support/support.h"
+#include "ws_deflate.h"
+#include "ws_handshake.h"
+
+#define KiB 1024
+
+/* ---- server side --------------------------------------------------------------------- */
+
+static struct {
+  atomic_int opens, closes, last_code, pongs, async_done, async_status;
+  atomic_int handshakes, http_requests;
+  char last_reason[128];       /* written before closes is bumped */
+  _Atomic(cgnet_conn *) ref;   /* a reference taken in on_ws_open (test_async) */
+} S;
+
+static void reset_state(void) {
+  atomic_store(&S.opens, 0);
+  atomic_store(&S.closes, 0);
+  atomic_store(&S.last_code, 0);
+  atomic_store(&S.pongs, 0);
+  atomic_store(&S.async_done, 0);
+  atomic_store(&S.async_status, 1);
+  atomic_store(&S.handshakes, 0);
+  atomic_store(&S.http_requests, 0);
+  atomic_store(&S.ref, NULL);
+  tu_checks_reset();
+}
+
+static int ws_handshake(cgnet_conn *c, const cgnet_ws_request *req, const char **protocol) {
+  (void)c;
+  atomic_fetch_add(&S.handshakes, 1);
+  size_t len;
+  const char *path = cgnet_ws_request_path(req, &len);
+  if (len == 10 && memcmp(path, "/forbidden", 10) == 0) return 403;
+  if (len == 6 && memcmp(path, "/bogus", 6) == 0) *protocol = "never-offered";
+  if (len == 7 && memcmp(path, "/second", 7) == 0 && cgnet_ws_request_protocol_count(req) > 1)
+    *protocol = "chat.v1"; /* the client's second choice, not the server's first */
+  return 0;
+}
+
+static cgnet_action ws_open(cgnet_conn *c) {
+  atomic_fetch_add(&S.opens, 1);
+  TU_CHECK(cgnet_ws_userdata(c) == &S);
+  cgnet_ws_set_context(c, &S.opens);
+  if (atomic_load(&S.ref) == NULL) atomic_store(&S.ref, cgnet_conn_ref(c));
+  return CGNET_NONE;
+}
+
+static int is_cmd(const uint8_t *d, size_t n, const char *cmd) {
+  return n == strlen(cmd) && memcmp(d, cmd, n) == 0;
+}
+
+/* Echo, except for a few commands the tests send as text. */
+static cgnet_action ws_message(cgnet_conn *c, cgnet_ws_opcode op, const uint8_t *d,
+                               size_t n) {
+  TU_CHECK(cgnet_ws_context(c) == &S.opens);
+  if (op == CGNET_WS_TEXT && is_cmd(d, n, "close-me")) {
+    TU_CHECK_EQ(cgnet_ws_close(c, 1000, "bye"), 0);
+    TU_CHECK_EQ(cgnet_ws_close(c, 1000, "again"), CGNET_EALREADY);
+    TU_CHECK_EQ(cgnet_ws_send_text(c, "x", 1), CGNET_ECLOSED);
+    return CGNET_NONE;
+  }
+  if (op == CGNET_WS_TEXT && is_cmd(d, n, "action-close")) return CGNET_CLOSE;
+  if (op == CGNET_WS_TEXT && is_cmd(d, n, "ping-me")) {
+    TU_CHECK_EQ(cgnet_ws_send_ping(c, "abc", 3), 0);
+    uint8_t big[126] = {0};
+    TU_CHECK_EQ(cgnet_ws_send_ping(c, big, sizeof big), CGNET_EINVAL);
+    return CGNET_NONE;
+  }
+  if (op == CGNET_WS_TEXT && is_cmd(d, n, "stream-me")) {
+    TU_CHECK_EQ(cgnet_ws_send_begin(c, CGNET_WS_BINARY), 0);
+    TU_CHECK_EQ(cgnet_ws_send_text(c, "no", 2), CGNET_EBUSY);
+    TU_CHECK_EQ(cgnet_ws_send_begin(c, CGNET_WS_TEXT), CGNET_EBUSY);
+    TU_CHECK_EQ(cgnet_ws_send_piece(c, "abc", 3), 0);
+    TU_CHECK_EQ(cgnet_ws_send_ping(c, "p", 1), 0); /* a control frame between pieces */
+    TU_CHECK_EQ(cgnet_ws_send_piece(c, "defg", 4), 0);
+    TU_CHECK_EQ(cgnet_ws_send_end(c), 0);
+    TU_CHECK_EQ(cgnet_ws_send_end(c), CGNET_EINVAL);
+    return CGNET_NONE;
+  }
+  if (op == CGNET_WS_TEXT && is_cmd(d, n, "bad-utf8-out"))
+    TU_CHECK_EQ(cgnet_ws_send_text(c, "\xff", 1), CGNET_EINVAL);
+  int rc = op == CGNET_WS_TEXT ? cgnet_ws_send_text(c, (const char *)d, n)
+                               : cgnet_ws_send_binary(c, d, n);
+  TU_CHECK_EQ(rc, 0);
+  return CGNET_NONE;
+}
+
+static cgnet_action ws_pong(cgnet_conn *c, const uint8_t *d, size_t n) {
+  atomic_fetch_add(&S.pongs, 1);
+  char reply[64];
+  int len = snprintf(reply, sizeof reply, "pong:%.*s", (int)n, (const char *)d);
+  TU_CHECK_EQ(cgnet_ws_send_text(c, reply, (size_t)len), 0);
+  return CGNET_NONE;
+}
+
+static void ws_close(cgnet_conn *c, int code, const char *reason) {
+  TU_CHECK(cgnet_ws_context(c) == &S.opens);
+  snprintf(S.last_reason, sizeof S.last_reason, "%s", reason);
+  atomic_store(&S.last_code, code);
+  atomic_fetch_add(&S.closes, 1);
+}
+
+static cgnet_action http_request(cgnet_conn *c, const cgnet_ws_request *req) {
+  atomic_fetch_add(&S.http_requests, 1);
+  size_t plen, blen;
+  const char *path = cgnet_ws_request_path(req, &plen);
+  cgnet_ws_request_body(req, &blen);
+  char resp[256];
+  int n = snprintf(resp, sizeof resp,
+                   "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%.*s:%zu",
+                   (int)plen + 1 + (blen > 9 ? 2 : 1), (int)plen, path, blen);
+  cgnet_conn_write(c, resp, (size_t)n);
+  return CGNET_NONE;
+}
+
+static const cgnet_ws_handler HANDLER = {
+    .ud = &S,
+    .on_ws_handshake = ws_handshake,
+    .on_ws_open = ws_open,
+    .on_ws_message = ws_message,
+    .on_ws_pong = ws_pong,
+    .on_ws_close = ws_close,
+};
+
+typedef struct server {
+  tu_server s;
+  cgnet_ws_server *ws;
+} server;
+
+static void start_with(server *sv, const cgnet_ws_handler *h, const cgnet_ws_options *wo,
+                       const cgnet_options *o) {
+  reset_state();
+  assert_int_equal(cgnet_ws_server_new(h, wo, &sv->ws), 0);
+  cgnet_handler eh;
+  cgnet_ws_server_handler(sv->ws, &eh);
+  assert_int_equal(tu_server_start(&sv->s, &eh, o), 0);
+  assert_ptr_equal(cgnet_engine_userdata(sv->s.eng), sv->ws);
+  assert_ptr_equal(cgnet_ws_server_userdata(sv->ws), &S);
+}
+
+static void start(server *sv, const cgnet_ws_options *wo) {
+  start_with(sv, &HANDLER, wo, NULL);
+}
+
+static void stop(server *sv) {
+  cgnet_conn *ref = atomic_exchange(&S.ref, NULL);
+  if (ref) cgnet_conn_unref(ref);
+  assert_int_equal(tu_server_stop(&sv->s, 1000), 0);
+  cgnet_ws_server_free(sv->ws);
+  assert_no_check_failures();
+}
+
+/* ---- the test client ------------------------------------------------------------------- */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd(void) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return (uint32_t)(rng_state >> 16);
+}
+
+/* Send buf in pieces cut at random byte boundaries. */
+static void send_split(int fd, const void *buf, size_t len) {
+  const uint8_t *p = buf;
+  while (len) {
+    size_t n = (rnd() % 4 == 0) ? 1 + rnd() % 7 : 1 + rnd() % (len < 4096 ? len : 4096);
+    if (n > len) n = len;
+    assert_int_equal(tu_send_all(fd, p, n, TU_TIMEOUT_MS), 0);
+    p += n;
+    len -= n;
+  }
+}
+
+/* One masked client frame (header and payload), returned in *out (caller frees). */
+static size_t build_frame(uint8_t **out, int fin, uint8_t rsv, uint8_t op, const void *data,
+                          size_t len) {
+  uint8_t *f = malloc(len + 14);
+  assert_non_null(f);
+  size_t n = 0;
+  f[n++] = (uint8_t)((fin ? 0x80 : 0) | rsv | op);
+  if (len < 126) {
+    f[n++] = (uint8_t)(0x80 | len);
+  } else if (len <= 0xffff) {
+    f[n++] = 0x80 | 126;
+    f[n++] = (uint8_t)(len >> 8);
+    f[n++] = (uint8_t)len;
+  } else {
+    f[n++] = 0x80 | 127;
+    for (int s = 56; s >= 0; s -= 8)
+      f[n++] = (uint8_t)((uint64_t)len >> s);
+  }
+  uint8_t key[4] = {(uint8_t)rnd(), (uint8_t)rnd(), (uint8_t)rnd(), (uint8_t)rnd()};
+  memcpy(f + n, key, 4);
+  n += 4;
+  for (size_t i = 0; i < len; i++)
+    f[n + i] = ((const uint8_t *)data)[i] ^ key[i & 3];
+  *out = f;
+  return n + len;
+}
+
+static void send_frame(int fd, int fin, uint8_t op, const void *data, size_t len) {
+  uint8_t *f;
+  size_t n = build_frame(&f, fin, 0, op, data, len);
+  send_split(fd, f, n);
+  free(f);
+}
+
+static void send_raw(int fd, const void *data, size_t len) {
+  assert_int_equal(tu_send_all(fd, data, len, TU_TIMEOUT_MS), 0);
+}
+
+typedef struct frame {
+  int fin, rsv, op;
+  uint8_t *data;
+  size_t len;
+} frame;
+
+/* Read one server frame (which must be unmasked); 0, or TU_EEOF / an error. */
+static int read_frame(int fd, frame *f) {
+  uint8_t h[8];
+  int rc = tu_recv_exact(fd, h, 2, TU_TIMEOUT_MS, NULL);
+  if (rc != 0) return rc;
+  f->fin = h[0] >> 7;
+  f->rsv = h[0] & 0x70;
+  f->op = h[0] & 0x0f;
+  assert_int_equal(h[1] & 0x80, 0);
+  uint64_t len = h[1] & 0x7f;
+  size_t ext = len == 126 ? 2 : len == 127 ? 8 : 0;
+  if (ext) {
+    assert_int_equal(tu_recv_exact(fd, h, ext, TU_TIMEOUT_MS, NULL), 0);
+    len = 0;
+    for (size_t i = 0; i < ext; i++)
+      len = len << 8 | h[i];
+  }
+  f->len = (size_t)len;
+  f->data = malloc(f->len + 1);
+  assert_non_null(f->data);
+  if (f->len) assert_int_equal(tu_recv_exact(fd, f->data, f->len, TU_TIMEOUT_MS, NULL), 0);
+  return 0;
+}
+
+/* Read the HTTP response head (up to the blank line) into buf. */
+static size_t read_head(int fd, char *buf, size_t cap) {
+  size_t n = 0;
+  while (n + 1 < cap) {
+    if (tu_recv_exact(fd, buf + n, 1, TU_TIMEOUT_MS, NULL) != 0) break;
+    n++;
+    if (n >= 4 && memcmp(buf + n - 4, "\r\n\r\n", 4) == 0) break;
+  }
+  buf[n] = '\0';
+  return n;
+}
+
+static const char RFC_KEY[] = "dGhlIHNhbXBsZSBub25jZQ==";
+static const char RFC_ACCEPT[] = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+static int request(char *out, size_t cap, const char *path, const char *extra) {
+  return snprintf(out, cap,
+                  "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                  "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                  "Sec-WebSocket-Version: 13\r\n%s\r\n",
+                  path, RFC_KEY, extra ? extra : "");
+}
+
+/* Connect and upgrade; the response head goes to head (if given). */
+static int ws_connect_ex(int port, const char *path, const char *extra, char *head,
+                         size_t cap) {
+  int fd = tu_connect4(port);
+  assert_true(fd >= 0);
+  char req[1024], buf[2048];
+  int n = request(req, sizeof req, path, extra);
+  send_split(fd, req, (size_t)n);
+  read_head(fd, buf, sizeof buf);
+  assert_non_null(strstr(buf, "HTTP/1.1 101 "));
+  assert_non_null(strstr(buf, RFC_ACCEPT));
+  if (head) snprintf(head, cap, "%s", buf);
+  return fd;
+}
+
+static int ws_connect(int port) {
+  return ws_connect_ex(port, "/", NULL, NULL, 0);
+}
+
+/* The next frame must be a close with `code`, then the stream must end. */
+static void expect_close(int fd, int code) {
+  frame f;
+  assert_int_equal(read_frame(fd, &f), 0);
+  assert_int_equal(f.op, 0x8);
+  assert_true(f.len >= 2);
+  assert_int_equal(f.data[0] << 8 | f.data[1], code);
+  free(f.data);
+  assert_int_equal(tu_expect_eof(fd, TU_TIMEOUT_MS, NULL), 0);
+}
+
+/* Echo one message and check it. */
+static void echo_once(int fd, uint8_t op, const void *data, size_t len) {
+  send_frame(fd, 1, op, data, len);
+  frame f;
+  assert_int_equal(read_frame(fd, &f), 0);
+  assert_int_equal(f.op, op);
+  assert_int_equal(f.fin, 1);
+  assert_int_equal(f.len, len);
+  assert_memory_equal(f.data, data, len);
+  free(f.data);
+}
+
+static void expect_alive(int port) {
+  int fd = ws_connect(port);
+  echo_once(fd, 1, "alive", 5);
+  close(fd);
+}
+
+/* The client closes: 1000, echoed; the server's on_ws_close sees 1000. */
+static void client_close(int fd) {
+  send_frame(fd, 1, 0x8, "\x03\xe8ok", 4);
+  expect_close(fd, 1000);
+  close(fd);
+}
+
+/* ---- tests: handshake ---------------------------------------------------------------- */
+
+static void test_handshake_and_close(void **state) {
+  (void)state;
+  server sv;
+  start(&sv, NULL);
+  int fd = ws_connect(sv.s.port);
+  echo_once(fd, 1, "hello", 5);
+  echo_once(fd, 2, "", 0);
+  client_close(fd);
+  assert_true(tu_wait_atomic_eq(&S.closes, 1, TU_TIMEOUT_MS));
+  assert_int_equal(atomic_load(&S.last_code), 1000);
+  assert_string_equal(S.last_reason, "ok");
+  stop(&sv);
+}
+
+static void test_handshake_trickled(void **state) {
+  (void)state;
+  server sv;
+  start(&sv, NULL);
+  int fd = tu_connect4(sv.s.port);
+  char req[1024], head[2048];
+  int n = request(req, sizeof req, "/", NULL);
+  for (int i = 0; i < n; i++) {
+    send_raw(fd, req + i, 1);
+    if (i % 16 == 0) tu_sleep_ms(1);
+  }
+  read_head(fd, head, sizeof head);
+  assert_non_null(strstr(head, "HTTP/1.1 101 "));
+  assert_non_null(strstr(head, RFC_ACCEPT));
+  /* A frame trickled byte by byte too. */
+  uint8_t *f;
+  size_t fl = build_frame(&f, 1, 0, 1, "trickle", 7);
+  for (size_t i = 0; i < fl; i++)
+    send_raw(fd, f + i, 1);
+  free(f);
+  frame r;
+  assert_int_equal(read_frame(fd, &r), 0);
+  assert_int_equal(r.len, 7);
+  assert_memory_equal(r.data, "trickle", 7);
+  free(r.data);
+  client_close(fd);
+  stop(&sv);
+}
+
+/* Send a raw request; expect `status` and the end of the stream. */
+static void expect_refused(int port, const char *req, size_t len, const char *status) {
+  int fd = tu_connect4(port);
+  assert_true(fd >= 0);
+  send_raw(fd, req, len);
+  char head[2048];
+  read_head(fd, head, sizeof head);
+  if (!strstr(head, status)) fail_msg("expected %s, got: %s", status, head);
+  size_t extra;
+  int rc = tu_expect_eof(fd, TU_TIMEOUT_MS, &extra);
+  assert_true(rc == 0 || rc == -ECONNRESET);
+  close(fd);
+}
+
+static void test_bad_handshakes(void **state) {
+  (void)state;
+  server sv;
+  start(&sv, NULL);
+  int port = sv.s.port;
+  const char *no_key = "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n"
+                       "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n";
+  expect_refused(port, no_key, strlen(no_key), "HTTP/1.1 400 ");
+  const char *v12 = "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 12\r\n\r\n";
+  expect_refused(port, v12, strlen(v12), "HTTP/1.1 426 ");
+  const char *post = "POST / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n";
+  expect_refused(port, post, strlen(post), "HTTP/1.1 400 ");
+  const char *bare_lf = "GET / HTTP/1.1\nHost: a\n\n";
+  expect_refused(port, bare_lf, strlen(bare_lf), "HTTP/1.1 400 ");
+  /* Plain HTTP without on_http_request: 426. */
+  const char *plain = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+  expect_refused(port, plain, strlen(plain), "HTTP/1.1 426 ");
+  /* An oversized head: 431 (sent in full before reading, so the server sees it all). */
+  size_t big = 12 * KiB;
+  char *huge = malloc(big + 64);
+  assert_non_null(huge);
+  int n = snprintf(huge, 64, "GET / HTTP/1.1\r\nHost: a\r\nX-Big: ");
+  memset(huge + n, 'a', big);
+  expect_refused(port, huge, (size_t)n + big, "HTTP/1.1 431 ");
+  free(huge);
+  /* The user refuses: 403; names a protocol never offered: 500. */
+  char req[1024];
+  n = request(req, sizeof req, "/forbidden", NULL);
+  expect_refused(port, req, (size_t)n, "HTTP/1.1 403 ");
+  n = request(req, sizeof req, "/bogus", "Sec-WebSocket-Protocol: a\r\n");
+  expect_refused(port, req, (size_t)n, "HTTP/1.1 500 ");
+  assert_int_equal(atomic_load(&S.opens), 0);
+  expect_alive(port);
+  stop(&sv);
+}
+
+static void test_subprotocols(void **state) {
+  (void)state;
+  server sv;
+  const char *protos[] = {"chat.v2", "chat.v1"};
+  cgnet_ws_options wo = {.subprotocols = protos, .nsubprotocols = 2};
+  start(&sv, &wo);
+  char head[2048];
+  int fd = ws_connect_ex(sv.s.port, "/", "Sec-WebSocket-Protocol: chat.v1, chat.v2\r\n",
+                         head, sizeof head);
+  assert_non_null(strstr(head, "Sec-WebSocket-Protocol: chat.v2\r\n"));
+  close(fd);
+  fd = ws_connect_ex(sv.s.port, "/second", "Sec-WebSocket-Protocol: chat.v2, chat.v1\r\n",
+                     head, sizeof head);
+  assert_non_null(strstr(head, "Sec-WebSocket-Protocol: chat.v1\r\n"));
+  close(fd);
+  fd = ws_connect_ex(sv.s.port, "/", "Sec-WebSocket-Protocol: other\r\n", head, sizeof head);
+  assert_null(strstr(head, "Sec-WebSocket-Protocol"));
+  close(fd);
+  stop(&sv);
+  cgnet_ws_server *bad;
+  const char *empty[] = {""};
+  cgnet_ws_options wb = {.subprotocols = empty, .nsubprotocols = 1};
+  assert_int_equal(cgnet_ws_server_new(&HANDLER, &wb, &bad), CGNET_EINVAL);
+  cgnet_ws_options wf = {.max_frame = 2 * KiB, .max_message = KiB};
+  assert_int_equal(cgnet_ws_server_new(&HANDLER, &wf, &bad), CGNET_EINVAL);
+}
+
+static void test_plain_http_shares_listener(void **state) {
+  (void)state;
+  server sv;
+  cgnet_ws_handler h = HANDLER;
+  h.on_http_request = http_request;
+  start_with(&sv, &h, NULL, NULL);
+  int fd = tu_connect4(sv.s.port);
+  const char *r1 = "GET /index.html HTTP/1.1\r\nHost: a\r\n\r\n"
+                   "POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789";
+  send_split(fd, r1, strlen(r1));
+  char head[2048], body[64];
+  read_head(fd, head, sizeof head);
+  assert_non_null(strstr(head, "200 OK"));
+  assert_int_equal(tu_recv_exact(fd, body, 13, TU_TIMEOUT_MS, NULL), 0);
+  assert_memory_equal(body, "/index.html:0", 13);
+  read_head(fd, head, sizeof head);
+  assert_int_equal(tu_recv_exact(fd, body, 8, TU_TIMEOUT_MS, NULL), 0);
+  assert_memory_equal(body, "/form:10", 8);
+  /* Then an upgrade on the same conn. */
+  char req[1024];
+  int n = request(req, sizeof req, "/", NULL);
+  send_split(fd, req, (size_t)n);
+  read_head(fd, head, sizeof head);
+  assert_non_null(strstr(head, "HTTP/1.1 101 "));
+  echo_once(fd, 1, "after http", 10);
+  client_close(fd);
+  assert_int_equal(atomic_load(&S.http_requests), 2);
+  /* Chunked bodies are not taken; bodies over max_message neither. */
+  const char *chunked = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+  expect_refused(sv.s.port, chunked, strlen(chunked), "HTTP/1.1 501 ");
+  const char *huge = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999\r\n\r\n";
+  expect_refused(sv.s.port, huge, strlen(huge), "HTTP/1.1 413 ");
+  stop(&sv);
+}
+
+static void test_handshake_timeout(void **state) {
+  (void)state;
+  server sv;
+  cgnet_ws_options wo = {.handshake_timeout_ms = 200};
+  start(&sv, &wo);
+  int fd = tu_connect4(sv.s.port);
+  send_raw(fd, "GET / HTTP/1.1\r\n", 16);
+  uint64_t t0 = tu_now_ms();
+  assert_int_equal(tu_expect_eof(fd, TU_TIMEOUT_MS, NULL), 0);
+  assert_true(tu_now_ms() - t0 >= 150);
+  close(fd);
+  stop(&sv);
+}
+
+/* ---- tests: messages ----------------------------------------------------------------- */
+
+/* A valid UTF-8 text of exactly len bytes (ASCII with 2-, 3- and 4-byte characters). */
+static void fill_text(uint8_t *p, size_t len) {
+  static const char *chars[] = {"a", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "z"};
+  size_t i = 0;
+  while (i < len) {
+    const char *ch = chars[rnd() % 5];
+    size_t n = strlen(ch);
+    if (n > len - i) ch = "b", n = 1;
+    memcpy(p + i, ch, n);
+    i += n;
+  }
+}
+
+/* Send one message as random fragments, with pings between some; returns the pings. */
+static int send_fragmented(int fd, uint8_t op, const uint8_t *data, size_t len) {
+  int pings = 0;
+  size_t off = 0;
+  int first = 1;
+  do {
+    size_t n = len - off;
+    if (rnd() % 2 && n > 1) n = rnd() % n;
+    int fin = off + n == len;
+    send_frame(fd, fin, first ? op : 0, data + off, n);
+    first = 0;
+    off += n;
+    if (!fin && rnd() % 4 == 0) {
+      send_frame(fd, 1, 0x9, "pi", 2);
+      pings++;
+    }
+  } while (off < len);
+  return pings;
+}
+
+static size_t random_size(void) {
+  switch (rnd() % 8) {
+  case 0:
+    return 0;
+  case 1:
+    return 126 + rnd() % 200;
+  case 2:
+    return 60 * KiB + rnd() % (16 * KiB); /* around the 16-bit length boundary */
+  case 3:
+    return rnd() % (200 * KiB);
+  default:
+    return rnd() % 200;
+  }
+}
+
+static void test_echo_random(void **state) {
+  (void)state;
+  server sv;
+  start(&sv, NULL);
+  int fd = ws_connect(sv.s.port);
+  uint8_t *buf = malloc(256 * KiB);
+  assert_non_null(buf);
+  const int count = 2000 / TU_PAYLOAD_DIV;
+  uint64_t deadline = tu_now_ms() + TU_TIMEOUT_MS;
+  for (int i = 0; i < count && tu_now_ms() < deadline; i++) {
+    uint8_t op = rnd() % 2 ? 1 : 2;
+    size_t len = random_size();
+    if (op == 1)
+      fill_text(buf, len);
+    else
+      tu_pattern_fill(buf, len, (uint64_t)i, 0);
+    int pings = send_fragmented(fd, op, buf, len);
+    for (int p = 0; p < pings; p++) {
+      frame f;
+      assert_int_equal(read_frame(fd, &f), 0);
+      assert_int_equal(f.op, 0xa);
+      assert_int_equal(f.len, 2);
+      assert_memory_equal(f.data, "pi", 2);
+      free(f.data);
+    }
+    frame f;
+    assert_int_equal(read_frame(fd, &f), 0);
+    assert_int_equal(f.op, op);
+    assert_int_equal(f.fin, 1);
+    assert_int_equal(f.len, len);
+    if (len) assert_memory_equal(f.data, buf, len);
+    free(f.data);
+  }
+  free(buf);
+  client_close(fd);
+  stop(&sv);
+}
+
+/* ---- tests: protocol errors ---------------------------------------------------------- */
+
+/* Send raw bytes on a new WebSocket; expect a close with `code`, the stream's end, and
+ * on_ws_close with the same code. */
+static void expect_failure(int port, const void *bytes, size_t len, int code) {
+  int before = atomic_load(&S.closes);
+  int fd = ws_connect(port);
+  /* In one send: the server fails at the first bad byte and closes, so bytes sent after
+   * that would be refused (EPIPE) or turn the close into a reset. */
+  send_raw(fd, bytes, len);
+  expect_close(fd, code);
+  close(fd);
+  assert_true(tu_wait_atomic_eq(&S.closes, before + 1, TU_TIMEOUT_MS));
+  assert_int_equal(atomic_load(&S.last_code), code);
+}
+
+static void expect_frame_failure(int port, int fin, uint8_t op, const void *data, size_t len,
+                                 int code) {
+  uint8_t *f;
+  size_t n = build_frame(&f, fin, 0, op, data, len);
+  expect_failure(port, f, n, code);
+  free(f);
+}
+
+static void test_protocol_errors(void **state) {
+  (void)state;
+  server sv;
+  cgnet_ws_options wo = {.max_message = 64 * KiB, .max_frame = 32 * KiB};
+  start(&sv, &wo);
+  int port = sv.s.port;
+  /* Unmasked client frame. */
+  expect_failure(port, "\x81\x02hi", 4, 1002);
+  /* Invalid UTF-8: in one frame, across fragments, in a close reason. */
+  expect_frame_failure(port, 1, 1, "ok\xc0\xaf", 4, 1007);
+  {
+    uint8_t *a, *b;
+    size_t na = build_frame(&a, 0, 0, 1, "abc\xe2\x82", 5);
+    size_t nb = build_frame(&b, 1, 0, 0, "\x41", 1); /* not a continuation byte */
+    uint8_t both[64];
+    memcpy(both, a, na);
+    memcpy(both + na, b, nb);
+    expect_failure(port, both, na + nb, 1007);
+    free(a);
+    free(b);
+  }
+  expect_frame_failure(port, 1, 1, "\xe2\x82", 2, 1007); /* ends inside a character */
+  expect_frame_failure(port, 1, 0x8, "\x03\xe8\xff", 3, 1007);
+  /* A 2^63 length. */
+  expect_failure(port, "\x82\xff\x80\x00\x00\x00\x00\x00\x00\x00\x01\x02\x03\x04", 14, 1002);
+  /* A ping with 126 bytes; a fragmented ping; a close with a 1-byte payload. */
+  uint8_t big[126] = {0};
+  expect_frame_failure(port, 1, 0x9, big, sizeof big, 1002);
+  expect_frame_failure(port, 0, 0x9, "x", 1, 1002);
+  expect_frame_failure(port, 1, 0x8, "x", 1, 1002);
+  expect_frame_failure(port, 1, 0x8, "\x03\xed", 2, 1002); /* code 1005 may not be sent */
+  /* Continuation with nothing to continue; reserved bits; an unknown opcode. */
+  expect_frame_failure(port, 1, 0, "x", 1, 1002);
+  expect_frame_failure(port, 1, 0x3, "x", 1, 1002);
+  {
+    uint8_t *f;
+    size_t n = build_frame(&f, 1, 0x40, 1, "x", 1); /* RSV1 without deflate */
+    expect_failure(port, f, n, 1002);
+    free(f);
+  }
+  /* Too big: a frame over max_frame; a message whose frames add up past max_message
+   * (judged on the header: the payload need not be sent). */
+  expect_failure(port, "\x82\xfe\x9c\x40\x00\x00\x00\x00", 8, 1009); /* 40000 bytes */
+  {
+    uint8_t *payload = calloc(1, 30 * KiB);
+    uint8_t *a, *b, *c;
+    size_t na = build_frame(&a, 0, 0, 2, payload, 30 * KiB);
+    size_t nb = build_frame(&b, 0, 0, 0, payload, 30 * KiB);
+    size_t nc = build_frame(&c, 1, 0, 0, payload, 30 * KiB);
+    /* The third frame's header alone (8 bytes) fails it: nothing is left unsent. */
+    (void)nc;
+    uint8_t *all = malloc(na + nb + 8);
+    memcpy(all, a, na);
+    memcpy(all + na, b, nb);
+    memcpy(all + na + nb, c, 8);
+    expect_failure(port, all, na + nb + 8, 1009);
+    /* Two frames of 30 KiB (60 KiB) are a valid message. */
+    int fd = ws_connect(port);
+    send_raw(fd, a, na);
+    uint8_t *d;
+    size_t nd = build_frame(&d, 1, 0, 0, payload, 30 * KiB);
+    send_raw(fd, d, nd);
+    frame r;
+    assert_int_equal(read_frame(fd, &r), 0);
+    assert_int_equal(r.len, 60 * KiB);
+    free(r.data);
+    client_close(fd);
+    free(payload), free(a), free(b), free(c), free(d), free(all);
+  }
+  expect_alive(port);
+  stop(&sv);
+}
+
+/* ---- tests: closing ------------------------------------------------------------------ */
+
+static void test_close_timeout(void **state) {
+  (void)state;
+  server sv;
+  cgnet_ws_options wo = {.close_timeout_ms = 300};
+  start(&sv, &wo);
+  int fd = ws_connect(sv.s.port);
+  uint64_t t0 = tu_now_ms();
+  send_frame(fd, 1, 1, "close-me", 8);
+  frame f;
+  assert_int_equal(read_frame(fd, &f), 0);
+  assert_int_equal(f.op, 0x8);
+  assert_int_equal(f.len, 5);
+  assert_memory_equal(f.data, "\x03\xe8" "bye", 5);
+  free(f.data);
+  /* Data after the server's close is dropped, not echoed; the conn ends at the timeout. */
+  send_frame(fd, 1, 1, "ignored", 7);
+  assert_int_equal(tu_expect_eof(fd, TU_TIMEOUT_MS, NULL), 0);
+  assert_true(tu_now_ms() - t0 >= 250);
+  assert_true(tu_wait_atomic_eq(&S.closes, 1, TU_TIMEOUT_MS));
+  assert_int_equal(atomic_load(&S.last_code), 1006);
+  close(fd);
+  /* When the peer answers, the conn ends at once with the peer's code. */
+  fd = ws_connect(sv.s.port);
+  send_frame(fd, 1, 1, "action-close", 12); /* CLOSE from on_ws_message: 1000 */
+  assert_int_equal(read_frame(fd, &f), 0);
+  assert_int_equal(f.op, 0x8);
+  assert_int_equal(f.data[0] << 8 | f.data[1], 1000);
+  free(f.data);
+  t0 = tu_now_ms();
+  send_frame(fd, 1, 0x8, "\x0f\xa0" "done", 6); /* 4000 */
+  assert_int_equal(tu_expect_eof(fd, TU_TIMEOUT_MS, NULL), 0);
+  assert_true(tu_now_ms() - t0 < 250 * TU_SLOW);
+  assert_true(tu_wait_atomic_eq(&S.closes, 2, TU_TIMEOUT_MS));
+  assert_int_equal(atomic_load(&S.last_code), 4000);
+  assert_string_equal(S.last_reason, "done");
+  close(fd);
+  /* A close without a code is echoed without one; on_ws_close sees 1005. */
+  fd = ws_connect(sv.s.port);
+  send_frame(fd, 1, 0x8, NULL, 0);
+  assert_int_equal(read_frame(fd, &f), 0);
+  assert_int_equal(f.op, 0x8);
+  assert_int_equal(f.len, 0);
+  free(f.data);
+  assert_int_equal(tu_expect_eof(fd, TU_TIMEOUT_MS, NULL), 0);
+  assert_true(tu_wait_atomic_eq(&S.closes, 3, TU_TIMEOUT_MS));
+  assert_int_equal(atomic_load(&S.last_code), 1005);
+  close(fd);
+  /* A peer that vanishes: 1006. */
+  fd = ws_connect(sv.s.port);
+  close(fd);
+  assert_true(tu_wait_atomic_eq(&S.closes, 4, TU_TIMEOUT_MS));
+  assert_int_equal(atomic_load(&S.last_code), 1006);
+  stop(&sv);
+}
+
+/* ---- tests: sending ------------------------------------------------------------------ */
+
+static void test_stream_and_ping(void **state) {
+  (void)state;
+  server sv;
+  start(&sv, NULL);
+  int fd = ws_connect(sv.s.port);
+  send_frame(fd, 1, 1, "stream-me", 9);
+  frame f;
+  int expect[][3] = {{0, 2, 3}, {1, 9, 1}, {0, 0, 4}, {1, 0, 0}}; /* fin, op, len */
+  for (int i = 0; i < 4; i++) {
+    assert_int_equal(read_frame(fd, &f), 0);
+    assert_int_equal(f.fin, expect[i][0]);
+    assert_int_equal(f.op, expect[i][1]);
+    assert_int_equal(f.len, (size_t)expect[i][2]);
+    free(f.data);
+  }
+  send_frame(fd, 1, 1, "ping-me", 7);
+  assert_int_equal(read_frame(fd, &f), 0);
+  assert_int_equal(f.op, 0x9);
+  assert_memory_equal(f.data, "abc", 3);
+  free(f.data);
+  send_frame(fd, 1, 0xa, "abc", 3);
+  assert_int_equal(read_frame(fd, &f), 0);
+  assert_int_equal(f.op, 1);
+  assert_int_equal(f.len, 8);
+  assert_memory_equal(f.data, "pong:abc", 8);
+  free(f.data);
+  echo_once(fd, 1, "bad-utf8-out", 12);
+  client_close(fd);
+  assert_int_equal(atomic_load(&S.pongs), 1);
+  stop(&sv);
+}
+
+static void async_done(cgnet_conn *c, int status, void *ud) {
+  (void)c;
+  (void)ud;
+  atomic_store(&S.async_status, status);
+  atomic_fetch_add(&S.async_done, 1);
+}
+
+typedef struct async_arg {
+  cgnet_conn *c;
+  int n;
+} async_arg;
+
+static void *async_sender(void *p) {
+  async_arg *a = p;
+  for (int i = 0; i < a->n; i++) {
+    char msg[32];
+    int len = snprintf(msg, sizeof msg, "async %d", i);
+    TU_CHECK_EQ(cgnet_ws_async_send(a->c, CGNET_WS_TEXT, msg, (size_t)len, async_done, NULL),
+                0);
+  }
+  TU_CHECK_EQ(cgnet_ws_async_close(a->c, 3001, "from a thread", async_done, NULL), 0);
+  return NULL;
+}
+
+static void test_async(void **state) {
+  (void)state;
+  server sv;
+  start(&sv, NULL);
+  int fd = ws_connect(sv.s.port);
+  assert_true(tu_wait_atomic_eq(&S.opens, 1, TU_TIMEOUT_MS));
+  async_arg a = {atomic_load(&S.ref), 100};
+  assert_int_equal(tu_run_bounded(async_sender, &a, TU_TIMEOUT_MS), 0);
+  for (int i = 0; i < a.n; i++) {
+    frame f;
+    char want[32];
+    int len = snprintf(want, sizeof want, "async %d", i);
+    assert_int_equal(read_frame(fd, &f), 0);
+    assert_int_equal(f.op, 1);
+    assert_int_equal(f.len, (size_t)len);
+    assert_memory_equal(f.data, want, (size_t)len);
+    free(f.data);
+  }
+  frame f;
+  assert_int_equal(read_frame(fd, &f), 0);
+  assert_int_equal(f.op, 0x8);
+  assert_int_equal(f.data[0] << 8 | f.data[1], 3001);
+  free(f.data);
+  send_frame(fd, 1, 0x8, "\x0b\xb9", 2);
+  assert_int_equal(tu_expect_eof(fd, TU_TIMEOUT_MS, NULL), 0);
+  assert_true(tu_wait_atomic_eq(&S.async_done, a.n + 1, TU_TIMEOUT_MS));
+  assert_int_equal(atomic_load(&S.async_status), 0);
+  assert_true(tu_wait_atomic_eq(&S.closes, 1, TU_TIMEOUT_MS));
+  /* On a closed conn: refused at once. */
+  assert_int_equal(cgnet_ws_async_send(a.c, CGNET_WS_TEXT, "x", 1, NULL, NULL), CGNET_ECLOSED);
+  assert_int_equal(cgnet_ws_async_send(a.c, 7, "x", 1, NULL, NULL), CGNET_EINVAL);
+  close(fd);
+  stop(&sv);
+}
+
+/* ---- tests: permessage-deflate ----------------------------------------------------------- */
+
+#ifdef HAVE_ZLIB_H
+/* Raw deflate of a whole message with the sync-flush tail stripped (RFC 7692). */
+static size_t deflate_msg(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
+  z_stream z;
+  memset(&z, 0, sizeof z);
+  assert_int_equal(deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  z.next_in = (Bytef *)in;
+  z.avail_in = (uInt)n;
+  z.next_out = out;
+  z.avail_out = (uInt)cap;
+  assert_int_equal(deflate(&z, Z_SYNC_FLUSH), Z_OK);
+  size_t len = cap - z.avail_out;
+  deflateEnd(&z);
+  assert_true(len >= 4);
+  return len - 4;
+}
+
+static size_t inflate_msg(const uint8_t *in, size_t n, uint8_t *out, size_t cap) {
+  z_stream z;
+  memset(&z, 0, sizeof z);
+  assert_int_equal(inflateInit2(&z, -15), Z_OK);
+  uint8_t *buf = malloc(n + 4);
+  memcpy(buf, in, n);
+  memcpy(buf + n, "\x00\x00\xff\xff", 4);
+  z.next_in = buf;
+  z.avail_in = (uInt)(n + 4);
+  z.next_out = out;
+  z.avail_out = (uInt)cap;
+  int rc = inflate(&z, Z_SYNC_FLUSH);
+  assert_true(rc == Z_OK || rc == Z_STREAM_END);
+  size_t len = cap - z.avail_out;
+  inflateEnd(&z);
+  free(buf);
+  return len;
+}
+#endif
+
+static const char OFFER[] =
+    "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover; "
+    "server_no_context_takeover\r\n";
+
+static void test_deflate(void **state) {
+  (void)state;
+#ifndef HAVE_ZLIB_H
+  skip();
+#else
+  if (!cgnet__ws_deflate_available()) skip();
+  server sv;
+  cgnet_ws_options wo = {.max_message = 64 * KiB};
+  start(&sv, &wo);
+  char head[2048];
+  int fd = ws_connect_ex(sv.s.port, "/", OFFER, head, sizeof head);
+  assert_non_null(strstr(head, "permessage-deflate"));
+  /* A compressed text message, fragmented; the echo comes back compressed. */
+  uint8_t msg[4000], z[8000], back[8000];
+  memset(msg, 'a', 2000); /* compressible */
+  fill_text(msg + 2000, sizeof msg - 2000);
+  size_t zn = deflate_msg(msg, sizeof msg, z, sizeof z);
+  assert_true(zn < sizeof msg);
+  uint8_t *f1, *f2;
+  size_t n1 = build_frame(&f1, 0, 0x40, 1, z, zn / 2);
+  size_t n2 = build_frame(&f2, 1, 0, 0, z + zn / 2, zn - zn / 2);
+  send_split(fd, f1, n1);
+  send_split(fd, f2, n2);
+  free(f1), free(f2);
+  frame f;
+  assert_int_equal(read_frame(fd, &f), 0);
+  assert_int_equal(f.op, 1);
+  assert_int_equal(f.rsv, 0x40);
+  assert_true(f.len < sizeof msg);
+  assert_int_equal(inflate_msg(f.data, f.len, back, sizeof back), sizeof msg);
+  assert_memory_equal(back, msg, sizeof msg);
+  free(f.data);
+  /* A short message goes out plain. */
+  echo_once(fd, 2, "tiny", 4);
+  client_close(fd);
+  /* A bomb: 10 MiB of zeros in a few KiB closes with 1009 at 64 KiB. */
+  size_t bomb_len = 10 * 1024 * KiB;
+  uint8_t *zeros = calloc(1, bomb_len);
+  uint8_t *zb = malloc(bomb_len / 100);
+  assert_non_null(zeros);
+  assert_non_null(zb);
+  size_t bn = deflate_msg(zeros, bomb_len, zb, bomb_len / 100);
+  free(zeros);
+  fd = ws_connect_ex(sv.s.port, "/", OFFER, NULL, 0);
+  uint8_t *bf;
+  size_t bfn = build_frame(&bf, 1, 0x40, 2, zb, bn);
+  send_raw(fd, bf, bfn);
+  expect_close(fd, 1009);
+  close(fd);
+  free(bf);
+  free(zb);
+  /* Compressed invalid UTF-8: 1007. */
+  fd = ws_connect_ex(sv.s.port, "/", OFFER, NULL, 0);
+  zn = deflate_msg((const uint8_t *)"abc\xff", 4, z, sizeof z);
+  n1 = build_frame(&f1, 1, 0x40, 1, z, zn);
+  send_raw(fd, f1, n1);
+  free(f1);
+  expect_close(fd, 1007);
+  close(fd);
+  stop(&sv);
+  /* Deflate off: the offer is declined and RSV1 is a protocol error. */
+  cgnet_ws_options off = {.deflate = CGNET_OFF};
+  start(&sv, &off);
+  fd = ws_connect_ex(sv.s.port, "/", OFFER, head, sizeof head);
+  assert_null(strstr(head, "permessage-deflate"));
+  n1 = build_frame(&f1, 1, 0x40, 1, z, zn);
+  send_raw(fd, f1, n1);
+  free(f1);
+  expect_close(fd, 1002);
+  close(fd);
+  stop(&sv);
+#endif
+}
+
+/* Many clients at once on two loops, each echoing a few hundred messages. */
+typedef struct client_arg {
+  int port, n;
+  atomic_int *ok;
+} client_arg;
+
+static void *many_client(void *p) {
+  client_arg *a = p;
+  int fd = tu_connect4(a->port);
+  if (fd < 0) return NULL;
+  char req[1024], head[2048];
+  int n = request(req, sizeof req, "/", NULL);
+  if (tu_send_all(fd, req, (size_t)n, TU_TIMEOUT_MS) != 0) goto out;
+  size_t h = 0;
+  while (h < 4 || memcmp(head + h - 4, "\r\n\r\n", 4) != 0) {
+    if (h + 1 >= sizeof head || tu_recv_exact(fd, head + h, 1, TU_TIMEOUT_MS, NULL) != 0)
+      goto out;
+    h++;
+  }
+  for (int i = 0; i < a->n; i++) {
+    uint8_t msg[300], hdr[2], back[300];
+    size_t len = (size_t)(i * 7) % sizeof msg;
+    tu_pattern_fill(msg, len, (uint64_t)i, 0);
+    uint8_t frame_buf[320] = {0x82, (uint8_t)(0x80 | (len < 126 ? len : 126))};
+    size_t off = 2;
+    if (len >= 126) {
+      frame_buf[off++] = (uint8_t)(len >> 8);
+      frame_buf[off++] = (uint8_t)len;
+    }
+    memcpy(frame_buf + off, "\0\0\0\0", 4); /* a zero mask */
+    memcpy(frame_buf + off + 4, msg, len);
+    if (tu_send_all(fd, frame_buf, off + 4 + len, TU_TIMEOUT_MS) != 0) goto out;
+    if (tu_recv_exact(fd, hdr, 2, TU_TIMEOUT_MS, NULL) != 0) goto out;
+    size_t got = hdr[1] & 0x7f;
+    if (got == 126) {
+      if (tu_recv_exact(fd, hdr, 2, TU_TIMEOUT_MS, NULL) != 0) goto out;
+      got = (size_t)(hdr[0] << 8 | hdr[1]);
+    }
+    if (got != len || (len && tu_recv_exact(fd, back, len, TU_TIMEOUT_MS, NULL) != 0))
+      goto out;
+    if (memcmp(back, msg, len) != 0) goto out;
+  }
+  atomic_fetch_add(a->ok, 1);
+out:
+  close(fd);
+  return NULL;
+}
+
+static void test_many_clients(void **state) {
+  (void)state;
+  server sv;
+  cgnet_options o = {.num_loops = 2};
+  start_with(&sv, &HANDLER, NULL, &o);
+  enum { N = 16 };
+  pthread_t th[N];
+  atomic_int ok = 0;
+  client_arg a = {sv.s.port, 300 / TU_PAYLOAD_DIV, &ok};
+  for (int i = 0; i < N; i++)
+    assert_int_equal(pthread_create(&th[i], NULL, many_client, &a), 0);
+  for (int i = 0; i < N; i++)
+    pthread_join(th[i], NULL);
+  assert_int_equal(atomic_load(&ok), N);
+  assert_true(tu_wait_atomic_eq(&S.closes, N, TU_TIMEOUT_MS));
+  stop(&sv);
+}
+
+int main(void) {
+  tu_apply_test_filter();
+#define T(f) cmocka_unit_test_setup_teardown(f, tu_setup, tu_teardown)
+  const struct CMUnitTest tests[] = {
+      T(test_handshake_and_close),
+      T(test_handshake_trickled),
+      T(test_bad_handshakes),
+      T(test_subprotocols),
+      T(test_plain_http_shares_listener),
+      T(test_handshake_timeout),
+      T(test_echo_random),
+      T(test_protocol_errors),
+      T(test_close_timeout),
+      T(test_stream_and_ping),
+      T(test_async),
+      T(test_deflate),
+      T(test_many_clients),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
