@@ -5,8 +5,9 @@
 #
 #   (always)   cmake, a C compiler, make, pkg-config, libc headers, cmocka, OpenSSL 3
 #              (libssl-dev, for TLS) and the openssl CLI, liburing (the io_uring backend)
-#              and zlib (WebSocket permessage-deflate): enough for `make`, `make install`
-#              and the plain and sanitizer test builds (those use CMake's default
+#              and zlib (WebSocket permessage-deflate), Python's websockets
+#              (python3-websockets: the WebSocket example's test talks to it) and curl:
+#              enough for `make`, `make install` and the plain and sanitizer test builds (those use CMake's default
 #              compiler, gcc on Debian, whose libgcc-N-dev brings the ASan, UBSan, LSan
 #              and TSan runtimes)
 #   --fuzz     also clang and its libFuzzer runtime (libclang-rt-14-dev), which
@@ -87,6 +88,16 @@ need libssl-dev have_openssl3
 need openssl have_cmd openssl
 need liburing-dev have_pc liburing
 need zlib1g-dev have_pc zlib
+# The system Python's module (a pyenv or venv python3 first in PATH may lack it).
+have_py_websockets() {
+  local py
+  for py in python3 /usr/bin/python3; do
+    have_cmd "$py" && "$py" -c 'import websockets' 2>/dev/null && return 0
+  done
+  return 1
+}
+need python3-websockets have_py_websockets
+need curl have_cmd curl
 if ((want_fuzz)); then
   need clang have_cmd clang
   need libclang-rt-14-dev have_libfuzzer

@@ -175,6 +175,13 @@ static void parser_config(const ws_conn *ws, cgnet__ws_config *cfg) {
   cfg->max_frame = ws->srv->o.max_frame;
   cfg->max_message = ws->srv->o.max_message;
   cfg->allow_rsv1 = ws->z != NULL;
+  if (ws->z) {
+    /* The parser judges payloads as sent. Deflate makes incompressible data a little
+     * larger, so a message within the limit may arrive over it compressed: allow the
+     * worst case. What it inflates to is held to the limit itself (inflate_piece). */
+    cfg->max_frame = cgnet__ws_deflate_bound(ws->srv->o.max_frame);
+    cfg->max_message = cgnet__ws_deflate_bound(ws->srv->o.max_message);
+  }
 }
 
 /* Agree on permessage-deflate if offered and allowed; ext gets the response value. */
@@ -384,6 +391,11 @@ static void on_data(cgnet_conn *c, ws_conn *ws, const cgnet__ws_event *ev,
     ws->msg_len = 0;
     ws->msg_op = ev->opcode;
     cgnet__utf8_init(&ws->utf8);
+  }
+  if (!ev->compressed && ev->len > ws->srv->o.max_message - ws->msg_len) {
+    /* Only with deflate agreed: the parser's limits then allow for compression. */
+    fail_conn(c, ws, CGNET_WS_CLOSE_TOO_BIG, "message larger than the maximum message size");
+    return;
   }
   if (ev->compressed) {
     if (inflate_piece(c, ws, ev) != 0) return;

@@ -3,7 +3,8 @@
  * flags, bad values and addresses it cannot serve, and must exit 2 with a line on stderr
  * naming the flag or address at fault; --help must print the usage on stdout and exit 0.
  * Then a few things only a running example shows: the listening line of Unix addresses,
- * and codec_echo with frames larger than the default output limit.
+ * codec_echo with frames larger than the default output limit, and ws_echo against
+ * WebSocket clients written elsewhere (Python's websockets, curl's upgrade request).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -85,7 +86,8 @@ static void expect_usage_error(const char *name, const char *const *args,
 #define A(...) ((const char *const[]){__VA_ARGS__, NULL})
 
 static const char *const EXAMPLES[] = {"echo",  "echo_pool",      "codec_echo",
-                                       "proxy", "http_plaintext", "client"};
+                                       "proxy", "http_plaintext", "client",
+                                       "ws_echo"};
 
 static void help_prints_usage_and_exits_0(void **state) {
   (void)state;
@@ -147,6 +149,9 @@ static void unsupported_addresses_are_refused(void **state) {
   expect_usage_error("codec_echo", A("udp://127.0.0.1:0", "--codec", "line"),
                      A("'udp://127.0.0.1:0'"));
   expect_usage_error("http_plaintext", A("udp://127.0.0.1:0"), A("'udp://127.0.0.1:0'"));
+  expect_usage_error("ws_echo", A("udp://127.0.0.1:0"), A("'udp://127.0.0.1:0'"));
+  expect_usage_error("ws_echo", A("--max-message", "0"), A("--max-message", "'0'"));
+  expect_usage_error("ws_echo", A("--max-message", "1073741825"), A("--max-message"));
   expect_usage_error("client", A("udp://127.0.0.1:9"), A("'udp://127.0.0.1:9'"));
   expect_usage_error("proxy", A("udp://127.0.0.1:0", "tcp://127.0.0.1:9"),
                      A("listen address", "'udp://127.0.0.1:0'"));
@@ -230,6 +235,147 @@ static void codec_echo_big_fixed_frames(void **state) {
   assert_int_equal(cl.bad, 0);
 }
 
+/* Run a program found in PATH (or by its path) until it exits (at most timeout_ms), its
+ * stdout and stderr in r. Returns 0, or -1 if it could not be started. */
+static int run_program(const char *const *argv, int timeout_ms, run_result *r) {
+  char out[64], err[64];
+  snprintf(out, sizeof out, "/tmp/cgnet-test-examples-%d.out", (int)getpid());
+  snprintf(err, sizeof err, "/tmp/cgnet-test-examples-%d.err", (int)getpid());
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  posix_spawn_file_actions_addopen(&fa, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  pid_t pid;
+  int rc = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) return -1;
+  r->status = tu_wait_exit(pid, timeout_ms);
+  read_file(out, r->out, sizeof r->out);
+  read_file(err, r->err, sizeof r->err);
+  unlink(out);
+  unlink(err);
+  return 0;
+}
+
+/* A Python 3 that has the websockets module: the one in PATH, else the system's (a
+ * pyenv or venv first in PATH may lack the Debian package). NULL if none has it. */
+static const char *python_with_websockets(void) {
+  static const char *const pythons[] = {"python3", "/usr/bin/python3"};
+  for (size_t i = 0; i < 2; i++) {
+    run_result r;
+    if (run_program(A(pythons[i], "-c", "import websockets"), 10000, &r) == 0 &&
+        r.status == 0)
+      return pythons[i];
+  }
+  return NULL;
+}
+
+/* The client side, in Python's websockets: argv[1] the port, argv[2] "deflate" or
+ * "plain" (what the server must have agreed to). Echoes of every length class as text
+ * and binary, a fragmented message, a ping; then a message over the server's 100000
+ * byte maximum must close the conn with 1009. Prints "ok" at the end. */
+static const char PY_CLIENT[] =
+    "import asyncio, os, sys, websockets\n"
+    "async def main(port, want):\n"
+    "    url = 'ws://127.0.0.1:%s/any/path?q=1' % port\n"
+    "    async with websockets.connect(url, max_size=None) as ws:\n"
+    "        ext = ws.response_headers.get('Sec-WebSocket-Extensions') or ''\n"
+    "        assert ('permessage-deflate' in ext) == (want == 'deflate'), ext\n"
+    "        for n in [0, 1, 125, 126, 127, 65535, 65536, 99999]:\n"
+    "            b = os.urandom(n)\n"
+    "            await ws.send(b)\n"
+    "            r = await ws.recv()\n"
+    "            assert r == b, n\n"
+    "            t = ('a\\u00e9\\u20ac\\U0001f600' * n)[:n // 3]\n"
+    "            await ws.send(t)\n"
+    "            r = await ws.recv()\n"
+    "            assert isinstance(r, str) and r == t, n\n"
+    "        await ws.send(iter([b'ab', b'cd', b'ef']))\n"
+    "        assert await ws.recv() == b'abcdef'\n"
+    "        pong = await ws.ping(b'hi')\n"
+    "        await asyncio.wait_for(pong, 10)\n"
+    "    assert ws.close_code == 1000, ws.close_code\n"
+    "    async with websockets.connect(url, max_size=None) as ws:\n"
+    "        try:\n"
+    "            await ws.send(os.urandom(100001))\n"
+    "            await asyncio.wait_for(ws.recv(), 10)\n"
+    "            raise SystemExit('no close for an oversized message')\n"
+    "        except websockets.ConnectionClosed:\n"
+    "            pass\n"
+    "    assert ws.close_code == 1009, ws.close_code\n"
+    "    print('ok')\n"
+    "asyncio.run(main(sys.argv[1], sys.argv[2]))\n";
+
+static void ws_echo_with(const char *python, const char *const *args, const char *want) {
+  char line[256];
+  pid_t pid = tu_spawn_example("ws_echo", args, line, sizeof line);
+  assert_true(pid > 0);
+  int port = tu_port_after(line, "listening on ");
+  assert_true(port > 0);
+  char port_s[16];
+  snprintf(port_s, sizeof port_s, "%d", port);
+  run_result r;
+  assert_int_equal(run_program(A(python, "-c", PY_CLIENT, port_s, want), 60000 * TU_SLOW, &r),
+                   0);
+  assert_int_equal(tu_stop_process(pid, 10000), 0);
+  if (r.status != 0 || strcmp(r.out, "ok\n") != 0)
+    fail_msg("python client (%s): exit %d\nstdout: %s\nstderr: %s", want, r.status, r.out,
+             r.err);
+}
+
+/* ws_echo against Python's websockets, with permessage-deflate and without. */
+static void ws_echo_python_client(void **state) {
+  (void)state;
+  const char *python = python_with_websockets();
+  if (!python) {
+    fprintf(stderr, "skipped: no python3 with the websockets module "
+                    "(Debian: python3-websockets; scripts/deps.sh installs it)\n");
+    skip();
+  }
+  ws_echo_with(python, A("tcp://127.0.0.1:0", "--quiet", "--max-message", "100000"),
+               "deflate");
+  ws_echo_with(python,
+               A("tcp://127.0.0.1:0", "--quiet", "--max-message", "100000", "--no-deflate"),
+               "plain");
+}
+
+/* curl's upgrade request: the 101 with the accept value RFC 6455 gives for its sample
+ * key. curl then waits on the open conn until its --max-time. */
+static void ws_echo_curl_upgrade(void **state) {
+  (void)state;
+  char line[256];
+  pid_t pid = tu_spawn_example("ws_echo", A("tcp://127.0.0.1:0", "--quiet"), line,
+                               sizeof line);
+  assert_true(pid > 0);
+  int port = tu_port_after(line, "listening on ");
+  assert_true(port > 0);
+  char url[64];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/chat", port);
+  run_result r;
+  int rc = run_program(A("curl", "-s", "-i", "-N", "--http1.1", "--max-time", "2", "-H",
+                         "Connection: Upgrade", "-H", "Upgrade: websocket", "-H",
+                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "-H",
+                         "Sec-WebSocket-Version: 13", url),
+                       20000, &r);
+  assert_int_equal(tu_stop_process(pid, 10000), 0);
+  if (rc != 0) {
+    fprintf(stderr, "skipped: no curl in PATH\n");
+    skip();
+  }
+  if (!strstr(r.out, "HTTP/1.1 101 Switching Protocols\r\n") ||
+      !strstr(r.out, "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"))
+    fail_msg("curl got:\n%s", r.out);
+  /* Without the upgrade headers: 426. */
+  pid = tu_spawn_example("ws_echo", A("tcp://127.0.0.1:0", "--quiet"), line, sizeof line);
+  assert_true(pid > 0);
+  port = tu_port_after(line, "listening on ");
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/", port);
+  assert_int_equal(run_program(A("curl", "-s", "-i", "--max-time", "5", url), 20000, &r), 0);
+  assert_int_equal(tu_stop_process(pid, 10000), 0);
+  if (!strstr(r.out, "HTTP/1.1 426 ")) fail_msg("curl got:\n%s", r.out);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
@@ -241,6 +387,8 @@ int main(void) {
       cmocka_unit_test(malformed_addresses_are_refused),
       cmocka_unit_test(listening_line_names_unix_addresses),
       cmocka_unit_test(codec_echo_big_fixed_frames),
+      cmocka_unit_test(ws_echo_python_client),
+      cmocka_unit_test(ws_echo_curl_upgrade),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -43,9 +43,18 @@
 static struct {
   atomic_int opens, closes, last_code, pongs, async_done, async_status;
   atomic_int handshakes, http_requests;
-  char last_reason[128];       /* written before closes is bumped */
+  pthread_mutex_t mu;          /* guards last_reason: conns of two loops close at once */
+  char last_reason[128];
   _Atomic(cgnet_conn *) ref;   /* a reference taken in on_ws_open (test_async) */
 } S;
+
+/* The reason of the last on_ws_close, into buf. */
+static const char *last_reason(char *buf, size_t cap) {
+  pthread_mutex_lock(&S.mu);
+  snprintf(buf, cap, "%s", S.last_reason);
+  pthread_mutex_unlock(&S.mu);
+  return buf;
+}
 
 static void reset_state(void) {
   atomic_store(&S.opens, 0);
@@ -130,8 +139,10 @@ static cgnet_action ws_pong(cgnet_conn *c, const uint8_t *d, size_t n) {
 
 static void ws_close(cgnet_conn *c, int code, const char *reason) {
   TU_CHECK(cgnet_ws_context(c) == &S.opens);
+  pthread_mutex_lock(&S.mu);
   snprintf(S.last_reason, sizeof S.last_reason, "%s", reason);
   atomic_store(&S.last_code, code);
+  pthread_mutex_unlock(&S.mu);
   atomic_fetch_add(&S.closes, 1);
 }
 
@@ -365,7 +376,8 @@ static void test_handshake_and_close(void **state) {
   client_close(fd);
   assert_true(tu_wait_atomic_eq(&S.closes, 1, TU_TIMEOUT_MS));
   assert_int_equal(atomic_load(&S.last_code), 1000);
-  assert_string_equal(S.last_reason, "ok");
+  char why[128];
+  assert_string_equal(last_reason(why, sizeof why), "ok");
   stop(&sv);
 }
 
@@ -749,7 +761,8 @@ static void test_close_timeout(void **state) {
   assert_true(tu_now_ms() - t0 < 250 * TU_SLOW);
   assert_true(tu_wait_atomic_eq(&S.closes, 2, TU_TIMEOUT_MS));
   assert_int_equal(atomic_load(&S.last_code), 4000);
-  assert_string_equal(S.last_reason, "done");
+  char why[128];
+  assert_string_equal(last_reason(why, sizeof why), "done");
   close(fd);
   /* A close without a code is echoed without one; on_ws_close sees 1005. */
   fd = ws_connect(sv.s.port);
@@ -940,7 +953,38 @@ static void test_deflate(void **state) {
   free(f.data);
   /* A short message goes out plain. */
   echo_once(fd, 2, "tiny", 4);
+  /* Incompressible bytes of exactly the maximum grow when compressed: still taken. */
+  {
+    size_t n = 64 * KiB;
+    uint8_t *rand_msg = malloc(n), *zr = malloc(2 * n), *out = malloc(n + 16);
+    tu_pattern_fill(rand_msg, n, 7, 0);
+    size_t zrn = deflate_msg(rand_msg, n, zr, 2 * n);
+    assert_true(zrn > n);
+    n1 = build_frame(&f1, 1, 0x40, 2, zr, zrn);
+    send_split(fd, f1, n1);
+    free(f1);
+    assert_int_equal(read_frame(fd, &f), 0);
+    assert_int_equal(f.op, 2);
+    assert_int_equal(f.rsv, 0x40);
+    assert_int_equal(inflate_msg(f.data, f.len, out, n + 16), n);
+    assert_memory_equal(out, rand_msg, n);
+    free(f.data);
+    free(rand_msg), free(zr), free(out);
+  }
   client_close(fd);
+  /* That allowance is for compressed messages only: an uncompressed one over the
+   * maximum still fails with 1009 on a conn that agreed to deflate. */
+  {
+    size_t n = 64 * KiB + 100;
+    uint8_t *plain = calloc(1, n);
+    fd = ws_connect_ex(sv.s.port, "/", OFFER, NULL, 0);
+    n1 = build_frame(&f1, 1, 0, 2, plain, n);
+    send_raw(fd, f1, n1);
+    free(f1);
+    free(plain);
+    expect_close(fd, 1009);
+    close(fd);
+  }
   /* A bomb: 10 MiB of zeros in a few KiB closes with 1009 at 64 KiB. */
   size_t bomb_len = 10 * 1024 * KiB;
   uint8_t *zeros = calloc(1, bomb_len);
@@ -1048,6 +1092,7 @@ static void test_many_clients(void **state) {
 
 int main(void) {
   tu_apply_test_filter();
+  pthread_mutex_init(&S.mu, NULL);
 #define T(f) cmocka_unit_test_setup_teardown(f, tu_setup, tu_teardown)
   const struct CMUnitTest tests[] = {
       T(test_handshake_and_close),
