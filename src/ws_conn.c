@@ -114,6 +114,23 @@ static void start_timer(cgnet_conn *c, ws_conn *ws, uint64_t ms) {
   cgnet_timer_start(ws->timer, ms, 0);
 }
 
+/*
+ * End the conn from our side once our last bytes (an HTTP error, a close frame) are
+ * queued: send them and our FIN, then read and drop whatever the peer still sends until
+ * its FIN (or the close timeout) closes the conn. Closing at once instead would make the
+ * kernel answer bytes still in flight with a reset, which may destroy our last bytes
+ * before the peer reads them. RFC 6455 section 7.1.1 has the server end the TCP conn
+ * first, which the FIN does.
+ */
+static void finish(cgnet_conn *c, ws_conn *ws) {
+  ws->state = WS_DONE;
+  if (cgnet_conn_shutdown_write(c) != 0) {
+    cgnet_conn_close(c);
+    return;
+  }
+  start_timer(c, ws, ws->srv->o.close_timeout_ms);
+}
+
 /* ---- frames out ---------------------------------------------------------------------- */
 
 static int write_frame(cgnet_conn *c, int fin, uint8_t rsv, uint8_t op, const void *data,
@@ -140,8 +157,7 @@ static void fail_conn(cgnet_conn *c, ws_conn *ws, unsigned code, const char *why
   if (len > CGNET__WS_MAX_CLOSE_REASON) len = CGNET__WS_MAX_CLOSE_REASON;
   record_close(ws, code, why, len);
   if (!ws->close_sent) send_close(c, ws, code, why, len);
-  ws->state = WS_DONE;
-  cgnet_conn_close(c);
+  finish(c, ws);
 }
 
 /* ---- HTTP responses ------------------------------------------------------------------- */
@@ -150,8 +166,7 @@ static void refuse(cgnet_conn *c, ws_conn *ws, int status) {
   char buf[512];
   long n = cgnet__ws_build_error(buf, sizeof buf, status, NULL);
   if (n > 0) cgnet_conn_write(c, buf, (size_t)n);
-  ws->state = WS_DONE;
-  cgnet_conn_close(c);
+  finish(c, ws);
 }
 
 static int offered(const cgnet__ws_request *r, const char *proto) {
@@ -286,8 +301,7 @@ static int plain_request(cgnet_conn *c, ws_conn *ws, cgnet_ws_request *req,
   ws->head_resume = 0;
   if (a == CGNET_SHUTDOWN) *act = a;
   if (a != CGNET_NONE) {
-    ws->state = WS_DONE;
-    cgnet_conn_close(c);
+    finish(c, ws);
     return -1;
   }
   start_timer(c, ws, ws->srv->o.handshake_timeout_ms);
@@ -418,9 +432,8 @@ static void on_peer_close(cgnet_conn *c, ws_conn *ws, const cgnet__ws_event *ev)
     unsigned code = ev->close_code == CGNET__WS_CLOSE_NO_STATUS ? 0 : ev->close_code;
     send_close(c, ws, code, NULL, 0);
   }
-  /* Both closes are out: the server closes the TCP conn first (section 7.1.1). */
-  ws->state = WS_DONE;
-  cgnet_conn_close(c);
+  /* Both closes are out: the server ends the TCP conn first (section 7.1.1). */
+  finish(c, ws);
 }
 
 /* One parser event. */
@@ -516,6 +529,13 @@ static cgnet_action ws_on_close(cgnet_conn *c, int reason) {
   return CGNET_NONE;
 }
 
+/* With options.allow_half_open the peer's FIN comes here: a WebSocket has no half-open
+ * state (its end is the close handshake), so the conn closes as it would without. */
+static cgnet_action ws_on_read_closed(cgnet_conn *c) {
+  (void)c;
+  return CGNET_CLOSE;
+}
+
 static void ws_on_writable_changed(cgnet_conn *c, int writable) {
   ws_conn *ws = ws_of(c);
   if (ws && ws->opened && ws->srv->h.on_ws_writable_changed)
@@ -571,6 +591,7 @@ void cgnet_ws_server_handler(cgnet_ws_server *ws, cgnet_handler *out) {
   out->on_traffic = ws_on_traffic;
   out->on_close = ws_on_close;
   out->on_writable_changed = ws_on_writable_changed;
+  out->on_read_closed = ws_on_read_closed;
 }
 
 void cgnet_ws_server_free(cgnet_ws_server *ws) {

@@ -759,11 +759,11 @@ static void test_close_timeout(void **state) {
   send_frame(fd, 1, 0x8, "\x0f\xa0" "done", 6); /* 4000 */
   assert_int_equal(tu_expect_eof(fd, TU_TIMEOUT_MS, NULL), 0);
   assert_true(tu_now_ms() - t0 < 250 * TU_SLOW);
+  close(fd);
   assert_true(tu_wait_atomic_eq(&S.closes, 2, TU_TIMEOUT_MS));
   assert_int_equal(atomic_load(&S.last_code), 4000);
   char why[128];
   assert_string_equal(last_reason(why, sizeof why), "done");
-  close(fd);
   /* A close without a code is echoed without one; on_ws_close sees 1005. */
   fd = ws_connect(sv.s.port);
   send_frame(fd, 1, 0x8, NULL, 0);
@@ -772,13 +772,24 @@ static void test_close_timeout(void **state) {
   assert_int_equal(f.len, 0);
   free(f.data);
   assert_int_equal(tu_expect_eof(fd, TU_TIMEOUT_MS, NULL), 0);
+  close(fd);
   assert_true(tu_wait_atomic_eq(&S.closes, 3, TU_TIMEOUT_MS));
   assert_int_equal(atomic_load(&S.last_code), 1005);
+  /* After failing a conn the server sends its FIN and drops what still comes; a peer
+   * that keeps its side open is cut off at the close timeout. */
+  fd = ws_connect(sv.s.port);
+  t0 = tu_now_ms();
+  send_raw(fd, "\x81\x02hi", 4);
+  expect_close(fd, 1002);
+  send_raw(fd, "more bytes after the end", 24);
+  assert_true(tu_wait_atomic_eq(&S.closes, 4, TU_TIMEOUT_MS));
+  assert_true(tu_now_ms() - t0 >= 250);
+  assert_int_equal(atomic_load(&S.last_code), 1002);
   close(fd);
   /* A peer that vanishes: 1006. */
   fd = ws_connect(sv.s.port);
   close(fd);
-  assert_true(tu_wait_atomic_eq(&S.closes, 4, TU_TIMEOUT_MS));
+  assert_true(tu_wait_atomic_eq(&S.closes, 5, TU_TIMEOUT_MS));
   assert_int_equal(atomic_load(&S.last_code), 1006);
   stop(&sv);
 }
@@ -866,13 +877,13 @@ static void test_async(void **state) {
   free(f.data);
   send_frame(fd, 1, 0x8, "\x0b\xb9", 2);
   assert_int_equal(tu_expect_eof(fd, TU_TIMEOUT_MS, NULL), 0);
+  close(fd);
   assert_true(tu_wait_atomic_eq(&S.async_done, a.n + 1, TU_TIMEOUT_MS));
   assert_int_equal(atomic_load(&S.async_status), 0);
   assert_true(tu_wait_atomic_eq(&S.closes, 1, TU_TIMEOUT_MS));
   /* On a closed conn: refused at once. */
   assert_int_equal(cgnet_ws_async_send(a.c, CGNET_WS_TEXT, "x", 1, NULL, NULL), CGNET_ECLOSED);
   assert_int_equal(cgnet_ws_async_send(a.c, 7, "x", 1, NULL, NULL), CGNET_EINVAL);
-  close(fd);
   stop(&sv);
 }
 
