@@ -43,6 +43,7 @@
 static struct {
   atomic_int opens, closes, last_code, pongs, async_done, async_status;
   atomic_int handshakes, http_requests;
+  atomic_int flood_sent, flood_err, unwritable, writable; /* test_backpressure */
   pthread_mutex_t mu;          /* guards last_reason: conns of two loops close at once */
   char last_reason[128];
   _Atomic(cgnet_conn *) ref;   /* a reference taken in on_ws_open (test_async) */
@@ -65,6 +66,10 @@ static void reset_state(void) {
   atomic_store(&S.async_status, 1);
   atomic_store(&S.handshakes, 0);
   atomic_store(&S.http_requests, 0);
+  atomic_store(&S.flood_sent, 0);
+  atomic_store(&S.flood_err, 0);
+  atomic_store(&S.unwritable, 0);
+  atomic_store(&S.writable, 0);
   atomic_store(&S.ref, NULL);
   tu_checks_reset();
 }
@@ -121,6 +126,20 @@ static cgnet_action ws_message(cgnet_conn *c, cgnet_ws_opcode op, const uint8_t 
     TU_CHECK_EQ(cgnet_ws_send_end(c), CGNET_EINVAL);
     return CGNET_NONE;
   }
+  if (op == CGNET_WS_TEXT && is_cmd(d, n, "flood")) {
+    /* 32 x 64 KiB to a peer that does not read: the output limit stops it. */
+    static uint8_t chunk[64 * 1024];
+    for (int i = 0; i < 32; i++) {
+      memset(chunk, i, sizeof chunk);
+      int rc = cgnet_ws_send_binary(c, chunk, sizeof chunk);
+      if (rc != 0) {
+        atomic_store(&S.flood_err, rc);
+        break;
+      }
+      atomic_fetch_add(&S.flood_sent, 1);
+    }
+    return CGNET_NONE;
+  }
   if (op == CGNET_WS_TEXT && is_cmd(d, n, "bad-utf8-out"))
     TU_CHECK_EQ(cgnet_ws_send_text(c, "\xff", 1), CGNET_EINVAL);
   int rc = op == CGNET_WS_TEXT ? cgnet_ws_send_text(c, (const char *)d, n)
@@ -159,6 +178,11 @@ static cgnet_action http_request(cgnet_conn *c, const cgnet_ws_request *req) {
   return CGNET_NONE;
 }
 
+static void ws_writable(cgnet_conn *c, int writable) {
+  TU_CHECK(cgnet_ws_context(c) == &S.opens);
+  atomic_fetch_add(writable ? &S.writable : &S.unwritable, 1);
+}
+
 static const cgnet_ws_handler HANDLER = {
     .ud = &S,
     .on_ws_handshake = ws_handshake,
@@ -166,6 +190,7 @@ static const cgnet_ws_handler HANDLER = {
     .on_ws_message = ws_message,
     .on_ws_pong = ws_pong,
     .on_ws_close = ws_close,
+    .on_ws_writable_changed = ws_writable,
 };
 
 typedef struct server {
@@ -887,6 +912,34 @@ static void test_async(void **state) {
   stop(&sv);
 }
 
+/* The engine's flow control applies to WebSocket sends as to raw writes. */
+static void test_backpressure(void **state) {
+  (void)state;
+  server sv;
+  cgnet_options o = {.write_high_watermark = 128 * KiB, .write_buffer_limit = 1024 * KiB,
+                     .socket_send_buffer = 64 * KiB};
+  start_with(&sv, &HANDLER, NULL, &o);
+  int fd = ws_connect(sv.s.port);
+  send_frame(fd, 1, 1, "flood", 5);
+  assert_true(tu_wait_atomic_eq(&S.flood_err, CGNET_EOVERFLOW, TU_TIMEOUT_MS));
+  int sent = atomic_load(&S.flood_sent);
+  assert_true(sent > 0 && sent < 32);
+  assert_true(atomic_load(&S.unwritable) >= 1);
+  for (int i = 0; i < sent; i++) {
+    frame f;
+    assert_int_equal(read_frame(fd, &f), 0);
+    assert_int_equal(f.op, 2);
+    assert_int_equal(f.len, 64 * KiB);
+    assert_int_equal(f.data[0], i);
+    assert_int_equal(f.data[f.len - 1], i);
+    free(f.data);
+  }
+  assert_true(tu_wait_atomic_ge(&S.writable, 1, TU_TIMEOUT_MS));
+  echo_once(fd, 1, "still open", 10);
+  client_close(fd);
+  stop(&sv);
+}
+
 /* ---- tests: permessage-deflate ----------------------------------------------------------- */
 
 #ifdef HAVE_ZLIB_H
@@ -1117,6 +1170,7 @@ int main(void) {
       T(test_close_timeout),
       T(test_stream_and_ping),
       T(test_async),
+      T(test_backpressure),
       T(test_deflate),
       T(test_many_clients),
   };
