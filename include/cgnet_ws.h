@@ -197,6 +197,39 @@ CGNET_API int cgnet_ws_async_send(cgnet_conn *c, cgnet_ws_opcode op, const void 
 CGNET_API int cgnet_ws_async_close(cgnet_conn *c, int code, const char *reason,
                                    cgnet_write_done_fn done, void *ud);
 
+/* ---- dialing: the client side --------------------------------------------------------- */
+
+/*
+ * A cgnet_ws_server also serves conns a cgnet_client dials: make the client with the
+ * handler cgnet_ws_server_handler filled (cgnet_client_new, or cgnet_client_new_on to
+ * dial from a server's own loops), then dial ws:// URLs with cgnet_ws_dial. A dialed conn
+ * sends an upgrade request (a fresh random key, the subprotocols offered, and
+ * permessage-deflate unless options.deflate is CGNET_OFF), checks the 101 (status,
+ * headers, accept value, that the subprotocol and extension were offered), then runs
+ * exactly like a server's conn: on_ws_open, on_ws_message, the same sends (masked, as a
+ * client's frames must be, with keys from getrandom), the close handshake, on_ws_close.
+ * The options' limits and timeouts apply (handshake_timeout_ms bounds the wait for the
+ * 101); on_ws_handshake and on_http_request are not used.
+ *
+ * A dial that fails (connect error, timeout, a response that is not a valid 101) ends
+ * with on_ws_close(c, 1006, why) without on_ws_open; cgnet_ws_context then returns the
+ * dial's ctx, as it does from the start.
+ */
+typedef struct cgnet_ws_dial_options {
+  const char *const *subprotocols; /* offered, in order of preference (copied) */
+  size_t nsubprotocols;
+  const char *origin;  /* an Origin header (NULL: none) */
+  uint64_t timeout_ms; /* the TCP connect (0: the system's); see cgnet_client_dial */
+} cgnet_ws_dial_options;
+
+/* Dial "ws://HOST[:PORT][/PATH][?QUERY]" (port 80 by default; HOST a name, an IPv4
+ * address or a bracketed IPv6 one). `o` may be NULL; `ctx` is the conn's
+ * cgnet_ws_context; `out` as for cgnet_client_dial. 0, or CGNET_EBADSCHEME (not ws://;
+ * wss:// is not served yet), CGNET_EBADADDR, CGNET_EINVAL, CGNET_ENOMEM, or
+ * cgnet_client_dial's error. Any thread. */
+CGNET_API int cgnet_ws_dial(cgnet_client *cl, cgnet_ws_server *ws, const char *url,
+                            const cgnet_ws_dial_options *o, void *ctx, cgnet_conn **out);
+
 /* ---- the request (during on_ws_handshake / on_http_request) -------------------------- */
 
 /* Views into the request: pointers with a length (*len), not NUL-terminated. */

@@ -6,10 +6,13 @@
  *
  * A conn goes HANDSHAKE -> OPEN -> CLOSING (our close sent, waiting for the peer's) ->
  * DONE (close handshake over or conn failed: the TCP conn is being closed). Plain HTTP
- * requests keep it in HANDSHAKE, one request after the other.
+ * requests keep a server's conn in HANDSHAKE, one request after the other; a dialed conn
+ * sends its request in on_open and waits in HANDSHAKE for the 101.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "cgnet_ws.h"
 #include "core.h"
@@ -42,9 +45,21 @@ struct cgnet_ws_request {
 
 enum { WS_HANDSHAKE, WS_OPEN, WS_CLOSING, WS_DONE };
 
+/* What a dialed conn needs until its handshake is over. */
+typedef struct ws_dial {
+  char *host, *path, *origin;
+  char *protocols_line;     /* the offered subprotocols, "a, b" (NULL: none) */
+  char **protocols;         /* ... one by one, for checking the answer */
+  size_t nprotocols;
+  char key[CGNET__WS_KEY_LEN + 1];
+  int offered_deflate;
+} ws_dial;
+
 typedef struct ws_conn {
   cgnet_ws_server *srv;
   void *user_ctx;
+  ws_dial *dial; /* a dialed conn until it is open (NULL for a server's conn) */
+  uint8_t client; /* a dialed conn: its frames are masked */
   uint8_t state;
   uint8_t opened;        /* on_ws_open ran: on_ws_close is owed */
   uint8_t close_sent;    /* our close frame is queued */
@@ -67,6 +82,12 @@ typedef struct ws_conn {
   /* A streamed message: its opcode (0: none open) and whether a frame went out. */
   uint8_t stream_op;
   uint8_t stream_started;
+  /* A dialed conn: masked payload copies, and masking keys drawn from the system's
+   * entropy a batch at a time (one getrandom per 64 frames). */
+  uint8_t *mbuf;
+  size_t mcap;
+  uint8_t keys[256];
+  size_t keys_used;
 } ws_conn;
 
 /* ---- small helpers ------------------------------------------------------------------- */
@@ -101,6 +122,10 @@ static void record_close(ws_conn *ws, unsigned code, const char *reason, size_t 
 static cgnet_action timer_expired(cgnet_timer *t, void *ud) {
   (void)t;
   ws_conn *ws = ud;
+  if (ws->state == WS_HANDSHAKE) {
+    static const char why[] = "handshake timed out";
+    record_close(ws, CGNET_WS_CLOSE_ABNORMAL, why, sizeof why - 1);
+  }
   ws->state = WS_DONE;
   return CGNET_CLOSE;
 }
@@ -133,19 +158,58 @@ static void finish(cgnet_conn *c, ws_conn *ws) {
 
 /* ---- frames out ---------------------------------------------------------------------- */
 
-static int write_frame(cgnet_conn *c, int fin, uint8_t rsv, uint8_t op, const void *data,
-                       size_t len) {
-  uint8_t hdr[CGNET__WS_MAX_HEADER];
-  size_t hl = cgnet__ws_encode_header(hdr, fin, rsv, op, len, NULL);
-  struct iovec iov[2] = {{hdr, hl}, {(void *)data, len}};
-  return cgnet_conn_writev(c, iov, len ? 2 : 1);
+/* A fresh masking key (RFC 6455 section 5.3: unpredictable, from strong entropy). */
+static void next_key(ws_conn *ws, uint8_t key[4]) {
+  if (ws->keys_used == 0 || ws->keys_used + 4 > sizeof ws->keys) {
+    size_t got = 0;
+    while (got < sizeof ws->keys) {
+      ssize_t n = getrandom(ws->keys + got, sizeof ws->keys - got, 0);
+      if (n > 0) got += (size_t)n;
+    }
+    ws->keys_used = 0;
+  }
+  memcpy(key, ws->keys + ws->keys_used, 4);
+  ws->keys_used += 4;
+}
+
+static void release_if_big(uint8_t **buf, size_t *cap) {
+  if (*cap > KEEP_MESSAGE_BUFFER) {
+    free(*buf);
+    *buf = NULL;
+    *cap = 0;
+  }
+}
+
+/* Queue one frame. A server's goes out as header + the caller's payload; a client's
+ * payload is masked, so it is masked into a copy (in place when `scratch`: the payload
+ * is already ours, the compressor's output). */
+static int write_frame(cgnet_conn *c, ws_conn *ws, int fin, uint8_t rsv, uint8_t op,
+                       const void *data, size_t len, int scratch) {
+  uint8_t hdr[CGNET__WS_MAX_HEADER], key[4];
+  const uint8_t *payload = data;
+  if (ws->client) {
+    next_key(ws, key);
+    if (scratch) {
+      cgnet__ws_mask((uint8_t *)data, data, len, key, 0);
+    } else if (len) {
+      if (grow(&ws->mbuf, &ws->mcap, len) != 0) return CGNET_ENOMEM;
+      cgnet__ws_mask(ws->mbuf, data, len, key, 0);
+      payload = ws->mbuf;
+    }
+  }
+  size_t hl = cgnet__ws_encode_header(hdr, fin, rsv, op, len, ws->client ? key : NULL);
+  struct iovec iov[2] = {{hdr, hl}, {(void *)payload, len}};
+  int rc = cgnet_conn_writev(c, iov, len ? 2 : 1);
+  if (payload == ws->mbuf) release_if_big(&ws->mbuf, &ws->mcap);
+  return rc;
 }
 
 /* Send our close frame (once) and remember what we said. */
 static int send_close(cgnet_conn *c, ws_conn *ws, unsigned code, const char *reason,
                       size_t len) {
-  uint8_t frame[CGNET__WS_MAX_CONTROL_FRAME];
-  long n = cgnet__ws_build_close(frame, code, reason, len, NULL);
+  uint8_t frame[CGNET__WS_MAX_CONTROL_FRAME], key[4];
+  if (ws->client) next_key(ws, key);
+  long n = cgnet__ws_build_close(frame, code, reason, len, ws->client ? key : NULL);
   if (n < 0) return (int)n;
   ws->close_sent = 1;
   return cgnet_conn_write(c, frame, (size_t)n);
@@ -186,7 +250,7 @@ static const char *preferred_protocol(const cgnet_ws_server *srv,
 
 static void parser_config(const ws_conn *ws, cgnet__ws_config *cfg) {
   memset(cfg, 0, sizeof *cfg);
-  cfg->role = CGNET__WS_SERVER;
+  cfg->role = ws->client ? CGNET__WS_CLIENT : CGNET__WS_SERVER;
   cfg->max_frame = ws->srv->o.max_frame;
   cfg->max_message = ws->srv->o.max_message;
   cfg->allow_rsv1 = ws->z != NULL;
@@ -198,6 +262,8 @@ static void parser_config(const ws_conn *ws, cgnet__ws_config *cfg) {
     cfg->max_message = cgnet__ws_deflate_bound(ws->srv->o.max_message);
   }
 }
+
+static void open_conn(ws_conn *ws);
 
 /* Agree on permessage-deflate if offered and allowed; ext gets the response value. */
 static int agree_deflate(ws_conn *ws, const cgnet__ws_request *r, char *ext, size_t cap) {
@@ -244,12 +310,7 @@ static int accept_upgrade(cgnet_conn *c, ws_conn *ws, cgnet_ws_request *req) {
     return -1;
   }
   cgnet_conn_write(c, resp, (size_t)n);
-  cgnet__ws_config cfg;
-  parser_config(ws, &cfg);
-  cgnet__ws_parser_init(&ws->parser, &cfg);
-  if (ws->timer) cgnet_timer_stop(ws->timer);
-  ws->state = WS_OPEN;
-  ws->opened = 1;
+  open_conn(ws);
   return 0;
 }
 
@@ -445,7 +506,7 @@ static void on_event(cgnet_conn *c, ws_conn *ws, const cgnet__ws_event *ev,
     on_data(c, ws, ev, act);
     break;
   case CGNET__WS_EV_PING:
-    if (!ws->close_sent) write_frame(c, 1, 0, CGNET__WS_OP_PONG, ev->data, ev->len);
+    if (!ws->close_sent) write_frame(c, ws, 1, 0, CGNET__WS_OP_PONG, ev->data, ev->len, 0);
     break;
   case CGNET__WS_EV_PONG:
     if (h->on_ws_pong && ws->state == WS_OPEN)
@@ -478,9 +539,121 @@ static void read_frames(cgnet_conn *c, ws_conn *ws, cgnet_action *act) {
   }
 }
 
+/* ---- reading: a dialed conn's handshake ------------------------------------------------ */
+
+static void free_dial(ws_dial *d) {
+  if (!d) return;
+  free(d->host);
+  free(d->path);
+  free(d->origin);
+  free(d->protocols_line);
+  for (size_t i = 0; i < d->nprotocols; i++)
+    free(d->protocols[i]);
+  free(d->protocols);
+  free(d);
+}
+
+/* The handshake failed: no WebSocket. on_ws_close will say why (1006). */
+static void dial_failed(cgnet_conn *c, ws_conn *ws, const char *why) {
+  record_close(ws, CGNET_WS_CLOSE_ABNORMAL, why, strlen(why));
+  ws->state = WS_DONE;
+  cgnet_conn_close(c);
+}
+
+/* Connected: send the upgrade request. */
+static void send_request(cgnet_conn *c, ws_conn *ws) {
+  ws_dial *d = ws->dial;
+  char offer[128] = "";
+  cgnet__ws_deflate_config cfg = {0};
+  if (ws->srv->deflate && cgnet__ws_deflate_offer(&cfg, offer, sizeof offer) > 0)
+    d->offered_deflate = 1;
+  cgnet__ws_client_request req = {
+      .host = d->host,
+      .path = d->path,
+      .origin = d->origin,
+      .protocols = d->protocols_line,
+      .extensions = d->offered_deflate ? offer : NULL,
+  };
+  char buf[4096];
+  long n = cgnet__ws_build_request(buf, sizeof buf, &req, d->key);
+  if (n < 0 || cgnet_conn_write(c, buf, (size_t)n) != 0) {
+    dial_failed(c, ws, "cannot send the upgrade request");
+    return;
+  }
+  start_timer(c, ws, ws->srv->o.handshake_timeout_ms);
+}
+
+/* The server agreed to permessage-deflate: set it up as it answered. */
+static int accept_deflate(ws_conn *ws, const cgnet__ws_response *r) {
+  for (size_t i = 0; i < r->head.nextensions; i++) {
+    if (!cgnet__ws_str_ieq(r->head.extensions[i].name, "permessage-deflate")) continue;
+    cgnet__ws_deflate_config cfg = {0};
+    cgnet__ws_deflate_params agreed;
+    if (cgnet__ws_deflate_accept(&r->head.extensions[i], &cfg, &agreed) != 0) return -1;
+    ws->z = cgnet__ws_deflate_new(CGNET__WS_CLIENT, &agreed, &cfg);
+    return ws->z ? 0 : -1;
+  }
+  return 0;
+}
+
+/* Read the 101. Returns 1 once open, else 0 (waiting, or failed). */
+static int read_response(cgnet_conn *c, ws_conn *ws) {
+  const uint8_t *buf;
+  size_t len = cgnet_conn_peek(c, 0, &buf);
+  if (len == 0) return 0;
+  cgnet__ws_response r;
+  int rc = cgnet__ws_parse_response((const char *)buf, len, 0, &ws->head_resume, &r);
+  if (rc == 0) return 0;
+  if (rc < 0) {
+    dial_failed(c, ws, rc == CGNET_EMSGSIZE ? "response head too large"
+                                            : "malformed response head");
+    return 0;
+  }
+  ws_dial *d = ws->dial;
+  const char *ext_names[] = {"permessage-deflate"};
+  const char *why;
+  if (cgnet__ws_check_response(&r, d->key, (const char *const *)d->protocols, d->nprotocols,
+                               ext_names, d->offered_deflate ? 1 : 0, &why) != 0) {
+    char msg[CGNET__WS_MAX_CLOSE_REASON + 1];
+    snprintf(msg, sizeof msg, "handshake: %s (status %d)", why, r.status);
+    dial_failed(c, ws, msg);
+    return 0;
+  }
+  if (accept_deflate(ws, &r) != 0) {
+    dial_failed(c, ws, "handshake: unacceptable permessage-deflate parameters");
+    return 0;
+  }
+  if (r.head.nprotocols &&
+      !(ws->protocol = strndup(r.head.protocols[0].ptr, r.head.protocols[0].len))) {
+    dial_failed(c, ws, "out of memory");
+    return 0;
+  }
+  cgnet_conn_discard(c, r.head.head_len);
+  free_dial(ws->dial);
+  ws->dial = NULL;
+  return 1;
+}
+
+/* The conn is a WebSocket now: its parser, its timer stopped, on_ws_open owed. */
+static void open_conn(ws_conn *ws) {
+  cgnet__ws_config cfg;
+  parser_config(ws, &cfg);
+  cgnet__ws_parser_init(&ws->parser, &cfg);
+  if (ws->timer) cgnet_timer_stop(ws->timer);
+  ws->state = WS_OPEN;
+  ws->opened = 1;
+}
+
 /* ---- the engine handler --------------------------------------------------------------- */
 
 static cgnet_action ws_on_open(cgnet_conn *c) {
+  if (cgnet_conn_client(c)) {
+    /* Dialed: the context is the ws_conn cgnet_ws_dial made. */
+    ws_conn *ws = ws_of(c);
+    if (!ws) return CGNET_CLOSE;
+    send_request(c, ws);
+    return CGNET_NONE;
+  }
   cgnet_ws_server *srv = cgnet_engine_userdata(cgnet_conn_engine(c));
   ws_conn *ws = calloc(1, sizeof *ws);
   if (!ws) return CGNET_CLOSE;
@@ -491,14 +664,21 @@ static cgnet_action ws_on_open(cgnet_conn *c) {
   return CGNET_NONE;
 }
 
+static int read_opening(cgnet_conn *c, ws_conn *ws, cgnet_action *act) {
+  int open = ws->client ? read_response(c, ws) : read_handshake(c, ws, act);
+  if (!open) return 0;
+  if (ws->client) open_conn(ws);
+  const cgnet_ws_handler *h = &ws->srv->h;
+  if (h->on_ws_open) apply_action(c, ws, h->on_ws_open(c), act);
+  return 1;
+}
+
 static cgnet_action ws_on_traffic(cgnet_conn *c) {
   ws_conn *ws = ws_of(c);
   cgnet_action act = CGNET_NONE;
   if (!ws) return CGNET_CLOSE;
-  if (ws->state == WS_HANDSHAKE) {
-    if (!read_handshake(c, ws, &act)) return act;
-    const cgnet_ws_handler *h = &ws->srv->h;
-    if (h->on_ws_open) apply_action(c, ws, h->on_ws_open(c), &act);
+  if (ws->state == WS_HANDSHAKE && !read_opening(c, ws, &act)) {
+    if (ws->state != WS_DONE) return act;
   }
   read_frames(c, ws, &act);
   if (ws->state == WS_DONE) {
@@ -509,20 +689,26 @@ static cgnet_action ws_on_traffic(cgnet_conn *c) {
 }
 
 static void free_ws(ws_conn *ws) {
+  free_dial(ws->dial);
   cgnet__ws_deflate_free(ws->z);
   free(ws->protocol);
   free(ws->msg);
   free(ws->zbuf);
+  free(ws->mbuf);
   free(ws);
 }
 
 static cgnet_action ws_on_close(cgnet_conn *c, int reason) {
-  (void)reason;
   ws_conn *ws = ws_of(c);
   if (!ws) return CGNET_NONE;
-  if (ws->opened && ws->srv->h.on_ws_close) {
-    if (!ws->have_code) record_close(ws, CGNET_WS_CLOSE_ABNORMAL, NULL, 0);
-    ws->srv->h.on_ws_close(c, ws->close_code, ws->close_reason);
+  const cgnet_ws_handler *h = &ws->srv->h;
+  /* A dialed conn that never opened reports too, so its dialer learns why. */
+  if ((ws->opened || ws->client) && h->on_ws_close) {
+    if (!ws->have_code) {
+      const char *why = ws->opened ? "" : cgnet_strerror(reason);
+      record_close(ws, CGNET_WS_CLOSE_ABNORMAL, why, strlen(why));
+    }
+    h->on_ws_close(c, ws->close_code, ws->close_reason);
   }
   cgnet_conn_set_context(c, NULL);
   free_ws(ws);
@@ -660,12 +846,8 @@ static int send_compressed(cgnet_conn *c, ws_conn *ws, uint8_t op, const uint8_t
   if (grow(&ws->zbuf, &ws->zcap, need) != 0) return CGNET_ENOMEM;
   int rc = cgnet__ws_deflate_message(ws->z, data, len, ws->zbuf, ws->zcap, &out_len);
   if (rc != 0) return rc;
-  rc = write_frame(c, 1, 0x40, op, ws->zbuf, out_len);
-  if (ws->zcap > KEEP_MESSAGE_BUFFER) {
-    free(ws->zbuf);
-    ws->zbuf = NULL;
-    ws->zcap = 0;
-  }
+  rc = write_frame(c, ws, 1, 0x40, op, ws->zbuf, out_len, 1);
+  release_if_big(&ws->zbuf, &ws->zcap);
   return rc;
 }
 
@@ -677,7 +859,7 @@ static int send_message(cgnet_conn *c, uint8_t op, const void *data, size_t len)
   if (ws->stream_op) return CGNET_EBUSY;
   if (op == CGNET__WS_OP_TEXT && !cgnet__utf8_valid(data, len)) return CGNET_EINVAL;
   if (ws->z && len >= DEFLATE_MIN_SIZE) return send_compressed(c, ws, op, data, len);
-  return write_frame(c, 1, 0, op, data, len);
+  return write_frame(c, ws, 1, 0, op, data, len, 0);
 }
 
 int cgnet_ws_send_text(cgnet_conn *c, const char *data, size_t len) {
@@ -690,9 +872,10 @@ int cgnet_ws_send_binary(cgnet_conn *c, const void *data, size_t len) {
 
 int cgnet_ws_send_ping(cgnet_conn *c, const void *data, size_t len) {
   int err;
-  if (!sendable(c, &err)) return err;
+  ws_conn *ws = sendable(c, &err);
+  if (!ws) return err;
   if (len > CGNET__WS_MAX_CONTROL_PAYLOAD || (len && !data)) return CGNET_EINVAL;
-  return write_frame(c, 1, 0, CGNET__WS_OP_PING, data, len);
+  return write_frame(c, ws, 1, 0, CGNET__WS_OP_PING, data, len, 0);
 }
 
 int cgnet_ws_close(cgnet_conn *c, int code, const char *reason) {
@@ -731,7 +914,7 @@ static int stream_frame(cgnet_conn *c, int fin, const void *data, size_t len) {
   uint8_t op = ws->stream_started ? CGNET__WS_OP_CONTINUATION : ws->stream_op;
   ws->stream_started = 1;
   if (fin) ws->stream_op = 0;
-  return write_frame(c, fin, 0, op, data, len);
+  return write_frame(c, ws, fin, 0, op, data, len, 0);
 }
 
 int cgnet_ws_send_piece(cgnet_conn *c, const void *data, size_t len) {
@@ -741,6 +924,98 @@ int cgnet_ws_send_piece(cgnet_conn *c, const void *data, size_t len) {
 
 int cgnet_ws_send_end(cgnet_conn *c) {
   return stream_frame(c, 1, NULL, 0);
+}
+
+/* ---- dialing ----------------------------------------------------------------------------- */
+
+/* Split "ws://AUTHORITY/PATH?QUERY" into the address to dial ("tcp://HOST:PORT", port 80
+ * when none is given), the Host header (AUTHORITY as written) and the request target. */
+static int parse_url(const char *url, char **dial_addr, char **host, char **path) {
+  static const char scheme[] = "ws://";
+  if (strncmp(url, scheme, sizeof scheme - 1) != 0) return CGNET_EBADSCHEME;
+  const char *auth = url + sizeof scheme - 1;
+  size_t alen = strcspn(auth, "/?#");
+  if (alen == 0 || auth[alen] == '#') return CGNET_EBADADDR;
+  for (size_t i = 0; i < alen; i++)
+    if (auth[i] <= ' ' || auth[i] == '@' || auth[i] == 0x7f) return CGNET_EBADADDR;
+  const char *target = auth + alen;
+  for (const char *p = target; *p; p++)
+    if (*p <= ' ' || *p == 0x7f || *p == '#') return CGNET_EBADADDR;
+  /* A port is given if the last ':' comes after any IPv6 literal's ']'. */
+  const char *colon = memrchr(auth, ':', alen), *bracket = memrchr(auth, ']', alen);
+  int has_port = colon && (!bracket || colon > bracket);
+  size_t cap = alen + 16;
+  *dial_addr = malloc(cap);
+  *host = strndup(auth, alen);
+  *path = malloc(strlen(target) + 2);
+  if (!*dial_addr || !*host || !*path) return CGNET_ENOMEM;
+  snprintf(*dial_addr, cap, "tcp://%.*s%s", (int)alen, auth, has_port ? "" : ":80");
+  snprintf(*path, strlen(target) + 2, "%s%s", target[0] == '/' ? "" : "/", target);
+  return 0;
+}
+
+static int copy_offer(ws_dial *d, const cgnet_ws_dial_options *o) {
+  if (!o || !o->nsubprotocols) return 0;
+  if (!o->subprotocols) return CGNET_EINVAL;
+  size_t line = 0;
+  d->protocols = calloc(o->nsubprotocols, sizeof *d->protocols);
+  if (!d->protocols) return CGNET_ENOMEM;
+  for (size_t i = 0; i < o->nsubprotocols; i++, d->nprotocols++) {
+    if (!o->subprotocols[i] || !o->subprotocols[i][0]) return CGNET_EINVAL;
+    if (!(d->protocols[i] = strdup(o->subprotocols[i]))) return CGNET_ENOMEM;
+    line += strlen(o->subprotocols[i]) + 2;
+  }
+  if (!(d->protocols_line = malloc(line + 1))) return CGNET_ENOMEM;
+  d->protocols_line[0] = '\0';
+  for (size_t i = 0; i < d->nprotocols; i++) {
+    if (i) strcat(d->protocols_line, ", ");
+    strcat(d->protocols_line, d->protocols[i]);
+  }
+  return 0;
+}
+
+/* A dialed conn's state, made before the dial: it is the conn's context from the start. */
+static int new_dialed(cgnet_ws_server *srv, const char *url, const cgnet_ws_dial_options *o,
+                      void *ctx, char **dial_addr, ws_conn **out) {
+  ws_conn *ws = calloc(1, sizeof *ws);
+  if (!ws) return CGNET_ENOMEM;
+  ws->srv = srv;
+  ws->client = 1;
+  ws->user_ctx = ctx;
+  ws->state = WS_HANDSHAKE;
+  int rc = CGNET_ENOMEM;
+  if (!(ws->dial = calloc(1, sizeof *ws->dial))) goto fail;
+  ws_dial *d = ws->dial;
+  if ((rc = parse_url(url, dial_addr, &d->host, &d->path)) != 0) goto fail;
+  rc = CGNET_ENOMEM;
+  if (o && o->origin && !(d->origin = strdup(o->origin))) goto fail;
+  if ((rc = copy_offer(d, o)) != 0) goto fail;
+  uint8_t random16[16];
+  if (getrandom(random16, sizeof random16, 0) != (ssize_t)sizeof random16) {
+    rc = CGNET_EIO;
+    goto fail;
+  }
+  cgnet__ws_make_key(random16, d->key);
+  *out = ws;
+  return 0;
+fail:
+  free_ws(ws);
+  return rc;
+}
+
+int cgnet_ws_dial(cgnet_client *cl, cgnet_ws_server *srv, const char *url,
+                  const cgnet_ws_dial_options *o, void *ctx, cgnet_conn **out) {
+  if (!cl || !srv || !url) return CGNET_EINVAL;
+  char *dial_addr = NULL;
+  ws_conn *ws = NULL;
+  int rc = new_dialed(srv, url, o, ctx, &dial_addr, &ws);
+  if (rc == 0) {
+    rc = cgnet_client_dial(cl, dial_addr, o ? o->timeout_ms : 0, ws, out);
+    /* On success the conn owns ws (freed in on_close, even if the dial fails later). */
+    if (rc != 0) free_ws(ws);
+  }
+  free(dial_addr);
+  return rc;
 }
 
 /* ---- from any thread ------------------------------------------------------------------- */

@@ -1154,6 +1154,162 @@ static void test_many_clients(void **state) {
   stop(&sv);
 }
 
+/* ---- tests: the client side ----------------------------------------------------------- */
+
+/* The dialing side: sends `total` messages of random sizes one at a time, checks each
+ * echo, then closes with 1000. Runs on the client's loop thread; results in atomics. */
+static struct {
+  atomic_int opened, echoed, closed, close_code, bad;
+  int total;
+  char reason[128]; /* written before `closed` is set */
+  char protocol[32];
+  int deflate;
+  uint8_t *expect;
+  size_t expect_len;
+  uint64_t rng;
+} C;
+
+static uint32_t crnd(void) {
+  C.rng ^= C.rng << 13;
+  C.rng ^= C.rng >> 7;
+  C.rng ^= C.rng << 17;
+  return (uint32_t)(C.rng >> 16);
+}
+
+static void client_send_next(cgnet_conn *c) {
+  size_t len = crnd() % 3 == 0 ? crnd() % (100 * KiB) : crnd() % 300;
+  uint8_t *buf = realloc(C.expect, len + 1);
+  TU_CHECK(buf != NULL);
+  C.expect = buf;
+  C.expect_len = len;
+  if (crnd() % 2) {
+    for (size_t i = 0; i < len; i++)
+      buf[i] = (uint8_t)('a' + (i * 7 + len) % 26);
+    TU_CHECK_EQ(cgnet_ws_send_text(c, (const char *)buf, len), 0);
+  } else {
+    tu_pattern_fill(buf, len, len, 0);
+    TU_CHECK_EQ(cgnet_ws_send_binary(c, buf, len), 0);
+  }
+}
+
+static cgnet_action cl_open(cgnet_conn *c) {
+  TU_CHECK(cgnet_ws_context(c) == &C);
+  const char *p = cgnet_ws_subprotocol(c);
+  snprintf(C.protocol, sizeof C.protocol, "%s", p ? p : "");
+  C.deflate = cgnet_ws_deflate_enabled(c);
+  atomic_store(&C.opened, 1);
+  client_send_next(c);
+  return CGNET_NONE;
+}
+
+static cgnet_action cl_message(cgnet_conn *c, cgnet_ws_opcode op, const uint8_t *d,
+                               size_t n) {
+  (void)op;
+  if (n != C.expect_len || (n && memcmp(d, C.expect, n) != 0)) atomic_fetch_add(&C.bad, 1);
+  if (atomic_fetch_add(&C.echoed, 1) + 1 < C.total)
+    client_send_next(c);
+  else
+    TU_CHECK_EQ(cgnet_ws_close(c, 1000, "all done"), 0);
+  return CGNET_NONE;
+}
+
+static void cl_close(cgnet_conn *c, int code, const char *reason) {
+  TU_CHECK(cgnet_ws_context(c) == &C);
+  snprintf(C.reason, sizeof C.reason, "%s", reason);
+  atomic_store(&C.close_code, code);
+  atomic_store(&C.closed, 1);
+}
+
+static const cgnet_ws_handler CLIENT_HANDLER = {
+    .on_ws_open = cl_open,
+    .on_ws_message = cl_message,
+    .on_ws_close = cl_close,
+};
+
+static void reset_client(int total) {
+  atomic_store(&C.opened, 0);
+  atomic_store(&C.echoed, 0);
+  atomic_store(&C.closed, 0);
+  atomic_store(&C.close_code, 0);
+  atomic_store(&C.bad, 0);
+  C.total = total;
+  C.rng = 0x1234567887654321ull;
+}
+
+/* Dial url with a fresh client; wait for on_ws_close. */
+static void dial_and_wait(const cgnet_ws_options *wo, const char *url,
+                          const cgnet_ws_dial_options *dopts, int expect_rc) {
+  cgnet_ws_server *wc;
+  assert_int_equal(cgnet_ws_server_new(&CLIENT_HANDLER, wo, &wc), 0);
+  cgnet_handler h;
+  cgnet_ws_server_handler(wc, &h);
+  cgnet_client *cl;
+  assert_int_equal(cgnet_client_new(&h, NULL, &cl), 0);
+  int rc = cgnet_ws_dial(cl, wc, url, dopts, &C, NULL);
+  assert_int_equal(rc, expect_rc);
+  if (rc == 0) assert_true(tu_wait_atomic_eq(&C.closed, 1, TU_TIMEOUT_MS));
+  assert_int_equal(cgnet_client_free(cl, 1000), 0);
+  cgnet_ws_server_free(wc);
+}
+
+static void test_client_dial(void **state) {
+  (void)state;
+  server sv;
+  const char *protos[] = {"chat.v1"};
+  cgnet_ws_options so = {.subprotocols = protos, .nsubprotocols = 1};
+  start(&sv, &so);
+  char url[128];
+  snprintf(url, sizeof url, "ws://127.0.0.1:%d/some/path?x=1", sv.s.port);
+  const char *offer[] = {"chat.v2", "chat.v1"};
+  cgnet_ws_dial_options dopts = {.subprotocols = offer, .nsubprotocols = 2,
+                                 .origin = "http://localhost", .timeout_ms = 5000};
+  /* With deflate (both sides default), then without. */
+  for (int pass = 0; pass < 2; pass++) {
+    reset_client(300 / TU_PAYLOAD_DIV);
+    cgnet_ws_options co = {.deflate = pass ? CGNET_OFF : CGNET_DEFAULT};
+    dial_and_wait(&co, url, &dopts, 0);
+    assert_int_equal(atomic_load(&C.opened), 1);
+    assert_int_equal(atomic_load(&C.echoed), C.total);
+    assert_int_equal(atomic_load(&C.bad), 0);
+    assert_int_equal(atomic_load(&C.close_code), 1000);
+    assert_string_equal(C.reason, ""); /* the server echoes the code alone */
+    assert_string_equal(C.protocol, "chat.v1");
+    assert_int_equal(C.deflate, pass == 0 && cgnet__ws_deflate_available());
+  }
+  /* Refused by the server's handshake callback: no open, 1006 with the status. */
+  reset_client(1);
+  snprintf(url, sizeof url, "ws://127.0.0.1:%d/forbidden", sv.s.port);
+  dial_and_wait(NULL, url, NULL, 0);
+  assert_int_equal(atomic_load(&C.opened), 0);
+  assert_int_equal(atomic_load(&C.close_code), 1006);
+  assert_non_null(strstr(C.reason, "403"));
+  stop(&sv);
+  /* Nobody listening: 1006 with the connect error. */
+  int port;
+  int lfd = tu_listen_any(&port);
+  close(lfd);
+  reset_client(1);
+  snprintf(url, sizeof url, "ws://127.0.0.1:%d/", port);
+  dial_and_wait(NULL, url, NULL, 0);
+  assert_int_equal(atomic_load(&C.opened), 0);
+  assert_int_equal(atomic_load(&C.close_code), 1006);
+  assert_string_equal(C.reason, cgnet_strerror(CGNET_ECONNREFUSED));
+  /* A server that never answers the upgrade: the handshake timeout. */
+  lfd = tu_listen_any(&port);
+  reset_client(1);
+  snprintf(url, sizeof url, "ws://127.0.0.1:%d/", port);
+  cgnet_ws_options quick = {.handshake_timeout_ms = 200};
+  dial_and_wait(&quick, url, NULL, 0);
+  assert_int_equal(atomic_load(&C.close_code), 1006);
+  assert_string_equal(C.reason, "handshake timed out");
+  close(lfd);
+  /* Malformed URLs. */
+  dial_and_wait(NULL, "http://127.0.0.1:1/", NULL, CGNET_EBADSCHEME);
+  dial_and_wait(NULL, "ws:///path", NULL, CGNET_EBADADDR);
+  dial_and_wait(NULL, "ws://user@host:1/", NULL, CGNET_EBADADDR);
+  dial_and_wait(NULL, "ws://host:1/a b", NULL, CGNET_EBADADDR);
+}
+
 int main(void) {
   tu_apply_test_filter();
   pthread_mutex_init(&S.mu, NULL);
@@ -1173,6 +1329,7 @@ int main(void) {
       T(test_backpressure),
       T(test_deflate),
       T(test_many_clients),
+      T(test_client_dial),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
