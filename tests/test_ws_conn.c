@@ -11,14 +11,17 @@
  * cgnet-test-timeout: 300
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -32,6 +35,7 @@
 
 #include "cgnet.h"
 #include "cgnet_ws.h"
+#include "support/proc.h"
 #include "support/support.h"
 #include "ws_deflate.h"
 #include "ws_handshake.h"
@@ -1310,6 +1314,101 @@ static void test_client_dial(void **state) {
   dial_and_wait(NULL, "ws://host:1/a b", NULL, CGNET_EBADADDR);
 }
 
+/* ---- tests: the client against Python's websockets server ------------------------------ */
+
+extern char **environ;
+
+/* Start argv (found in PATH) with its stdout on a pipe (and its stderr dropped if
+ * `quiet`); read its first line. Returns the pid, or -1. */
+static pid_t spawn_reading_line(const char *const *argv, char *line, size_t cap, int quiet) {
+  int pipefd[2];
+  if (pipe(pipefd) < 0) return -1;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
+  posix_spawn_file_actions_addclose(&fa, pipefd[0]);
+  if (quiet) posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  pid_t pid;
+  int rc = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(pipefd[1]);
+  if (rc != 0) {
+    close(pipefd[0]);
+    return -1;
+  }
+  size_t n = 0;
+  char ch;
+  while (n + 1 < cap && read(pipefd[0], &ch, 1) == 1 && ch != '\n')
+    line[n++] = ch;
+  line[n] = '\0';
+  close(pipefd[0]);
+  return pid;
+}
+
+/* A Python 3 with the websockets module (PATH's, else the system's), or NULL. */
+static const char *python_with_websockets(void) {
+  static const char *const pythons[] = {"python3", "/usr/bin/python3"};
+  for (size_t i = 0; i < 2; i++) {
+    const char *argv[] = {pythons[i], "-c", "import websockets; print('yes')", NULL};
+    char line[16];
+    pid_t pid = spawn_reading_line(argv, line, sizeof line, 1);
+    if (pid < 0) continue;
+    int st = tu_wait_exit(pid, 20000);
+    if (st == 0 && strcmp(line, "yes") == 0) return pythons[i];
+  }
+  return NULL;
+}
+
+/* An echo server in Python's websockets on a free port, printed first; argv[1] says
+ * whether it accepts permessage-deflate. */
+static const char PY_SERVER[] =
+    "import asyncio, sys, websockets\n"
+    "async def echo(ws):\n"
+    "    async for m in ws:\n"
+    "        await ws.send(m)\n"
+    "async def main():\n"
+    "    comp = 'deflate' if sys.argv[1] == 'deflate' else None\n"
+    "    async with websockets.serve(echo, '127.0.0.1', 0, compression=comp,\n"
+    "                                subprotocols=['chat.v1'], max_size=None) as srv:\n"
+    "        print(srv.sockets[0].getsockname()[1], flush=True)\n"
+    "        await asyncio.Future()\n"
+    "asyncio.run(main())\n";
+
+static void test_client_against_python(void **state) {
+  (void)state;
+  const char *python = python_with_websockets();
+  if (!python) {
+    fprintf(stderr, "skipped: no python3 with the websockets module "
+                    "(Debian: python3-websockets; scripts/deps.sh installs it)\n");
+    skip();
+  }
+  for (int pass = 0; pass < 2; pass++) {
+    const char *mode = pass == 0 ? "deflate" : "plain";
+    const char *argv[] = {python, "-c", PY_SERVER, mode, NULL};
+    char line[32];
+    pid_t pid = spawn_reading_line(argv, line, sizeof line, 0);
+    assert_true(pid > 0);
+    int port = atoi(line);
+    if (port <= 0) {
+      (void)tu_stop_process(pid, 5000);
+      fail_msg("python server printed '%s'", line);
+    }
+    char url[64];
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d/", port);
+    const char *offer[] = {"chat.v1"};
+    cgnet_ws_dial_options dopts = {.subprotocols = offer, .nsubprotocols = 1};
+    reset_client(200 / TU_PAYLOAD_DIV);
+    dial_and_wait(NULL, url, &dopts, 0);
+    (void)tu_stop_process(pid, 5000); /* SIGTERM ends it; its status says nothing */
+    assert_int_equal(atomic_load(&C.opened), 1);
+    assert_int_equal(atomic_load(&C.echoed), C.total);
+    assert_int_equal(atomic_load(&C.bad), 0);
+    assert_int_equal(atomic_load(&C.close_code), 1000);
+    assert_string_equal(C.protocol, "chat.v1");
+    assert_int_equal(C.deflate, pass == 0 && cgnet__ws_deflate_available());
+  }
+}
+
 int main(void) {
   tu_apply_test_filter();
   pthread_mutex_init(&S.mu, NULL);
@@ -1330,6 +1429,7 @@ int main(void) {
       T(test_deflate),
       T(test_many_clients),
       T(test_client_dial),
+      T(test_client_against_python),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
