@@ -92,7 +92,12 @@ typedef struct ws_conn {
 
 /* ---- small helpers ------------------------------------------------------------------- */
 
+static cgnet_action ws_on_traffic(cgnet_conn *c);
+
+/* The layer's state of a conn, or NULL for a conn this layer does not serve (its context
+ * is someone else's pointer): the WebSocket calls are safe on any conn. */
 static ws_conn *ws_of(const cgnet_conn *c) {
+  if (!c->h || c->h->on_traffic != ws_on_traffic) return NULL;
   return (ws_conn *)cgnet_conn_context(c);
 }
 
@@ -467,10 +472,18 @@ static void on_data(cgnet_conn *c, ws_conn *ws, const cgnet__ws_event *ev,
     ws->msg_op = ev->opcode;
     cgnet__utf8_init(&ws->utf8);
   }
-  if (!ev->compressed && ev->len > ws->srv->o.max_message - ws->msg_len) {
-    /* Only with deflate agreed: the parser's limits then allow for compression. */
-    fail_conn(c, ws, CGNET_WS_CLOSE_TOO_BIG, "message larger than the maximum message size");
-    return;
+  if (!ev->compressed && ws->z) {
+    /* With deflate agreed the parser's limits allow for compression: an uncompressed
+     * message is held to the limits themselves here. */
+    if (ws->parser.h.payload_len > ws->srv->o.max_frame) {
+      fail_conn(c, ws, CGNET_WS_CLOSE_TOO_BIG, "frame larger than the maximum frame size");
+      return;
+    }
+    if (ev->len > ws->srv->o.max_message - ws->msg_len) {
+      fail_conn(c, ws, CGNET_WS_CLOSE_TOO_BIG,
+                "message larger than the maximum message size");
+      return;
+    }
   }
   if (ev->compressed) {
     if (inflate_piece(c, ws, ev) != 0) return;

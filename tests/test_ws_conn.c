@@ -1053,6 +1053,21 @@ static void test_deflate(void **state) {
     expect_close(fd, 1009);
     close(fd);
   }
+  stop(&sv);
+  /* The same for one frame over max_frame (within the allowance for compression). */
+  {
+    cgnet_ws_options wf = {.max_message = 64 * KiB, .max_frame = 32 * KiB};
+    start(&sv, &wf);
+    size_t n = 33 * KiB;
+    uint8_t *plain = calloc(1, n);
+    fd = ws_connect_ex(sv.s.port, "/", OFFER, NULL, 0);
+    n1 = build_frame(&f1, 1, 0, 2, plain, n);
+    send_raw(fd, f1, n1);
+    free(f1);
+    free(plain);
+    expect_close(fd, 1009);
+    close(fd);
+  }
   /* A bomb: 10 MiB of zeros in a few KiB closes with 1009 at 64 KiB. */
   size_t bomb_len = 10 * 1024 * KiB;
   uint8_t *zeros = calloc(1, bomb_len);
@@ -1156,6 +1171,38 @@ static void test_many_clients(void **state) {
   assert_int_equal(atomic_load(&ok), N);
   assert_true(tu_wait_atomic_eq(&S.closes, N, TU_TIMEOUT_MS));
   stop(&sv);
+}
+
+/* The WebSocket calls on a conn the layer does not serve answer, and touch nothing. */
+static cgnet_action raw_open(cgnet_conn *c) {
+  static int mine;
+  cgnet_conn_set_context(c, &mine);
+  TU_CHECK_EQ(cgnet_ws_send_text(c, "x", 1), CGNET_ECLOSED);
+  TU_CHECK_EQ(cgnet_ws_send_binary(c, "x", 1), CGNET_ECLOSED);
+  TU_CHECK_EQ(cgnet_ws_send_ping(c, "x", 1), CGNET_ECLOSED);
+  TU_CHECK_EQ(cgnet_ws_close(c, 1000, NULL), CGNET_ECLOSED);
+  TU_CHECK_EQ(cgnet_ws_send_begin(c, CGNET_WS_TEXT), CGNET_ECLOSED);
+  TU_CHECK(cgnet_ws_context(c) == NULL);
+  TU_CHECK(cgnet_ws_userdata(c) == NULL);
+  TU_CHECK(cgnet_ws_subprotocol(c) == NULL);
+  TU_CHECK_EQ(cgnet_ws_deflate_enabled(c), 0);
+  cgnet_ws_set_context(c, NULL);
+  TU_CHECK(cgnet_conn_context(c) == &mine);
+  atomic_fetch_add(&S.opens, 1);
+  return CGNET_CLOSE;
+}
+
+static void test_not_a_ws_conn(void **state) {
+  (void)state;
+  reset_state();
+  tu_server s;
+  cgnet_handler h = {.on_open = raw_open};
+  assert_int_equal(tu_server_start(&s, &h, NULL), 0);
+  int fd = tu_connect4(s.port);
+  assert_true(tu_wait_atomic_eq(&S.opens, 1, TU_TIMEOUT_MS));
+  close(fd);
+  assert_int_equal(tu_server_stop(&s, 1000), 0);
+  assert_no_check_failures();
 }
 
 /* ---- tests: the client side ----------------------------------------------------------- */
@@ -1428,6 +1475,7 @@ int main(void) {
       T(test_backpressure),
       T(test_deflate),
       T(test_many_clients),
+      T(test_not_a_ws_conn),
       T(test_client_dial),
       T(test_client_against_python),
   };
