@@ -184,7 +184,8 @@ CGNET_API int cgnet_ws_send_begin(cgnet_conn *c, cgnet_ws_opcode op);
 CGNET_API int cgnet_ws_send_piece(cgnet_conn *c, const void *data, size_t len);
 CGNET_API int cgnet_ws_send_end(cgnet_conn *c);
 
-/* ---- from any thread ------------------------------------------------------------------ */
+/* ---- from any thread ------------------------------------------------------------------
+ */
 
 /* cgnet_ws_send_text/_binary from any thread: the bytes are copied now and sent on the
  * conn's loop in submission order (per thread); done(c, status, ud), if given, runs on
@@ -197,7 +198,8 @@ CGNET_API int cgnet_ws_async_send(cgnet_conn *c, cgnet_ws_opcode op, const void 
 CGNET_API int cgnet_ws_async_close(cgnet_conn *c, int code, const char *reason,
                                    cgnet_write_done_fn done, void *ud);
 
-/* ---- dialing: the client side --------------------------------------------------------- */
+/* ---- dialing: the client side ---------------------------------------------------------
+ */
 
 /*
  * A cgnet_ws_server also serves conns a cgnet_client dials: make the client with the

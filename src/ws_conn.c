@@ -48,8 +48,8 @@ enum { WS_HANDSHAKE, WS_OPEN, WS_CLOSING, WS_DONE };
 /* What a dialed conn needs until its handshake is over. */
 typedef struct ws_dial {
   char *host, *path, *origin;
-  char *protocols_line;     /* the offered subprotocols, "a, b" (NULL: none) */
-  char **protocols;         /* ... one by one, for checking the answer */
+  char *protocols_line; /* the offered subprotocols, "a, b" (NULL: none) */
+  char **protocols;     /* ... one by one, for checking the answer */
   size_t nprotocols;
   char key[CGNET__WS_KEY_LEN + 1];
   int offered_deflate;
@@ -58,19 +58,19 @@ typedef struct ws_dial {
 typedef struct ws_conn {
   cgnet_ws_server *srv;
   void *user_ctx;
-  ws_dial *dial; /* a dialed conn until it is open (NULL for a server's conn) */
+  ws_dial *dial;  /* a dialed conn until it is open (NULL for a server's conn) */
   uint8_t client; /* a dialed conn: its frames are masked */
   uint8_t state;
-  uint8_t opened;        /* on_ws_open ran: on_ws_close is owed */
-  uint8_t close_sent;    /* our close frame is queued */
-  uint8_t have_code;     /* close_code / close_reason are set */
-  uint16_t close_code;   /* see on_ws_close */
+  uint8_t opened;      /* on_ws_open ran: on_ws_close is owed */
+  uint8_t close_sent;  /* our close frame is queued */
+  uint8_t have_code;   /* close_code / close_reason are set */
+  uint16_t close_code; /* see on_ws_close */
   char close_reason[CGNET__WS_MAX_CLOSE_REASON + 1];
-  size_t head_resume;    /* the head parser's memo */
-  cgnet_timer *timer;    /* handshake, then close timeout */
+  size_t head_resume; /* the head parser's memo */
+  cgnet_timer *timer; /* handshake, then close timeout */
   cgnet__ws_parser parser;
-  cgnet__ws_deflate *z;  /* permessage-deflate agreed */
-  char *protocol;        /* agreed subprotocol */
+  cgnet__ws_deflate *z; /* permessage-deflate agreed */
+  char *protocol;       /* agreed subprotocol */
   /* The message being reassembled or inflated. */
   uint8_t *msg;
   size_t msg_len, msg_cap;
@@ -229,7 +229,8 @@ static void fail_conn(cgnet_conn *c, ws_conn *ws, unsigned code, const char *why
   finish(c, ws);
 }
 
-/* ---- HTTP responses ------------------------------------------------------------------- */
+/* ---- HTTP responses -------------------------------------------------------------------
+ */
 
 static void refuse(cgnet_conn *c, ws_conn *ws, int status) {
   char buf[512];
@@ -410,11 +411,12 @@ static int read_handshake(cgnet_conn *c, ws_conn *ws, cgnet_action *act) {
 
 static void apply_action(cgnet_conn *c, ws_conn *ws, cgnet_action a, cgnet_action *act) {
   if (a == CGNET_SHUTDOWN) *act = a;
-  if (a == CGNET_CLOSE && ws->state == WS_OPEN) cgnet_ws_close(c, CGNET_WS_CLOSE_NORMAL, NULL);
+  if (a == CGNET_CLOSE && ws->state == WS_OPEN)
+    cgnet_ws_close(c, CGNET_WS_CLOSE_NORMAL, NULL);
 }
 
-static void deliver(cgnet_conn *c, ws_conn *ws, uint8_t op, const uint8_t *data,
-                    size_t len, cgnet_action *act) {
+static void deliver(cgnet_conn *c, ws_conn *ws, uint8_t op, const uint8_t *data, size_t len,
+                    cgnet_action *act) {
   const cgnet_ws_handler *h = &ws->srv->h;
   if (h->on_ws_message)
     apply_action(c, ws, h->on_ws_message(c, (cgnet_ws_opcode)op, data, len), act);
@@ -450,11 +452,13 @@ static int inflate_sink(void *arg, const uint8_t *p, size_t n) {
 static int inflate_piece(cgnet_conn *c, ws_conn *ws, const cgnet__ws_event *ev) {
   int rc = cgnet__ws_inflate(ws->z, ev->data, ev->len, ev->last, ws->srv->o.max_message,
                              inflate_sink, ws);
-  if (rc == 0 && ev->last && ws->msg_op == CGNET__WS_OP_TEXT && !cgnet__utf8_done(&ws->utf8))
+  if (rc == 0 && ev->last && ws->msg_op == CGNET__WS_OP_TEXT &&
+      !cgnet__utf8_done(&ws->utf8))
     rc = INFLATED_BAD_UTF8;
   if (rc == 0) return 0;
   if (rc == CGNET_EMSGSIZE)
-    fail_conn(c, ws, CGNET_WS_CLOSE_TOO_BIG, "message larger than the maximum message size");
+    fail_conn(c, ws, CGNET_WS_CLOSE_TOO_BIG,
+              "message larger than the maximum message size");
   else if (rc == INFLATED_BAD_UTF8)
     fail_conn(c, ws, CGNET_WS_CLOSE_INVALID_DATA, "invalid UTF-8 in a text message");
   else if (rc == CGNET_ECODEC)
@@ -552,7 +556,8 @@ static void read_frames(cgnet_conn *c, ws_conn *ws, cgnet_action *act) {
   }
 }
 
-/* ---- reading: a dialed conn's handshake ------------------------------------------------ */
+/* ---- reading: a dialed conn's handshake ------------------------------------------------
+ */
 
 static void free_dial(ws_dial *d) {
   if (!d) return;
@@ -618,8 +623,9 @@ static int read_response(cgnet_conn *c, ws_conn *ws) {
   int rc = cgnet__ws_parse_response((const char *)buf, len, 0, &ws->head_resume, &r);
   if (rc == 0) return 0;
   if (rc < 0) {
-    dial_failed(c, ws, rc == CGNET_EMSGSIZE ? "response head too large"
-                                            : "malformed response head");
+    dial_failed(c, ws,
+                rc == CGNET_EMSGSIZE ? "response head too large"
+                                     : "malformed response head");
     return 0;
   }
   ws_dial *d = ws->dial;
@@ -657,7 +663,8 @@ static void open_conn(ws_conn *ws) {
   ws->opened = 1;
 }
 
-/* ---- the engine handler --------------------------------------------------------------- */
+/* ---- the engine handler ---------------------------------------------------------------
+ */
 
 static cgnet_action ws_on_open(cgnet_conn *c) {
   if (cgnet_conn_client(c)) {
@@ -741,7 +748,8 @@ static void ws_on_writable_changed(cgnet_conn *c, int writable) {
     ws->srv->h.on_ws_writable_changed(c, writable);
 }
 
-/* ---- server object -------------------------------------------------------------------- */
+/* ---- server object --------------------------------------------------------------------
+ */
 
 static int copy_protocols(cgnet_ws_server *s, const cgnet_ws_options *o) {
   if (!o->nsubprotocols) return 0;
@@ -806,7 +814,8 @@ void *cgnet_ws_server_userdata(const cgnet_ws_server *ws) {
   return ws->h.ud;
 }
 
-/* ---- conn accessors -------------------------------------------------------------------- */
+/* ---- conn accessors --------------------------------------------------------------------
+ */
 
 void *cgnet_ws_userdata(const cgnet_conn *c) {
   ws_conn *ws = ws_of(c);
@@ -833,7 +842,8 @@ int cgnet_ws_deflate_enabled(const cgnet_conn *c) {
   return ws && ws->z != NULL;
 }
 
-/* ---- sending --------------------------------------------------------------------------- */
+/* ---- sending ---------------------------------------------------------------------------
+ */
 
 /* The conn's ws state if it may send data now, else NULL with *err set. */
 static ws_conn *sendable(cgnet_conn *c, int *err) {
@@ -939,7 +949,8 @@ int cgnet_ws_send_end(cgnet_conn *c) {
   return stream_frame(c, 1, NULL, 0);
 }
 
-/* ---- dialing ----------------------------------------------------------------------------- */
+/* ---- dialing
+ * ----------------------------------------------------------------------------- */
 
 /* Split "ws://AUTHORITY/PATH?QUERY" into the address to dial ("tcp://HOST:PORT", port 80
  * when none is given), the Host header (AUTHORITY as written) and the request target. */
@@ -1031,13 +1042,14 @@ int cgnet_ws_dial(cgnet_client *cl, cgnet_ws_server *srv, const char *url,
   return rc;
 }
 
-/* ---- from any thread ------------------------------------------------------------------- */
+/* ---- from any thread -------------------------------------------------------------------
+ */
 
 typedef struct ws_task {
   cgnet__task t;
   cgnet_conn *c;
-  int close;   /* a close, not a message */
-  int code;    /* close: the code; message: the opcode */
+  int close; /* a close, not a message */
+  int code;  /* close: the code; message: the opcode */
   int has_reason;
   cgnet_write_done_fn done;
   void *ud;
@@ -1104,7 +1116,8 @@ int cgnet_ws_async_close(cgnet_conn *c, int code, const char *reason,
   return post_task(c, 1, code, reason, len, done, ud);
 }
 
-/* ---- the request ----------------------------------------------------------------------- */
+/* ---- the request -----------------------------------------------------------------------
+ */
 
 static const char *view(cgnet__ws_str s, size_t *len) {
   if (len) *len = s.len;

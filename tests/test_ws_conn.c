@@ -48,9 +48,9 @@ static struct {
   atomic_int opens, closes, last_code, pongs, async_done, async_status;
   atomic_int handshakes, http_requests;
   atomic_int flood_sent, flood_err, unwritable, writable; /* test_backpressure */
-  pthread_mutex_t mu;          /* guards last_reason: conns of two loops close at once */
+  pthread_mutex_t mu; /* guards last_reason: conns of two loops close at once */
   char last_reason[128];
-  _Atomic(cgnet_conn *) ref;   /* a reference taken in on_ws_open (test_async) */
+  _Atomic(cgnet_conn *) ref; /* a reference taken in on_ws_open (test_async) */
 } S;
 
 /* The reason of the last on_ws_close, into buf. */
@@ -85,7 +85,8 @@ static int ws_handshake(cgnet_conn *c, const cgnet_ws_request *req, const char *
   const char *path = cgnet_ws_request_path(req, &len);
   if (len == 10 && memcmp(path, "/forbidden", 10) == 0) return 403;
   if (len == 6 && memcmp(path, "/bogus", 6) == 0) *protocol = "never-offered";
-  if (len == 7 && memcmp(path, "/second", 7) == 0 && cgnet_ws_request_protocol_count(req) > 1)
+  if (len == 7 && memcmp(path, "/second", 7) == 0 &&
+      cgnet_ws_request_protocol_count(req) > 1)
     *protocol = "chat.v1"; /* the client's second choice, not the server's first */
   return 0;
 }
@@ -175,9 +176,9 @@ static cgnet_action http_request(cgnet_conn *c, const cgnet_ws_request *req) {
   const char *path = cgnet_ws_request_path(req, &plen);
   cgnet_ws_request_body(req, &blen);
   char resp[256];
-  int n = snprintf(resp, sizeof resp,
-                   "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%.*s:%zu",
-                   (int)plen + 1 + (blen > 9 ? 2 : 1), (int)plen, path, blen);
+  int n =
+      snprintf(resp, sizeof resp, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%.*s:%zu",
+               (int)plen + 1 + (blen > 9 ? 2 : 1), (int)plen, path, blen);
   cgnet_conn_write(c, resp, (size_t)n);
   return CGNET_NONE;
 }
@@ -225,7 +226,8 @@ static void stop(server *sv) {
   assert_no_check_failures();
 }
 
-/* ---- the test client ------------------------------------------------------------------- */
+/* ---- the test client -------------------------------------------------------------------
+ */
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint32_t rnd(void) {
@@ -461,13 +463,15 @@ static void test_bad_handshakes(void **state) {
   const char *no_key = "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n"
                        "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n";
   expect_refused(port, no_key, strlen(no_key), "HTTP/1.1 400 ");
-  const char *v12 = "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                    "Sec-WebSocket-Version: 12\r\n\r\n";
+  const char *v12 =
+      "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+      "Sec-WebSocket-Version: 12\r\n\r\n";
   expect_refused(port, v12, strlen(v12), "HTTP/1.1 426 ");
-  const char *post = "POST / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n";
+  const char *post =
+      "POST / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+      "Sec-WebSocket-Version: 13\r\n\r\n";
   expect_refused(port, post, strlen(post), "HTTP/1.1 400 ");
   const char *bare_lf = "GET / HTTP/1.1\nHost: a\n\n";
   expect_refused(port, bare_lf, strlen(bare_lf), "HTTP/1.1 400 ");
@@ -508,7 +512,8 @@ static void test_subprotocols(void **state) {
                      head, sizeof head);
   assert_non_null(strstr(head, "Sec-WebSocket-Protocol: chat.v1\r\n"));
   close(fd);
-  fd = ws_connect_ex(sv.s.port, "/", "Sec-WebSocket-Protocol: other\r\n", head, sizeof head);
+  fd =
+      ws_connect_ex(sv.s.port, "/", "Sec-WebSocket-Protocol: other\r\n", head, sizeof head);
   assert_null(strstr(head, "Sec-WebSocket-Protocol"));
   close(fd);
   stop(&sv);
@@ -673,8 +678,8 @@ static void expect_failure(int port, const void *bytes, size_t len, int code) {
   assert_int_equal(atomic_load(&S.last_code), code);
 }
 
-static void expect_frame_failure(int port, int fin, uint8_t op, const void *data, size_t len,
-                                 int code) {
+static void expect_frame_failure(int port, int fin, uint8_t op, const void *data,
+                                 size_t len, int code) {
   uint8_t *f;
   size_t n = build_frame(&f, fin, 0, op, data, len);
   expect_failure(port, f, n, code);
@@ -705,7 +710,8 @@ static void test_protocol_errors(void **state) {
   expect_frame_failure(port, 1, 1, "\xe2\x82", 2, 1007); /* ends inside a character */
   expect_frame_failure(port, 1, 0x8, "\x03\xe8\xff", 3, 1007);
   /* A 2^63 length. */
-  expect_failure(port, "\x82\xff\x80\x00\x00\x00\x00\x00\x00\x00\x01\x02\x03\x04", 14, 1002);
+  expect_failure(port, "\x82\xff\x80\x00\x00\x00\x00\x00\x00\x00\x01\x02\x03\x04", 14,
+                 1002);
   /* A ping with 126 bytes; a fragmented ping; a close with a 1-byte payload. */
   uint8_t big[126] = {0};
   expect_frame_failure(port, 1, 0x9, big, sizeof big, 1002);
@@ -768,7 +774,10 @@ static void test_close_timeout(void **state) {
   assert_int_equal(read_frame(fd, &f), 0);
   assert_int_equal(f.op, 0x8);
   assert_int_equal(f.len, 5);
-  assert_memory_equal(f.data, "\x03\xe8" "bye", 5);
+  assert_memory_equal(f.data,
+                      "\x03\xe8"
+                      "bye",
+                      5);
   free(f.data);
   /* Data after the server's close is dropped, not echoed; the conn ends at the timeout. */
   send_frame(fd, 1, 1, "ignored", 7);
@@ -785,7 +794,10 @@ static void test_close_timeout(void **state) {
   assert_int_equal(f.data[0] << 8 | f.data[1], 1000);
   free(f.data);
   t0 = tu_now_ms();
-  send_frame(fd, 1, 0x8, "\x0f\xa0" "done", 6); /* 4000 */
+  send_frame(fd, 1, 0x8,
+             "\x0f\xa0"
+             "done",
+             6); /* 4000 */
   assert_int_equal(tu_expect_eof(fd, TU_TIMEOUT_MS, NULL), 0);
   assert_true(tu_now_ms() - t0 < 250 * TU_SLOW);
   close(fd);
@@ -874,8 +886,8 @@ static void *async_sender(void *p) {
   for (int i = 0; i < a->n; i++) {
     char msg[32];
     int len = snprintf(msg, sizeof msg, "async %d", i);
-    TU_CHECK_EQ(cgnet_ws_async_send(a->c, CGNET_WS_TEXT, msg, (size_t)len, async_done, NULL),
-                0);
+    TU_CHECK_EQ(
+        cgnet_ws_async_send(a->c, CGNET_WS_TEXT, msg, (size_t)len, async_done, NULL), 0);
   }
   TU_CHECK_EQ(cgnet_ws_async_close(a->c, 3001, "from a thread", async_done, NULL), 0);
   return NULL;
@@ -911,7 +923,8 @@ static void test_async(void **state) {
   assert_int_equal(atomic_load(&S.async_status), 0);
   assert_true(tu_wait_atomic_eq(&S.closes, 1, TU_TIMEOUT_MS));
   /* On a closed conn: refused at once. */
-  assert_int_equal(cgnet_ws_async_send(a.c, CGNET_WS_TEXT, "x", 1, NULL, NULL), CGNET_ECLOSED);
+  assert_int_equal(cgnet_ws_async_send(a.c, CGNET_WS_TEXT, "x", 1, NULL, NULL),
+                   CGNET_ECLOSED);
   assert_int_equal(cgnet_ws_async_send(a.c, 7, "x", 1, NULL, NULL), CGNET_EINVAL);
   stop(&sv);
 }
@@ -920,7 +933,8 @@ static void test_async(void **state) {
 static void test_backpressure(void **state) {
   (void)state;
   server sv;
-  cgnet_options o = {.write_high_watermark = 128 * KiB, .write_buffer_limit = 1024 * KiB,
+  cgnet_options o = {.write_high_watermark = 128 * KiB,
+                     .write_buffer_limit = 1024 * KiB,
                      .socket_send_buffer = 64 * KiB};
   start_with(&sv, &HANDLER, NULL, &o);
   int fd = ws_connect(sv.s.port);
@@ -944,7 +958,8 @@ static void test_backpressure(void **state) {
   stop(&sv);
 }
 
-/* ---- tests: permessage-deflate ----------------------------------------------------------- */
+/* ---- tests: permessage-deflate
+ * ----------------------------------------------------------- */
 
 #ifdef HAVE_ZLIB_H
 /* Raw deflate of a whole message with the sync-flush tail stripped (RFC 7692). */
@@ -1205,7 +1220,8 @@ static void test_not_a_ws_conn(void **state) {
   assert_no_check_failures();
 }
 
-/* ---- tests: the client side ----------------------------------------------------------- */
+/* ---- tests: the client side -----------------------------------------------------------
+ */
 
 /* The dialing side: sends `total` messages of random sizes one at a time, checks each
  * echo, then closes with 1000. Runs on the client's loop thread; results in atomics. */
@@ -1312,8 +1328,10 @@ static void test_client_dial(void **state) {
   char url[128];
   snprintf(url, sizeof url, "ws://127.0.0.1:%d/some/path?x=1", sv.s.port);
   const char *offer[] = {"chat.v2", "chat.v1"};
-  cgnet_ws_dial_options dopts = {.subprotocols = offer, .nsubprotocols = 2,
-                                 .origin = "http://localhost", .timeout_ms = 5000};
+  cgnet_ws_dial_options dopts = {.subprotocols = offer,
+                                 .nsubprotocols = 2,
+                                 .origin = "http://localhost",
+                                 .timeout_ms = 5000};
   /* With deflate (both sides default), then without. */
   for (int pass = 0; pass < 2; pass++) {
     reset_client(300 / TU_PAYLOAD_DIV);
@@ -1361,13 +1379,15 @@ static void test_client_dial(void **state) {
   dial_and_wait(NULL, "ws://host:1/a b", NULL, CGNET_EBADADDR);
 }
 
-/* ---- tests: the client against Python's websockets server ------------------------------ */
+/* ---- tests: the client against Python's websockets server ------------------------------
+ */
 
 extern char **environ;
 
 /* Start argv (found in PATH) with its stdout on a pipe (and its stderr dropped if
  * `quiet`); read its first line. Returns the pid, or -1. */
-static pid_t spawn_reading_line(const char *const *argv, char *line, size_t cap, int quiet) {
+static pid_t spawn_reading_line(const char *const *argv, char *line, size_t cap,
+                                int quiet) {
   int pipefd[2];
   if (pipe(pipefd) < 0) return -1;
   posix_spawn_file_actions_t fa;
