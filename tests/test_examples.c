@@ -341,6 +341,71 @@ static void ws_echo_python_client(void **state) {
                "plain");
 }
 
+/* The client side in Node's `ws` package (found by require, else in npm's global
+ * root): argv[1] the port. Echoes text and binary of several sizes, with the extension
+ * offered, then closes with 1000; exits 77 if `ws` is not installed. Prints "ok". */
+static const char NODE_CLIENT[] =
+    "let WebSocket;\n"
+    "try { WebSocket = require('ws'); } catch (e) {\n"
+    "  try {\n"
+    "    const root = require('child_process').execSync('npm root -g').toString().trim();\n"
+    "    WebSocket = require(require('path').join(root, 'ws'));\n"
+    "  } catch (e2) { process.exit(77); }\n"
+    "}\n"
+    "const crypto = require('crypto');\n"
+    "const ws = new WebSocket('ws://127.0.0.1:' + process.argv[1] + '/node',\n"
+    "                         { perMessageDeflate: true });\n"
+    "const sizes = [0, 1, 125, 126, 65535, 65536, 99999];\n"
+    "let i = 0, sent;\n"
+    "function next() {\n"
+    "  if (i == 2 * sizes.length) { ws.close(1000, 'bye'); return; }\n"
+    "  const n = sizes[i >> 1];\n"
+    "  sent = (i & 1) ? 'x\\u00e9\\u20ac'.repeat(n).slice(0, n >> 1)\n"
+    "                 : crypto.randomBytes(n);\n"
+    "  i++;\n"
+    "  ws.send(sent);\n"
+    "}\n"
+    "ws.on('open', () => {\n"
+    "  if (!ws.extensions.includes('permessage-deflate') && process.argv[2] == 'deflate')\n"
+    "    { console.log('no deflate: ' + ws.extensions); process.exit(1); }\n"
+    "  next();\n"
+    "});\n"
+    "ws.on('message', (data, isBinary) => {\n"
+    "  const ok = isBinary ? Buffer.isBuffer(sent) && data.equals(sent)\n"
+    "                      : typeof sent == 'string' && data.toString() == sent;\n"
+    "  if (!ok) { console.log('bad echo at ' + i); process.exit(1); }\n"
+    "  next();\n"
+    "});\n"
+    "ws.on('close', (code) => {\n"
+    "  if (code != 1000 || i != 2 * sizes.length) { console.log('close ' + code); "
+    "process.exit(1); }\n"
+    "  console.log('ok');\n"
+    "});\n"
+    "ws.on('error', (e) => { console.log('error ' + e); process.exit(1); });\n"
+    "setTimeout(() => { console.log('timeout'); process.exit(1); }, 30000).unref();\n";
+
+/* ws_echo against Node's ws (skipped where node or the package is missing). */
+static void ws_echo_node_client(void **state) {
+  (void)state;
+  char line[256];
+  pid_t pid =
+      tu_spawn_example("ws_echo", A("tcp://127.0.0.1:0", "--quiet"), line, sizeof line);
+  assert_true(pid > 0);
+  char port_s[16];
+  snprintf(port_s, sizeof port_s, "%d", tu_port_after(line, "listening on "));
+  run_result r;
+  const char *want = cgnet__ws_deflate_available() ? "deflate" : "plain";
+  int rc = run_program(A("node", "-e", NODE_CLIENT, port_s, want), 60000 * TU_SLOW, &r);
+  assert_int_equal(tu_stop_process(pid, 10000), 0);
+  if (rc != 0 || r.status == 77) {
+    fprintf(stderr, "skipped: %s\n",
+            rc != 0 ? "no node in PATH" : "no node 'ws' package (npm install -g ws)");
+    skip();
+  }
+  if (r.status != 0 || strcmp(r.out, "ok\n") != 0)
+    fail_msg("node client: exit %d\nstdout: %s\nstderr: %s", r.status, r.out, r.err);
+}
+
 /* curl's upgrade request: the 101 with the accept value RFC 6455 gives for its sample
  * key. curl then waits on the open conn until its --max-time. */
 static void ws_echo_curl_upgrade(void **state) {
@@ -390,6 +455,7 @@ int main(void) {
       cmocka_unit_test(listening_line_names_unix_addresses),
       cmocka_unit_test(codec_echo_big_fixed_frames),
       cmocka_unit_test(ws_echo_python_client),
+      cmocka_unit_test(ws_echo_node_client),
       cmocka_unit_test(ws_echo_curl_upgrade),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
