@@ -3,8 +3,9 @@
  * flags, bad values and addresses it cannot serve, and must exit 2 with a line on stderr
  * naming the flag or address at fault; --help must print the usage on stdout and exit 0.
  * Then a few things only a running example shows: the listening line of Unix addresses,
- * codec_echo with frames larger than the default output limit, and ws_echo against
- * WebSocket clients written elsewhere (Python's websockets, curl's upgrade request).
+ * codec_echo with frames larger than the default output limit, ws_echo against
+ * WebSocket clients written elsewhere (Python's websockets, Node's ws, curl's upgrade
+ * request), and ws_chat's page and broadcast.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -341,6 +342,56 @@ static void ws_echo_python_client(void **state) {
                "plain");
 }
 
+/* Members of ws_chat in Python: argv[1] the port. GET / must be the page; /other is
+ * refused; then 4 members join (on both loops), each says one line, and every member
+ * must hear all 4 lines. Prints "ok". */
+static const char PY_CHAT[] =
+    "import asyncio, sys, urllib.request, websockets\n"
+    "async def main(port):\n"
+    "    page = urllib.request.urlopen('http://127.0.0.1:%s/' % port, timeout=10).read()\n"
+    "    assert b'new WebSocket' in page, page[:100]\n"
+    "    try:\n"
+    "        await websockets.connect('ws://127.0.0.1:%s/other' % port)\n"
+    "        raise SystemExit('upgrade on /other accepted')\n"
+    "    except websockets.InvalidStatusCode as e:\n"
+    "        assert e.status_code == 404, e.status_code\n"
+    "    url = 'ws://127.0.0.1:%s/ws' % port\n"
+    "    members = [await websockets.connect(url) for _ in range(4)]\n"
+    "    await asyncio.sleep(0.2)\n"
+    "    for i, m in enumerate(members):\n"
+    "        await m.send('line %d' % i)\n"
+    "    for m in members:\n"
+    "        heard = set()\n"
+    "        while len(heard) < 4:\n"
+    "            heard.add(await asyncio.wait_for(m.recv(), 10))\n"
+    "        assert heard == {'line %d' % i for i in range(4)}, heard\n"
+    "    for m in members:\n"
+    "        await m.close()\n"
+    "    print('ok')\n"
+    "asyncio.run(main(sys.argv[1]))\n";
+
+/* ws_chat: the page, the 404, and a broadcast reaching members on every loop. */
+static void ws_chat_python_members(void **state) {
+  (void)state;
+  const char *python = python_with_websockets();
+  if (!python) {
+    fprintf(stderr, "skipped: no python3 with the websockets module "
+                    "(Debian: python3-websockets; scripts/deps.sh installs it)\n");
+    skip();
+  }
+  char line[256];
+  pid_t pid = tu_spawn_example("ws_chat", A("tcp://127.0.0.1:0", "--quiet", "--loops", "2"),
+                               line, sizeof line);
+  assert_true(pid > 0);
+  char port_s[16];
+  snprintf(port_s, sizeof port_s, "%d", tu_port_after(line, "listening on "));
+  run_result r;
+  assert_int_equal(run_program(A(python, "-c", PY_CHAT, port_s), 60000 * TU_SLOW, &r), 0);
+  assert_int_equal(tu_stop_process(pid, 10000), 0);
+  if (r.status != 0 || strcmp(r.out, "ok\n") != 0)
+    fail_msg("python members: exit %d\nstdout: %s\nstderr: %s", r.status, r.out, r.err);
+}
+
 /* The client side in Node's `ws` package (found by require, else in npm's global
  * root): argv[1] the port. Echoes text and binary of several sizes, with the extension
  * offered, then closes with 1000; exits 77 if `ws` is not installed. Prints "ok". */
@@ -456,6 +507,7 @@ int main(void) {
       cmocka_unit_test(codec_echo_big_fixed_frames),
       cmocka_unit_test(ws_echo_python_client),
       cmocka_unit_test(ws_echo_node_client),
+      cmocka_unit_test(ws_chat_python_members),
       cmocka_unit_test(ws_echo_curl_upgrade),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
