@@ -25,7 +25,9 @@
  * upgrade gets 101 and on_ws_open, then messages; a bad one gets 400, 426 (wrong or
  * missing Sec-WebSocket-Version, or plain HTTP with no on_http_request) or 431 (a head
  * over 8 KiB or 64 header lines) and is closed. The WebSocket ends with on_ws_close,
- * exactly once for every conn that had on_ws_open, when the TCP conn is gone.
+ * exactly once for every conn that had on_ws_open, when the TCP conn is gone. The end
+ * is the close handshake: after the last close frame this side sends its FIN and reads
+ * (and drops) what the peer still sends until the peer's FIN or close_timeout_ms.
  *
  * Threads: callbacks run on the conn's loop thread; the cgnet_ws_send_* / close calls
  * are loop-thread calls on an open WebSocket conn; the async forms run from any thread
@@ -102,7 +104,8 @@ typedef struct cgnet_ws_handler {
    * the layer itself. */
   cgnet_action (*on_ws_pong)(cgnet_conn *c, const uint8_t *data, size_t len);
 
-  /* The WebSocket has ended and its TCP conn is gone. `code`: the peer's close code if
+  /* The WebSocket has ended and its TCP conn is gone (for a dialed conn, also a dial
+   * that never opened: 1006, see cgnet_ws_dial). `code`: the peer's close code if
    * it sent a close frame (1005 if that frame had none), else the code this side failed
    * the conn with (1002, 1007, 1009, ...), else 1006 (no close frame: the peer vanished,
    * the close timeout passed, a timeout or the engine's stop closed the conn). `reason`:
