@@ -254,6 +254,12 @@ static const char *preferred_protocol(const cgnet_ws_server *srv,
   return NULL;
 }
 
+/* The largest compressed form of n bytes; a limit too large to have one stays as is
+ * (it bounds nothing a peer could send anyway). */
+static uint64_t compressed_bound(size_t n) {
+  return n > SIZE_MAX / 4 ? n : cgnet__ws_deflate_bound(n);
+}
+
 static void parser_config(const ws_conn *ws, cgnet__ws_config *cfg) {
   memset(cfg, 0, sizeof *cfg);
   cfg->role = ws->client ? CGNET__WS_CLIENT : CGNET__WS_SERVER;
@@ -264,8 +270,8 @@ static void parser_config(const ws_conn *ws, cgnet__ws_config *cfg) {
     /* The parser judges payloads as sent. Deflate makes incompressible data a little
      * larger, so a message within the limit may arrive over it compressed: allow the
      * worst case. What it inflates to is held to the limit itself (inflate_piece). */
-    cfg->max_frame = cgnet__ws_deflate_bound(ws->srv->o.max_frame);
-    cfg->max_message = cgnet__ws_deflate_bound(ws->srv->o.max_message);
+    cfg->max_frame = compressed_bound(ws->srv->o.max_frame);
+    cfg->max_message = compressed_bound(ws->srv->o.max_message);
   }
 }
 

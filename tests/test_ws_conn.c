@@ -327,6 +327,10 @@ static size_t read_head(int fd, char *buf, size_t cap) {
   return n;
 }
 
+static const char OFFER[] =
+    "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover; "
+    "server_no_context_takeover\r\n";
+
 static const char RFC_KEY[] = "dGhlIHNhbXBsZSBub25jZQ==";
 static const char RFC_ACCEPT[] = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
@@ -521,6 +525,13 @@ static void test_subprotocols(void **state) {
   assert_int_equal(cgnet_ws_server_new(&HANDLER, &wb, &bad), CGNET_EINVAL);
   cgnet_ws_options wf = {.max_frame = 2 * KiB, .max_message = KiB};
   assert_int_equal(cgnet_ws_server_new(&HANDLER, &wf, &bad), CGNET_EINVAL);
+  /* No practical limit at all (with deflate offered: its allowance must not wrap). */
+  cgnet_ws_options huge = {.max_message = SIZE_MAX};
+  start(&sv, &huge);
+  fd = ws_connect_ex(sv.s.port, "/", OFFER, NULL, 0);
+  echo_once(fd, 2, "unbounded", 9);
+  client_close(fd);
+  stop(&sv);
 }
 
 static void test_plain_http_shares_listener(void **state) {
@@ -956,6 +967,73 @@ static void test_backpressure(void **state) {
   stop(&sv);
 }
 
+/* Sends from a worker pool's threads: every message arrives once, whole. */
+typedef struct pool_send {
+  cgnet_conn *c;
+  int i;
+} pool_send;
+
+static void pool_task(void *ud) {
+  pool_send *ps = ud;
+  char msg[32];
+  int len = snprintf(msg, sizeof msg, "pool %d", ps->i);
+  TU_CHECK_EQ(
+      cgnet_ws_async_send(ps->c, CGNET_WS_BINARY, msg, (size_t)len, async_done, NULL), 0);
+}
+
+static void test_pool_sends(void **state) {
+  (void)state;
+  server sv;
+  start(&sv, NULL);
+  int fd = ws_connect(sv.s.port);
+  assert_true(tu_wait_atomic_eq(&S.opens, 1, TU_TIMEOUT_MS));
+  cgnet_pool *pool;
+  cgnet_pool_options po = {.max_threads = 4};
+  assert_int_equal(cgnet_pool_new(&po, &pool), 0);
+  enum { N = 64 };
+  pool_send ps[N];
+  for (int i = 0; i < N; i++) {
+    ps[i] = (pool_send){atomic_load(&S.ref), i};
+    assert_int_equal(cgnet_pool_submit(pool, pool_task, &ps[i]), 0);
+  }
+  assert_int_equal(cgnet_pool_release(pool, CGNET_POOL_DRAIN, UINT64_MAX), 0);
+  int seen[N] = {0};
+  for (int k = 0; k < N; k++) {
+    frame f;
+    assert_int_equal(read_frame(fd, &f), 0);
+    assert_int_equal(f.op, 2);
+    f.data[f.len] = '\0';
+    int i = -1;
+    assert_int_equal(sscanf((char *)f.data, "pool %d", &i), 1);
+    assert_true(i >= 0 && i < N);
+    seen[i]++;
+    free(f.data);
+  }
+  for (int i = 0; i < N; i++)
+    assert_int_equal(seen[i], 1);
+  assert_true(tu_wait_atomic_eq(&S.async_done, N, TU_TIMEOUT_MS));
+  assert_int_equal(atomic_load(&S.async_status), 0);
+  client_close(fd);
+  stop(&sv);
+}
+
+/* The engine's idle timeout closes a quiet WebSocket like any conn: 1006. */
+static void test_idle_timeout(void **state) {
+  (void)state;
+  server sv;
+  cgnet_options o = {.idle_timeout_ms = 200};
+  start_with(&sv, &HANDLER, NULL, &o);
+  int fd = ws_connect(sv.s.port);
+  echo_once(fd, 1, "before", 6);
+  uint64_t t0 = tu_now_ms();
+  assert_int_equal(tu_expect_eof(fd, TU_TIMEOUT_MS, NULL), 0);
+  assert_true(tu_now_ms() - t0 >= 150);
+  assert_true(tu_wait_atomic_eq(&S.closes, 1, TU_TIMEOUT_MS));
+  assert_int_equal(atomic_load(&S.last_code), 1006);
+  close(fd);
+  stop(&sv);
+}
+
 /* ---- tests: permessage-deflate
  * ----------------------------------------------------------- */
 
@@ -995,10 +1073,6 @@ static size_t inflate_msg(const uint8_t *in, size_t n, uint8_t *out, size_t cap)
   return len;
 }
 #endif
-
-static const char OFFER[] =
-    "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover; "
-    "server_no_context_takeover\r\n";
 
 static void test_deflate(void **state) {
   (void)state;
@@ -1500,6 +1574,8 @@ int main(void) {
       T(test_stream_and_ping),
       T(test_async),
       T(test_backpressure),
+      T(test_pool_sends),
+      T(test_idle_timeout),
       T(test_deflate),
       T(test_many_clients),
       T(test_not_a_ws_conn),
