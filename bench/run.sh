@@ -14,7 +14,7 @@
 #          skipped if absent)
 # regress  the regression figures: user-space instructions per echoed message
 #          (callgrind) and syscalls per echoed message (strace -c), for cgnet on epoll and
-#          on io_uring (with completions per io_uring_enter) and the floor
+#          on io_uring (with completions per io_uring_enter) and the two floors
 #
 # Each repetition runs the whole matrix again with the servers in a rotated order, and
 # every run starts a fresh server process. Per run the results file gets one line:
@@ -31,7 +31,7 @@
 #   HTTP_TOOLS="wrk h2load"  HTTP_CONNS=256  HTTP_DEPTH=16  PLACEMENTS="pin1 loops2"
 #   LOAD_THREADS2=2 (load-tool threads in loops2)  CGNET_ARGS= (extra flags for cgnet)
 #   REGRESS_SECS=3  REGRESS_CONNS=100  REGRESS_SIZE=512
-#   REGRESS_SERVERS="cgnet cgnet_uring floor"
+#   REGRESS_SERVERS="cgnet cgnet_uring floor floor_uring"
 #   QUICK=1    a smoke run: 1 rep, 1 s, 100 conns, 512 B, both modes and placements
 #   OUT=DIR    results directory (default bench/results/<timestamp>-run)
 #   REPORT=0   do not run bench/report.py at the end
@@ -62,7 +62,7 @@ LOAD_THREADS2=${LOAD_THREADS2:-2}
 REGRESS_SECS=${REGRESS_SECS:-3}
 REGRESS_CONNS=${REGRESS_CONNS:-100}
 REGRESS_SIZE=${REGRESS_SIZE:-512}
-REGRESS_SERVERS=${REGRESS_SERVERS:-cgnet cgnet_uring floor}
+REGRESS_SERVERS=${REGRESS_SERVERS:-cgnet cgnet_uring floor floor_uring}
 REPORT=${REPORT:-1}
 
 parts=("$@")
@@ -213,7 +213,9 @@ regress_start() { # SERVER DIR [WRAPPER...]: like start_server, pinned, 1 loop, 
     taskset -c 0 "$@" "$BUILD/examples/echo" "tcp://$HOST:0" --loops 1 --quiet \
       --backend io_uring --stats >"$dir/server.log" 2>&1 &
   else
-    taskset -c 0 "$@" "$BUILD/bench/floor_echo" --host "$HOST" --port 0 --loops 1 >"$dir/server.log" 2>&1 &
+    local bin=floor_echo
+    [[ $server == floor_uring ]] && bin=floor_uring
+    taskset -c 0 "$@" "$BUILD/bench/$bin" --host "$HOST" --port 0 --loops 1 >"$dir/server.log" 2>&1 &
   fi
   SERVER_PID=$!
   SERVER_PORT=$(wait_listening "$dir/server.log" 60)
@@ -236,8 +238,8 @@ run_regress() {
   printf 'server\tmetric\tvalue\tmsgs\tnote\n' >"$R"
   for server in $REGRESS_SERVERS; do
     # valgrind does not emulate io_uring (the ring cannot be set up under it): the
-    # io_uring server gets the syscall figures only.
-    if command -v valgrind >/dev/null && [[ $server != cgnet_uring ]]; then
+    # io_uring servers get the syscall figures only.
+    if command -v valgrind >/dev/null && [[ $server != *_uring ]]; then
       dir=$OUT/raw/regress-callgrind-$server
       local secs
       for secs in "$REGRESS_SECS" 0.1; do
