@@ -96,6 +96,7 @@ extern "C" {
   XX(EBADPORT, -4012, "address has a missing or out-of-range port")                        \
   XX(EADDRFAMILY, -4013, "address host does not match the scheme's family")                \
   XX(ERESOLVE, -4014, "host name could not be resolved")                                   \
+  XX(EBADOPTION, -4015, "address has an unknown or malformed option")                      \
   XX(EFRAMETOOLARGE, -4020, "frame exceeds the maximum frame length")                      \
   XX(ECODEC, -4021, "malformed frame")                                                     \
   XX(EWRONGTHREAD, -4030, "called from a thread that may not call it")                     \
@@ -355,6 +356,16 @@ typedef struct cgnet_options {
    * frames and cgnet_conn_write_frame encodes. NULL: raw bytes through on_traffic. The
    * codec must outlive the engine. */
   const cgnet_codec *codec;
+
+  /* UDP sessions (see "Datagrams"): non-zero gives each remote peer of a udp address a
+   * conn of its own, opened by its first datagram, instead of one per-datagram conn.
+   * "udp://...?sessions=1" or "?sessions=0" overrides this for one address. */
+  int udp_sessions;
+  /* At most this many sessions open at once across the engine (default 65536): the
+   * first datagram of a new peer beyond it is dropped and counted (sessions_refused in
+   * cgnet_datagram_stats); open sessions are untouched. max_connections, when set,
+   * bounds sessions too, as they count among the engine's conns. */
+  size_t max_udp_sessions;
 } cgnet_options;
 
 /* ------------------------------------------------------------------------------------ */
@@ -511,6 +522,9 @@ typedef struct cgnet_datagram_stats {
   uint64_t send_calls;        /* sendmmsg calls that sent at least one */
   uint64_t dropped_truncated; /* received datagrams larger than a slot */
   uint64_t dropped_send;      /* queued datagrams the kernel refused */
+  uint64_t sessions_opened;   /* UDP sessions opened (on_open ran) */
+  uint64_t sessions_refused;  /* new peers dropped at max_udp_sessions / max_connections */
+  uint64_t sessions_open;     /* UDP sessions open now */
 } cgnet_datagram_stats;
 CGNET_API void cgnet_engine_datagram_stats(const cgnet_engine *eng,
                                            cgnet_datagram_stats *out);
