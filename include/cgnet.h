@@ -468,7 +468,8 @@ CGNET_API int cgnet_engine_listen_port(const cgnet_engine *eng, size_t i);
  * datagram larger than a slot is dropped and counted (dropped_truncated, and a warning
  * at most once a second), never delivered cut short.
  *
- * Each datagram calls on_traffic with the socket's datagram conn
+ * Without sessions (the default), each datagram calls on_traffic with the socket's
+ * datagram conn
  * (cgnet_conn_is_datagram() is 1): its remote address is the sender, its inbound bytes
  * are exactly the datagram (read with peek/next/read as usual), and whatever is left
  * unconsumed is dropped when on_traffic returns. There is no on_open/on_close for
@@ -494,6 +495,39 @@ CGNET_API int cgnet_engine_listen_port(const cgnet_engine *eng, size_t i);
  * returns NULL. set_recv_buffer/set_send_buffer work and change the loop's socket.
  * Options: socket_recv_buffer/socket_send_buffer size every UDP socket,
  * bind_to_device and multicast_interface_index apply as documented with them.
+ *
+ * Sessions (options.udp_sessions, or "udp://:9001?sessions=1" for one address;
+ * "?sessions=0" turns them off for one address). The first datagram from a new remote
+ * address opens a session: a conn for that peer, with on_open (set a context there: it
+ * stays with the peer), then one on_traffic per datagram on it, with the same datagram
+ * boundaries as above (the view is exactly the datagram; the unread rest is dropped).
+ * cgnet_conn_write sends one datagram to the peer through the socket's send queue
+ * (sendmmsg after the batch, as above; CGNET_ENOBUFS past write_buffer_limit for the
+ * whole socket). The session is an ordinary conn handle: cgnet_conn_ref/unref, the async
+ * calls (async_write/writev/write_owned send one datagram each; wake; async_close) from
+ * any thread, conn timers, cgnet_conn_close, the CLOSE action, per-conn idle and read
+ * timeouts, remote_addr/local_addr (local_addr and cgnet_conn_fd are the shared
+ * socket's), set_recv_buffer/set_send_buffer (on the shared socket). It ends with
+ * on_close(reason): CGNET_ELOCALCLOSE (closed by the application), CGNET_ETIMEDOUT (idle
+ * or read timeout: a silent peer), CGNET_ESHUTDOWN (engine stop). The next datagram from
+ * that peer then opens a new session. The engine's max_udp_sessions (default 65536) and
+ * max_connections bound the sessions: a new peer beyond them is dropped, its datagram
+ * unanswered, and counted in sessions_refused; open sessions are untouched. Sessions
+ * count in cgnet_engine_count_connections and cgnet_loop_count_connections.
+ *
+ * On a session these return CGNET_EUNSUPPORTED: writev (use write, or async_writev),
+ * write_frame and set_codec (no codecs: a datagram is a message), pause/resume_read,
+ * shutdown_write, linger, nodelay, keepalive, send_to and peer_cred. cgnet_conn_flush
+ * returns 0: the datagrams leave with the socket's queue. The write timeout never fires
+ * (nothing is queued on the session itself); options.codec and read_backpressure do not
+ * apply.
+ *
+ * A session lives on the loop whose socket received its peer's first datagram. The
+ * kernel's SO_REUSEPORT hash of the 4-tuple keeps a peer on one socket, hence one loop,
+ * while the group's sockets stay the same (they do while the engine runs); if a peer's
+ * datagrams ever reach another loop's socket, that loop opens a second session for it,
+ * independent of the first, which ends by itself (timeout, close, stop). Sessions are
+ * keyed by (socket, remote address): one peer sending to two udp addresses has two.
  */
 
 /* Non-zero for a datagram conn (a server's per-datagram conn, or a client's udp:// conn
