@@ -268,6 +268,28 @@ static void run_udp_sessions(const char *const *args) {
   assert_int_equal(tu_stop_process(pid, 10000), 0);
 }
 
+/* The examples take a udp address's options ("?sessions=1"); cgnet checks them. */
+static void echo_takes_udp_options(void **state) {
+  (void)state;
+  char line[256];
+  pid_t pid = tu_spawn_example("echo", A("udp://127.0.0.1:0?sessions=1", "--quiet"), line,
+                               sizeof line);
+  assert_true(pid > 0);
+  int port = tu_port_after(line, "listening on ");
+  assert_true(port > 0);
+  int fd = tu_udp_socket(AF_INET, port);
+  assert_true(fd >= 0);
+  expect_reply(fd, "echo me", "echo me");
+  close(fd);
+  assert_int_equal(tu_stop_process(pid, 10000), 0);
+  run_result r;
+  run("echo", A("udp://127.0.0.1:0?color=red"), &r);
+  assert_int_equal(r.status, 1);
+  assert_non_null(strstr(r.err, cgnet_strerror(CGNET_EBADOPTION)));
+  expect_usage_error("echo", A("tcp://127.0.0.1:0?sessions=1"),
+                     A("'tcp://127.0.0.1:0?sessions=1'"));
+}
+
 static void udp_sessions_counts_per_peer(void **state) {
   (void)state;
   char idle[32];
@@ -288,6 +310,7 @@ int main(void) {
       cmocka_unit_test(listening_line_names_unix_addresses),
       cmocka_unit_test(codec_echo_big_fixed_frames),
       cmocka_unit_test(udp_sessions_counts_per_peer),
+      cmocka_unit_test(echo_takes_udp_options),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
