@@ -1,5 +1,6 @@
 /*
  * UDP sessions: 10,000 peers at once, each with its own count (every reply checked);
+ * sessions closing and reopening while the table grows and shrinks;
  * one datagram per callback with nothing carried over; idle expiry of exactly the silent
  * peers and a new session for a peer that comes back; the session limit under a flood of
  * new source addresses; async write, async close, conn timers and held references on a
@@ -226,6 +227,54 @@ static void test_many_sessions(void **state) {
   assert_no_check_failures();
 }
 
+/* ---- churn ------------------------------------------------------------------------- */
+
+#define CHURN 1000
+
+/* Sessions come and go in a table that grows and then shrinks back: every peer still
+ * finds its own session (its count goes on), and every closed one gets a new one. */
+static void test_churn(void **state) {
+  (void)state;
+  if (tu_raise_nofile(CHURN + 256) < CHURN + 128) {
+    printf("  skipped: RLIMIT_NOFILE is below the %d descriptors the test needs\n",
+           CHURN + 128);
+    skip();
+  }
+  counts k = {0};
+  cgnet_handler h = counter_handler(&k);
+  cgnet_options o = {.udp_sessions = 1};
+  tu_server s;
+  assert_rc(start1(&s, &h, "udp://127.0.0.1:0", &o), 0);
+  int *fds = calloc(CHURN, sizeof *fds);
+  assert_non_null(fds);
+  for (int i = 0; i < CHURN; i++) {
+    fds[i] = tu_udp_socket(AF_INET, s.port);
+    assert_true(fds[i] >= 0);
+    assert_rc(exchange(fds[i], "a", "1 a"), 0);
+  }
+  for (int i = 0; i < CHURN; i += 2) /* every other one closes */
+    assert_rc(exchange(fds[i], "close", "2 close"), 0);
+  assert_true(tu_wait_conns(s.eng, CHURN / 2, TU_TIMEOUT_MS));
+  for (int i = 0; i < CHURN; i++)
+    assert_rc(exchange(fds[i], "b", i % 2 ? "2 b" : "1 b"), 0);
+  /* All but one in a hundred close: the table shrinks, several times. */
+  for (int i = 0; i < CHURN; i++)
+    if (i % 100 != 1)
+      assert_rc(exchange(fds[i], "close", i % 2 ? "3 close" : "2 close"), 0);
+  assert_true(tu_wait_conns(s.eng, CHURN / 100, TU_TIMEOUT_MS));
+  for (int i = 1; i < CHURN; i += 100)
+    assert_rc(exchange(fds[i], "c", "3 c"), 0);
+  assert_int_equal(stats_of(s.eng).sessions_open, CHURN / 100);
+  assert_int_equal(atomic_load(&k.opens), CHURN + CHURN / 2);
+  assert_rc(tu_server_stop(&s, 1000), 0);
+  assert_int_equal(atomic_load(&k.by_shutdown), CHURN / 100);
+  assert_int_equal(atomic_load(&k.bad), 0);
+  for (int i = 0; i < CHURN; i++)
+    close(fds[i]);
+  free(fds);
+  assert_no_check_failures();
+}
+
 /* ---- one datagram, one callback ------------------------------------------------------ */
 
 static void test_boundaries(void **state) {
@@ -274,11 +323,16 @@ static void test_boundaries(void **state) {
 #define SILENT 3
 #define IDLE_MS (300 * TU_SLOW)
 
+/* state: 0 for idle_timeout_ms (no datagram either way), 1 for read_timeout_ms (none
+ * from the peer: the replies do not keep a session open). */
 static void test_idle_expiry(void **state) {
-  (void)state;
   counts k = {0};
   cgnet_handler h = counter_handler(&k);
-  cgnet_options o = {.udp_sessions = 1, .idle_timeout_ms = IDLE_MS};
+  cgnet_options o = {.udp_sessions = 1};
+  if (*state)
+    o.read_timeout_ms = IDLE_MS;
+  else
+    o.idle_timeout_ms = IDLE_MS;
   tu_server s;
   assert_rc(start1(&s, &h, "udp://127.0.0.1:0", &o), 0);
   int fds[CHATTY + SILENT];
@@ -618,10 +672,18 @@ static void test_address_option(void **state) {
 int main(void) {
   tu_apply_test_filter();
   const struct CMUnitTest tests[] = {
-      T(test_many_sessions),     T(test_boundaries),
-      T(test_idle_expiry),       T(test_limit),
-      T(test_max_connections),   T(test_handles),
-      T(test_write_after_close), T(test_address_option),
+      T(test_many_sessions),
+      T(test_churn),
+      T(test_boundaries),
+      {"test_idle_expiry/idle", test_idle_expiry, tu_setup, tu_teardown,
+       (void *)(intptr_t)0},
+      {"test_idle_expiry/read", test_idle_expiry, tu_setup, tu_teardown,
+       (void *)(intptr_t)1},
+      T(test_limit),
+      T(test_max_connections),
+      T(test_handles),
+      T(test_write_after_close),
+      T(test_address_option),
   };
   return cmocka_run_group_tests_name("test_udp_sessions", tests, NULL, NULL);
 }
