@@ -309,7 +309,9 @@ typedef struct cgnet_options {
   uint64_t write_timeout_ms;
 
   /* At most this many open conns (0: no limit); beyond it new conns are closed at once
-   * and counted (cgnet_engine_rejected_connections), existing ones are untouched. */
+   * and counted (cgnet_engine_rejected_connections), existing ones are untouched. UDP
+   * sessions count among the conns: a new peer beyond the limit is dropped and counted
+   * in sessions_refused (cgnet_datagram_stats) instead. */
   size_t max_connections;
 
   /* A peer's FIN calls on_read_closed and leaves the conn open for writing. */
