@@ -491,7 +491,7 @@ CGNET_API int cgnet_engine_listen_port(const cgnet_engine *eng, size_t i);
  * ECONNREFUSED, ...) drop that datagram: they are logged (at most once a second) and
  * counted in dropped_send.
  *
- * On a datagram conn these return CGNET_EUNSUPPORTED: writev, shutdown_write,
+ * On the per-datagram conn these return CGNET_EUNSUPPORTED: writev, shutdown_write,
  * pause/resume_read, the per-conn timeouts, nodelay, keepalive, linger, close, the async
  * calls (async_write*, wake, async_close) and cgnet_conn_peer_cred; cgnet_conn_timer_new
  * returns NULL. set_recv_buffer/set_send_buffer work and change the loop's socket.
@@ -532,8 +532,8 @@ CGNET_API int cgnet_engine_listen_port(const cgnet_engine *eng, size_t i);
  * keyed by (socket, remote address): one peer sending to two udp addresses has two.
  */
 
-/* Non-zero for a datagram conn (a server's per-datagram conn, or a client's udp:// conn
- * once it has opened). Loop thread. */
+/* Non-zero for a datagram conn (a server's per-datagram conn, a UDP session, or a
+ * client's udp:// conn once it has opened). Loop thread. */
 CGNET_API int cgnet_conn_is_datagram(const cgnet_conn *c);
 
 /* Send one datagram from c's socket to `to`. Loop thread, during the datagram's
