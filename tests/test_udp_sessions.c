@@ -1,6 +1,7 @@
 /*
  * UDP sessions: 10,000 peers at once, each with its own count (every reply checked);
- * sessions closing and reopening while the table grows and shrinks;
+ * sessions closing and reopening while the table grows and shrinks; IPv6 and dual-stack
+ * peers;
  * one datagram per callback with nothing carried over; idle expiry of exactly the silent
  * peers and a new session for a peer that comes back; the session limit under a flood of
  * new source addresses; async write, async close, conn timers and held references on a
@@ -314,6 +315,40 @@ static void test_boundaries(void **state) {
   assert_int_equal(atomic_load(&k.by_shutdown), 1);
   assert_int_equal(atomic_load(&k.bad), 0);
   close(fd);
+  assert_no_check_failures();
+}
+
+/* IPv6 peers, and IPv4 peers of a dual-stack socket (seen as ::ffff:a.b.c.d): each its
+ * own session, keyed by its whole address. */
+static void test_ipv6(void **state) {
+  (void)state;
+  if (!tu_have_ipv6_loopback()) {
+    printf("  skipped: no IPv6 loopback on this machine\n");
+    skip();
+  }
+  counts k = {0};
+  cgnet_handler h = counter_handler(&k);
+  cgnet_options o = {.udp_sessions = 1};
+  tu_server s;
+  assert_rc(start1(&s, &h, "udp://[::]:0", &o), 0);
+  int fds[4] = {tu_udp_socket(AF_INET6, s.port), tu_udp_socket(AF_INET6, s.port),
+                tu_udp_socket(AF_INET, s.port), tu_udp_socket(AF_INET, s.port)};
+  for (int i = 0; i < 4; i++)
+    assert_true(fds[i] >= 0);
+  for (int round = 1; round <= 3; round++) {
+    for (int i = 0; i < 4; i++) {
+      char msg[16], want[32];
+      snprintf(msg, sizeof msg, "p%d", i);
+      snprintf(want, sizeof want, "%d p%d", round, i);
+      assert_rc(exchange(fds[i], msg, want), 0);
+    }
+  }
+  assert_int_equal(atomic_load(&k.opens), 4);
+  assert_int_equal(stats_of(s.eng).sessions_open, 4);
+  assert_rc(tu_server_stop(&s, 1000), 0);
+  assert_int_equal(atomic_load(&k.by_shutdown), 4);
+  for (int i = 0; i < 4; i++)
+    close(fds[i]);
   assert_no_check_failures();
 }
 
@@ -674,6 +709,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       T(test_many_sessions),
       T(test_churn),
+      T(test_ipv6),
       T(test_boundaries),
       {"test_idle_expiry/idle", test_idle_expiry, tu_setup, tu_teardown,
        (void *)(intptr_t)0},
