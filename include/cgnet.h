@@ -380,7 +380,10 @@ typedef struct cgnet_options {
  *   "tcp://:9000", "tcp://127.0.0.1:9000", "tcp://[::]:9000"   TCP; an empty host or
  *        [::] is dual-stack ([::] with IPV6_V6ONLY off) where the system allows it
  *   "tcp4://host:port", "tcp6://[::1]:9000"   IPv4 only / IPv6 only (IPV6_V6ONLY on)
- *   "udp://...", "udp4://...", "udp6://..."   UDP, same host forms (see "Datagrams")
+ *   "udp://...", "udp4://...", "udp6://..."   UDP, same host forms (see "Datagrams");
+ *        options may follow the port: "udp://:9001?sessions=1" (or 0) turns UDP sessions
+ *        on (off) for that address; an empty query, an unknown key, a repeated key or
+ *        a value other than 0/1 is CGNET_EBADOPTION, and so is any query on a tcp address
  *   "unix:///run/app.sock"   a Unix stream socket at /run/app.sock; "unix://rel.sock" is
  *        relative to the working directory; "unix://@name" is the abstract name "name"
  * Port 0 picks a free port (see cgnet_engine_listen_addr). `opts` may be NULL. The
@@ -394,7 +397,8 @@ typedef struct cgnet_options {
  * replaced; a live server on the path (even one whose backlog is full: the probe never
  * blocks), or a file that is not a socket, gives CGNET_EADDRINUSE. The file is removed
  * when the engine stops, if it is still the one we bound. An abstract name has no file.
- * Errors: malformed address (CGNET_EBADSCHEME, EBADADDR, EBADPORT, EADDRFAMILY, ERESOLVE),
+ * Errors: malformed address (CGNET_EBADSCHEME, EBADADDR, EBADPORT, EADDRFAMILY, ERESOLVE,
+ * EBADOPTION),
  * invalid options (CGNET_EINVAL), bind errors (CGNET_EADDRINUSE, ...). Any thread.
  */
 CGNET_API int cgnet_engine_start(const cgnet_handler *handler, const char *const *addrs,
@@ -1097,7 +1101,8 @@ CGNET_API int cgnet_client_new_on(cgnet_engine *eng, const cgnet_handler *handle
  * buffer is full, CGNET_EMSGSIZE if too long), shutdown_write is CGNET_EUNSUPPORTED, and
  * an ICMP "port unreachable" for an earlier datagram closes the conn with
  * CGNET_ECONNREFUSED. Unlike a server's datagram conn, it is a real conn: on_open,
- * on_close, timeouts, timers and the any-thread calls all work.
+ * on_close, timeouts, timers and the any-thread calls all work. Address options
+ * ("?sessions=1") are a server's: a dial with one is CGNET_EBADOPTION.
  */
 CGNET_API int cgnet_client_dial(cgnet_client *cl, const char *addr, uint64_t timeout_ms,
                                 void *ctx, cgnet_conn **out);

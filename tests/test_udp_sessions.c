@@ -699,6 +699,15 @@ static void test_address_option(void **state) {
     if (rc != CGNET_EBADOPTION) fail_msg("\"%s\": got %d, want EBADOPTION", bad[i], rc);
     assert_null(eng);
   }
+  /* The option is a server's: a client's dial refuses it. */
+  cgnet_client *cl = NULL;
+  cgnet_handler ch = {0};
+  assert_rc(cgnet_client_new(&ch, NULL, &cl), 0);
+  assert_int_equal(cgnet_client_dial(cl, "udp://127.0.0.1:9?sessions=1", 0, NULL, NULL),
+                   CGNET_EBADOPTION);
+  assert_int_equal(cgnet_client_dial(cl, "udp://localhost:9?sessions=0", 0, NULL, NULL),
+                   CGNET_EBADOPTION);
+  assert_rc(cgnet_client_free(cl, 1000), 0);
   assert_no_check_failures();
 }
 
