@@ -69,7 +69,7 @@ EOF
 wait_listening() {
   local file=$1 tries=$(($2 * 20)) port
   while ((tries-- > 0)); do
-    port=$(sed -nE -e 's/.*listening on (tcp:\/\/)?[0-9.]+:([0-9]+).*/\2/p' \
+    port=$(sed -nE -e 's/.*listening on ((tcp|udp):\/\/)?[0-9.]+:([0-9]+).*/\3/p' \
       -e 's/.*listening on port ([0-9]+).*/\1/p' "$file" 2>/dev/null | head -n1)
     if [[ -n $port ]]; then
       echo "$port"
@@ -85,6 +85,7 @@ wait_listening() {
 # server did not come up (its output is in OUTDIR/server.log).
 #   echo servers: cgnet cgnet_uring floor floor_uring libuv libevent
 #   http servers: cgnet_http floor_http nginx h2o
+#   udp echo servers: cgnet_udp (per-datagram conns) cgnet_udp_sessions (?sessions=1)
 start_server() {
   local name=$1 placement=$2 dir=$3 loops pre
   loops=$(placement_loops "$placement")
@@ -101,6 +102,13 @@ start_server() {
     cgnet_uring)
       # shellcheck disable=SC2086
       $pre "$BUILD/examples/echo" "tcp://$HOST:0" --loops "$loops" --quiet --backend io_uring \
+        ${CGNET_ARGS:-} >"$log" 2>&1 &
+      ;;
+    cgnet_udp | cgnet_udp_sessions)
+      local on=0
+      [[ $name == cgnet_udp_sessions ]] && on=1
+      # shellcheck disable=SC2086
+      $pre "$BUILD/examples/echo" "udp://$HOST:0?sessions=$on" --loops "$loops" --quiet \
         ${CGNET_ARGS:-} >"$log" 2>&1 &
       ;;
     cgnet_http)

@@ -2,7 +2,8 @@
 # bench/run.sh — cgnet side by side with the floor (a hand-written epoll loop) and the C
 # peers, in one run, on this machine. `make bench` runs it with the defaults.
 #
-#   bench/run.sh [echo] [http] [regress]       (no argument: all three, then the report)
+#   bench/run.sh [echo] [http] [regress] [udp]  (no argument: the first three, then the
+#                                                report; udp runs when named)
 #
 # Placements (PLACEMENTS):
 #   pin1    server with 1 loop pinned to CPU 0, load tool (1 thread) pinned to CPU 1
@@ -15,6 +16,9 @@
 # regress  the regression figures: user-space instructions per echoed message
 #          (callgrind) and syscalls per echoed message (strace -c), for cgnet on epoll and
 #          on io_uring (with completions per io_uring_enter) and the two floors
+# udp      build/bench/udpload against examples/echo on a udp address with sessions off
+#          (cgnet_udp) and on (cgnet_udp_sessions), UDP_SOCKETS sockets (one peer each) x
+#          UDP_SIZE bytes, UDP_WINDOW datagrams in flight per socket; rows in udp.tsv
 #
 # Each repetition runs the whole matrix again with the servers in a rotated order, and
 # every run starts a fresh server process. Per run the results file gets one line:
@@ -32,6 +36,7 @@
 #   LOAD_THREADS2=2 (load-tool threads in loops2)  CGNET_ARGS= (extra flags for cgnet)
 #   REGRESS_SECS=3  REGRESS_CONNS=100  REGRESS_SIZE=512
 #   REGRESS_SERVERS="cgnet cgnet_uring floor floor_uring"
+#   UDP_SOCKETS=256  UDP_SIZE=64  UDP_WINDOW=1
 #   QUICK=1    a smoke run: 1 rep, 1 s, 100 conns, 512 B, both modes and placements
 #   OUT=DIR    results directory (default bench/results/<timestamp>-run)
 #   REPORT=0   do not run bench/report.py at the end
@@ -64,18 +69,21 @@ REGRESS_CONNS=${REGRESS_CONNS:-100}
 REGRESS_SIZE=${REGRESS_SIZE:-512}
 REGRESS_SERVERS=${REGRESS_SERVERS:-cgnet cgnet_uring floor floor_uring}
 REPORT=${REPORT:-1}
+UDP_SOCKETS=${UDP_SOCKETS:-256}
+UDP_SIZE=${UDP_SIZE:-64}
+UDP_WINDOW=${UDP_WINDOW:-1}
 
 parts=("$@")
 ((${#parts[@]})) || parts=(echo http regress)
 for p in "${parts[@]}"; do
   case $p in
-    echo | http | regress) ;;
+    echo | http | regress | udp) ;;
     -h | --help)
       sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
-      echo "run.sh: unknown part '$p' (echo, http, regress)" >&2
+      echo "run.sh: unknown part '$p' (echo, http, regress, udp)" >&2
       exit 2
       ;;
   esac
@@ -308,6 +316,37 @@ run_regress() {
       fi
       log "regress $server strace: msgs $m_long/$m_short"
     fi
+  done
+}
+
+# UDP echo, sessions off and on: datagrams per second seen by udpload, which checks every
+# byte (a mismatch fails the run) and counts the datagrams lost.
+run_udp() {
+  local R=$OUT/udp.tsv rep placement server dir line
+  [[ -x $BUILD/bench/udpload ]] || {
+    log "udp: $BUILD/bench/udpload is missing"
+    return
+  }
+  [[ -s $R ]] ||
+    printf 'server\tplacement\tsockets\tsize\twindow\trep\tdatagrams_per_s\tlost\tbad\n' >"$R"
+  for rep in $(seq 1 "$REPS"); do
+    for placement in $PLACEMENTS; do
+      for server in cgnet_udp cgnet_udp_sessions; do
+        dir=$OUT/raw/udp-$placement-$server-r$rep
+        start_server "$server" "$placement" "$dir" || continue
+        # shellcheck disable=SC2046
+        line=$($(load_cpus "$placement") "$BUILD/bench/udpload" -a "$HOST:$SERVER_PORT" \
+          -c "$UDP_SOCKETS" -s "$UDP_SIZE" -w "$UDP_WINDOW" -d "$DURATION" 2>"$dir/udpload.err")
+        stop_server
+        echo "$line" >"$dir/udpload.out"
+        awk -v s="$server" -v p="$placement" -v c="$UDP_SOCKETS" -v z="$UDP_SIZE" \
+          -v w="$UDP_WINDOW" -v r="$rep" '
+          { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+          END { printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s, p, c, z, w, r,
+                       v["datagrams_per_s"], v["lost"], v["bad"] }' <<<"$line" >>"$R"
+        log "udp $placement $server: ${line:-no output (see $dir/udpload.err)}"
+      done
+    done
   done
 }
 
