@@ -521,12 +521,13 @@ CGNET_API int cgnet_engine_listen_port(const cgnet_engine *eng, size_t i);
  * unanswered, and counted in sessions_refused; open sessions are untouched. Sessions
  * count in cgnet_engine_count_connections and cgnet_loop_count_connections.
  *
- * On a session these return CGNET_EUNSUPPORTED: writev (use write, or async_writev),
- * write_frame and set_codec (no codecs: a datagram is a message), pause/resume_read,
- * shutdown_write, linger, nodelay, keepalive, send_to and peer_cred. cgnet_conn_flush
- * returns 0: the datagrams leave with the socket's queue. The write timeout never fires
- * (nothing is queued on the session itself); options.codec and read_backpressure do not
- * apply.
+ * On a session, write and writev send one datagram each (writev gathers its pieces),
+ * queued on the socket with its other peers' and sent before the loop sleeps;
+ * cgnet_conn_flush sends that queue now. These return CGNET_EUNSUPPORTED: write_frame
+ * and set_codec (no codecs: a datagram is a message), pause/resume_read,
+ * shutdown_write, linger, nodelay, keepalive, send_to and peer_cred. The write timeout
+ * never fires (nothing is queued on the session itself); options.codec and
+ * read_backpressure do not apply.
  *
  * A session lives on the loop whose socket received its peer's first datagram. The
  * kernel's SO_REUSEPORT hash of the 4-tuple keeps a peer on one socket, hence one loop,

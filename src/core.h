@@ -538,6 +538,10 @@ bool cgnet__session_deliver(cgnet__udp *u, const uint8_t *data, size_t len,
 void cgnet__session_closed(cgnet_conn *c);
 /* One datagram from a session to its peer, through its socket's send queue. */
 int cgnet__session_write(cgnet_conn *c, const void *data, size_t len);
+/* One datagram gathered from iov, the same way. */
+int cgnet__session_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt);
+/* Send what the session's socket has queued (its own datagrams and its other peers'). */
+int cgnet__session_flush(cgnet_conn *c);
 /* The descriptor of the socket a session shares, or -1 once it has closed. */
 int cgnet__session_fd(const cgnet_conn *c);
 /* Engine teardown: free the loop's table (every session has closed by then). */

@@ -362,6 +362,36 @@ int cgnet__session_write(cgnet_conn *c, const void *data, size_t len) {
   return err;
 }
 
+/* The largest UDP payload (IPv4: 65535 - 8 - 20); the socket refuses anything larger. */
+#define SESSION_MAX_DATAGRAM 65507
+
+int cgnet__session_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
+  if (iovcnt < 0 || (iovcnt > 0 && !iov)) return CGNET_EINVAL;
+  if (iovcnt == 1) return cgnet__session_write(c, iov[0].iov_base, iov[0].iov_len);
+  size_t total = 0;
+  for (int i = 0; i < iovcnt; i++)
+    total += iov[i].iov_len;
+  if (total > SESSION_MAX_DATAGRAM) return CGNET_EMSGSIZE;
+  /* The send queue copies the datagram; the pieces are gathered for it first (the
+   * loop's read buffer may hold the view the caller is answering). */
+  uint8_t *gathered = malloc(total ? total : 1);
+  if (!gathered) return CGNET_ENOMEM;
+  size_t off = 0;
+  for (int i = 0; i < iovcnt; i++) {
+    if (iov[i].iov_len) memcpy(gathered + off, iov[i].iov_base, iov[i].iov_len);
+    off += iov[i].iov_len;
+  }
+  int err = cgnet__session_write(c, gathered, total);
+  free(gathered);
+  return err;
+}
+
+int cgnet__session_flush(cgnet_conn *c) {
+  if (cgnet__conn_closed(c)) return CGNET_ECLOSED;
+  cgnet__udp_flush(session_of(c)->u);
+  return 0;
+}
+
 int cgnet__session_fd(const cgnet_conn *c) {
   if (cgnet__conn_closed(c)) return -1;
   return cgnet__udp_fd(session_of((cgnet_conn *)c)->u);
