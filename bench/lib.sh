@@ -19,7 +19,7 @@ log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # The columns of results.tsv / sweep.tsv: the run's description, then measure.py's keys.
 # shellcheck disable=SC2034 # used by the scripts that source this
-MEASURE_KEYS="rc thr msgs secs cpu_win_s win_s cpu_util per_cpu_s cpu_total_s load_util other_util wall_s p50_us p99_us hwm_kb errors non2xx"
+MEASURE_KEYS="rc thr msgs secs cpu_win_s win_s cpu_util per_cpu_s cpu_total_s load_util other_util wall_s p50_us p99_us hwm_kb errors non2xx lost"
 # shellcheck disable=SC2034
 RESULTS_HEADER="placement bench mode conns size tool server rep order loops load_threads status $MEASURE_KEYS raw"
 
@@ -121,7 +121,7 @@ start_server() {
       $pre "$BUILD/examples/http_plaintext" "tcp://$HOST:0" --loops "$loops" \
         --backend io_uring ${CGNET_ARGS:-} >"$log" 2>&1 &
       ;;
-    floor | floor_uring | libuv | libevent | floor_http)
+    floor | floor_uring | floor_udp | libuv | libevent | floor_http)
       local bin=$name
       [[ $name == floor ]] && bin=floor_echo
       [[ $name == libuv || $name == libevent ]] && bin=echo_$name

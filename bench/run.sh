@@ -16,9 +16,10 @@
 # regress  the regression figures: user-space instructions per echoed message
 #          (callgrind) and syscalls per echoed message (strace -c), for cgnet on epoll and
 #          on io_uring (with completions per io_uring_enter) and the two floors
-# udp      build/bench/udpload against examples/echo on a udp address with sessions off
-#          (cgnet_udp) and on (cgnet_udp_sessions), UDP_SOCKETS sockets (one peer each) x
-#          UDP_SIZE bytes, UDP_WINDOW datagrams in flight per socket; rows in udp.tsv
+# udp      build/bench/udpload against UDP_SERVERS (floor_udp, a hand-written recvmmsg/
+#          sendmmsg loop; examples/echo on a udp address with sessions off, cgnet_udp, and
+#          on, cgnet_udp_sessions), UDP_SOCKETS sockets (one peer each) x UDP_SIZE bytes,
+#          UDP_WINDOW datagrams in flight per socket; rows in udp.tsv
 #
 # Each repetition runs the whole matrix again with the servers in a rotated order, and
 # every run starts a fresh server process. Per run the results file gets one line:
@@ -36,6 +37,7 @@
 #   LOAD_THREADS2=2 (load-tool threads in loops2)  CGNET_ARGS= (extra flags for cgnet)
 #   REGRESS_SECS=3  REGRESS_CONNS=100  REGRESS_SIZE=512
 #   REGRESS_SERVERS="cgnet cgnet_uring floor floor_uring"
+#   UDP_SERVERS="floor_udp cgnet_udp cgnet_udp_sessions"
 #   UDP_SOCKETS=256  UDP_SIZE=64  UDP_WINDOW=1
 #   QUICK=1    a smoke run: 1 rep, 1 s, 100 conns, 512 B, both modes and placements
 #   OUT=DIR    results directory (default bench/results/<timestamp>-run)
@@ -69,6 +71,7 @@ REGRESS_CONNS=${REGRESS_CONNS:-100}
 REGRESS_SIZE=${REGRESS_SIZE:-512}
 REGRESS_SERVERS=${REGRESS_SERVERS:-cgnet cgnet_uring floor floor_uring}
 REPORT=${REPORT:-1}
+UDP_SERVERS=${UDP_SERVERS:-floor_udp cgnet_udp cgnet_udp_sessions}
 UDP_SOCKETS=${UDP_SOCKETS:-256}
 UDP_SIZE=${UDP_SIZE:-64}
 UDP_WINDOW=${UDP_WINDOW:-1}
@@ -111,7 +114,8 @@ fi
 {
   echo "cmd=bench/run.sh ${parts[*]}"
   for v in REPS DURATION HTTP_DURATION WARMUP CONNS SIZES MODES SERVERS HTTP_SERVERS HTTP_TOOLS \
-    HTTP_CONNS HTTP_DEPTH PLACEMENTS LOAD_THREADS2 CGNET_ARGS REGRESS_SECS REGRESS_CONNS REGRESS_SIZE; do
+    HTTP_CONNS HTTP_DEPTH PLACEMENTS LOAD_THREADS2 CGNET_ARGS REGRESS_SECS REGRESS_CONNS REGRESS_SIZE \
+    UDP_SERVERS UDP_SOCKETS UDP_SIZE UDP_WINDOW; do
     echo "$v=${!v:-}"
   done
 } >"$OUT/knobs.txt"
@@ -144,6 +148,12 @@ one_run() {
       b=$(awk -v d="$HTTP_DURATION" 'BEGIN { print d - 0.2 }')
       cmd=(wrk -t "$threads" -c "$conns" -d "${HTTP_DURATION}s" --latency
         -s "$BENCH_DIR/wrk_pipeline.lua" "http://$HOST:$SERVER_PORT/plaintext" -- "$HTTP_DEPTH")
+      ;;
+    udpload)
+      a=0.5
+      b=$(awk -v d="$DURATION" 'BEGIN { print d - 0.2 }')
+      cmd=("$BUILD/bench/udpload" -a "$HOST:$SERVER_PORT" -c "$conns" -s "$size" -w "$UDP_WINDOW"
+        -d "$DURATION")
       ;;
     h2load)
       a=0.5
@@ -319,35 +329,30 @@ run_regress() {
   done
 }
 
-# UDP echo, sessions off and on: datagrams per second seen by udpload, which checks every
-# byte (a mismatch fails the run) and counts the datagrams lost.
+# UDP echo: the hand-written floor (floor_udp), cgnet with per-datagram conns (cgnet_udp)
+# and with sessions (cgnet_udp_sessions), each measured like an echo run (measure.py:
+# the server's CPU in a window inside the load) by udpload, which checks every byte (a
+# mismatch is an error) and counts the datagrams lost. Rows in udp.tsv, results.tsv's
+# columns.
 run_udp() {
-  local R=$OUT/udp.tsv rep placement server dir line
   [[ -x $BUILD/bench/udpload ]] || {
     log "udp: $BUILD/bench/udpload is missing"
     return
   }
-  [[ -s $R ]] ||
-    printf 'server\tplacement\tsockets\tsize\twindow\trep\tdatagrams_per_s\tlost\tbad\n' >"$R"
-  for rep in $(seq 1 "$REPS"); do
-    for placement in $PLACEMENTS; do
-      for server in cgnet_udp cgnet_udp_sessions; do
-        dir=$OUT/raw/udp-$placement-$server-r$rep
-        start_server "$server" "$placement" "$dir" || continue
-        # shellcheck disable=SC2046
-        line=$($(load_cpus "$placement") "$BUILD/bench/udpload" -a "$HOST:$SERVER_PORT" \
-          -c "$UDP_SOCKETS" -s "$UDP_SIZE" -w "$UDP_WINDOW" -d "$DURATION" 2>"$dir/udpload.err")
-        stop_server
-        echo "$line" >"$dir/udpload.out"
-        awk -v s="$server" -v p="$placement" -v c="$UDP_SOCKETS" -v z="$UDP_SIZE" \
-          -v w="$UDP_WINDOW" -v r="$rep" '
-          { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
-          END { printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s, p, c, z, w, r,
-                       v["datagrams_per_s"], v["lost"], v["bad"] }' <<<"$line" >>"$R"
-        log "udp $placement $server: ${line:-no output (see $dir/udpload.err)}"
+  local saved=$RESULTS placement rep i=0 server
+  RESULTS=$OUT/udp.tsv
+  [[ -s $RESULTS ]] || tr ' ' '\t' <<<"$RESULTS_HEADER" >"$RESULTS"
+  for placement in $PLACEMENTS; do
+    for ((rep = 1; rep <= REPS; rep++)); do
+      local order=0
+      # shellcheck disable=SC2086
+      for server in $(rotate $((rep - 1 + i)) $UDP_SERVERS); do
+        one_run "$placement" udp echo "$UDP_SOCKETS" "$UDP_SIZE" udpload "$server" "$rep" $((order++))
       done
+      i=$((i + 1))
     done
   done
+  RESULTS=$saved
 }
 
 log "results in $OUT"
