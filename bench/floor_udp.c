@@ -29,7 +29,10 @@
 
 #define BATCH 64
 #define DGRAM_MAX 65536
+#define BACKLOG 0 /* (no listen on a UDP socket) */
 #define MAX_LOOPS 256
+
+#include "peer_common.h" /* options, sockets, stop signals */
 
 struct loop {
   int fd, epfd, wakefd;
@@ -39,16 +42,6 @@ struct loop {
   struct sockaddr_storage from[BATCH];
   uint8_t bufs[BATCH][DGRAM_MAX];
 };
-
-static void usage(const char *prog, int code) {
-  fprintf(code ? stderr : stdout,
-          "usage: %s [--host H] [--port P] [--loops N]\n"
-          "  --host H   IPv4 address to bind (default 127.0.0.1)\n"
-          "  --port P   UDP port, 0 = any free port (default 0)\n"
-          "  --loops N  threads, each with its own SO_REUSEPORT socket (default 1)\n",
-          prog);
-  exit(code);
-}
 
 /* Echo what the socket holds, a batch at a time, until it is empty. */
 static void echo_batches(struct loop *lp) {
@@ -87,22 +80,6 @@ static void *loop_run(void *arg) {
   return NULL;
 }
 
-static int open_socket(const char *host, int *port) {
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  int one = 1;
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)*port)};
-  if (fd < 0 || inet_pton(AF_INET, host, &sa.sin_addr) != 1 ||
-      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
-      bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-    perror("udp socket");
-    return -1;
-  }
-  socklen_t len = sizeof sa;
-  getsockname(fd, (struct sockaddr *)&sa, &len);
-  *port = ntohs(sa.sin_port); /* port 0: the first bind picks, the others reuse it */
-  return fd;
-}
-
 static int loop_init(struct loop *lp, int fd) {
   lp->fd = fd;
   lp->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -118,59 +95,30 @@ static int loop_init(struct loop *lp, int fd) {
 }
 
 int main(int argc, char **argv) {
-  static const struct option longopts[] = {{"host", required_argument, NULL, 'H'},
-                                           {"port", required_argument, NULL, 'p'},
-                                           {"loops", required_argument, NULL, 'n'},
-                                           {"help", no_argument, NULL, 'h'},
-                                           {NULL, 0, NULL, 0}};
-  const char *host = "127.0.0.1";
-  int port = 0, loops = 1, ch;
-  while ((ch = getopt_long(argc, argv, "H:p:n:h", longopts, NULL)) != -1) {
-    switch (ch) {
-    case 'H':
-      host = optarg;
-      break;
-    case 'p':
-      port = atoi(optarg);
-      if (port < 0 || port > 65535) usage(argv[0], 2);
-      break;
-    case 'n':
-      loops = atoi(optarg);
-      if (loops < 1 || loops > MAX_LOOPS) usage(argv[0], 2);
-      break;
-    case 'h':
-      usage(argv[0], 0);
-      break;
-    default:
-      usage(argv[0], 2);
-    }
-  }
-  if (optind != argc) usage(argv[0], 2);
+  struct options o;
+  parse_options(argc, argv, &o);
+  sigset_t stop_set;
+  block_stop_signals(&stop_set);
 
-  sigset_t stop;
-  sigemptyset(&stop);
-  sigaddset(&stop, SIGINT);
-  sigaddset(&stop, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop, NULL);
-
+  int fds[MAX_LOOPS];
+  int port = open_listeners(&o, fds, SOCK_DGRAM);
+  if (port < 0) return 1;
   struct loop *lps[MAX_LOOPS];
-  for (int i = 0; i < loops; i++) {
-    int fd = open_socket(host, &port);
+  for (int i = 0; i < o.loops; i++) {
     lps[i] = calloc(1, sizeof *lps[i]);
-    if (fd < 0 || !lps[i] || loop_init(lps[i], fd) < 0 ||
+    if (!lps[i] || loop_init(lps[i], fds[i]) < 0 ||
         pthread_create(&lps[i]->thread, NULL, loop_run, lps[i]) != 0)
       return 1;
   }
-  printf("listening on %s:%d\n", host, port);
+  printf("listening on %s:%d\n", o.host, port);
   fflush(stdout);
 
-  int sig;
-  sigwait(&stop, &sig);
-  for (int i = 0; i < loops; i++) {
+  wait_for_stop(&stop_set);
+  for (int i = 0; i < o.loops; i++) {
     uint64_t one = 1;
     if (write(lps[i]->wakefd, &one, sizeof one) < 0) perror("eventfd write");
   }
-  for (int i = 0; i < loops; i++) {
+  for (int i = 0; i < o.loops; i++) {
     pthread_join(lps[i]->thread, NULL);
     close(lps[i]->fd);
     close(lps[i]->epfd);

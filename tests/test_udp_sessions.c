@@ -644,16 +644,23 @@ static cgnet_action framing_on_traffic(cgnet_conn *c) {
   return CGNET_NONE;
 }
 
+/* A server with sessions on 127.0.0.1 whose on_traffic is `traffic`; returns a client
+ * socket connected to it. */
+static int start_sessions(tu_server *s, counts *k, cgnet_action (*traffic)(cgnet_conn *)) {
+  cgnet_handler h = counter_handler(k);
+  h.on_traffic = traffic;
+  cgnet_options o = {.udp_sessions = 1};
+  assert_rc(start1(s, &h, "udp://127.0.0.1:0", &o), 0);
+  int fd = tu_udp_socket(AF_INET, s->port);
+  assert_true(fd >= 0);
+  return fd;
+}
+
 static void test_writev_flush(void **state) {
   (void)state;
   counts k = {0};
-  cgnet_handler h = counter_handler(&k);
-  h.on_traffic = framing_on_traffic;
-  cgnet_options o = {.udp_sessions = 1};
   tu_server s;
-  assert_rc(start1(&s, &h, "udp://127.0.0.1:0", &o), 0);
-  int fd = tu_udp_socket(AF_INET, s.port);
-  assert_true(fd >= 0);
+  int fd = start_sessions(&s, &k, framing_on_traffic);
   assert_rc(exchange(fd, "abc", "<abc>"), 0);
   assert_rc(exchange(fd, "", "<>"), 0);
   assert_rc(tu_server_stop(&s, 1000), 0);
@@ -673,13 +680,8 @@ static cgnet_action closer_on_traffic(cgnet_conn *c) {
 static void test_write_after_close(void **state) {
   (void)state;
   counts k = {0};
-  cgnet_handler h = counter_handler(&k);
-  h.on_traffic = closer_on_traffic;
-  cgnet_options o = {.udp_sessions = 1};
   tu_server s;
-  assert_rc(start1(&s, &h, "udp://127.0.0.1:0", &o), 0);
-  int fd = tu_udp_socket(AF_INET, s.port);
-  assert_true(fd >= 0);
+  int fd = start_sessions(&s, &k, closer_on_traffic);
   assert_true(send(fd, "bye", 3, 0) == 3);
   assert_true(tu_wait_atomic_eq(&k.closes, 1, TU_TIMEOUT_MS));
   cgnet_conn *c = atomic_load(&k.held);
