@@ -295,7 +295,7 @@ int main(int argc, char **argv) {
   block_stop_signals(&stop_set);
 
   int lfds[MAX_LOOPS];
-  int port = open_listeners(&o, lfds);
+  int port = open_listeners(&o, lfds, SOCK_STREAM);
   if (port < 0) return 1;
   struct loop *loops[MAX_LOOPS];
   for (int i = 0; i < o.loops; i++) {

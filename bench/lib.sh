@@ -19,7 +19,7 @@ log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # The columns of results.tsv / sweep.tsv: the run's description, then measure.py's keys.
 # shellcheck disable=SC2034 # used by the scripts that source this
-MEASURE_KEYS="rc thr msgs secs cpu_win_s win_s cpu_util per_cpu_s cpu_total_s load_util other_util wall_s p50_us p99_us hwm_kb errors non2xx"
+MEASURE_KEYS="rc thr msgs secs cpu_win_s win_s cpu_util per_cpu_s cpu_total_s load_util other_util wall_s p50_us p99_us hwm_kb errors non2xx lost"
 # shellcheck disable=SC2034
 RESULTS_HEADER="placement bench mode conns size tool server rep order loops load_threads status $MEASURE_KEYS raw"
 
@@ -69,7 +69,7 @@ EOF
 wait_listening() {
   local file=$1 tries=$(($2 * 20)) port
   while ((tries-- > 0)); do
-    port=$(sed -nE -e 's/.*listening on (tcp:\/\/)?[0-9.]+:([0-9]+).*/\2/p' \
+    port=$(sed -nE -e 's/.*listening on ((tcp|udp):\/\/)?[0-9.]+:([0-9]+).*/\3/p' \
       -e 's/.*listening on port ([0-9]+).*/\1/p' "$file" 2>/dev/null | head -n1)
     if [[ -n $port ]]; then
       echo "$port"
@@ -85,6 +85,7 @@ wait_listening() {
 # server did not come up (its output is in OUTDIR/server.log).
 #   echo servers: cgnet cgnet_uring floor floor_uring libuv libevent
 #   http servers: cgnet_http floor_http nginx h2o
+#   udp echo servers: cgnet_udp (per-datagram conns) cgnet_udp_sessions (?sessions=1)
 start_server() {
   local name=$1 placement=$2 dir=$3 loops pre
   loops=$(placement_loops "$placement")
@@ -103,6 +104,13 @@ start_server() {
       $pre "$BUILD/examples/echo" "tcp://$HOST:0" --loops "$loops" --quiet --backend io_uring \
         ${CGNET_ARGS:-} >"$log" 2>&1 &
       ;;
+    cgnet_udp | cgnet_udp_sessions)
+      local on=0
+      [[ $name == cgnet_udp_sessions ]] && on=1
+      # shellcheck disable=SC2086
+      $pre "$BUILD/examples/echo" "udp://$HOST:0?sessions=$on" --loops "$loops" --quiet \
+        ${CGNET_ARGS:-} >"$log" 2>&1 &
+      ;;
     cgnet_http)
       # shellcheck disable=SC2086
       $pre "$BUILD/examples/http_plaintext" "tcp://$HOST:0" --loops "$loops" ${CGNET_ARGS:-} \
@@ -113,7 +121,7 @@ start_server() {
       $pre "$BUILD/examples/http_plaintext" "tcp://$HOST:0" --loops "$loops" \
         --backend io_uring ${CGNET_ARGS:-} >"$log" 2>&1 &
       ;;
-    floor | floor_uring | libuv | libevent | floor_http)
+    floor | floor_uring | floor_udp | libuv | libevent | floor_http)
       local bin=$name
       [[ $name == floor ]] && bin=floor_echo
       [[ $name == libuv || $name == libevent ]] && bin=echo_$name

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """measure.py — run one load tool against a running server and measure the server.
 
-    measure.py --pid PID --tool echoload|wrk|h2load --win A B --raw FILE -- CMD...
+    measure.py --pid PID --tool echoload|wrk|h2load|udpload --win A B --raw FILE -- CMD...
 
 Runs CMD (its stdout and stderr go to FILE) and, meanwhile, samples the CPU time of the
 server: PID and every process below it (nginx workers), all threads included, as
@@ -179,7 +179,31 @@ def parse_h2load(text):
     return out
 
 
-PARSERS = {"echoload": parse_echoload, "wrk": parse_wrk, "h2load": parse_h2load}
+def parse_udpload(text):
+    line = next((l for l in reversed(text.splitlines()) if l.startswith("udpload: datagrams=")),
+                None)
+    if line is None:
+        return {}
+    kv = dict(f.split("=", 1) for f in line.split()[1:] if "=" in f)
+    return {
+        "thr": num_or_none(kv.get("datagrams_per_s")),
+        "msgs": num_or_none(kv.get("datagrams")),
+        "secs": num_or_none(kv.get("seconds")),
+        "errors": num_or_none(kv.get("bad")),  # a datagram echoed wrong
+        "non2xx": 0,
+        "lost": num_or_none(kv.get("lost")),   # UDP may lose; counted, not an error
+    }
+
+
+def num_or_none(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+PARSERS = {"echoload": parse_echoload, "wrk": parse_wrk, "h2load": parse_h2load,
+           "udpload": parse_udpload}
 
 
 def fmt(v):
@@ -254,6 +278,7 @@ def main():
         "hwm_kb": hwm,
         "errors": r.get("errors"),
         "non2xx": r.get("non2xx"),
+        "lost": r.get("lost"),
     }
     print(" ".join(f"{k}={fmt(v)}" for k, v in fields.items()))
     return rc

@@ -34,9 +34,9 @@ static void usage(const char *prog, int code) {
   fprintf(code ? stderr : stdout,
           "usage: %s [--host H] [--port P] [--loops N]\n"
           "  --host H   IPv4 address to listen on (default 127.0.0.1)\n"
-          "  --port P   TCP port, 0 = any free port (default 0)\n"
+          "  --port P   port, 0 = any free port (default 0)\n"
           "  --loops N  event loops, one thread each; N > 1 uses one SO_REUSEPORT\n"
-          "             listener per loop (default 1)\n",
+          "             socket per loop (default 1)\n",
           prog);
   exit(code);
 }
@@ -76,13 +76,15 @@ static void parse_options(int argc, char **argv, struct options *o) {
   if (optind != argc) usage(argv[0], 2);
 }
 
-static int listen_on(const struct sockaddr_in *sa, int reuseport) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+/* A bound socket of `type` (SOCK_STREAM: listening too). */
+static int listen_on(const struct sockaddr_in *sa, int reuseport, int type) {
+  int fd = socket(AF_INET, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
   int one = 1;
   if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
       (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) ||
-      bind(fd, (const struct sockaddr *)sa, sizeof *sa) < 0 || listen(fd, BACKLOG) < 0) {
+      bind(fd, (const struct sockaddr *)sa, sizeof *sa) < 0 ||
+      (type == SOCK_STREAM && listen(fd, BACKLOG) < 0)) {
     int err = errno;
     close(fd);
     errno = err;
@@ -91,16 +93,17 @@ static int listen_on(const struct sockaddr_in *sa, int reuseport) {
   return fd;
 }
 
-/* Opens n listeners on host:port (n > 1: SO_REUSEPORT). Port 0 is resolved by the first
- * bind and reused by the others. Returns the port, or -1 with a message printed. */
-static int open_listeners(const struct options *o, int *fds) {
+/* Opens one socket of `type` per loop on host:port (TCP listeners, or UDP sockets; more
+ * than one: SO_REUSEPORT). Port 0 is resolved by the first bind and reused by the
+ * others. Returns the port, or -1 with a message printed. */
+static int open_listeners(const struct options *o, int *fds, int type) {
   struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)o->port)};
   if (inet_pton(AF_INET, o->host, &sa.sin_addr) != 1) {
     fprintf(stderr, "bad IPv4 address: %s\n", o->host);
     return -1;
   }
   for (int i = 0; i < o->loops; i++) {
-    fds[i] = listen_on(&sa, o->loops > 1);
+    fds[i] = listen_on(&sa, o->loops > 1, type);
     if (fds[i] < 0) {
       fprintf(stderr, "listen on %s:%u: %s\n", o->host, ntohs(sa.sin_port),
               strerror(errno));

@@ -592,6 +592,50 @@ def regress_section(regress_dir):
     return "\n".join(out)
 
 
+UDP_SERVERS = ["floor_udp", "cgnet_udp", "cgnet_udp_sessions"]
+
+
+def udp_section(udp_dir):
+    """UDP echo: datagrams per server-CPU-second of each server, and the ratios that say
+    what sessions cost (sessions over per-datagram conns) and what cgnet costs over the
+    floor."""
+    rows = [r for r in read_tsv(os.path.join(udp_dir, "udp.tsv")) if r.get("bench") == "udp"]
+    if not rows:
+        return None
+    g = group(rows, ["placement", "conns", "size", "server"])
+    out = [f"UDP echo by `build/bench/udpload` (every datagram checked; lost ones counted), "
+           f"the servers' CPU measured in a window inside the load as for echo. Results: "
+           f"`{os.path.relpath(udp_dir, ROOT)}`.\n"]
+    trows, rrows = [], []
+    configs = sorted({k[:3] for k in g}, key=lambda k: (k[0] != "pin1", int(k[1]), int(k[2])))
+    for pl, conns, size in configs:
+        cell = {s: g.get((pl, conns, size, s)) for s in UDP_SERVERS}
+        for s in UDP_SERVERS:
+            x = cell[s]
+            if x is None:
+                continue
+            lost = sum(num(r.get("lost")) or 0 for r in x.ok)
+            trows.append([f"{pl}, {conns} sockets, {size} B", s, si(x.med("thr")),
+                          f"{x.med('cpu_util'):.2f}" if x.med("cpu_util") is not None else "–",
+                          spread_txt(x, "per_cpu_s"), f"{lost:.0f}",
+                          f"{len(x.ok)}/{len(x.rows)}"])
+        def per(s):
+            x = cell.get(s)
+            return x.med("per_cpu_s") if x else None
+        rrows.append([f"{pl}, {conns} sockets, {size} B",
+                      ratio(per("cgnet_udp_sessions"), per("cgnet_udp")),
+                      ratio(per("cgnet_udp"), per("floor_udp")),
+                      ratio(per("cgnet_udp_sessions"), per("floor_udp"))])
+    out.append(table(["config", "sessions vs per-datagram conns", "per-datagram vs floor",
+                      "sessions vs floor"], rrows))
+    out.append("\nRatios of datagrams per server-CPU-second (medians).\n")
+    out.append("<details><summary>All figures (median, min–max over repetitions)</summary>\n")
+    out.append(table(["config", "server", "datagrams/s", "server CPU (cores)",
+                      "per server-CPU-s", "lost (clean runs)", "clean runs"], trows))
+    out.append("\n</details>\n")
+    return "\n".join(out)
+
+
 def replace_section(doc, name, body):
     begin, end = f"<!-- BEGIN GENERATED: {name} -->", f"<!-- END GENERATED: {name} -->"
     pat = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
@@ -606,12 +650,16 @@ def main():
     ap.add_argument("--run")
     ap.add_argument("--sweep")
     ap.add_argument("--regress")
+    ap.add_argument("--udp")
     ap.add_argument("--doc", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     ap.add_argument("--img", default=os.path.join(ROOT, "docs", "img"))
     a = ap.parse_args()
     run_dir = a.run or newest("results.tsv")
     sweep_dir = a.sweep or newest("sweep.tsv")
     regress_dir = a.regress or newest("regress.tsv")
+    udp_dir = a.udp or newest("udp.tsv")
+    if a.run and not a.udp and has_rows(os.path.join(a.run, "udp.tsv")):
+        udp_dir = a.run
     if a.run and not a.regress and has_rows(os.path.join(a.run, "regress.tsv")):
         regress_dir = a.run
 
@@ -630,6 +678,8 @@ def main():
         sections["sweep"] = sweep_section(sweep_dir, Charts(a.img, sweep_dir))
     if regress_dir and has_rows(os.path.join(regress_dir, "regress.tsv")):
         sections["regress"] = regress_section(regress_dir)
+    if udp_dir and has_rows(os.path.join(udp_dir, "udp.tsv")):
+        sections["udp"] = udp_section(udp_dir)
     for name, body in sections.items():
         if body:
             doc = replace_section(doc, name, body)

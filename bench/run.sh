@@ -2,7 +2,8 @@
 # bench/run.sh — cgnet side by side with the floor (a hand-written epoll loop) and the C
 # peers, in one run, on this machine. `make bench` runs it with the defaults.
 #
-#   bench/run.sh [echo] [http] [regress]       (no argument: all three, then the report)
+#   bench/run.sh [echo] [http] [regress] [udp]  (no argument: the first three, then the
+#                                                report; udp runs when named)
 #
 # Placements (PLACEMENTS):
 #   pin1    server with 1 loop pinned to CPU 0, load tool (1 thread) pinned to CPU 1
@@ -14,7 +15,11 @@
 #          skipped if absent)
 # regress  the regression figures: user-space instructions per echoed message
 #          (callgrind) and syscalls per echoed message (strace -c), for cgnet on epoll and
-#          on io_uring (with completions per io_uring_enter) and the floor
+#          on io_uring (with completions per io_uring_enter) and the two floors
+# udp      build/bench/udpload against UDP_SERVERS (floor_udp, a hand-written recvmmsg/
+#          sendmmsg loop; examples/echo on a udp address with sessions off, cgnet_udp, and
+#          on, cgnet_udp_sessions), UDP_SOCKETS sockets (one peer each) x UDP_SIZE bytes,
+#          UDP_WINDOW datagrams in flight per socket; rows in udp.tsv
 #
 # Each repetition runs the whole matrix again with the servers in a rotated order, and
 # every run starts a fresh server process. Per run the results file gets one line:
@@ -31,7 +36,9 @@
 #   HTTP_TOOLS="wrk h2load"  HTTP_CONNS=256  HTTP_DEPTH=16  PLACEMENTS="pin1 loops2"
 #   LOAD_THREADS2=2 (load-tool threads in loops2)  CGNET_ARGS= (extra flags for cgnet)
 #   REGRESS_SECS=3  REGRESS_CONNS=100  REGRESS_SIZE=512
-#   REGRESS_SERVERS="cgnet cgnet_uring floor"
+#   REGRESS_SERVERS="cgnet cgnet_uring floor floor_uring"
+#   UDP_SERVERS="floor_udp cgnet_udp cgnet_udp_sessions"
+#   UDP_SOCKETS=256  UDP_SIZE=64  UDP_WINDOW=1
 #   QUICK=1    a smoke run: 1 rep, 1 s, 100 conns, 512 B, both modes and placements
 #   OUT=DIR    results directory (default bench/results/<timestamp>-run)
 #   REPORT=0   do not run bench/report.py at the end
@@ -62,20 +69,24 @@ LOAD_THREADS2=${LOAD_THREADS2:-2}
 REGRESS_SECS=${REGRESS_SECS:-3}
 REGRESS_CONNS=${REGRESS_CONNS:-100}
 REGRESS_SIZE=${REGRESS_SIZE:-512}
-REGRESS_SERVERS=${REGRESS_SERVERS:-cgnet cgnet_uring floor}
+REGRESS_SERVERS=${REGRESS_SERVERS:-cgnet cgnet_uring floor floor_uring}
 REPORT=${REPORT:-1}
+UDP_SERVERS=${UDP_SERVERS:-floor_udp cgnet_udp cgnet_udp_sessions}
+UDP_SOCKETS=${UDP_SOCKETS:-256}
+UDP_SIZE=${UDP_SIZE:-64}
+UDP_WINDOW=${UDP_WINDOW:-1}
 
 parts=("$@")
 ((${#parts[@]})) || parts=(echo http regress)
 for p in "${parts[@]}"; do
   case $p in
-    echo | http | regress) ;;
+    echo | http | regress | udp) ;;
     -h | --help)
       sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
-      echo "run.sh: unknown part '$p' (echo, http, regress)" >&2
+      echo "run.sh: unknown part '$p' (echo, http, regress, udp)" >&2
       exit 2
       ;;
   esac
@@ -103,7 +114,8 @@ fi
 {
   echo "cmd=bench/run.sh ${parts[*]}"
   for v in REPS DURATION HTTP_DURATION WARMUP CONNS SIZES MODES SERVERS HTTP_SERVERS HTTP_TOOLS \
-    HTTP_CONNS HTTP_DEPTH PLACEMENTS LOAD_THREADS2 CGNET_ARGS REGRESS_SECS REGRESS_CONNS REGRESS_SIZE; do
+    HTTP_CONNS HTTP_DEPTH PLACEMENTS LOAD_THREADS2 CGNET_ARGS REGRESS_SECS REGRESS_CONNS REGRESS_SIZE \
+    UDP_SERVERS UDP_SOCKETS UDP_SIZE UDP_WINDOW; do
     echo "$v=${!v:-}"
   done
 } >"$OUT/knobs.txt"
@@ -136,6 +148,12 @@ one_run() {
       b=$(awk -v d="$HTTP_DURATION" 'BEGIN { print d - 0.2 }')
       cmd=(wrk -t "$threads" -c "$conns" -d "${HTTP_DURATION}s" --latency
         -s "$BENCH_DIR/wrk_pipeline.lua" "http://$HOST:$SERVER_PORT/plaintext" -- "$HTTP_DEPTH")
+      ;;
+    udpload)
+      a=0.5
+      b=$(awk -v d="$DURATION" 'BEGIN { print d - 0.2 }')
+      cmd=("$BUILD/bench/udpload" -a "$HOST:$SERVER_PORT" -c "$conns" -s "$size" -w "$UDP_WINDOW"
+        -d "$DURATION")
       ;;
     h2load)
       a=0.5
@@ -213,7 +231,9 @@ regress_start() { # SERVER DIR [WRAPPER...]: like start_server, pinned, 1 loop, 
     taskset -c 0 "$@" "$BUILD/examples/echo" "tcp://$HOST:0" --loops 1 --quiet \
       --backend io_uring --stats >"$dir/server.log" 2>&1 &
   else
-    taskset -c 0 "$@" "$BUILD/bench/floor_echo" --host "$HOST" --port 0 --loops 1 >"$dir/server.log" 2>&1 &
+    local bin=floor_echo
+    [[ $server == floor_uring ]] && bin=floor_uring
+    taskset -c 0 "$@" "$BUILD/bench/$bin" --host "$HOST" --port 0 --loops 1 >"$dir/server.log" 2>&1 &
   fi
   SERVER_PID=$!
   SERVER_PORT=$(wait_listening "$dir/server.log" 60)
@@ -236,8 +256,8 @@ run_regress() {
   printf 'server\tmetric\tvalue\tmsgs\tnote\n' >"$R"
   for server in $REGRESS_SERVERS; do
     # valgrind does not emulate io_uring (the ring cannot be set up under it): the
-    # io_uring server gets the syscall figures only.
-    if command -v valgrind >/dev/null && [[ $server != cgnet_uring ]]; then
+    # io_uring servers get the syscall figures only.
+    if command -v valgrind >/dev/null && [[ $server != *_uring ]]; then
       dir=$OUT/raw/regress-callgrind-$server
       local secs
       for secs in "$REGRESS_SECS" 0.1; do
@@ -307,6 +327,32 @@ run_regress() {
       log "regress $server strace: msgs $m_long/$m_short"
     fi
   done
+}
+
+# UDP echo: the hand-written floor (floor_udp), cgnet with per-datagram conns (cgnet_udp)
+# and with sessions (cgnet_udp_sessions), each measured like an echo run (measure.py:
+# the server's CPU in a window inside the load) by udpload, which checks every byte (a
+# mismatch is an error) and counts the datagrams lost. Rows in udp.tsv, results.tsv's
+# columns.
+run_udp() {
+  [[ -x $BUILD/bench/udpload ]] || {
+    log "udp: $BUILD/bench/udpload is missing"
+    return
+  }
+  local saved=$RESULTS placement rep i=0 server
+  RESULTS=$OUT/udp.tsv
+  [[ -s $RESULTS ]] || tr ' ' '\t' <<<"$RESULTS_HEADER" >"$RESULTS"
+  for placement in $PLACEMENTS; do
+    for ((rep = 1; rep <= REPS; rep++)); do
+      local order=0
+      # shellcheck disable=SC2086
+      for server in $(rotate $((rep - 1 + i)) $UDP_SERVERS); do
+        one_run "$placement" udp echo "$UDP_SOCKETS" "$UDP_SIZE" udpload "$server" "$rep" $((order++))
+      done
+      i=$((i + 1))
+    done
+  done
+  RESULTS=$saved
 }
 
 log "results in $OUT"

@@ -190,6 +190,16 @@ int ex_check_addr(const ex_args *a, const char *role, const char *addr, int allo
     ex_usage_error(a, "%s '%s': %s:// is not supported here (%s)", role, addr,
                    kind_name(kind), why_not ? why_not : "wrong kind of address");
   const char *rest = sep + 3;
+  /* A udp address may end in "?OPTIONS" ("?sessions=1"): cgnet checks them at start. */
+  char hostport[320];
+  const char *query = kind == EX_ADDR_UDP ? strchr(rest, '?') : NULL;
+  if (query) {
+    size_t n = (size_t)(query - rest);
+    if (n >= sizeof hostport) ex_usage_error(a, "%s '%s' is too long", role, addr);
+    memcpy(hostport, rest, n);
+    hostport[n] = '\0';
+    rest = hostport;
+  }
   const char *wrong =
       kind == EX_ADDR_UNIX ? check_unix(rest) : check_host_port(rest, family, use);
   if (wrong) ex_usage_error(a, "%s '%s' %s", role, addr, wrong);

@@ -84,7 +84,8 @@ typedef enum { EX_LISTEN, EX_DIAL } ex_addr_use;
 /*
  * Check the syntax of a cgnet address without resolving a host name (that happens when
  * it is bound or dialed): a known scheme, a host that is empty, an IPv4 literal, a
- * bracketed IPv6 literal or a name, and a port 0..65535; or a Unix path / @name. `role`
+ * bracketed IPv6 literal or a name, and a port 0..65535 (for udp, then optionally
+ * "?OPTIONS", which cgnet checks when it starts); or a Unix path / @name. `role`
  * names it in messages ("listen address", "backend address"). A malformed address, or
  * one whose kind is not in `allowed`, is a usage error naming it (`why_not` explains an
  * unsupported kind, e.g. "echo_pool answers streams only"). Returns its kind.

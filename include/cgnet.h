@@ -96,6 +96,7 @@ extern "C" {
   XX(EBADPORT, -4012, "address has a missing or out-of-range port")                        \
   XX(EADDRFAMILY, -4013, "address host does not match the scheme's family")                \
   XX(ERESOLVE, -4014, "host name could not be resolved")                                   \
+  XX(EBADOPTION, -4015, "address has an unknown or malformed option")                      \
   XX(EFRAMETOOLARGE, -4020, "frame exceeds the maximum frame length")                      \
   XX(ECODEC, -4021, "malformed frame")                                                     \
   XX(EWRONGTHREAD, -4030, "called from a thread that may not call it")                     \
@@ -308,7 +309,9 @@ typedef struct cgnet_options {
   uint64_t write_timeout_ms;
 
   /* At most this many open conns (0: no limit); beyond it new conns are closed at once
-   * and counted (cgnet_engine_rejected_connections), existing ones are untouched. */
+   * and counted (cgnet_engine_rejected_connections), existing ones are untouched. UDP
+   * sessions count among the conns: a new peer beyond the limit is dropped and counted
+   * in sessions_refused (cgnet_datagram_stats) instead. */
   size_t max_connections;
 
   /* A peer's FIN calls on_read_closed and leaves the conn open for writing. */
@@ -355,6 +358,16 @@ typedef struct cgnet_options {
    * frames and cgnet_conn_write_frame encodes. NULL: raw bytes through on_traffic. The
    * codec must outlive the engine. */
   const cgnet_codec *codec;
+
+  /* UDP sessions (see "Datagrams"): non-zero gives each remote peer of a udp address a
+   * conn of its own, opened by its first datagram, instead of one per-datagram conn.
+   * "udp://...?sessions=1" or "?sessions=0" overrides this for one address. */
+  int udp_sessions;
+  /* At most this many sessions open at once across the engine (default 65536): the
+   * first datagram of a new peer beyond it is dropped and counted (sessions_refused in
+   * cgnet_datagram_stats); open sessions are untouched. max_connections, when set,
+   * bounds sessions too, as they count among the engine's conns. */
+  size_t max_udp_sessions;
 } cgnet_options;
 
 /* ------------------------------------------------------------------------------------ */
@@ -367,7 +380,10 @@ typedef struct cgnet_options {
  *   "tcp://:9000", "tcp://127.0.0.1:9000", "tcp://[::]:9000"   TCP; an empty host or
  *        [::] is dual-stack ([::] with IPV6_V6ONLY off) where the system allows it
  *   "tcp4://host:port", "tcp6://[::1]:9000"   IPv4 only / IPv6 only (IPV6_V6ONLY on)
- *   "udp://...", "udp4://...", "udp6://..."   UDP, same host forms (see "Datagrams")
+ *   "udp://...", "udp4://...", "udp6://..."   UDP, same host forms (see "Datagrams");
+ *        options may follow the port: "udp://:9001?sessions=1" (or 0) turns UDP sessions
+ *        on (off) for that address; an empty query, an unknown key, a repeated key or
+ *        a value other than 0/1 is CGNET_EBADOPTION, and so is any query on a tcp address
  *   "unix:///run/app.sock"   a Unix stream socket at /run/app.sock; "unix://rel.sock" is
  *        relative to the working directory; "unix://@name" is the abstract name "name"
  * Port 0 picks a free port (see cgnet_engine_listen_addr). `opts` may be NULL. The
@@ -381,7 +397,8 @@ typedef struct cgnet_options {
  * replaced; a live server on the path (even one whose backlog is full: the probe never
  * blocks), or a file that is not a socket, gives CGNET_EADDRINUSE. The file is removed
  * when the engine stops, if it is still the one we bound. An abstract name has no file.
- * Errors: malformed address (CGNET_EBADSCHEME, EBADADDR, EBADPORT, EADDRFAMILY, ERESOLVE),
+ * Errors: malformed address (CGNET_EBADSCHEME, EBADADDR, EBADPORT, EADDRFAMILY, ERESOLVE,
+ * EBADOPTION),
  * invalid options (CGNET_EINVAL), bind errors (CGNET_EADDRINUSE, ...). Any thread.
  */
 CGNET_API int cgnet_engine_start(const cgnet_handler *handler, const char *const *addrs,
@@ -457,7 +474,8 @@ CGNET_API int cgnet_engine_listen_port(const cgnet_engine *eng, size_t i);
  * datagram larger than a slot is dropped and counted (dropped_truncated, and a warning
  * at most once a second), never delivered cut short.
  *
- * Each datagram calls on_traffic with the socket's datagram conn
+ * Without sessions (the default), each datagram calls on_traffic with the socket's
+ * datagram conn
  * (cgnet_conn_is_datagram() is 1): its remote address is the sender, its inbound bytes
  * are exactly the datagram (read with peek/next/read as usual), and whatever is left
  * unconsumed is dropped when on_traffic returns. There is no on_open/on_close for
@@ -477,16 +495,50 @@ CGNET_API int cgnet_engine_listen_port(const cgnet_engine *eng, size_t i);
  * ECONNREFUSED, ...) drop that datagram: they are logged (at most once a second) and
  * counted in dropped_send.
  *
- * On a datagram conn these return CGNET_EUNSUPPORTED: writev, shutdown_write,
+ * On the per-datagram conn these return CGNET_EUNSUPPORTED: writev, shutdown_write,
  * pause/resume_read, the per-conn timeouts, nodelay, keepalive, linger, close, the async
  * calls (async_write*, wake, async_close) and cgnet_conn_peer_cred; cgnet_conn_timer_new
  * returns NULL. set_recv_buffer/set_send_buffer work and change the loop's socket.
  * Options: socket_recv_buffer/socket_send_buffer size every UDP socket,
  * bind_to_device and multicast_interface_index apply as documented with them.
+ *
+ * Sessions (options.udp_sessions, or "udp://:9001?sessions=1" for one address;
+ * "?sessions=0" turns them off for one address). The first datagram from a new remote
+ * address opens a session: a conn for that peer, with on_open (set a context there: it
+ * stays with the peer), then one on_traffic per datagram on it, with the same datagram
+ * boundaries as above (the view is exactly the datagram; the unread rest is dropped).
+ * cgnet_conn_write sends one datagram to the peer through the socket's send queue
+ * (sendmmsg after the batch, as above; CGNET_ENOBUFS past write_buffer_limit for the
+ * whole socket). The session is an ordinary conn handle: cgnet_conn_ref/unref, the async
+ * calls (async_write/writev/write_owned send one datagram each; wake; async_close) from
+ * any thread, conn timers, cgnet_conn_close, the CLOSE action, per-conn idle and read
+ * timeouts, remote_addr/local_addr (local_addr and cgnet_conn_fd are the shared
+ * socket's), set_recv_buffer/set_send_buffer (on the shared socket). It ends with
+ * on_close(reason): CGNET_ELOCALCLOSE (closed by the application), CGNET_ETIMEDOUT (idle
+ * or read timeout: a silent peer), CGNET_ESHUTDOWN (engine stop). The next datagram from
+ * that peer then opens a new session. The engine's max_udp_sessions (default 65536) and
+ * max_connections bound the sessions: a new peer beyond them is dropped, its datagram
+ * unanswered, and counted in sessions_refused; open sessions are untouched. Sessions
+ * count in cgnet_engine_count_connections and cgnet_loop_count_connections.
+ *
+ * On a session, write and writev send one datagram each (writev gathers its pieces),
+ * queued on the socket with its other peers' and sent before the loop sleeps;
+ * cgnet_conn_flush sends that queue now. These return CGNET_EUNSUPPORTED: write_frame
+ * and set_codec (no codecs: a datagram is a message), pause/resume_read,
+ * shutdown_write, linger, nodelay, keepalive, send_to and peer_cred. The write timeout
+ * never fires (nothing is queued on the session itself); options.codec and
+ * read_backpressure do not apply.
+ *
+ * A session lives on the loop whose socket received its peer's first datagram. The
+ * kernel's SO_REUSEPORT hash of the 4-tuple keeps a peer on one socket, hence one loop,
+ * while the group's sockets stay the same (they do while the engine runs); if a peer's
+ * datagrams ever reach another loop's socket, that loop opens a second session for it,
+ * independent of the first, which ends by itself (timeout, close, stop). Sessions are
+ * keyed by (socket, remote address): one peer sending to two udp addresses has two.
  */
 
-/* Non-zero for a datagram conn (a server's per-datagram conn, or a client's udp:// conn
- * once it has opened). Loop thread. */
+/* Non-zero for a datagram conn (a server's per-datagram conn, a UDP session, or a
+ * client's udp:// conn once it has opened). Loop thread. */
 CGNET_API int cgnet_conn_is_datagram(const cgnet_conn *c);
 
 /* Send one datagram from c's socket to `to`. Loop thread, during the datagram's
@@ -511,6 +563,9 @@ typedef struct cgnet_datagram_stats {
   uint64_t send_calls;        /* sendmmsg calls that sent at least one */
   uint64_t dropped_truncated; /* received datagrams larger than a slot */
   uint64_t dropped_send;      /* queued datagrams the kernel refused */
+  uint64_t sessions_opened;   /* UDP sessions opened (on_open ran) */
+  uint64_t sessions_refused;  /* new peers dropped at max_udp_sessions / max_connections */
+  uint64_t sessions_open;     /* UDP sessions open now */
 } cgnet_datagram_stats;
 CGNET_API void cgnet_engine_datagram_stats(const cgnet_engine *eng,
                                            cgnet_datagram_stats *out);
@@ -1047,7 +1102,8 @@ CGNET_API int cgnet_client_new_on(cgnet_engine *eng, const cgnet_handler *handle
  * buffer is full, CGNET_EMSGSIZE if too long), shutdown_write is CGNET_EUNSUPPORTED, and
  * an ICMP "port unreachable" for an earlier datagram closes the conn with
  * CGNET_ECONNREFUSED. Unlike a server's datagram conn, it is a real conn: on_open,
- * on_close, timeouts, timers and the any-thread calls all work.
+ * on_close, timeouts, timers and the any-thread calls all work. Address options
+ * ("?sessions=1") are a server's: a dial with one is CGNET_EBADOPTION.
  */
 CGNET_API int cgnet_client_dial(cgnet_client *cl, const char *addr, uint64_t timeout_ms,
                                 void *ctx, cgnet_conn **out);

@@ -209,6 +209,44 @@ static int parse_host(char *host, int bracketed, uint16_t port, cgnet__addr *out
   return resolve(host, port, out);
 }
 
+static int is_udp(cgnet__net net) {
+  return net == CGNET__NET_UDP || net == CGNET__NET_UDP4 || net == CGNET__NET_UDP6;
+}
+
+/* The value of "sessions": exactly "0" or "1". */
+static int parse_sessions(const char *v, size_t n, int *out) {
+  if (*out != CGNET_DEFAULT) return CGNET_EBADOPTION; /* given twice */
+  if (n != 1 || (v[0] != '0' && v[0] != '1')) return CGNET_EBADOPTION;
+  *out = v[0] == '1' ? CGNET_ON : CGNET_OFF;
+  return 0;
+}
+
+/* One "KEY=VALUE" of n bytes. */
+static int parse_option(const char *opt, size_t n, cgnet__addr *out) {
+  const char *eq = memchr(opt, '=', n);
+  if (!eq) return CGNET_EBADOPTION;
+  size_t klen = (size_t)(eq - opt);
+  const char *v = eq + 1;
+  size_t vlen = n - klen - 1;
+  if (klen == 8 && memcmp(opt, "sessions", 8) == 0)
+    return parse_sessions(v, vlen, &out->sessions);
+  return CGNET_EBADOPTION;
+}
+
+/* The query after '?': options separated by '&', none of them empty. */
+static int parse_query(const char *q, cgnet__addr *out) {
+  if (!is_udp(out->net)) return CGNET_EBADOPTION; /* only udp addresses take options */
+  for (;;) {
+    const char *amp = strchr(q, '&');
+    size_t n = amp ? (size_t)(amp - q) : strlen(q);
+    if (n == 0) return CGNET_EBADOPTION;
+    int rc = parse_option(q, n, out);
+    if (rc) return rc;
+    if (!amp) return 0;
+    q = amp + 1;
+  }
+}
+
 /* "unix://PATH" or "unix://@NAME": the rest after "unix://" goes into a sockaddr_un. */
 static int parse_unix(const char *rest, cgnet__addr *out) {
   struct sockaddr_un *sun = (struct sockaddr_un *)&out->sa;
@@ -246,25 +284,40 @@ int cgnet__addr_parse(const char *str, cgnet__addr *out) {
     return rc;
   }
 
+  /* The options go first, so that host and port parse from a copy without them. */
+  char hostport[HOST_MAX + 16];
+  const char *query = strchr(rest, '?');
+  if (query) {
+    size_t n = (size_t)(query - rest);
+    if (n >= sizeof hostport) return CGNET_EBADADDR;
+    memcpy(hostport, rest, n);
+    hostport[n] = '\0';
+    rest = hostport;
+    out->net = net;
+    rc = parse_query(query + 1, out);
+    if (rc) {
+      memset(out, 0, sizeof(*out));
+      return rc;
+    }
+  }
+
   const char *hbeg, *ptext;
   size_t hlen;
   int bracketed;
   rc = split_host_port(rest, &hbeg, &hlen, &ptext, &bracketed);
-  if (rc) return rc;
-  if (hlen > HOST_MAX) return CGNET_EBADADDR;
-
+  if (!rc && hlen > HOST_MAX) rc = CGNET_EBADADDR;
   uint16_t port;
-  rc = parse_port(ptext, &port);
-  if (rc) return rc;
+  if (!rc) rc = parse_port(ptext, &port);
+  if (rc) {
+    memset(out, 0, sizeof(*out));
+    return rc;
+  }
 
   char host[HOST_MAX + 1];
   memcpy(host, hbeg, hlen);
   host[hlen] = '\0';
   out->net = net;
-  out->socktype =
-      (net == CGNET__NET_UDP || net == CGNET__NET_UDP4 || net == CGNET__NET_UDP6)
-          ? SOCK_DGRAM
-          : SOCK_STREAM;
+  out->socktype = is_udp(net) ? SOCK_DGRAM : SOCK_STREAM;
   rc = parse_host(host, bracketed, port, out);
   if (rc) memset(out, 0, sizeof(*out));
   return rc;

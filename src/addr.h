@@ -27,6 +27,9 @@ typedef struct cgnet__addr {
   int dual_stack; /* tcp:// or udp:// with empty host: bind [::] with v6only off; a caller
                      may fall back to 0.0.0.0 when the system has no IPv6 */
   int abstract;   /* unix://@name: Linux abstract namespace, no file */
+  /* "?sessions=1" / "?sessions=0" after a udp address: CGNET_ON / CGNET_OFF; not given:
+   * CGNET_DEFAULT (options.udp_sessions decides). */
+  int sessions;
 } cgnet__addr;
 
 /*
@@ -44,6 +47,11 @@ typedef struct cgnet__addr {
  * (unbalanced brackets, unbracketed IPv6, bad literal, trailing junk after "]"),
  * CGNET_EBADPORT (missing, empty, non-digit, > 65535), CGNET_EADDRFAMILY (tcp4 with an
  * IPv6 literal or tcp6 with an IPv4 literal), CGNET_ERESOLVE (name did not resolve).
+ *
+ * The udp schemes take options after the port: "?KEY=VALUE[&KEY=VALUE...]". The one key
+ * is "sessions" with the value 0 or 1. An empty query, an unknown key, a key given
+ * twice, a missing or other value, or a query on a tcp address is CGNET_EBADOPTION. A
+ * unix path is taken verbatim, '?' included.
  */
 int cgnet__addr_parse(const char *str, cgnet__addr *out);
 

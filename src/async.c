@@ -97,7 +97,7 @@ static int post(conn_task *ct) {
 int cgnet_conn_async_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt,
                             cgnet_write_done_fn done, void *ud) {
   if (!c || iovcnt < 0 || (iovcnt > 0 && !iov)) return CGNET_EINVAL;
-  CGNET__STREAM_ONLY(c);
+  CGNET__ONE_PEER_ONLY(c); /* a session's async writev: the pieces make one datagram */
   if (cgnet_conn_is_closed(c)) return CGNET_ECLOSED;
   size_t total = 0;
   for (int i = 0; i < iovcnt; i++)
@@ -166,7 +166,7 @@ int cgnet_conn_async_write_owned(cgnet_conn *c, void *data, size_t len,
 
 int cgnet_conn_wake(cgnet_conn *c) {
   if (!c) return CGNET_EINVAL;
-  CGNET__STREAM_ONLY(c);
+  CGNET__ONE_PEER_ONLY(c);
   if (cgnet_conn_is_closed(c)) return CGNET_ECLOSED;
   conn_task *ct = new_task(c, OP_WAKE, 0);
   if (!ct) return CGNET_ENOMEM;
@@ -175,7 +175,7 @@ int cgnet_conn_wake(cgnet_conn *c) {
 
 int cgnet_conn_async_close(cgnet_conn *c, cgnet_close_done_fn done, void *ud) {
   if (!c) return CGNET_EINVAL;
-  CGNET__STREAM_ONLY(c);
+  CGNET__ONE_PEER_ONLY(c);
   if (cgnet_conn_is_closed(c)) return CGNET_ECLOSED;
   conn_task *ct = new_task(c, OP_CLOSE, 0);
   if (!ct) return CGNET_ENOMEM;

@@ -455,6 +455,7 @@ static int dial(cgnet_client *cl, const char *addr, uint64_t timeout_ms, void *c
   cgnet__addr a;
   bool lookup = needs_lookup(addr, syntax, sizeof syntax);
   int err = cgnet__addr_parse(lookup ? syntax : addr, &a);
+  if (!err && a.sessions != CGNET_DEFAULT) err = CGNET_EBADOPTION; /* a server's option */
   if (err) return err;
 
   cgnet_conn *c = new_client_conn(cl, ctx, out ? 1 : 0);

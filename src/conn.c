@@ -287,6 +287,7 @@ void cgnet__conn_close_now(cgnet_conn *c, int reason) {
   cgnet__list_remove(&c->node);
   cgnet__list_insert_tail(&loop->graveyard, &c->node);
   forget_conn(c);
+  if (c->kind == CGNET__SESSION_DGRAM) cgnet__session_closed(c); /* its peer may reopen */
 
   const cgnet_handler *h = c->h;
   if (h->on_close) {
@@ -374,7 +375,7 @@ void cgnet__conn_begin_stop(cgnet_conn *c) {
 /* ---- public API: timeouts ----------------------------------------------------------- */
 
 static int set_timeout(cgnet_conn *c, uint64_t *field, uint64_t ms) {
-  CGNET__STREAM_ONLY(c);
+  CGNET__ONE_PEER_ONLY(c);
   if (cgnet__conn_closed(c)) return CGNET_ECLOSED;
   *field = ms;
   /* Count the new timeout from now, as a user setting it would expect. */
@@ -399,7 +400,7 @@ int cgnet_conn_set_write_timeout(cgnet_conn *c, uint64_t ms) {
 
 int cgnet_conn_close(cgnet_conn *c) {
   CGNET__LOOP_ONLY(c);
-  CGNET__STREAM_ONLY(c);
+  CGNET__ONE_PEER_ONLY(c);
   if (cgnet__conn_closing(c)) return CGNET_ECLOSED;
   cgnet__conn_request_close(c, CGNET_ELOCALCLOSE);
   return 0;
@@ -417,8 +418,14 @@ cgnet_loop *cgnet_conn_loop(const cgnet_conn *c) {
 cgnet_engine *cgnet_conn_engine(const cgnet_conn *c) {
   return c->loop->eng;
 }
-int cgnet_conn_fd(const cgnet_conn *c) {
+/* The socket the conn uses: its own, or for a UDP session the one it shares. */
+static int socket_fd(const cgnet_conn *c) {
+  if (cgnet__unlikely(c->kind == CGNET__SESSION_DGRAM)) return cgnet__session_fd(c);
   return c->io.fd;
+}
+
+int cgnet_conn_fd(const cgnet_conn *c) {
+  return socket_fd(c);
 }
 
 const struct sockaddr *cgnet_conn_remote_addr(const cgnet_conn *c, socklen_t *len) {
@@ -442,9 +449,10 @@ static const struct sockaddr_storage no_addr;
 
 static cgnet__conn_names *fetch_local(cgnet_conn *c) {
   cgnet__conn_names *nm = names_of(c);
-  if (!nm || nm->local_len || c->io.fd < 0) return nm;
+  int fd = socket_fd(c);
+  if (!nm || nm->local_len || fd < 0) return nm;
   socklen_t len = sizeof nm->local;
-  if (getsockname(c->io.fd, (struct sockaddr *)&nm->local, &len) == 0) nm->local_len = len;
+  if (getsockname(fd, (struct sockaddr *)&nm->local, &len) == 0) nm->local_len = len;
   return nm;
 }
 
@@ -505,12 +513,12 @@ int cgnet_conn_set_linger(cgnet_conn *c, int seconds) {
 
 int cgnet_conn_set_recv_buffer(cgnet_conn *c, int bytes) {
   int err = open_fd_or_error(c);
-  return err ? err : cgnet__set_bufsize(c->io.fd, SO_RCVBUF, bytes);
+  return err ? err : cgnet__set_bufsize(socket_fd(c), SO_RCVBUF, bytes);
 }
 
 int cgnet_conn_set_send_buffer(cgnet_conn *c, int bytes) {
   int err = open_fd_or_error(c);
-  return err ? err : cgnet__set_bufsize(c->io.fd, SO_SNDBUF, bytes);
+  return err ? err : cgnet__set_bufsize(socket_fd(c), SO_SNDBUF, bytes);
 }
 
 /* ---- public API: codecs -------------------------------------------------------------- */

@@ -102,12 +102,14 @@ typedef enum cgnet__conn_state {
   CGNET__CONN_CLOSED, /* fd closed, on_close done; memory not yet freed */
 } cgnet__conn_state;
 
-/* What a conn is. Bit 0: a client's (dialed or enrolled); bit 1: a datagram conn. */
+/* What a conn is. Bit 0: a client's (dialed or enrolled); bit 1: a datagram conn; bit 2:
+ * a session (one remote peer of a server's UDP socket, which it shares). */
 typedef enum cgnet__conn_kind {
   CGNET__SERVER_STREAM = 0,   /* accepted from a listener */
   CGNET__CLIENT_STREAM = 1,   /* a client's TCP or Unix stream conn */
   CGNET__SERVER_DGRAM = 2,    /* a UDP socket's per-datagram conn (udp.c) */
   CGNET__CONNECTED_DGRAM = 3, /* a client's connected UDP socket (udp.c) */
+  CGNET__SESSION_DGRAM = 6,   /* a UDP socket's conn for one remote peer (udp_session.c) */
 } cgnet__conn_kind;
 
 /* The conn's conditions besides its state, one bit each in cgnet_conn.flags. */
@@ -291,6 +293,8 @@ struct cgnet_loop {
 
   struct cgnet__udp **udps; /* this loop's UDP sockets, one per udp address (udp.c) */
   size_t nudps;
+  /* The loop's UDP sessions by (socket, remote address), made at the first session. */
+  struct cgnet__session_table *sessions;
   cgnet__list pending_udp; /* UDP sockets with queued datagrams: flushed before sleep */
 
   /* The loop's clock, read after every epoll_wait: timeouts and new timers count from
@@ -325,6 +329,8 @@ struct cgnet_engine {
   _Atomic uint64_t stop_timeout_ms;
   atomic_size_t nconns;
   _Atomic uint64_t rejected; /* closed at once because of max_connections */
+  atomic_size_t nsessions;   /* open UDP sessions, bounded by max_udp_sessions */
+  _Atomic uint64_t sessions_opened, sessions_refused;
   atomic_int loops_alive;
   atomic_int err; /* first error that stopped the engine */
 
@@ -457,9 +463,19 @@ static inline void cgnet__conn_schedule_flush(cgnet_conn *c) {
 void cgnet__client_conn_opened(cgnet_conn *c);
 void cgnet__client_conn_closed(cgnet_conn *c, int reason);
 
-/* Calls that make sense only on a conn with one peer return CGNET_EUNSUPPORTED on a
- * server's per-datagram conn. */
+/* Calls that act on a socket of the conn's own (pause, shutdown, linger, writev, codecs)
+ * return CGNET_EUNSUPPORTED on a server's per-datagram conn and on a UDP session, which
+ * share their socket with every other peer of it. */
 #define CGNET__STREAM_ONLY(c)                                                              \
+  do {                                                                                     \
+    if (cgnet__unlikely((c)->kind == CGNET__SERVER_DGRAM ||                                \
+                        (c)->kind == CGNET__SESSION_DGRAM))                                \
+      return CGNET_EUNSUPPORTED;                                                           \
+  } while (0)
+
+/* Calls that make sense on any conn with one peer (close, timeouts, the async calls)
+ * return CGNET_EUNSUPPORTED on a server's per-datagram conn only. */
+#define CGNET__ONE_PEER_ONLY(c)                                                            \
   do {                                                                                     \
     if (cgnet__unlikely((c)->kind == CGNET__SERVER_DGRAM)) return CGNET_EUNSUPPORTED;      \
   } while (0)
@@ -508,6 +524,31 @@ int cgnet__dgram_conn_send(cgnet_conn *c, const struct iovec *iov, int iovcnt);
 void cgnet__dgram_conn_send_pending(cgnet_conn *c);
 /* A connected datagram conn closing: drop what was kept. */
 void cgnet__dgram_conn_free_pending(cgnet_conn *c);
+
+/* ---- udp_session.c (a conn per remote peer of a server's UDP socket) ---- */
+typedef struct cgnet__session_table cgnet__session_table;
+/* The socket's datagram from `from` goes to its peer's session, opened now if it has
+ * none (on_open). False when the datagram was not delivered: the session limit was
+ * reached (counted), on_open closed it, or out of memory. Loop thread. */
+bool cgnet__session_deliver(cgnet__udp *u, const uint8_t *data, size_t len,
+                            const struct sockaddr_storage *from, socklen_t fromlen,
+                            cgnet_action *action);
+/* A session closing: it leaves its loop's table (a later datagram from its peer opens a
+ * new one) and stops counting against the limit. Loop thread. */
+void cgnet__session_closed(cgnet_conn *c);
+/* One datagram from a session to its peer, through its socket's send queue. */
+int cgnet__session_write(cgnet_conn *c, const void *data, size_t len);
+/* One datagram gathered from iov, the same way. */
+int cgnet__session_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt);
+/* Send what the session's socket has queued (its own datagrams and its other peers'). */
+int cgnet__session_flush(cgnet_conn *c);
+/* The descriptor of the socket a session shares, or -1 once it has closed. */
+int cgnet__session_fd(const cgnet_conn *c);
+/* Engine teardown: free the loop's table (every session has closed by then). */
+void cgnet__loop_free_sessions(cgnet_loop *loop);
+/* udp.c's side, for the sessions: the socket's loop and descriptor. */
+cgnet_loop *cgnet__udp_loop(const cgnet__udp *u);
+int cgnet__udp_fd(const cgnet__udp *u);
 
 /* ---- unix.c ---- */
 /* A bound, listening Unix socket for `a`, replacing a stale socket file; dev and ino get

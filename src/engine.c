@@ -30,6 +30,7 @@
 #define DEFAULT_READ_CHUNK_LIMIT (1024 * 1024)
 #define DEFAULT_HIGH_WATERMARK (64 * 1024)
 #define DEFAULT_WRITE_LIMIT (8 * 1024 * 1024)
+#define DEFAULT_MAX_UDP_SESSIONS 65536
 #define MAX_RECV_BUFFERS 32768
 #define MIN_RECV_BUFFER_SIZE 512
 #define MAX_RECV_BUFFER_SIZE (1024 * 1024)
@@ -75,6 +76,7 @@ int cgnet__normalize_options(const cgnet_options *in, cgnet_options *o) {
                                  : o->write_high_watermark / 2;
   if (o->write_low_watermark > o->write_high_watermark) return CGNET_EINVAL;
   if (o->write_buffer_limit == 0) o->write_buffer_limit = DEFAULT_WRITE_LIMIT;
+  if (o->max_udp_sessions == 0) o->max_udp_sessions = DEFAULT_MAX_UDP_SESSIONS;
   if ((unsigned)o->log_level > CGNET_LOG_OFF) return CGNET_EINVAL;
   if (o->log_level == CGNET_LOG_DEFAULT) o->log_level = CGNET_LOG_WARN;
   if ((unsigned)o->backend > CGNET_BACKEND_IO_URING) return CGNET_EINVAL;
@@ -312,6 +314,9 @@ static cgnet_engine *new_engine(const cgnet_handler *handler) {
   atomic_init(&eng->state, CGNET__RUNNING);
   atomic_init(&eng->nconns, 0);
   atomic_init(&eng->rejected, 0);
+  atomic_init(&eng->nsessions, 0);
+  atomic_init(&eng->sessions_opened, 0);
+  atomic_init(&eng->sessions_refused, 0);
   atomic_init(&eng->err, 0);
   atomic_init(&eng->stop_timeout_ms, 0);
   eng->o.log_level = CGNET_LOG_WARN; /* until the options are known */

@@ -656,6 +656,7 @@ void cgnet__loop_destroy(cgnet_loop *loop) {
     cgnet_conn *c = cgnet__container_of(cgnet__list_first(&loop->conns), cgnet_conn, node);
     cgnet__conn_close_now(c, CGNET_ESHUTDOWN);
   }
+  cgnet__loop_free_sessions(loop);
   sweep_graveyard(loop);
   /* Zombies left (the loop never ran, or its drain gave up): the ring is closed below,
    * which ends their operations; their memory goes after that. */

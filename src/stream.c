@@ -689,6 +689,8 @@ int cgnet_conn_write(cgnet_conn *c, const void *data, size_t len) {
 
 int cgnet_conn_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
   CGNET__LOOP_ONLY(c);
+  if (cgnet__unlikely(c->kind == CGNET__SESSION_DGRAM))
+    return cgnet__session_writev(c, iov, iovcnt); /* one datagram */
   CGNET__STREAM_ONLY(c);
   int err = writable_or_error(c);
   if (err) return err;
@@ -710,6 +712,7 @@ int cgnet_conn_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
 int cgnet_conn_flush(cgnet_conn *c) {
   CGNET__LOOP_ONLY(c);
   if (c->kind == CGNET__SERVER_DGRAM) return cgnet__dgram_conn_flush(c);
+  if (c->kind == CGNET__SESSION_DGRAM) return cgnet__session_flush(c);
   int err = writable_or_error(c);
   if (err) return err;
   if (cgnet__outbuf_len(&c->out) == 0 || cgnet__conn_connecting(c) ||

@@ -16,6 +16,9 @@
  * (EAGAIN) leaves the rest queued and arms EPOLLOUT; the loop's pre-sleep flush also
  * covers sockets written outside a batch.
  *
+ * Sessions. With sessions on for the socket's address, each datagram goes instead to its
+ * sender's session conn (udp_session.c), whose writes join this same send queue.
+ *
  * Connected datagram conns. A client's udp:// conn (dialed or enrolled) has a socket of
  * its own and is driven by the conn read path like a stream conn, with the datagram
  * reads and sends below (the last section).
@@ -50,6 +53,7 @@ struct cgnet__udp {
   int family;   /* of the socket */
   uint32_t interest;
   bool stopped;        /* engine stopping: no longer watched */
+  bool sessions;       /* datagrams go to per-peer sessions (udp_session.c) */
   cgnet__list pending; /* in loop->pending_udp while datagrams are queued */
   cgnet_conn dc;       /* the datagram conn handed to on_traffic */
 
@@ -128,6 +132,8 @@ int cgnet__loop_add_udp(cgnet_loop *loop, size_t index, int fd) {
   u->loop = loop;
   u->index = index;
   u->interest = CGNET__POLL_READ;
+  int asked = loop->eng->addrs[index].sessions; /* "?sessions=" wins over the options */
+  u->sessions = asked == CGNET_DEFAULT ? loop->eng->o.udp_sessions != 0 : asked == CGNET_ON;
   cgnet__list_init(&u->pending);
   init_dgram_conn(u);
   loop->udps[loop->nudps++] = u;
@@ -330,9 +336,14 @@ static bool deliver_batch(cgnet__udp *u, int n) {
       count_truncated(u, u->rmsg[i].msg_len);
       continue;
     }
+    const uint8_t *data = u->rx + (size_t)i * u->slot;
+    cgnet_action a = CGNET_NONE;
+    if (!u->sessions)
+      a = deliver(u, data, u->rmsg[i].msg_len, &u->rfrom[i], mh->msg_namelen);
+    else if (!cgnet__session_deliver(u, data, u->rmsg[i].msg_len, &u->rfrom[i],
+                                     mh->msg_namelen, &a))
+      continue; /* refused: over the session limit, or on_open closed it */
     delivered++;
-    cgnet_action a = deliver(u, u->rx + (size_t)i * u->slot, u->rmsg[i].msg_len,
-                             &u->rfrom[i], mh->msg_namelen);
     if (a == CGNET_SHUTDOWN) {
       cgnet__engine_request_stop(u->loop->eng, CGNET__ACTION_STOP_TIMEOUT_MS, 0);
       go_on = false;
@@ -409,6 +420,14 @@ void cgnet__loop_free_udp(cgnet_loop *loop) {
 
 static cgnet__udp *udp_of(cgnet_conn *c) {
   return cgnet__container_of(c, cgnet__udp, dc);
+}
+
+cgnet_loop *cgnet__udp_loop(const cgnet__udp *u) {
+  return u->loop;
+}
+
+int cgnet__udp_fd(const cgnet__udp *u) {
+  return u->io.fd;
 }
 
 /* ---- connected datagram conns (a client's udp:// conns) ------------------------------
@@ -533,6 +552,7 @@ void cgnet__dgram_conn_send_pending(cgnet_conn *c) {
 /* ---- either kind --------------------------------------------------------------------- */
 
 int cgnet__dgram_conn_write(cgnet_conn *c, const void *data, size_t len) {
+  if (c->kind == CGNET__SESSION_DGRAM) return cgnet__session_write(c, data, len);
   if (c->kind == CGNET__CONNECTED_DGRAM) {
     struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
     return cgnet__dgram_conn_send(c, &iov, 1);
@@ -596,4 +616,7 @@ void cgnet_engine_datagram_stats(const cgnet_engine *eng, cgnet_datagram_stats *
       out->dropped_send += load(&u->send_dropped);
     }
   }
+  out->sessions_opened = load(&eng->sessions_opened);
+  out->sessions_refused = load(&eng->sessions_refused);
+  out->sessions_open = atomic_load_explicit(&eng->nsessions, memory_order_relaxed);
 }

@@ -170,6 +170,50 @@ static void bad_udp(void **state) {
   expect_err("udp6://127.0.0.1:80", CGNET_EADDRFAMILY);
 }
 
+/* ---- udp options ---- */
+
+static void valid_udp_options(void **state) {
+  (void)state;
+  expect_v4("udp://127.0.0.1:9001?sessions=1", CGNET__NET_UDP, "127.0.0.1", 9001, 0);
+  expect_v6("udp6://[::1]:7?sessions=0", CGNET__NET_UDP6, "::1", 7, 1, 0, 0, 0);
+  expect_v6("udp://:9001?sessions=1", CGNET__NET_UDP, "::", 9001, 0, 1, 1, 0);
+  cgnet__addr a;
+  assert_int_equal(cgnet__addr_parse("udp://:9001?sessions=1", &a), 0);
+  assert_int_equal(a.sessions, CGNET_ON);
+  assert_int_equal(cgnet__addr_parse("udp4://:9001?sessions=0", &a), 0);
+  assert_int_equal(a.sessions, CGNET_OFF);
+  assert_int_equal(a.socktype, SOCK_DGRAM);
+  assert_int_equal(cgnet__addr_parse("udp://:9001", &a), 0);
+  assert_int_equal(a.sessions, CGNET_DEFAULT);
+  /* A unix path is verbatim: its '?' is part of the name. */
+  assert_int_equal(cgnet__addr_parse("unix:///tmp/a?sessions=1", &a), 0);
+  assert_int_equal(a.sessions, CGNET_DEFAULT);
+}
+
+static void bad_udp_options(void **state) {
+  (void)state;
+  expect_err("udp://:9001?", CGNET_EBADOPTION);
+  expect_err("udp://:9001?sessions", CGNET_EBADOPTION);
+  expect_err("udp://:9001?sessions=", CGNET_EBADOPTION);
+  expect_err("udp://:9001?sessions=2", CGNET_EBADOPTION);
+  expect_err("udp://:9001?sessions=10", CGNET_EBADOPTION);
+  expect_err("udp://:9001?sessions=on", CGNET_EBADOPTION);
+  expect_err("udp://:9001?Sessions=1", CGNET_EBADOPTION);
+  expect_err("udp://:9001?session=1", CGNET_EBADOPTION);
+  expect_err("udp://:9001?sessionsx=1", CGNET_EBADOPTION);
+  expect_err("udp://:9001?=1", CGNET_EBADOPTION);
+  expect_err("udp://:9001?sessions=1&", CGNET_EBADOPTION);
+  expect_err("udp://:9001?&sessions=1", CGNET_EBADOPTION);
+  expect_err("udp://:9001?sessions=1&sessions=1", CGNET_EBADOPTION);
+  expect_err("udp://:9001?sessions=1?sessions=1", CGNET_EBADOPTION);
+  expect_err("tcp://:9001?sessions=1", CGNET_EBADOPTION); /* no options for tcp */
+  expect_err("tcp4://127.0.0.1:80?", CGNET_EBADOPTION);
+  /* The address before the query is still checked. */
+  expect_err("udp://:x?sessions=1", CGNET_EBADPORT);
+  expect_err("udp://[::1?sessions=1]:80", CGNET_EBADOPTION);
+  expect_err("udp://300.1.1.1:80?sessions=1", CGNET_EBADADDR);
+}
+
 /* ---- unix ---- */
 
 static const struct sockaddr_un *as_un(const cgnet__addr *a) {
@@ -393,7 +437,7 @@ static int check_any(const char *str) {
     assert_int_equal(a.sa.ss_family,
                      a.salen == sizeof(struct sockaddr_in) ? AF_INET : AF_INET6);
   } else if (rc != CGNET_EBADSCHEME && rc != CGNET_EBADADDR && rc != CGNET_EBADPORT &&
-             rc != CGNET_EADDRFAMILY) {
+             rc != CGNET_EADDRFAMILY && rc != CGNET_EBADOPTION) {
     fail_msg("\"%s\": unexpected %d", str, rc);
   }
   return rc;
@@ -402,11 +446,18 @@ static int check_any(const char *str) {
 static void mutations(void **state) {
   (void)state;
   static const char *seeds[] = {
-      "tcp://:9000",       "tcp4://127.0.0.1:65535", "tcp6://[::1]:9000",
-      "tcp://[1::2%1]:80", "tcp://10.0.0.1:1",       "tcp6://[::ffff:1.2.3.4]:7",
-      "tcp4://:0",         "tcp://[::]:443",
+      "tcp://:9000",
+      "tcp4://127.0.0.1:65535",
+      "tcp6://[::1]:9000",
+      "tcp://[1::2%1]:80",
+      "tcp://10.0.0.1:1",
+      "tcp6://[::ffff:1.2.3.4]:7",
+      "tcp4://:0",
+      "tcp://[::]:443",
+      "udp://:9001?sessions=1",
+      "udp6://[::1]:7?sessions=0",
   };
-  static const char alphabet[] = ":[]%./0123456789";
+  static const char alphabet[] = ":[]%./0123456789?&=";
   uint32_t x = 12345;
   char buf[64];
   for (size_t s = 0; s < CGNET__ARRAY_LEN(seeds); s++) {
@@ -441,7 +492,8 @@ int main(void) {
       cmocka_unit_test(bad_family),      cmocka_unit_test(bad_resolve),
       cmocka_unit_test(bad_long),        cmocka_unit_test(null_out),
       cmocka_unit_test(mutations),       cmocka_unit_test(valid_udp),
-      cmocka_unit_test(bad_udp),         cmocka_unit_test(valid_unix),
+      cmocka_unit_test(bad_udp),         cmocka_unit_test(valid_udp_options),
+      cmocka_unit_test(bad_udp_options), cmocka_unit_test(valid_unix),
       cmocka_unit_test(bad_unix),        cmocka_unit_test(format_unix),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -176,7 +176,8 @@ static void test_errno_mirroring(void **state) {
                      CGNET_EBADSCHEME,  CGNET_EBADADDR,     CGNET_EBADPORT,
                      CGNET_EADDRFAMILY, CGNET_ERESOLVE,     CGNET_EFRAMETOOLARGE,
                      CGNET_ECODEC,      CGNET_EWRONGTHREAD, CGNET_ETLS,
-                     CGNET_ETLSVERIFY,  CGNET_ETLSCERT,     CGNET_ETLSTRUNCATED};
+                     CGNET_ETLSVERIFY,  CGNET_ETLSCERT,     CGNET_ETLSTRUNCATED,
+                     CGNET_EBADOPTION};
   for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
     assert_true(own[i] < -4000);
 }

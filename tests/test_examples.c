@@ -3,7 +3,8 @@
  * flags, bad values and addresses it cannot serve, and must exit 2 with a line on stderr
  * naming the flag or address at fault; --help must print the usage on stdout and exit 0.
  * Then a few things only a running example shows: the listening line of Unix addresses,
- * codec_echo with frames larger than the default output limit, ws_echo against
+ * codec_echo with frames larger than the default output limit, udp_sessions' per-peer
+ * counts (answered on the loop and from workers) and idle expiry, ws_echo against
  * WebSocket clients written elsewhere (Python's websockets, Node's ws, curl's upgrade
  * request), and ws_chat's page and broadcast.
  */
@@ -23,6 +24,7 @@
 
 #include <cmocka.h>
 
+#include "support/dgram.h"
 #include "support/proc.h"
 #include "support/support.h"
 #include "ws_deflate.h"
@@ -87,8 +89,9 @@ static void expect_usage_error(const char *name, const char *const *args,
 
 #define A(...) ((const char *const[]){__VA_ARGS__, NULL})
 
-static const char *const EXAMPLES[] = {"echo",           "echo_pool", "codec_echo", "proxy",
-                                       "http_plaintext", "client",    "ws_echo"};
+static const char *const EXAMPLES[] = {"echo",         "echo_pool", "codec_echo",
+                                       "proxy",        "client",    "http_plaintext",
+                                       "udp_sessions", "ws_echo",   "ws_chat"};
 
 static void help_prints_usage_and_exits_0(void **state) {
   (void)state;
@@ -158,6 +161,10 @@ static void unsupported_addresses_are_refused(void **state) {
                      A("listen address", "'udp://127.0.0.1:0'"));
   expect_usage_error("proxy", A("tcp://127.0.0.1:0", "udp6://[::1]:9"),
                      A("backend address", "'udp6://[::1]:9'"));
+  expect_usage_error("udp_sessions", A("tcp://127.0.0.1:0"), A("'tcp://127.0.0.1:0'"));
+  expect_usage_error("udp_sessions", A("--async"), A("missing ADDR"));
+  expect_usage_error("udp_sessions", A("udp://127.0.0.1:0", "--idle-ms", "0"),
+                     A("--idle-ms", "'0'"));
 }
 
 static void malformed_addresses_are_refused(void **state) {
@@ -494,6 +501,68 @@ static void ws_echo_curl_upgrade(void **state) {
   if (!strstr(r.out, "HTTP/1.1 426 ")) fail_msg("curl got:\n%s", r.out);
 }
 
+/* Send msg from fd, expect exactly want back. */
+static void expect_reply(int fd, const char *msg, const char *want) {
+  char buf[256];
+  assert_true(send(fd, msg, strlen(msg), 0) >= 0);
+  int n = tu_udp_recv(fd, buf, sizeof buf - 1, 5000 * TU_SLOW);
+  if (n < 0) fail_msg("'%s': no reply (%d)", msg, n);
+  buf[n] = '\0';
+  assert_string_equal(buf, want);
+}
+
+/* Two peers interleaved: each reply carries its own peer's count and the bytes as sent;
+ * a peer silent past --idle-ms starts again from 1. */
+static void run_udp_sessions(const char *const *args) {
+  char line[256];
+  pid_t pid = tu_spawn_example("udp_sessions", args, line, sizeof line);
+  assert_true(pid > 0);
+  int port = tu_port_after(line, "listening on ");
+  assert_true(port > 0);
+  int a = tu_udp_socket(AF_INET, port), b = tu_udp_socket(AF_INET, port);
+  assert_true(a >= 0 && b >= 0);
+  expect_reply(a, "hello", "1 hello");
+  expect_reply(b, "hi there", "1 hi there");
+  expect_reply(a, "again", "2 again");
+  expect_reply(a, "", "3 ");
+  expect_reply(b, "x y  z", "2 x y  z");
+  tu_sleep_ms(900 * TU_SLOW); /* past --idle-ms */
+  expect_reply(a, "back", "1 back");
+  close(a);
+  close(b);
+  assert_int_equal(tu_stop_process(pid, 10000), 0);
+}
+
+/* The examples take a udp address's options ("?sessions=1"); cgnet checks them. */
+static void echo_takes_udp_options(void **state) {
+  (void)state;
+  char line[256];
+  pid_t pid = tu_spawn_example("echo", A("udp://127.0.0.1:0?sessions=1", "--quiet"), line,
+                               sizeof line);
+  assert_true(pid > 0);
+  int port = tu_port_after(line, "listening on ");
+  assert_true(port > 0);
+  int fd = tu_udp_socket(AF_INET, port);
+  assert_true(fd >= 0);
+  expect_reply(fd, "echo me", "echo me");
+  close(fd);
+  assert_int_equal(tu_stop_process(pid, 10000), 0);
+  run_result r;
+  run("echo", A("udp://127.0.0.1:0?color=red"), &r);
+  assert_int_equal(r.status, 1);
+  assert_non_null(strstr(r.err, cgnet_strerror(CGNET_EBADOPTION)));
+  expect_usage_error("echo", A("tcp://127.0.0.1:0?sessions=1"),
+                     A("'tcp://127.0.0.1:0?sessions=1'"));
+}
+
+static void udp_sessions_counts_per_peer(void **state) {
+  (void)state;
+  char idle[32];
+  snprintf(idle, sizeof idle, "%d", 300 * TU_SLOW);
+  run_udp_sessions(A("udp://127.0.0.1:0", "--idle-ms", idle));
+  run_udp_sessions(A("udp://127.0.0.1:0", "--loops", "2", "--idle-ms", idle, "--async"));
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
@@ -505,6 +574,8 @@ int main(void) {
       cmocka_unit_test(malformed_addresses_are_refused),
       cmocka_unit_test(listening_line_names_unix_addresses),
       cmocka_unit_test(codec_echo_big_fixed_frames),
+      cmocka_unit_test(udp_sessions_counts_per_peer),
+      cmocka_unit_test(echo_takes_udp_options),
       cmocka_unit_test(ws_echo_python_client),
       cmocka_unit_test(ws_echo_node_client),
       cmocka_unit_test(ws_chat_python_members),

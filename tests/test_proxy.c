@@ -180,9 +180,14 @@ static void test_client_never_reads(void **state) {
   close(fd);
   /* What the client got rid of sits in kernel socket buffers along the path (a few MiB
    * on loopback) plus about one high watermark per conn in each process; far from the
-   * 10 s x line rate it would have sent without backpressure. */
+   * 10 s x line rate it would have sent without backpressure. On io_uring each of the
+   * proxy's two loops (its dials stay on the loop that made them) also has 4 MiB of
+   * receive buffers, resident once the kernel has filled them, and bytes streaming
+   * through fill them all. */
+  const char *backend = getenv("CGNET_BACKEND");
+  long uring_extra = backend && strcmp(backend, "io_uring") == 0 ? 2 * 4 * 1024 : 0;
   assert_true(sent < ((size_t)64 << 20));
-  assert_true(rss_after - rss_before < 8 * 1024);
+  assert_true(rss_after - rss_before < 8 * 1024 + uring_extra);
 }
 
 /* examples/client through the proxy: its own check of every echoed byte, and its exit
