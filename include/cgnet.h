@@ -231,6 +231,14 @@ typedef struct cgnet_handler {
    * after this one are dropped); SHUTDOWN stops the engine. With a codec but no
    * on_frame, on_traffic gets the raw bytes as if there were no codec. */
   cgnet_action (*on_frame)(cgnet_conn *c, const uint8_t *frame, size_t len);
+
+  /* A TLS conn's handshake failed (or timed out, or the peer left during it): `code`
+   * is the error (CGNET_ETLSVERIFY for a certificate, CGNET_ETLS, CGNET_ETIMEDOUT,
+   * CGNET_ETLSTRUNCATED, ...) and `reason` a sentence saying why (also given by
+   * cgnet_conn_tls_error). A server's conn then ends here, never seen by on_open nor
+   * on_close (it is counted: cgnet_engine_tls_handshake_failures); a client's dial
+   * fails next, with on_close(code). Getters on the conn work; it cannot be written. */
+  void (*on_tls_error)(cgnet_conn *c, int code, const char *reason);
 } cgnet_handler;
 
 /* A log sink. `msg` is one line without a trailing newline. May run on any thread. */
@@ -247,6 +255,9 @@ typedef enum cgnet_backend {
   CGNET_BACKEND_EPOLL,
   CGNET_BACKEND_IO_URING,
 } cgnet_backend;
+
+/* A TLS context (certificates, verification, protocol settings): see cgnet_tls.h. */
+typedef struct cgnet_tls_ctx cgnet_tls_ctx;
 
 /* ------------------------------------------------------------------------------------ */
 /* Options: all-zero means sensible defaults                                            */
@@ -352,6 +363,20 @@ typedef struct cgnet_options {
    * frames and cgnet_conn_write_frame encodes. NULL: raw bytes through on_traffic. The
    * codec must outlive the engine. */
   const cgnet_codec *codec;
+
+  /* TLS (cgnet_tls.h; "tls://" addresses). For an engine: the server context of its
+   * tls:// listeners (a tls:// address without one fails cgnet_engine_start with
+   * CGNET_EINVAL). For a client: the client context of its tls:// dials; NULL uses a
+   * default one made on the first such dial (the system's CAs, the chain and the host
+   * name verified). The engine or client holds a reference: the caller may free its
+   * own once started. */
+  cgnet_tls_ctx *tls;
+  /* A TLS handshake not done within this many ms closes the conn with CGNET_ETIMEDOUT
+   * (default 10000; a dial's own timeout, if sooner, covers its handshake too). */
+  uint64_t tls_handshake_timeout_ms;
+  /* At most this many server handshakes start per loop turn (default 64); the others
+   * wait for the next turn, so a storm of new TLS conns cannot starve the open ones. */
+  int tls_handshakes_per_turn;
 } cgnet_options;
 
 /* ------------------------------------------------------------------------------------ */

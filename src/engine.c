@@ -17,7 +17,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cgnet_tls.h"
 #include "core.h"
+#include "tls.h"
 
 #define MAX_LOOPS 1024
 #define DEFAULT_BACKLOG 1024
@@ -33,6 +35,8 @@
 #define DEFAULT_RECV_BUFFERS 256
 #define MAX_RECV_BUFFERS 32768
 #define DEFAULT_RECV_BUFFER_SIZE (16 * 1024)
+#define DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS 10000
+#define DEFAULT_TLS_HANDSHAKES_PER_TURN 64
 #define MIN_RECV_BUFFER_SIZE 512
 #define MAX_RECV_BUFFER_SIZE (1024 * 1024)
 
@@ -87,6 +91,11 @@ int cgnet__normalize_options(const cgnet_options *in, cgnet_options *o) {
   if (o->recv_buffer_size < MIN_RECV_BUFFER_SIZE ||
       o->recv_buffer_size > MAX_RECV_BUFFER_SIZE)
     return CGNET_EINVAL;
+  if (o->tls_handshake_timeout_ms == 0)
+    o->tls_handshake_timeout_ms = DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS;
+  if (o->tls_handshakes_per_turn < 0) return CGNET_EINVAL;
+  if (o->tls_handshakes_per_turn == 0)
+    o->tls_handshakes_per_turn = DEFAULT_TLS_HANDSHAKES_PER_TURN;
   return 0;
 }
 
@@ -261,6 +270,7 @@ static void destroy_engine(cgnet_engine *eng) {
   free(eng->addrs);
   free(eng->bound);
   free(eng->bound_len);
+  cgnet_tls_ctx_free(eng->o.tls); /* the engine's reference */
   pthread_mutex_destroy(&eng->mu);
   pthread_cond_destroy(&eng->cv);
   free(eng);
@@ -315,6 +325,7 @@ static cgnet_engine *new_engine(const cgnet_handler *handler) {
   atomic_init(&eng->state, CGNET__RUNNING);
   atomic_init(&eng->nconns, 0);
   atomic_init(&eng->rejected, 0);
+  atomic_init(&eng->tls_failures, 0);
   atomic_init(&eng->err, 0);
   atomic_init(&eng->stop_timeout_ms, 0);
   eng->o.log_level = CGNET_LOG_WARN; /* until the options are known */
@@ -369,11 +380,14 @@ int cgnet__engine_start(const cgnet_handler *handler, const char *const *addrs,
   cgnet_engine *eng = new_engine(handler);
   if (!eng) return CGNET_ENOMEM;
   int err = cgnet__normalize_options(opts, &eng->o);
+  if (err) eng->o.tls = NULL; /* not held */
+  if (eng->o.tls) cgnet__tls_ctx_hold(eng->o.tls);
   if (!err) {
     eng->ring_max = cgnet__ring_max(&eng->o);
     err = choose_backend(eng);
   }
   if (!err) err = parse_addresses(eng, addrs, naddrs);
+  if (!err) err = cgnet__tls_check_engine(eng);
   if (!err) err = build_loops(eng);
   for (size_t i = 0; !err && i < naddrs; i++)
     err = bind_address(eng, i);
@@ -469,6 +483,10 @@ int cgnet_run(const cgnet_handler *handler, const char *const *addrs, size_t nad
 }
 
 /* ---- accessors ----------------------------------------------------------------------- */
+
+uint64_t cgnet_engine_tls_handshake_failures(const cgnet_engine *eng) {
+  return atomic_load_explicit(&eng->tls_failures, memory_order_relaxed);
+}
 
 uint64_t cgnet_engine_rejected_connections(const cgnet_engine *eng) {
   return atomic_load_explicit(&eng->rejected, memory_order_relaxed);
