@@ -317,28 +317,6 @@ static int is_closed(void *arg) {
 /* Echo and getters                                                                     */
 /* ------------------------------------------------------------------------------------ */
 
-typedef struct write_job {
-  uint64_t seed;
-  size_t total;
-} write_job;
-
-/* Many random-sized async writes from this (non-loop) thread: each is a task on the
- * conn's loop, and those of one turn leave as full records. */
-static void send_pattern_async(cgnet_conn *c, uint64_t seed, size_t total) {
-  uint8_t *buf = malloc(total);
-  tu_pattern_fill(buf, total, seed, 0);
-  size_t off = 0;
-  unsigned r = 12345;
-  while (off < total) {
-    r = r * 1103515245u + 12345u;
-    size_t n = 1 + (r >> 8) % 40000;
-    if (n > total - off) n = total - off;
-    assert_rc(cgnet_conn_async_write(c, buf + off, n, NULL, NULL), 0);
-    off += n;
-  }
-  free(buf);
-}
-
 typedef struct waiter {
   cli_conn *cc;
   size_t want;
@@ -347,6 +325,38 @@ typedef struct waiter {
 static int got_want(void *arg) {
   waiter *w = arg;
   return atomic_load(&w->cc->got) >= w->want;
+}
+
+static atomic_int write_failures;
+
+static void count_write_failure(cgnet_conn *c, int status, void *ud) {
+  (void)c, (void)ud;
+  if (status != 0) atomic_fetch_add(&write_failures, 1);
+}
+
+/* Many random-sized async writes from this (non-loop) thread: each is a task on the
+ * conn's loop, and those of one turn leave as full records. At most `window` bytes are
+ * in flight (sent and not echoed yet), as a sender that respects write_buffer_limit
+ * would pace itself; with window 0 nothing waits for the echo. Every write must
+ * succeed. */
+static void send_pattern_async(cgnet_conn *c, cli_conn *cc, size_t total, size_t window) {
+  uint8_t *buf = malloc(total);
+  tu_pattern_fill(buf, total, cc->seed, 0);
+  atomic_store(&write_failures, 0);
+  size_t off = 0;
+  unsigned r = 12345;
+  while (off < total) {
+    r = r * 1103515245u + 12345u;
+    size_t n = 1 + (r >> 8) % 40000;
+    if (n > total - off) n = total - off;
+    if (window && off > window) {
+      waiter w = {cc, off - window};
+      assert_true(tu_wait_until(got_want, &w, TU_TIMEOUT_MS));
+    }
+    assert_rc(cgnet_conn_async_write(c, buf + off, n, count_write_failure, NULL), 0);
+    off += n;
+  }
+  free(buf);
 }
 
 static void test_echo_many_writes(void **state) {
@@ -359,11 +369,14 @@ static void test_echo_many_writes(void **state) {
   assert_rc(dial(cl, "127.0.0.1", sv.s.port, &cc, &c), 0);
   assert_true(cgnet_conn_is_tls(c));
   size_t total = (8u << 20) / TU_PAYLOAD_DIV;
-  send_pattern_async(c, cc.seed, total);
+  send_pattern_async(c, &cc, total, 1u << 20);
   waiter w = {&cc, total};
-  assert_true(tu_wait_until(got_want, &w, TU_TIMEOUT_MS));
+  if (!tu_wait_until(got_want, &w, TU_TIMEOUT_MS))
+    fail_msg("echoed %zu of %zu bytes; the server read %zu, queued %zu", atomic_load(&cc.got),
+             total, atomic_load(&sv.st.bytes), cgnet_engine_count_connections(sv.s.eng));
   assert_int_equal(atomic_load(&cc.got), total);
   assert_int_equal(atomic_load(&cc.bad), 0);
+  assert_int_equal(atomic_load(&write_failures), 0);
   assert_int_equal(atomic_load(&sv.st.bytes), total);
   assert_int_equal(atomic_load(&sv.st.bad_getters), 0);
   assert_string_equal(sv.st.sni, ""); /* an IP address is not sent as SNI */
@@ -498,7 +511,7 @@ static void test_pause_resume_and_watermarks(void **state) {
   cli_conn cc = {.seed = 5, .pause_on_open = 1};
   cgnet_conn *c = NULL;
   assert_rc(dial(cl, "127.0.0.1", sv.s.port, &cc, &c), 0);
-  send_pattern_async(c, cc.seed, total);
+  send_pattern_async(c, &cc, total, 0);
   assert_true(tu_wait_atomic_ge(&sv.st.writable_off, 1, TU_TIMEOUT_MS));
   tu_sleep_ms(100);
   assert_int_equal(atomic_load(&cc.got), 0); /* paused: plaintext waits in the session */
@@ -506,6 +519,7 @@ static void test_pause_resume_and_watermarks(void **state) {
   waiter w = {&cc, total};
   assert_true(tu_wait_until(got_want, &w, TU_TIMEOUT_MS));
   assert_int_equal(atomic_load(&cc.bad), 0);
+  assert_int_equal(atomic_load(&write_failures), 0);
   assert_true(tu_wait_atomic_ge(&sv.st.writable_on, 1, TU_TIMEOUT_MS));
   cgnet_conn_unref(c);
   assert_rc(cgnet_client_free(cl, 2000), 0);
