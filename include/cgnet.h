@@ -392,6 +392,9 @@ typedef struct cgnet_options {
  *   "udp://...", "udp4://...", "udp6://..."   UDP, same host forms (see "Datagrams")
  *   "unix:///run/app.sock"   a Unix stream socket at /run/app.sock; "unix://rel.sock" is
  *        relative to the working directory; "unix://@name" is the abstract name "name"
+ *   "tls://:443", "tls4://...", "tls6://..."   TLS over TCP (cgnet_tls.h), with the
+ *        server context in opts->tls (without one: CGNET_EINVAL, logged; built without
+ *        TLS: CGNET_EUNSUPPORTED)
  * Port 0 picks a free port (see cgnet_engine_listen_addr). `opts` may be NULL. The
  * handler table is copied.
  *
@@ -1069,7 +1072,13 @@ CGNET_API int cgnet_client_new_on(cgnet_engine *eng, const cgnet_handler *handle
  * buffer is full, CGNET_EMSGSIZE if too long), shutdown_write is CGNET_EUNSUPPORTED, and
  * an ICMP "port unreachable" for an earlier datagram closes the conn with
  * CGNET_ECONNREFUSED. Unlike a server's datagram conn, it is a real conn: on_open,
- * on_close, timeouts, timers and the any-thread calls all work.
+ * on_close, timeouts, timers and the any-thread calls all work. tls (tls4, tls6) is tcp
+ * plus a TLS handshake before on_open (the timeout covers both), over the client
+ * options' context (a client one, else CGNET_EINVAL) or a default one (the system's CAs);
+ * the HOST as written is sent as SNI (unless an IP literal) and verified against the
+ * server's certificate; a failed handshake ends the dial like a refused connect, with
+ * on_tls_error and on_close(CGNET_ETLSVERIFY, CGNET_ETLS, ...). Built without TLS:
+ * CGNET_EUNSUPPORTED.
  */
 CGNET_API int cgnet_client_dial(cgnet_client *cl, const char *addr, uint64_t timeout_ms,
                                 void *ctx, cgnet_conn **out);

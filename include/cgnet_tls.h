@@ -197,8 +197,9 @@ CGNET_API int cgnet_conn_tls_peer_subject(const cgnet_conn *c, char *buf, size_t
  * expired", ...) or about the handshake ("handshake timed out"); NULL if it did not. */
 CGNET_API const char *cgnet_conn_tls_error(const cgnet_conn *c);
 
-/* Server handshakes that failed on the engine's tls:// listeners, timed out or were
- * abandoned by the peer, since it started. Any thread. */
+/* TLS handshakes of the engine's conns (its tls:// listeners', and the dials of clients
+ * on its loops) that failed, timed out or were abandoned by the peer, since it started;
+ * an engine stopping during a handshake does not count. Any thread. */
 CGNET_API uint64_t cgnet_engine_tls_handshake_failures(const cgnet_engine *eng);
 
 #ifdef __cplusplus

@@ -262,8 +262,9 @@ static int write_out(cgnet_conn *c) {
 /* The half-close asked for by cgnet_conn_shutdown_write, once output has drained. */
 static void finish_shutdown_write(cgnet_conn *c) {
   if (!cgnet__conn_has(c, CGNET__CF_SHUT_WR_PENDING) ||
-      cgnet__conn_has(c, CGNET__CF_SHUT_WR_DONE) || cgnet__outbuf_len(&c->out))
-    return;
+      cgnet__conn_has(c, CGNET__CF_SHUT_WR_DONE | CGNET__CF_HANDSHAKE) ||
+      cgnet__outbuf_len(&c->out))
+    return; /* (a TLS conn's close_notify and FIN wait for its handshake) */
   cgnet__conn_set(c, CGNET__CF_SHUT_WR_DONE);
   int err = cgnet__sys_shutdown_write(c->io.fd);
   if (err) {

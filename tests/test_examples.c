@@ -233,7 +233,7 @@ static int run_shell(const char *cmd, char *out, size_t cap) {
 #include "support/tls_certs.h"
 
 /* http_plaintext over TLS answers curl, which verifies it against the test CA; echo over
- * TLS answers openssl s_client. */
+ * TLS answers openssl s_client and the client example. */
 static void https_example_answers_curl(void **state) {
   (void)state;
   if (system("curl --version >/dev/null 2>&1") != 0 ||
@@ -268,8 +268,14 @@ static void https_example_answers_curl(void **state) {
            "-connect 127.0.0.1:%d -CAfile %s/ca.pem -verify_return_error 2>/dev/null",
            20 * TU_SLOW, port, certs.dir);
   rc = run_shell(cmd, out, sizeof out);
-  assert_int_equal(tu_stop_process(pid, 10000), 0);
   if (!strstr(out, "hello over tls")) fail_msg("s_client exit %d, printed \"%s\"", rc, out);
+  /* The client example dials it over TLS, verifying it against the CA. */
+  snprintf(cmd, sizeof cmd,
+           "timeout %d %s/client tls://localhost:%d --ca %s/ca.pem --conns 4 --bytes 100000",
+           20 * TU_SLOW, getenv("CGNET_EXAMPLES_DIR"), port, certs.dir);
+  rc = run_shell(cmd, out, sizeof out);
+  assert_int_equal(tu_stop_process(pid, 10000), 0);
+  if (rc != 0 || !strstr(out, "4/4 conns echoed")) fail_msg("client exit %d: \"%s\"", rc, out);
   tu_tls_certs_free(&certs);
 }
 #else
