@@ -219,7 +219,10 @@ static void tls_flags_are_checked(void **state) {
                      A("tls://"));
 }
 
-/* A shell command's first line of output into out, and its exit status (-1: killed). */
+#ifdef CGNET_HAVE_TLS
+#include "support/tls_certs.h"
+
+/* A shell command's output into out, and its exit status (-1: killed). */
 static int run_shell(const char *cmd, char *out, size_t cap) {
   FILE *p = popen(cmd, "r");
   if (!p) return -1;
@@ -228,9 +231,6 @@ static int run_shell(const char *cmd, char *out, size_t cap) {
   int st = pclose(p);
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
-
-#ifdef CGNET_HAVE_TLS
-#include "support/tls_certs.h"
 
 /* http_plaintext over TLS answers curl, which verifies it against the test CA; echo over
  * TLS answers openssl s_client and the client example. */

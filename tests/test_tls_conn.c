@@ -11,6 +11,7 @@
  * cgnet-test-timeout: 600
  */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -114,6 +115,9 @@ static cgnet_tls_ctx *client_ctx(void) {
 /* ------------------------------------------------------------------------------------ */
 
 typedef struct srv_state {
+  /* Guards the strings: a later conn's callback rewrites them while the test thread
+   * may still be reading the last ones (SRV_LOCKED). */
+  pthread_mutex_t mu;
   atomic_int opens, closes, tls_errors, last_error_code, last_close_reason;
   atomic_int writable_off, writable_on;
   atomic_size_t bytes;
@@ -139,12 +143,14 @@ static cgnet_action srv_open(cgnet_conn *c) {
   srv_state *s = srv_of(c);
   if (!cgnet_conn_is_tls(c) || !cgnet_conn_tls_version(c) || !cgnet_conn_tls_cipher(c))
     atomic_fetch_add(&s->bad_getters, 1);
+  pthread_mutex_lock(&s->mu);
   cgnet_conn_tls_peer_subject(c, s->subject, sizeof s->subject);
   const char *sni = cgnet_conn_tls_server_name(c);
   copy_str(s->sni, sizeof s->sni, sni ? sni : "", sni ? strlen(sni) : 0);
   size_t n = 0;
   const uint8_t *p = cgnet_conn_tls_alpn(c, &n);
   copy_str(s->alpn, sizeof s->alpn, p ? (const char *)p : "", n);
+  pthread_mutex_unlock(&s->mu);
   if (cgnet_conn_tls_resumed(c)) atomic_fetch_add(&s->resumed, 1);
   atomic_fetch_add(&s->opens, 1);
   return CGNET_NONE;
@@ -171,13 +177,29 @@ static void srv_tls_error(cgnet_conn *c, int code, const char *reason) {
   srv_state *s = srv_of(c);
   TU_CHECK(reason != NULL);
   TU_CHECK(cgnet_conn_tls_error(c) != NULL);
-  copy_str(s->last_reason, sizeof s->last_reason, reason ? reason : "", reason ? strlen(reason) : 0);
+  pthread_mutex_lock(&s->mu);
+  copy_str(s->last_reason, sizeof s->last_reason, reason ? reason : "",
+           reason ? strlen(reason) : 0);
+  pthread_mutex_unlock(&s->mu);
   atomic_store(&s->last_error_code, code);
   atomic_fetch_add(&s->tls_errors, 1);
 }
 
 static void srv_writable(cgnet_conn *c, int writable) {
   atomic_fetch_add(writable ? &srv_of(c)->writable_on : &srv_of(c)->writable_off, 1);
+}
+
+/* Run a check on the server's strings under their lock. */
+#define SRV_LOCKED(st, check)                                                              \
+  do {                                                                                     \
+    pthread_mutex_lock(&(st).mu);                                                          \
+    check;                                                                                 \
+    pthread_mutex_unlock(&(st).mu);                                                        \
+  } while (0)
+
+static void srv_state_init(srv_state *s) {
+  memset(s, 0, sizeof *s);
+  pthread_mutex_init(&s->mu, NULL);
 }
 
 static cgnet_handler srv_handler(srv_state *s) {
@@ -198,7 +220,7 @@ typedef struct server {
 /* A TLS echo server on tls://127.0.0.1:0 over ctx (the engine keeps its own reference;
  * ours is released here). */
 static void server_start(server *sv, cgnet_tls_ctx *ctx, const cgnet_options *extra) {
-  memset(&sv->st, 0, sizeof sv->st);
+  srv_state_init(&sv->st);
   sv->h = srv_handler(&sv->st);
   cgnet_options o = extra ? *extra : (cgnet_options){0};
   o.tls = ctx;
@@ -379,8 +401,8 @@ static void test_echo_many_writes(void **state) {
   assert_int_equal(atomic_load(&write_failures), 0);
   assert_int_equal(atomic_load(&sv.st.bytes), total);
   assert_int_equal(atomic_load(&sv.st.bad_getters), 0);
-  assert_string_equal(sv.st.sni, ""); /* an IP address is not sent as SNI */
-  assert_string_equal(sv.st.subject, "");
+  SRV_LOCKED(sv.st, assert_string_equal(sv.st.sni, "")); /* an IP is not sent as SNI */
+  SRV_LOCKED(sv.st, assert_string_equal(sv.st.subject, ""));
   cgnet_conn_unref(c);
   assert_rc(cgnet_client_free(cl, 2000), 0);
   /* The client's graceful close sent close_notify: the server read a clean EOF. */
@@ -414,8 +436,8 @@ static void test_alpn_and_sni(void **state) {
   assert_true(tu_wait_until(got_at_least, &cc, TU_TIMEOUT_MS));
   assert_string_equal(cc.alpn, "http/1.1");
   assert_true(tu_wait_atomic_eq(&sv.st.opens, 1, TU_TIMEOUT_MS));
-  assert_string_equal(sv.st.sni, "localhost");
-  assert_string_equal(sv.st.alpn, "http/1.1");
+  SRV_LOCKED(sv.st, assert_string_equal(sv.st.sni, "localhost"));
+  SRV_LOCKED(sv.st, assert_string_equal(sv.st.alpn, "http/1.1"));
   assert_rc(cgnet_client_free(cl, 2000), 0);
   server_stop(&sv);
   assert_no_check_failures();
@@ -449,15 +471,13 @@ static void test_client_certificates(void **state) {
       assert_int_equal(atomic_load(&sv.st.opens), 0);
       assert_int_equal(atomic_load(&sv.st.closes), 0);
       assert_int_equal(cgnet_engine_tls_handshake_failures(sv.s.eng), 1);
-      assert_true(strlen(sv.st.last_reason) > 0);
+      SRV_LOCKED(sv.st, assert_true(strlen(sv.st.last_reason) > 0));
     } else {
       assert_rc(rc, 0);
       assert_true(tu_wait_until(got_at_least, &cc, TU_TIMEOUT_MS));
       assert_int_equal(atomic_load(&cc.bad), 0);
-      if (mode == 1)
-        assert_non_null(strstr(sv.st.subject, "cgnet test client"));
-      else
-        assert_string_equal(sv.st.subject, "");
+      SRV_LOCKED(sv.st, assert_true((strstr(sv.st.subject, "cgnet test client") != NULL) ==
+                                    (mode == 1)));
     }
     assert_rc(cgnet_client_free(cl, 2000), 0);
     server_stop(&sv);
@@ -541,7 +561,7 @@ static void test_codec_over_tls(void **state) {
   cgnet_length_field_codec_options lo = {.initial_bytes_to_strip = CGNET_STRIP_HEADER};
   assert_rc(cgnet_codec_length_field(&lo, &codec), 0);
   server sv;
-  memset(&sv.st, 0, sizeof sv.st);
+  srv_state_init(&sv.st);
   sv.h = srv_handler(&sv.st);
   sv.h.on_frame = frame_echo;
   cgnet_options so = {.tls = server_ctx(), .codec = codec, .log_level = CGNET_LOG_ERROR};
@@ -604,7 +624,7 @@ static void test_stalled_handshake_times_out(void **state) {
   close(fd);
   assert_true(tu_wait_atomic_eq(&sv.st.tls_errors, 1, TU_TIMEOUT_MS));
   assert_rc(atomic_load(&sv.st.last_error_code), CGNET_ETIMEDOUT);
-  assert_non_null(strstr(sv.st.last_reason, "timed out"));
+  SRV_LOCKED(sv.st, assert_non_null(strstr(sv.st.last_reason, "timed out")));
   assert_int_equal(atomic_load(&sv.st.opens), 0);
   assert_int_equal(atomic_load(&sv.st.closes), 0);
   assert_int_equal(cgnet_engine_tls_handshake_failures(sv.s.eng), 1);
@@ -635,7 +655,7 @@ static void test_garbage_to_tls_port(void **state) {
     close(fd);
     assert_true(tu_wait_atomic_eq(&sv.st.tls_errors, i + 1, TU_TIMEOUT_MS));
     assert_rc(atomic_load(&sv.st.last_error_code), CGNET_ETLS);
-    assert_true(strlen(sv.st.last_reason) > 0);
+    SRV_LOCKED(sv.st, assert_true(strlen(sv.st.last_reason) > 0));
   }
   assert_int_equal(cgnet_engine_tls_handshake_failures(sv.s.eng), 2);
   assert_int_equal(atomic_load(&sv.st.opens), 0);
@@ -826,8 +846,8 @@ static void test_openssl_s_client(void **state) {
     run_cmd(cmd, "hello over s_client\n", out, sizeof out);
     if (!strstr(out, "hello over s_client")) fail_msg("%s: echo missing: \"%s\"", versions[i], out);
     assert_true(tu_wait_atomic_eq(&sv.st.opens, i + 1, TU_TIMEOUT_MS));
-    assert_string_equal(sv.st.sni, "localhost");
-    assert_string_equal(sv.st.alpn, "echo");
+    SRV_LOCKED(sv.st, assert_string_equal(sv.st.sni, "localhost"));
+    SRV_LOCKED(sv.st, assert_string_equal(sv.st.alpn, "echo"));
   }
   assert_int_equal(cgnet_engine_tls_handshake_failures(sv.s.eng), 0);
   server_stop(&sv);
