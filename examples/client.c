@@ -135,7 +135,8 @@ static int wait_closed(int n, double deadline) {
 static const char USAGE[] =
     "usage: client ADDR [--conns N] [--bytes B] [--loops N] [--timeout MS]\n"
     "              [--ca FILE | --insecure]\n"
-    "  ADDR          the echo server: tcp://HOST:PORT, tcp6://[::1]:PORT, tls://HOST:PORT,\n"
+    "  ADDR          the echo server: tcp://HOST:PORT, tcp6://[::1]:PORT, "
+    "tls://HOST:PORT,\n"
     "                unix:///PATH or unix://@NAME (not udp://: the check needs every\n"
     "                byte in order)\n"
     "  --ca FILE     tls://: trust the CAs in FILE (PEM) instead of the system's\n"

@@ -178,7 +178,8 @@ static void parse_args(int argc, char **argv, cgnet_options *opts, const char **
       ex_unknown(&a, arg);
     } else if (*naddrs < MAX_ADDRS) {
       ex_check_addr(&a, "address", arg,
-                    EX_ADDR_TCP | EX_ADDR_UDP | EX_ADDR_UNIX | EX_ADDR_TLS, EX_LISTEN, NULL);
+                    EX_ADDR_TCP | EX_ADDR_UDP | EX_ADDR_UNIX | EX_ADDR_TLS, EX_LISTEN,
+                    NULL);
       addrs[(*naddrs)++] = arg;
     } else {
       ex_usage_error(&a, "more than %d addresses", MAX_ADDRS);

@@ -5,8 +5,8 @@
  *   build/examples/proxy LISTEN_ADDR BACKEND_ADDR [--loops N] [--quiet]
  *                        [--cert FILE --key FILE] [--ca FILE | --insecure]
  *
- * Both addresses are stream addresses: tcp://, tcp4://, tcp6://, tls:// or unix://. udp:// is
- * refused at start on either side (a datagram has no conn to pair with a backend conn,
+ * Both addresses are stream addresses: tcp://, tcp4://, tcp6://, tls:// or unix://. udp://
+ * is refused at start on either side (a datagram has no conn to pair with a backend conn,
  * and a stream cannot be cut back into the sender's datagrams). The backend address is
  * checked when the proxy starts (scheme, host syntax, port 1..65535); a host name in it
  * is resolved at each dial.

@@ -270,8 +270,10 @@ int cgnet__addr_parse(const char *str, cgnet__addr *out) {
           ? SOCK_DGRAM
           : SOCK_STREAM;
   rc = parse_host(host, bracketed, port, out);
-  if (rc) memset(out, 0, sizeof(*out));
-  else out->tls = tls;
+  if (rc)
+    memset(out, 0, sizeof(*out));
+  else
+    out->tls = tls;
   return rc;
 }
 

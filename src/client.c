@@ -484,7 +484,8 @@ static int dial(cgnet_client *cl, const char *addr, uint64_t timeout_ms, void *c
   if (err) return err;
 
   cgnet_tls_ctx *tls = NULL;
-  if (a.tls && (err = cgnet__tls_client_ctx(cl->conn_o->tls, &cl->default_tls, &cl->mu, &tls)))
+  if (a.tls &&
+      (err = cgnet__tls_client_ctx(cl->conn_o->tls, &cl->default_tls, &cl->mu, &tls)))
     return err;
 
   cgnet_conn *c = new_client_conn(cl, ctx, out ? 1 : 0);

@@ -353,7 +353,7 @@ struct cgnet_engine {
   atomic_int state;
   _Atomic uint64_t stop_timeout_ms;
   atomic_size_t nconns;
-  _Atomic uint64_t rejected; /* closed at once because of max_connections */
+  _Atomic uint64_t rejected;     /* closed at once because of max_connections */
   _Atomic uint64_t tls_failures; /* TLS handshakes that failed */
   atomic_int loops_alive;
   atomic_int err; /* first error that stopped the engine */

@@ -295,13 +295,12 @@ int cgnet__tls_check_engine(cgnet_engine *eng) {
   for (size_t i = 0; i < eng->naddrs; i++) {
     if (!eng->addrs[i].tls) continue;
     if (!cgnet_tls_available()) {
-      cgnet__log(eng, CGNET_LOG_ERROR, "address %zu is tls:// but cgnet was built without TLS",
-                 i);
+      cgnet__log(eng, CGNET_LOG_ERROR,
+                 "address %zu is tls:// but cgnet was built without TLS", i);
       return CGNET_EUNSUPPORTED;
     }
     if (!eng->o.tls || cgnet__tls_ctx_is_client(eng->o.tls)) {
-      cgnet__log(eng, CGNET_LOG_ERROR,
-                 "address %zu is tls:// but options.tls %s", i,
+      cgnet__log(eng, CGNET_LOG_ERROR, "address %zu is tls:// but options.tls %s", i,
                  eng->o.tls ? "is a client context" : "has no server context");
       return CGNET_EINVAL;
     }

@@ -246,8 +246,9 @@ static void https_example_answers_curl(void **state) {
   char cert[160], key[160], cmd[768], line[256], out[512];
   snprintf(cert, sizeof cert, "%s/server.pem", certs.dir);
   snprintf(key, sizeof key, "%s/server.key", certs.dir);
-  pid_t pid = tu_spawn_example("http_plaintext", A("tls://127.0.0.1:0", "--cert", cert, "--key", key),
-                               line, sizeof line);
+  pid_t pid = tu_spawn_example("http_plaintext",
+                               A("tls://127.0.0.1:0", "--cert", cert, "--key", key), line,
+                               sizeof line);
   assert_true(pid > 0);
   int port = tu_port_after(line, "listening on ");
   assert_true(port > 0);
@@ -259,7 +260,8 @@ static void https_example_answers_curl(void **state) {
   if (rc != 0 || strcmp(out, "Hello, World!") != 0)
     fail_msg("curl exit %d, printed \"%s\"", rc, out);
 
-  pid = tu_spawn_example("echo", A("tls://127.0.0.1:0", "--cert", cert, "--key", key, "--quiet"),
+  pid = tu_spawn_example("echo",
+                         A("tls://127.0.0.1:0", "--cert", cert, "--key", key, "--quiet"),
                          line, sizeof line);
   assert_true(pid > 0);
   port = tu_port_after(line, "listening on ");
@@ -270,12 +272,14 @@ static void https_example_answers_curl(void **state) {
   rc = run_shell(cmd, out, sizeof out);
   if (!strstr(out, "hello over tls")) fail_msg("s_client exit %d, printed \"%s\"", rc, out);
   /* The client example dials it over TLS, verifying it against the CA. */
-  snprintf(cmd, sizeof cmd,
-           "timeout %d %s/client tls://localhost:%d --ca %s/ca.pem --conns 4 --bytes 100000",
-           20 * TU_SLOW, getenv("CGNET_EXAMPLES_DIR"), port, certs.dir);
+  snprintf(
+      cmd, sizeof cmd,
+      "timeout %d %s/client tls://localhost:%d --ca %s/ca.pem --conns 4 --bytes 100000",
+      20 * TU_SLOW, getenv("CGNET_EXAMPLES_DIR"), port, certs.dir);
   rc = run_shell(cmd, out, sizeof out);
   assert_int_equal(tu_stop_process(pid, 10000), 0);
-  if (rc != 0 || !strstr(out, "4/4 conns echoed")) fail_msg("client exit %d: \"%s\"", rc, out);
+  if (rc != 0 || !strstr(out, "4/4 conns echoed"))
+    fail_msg("client exit %d: \"%s\"", rc, out);
   tu_tls_certs_free(&certs);
 }
 #else

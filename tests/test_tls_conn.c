@@ -240,18 +240,18 @@ static void server_stop(server *sv) {
 
 typedef struct cli_conn {
   uint64_t seed;
-  atomic_size_t got;  /* bytes received and checked */
-  atomic_size_t bad;  /* of which differed from the pattern */
-  atomic_int opened;  /* on_open ran */
-  atomic_int closed;  /* on_close ran; reason below */
+  atomic_size_t got; /* bytes received and checked */
+  atomic_size_t bad; /* of which differed from the pattern */
+  atomic_int opened; /* on_open ran */
+  atomic_int closed; /* on_close ran; reason below */
   atomic_int reason;
   atomic_int resumed;
   atomic_int tls_error; /* on_tls_error's code */
   char error[128];      /* its reason (written before tls_error) */
   char alpn[32];
   const uint8_t *expect; /* the bytes to receive (NULL: the pattern of seed) */
-  size_t send_on_open; /* pattern bytes to write from on_open */
-  int pause_on_open;   /* pause reading in on_open */
+  size_t send_on_open;   /* pattern bytes to write from on_open */
+  int pause_on_open;     /* pause reading in on_open */
 } cli_conn;
 
 static cgnet_action cli_open(cgnet_conn *c) {
@@ -319,7 +319,8 @@ static void dial_addr(char *buf, size_t cap, const char *host, int port) {
 }
 
 /* Dial and wait for the handshake; returns the dial's code. */
-static int dial(cgnet_client *cl, const char *host, int port, cli_conn *cc, cgnet_conn **out) {
+static int dial(cgnet_client *cl, const char *host, int port, cli_conn *cc,
+                cgnet_conn **out) {
   char a[96];
   dial_addr(a, sizeof a, host, port);
   return cgnet_client_dial_wait(cl, a, (uint64_t)TU_TIMEOUT_MS, cc, out);
@@ -394,8 +395,9 @@ static void test_echo_many_writes(void **state) {
   send_pattern_async(c, &cc, total, 1u << 20);
   waiter w = {&cc, total};
   if (!tu_wait_until(got_want, &w, TU_TIMEOUT_MS))
-    fail_msg("echoed %zu of %zu bytes; the server read %zu, queued %zu", atomic_load(&cc.got),
-             total, atomic_load(&sv.st.bytes), cgnet_engine_count_connections(sv.s.eng));
+    fail_msg("echoed %zu of %zu bytes; the server read %zu, queued %zu",
+             atomic_load(&cc.got), total, atomic_load(&sv.st.bytes),
+             cgnet_engine_count_connections(sv.s.eng));
   assert_int_equal(atomic_load(&cc.got), total);
   assert_int_equal(atomic_load(&cc.bad), 0);
   assert_int_equal(atomic_load(&write_failures), 0);
@@ -420,8 +422,12 @@ static void test_alpn_and_sni(void **state) {
   const char *localhost[] = {"localhost", NULL};
   const char *exact[] = {"exact.test", NULL};
   cgnet_tls_cert list[2] = {
-      {.chain = {.data = certs.exact.cert}, .key = {.data = certs.exact.key}, .names = exact},
-      {.chain = {.data = certs.server.cert}, .key = {.data = certs.server.key}, .names = localhost},
+      {.chain = {.data = certs.exact.cert},
+       .key = {.data = certs.exact.key},
+       .names = exact},
+      {.chain = {.data = certs.server.cert},
+       .key = {.data = certs.server.key},
+       .names = localhost},
   };
   const char *server_alpn[] = {"h2", "http/1.1", NULL};
   cgnet_tls_options so = {.certs = list, .ncerts = 2, .alpn = server_alpn};
@@ -491,7 +497,8 @@ static void test_resumption(void **state) {
   server sv;
   server_start(&sv, server_ctx(), NULL);
   cgnet_client *cl = client_new(client_ctx());
-  cli_conn first = {.seed = 1, .send_on_open = 500}, second = {.seed = 2, .send_on_open = 500};
+  cli_conn first = {.seed = 1, .send_on_open = 500},
+           second = {.seed = 2, .send_on_open = 500};
   cgnet_conn *c = NULL;
   assert_rc(dial(cl, "localhost", sv.s.port, &first, &c), 0);
   /* The echo carries the session ticket (TLS 1.3 sends it after the handshake). */
@@ -799,7 +806,8 @@ static void test_handshake_storm(void **state) {
 /* Outside clients                                                                      */
 /* ------------------------------------------------------------------------------------ */
 
-/* Run a shell command with `input` on its stdin; its stdout into out. Exit status, or -1. */
+/* Run a shell command with `input` on its stdin; its stdout into out. Exit status, or -1.
+ */
 static int run_cmd(const char *cmd, const char *input, char *out, size_t cap) {
   char path[128];
   snprintf(path, sizeof path, "%s/cmd.in", certs.dir);
@@ -844,7 +852,8 @@ static void test_openssl_s_client(void **state) {
              "-servername localhost -alpn echo -CAfile %s/ca.pem -verify_return_error",
              sv.s.port, versions[i], certs.dir);
     run_cmd(cmd, "hello over s_client\n", out, sizeof out);
-    if (!strstr(out, "hello over s_client")) fail_msg("%s: echo missing: \"%s\"", versions[i], out);
+    if (!strstr(out, "hello over s_client"))
+      fail_msg("%s: echo missing: \"%s\"", versions[i], out);
     assert_true(tu_wait_atomic_eq(&sv.st.opens, i + 1, TU_TIMEOUT_MS));
     SRV_LOCKED(sv.st, assert_string_equal(sv.st.sni, "localhost"));
     SRV_LOCKED(sv.st, assert_string_equal(sv.st.alpn, "echo"));
