@@ -92,6 +92,7 @@ void cgnet__tls_conn_begin(cgnet_conn *c) {
 static void handshake_done(cgnet_conn *c) {
   cgnet__conn_clear(c, CGNET__CF_HANDSHAKE);
   c->last_read_ms = c->last_write_ms = c->loop->now_ms;
+  cgnet__conn_arm_timeouts(c); /* an idle timeout may come before the handshake's */
   if (c->tls_plain || cgnet__conn_has(c, CGNET__CF_SHUT_WR_PENDING))
     cgnet__conn_schedule_flush(c);
   cgnet__conn_open_for_user(c);

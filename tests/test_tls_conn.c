@@ -640,6 +640,53 @@ static void test_stalled_handshake_times_out(void **state) {
   assert_no_check_failures();
 }
 
+static int run_cmd(const char *cmd, const char *input, char *out, size_t cap);
+static int have_tool(const char *probe);
+
+/* Run a Python script (from a file: it has quotes of its own); its output into out. */
+static int run_python(const char *script, char *out, size_t cap) {
+  char path[128], cmd[256];
+  snprintf(path, sizeof path, "%s/client.py", certs.dir);
+  FILE *f = fopen(path, "w");
+  if (!f) return -1;
+  fputs(script, f);
+  fclose(f);
+  snprintf(cmd, sizeof cmd, "python3 %s", path);
+  return run_cmd(cmd, "", out, cap);
+}
+
+/* Once open, a conn's own timeouts apply: a client that starts its handshake later than
+ * the idle timeout, then stays idle, is closed by the idle timeout, not at the handshake
+ * timeout's far later deadline. */
+static void test_idle_timeout_after_handshake(void **state) {
+  (void)state;
+  if (!have_tool("python3 -c 'import ssl'")) {
+    print_message("python3 with ssl not found: skipping the late handshake test\n");
+    skip();
+  }
+  server sv;
+  cgnet_options so = {.idle_timeout_ms = 300, .tls_handshake_timeout_ms = 30000};
+  server_start(&sv, server_ctx(), &so);
+  char script[1024], out[512];
+  snprintf(script, sizeof script,
+           "import socket, ssl, time\n"
+           "ctx = ssl.create_default_context(cafile='%s/ca.pem')\n"
+           "raw = socket.create_connection(('127.0.0.1', %d))\n"
+           "time.sleep(0.8)\n"
+           "s = ctx.wrap_socket(raw, server_hostname='localhost')\n"
+           "t0 = time.time()\n"
+           "s.settimeout(25)\n"
+           "print('eof' if s.recv(10) == b'' else 'data', round(time.time() - t0))\n",
+           certs.dir, sv.s.port);
+  assert_int_equal(run_python(script, out, sizeof out), 0);
+  assert_true(tu_wait_atomic_eq(&sv.st.closes, 1, TU_TIMEOUT_MS));
+  assert_rc(atomic_load(&sv.st.last_close_reason), CGNET_ETIMEDOUT);
+  /* Closed within seconds of the handshake, not after the handshake's 30 s. */
+  if (strncmp(out, "eof ", 4) != 0 || atoi(out + 4) > 10) fail_msg("python: \"%s\"", out);
+  server_stop(&sv);
+  assert_no_check_failures();
+}
+
 /* Plain HTTP, then random bytes, sent to a TLS port: each fails its handshake (counted,
  * on_tls_error), and the server still serves a real client afterwards. */
 static void test_garbage_to_tls_port(void **state) {
@@ -923,6 +970,8 @@ int main(void) {
                                       tu_teardown),
       cmocka_unit_test_setup_teardown(test_codec_over_tls, tu_setup, tu_teardown),
       cmocka_unit_test_setup_teardown(test_stalled_handshake_times_out, tu_setup,
+                                      tu_teardown),
+      cmocka_unit_test_setup_teardown(test_idle_timeout_after_handshake, tu_setup,
                                       tu_teardown),
       cmocka_unit_test_setup_teardown(test_garbage_to_tls_port, tu_setup, tu_teardown),
       cmocka_unit_test_setup_teardown(test_truncated_stream, tu_setup, tu_teardown),
