@@ -265,10 +265,11 @@ static void https_example_answers_curl(void **state) {
                          line, sizeof line);
   assert_true(pid > 0);
   port = tu_port_after(line, "listening on ");
-  snprintf(cmd, sizeof cmd,
-           "(echo hello over tls; sleep 1) | timeout %d openssl s_client -quiet "
-           "-connect 127.0.0.1:%d -CAfile %s/ca.pem -verify_return_error 2>/dev/null",
-           20 * TU_SLOW, port, certs.dir);
+  snprintf(
+      cmd, sizeof cmd,
+      "(echo hello over tls; sleep %d) | timeout %d openssl s_client -quiet -no_ign_eof "
+      "-connect 127.0.0.1:%d -CAfile %s/ca.pem -verify_return_error 2>/dev/null",
+      TU_SLOW, 20 * TU_SLOW, port, certs.dir);
   rc = run_shell(cmd, out, sizeof out);
   if (!strstr(out, "hello over tls")) fail_msg("s_client exit %d, printed \"%s\"", rc, out);
   /* The client example dials it over TLS, verifying it against the CA. */
