@@ -755,9 +755,13 @@ static void test_truncated_stream(void **state) {
  * with CGNET_ETLSVERIFY, the reason says why, on_open never runs. */
 static void test_bad_server_certificates(void **state) {
   (void)state;
-  const tu_pem *bad[] = {&certs.expired, &certs.wrong_host, &certs.untrusted};
-  const char *why[] = {"expired", "mismatch", "issuer"};
-  for (int i = 0; i < 3; i++) {
+  tu_pem self = {0}; /* for localhost, signed by its own key */
+  assert_int_equal(tu_tls_make_cert(NULL, "localhost", "DNS:localhost,IP:127.0.0.1", -60,
+                                    3600, 0, "serverAuth", &self),
+                   0);
+  const tu_pem *bad[] = {&certs.expired, &certs.wrong_host, &certs.untrusted, &self};
+  const char *why[] = {"expired", "mismatch", "issuer", "self-signed"};
+  for (int i = 0; i < 4; i++) {
     server sv;
     server_start(&sv, server_ctx_with(bad[i], NULL), NULL);
     cgnet_client *cl = client_new(client_ctx());
@@ -774,6 +778,8 @@ static void test_bad_server_certificates(void **state) {
     assert_rc(cgnet_client_free(cl, 2000), 0);
     server_stop(&sv);
   }
+  free(self.cert);
+  free(self.key);
   /* A client with no context of its own verifies against the system's CAs, which do not
    * know the test CA. */
   server sv;
@@ -788,13 +794,23 @@ static void test_bad_server_certificates(void **state) {
 
 /* Configuration errors: a tls:// listener without a server context, or with a client's;
  * a client given a server context. */
+static void keep_log_line(void *ud, cgnet_log_level level, const char *msg) {
+  (void)level;
+  snprintf(ud, 256, "%s", msg);
+}
+
 static void test_context_required(void **state) {
   (void)state;
   cgnet_handler h = {0};
   const char *addrs[] = {"tcp://127.0.0.1:0", "tls://127.0.0.1:0"};
-  cgnet_options o = {.log_level = CGNET_LOG_OFF};
+  char logged[256] = "";
+  cgnet_options o = {.logger = keep_log_line, .logger_ud = logged};
   cgnet_engine *eng = NULL;
   assert_rc(cgnet_engine_start(&h, addrs, 2, &o, &eng), CGNET_EINVAL);
+  if (!strstr(logged, "tls://") || !strstr(logged, "no server context"))
+    fail_msg("logged \"%s\"", logged);
+  o.logger = NULL;
+  o.log_level = CGNET_LOG_OFF;
   o.tls = client_ctx();
   assert_rc(cgnet_engine_start(&h, addrs, 2, &o, &eng), CGNET_EINVAL);
   cgnet_tls_ctx_free(o.tls);
