@@ -1,5 +1,6 @@
 /* The examples' shared command-line helper (see args.h). Main thread. */
 #include "args.h"
+#include "cgnet_tls.h"
 
 #include <arpa/inet.h>
 #include <stdarg.h>
@@ -103,11 +104,15 @@ static const struct {
 } SCHEMES[] = {
     {"tcp", EX_ADDR_TCP, 0},   {"tcp4", EX_ADDR_TCP, 4}, {"tcp6", EX_ADDR_TCP, 6},
     {"udp", EX_ADDR_UDP, 0},   {"udp4", EX_ADDR_UDP, 4}, {"udp6", EX_ADDR_UDP, 6},
-    {"unix", EX_ADDR_UNIX, 0},
+    {"unix", EX_ADDR_UNIX, 0}, {"tls", EX_ADDR_TLS, 0},  {"tls4", EX_ADDR_TLS, 4},
+    {"tls6", EX_ADDR_TLS, 6},
 };
 
 static const char *kind_name(int kind) {
-  return kind == EX_ADDR_TCP ? "tcp" : kind == EX_ADDR_UDP ? "udp" : "unix";
+  return kind == EX_ADDR_TCP   ? "tcp"
+         : kind == EX_ADDR_UDP ? "udp"
+         : kind == EX_ADDR_TLS ? "tls"
+                               : "unix";
 }
 
 /* The port after the host: 1..5 digits, <= 65535; 0 only for a listen address. NULL when
@@ -184,7 +189,7 @@ int ex_check_addr(const ex_args *a, const char *role, const char *addr, int allo
   if (!kind)
     ex_usage_error(a,
                    "%s '%s' has no known scheme (tcp://, tcp4://, tcp6://, udp://, "
-                   "udp4://, udp6://, unix://)",
+                   "udp4://, udp6://, tls://, tls4://, tls6://, unix://)",
                    role, addr);
   if (!(allowed & kind))
     ex_usage_error(a, "%s '%s': %s:// is not supported here (%s)", role, addr,
@@ -244,4 +249,56 @@ int ex_address_arg(const char *arg, const char **addr, int *have_addr) {
   *addr = arg;
   *have_addr = 1;
   return 1;
+}
+
+/* ---- TLS ------------------------------------------------------------------------------
+ */
+
+int ex_tls_arg(ex_args *a, const char *arg, ex_tls *t) {
+  if (ex_is(arg, "--cert"))
+    t->cert = ex_value(a, arg);
+  else if (ex_is(arg, "--key"))
+    t->key = ex_value(a, arg);
+  else if (ex_is(arg, "--ca"))
+    t->ca = ex_value(a, arg);
+  else if (ex_is(arg, "--insecure"))
+    t->insecure = 1;
+  else
+    return 0;
+  return 1;
+}
+
+static cgnet_tls_ctx *load_ctx(const cgnet_tls_options *o, const char *prog) {
+  char msg[256] = "";
+  cgnet_tls_ctx *ctx = NULL;
+  int err = cgnet_tls_ctx_new(o, &ctx, msg, sizeof msg);
+  if (err) {
+    fprintf(stderr, "%s: TLS: %s (%s)\n", prog, msg[0] ? msg : cgnet_strerror(err),
+            cgnet_err_name(err));
+    exit(1);
+  }
+  return ctx;
+}
+
+void ex_tls_server(const ex_args *a, const ex_tls *t, const char *const *addrs, size_t n,
+                   cgnet_options *opts) {
+  int any = 0;
+  for (size_t i = 0; i < n; i++)
+    if (strncmp(addrs[i], "tls", 3) == 0) any = 1;
+  if (!any) {
+    if (t->cert || t->key) ex_usage_error(a, "--cert and --key need a tls:// address");
+    return;
+  }
+  if (!t->cert || !t->key)
+    ex_usage_error(a, "a tls:// address needs --cert FILE and --key FILE");
+  cgnet_tls_cert cert = {.chain = {.file = t->cert}, .key = {.file = t->key}};
+  cgnet_tls_options o = {.role = CGNET_TLS_SERVER, .certs = &cert, .ncerts = 1};
+  opts->tls = load_ctx(&o, a->prog);
+}
+
+void ex_tls_client(const ex_tls *t, const char *prog, cgnet_options *opts) {
+  if (!t->ca && !t->insecure) return;
+  cgnet_tls_options o = {.role = CGNET_TLS_CLIENT, .insecure_skip_verify = t->insecure};
+  if (t->ca) o.ca.file = t->ca;
+  opts->tls = load_ctx(&o, prog);
 }

@@ -75,7 +75,7 @@ int ex_address_arg(const char *arg, const char **addr, int *have_addr);
 void ex_unknown(const ex_args *a, const char *arg) __attribute__((noreturn));
 
 /* Address kinds, as a bit set for ex_check_addr's `allowed`. */
-enum { EX_ADDR_TCP = 1, EX_ADDR_UDP = 2, EX_ADDR_UNIX = 4 };
+enum { EX_ADDR_TCP = 1, EX_ADDR_UDP = 2, EX_ADDR_UNIX = 4, EX_ADDR_TLS = 8 };
 
 /* What the address is for: listening (an empty host and port 0 are fine) or dialing
  * (both must be given). */
@@ -104,6 +104,27 @@ void ex_print_listening(const char *prog, cgnet_engine *eng, const char *const *
  * peer's orderly close (CGNET_EOF), our own close (CGNET_ELOCALCLOSE) and the engine's
  * stop (CGNET_ESHUTDOWN). */
 int ex_close_is_error(int reason);
+
+/* TLS from the command line: a server's --cert FILE and --key FILE (PEM), a client's
+ * --ca FILE (PEM; default: the system's CAs) or --insecure (no verification). */
+typedef struct ex_tls {
+  const char *cert, *key, *ca;
+  int insecure;
+} ex_tls;
+
+/* 1 if `arg` is one of the TLS flags above (its value is taken into t), else 0. */
+int ex_tls_arg(ex_args *a, const char *arg, ex_tls *t);
+
+/* A server: when one of its n addresses is tls://, build the server context from
+ * --cert and --key into opts->tls (missing flags are a usage error; a file that does not
+ * load prints the reason and exits 1). The engine keeps its own reference: free ours
+ * after cgnet_engine_start. */
+void ex_tls_server(const ex_args *a, const ex_tls *t, const char *const *addrs, size_t n,
+                   cgnet_options *opts);
+
+/* A client: the client context for tls:// dials from --ca / --insecure into opts->tls
+ * (NULL with neither: cgnet's default, the system's CAs). Exits 1 if it does not load. */
+void ex_tls_client(const ex_tls *t, const char *prog, cgnet_options *opts);
 
 /* Block SIGINT and SIGTERM in the calling thread and fill `set` with them. Call before
  * any thread starts, so every thread inherits the mask and only sigwait sees them. */

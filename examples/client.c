@@ -2,6 +2,7 @@
  * client — connect N clients to an echo server and check every echoed byte.
  *
  *   build/examples/client ADDR [--conns N] [--bytes B] [--loops N] [--timeout MS]
+ *                         [--ca FILE | --insecure]
  *
  *   build/examples/echo tcp://127.0.0.1:9000 &
  *   build/examples/client tcp://127.0.0.1:9000 --conns 10 --bytes 1048576 --loops 2
@@ -14,10 +15,16 @@
  *
  *   client: 10/10 conns echoed 1048576 bytes each, 0 bad bytes, 0 errors (123.4 MB/s)
  *
- * ADDR is a stream address (tcp://, tcp4://, tcp6://, unix://); udp:// is refused at
- * start: the check assumes every byte arrives, in order, which datagrams do not promise.
+ * ADDR is a stream address (tcp://, tcp4://, tcp6://, tls://, unix://); udp:// is
+ * refused at start: the check assumes every byte arrives, in order, which datagrams do
+ * not promise. A tls:// server is verified against the system's CAs, or --ca FILE;
+ * --insecure skips the check (for a self-signed test server only):
+ *
+ *   build/examples/echo tls://127.0.0.1:9443 --cert cert.pem --key key.pem &
+ *   build/examples/client tls://localhost:9443 --ca cert.pem
  */
 #include <cgnet.h>
+#include <cgnet_tls.h>
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -83,6 +90,13 @@ static cgnet_action on_traffic(cgnet_conn *c) {
   return CGNET_NONE;
 }
 
+/* A tls:// dial whose handshake failed: say why (on_close follows with the code). */
+static void on_tls_error(cgnet_conn *c, int code, const char *reason) {
+  session *s = cgnet_conn_context(c);
+  fprintf(stderr, "client: conn %d: TLS handshake failed: %s (%s)\n", s->id, reason,
+          cgnet_err_name(code));
+}
+
 static cgnet_action on_close(cgnet_conn *c, int reason) {
   session *s = cgnet_conn_context(c);
   s->reason = reason;
@@ -120,8 +134,13 @@ static int wait_closed(int n, double deadline) {
 
 static const char USAGE[] =
     "usage: client ADDR [--conns N] [--bytes B] [--loops N] [--timeout MS]\n"
-    "  ADDR          the echo server: tcp://HOST:PORT, tcp6://[::1]:PORT, unix:///PATH\n"
-    "                or unix://@NAME (not udp://: the check needs every byte in order)\n"
+    "              [--ca FILE | --insecure]\n"
+    "  ADDR          the echo server: tcp://HOST:PORT, tcp6://[::1]:PORT, "
+    "tls://HOST:PORT,\n"
+    "                unix:///PATH or unix://@NAME (not udp://: the check needs every\n"
+    "                byte in order)\n"
+    "  --ca FILE     tls://: trust the CAs in FILE (PEM) instead of the system's\n"
+    "  --insecure    tls://: do not verify the server (self-signed tests only)\n"
     "  --conns N     concurrent conns, 1..100000 (default 10)\n"
     "  --bytes B     bytes each conn sends and expects back, 1..2^40 (default 1048576)\n"
     "  --loops N     client event loops, 1..1024, or 0 for one per CPU (default 1)\n"
@@ -133,8 +152,13 @@ int main(int argc, char **argv) {
   cgnet_options o = {0};
   ex_args a;
   ex_args_init(&a, "client", USAGE, argc, argv);
+  ex_tls tls = {0};
   for (const char *arg; (arg = ex_next(&a)) != NULL;) {
-    if (ex_is(arg, "--conns"))
+    if (ex_tls_arg(&a, arg, &tls) && !tls.cert && !tls.key)
+      continue;
+    else if (tls.cert || tls.key)
+      ex_usage_error(&a, "--cert and --key are for servers");
+    else if (ex_is(arg, "--conns"))
       conns = (long)ex_u64(&a, arg, 1, 100000);
     else if (ex_is(arg, "--bytes"))
       g_bytes = (size_t)ex_u64(&a, arg, 1, (uint64_t)1 << 40);
@@ -148,16 +172,20 @@ int main(int argc, char **argv) {
       ex_unknown(&a, arg);
   }
   if (!addr) ex_usage_error(&a, "the server's ADDR is required");
-  ex_check_addr(&a, "server address", addr, EX_ADDR_TCP | EX_ADDR_UNIX, EX_DIAL,
-                "the check needs every byte, in order");
+  ex_check_addr(&a, "server address", addr, EX_ADDR_TCP | EX_ADDR_UNIX | EX_ADDR_TLS,
+                EX_DIAL, "the check needs every byte, in order");
+  if (tls.ca && tls.insecure) ex_usage_error(&a, "--ca and --insecure exclude each other");
+  ex_tls_client(&tls, "client", &o);
 
   session *sessions = calloc((size_t)conns, sizeof *sessions);
   cgnet_handler h = {.on_open = on_open,
                      .on_traffic = on_traffic,
                      .on_close = on_close,
-                     .on_writable_changed = on_writable_changed};
+                     .on_writable_changed = on_writable_changed,
+                     .on_tls_error = on_tls_error};
   cgnet_client *cl;
   int err = sessions ? cgnet_client_new(&h, &o, &cl) : CGNET_ENOMEM;
+  cgnet_tls_ctx_free(o.tls); /* the client holds its own */
   if (err) {
     fprintf(stderr, "client: %s\n", cgnet_strerror(err));
     return 1;

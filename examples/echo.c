@@ -4,10 +4,11 @@
  *
  *   build/examples/echo [ADDR...] [--loops N] [--reuseport] [--lb rr|lc|hash] [--et]
  *                       [--backend epoll|io_uring|auto] [--stats]
- *                       [--quiet]
+ *                       [--quiet] [--cert FILE --key FILE]
  *
  * ADDR is any scheme, any mix: tcp://, tcp4://, tcp6://, udp://, udp4://, udp6://,
- * unix:///path or unix://@abstract (default tcp://127.0.0.1:9000):
+ * tls://, tls4://, tls6:// (TLS, with --cert and --key), unix:///path or
+ * unix://@abstract (default tcp://127.0.0.1:9000):
  *
  *   build/examples/echo udp://127.0.0.1:9001 unix:///tmp/echo.sock tcp://127.0.0.1:9000
  *
@@ -18,8 +19,11 @@
  *
  * SIGINT or SIGTERM stops it gracefully (queued echoes get up to a second to go out).
  * Try it:  build/examples/echo &  then  nc 127.0.0.1 9000
+ * Over TLS: build/examples/echo tls://127.0.0.1:9443 --cert cert.pem --key key.pem &
+ *           then  openssl s_client -connect 127.0.0.1:9443 -CAfile cert.pem
  */
 #include <cgnet.h>
+#include <cgnet_tls.h>
 
 #include <pthread.h>
 #include <signal.h>
@@ -115,11 +119,14 @@ static void report_stats(cgnet_engine *eng) {
 
 static const char USAGE[] =
     "usage: echo [ADDR...] [--loops N] [--reuseport] [--lb rr|lc|hash] [--et] [--quiet]\n"
-    "            [--backend epoll|io_uring|auto] [--stats]\n"
+    "            [--backend epoll|io_uring|auto] [--stats] [--cert FILE --key FILE]\n"
     "            [--recv-buffers N] [--recv-buffer-size BYTES]\n"
     "  ADDR         tcp://HOST:PORT, tcp4://..., tcp6://[::1]:PORT, udp://HOST:PORT,\n"
-    "               udp4://..., udp6://..., unix:///PATH, unix://@NAME (any mix, up to\n"
-    "               16; default tcp://127.0.0.1:9000; port 0 picks a free port)\n"
+    "               udp4://..., udp6://..., tls://HOST:PORT, tls4://..., tls6://...,\n"
+    "               unix:///PATH, unix://@NAME (any mix, up to 16; default\n"
+    "               tcp://127.0.0.1:9000; port 0 picks a free port)\n"
+    "  --cert FILE  the server certificate chain (PEM) for tls:// addresses\n"
+    "  --key FILE   its private key (PEM)\n"
     "  --loops N    event loops, 1..1024, or 0 for one per CPU (default 1)\n"
     "  --multicore  the same as --loops 0\n"
     "  --reuseport  one SO_REUSEPORT listener per loop\n"
@@ -141,9 +148,12 @@ static const char USAGE[] =
 static void parse_args(int argc, char **argv, cgnet_options *opts, const char **addrs,
                        size_t *naddrs) {
   ex_args a;
+  ex_tls tls = {0};
   ex_args_init(&a, "echo", USAGE, argc, argv);
   for (const char *arg; (arg = ex_next(&a)) != NULL;) {
-    if (ex_is(arg, "--loops")) {
+    if (ex_tls_arg(&a, arg, &tls)) {
+      continue;
+    } else if (ex_is(arg, "--loops")) {
       ex_loops(&a, arg, opts);
     } else if (ex_is(arg, "--multicore")) {
       opts->num_loops = 0;
@@ -175,7 +185,8 @@ static void parse_args(int argc, char **argv, cgnet_options *opts, const char **
     } else if (arg[0] == '-') {
       ex_unknown(&a, arg);
     } else if (*naddrs < MAX_ADDRS) {
-      ex_check_addr(&a, "address", arg, EX_ADDR_TCP | EX_ADDR_UDP | EX_ADDR_UNIX, EX_LISTEN,
+      ex_check_addr(&a, "address", arg,
+                    EX_ADDR_TCP | EX_ADDR_UDP | EX_ADDR_UNIX | EX_ADDR_TLS, EX_LISTEN,
                     NULL);
       addrs[(*naddrs)++] = arg;
     } else {
@@ -183,6 +194,7 @@ static void parse_args(int argc, char **argv, cgnet_options *opts, const char **
     }
   }
   if (*naddrs == 0) addrs[(*naddrs)++] = "tcp://127.0.0.1:9000";
+  ex_tls_server(&a, &tls, addrs, *naddrs, opts);
 }
 
 int main(int argc, char **argv) {
@@ -204,6 +216,7 @@ int main(int argc, char **argv) {
       .on_close = on_close,
   };
   int err = cgnet_engine_start(&handler, addrs, naddrs, &opts, &stopper.eng);
+  cgnet_tls_ctx_free(opts.tls); /* the engine holds its own */
   if (err != 0) {
     fprintf(stderr, "echo: cannot start: %s\n", cgnet_strerror(err));
     return 1;

@@ -47,6 +47,7 @@
 
 #include "args.h"
 #include "cgnet.h"
+#include "cgnet_tls.h"
 #include "http_parser.h"
 
 #define MAX_HEAD_BYTES (8 * 1024)
@@ -55,10 +56,12 @@
 static const char USAGE[] =
     "usage: http_plaintext [ADDR] [--loops N] [--reuseport] [--header-timeout-ms MS]\n"
     "                      [--idle-timeout-ms MS] [--max-conns N] [--max-body BYTES]\n"
-    "                      [--backend epoll|io_uring|auto]\n"
-    "  ADDR                  tcp://HOST:PORT, tcp4://, tcp6://[::1]:PORT, unix:///PATH or\n"
-    "                        unix://@NAME (default tcp://127.0.0.1:8080; port 0: a free "
-    "one)\n"
+    "                      [--backend epoll|io_uring|auto] [--cert FILE --key FILE]\n"
+    "  ADDR                  tcp://HOST:PORT, tcp4://, tcp6://[::1]:PORT, unix:///PATH,\n"
+    "                        unix://@NAME, or tls://HOST:PORT (HTTPS; also tls4://,\n"
+    "                        tls6://) (default tcp://127.0.0.1:8080; port 0: a free one)\n"
+    "  --cert FILE           the server certificate chain (PEM), for tls://\n"
+    "  --key FILE            its private key (PEM)\n"
     "  --loops N             event loops, 1..1024, or 0 for one per CPU (default 1)\n"
     "  --multicore           the same as --loops 0\n"
     "  --reuseport           one SO_REUSEPORT listener per loop\n"
@@ -343,8 +346,11 @@ int main(int argc, char **argv) {
   ex_args a;
   ex_args_init(&a, "http_plaintext", USAGE, argc, argv);
   int have_addr = 0;
+  ex_tls tls = {0};
   for (const char *arg; (arg = ex_next(&a)) != NULL;) {
-    if (ex_is(arg, "--loops")) {
+    if (ex_tls_arg(&a, arg, &tls)) {
+      continue;
+    } else if (ex_is(arg, "--loops")) {
       ex_loops(&a, arg, &o);
     } else if (ex_is(arg, "--backend")) {
       ex_backend(&a, arg, &o);
@@ -365,8 +371,9 @@ int main(int argc, char **argv) {
       ex_unknown(&a, arg);
     }
   }
-  ex_check_addr(&a, "listen address", addr, EX_ADDR_TCP | EX_ADDR_UNIX, EX_LISTEN,
-                "HTTP/1.1 needs a stream");
+  ex_check_addr(&a, "listen address", addr, EX_ADDR_TCP | EX_ADDR_UNIX | EX_ADDR_TLS,
+                EX_LISTEN, "HTTP/1.1 needs a stream");
+  ex_tls_server(&a, &tls, &addr, 1, &o);
   if (!o.max_connections) o.max_connections = default_max_conns();
 
   sigset_t set;
@@ -377,6 +384,7 @@ int main(int argc, char **argv) {
                      .on_close = on_close};
   cgnet_engine *eng;
   int err = cgnet_engine_start(&h, &addr, 1, &o, &eng);
+  cgnet_tls_ctx_free(o.tls); /* the engine holds its own */
   if (err) {
     fprintf(stderr, "http_plaintext: %s: %s\n", addr, cgnet_strerror(err));
     return 1;

@@ -3,9 +3,10 @@
  * bytes flow both ways with backpressure.
  *
  *   build/examples/proxy LISTEN_ADDR BACKEND_ADDR [--loops N] [--quiet]
+ *                        [--cert FILE --key FILE] [--ca FILE | --insecure]
  *
- * Both addresses are stream addresses: tcp://, tcp4://, tcp6:// or unix://. udp:// is
- * refused at start on either side (a datagram has no conn to pair with a backend conn,
+ * Both addresses are stream addresses: tcp://, tcp4://, tcp6://, tls:// or unix://. udp://
+ * is refused at start on either side (a datagram has no conn to pair with a backend conn,
  * and a stream cannot be cut back into the sender's datagrams). The backend address is
  * checked when the proxy starts (scheme, host syntax, port 1..65535); a host name in it
  * is resolved at each dial.
@@ -26,6 +27,12 @@
  * high watermark per direction, however much the backend sends. A FIN is passed on as
  * a FIN after the queued bytes (half-close); an error on one side closes the other.
  *
+ * TLS. A tls:// LISTEN_ADDR (with --cert and --key) terminates TLS in front of a plain
+ * backend; a tls:// BACKEND_ADDR is dialed over TLS, verified against the system's CAs
+ * or --ca FILE (--insecure: not at all):
+ *
+ *   build/examples/proxy tls://127.0.0.1:8443 tcp://127.0.0.1:9000 --cert c.pem --key k.pem
+ *
  * SIGINT or SIGTERM stops it.
  */
 #include <cgnet.h>
@@ -37,6 +44,7 @@
 #include <string.h>
 
 #include "args.h"
+#include "cgnet_tls.h"
 
 /* Both conns of a pair point at it (their context); freed when both have closed. */
 typedef struct pair {
@@ -48,6 +56,8 @@ typedef struct pair {
 static cgnet_client *g_backends;
 static const char *g_backend_addr;
 static cgnet_options g_opts = {.allow_half_open = 1};
+/* The backend client's: the same, with its own TLS context (set in main). */
+static cgnet_options g_back_opts;
 static int g_quiet;
 
 /* The other conn of c's pair; NULL when it is gone, or when c has no pair (front_open
@@ -150,7 +160,7 @@ static cgnet_action back_open(cgnet_conn *c) {
  * them now, so it exists before the first on_open. */
 static cgnet_handler g_back_handler;
 static cgnet_action on_boot(cgnet_engine *eng) {
-  int err = cgnet_client_new_on(eng, &g_back_handler, &g_opts, &g_backends);
+  int err = cgnet_client_new_on(eng, &g_back_handler, &g_back_opts, &g_backends);
   if (err) {
     fprintf(stderr, "proxy: client: %s\n", cgnet_strerror(err));
     return CGNET_SHUTDOWN;
@@ -169,6 +179,9 @@ static const char USAGE[] =
     "               (udp:// is refused on either side: the proxy pairs streams)\n"
     "  --loops N    event loops, 1..1024, or 0 for one per CPU (default 1)\n"
     "  --quiet      no line when a conn closes with an error\n"
+    "  --cert FILE  a tls:// LISTEN_ADDR's certificate chain (PEM); --key FILE its key\n"
+    "  --ca FILE    a tls:// BACKEND_ADDR is verified against these CAs (PEM; default:\n"
+    "               the system's); --insecure: not verified\n"
     "  e.g. proxy tcp://127.0.0.1:8000 tcp://127.0.0.1:9000 --loops 2\n";
 
 int main(int argc, char **argv) {
@@ -177,8 +190,11 @@ int main(int argc, char **argv) {
   int naddrs = 0;
   ex_args a;
   ex_args_init(&a, "proxy", USAGE, argc, argv);
+  ex_tls tls = {0};
   for (const char *arg; (arg = ex_next(&a)) != NULL;) {
-    if (ex_is(arg, "--loops"))
+    if (ex_tls_arg(&a, arg, &tls))
+      continue;
+    else if (ex_is(arg, "--loops"))
       ex_loops(&a, arg, o);
     else if (ex_is(arg, "--quiet"))
       g_quiet = 1;
@@ -189,8 +205,13 @@ int main(int argc, char **argv) {
   }
   if (naddrs != 2) ex_usage_error(&a, "needs LISTEN_ADDR and BACKEND_ADDR");
   static const char why[] = "the proxy pairs stream conns";
-  ex_check_addr(&a, "listen address", addrs[0], EX_ADDR_TCP | EX_ADDR_UNIX, EX_LISTEN, why);
-  ex_check_addr(&a, "backend address", addrs[1], EX_ADDR_TCP | EX_ADDR_UNIX, EX_DIAL, why);
+  const int streams = EX_ADDR_TCP | EX_ADDR_UNIX | EX_ADDR_TLS;
+  ex_check_addr(&a, "listen address", addrs[0], streams, EX_LISTEN, why);
+  ex_check_addr(&a, "backend address", addrs[1], streams, EX_DIAL, why);
+  ex_tls_server(&a, &tls, &addrs[0], 1, o);
+  g_back_opts = *o;
+  g_back_opts.tls = NULL; /* the backend client's own, if any */
+  ex_tls_client(&tls, "proxy", &g_back_opts);
   g_backend_addr = addrs[1];
 
   sigset_t set;
@@ -208,6 +229,8 @@ int main(int argc, char **argv) {
 
   cgnet_engine *eng;
   int err = cgnet_engine_start(&front, &addrs[0], 1, o, &eng);
+  cgnet_tls_ctx_free(o->tls); /* the engine and the client hold their own */
+  cgnet_tls_ctx_free(g_back_opts.tls);
   if (err) {
     fprintf(stderr, "proxy: %s: %s\n", addrs[0], cgnet_strerror(err));
     if (g_backends) cgnet_client_free(g_backends, 0); /* the client before its engine */

@@ -232,6 +232,14 @@ typedef struct cgnet_handler {
    * after this one are dropped); SHUTDOWN stops the engine. With a codec but no
    * on_frame, on_traffic gets the raw bytes as if there were no codec. */
   cgnet_action (*on_frame)(cgnet_conn *c, const uint8_t *frame, size_t len);
+
+  /* A TLS conn's handshake failed (or timed out, or the peer left during it): `code`
+   * is the error (CGNET_ETLSVERIFY for a certificate, CGNET_ETLS, CGNET_ETIMEDOUT,
+   * CGNET_ETLSTRUNCATED, ...) and `reason` a sentence saying why (also given by
+   * cgnet_conn_tls_error). A server's conn then ends here, never seen by on_open nor
+   * on_close (it is counted: cgnet_engine_tls_handshake_failures); a client's dial
+   * fails next, with on_close(code). Getters on the conn work; it cannot be written. */
+  void (*on_tls_error)(cgnet_conn *c, int code, const char *reason);
 } cgnet_handler;
 
 /* A log sink. `msg` is one line without a trailing newline. May run on any thread. */
@@ -248,6 +256,9 @@ typedef enum cgnet_backend {
   CGNET_BACKEND_EPOLL,
   CGNET_BACKEND_IO_URING,
 } cgnet_backend;
+
+/* A TLS context (certificates, verification, protocol settings): see cgnet_tls.h. */
+typedef struct cgnet_tls_ctx cgnet_tls_ctx;
 
 /* ------------------------------------------------------------------------------------ */
 /* Options: all-zero means sensible defaults                                            */
@@ -368,6 +379,20 @@ typedef struct cgnet_options {
    * cgnet_datagram_stats); open sessions are untouched. max_connections, when set,
    * bounds sessions too, as they count among the engine's conns. */
   size_t max_udp_sessions;
+
+  /* TLS (cgnet_tls.h; "tls://" addresses). For an engine: the server context of its
+   * tls:// listeners (a tls:// address without one fails cgnet_engine_start with
+   * CGNET_EINVAL). For a client: the client context of its tls:// dials; NULL uses a
+   * default one made on the first such dial (the system's CAs, the chain and the host
+   * name verified). The engine or client holds a reference: the caller may free its
+   * own once started. */
+  cgnet_tls_ctx *tls;
+  /* A TLS handshake not done within this many ms closes the conn with CGNET_ETIMEDOUT
+   * (default 10000; a dial's own timeout, if sooner, covers its handshake too). */
+  uint64_t tls_handshake_timeout_ms;
+  /* At most this many server handshakes start per loop turn (default 64); the others
+   * wait for the next turn, so a storm of new TLS conns cannot starve the open ones. */
+  int tls_handshakes_per_turn;
 } cgnet_options;
 
 /* ------------------------------------------------------------------------------------ */
@@ -386,6 +411,9 @@ typedef struct cgnet_options {
  *        a value other than 0/1 is CGNET_EBADOPTION, and so is any query on a tcp address
  *   "unix:///run/app.sock"   a Unix stream socket at /run/app.sock; "unix://rel.sock" is
  *        relative to the working directory; "unix://@name" is the abstract name "name"
+ *   "tls://:443", "tls4://...", "tls6://..."   TLS over TCP (cgnet_tls.h), with the
+ *        server context in opts->tls (without one: CGNET_EINVAL, logged; built without
+ *        TLS: CGNET_EUNSUPPORTED)
  * Port 0 picks a free port (see cgnet_engine_listen_addr). `opts` may be NULL. The
  * handler table is copied.
  *
@@ -1103,7 +1131,13 @@ CGNET_API int cgnet_client_new_on(cgnet_engine *eng, const cgnet_handler *handle
  * an ICMP "port unreachable" for an earlier datagram closes the conn with
  * CGNET_ECONNREFUSED. Unlike a server's datagram conn, it is a real conn: on_open,
  * on_close, timeouts, timers and the any-thread calls all work. Address options
- * ("?sessions=1") are a server's: a dial with one is CGNET_EBADOPTION.
+ * ("?sessions=1") are a server's: a dial with one is CGNET_EBADOPTION. tls (tls4, tls6)
+ * is tcp plus a TLS handshake before on_open (the timeout covers both), over the client
+ * options' context (a client one, else CGNET_EINVAL) or a default one (the system's CAs);
+ * the HOST as written is sent as SNI (unless an IP literal) and verified against the
+ * server's certificate; a failed handshake ends the dial like a refused connect, with
+ * on_tls_error and on_close(CGNET_ETLSVERIFY, CGNET_ETLS, ...). Built without TLS:
+ * CGNET_EUNSUPPORTED.
  */
 CGNET_API int cgnet_client_dial(cgnet_client *cl, const char *addr, uint64_t timeout_ms,
                                 void *ctx, cgnet_conn **out);

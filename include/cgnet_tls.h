@@ -160,6 +160,48 @@ CGNET_API void cgnet_tls_ctx_free(cgnet_tls_ctx *ctx);
  * or CGNET_EUNSUPPORTED. Any thread. */
 CGNET_API int cgnet_tls_ctx_rotate_ticket_keys(cgnet_tls_ctx *ctx);
 
+/* ------------------------------------------------------------------------------------ */
+/* TLS conns                                                                            */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * A conn made from a "tls://" address (a listener's or a dial's) is a TLS conn: the same
+ * callbacks, reads and writes as a plain one, with plaintext in both directions. on_open
+ * runs once the handshake is done. A graceful close sends close_notify after the queued
+ * output; the peer's close_notify reads as the end of input (CGNET_EOF, or
+ * on_read_closed with allow_half_open); a TCP end without it closes the conn with
+ * CGNET_ETLSTRUNCATED. Watermarks and write_buffer_limit count plaintext not yet
+ * encrypted plus ciphertext queued.
+ *
+ * The getters below are for the conn's loop thread, from on_open until on_close returns
+ * (cgnet_conn_tls_error also in on_tls_error). Before the handshake is done, on a plain
+ * conn, or without TLS, they return NULL / 0.
+ */
+
+/* 1 if c is a TLS conn. */
+CGNET_API int cgnet_conn_is_tls(const cgnet_conn *c);
+/* The version negotiated: "TLSv1.2" or "TLSv1.3". */
+CGNET_API const char *cgnet_conn_tls_version(const cgnet_conn *c);
+/* The cipher suite ("TLS_AES_128_GCM_SHA256", "ECDHE-ECDSA-AES128-GCM-SHA256", ...). */
+CGNET_API const char *cgnet_conn_tls_cipher(const cgnet_conn *c);
+/* The ALPN protocol agreed on, *len bytes, not NUL-terminated (NULL: none). */
+CGNET_API const uint8_t *cgnet_conn_tls_alpn(const cgnet_conn *c, size_t *len);
+/* Server: the name the client sent (SNI; NULL if none). Client: the host it dialed. */
+CGNET_API const char *cgnet_conn_tls_server_name(const cgnet_conn *c);
+/* 1 if the session was resumed (a ticket from an earlier handshake). */
+CGNET_API int cgnet_conn_tls_resumed(const cgnet_conn *c);
+/* The peer certificate's subject as one line (RFC 2253) into buf; 1, or 0 when the peer
+ * sent no certificate (buf is then ""). */
+CGNET_API int cgnet_conn_tls_peer_subject(const cgnet_conn *c, char *buf, size_t cap);
+/* Why the conn's TLS failed: a sentence from the TLS library ("certificate has
+ * expired", ...) or about the handshake ("handshake timed out"); NULL if it did not. */
+CGNET_API const char *cgnet_conn_tls_error(const cgnet_conn *c);
+
+/* TLS handshakes of the engine's conns (its tls:// listeners', and the dials of clients
+ * on its loops) that failed, timed out or were abandoned by the peer, since it started;
+ * an engine stopping during a handshake does not count. Any thread. */
+CGNET_API uint64_t cgnet_engine_tls_handshake_failures(const cgnet_engine *eng);
+
 #ifdef __cplusplus
 }
 #endif

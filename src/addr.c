@@ -23,13 +23,15 @@ typedef struct scheme {
   const char *prefix;
   size_t len;
   cgnet__net net;
+  int tls; /* TLS over the stream */
 } scheme;
 
 static const scheme schemes[] = {
-    {"tcp://", 6, CGNET__NET_TCP},   {"tcp4://", 7, CGNET__NET_TCP4},
-    {"tcp6://", 7, CGNET__NET_TCP6}, {"udp://", 6, CGNET__NET_UDP},
-    {"udp4://", 7, CGNET__NET_UDP4}, {"udp6://", 7, CGNET__NET_UDP6},
-    {"unix://", 7, CGNET__NET_UNIX},
+    {"tcp://", 6, CGNET__NET_TCP, 0},   {"tcp4://", 7, CGNET__NET_TCP4, 0},
+    {"tcp6://", 7, CGNET__NET_TCP6, 0}, {"udp://", 6, CGNET__NET_UDP, 0},
+    {"udp4://", 7, CGNET__NET_UDP4, 0}, {"udp6://", 7, CGNET__NET_UDP6, 0},
+    {"unix://", 7, CGNET__NET_UNIX, 0}, {"tls://", 6, CGNET__NET_TCP, 1},
+    {"tls4://", 7, CGNET__NET_TCP4, 1}, {"tls6://", 7, CGNET__NET_TCP6, 1},
 };
 
 /* The family a scheme restricts the host to: 4, 6, or 0 (either). */
@@ -39,10 +41,11 @@ static int net_only(cgnet__net net) {
   return 0;
 }
 
-static int parse_scheme(const char *str, cgnet__net *net, const char **rest) {
+static int parse_scheme(const char *str, cgnet__net *net, int *tls, const char **rest) {
   for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
     if (strncmp(str, schemes[i].prefix, schemes[i].len) == 0) {
       *net = schemes[i].net;
+      *tls = schemes[i].tls;
       *rest = str + schemes[i].len;
       return 0;
     }
@@ -274,7 +277,8 @@ int cgnet__addr_parse(const char *str, cgnet__addr *out) {
 
   cgnet__net net;
   const char *rest;
-  int rc = parse_scheme(str, &net, &rest);
+  int tls;
+  int rc = parse_scheme(str, &net, &tls, &rest);
   if (rc) return rc;
   if (net == CGNET__NET_UNIX) {
     out->net = net;
@@ -319,6 +323,27 @@ int cgnet__addr_parse(const char *str, cgnet__addr *out) {
   out->net = net;
   out->socktype = is_udp(net) ? SOCK_DGRAM : SOCK_STREAM;
   rc = parse_host(host, bracketed, port, out);
-  if (rc) memset(out, 0, sizeof(*out));
+  if (rc)
+    memset(out, 0, sizeof(*out));
+  else
+    out->tls = tls;
   return rc;
+}
+
+int cgnet__addr_host(const char *str, char *buf, size_t cap) {
+  cgnet__net net;
+  const char *rest, *hbeg, *ptext;
+  size_t hlen;
+  int tls, bracketed;
+  int rc = str ? parse_scheme(str, &net, &tls, &rest) : CGNET_EBADSCHEME;
+  if (!rc && net == CGNET__NET_UNIX) rc = CGNET_EBADADDR;
+  if (!rc) rc = split_host_port(rest, &hbeg, &hlen, &ptext, &bracketed);
+  if (rc) return rc;
+  if (hlen >= cap) return CGNET_ENAMETOOLONG;
+  memcpy(buf, hbeg, hlen);
+  buf[hlen] = '\0';
+  /* A link-local zone ("fe80::1%lo") names our interface, not the server. */
+  char *zone = bracketed ? strchr(buf, '%') : NULL;
+  if (zone) *zone = '\0';
+  return 0;
 }

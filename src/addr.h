@@ -30,11 +30,13 @@ typedef struct cgnet__addr {
   /* "?sessions=1" / "?sessions=0" after a udp address: CGNET_ON / CGNET_OFF; not given:
    * CGNET_DEFAULT (options.udp_sessions decides). */
   int sessions;
+  int tls;        /* tls://, tls4://, tls6://: TLS over TCP (net is TCP, TCP4, TCP6) */
 } cgnet__addr;
 
 /*
  * Parse "SCHEME://HOST:PORT" or "unix://PATH". Schemes: tcp, tcp4, tcp6, udp, udp4, udp6,
- * unix (lower case). The udp forms take the same HOST:PORT grammar as their tcp twins.
+ * tls, tls4, tls6, unix (lower case). The udp and tls forms take the same HOST:PORT
+ * grammar as their tcp twins; a tls address is a tcp one with `tls` set.
  * unix://PATH: everything after "//" is the path, taken verbatim ("unix:///tmp/s.sock" is
  * /tmp/s.sock; a relative path such as "unix://run/s.sock" is allowed, as in Go, and is
  * relative to the working directory at bind time); "unix://@name" is the abstract name
@@ -54,5 +56,10 @@ typedef struct cgnet__addr {
  * unix path is taken verbatim, '?' included.
  */
 int cgnet__addr_parse(const char *str, cgnet__addr *out);
+
+/* The HOST of an IP address string as written (a name, or a literal without brackets
+ * and zone), into buf: what a TLS client sends as SNI and checks the certificate
+ * against. 0, a parse error, or CGNET_ENAMETOOLONG. */
+int cgnet__addr_host(const char *str, char *buf, size_t cap);
 
 #endif

@@ -24,7 +24,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cgnet_tls.h"
 #include "core.h"
+#include "tls.h"
 
 #define RESOLVER_THREADS 4
 #define RESOLVER_IDLE_MS 2000
@@ -46,9 +48,14 @@ struct cgnet_client {
   atomic_uint next_loop; /* round-robin cursor for dials from outside the loops */
   atomic_bool closing;
 
-  pthread_mutex_t mu; /* guards the resolver's creation; nconns reaching 0 signals cv */
+  pthread_mutex_t mu; /* guards the resolver's and default_tls' creation; nconns
+                        reaching 0 signals cv */
   pthread_cond_t cv;
   cgnet_pool *resolver; /* created on the first dial that needs a name resolved */
+  /* The client context of tls:// dials when the options give none: made on the first
+   * such dial, kept until the client is freed. */
+  cgnet_tls_ctx *default_tls;
+  bool holds_tls; /* cl->o.tls is held by the client (cgnet_client_new_on) */
 };
 
 /* cgnet_client_dial_wait's rendezvous: signalled once, by the conn's loop. */
@@ -109,6 +116,8 @@ static cgnet_client *alloc_client(void) {
 }
 
 static void free_client(cgnet_client *cl) {
+  cgnet_tls_ctx_free(cl->default_tls);
+  if (cl->holds_tls) cgnet_tls_ctx_free(cl->o.tls);
   pthread_mutex_destroy(&cl->mu);
   pthread_cond_destroy(&cl->cv);
   free(cl);
@@ -149,13 +158,20 @@ int cgnet_client_new_on(cgnet_engine *eng, const cgnet_handler *handler,
   cgnet_client *cl = alloc_client();
   if (!cl) return CGNET_ENOMEM;
   int err = 0;
-  if (opts)
+  if (opts) {
     err = cgnet__normalize_options(opts, &cl->o);
-  else
+  } else {
     cl->o = eng->o;
+    cl->o.tls = NULL; /* the engine's is its listeners' server context */
+  }
   if (err) {
+    cl->o.tls = NULL;
     free_client(cl);
     return err;
+  }
+  if (cl->o.tls) {
+    cgnet__tls_ctx_hold(cl->o.tls);
+    cl->holds_tls = true;
   }
   cl->h = *handler;
   cl->eng = eng;
@@ -214,6 +230,7 @@ static void discard_new_conn(cgnet_conn *c) {
   atomic_fetch_sub_explicit(&c->loop->nconns, 1, memory_order_relaxed);
   atomic_fetch_sub_explicit(&cl->nconns, 1, memory_order_relaxed);
   atomic_fetch_sub_explicit(&cl->refs, 1, memory_order_relaxed); /* the caller holds one */
+  if (c->tls) cgnet__tls_conn_free(c);
   free(c);
 }
 
@@ -445,6 +462,15 @@ static bool needs_lookup(const char *addr, char *syntax, size_t cap) {
 
 /* ---- dialing ------------------------------------------------------------------------- */
 
+/* A tls:// dial's session, made here on the dialing thread (the conn reaches its loop
+ * through the task queue, after this): the host as written in the address is sent as
+ * SNI (a name) and checked against the server's certificate (a name or an address). */
+static int attach_tls(cgnet_conn *c, const char *addr, cgnet_tls_ctx *tls) {
+  char host[256];
+  int err = cgnet__addr_host(addr, host, sizeof host);
+  return err ? err : cgnet__tls_conn_attach(c, tls, host);
+}
+
 static int dial(cgnet_client *cl, const char *addr, uint64_t timeout_ms, void *ctx,
                 cgnet_conn **out, dial_waiter *w) {
   if (out) *out = NULL;
@@ -458,11 +484,21 @@ static int dial(cgnet_client *cl, const char *addr, uint64_t timeout_ms, void *c
   if (!err && a.sessions != CGNET_DEFAULT) err = CGNET_EBADOPTION; /* a server's option */
   if (err) return err;
 
+  cgnet_tls_ctx *tls = NULL;
+  if (a.tls &&
+      (err = cgnet__tls_client_ctx(cl->conn_o->tls, &cl->default_tls, &cl->mu, &tls)))
+    return err;
+
   cgnet_conn *c = new_client_conn(cl, ctx, out ? 1 : 0);
   dial_task *d = c ? new_dial_task(c, enter_run, enter_drop) : NULL;
   if (!d) {
     if (c) discard_new_conn(c);
     return CGNET_ENOMEM;
+  }
+  if (tls && (err = attach_tls(c, addr, tls))) {
+    free(d);
+    discard_new_conn(c);
+    return err;
   }
   if (timeout_ms)
     c->client.connect_deadline_ms = cgnet__deadline(cgnet__now_ms(), timeout_ms);

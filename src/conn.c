@@ -28,6 +28,7 @@ void cgnet__conn_request_close(cgnet_conn *c, int reason) {
 static uint64_t timeout_deadline(const cgnet_conn *c) {
   if (cgnet__conn_connecting(c))
     return c->client.connect_deadline_ms ? c->client.connect_deadline_ms : UINT64_MAX;
+  if (cgnet__conn_has(c, CGNET__CF_HANDSHAKE)) return c->tls_deadline_ms;
   uint64_t d = UINT64_MAX;
   if (c->idle_to_ms) {
     uint64_t last = c->last_read_ms > c->last_write_ms ? c->last_read_ms : c->last_write_ms;
@@ -146,11 +147,20 @@ static void call_on_open(cgnet_conn *c) {
   }
 }
 
-/* The socket is connected (accepted, enrolled, or a dial that completed): open. */
+/* The socket is connected (accepted, enrolled, or a dial that completed): open, or for
+ * a TLS conn start the handshake, which opens it to the user once done. */
 static void open_connected(cgnet_conn *c) {
   c->state = CGNET__CONN_OPEN;
   c->last_read_ms = c->last_write_ms = c->loop->now_ms;
   cgnet__conn_arm_timeouts(c);
+  if (cgnet__unlikely(c->tls != NULL)) {
+    cgnet__tls_conn_begin(c);
+    return;
+  }
+  cgnet__conn_open_for_user(c);
+}
+
+void cgnet__conn_open_for_user(cgnet_conn *c) {
   if (cgnet__conn_is_client(c)) cgnet__client_conn_opened(c);
   if (c->client.pending.head) cgnet__dgram_conn_send_pending(c);
   call_on_open(c);
@@ -193,11 +203,24 @@ int cgnet__conn_attach(cgnet_conn *c, int fd, bool connecting) {
   return 0;
 }
 
-void cgnet__conn_open(cgnet_loop *loop, int fd, const struct sockaddr *sa, socklen_t len) {
+/* A new TLS server conn gets its session; without one it is dropped like a conn that
+ * found no memory. */
+static bool attach_server_tls(cgnet_conn *c) {
+  int err = cgnet__tls_conn_attach(c, c->loop->eng->o.tls, NULL);
+  if (!err) return true;
+  cgnet__log(c->loop->eng, CGNET_LOG_ERROR, "no TLS session for a new conn: %s",
+             cgnet_strerror(err));
+  free(c);
+  return false;
+}
+
+void cgnet__conn_open(cgnet_loop *loop, int fd, const struct sockaddr *sa, socklen_t len,
+                      bool tls) {
   cgnet_engine *eng = loop->eng;
   cgnet_conn *c = NULL;
   if (!loop->stopping) /* already counted in the loop, at dispatch */
     c = cgnet__conn_new(loop, &eng->h, &eng->o, eng->ring_max, NULL, 0);
+  if (c && tls && !attach_server_tls(c)) c = NULL;
   if (!c) {
     if (!loop->stopping) cgnet__log(eng, CGNET_LOG_ERROR, "out of memory for a new conn");
     close(fd);
@@ -215,6 +238,7 @@ void cgnet__conn_open(cgnet_loop *loop, int fd, const struct sockaddr *sa, sockl
     cgnet__list_remove(&c->node);
     close(fd);
     forget_accepted(loop);
+    if (c->tls) cgnet__tls_conn_free(c);
     free(c);
   }
 }
@@ -258,12 +282,16 @@ static void release_socket(cgnet_conn *c) {
  * peer's protocol fault, not the socket's: replies to the frames before it still go. */
 static bool can_flush_on_close(int reason) {
   return reason == CGNET_ELOCALCLOSE || reason == CGNET_ESHUTDOWN || reason == CGNET_EOF ||
-         reason == CGNET_EFRAMETOOLARGE || reason == CGNET_ECODEC;
+         reason == CGNET_EFRAMETOOLARGE || reason == CGNET_ECODEC ||
+         /* the alert that tells the TLS peer why */
+         reason == CGNET_ETLS || reason == CGNET_ETLSVERIFY;
 }
 
 void cgnet__conn_close_now(cgnet_conn *c, int reason) {
   if (cgnet__conn_closed(c)) return;
   cgnet_loop *loop = c->loop;
+  /* close_notify joins the queue, or a handshake failure is accounted for. */
+  bool unseen = c->tls && cgnet__tls_conn_closing(c, reason);
   /* One last send of what is queued. With a send in flight (a completion backend) its
    * bytes go first: the socket lingers until it completes (CGNET__CF_LINGER). */
   bool linger = false;
@@ -290,7 +318,7 @@ void cgnet__conn_close_now(cgnet_conn *c, int reason) {
   if (c->kind == CGNET__SESSION_DGRAM) cgnet__session_closed(c); /* its peer may reopen */
 
   const cgnet_handler *h = c->h;
-  if (h->on_close) {
+  if (h->on_close && !unseen) {
     c->in_callback++;
     cgnet_action a = h->on_close(c, reason);
     c->in_callback--;
@@ -298,6 +326,7 @@ void cgnet__conn_close_now(cgnet_conn *c, int reason) {
       cgnet__engine_request_stop(loop->eng, CGNET__ACTION_STOP_TIMEOUT_MS, 0);
   }
   if (cgnet__conn_is_client(c)) cgnet__client_conn_closed(c, reason);
+  if (c->tls) cgnet__tls_conn_free(c);
   if (c->kind == CGNET__CONNECTED_DGRAM) cgnet__dgram_conn_free_pending(c);
   cgnet__conn_free_timers(c);
   cgnet__buf_release(&c->in, &loop->pool);
@@ -352,6 +381,7 @@ void cgnet_conn_unref(cgnet_conn *c) {
   if (c->kind == CGNET__SERVER_DGRAM) return;
   if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) {
     cgnet__conn_release_names(c);
+    if (c->tls) cgnet__tls_conn_free(c); /* a dial that never reached its loop */
     free(c);
   }
 }

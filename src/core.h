@@ -84,12 +84,18 @@ typedef struct cgnet__conn_names {
  * A conn's life (docs/design.md, "The conn's life as a state machine"):
  *
  *   NEW --enter--> CONNECTING --connected--> OPEN --close--> CLOSED
- *    |                  |                                      ^
+ *    |                  |                      (handshake)     ^
  *    +------ close -----+--------------------------------------+
  *
  * Until OPEN, writes queue, wake-ups wait for on_open and the only timeout is a dial's
  * connect deadline. A close request (close_reason) is not a state: the conn stays OPEN
  * until the callback that asked for it returns.
+ *
+ * A TLS conn is OPEN once its socket is connected (it reads and sends the handshake
+ * through the ordinary paths), with CGNET__CF_HANDSHAKE set until the handshake is done:
+ * on_open runs then. Meanwhile writes wait in the session, wake-ups wait for on_open,
+ * and the only timeout is the handshake's. A server conn whose handshake fails closes
+ * without on_open nor on_close (on_tls_error tells of it); a client's fails its dial.
  */
 typedef enum cgnet__conn_state {
   /* Built (cgnet__conn_new) but not among its loop's conns: a dialed or enrolled conn
@@ -137,6 +143,12 @@ enum {
    * close does, and the socket is released) or CGNET__LINGER_MS pass. */
   CGNET__CF_LINGER = 1u << 11,
   CGNET__CF_EDGE = 1u << 12, /* options.edge_triggered (set once, at init) */
+  CGNET__CF_TLS = 1u << 13,  /* a TLS conn (set once; `tls` is freed at close) */
+  /* OPEN at the socket level, TLS handshake in progress: not open to the user yet
+   * (no on_open, no on_traffic; writes wait in the session). */
+  CGNET__CF_HANDSHAKE = 1u << 14,
+  /* Server: the handshake has been fed its first bytes (counted in the turn's budget). */
+  CGNET__CF_TLS_STARTED = 1u << 15,
 };
 #define CGNET__LINGER_MS 1000
 
@@ -214,6 +226,14 @@ struct cgnet_conn {
   /* The local address and both addresses as text, made on the first call that asks for
    * them: most conns never do, and every byte of a conn counts when 10,000 are open. */
   struct cgnet__conn_names *names;
+
+  /* TLS conns only (tls_conn.c): the session (NULL for a plain conn, and once closed),
+   * the plaintext it holds not yet encrypted (counted with `out` by the watermarks and
+   * the limit; 0 for a plain conn, so that sum needs no branch), and the handshake's
+   * deadline. */
+  struct cgnet__tls *tls;
+  size_t tls_plain;
+  uint64_t tls_deadline_ms;
 };
 
 static inline bool cgnet__conn_has(const cgnet_conn *c, uint32_t any_of) {
@@ -224,6 +244,11 @@ static inline void cgnet__conn_set(cgnet_conn *c, uint32_t f) {
 }
 static inline void cgnet__conn_clear(cgnet_conn *c, uint32_t f) {
   c->flags &= ~f;
+}
+
+/* Output queued: ciphertext or plain bytes in `out`, plus a TLS session's plaintext. */
+static inline size_t cgnet__conn_queued(const cgnet_conn *c) {
+  return cgnet__outbuf_len(&c->out) + c->tls_plain;
 }
 
 static inline bool cgnet__conn_closed(const cgnet_conn *c) {
@@ -301,6 +326,10 @@ struct cgnet_loop {
    * it. The wheel's own `now` is the last tick it processed, which lags behind while
    * the turn's events are handled; it is only the base for re-arming inside a firing. */
   uint64_t now_ms;
+  /* TLS conns: where a session decrypts (rbuf_cap bytes, made for the first TLS conn),
+   * and the server handshakes started this turn (options.tls_handshakes_per_turn). */
+  uint8_t *tls_scratch;
+  int tls_handshakes;
   cgnet__wheel wheel;
   cgnet__tnode tick_node; /* loop 0 with the ticker */
   bool stopping;
@@ -328,9 +357,10 @@ struct cgnet_engine {
   atomic_int state;
   _Atomic uint64_t stop_timeout_ms;
   atomic_size_t nconns;
-  _Atomic uint64_t rejected; /* closed at once because of max_connections */
-  atomic_size_t nsessions;   /* open UDP sessions, bounded by max_udp_sessions */
+  _Atomic uint64_t rejected;     /* closed at once because of max_connections */
+  atomic_size_t nsessions;       /* open UDP sessions, bounded by max_udp_sessions */
   _Atomic uint64_t sessions_opened, sessions_refused;
+  _Atomic uint64_t tls_failures; /* TLS handshakes that failed */
   atomic_int loops_alive;
   atomic_int err; /* first error that stopped the engine */
 
@@ -370,8 +400,13 @@ void cgnet__loop_for_each_conn(cgnet_loop *loop, void (*fn)(cgnet_conn *c, void 
 extern _Thread_local cgnet_loop *cgnet__tls_loop __attribute__((tls_model("initial-exec")));
 
 /* ---- conn.c (a conn's life) ---- */
-/* Adopt an accepted socket on this loop: register it and call on_open. */
-void cgnet__conn_open(cgnet_loop *loop, int fd, const struct sockaddr *sa, socklen_t len);
+/* Adopt an accepted socket on this loop: register it and call on_open (tls: first the
+ * TLS handshake, over the engine's server context). */
+void cgnet__conn_open(cgnet_loop *loop, int fd, const struct sockaddr *sa, socklen_t len,
+                      bool tls);
+/* The conn is open to the user: on_open and what waited for it (a TLS conn's handshake
+ * is done). */
+void cgnet__conn_open_for_user(cgnet_conn *c);
 /* Set every field of a zeroed conn for `loop`, with no socket (fd -1). Any thread. */
 void cgnet__conn_init(cgnet_conn *c, cgnet_loop *loop, const cgnet_handler *h,
                       const cgnet_options *o, size_t ring_max, cgnet_client *client,
@@ -425,8 +460,13 @@ void cgnet__conn_after_callback(cgnet_conn *c, cgnet_action a);
 void cgnet__conn_schedule_read(cgnet_conn *c);
 /* Run on_traffic for a wake-up with no new bytes. */
 void cgnet__conn_wake_now(cgnet_conn *c);
-/* Hand n freshly read bytes to the user (seen in place while nothing is buffered). */
+/* Hand n freshly read bytes to the user (seen in place while nothing is buffered); a
+ * TLS conn's go through its session first. */
 void cgnet__conn_deliver(cgnet_conn *c, const uint8_t *data, size_t n);
+/* The same, for bytes that are the user's already (a TLS session's plaintext). */
+void cgnet__conn_deliver_plain(cgnet_conn *c, const uint8_t *data, size_t n);
+/* Queued output grew from `before` bytes: watermarks, write timeout, the flush. */
+void cgnet__conn_queue_grew(cgnet_conn *c, size_t before);
 /* Level mode: make the backend watch what the conn wants now (reading, writing). */
 void cgnet__conn_update_interest(cgnet_conn *c);
 /* Send what the conn's own callbacks queued, unless a callback of it still runs. */
@@ -457,6 +497,35 @@ static inline void cgnet__conn_schedule_flush(cgnet_conn *c) {
   if (!cgnet__list_linked(&c->out_node))
     cgnet__list_insert_tail(&c->loop->pending_out, &c->out_node);
 }
+
+/* ---- tls_conn.c (TLS as a conn's transport) ---- */
+/* Give a conn a TLS session over ctx (client: verifying server_name). 0 or an error. */
+int cgnet__tls_conn_attach(cgnet_conn *c, cgnet_tls_ctx *ctx, const char *server_name);
+/* The socket is connected: start the handshake (a client sends its hello). */
+void cgnet__tls_conn_begin(cgnet_conn *c);
+/* Ciphertext received: decrypt and deliver the plaintext, drive the handshake. */
+void cgnet__tls_conn_input(cgnet_conn *c, const uint8_t *data, size_t n);
+/* Reading resumes: plaintext and ciphertext the session still holds go first. */
+void cgnet__tls_conn_drain(cgnet_conn *c);
+/* Plaintext writes into the session (counted in tls_plain). 0 or an error. */
+int cgnet__tls_conn_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt);
+/* Before queued output is sent: encrypt what the session buffered (and the close_notify
+ * a pending shutdown_write asks for). */
+void cgnet__tls_conn_flush(cgnet_conn *c);
+/* The peer's TCP FIN: true if that ends the conn as a truncation (handled here). */
+bool cgnet__tls_conn_transport_eof(cgnet_conn *c);
+/* The conn is closing with reason: send close_notify if graceful, or account for a
+ * failed handshake. Returns true when on_close must not run (a server conn that never
+ * opened). */
+bool cgnet__tls_conn_closing(cgnet_conn *c, int reason);
+/* After on_close: free the session. */
+void cgnet__tls_conn_free(cgnet_conn *c);
+/* Engine start: every tls:// address needs a server context. 0 or CGNET_EINVAL. */
+int cgnet__tls_check_engine(cgnet_engine *eng);
+/* A client conn's context: the given one (must be a client's), or a default one made
+ * once in *fallback. */
+int cgnet__tls_client_ctx(cgnet_tls_ctx *given, cgnet_tls_ctx **fallback,
+                          pthread_mutex_t *mu, cgnet_tls_ctx **out);
 
 /* ---- client.c ---- */
 /* A client conn opened (on_open ran) or closed; on the conn's loop. */

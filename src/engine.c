@@ -17,7 +17,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cgnet_tls.h"
 #include "core.h"
+#include "tls.h"
 
 #define MAX_LOOPS 1024
 #define DEFAULT_BACKLOG 1024
@@ -32,6 +34,8 @@
 #define DEFAULT_WRITE_LIMIT (8 * 1024 * 1024)
 #define DEFAULT_MAX_UDP_SESSIONS 65536
 #define MAX_RECV_BUFFERS 32768
+#define DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS 10000
+#define DEFAULT_TLS_HANDSHAKES_PER_TURN 64
 #define MIN_RECV_BUFFER_SIZE 512
 #define MAX_RECV_BUFFER_SIZE (1024 * 1024)
 
@@ -86,6 +90,11 @@ int cgnet__normalize_options(const cgnet_options *in, cgnet_options *o) {
   if (o->recv_buffer_size && (o->recv_buffer_size < MIN_RECV_BUFFER_SIZE ||
                               o->recv_buffer_size > MAX_RECV_BUFFER_SIZE))
     return CGNET_EINVAL;
+  if (o->tls_handshake_timeout_ms == 0)
+    o->tls_handshake_timeout_ms = DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS;
+  if (o->tls_handshakes_per_turn < 0) return CGNET_EINVAL;
+  if (o->tls_handshakes_per_turn == 0)
+    o->tls_handshakes_per_turn = DEFAULT_TLS_HANDSHAKES_PER_TURN;
   return 0;
 }
 
@@ -260,6 +269,7 @@ static void destroy_engine(cgnet_engine *eng) {
   free(eng->addrs);
   free(eng->bound);
   free(eng->bound_len);
+  cgnet_tls_ctx_free(eng->o.tls); /* the engine's reference */
   pthread_mutex_destroy(&eng->mu);
   pthread_cond_destroy(&eng->cv);
   free(eng);
@@ -317,6 +327,7 @@ static cgnet_engine *new_engine(const cgnet_handler *handler) {
   atomic_init(&eng->nsessions, 0);
   atomic_init(&eng->sessions_opened, 0);
   atomic_init(&eng->sessions_refused, 0);
+  atomic_init(&eng->tls_failures, 0);
   atomic_init(&eng->err, 0);
   atomic_init(&eng->stop_timeout_ms, 0);
   eng->o.log_level = CGNET_LOG_WARN; /* until the options are known */
@@ -371,11 +382,14 @@ int cgnet__engine_start(const cgnet_handler *handler, const char *const *addrs,
   cgnet_engine *eng = new_engine(handler);
   if (!eng) return CGNET_ENOMEM;
   int err = cgnet__normalize_options(opts, &eng->o);
+  if (err) eng->o.tls = NULL; /* not held */
+  if (eng->o.tls) cgnet__tls_ctx_hold(eng->o.tls);
   if (!err) {
     eng->ring_max = cgnet__ring_max(&eng->o);
     err = choose_backend(eng);
   }
   if (!err) err = parse_addresses(eng, addrs, naddrs);
+  if (!err) err = cgnet__tls_check_engine(eng);
   if (!err) err = build_loops(eng);
   for (size_t i = 0; !err && i < naddrs; i++)
     err = bind_address(eng, i);
@@ -471,6 +485,10 @@ int cgnet_run(const cgnet_handler *handler, const char *const *addrs, size_t nad
 }
 
 /* ---- accessors ----------------------------------------------------------------------- */
+
+uint64_t cgnet_engine_tls_handshake_failures(const cgnet_engine *eng) {
+  return atomic_load_explicit(&eng->tls_failures, memory_order_relaxed);
+}
 
 uint64_t cgnet_engine_rejected_connections(const cgnet_engine *eng) {
   return atomic_load_explicit(&eng->rejected, memory_order_relaxed);

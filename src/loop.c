@@ -90,13 +90,14 @@ typedef struct handoff_task {
   cgnet__task t;
   cgnet_loop *target;
   int fd;
+  bool tls; /* from a tls:// listener */
   socklen_t len;
   struct sockaddr_storage ss;
 } handoff_task;
 
 static void handoff_run(cgnet_loop *loop, cgnet__task *t) {
   handoff_task *h = (handoff_task *)t;
-  cgnet__conn_open(loop, h->fd, (struct sockaddr *)&h->ss, h->len);
+  cgnet__conn_open(loop, h->fd, (struct sockaddr *)&h->ss, h->len, h->tls);
   free(h);
 }
 
@@ -134,8 +135,9 @@ static void reject(cgnet_loop *loop, int fd) {
 }
 
 /* Give an accepted socket to its loop: directly when that is this loop, else as a task. */
-static void dispatch_accepted(cgnet_loop *self, int fd, struct sockaddr_storage *ss,
-                              socklen_t len) {
+static void dispatch_accepted(cgnet_loop *self, const cgnet__listener *l, int fd,
+                              struct sockaddr_storage *ss, socklen_t len) {
+  bool tls = self->eng->addrs[l->index].tls;
   cgnet_engine *eng = self->eng;
   /* Counted now, not on arrival, so least-conn and the limit see conns in flight. The
    * add-then-check keeps max_connections exact with several accepting loops. */
@@ -149,7 +151,7 @@ static void dispatch_accepted(cgnet_loop *self, int fd, struct sockaddr_storage 
   cgnet_loop *target = pick_loop(self, (struct sockaddr *)ss, len);
   atomic_fetch_add_explicit(&target->nconns, 1, memory_order_relaxed);
   if (target == self) {
-    cgnet__conn_open(self, fd, (struct sockaddr *)ss, len);
+    cgnet__conn_open(self, fd, (struct sockaddr *)ss, len, tls);
     return;
   }
   handoff_task *h = malloc(sizeof *h);
@@ -163,6 +165,7 @@ static void dispatch_accepted(cgnet_loop *self, int fd, struct sockaddr_storage 
   h->t.drop = handoff_drop;
   h->target = target;
   h->fd = fd;
+  h->tls = tls;
   h->len = len;
   memcpy(&h->ss, ss, sizeof *ss);
   cgnet__loop_post(target, &h->t);
@@ -232,7 +235,7 @@ static void on_listener_ready(cgnet_loop *loop, cgnet__listener *l) {
   for (int i = 0; i < n; i++) {
     int fd = batch[i].fd;
     if (fd >= 0) {
-      dispatch_accepted(loop, fd, &batch[i].addr, batch[i].len);
+      dispatch_accepted(loop, l, fd, &batch[i].addr, batch[i].len);
     } else if (fd == -EMFILE || fd == -ENFILE) {
       starved = true;
       shed_one(loop, l, fd);
@@ -276,7 +279,7 @@ static void on_listener_result(cgnet_loop *loop, cgnet__listener *l,
   } else if (r->res >= 0) {
     cgnet__accepted a;
     if (cgnet__sys_peer_name(r->res, &a.addr, &a.len) == 0)
-      dispatch_accepted(loop, r->res, &a.addr, a.len);
+      dispatch_accepted(loop, l, r->res, &a.addr, a.len);
     else
       close(r->res); /* reset before we saw it */
   } else if (r->res == -EMFILE || r->res == -ENFILE) {
@@ -488,6 +491,7 @@ static void run(cgnet_loop *loop) {
   while (!(loop->stopping && cgnet__list_empty(&loop->conns))) {
     int n = cgnet__backend_wait(&loop->backend, ready, READY_BATCH, next_timeout(loop));
     loop->now_ms = cgnet__now_ms();
+    loop->tls_handshakes = 0;
     if (cgnet__unlikely(n < 0)) {
       cgnet__log(loop->eng, CGNET_LOG_ERROR, "poller wait: %s", cgnet_strerror(n));
       cgnet__engine_request_stop(loop->eng, 0, n);
@@ -678,6 +682,7 @@ void cgnet__loop_destroy(cgnet_loop *loop) {
         cgnet__container_of(cgnet__list_first(&loop->zombies), cgnet_conn, node));
   if (loop->reserve_fd >= 0) close(loop->reserve_fd);
   free(loop->rbuf);
+  free(loop->tls_scratch);
   cgnet__bufpool_destroy(&loop->pool);
 }
 

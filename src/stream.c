@@ -217,7 +217,7 @@ static void after_queue_grew(cgnet_conn *c, size_t before) {
     if (c->write_to_ms) cgnet__conn_arm_timeouts(c);
   }
   if (!cgnet__conn_has(c, CGNET__CF_OVER_HIGH) &&
-      cgnet__outbuf_len(&c->out) >= c->o->write_high_watermark) {
+      cgnet__conn_queued(c) >= c->o->write_high_watermark) {
     cgnet__conn_set(c, CGNET__CF_OVER_HIGH);
     update_interest(c);
     notify_writable(c, 0);
@@ -228,7 +228,7 @@ static void after_queue_grew(cgnet_conn *c, size_t before) {
 /* Queued output shrank: at or below the low watermark, read again. */
 static void after_queue_shrank(cgnet_conn *c) {
   if (!cgnet__conn_has(c, CGNET__CF_OVER_HIGH) ||
-      cgnet__outbuf_len(&c->out) > c->o->write_low_watermark)
+      cgnet__conn_queued(c) > c->o->write_low_watermark)
     return;
   cgnet__conn_clear(c, CGNET__CF_OVER_HIGH);
   update_interest(c);
@@ -262,8 +262,9 @@ static int write_out(cgnet_conn *c) {
 /* The half-close asked for by cgnet_conn_shutdown_write, once output has drained. */
 static void finish_shutdown_write(cgnet_conn *c) {
   if (!cgnet__conn_has(c, CGNET__CF_SHUT_WR_PENDING) ||
-      cgnet__conn_has(c, CGNET__CF_SHUT_WR_DONE) || cgnet__outbuf_len(&c->out))
-    return;
+      cgnet__conn_has(c, CGNET__CF_SHUT_WR_DONE | CGNET__CF_HANDSHAKE) ||
+      cgnet__outbuf_len(&c->out))
+    return; /* (a TLS conn's close_notify and FIN wait for its handshake) */
   cgnet__conn_set(c, CGNET__CF_SHUT_WR_DONE);
   int err = cgnet__sys_shutdown_write(c->io.fd);
   if (err) {
@@ -303,6 +304,10 @@ void cgnet__conn_flush_pending(cgnet_conn *c) {
   /* Output waits for the connect; open_connected flushes it. */
   if (cgnet__conn_connecting(c)) return;
   if (c->view_set && c->in_callback == 0) settle_view(c); /* touched outside a callback */
+  if (cgnet__unlikely(c->tls != NULL)) { /* this turn's plaintext, as full records */
+    cgnet__tls_conn_flush(c);
+    if (cgnet__conn_closed(c)) return;
+  }
   send_queued(c);
 }
 
@@ -350,8 +355,8 @@ void cgnet__conn_settle_view(cgnet_conn *c) {
 
 /* ---- reading ------------------------------------------------------------------------- */
 
-/* Hand n freshly read bytes to the user. */
-static void deliver(cgnet_conn *c, const uint8_t *data, size_t n) {
+/* Hand n bytes of the user's to the user. */
+static void deliver_plain(cgnet_conn *c, const uint8_t *data, size_t n) {
   if (cgnet__buf_len(&c->in) == 0) {
     c->view = data;
     c->view_len = n;
@@ -368,8 +373,24 @@ static void deliver(cgnet_conn *c, const uint8_t *data, size_t n) {
   dispatch(c);
 }
 
+/* Hand n freshly read bytes to the user; a TLS conn's are ciphertext, which its session
+ * turns into plaintext that comes back through deliver_plain. */
+static void deliver(cgnet_conn *c, const uint8_t *data, size_t n) {
+  if (cgnet__unlikely(c->tls != NULL)) {
+    cgnet__tls_conn_input(c, data, n);
+    return;
+  }
+  deliver_plain(c, data, n);
+}
+
 void cgnet__conn_deliver(cgnet_conn *c, const uint8_t *data, size_t n) {
   deliver(c, data, n);
+}
+void cgnet__conn_deliver_plain(cgnet_conn *c, const uint8_t *data, size_t n) {
+  deliver_plain(c, data, n);
+}
+void cgnet__conn_queue_grew(cgnet_conn *c, size_t before) {
+  after_queue_grew(c, before);
 }
 static void on_peer_fin(cgnet_conn *c);
 static size_t read_room(const cgnet_conn *c);
@@ -382,6 +403,7 @@ size_t cgnet__conn_read_room(const cgnet_conn *c) {
 
 /* The peer's FIN: close, or with allow_half_open stop reading and tell the user. */
 static void on_peer_fin(cgnet_conn *c) {
+  if (c->tls && cgnet__tls_conn_transport_eof(c)) return;
   if (!c->o->allow_half_open) {
     cgnet__conn_request_close(c, CGNET_EOF);
     return;
@@ -408,7 +430,7 @@ static void on_peer_fin(cgnet_conn *c) {
  * read from meaning EOF if it were.
  */
 static size_t read_room(const cgnet_conn *c) {
-  size_t queued = cgnet__outbuf_len(&c->out);
+  size_t queued = cgnet__conn_queued(c);
   if (cgnet__likely(queued == 0) || !cgnet__conn_has(c, CGNET__CF_READ_BACKPRESSURE))
     return c->read_max;
   size_t high = c->o->write_high_watermark;
@@ -503,6 +525,14 @@ void cgnet__conn_continue_read(cgnet_conn *c) {
       return;
     }
   }
+  if (c->tls) { /* what the session holds came before what the socket has */
+    cgnet__tls_conn_drain(c);
+    if (cgnet__conn_closing(c) || !cgnet__conn_wants_read(c) ||
+        cgnet__list_linked(&c->read_node)) {
+      flush_own_output(c);
+      return;
+    }
+  }
   read_socket(c);
   flush_own_output(c);
 }
@@ -529,7 +559,8 @@ void cgnet__conn_on_ready(cgnet_conn *c, uint32_t flags) {
 
 void cgnet__conn_wake_now(cgnet_conn *c) {
   if (cgnet__conn_closed(c)) return;
-  if (cgnet__conn_connecting(c)) { /* on_traffic only after on_open */
+  if (cgnet__conn_connecting(c) || cgnet__conn_has(c, CGNET__CF_HANDSHAKE)) {
+    /* on_traffic only after on_open */
     cgnet__conn_set(c, CGNET__CF_WAKE_ON_OPEN);
     return;
   }
@@ -584,7 +615,7 @@ static int writable_or_error(const cgnet_conn *c) {
 
 /* Can `len` more bytes be queued without passing the hard cap? */
 static int check_limit(const cgnet_conn *c, size_t len) {
-  size_t queued = cgnet__outbuf_len(&c->out), limit = c->o->write_buffer_limit;
+  size_t queued = cgnet__conn_queued(c), limit = c->o->write_buffer_limit;
   return (len > limit || queued > limit - len) ? CGNET_EOVERFLOW : 0;
 }
 
@@ -679,6 +710,10 @@ int cgnet_conn_write(cgnet_conn *c, const void *data, size_t len) {
     return cgnet__dgram_conn_write(c, data, len);
   int err = writable_or_error(c);
   if (err || len == 0) return err;
+  if (cgnet__unlikely(c->tls != NULL)) {
+    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+    return cgnet__tls_conn_writev(c, &iov, 1);
+  }
   if (cgnet__unlikely(check_limit(c, len) != 0)) {
     struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
     return write_oversized(c, &iov, 1, len);
@@ -697,6 +732,7 @@ int cgnet_conn_writev(cgnet_conn *c, const struct iovec *iov, int iovcnt) {
   if (iovcnt < 0 || (iovcnt > 0 && !iov)) return CGNET_EINVAL;
   if (c->kind == CGNET__CONNECTED_DGRAM)
     return cgnet__dgram_conn_send(c, iov, iovcnt); /* one datagram */
+  if (c->tls) return cgnet__tls_conn_writev(c, iov, iovcnt);
   size_t total = 0;
   for (int i = 0; i < iovcnt; i++)
     total += iov[i].iov_len;
@@ -715,6 +751,10 @@ int cgnet_conn_flush(cgnet_conn *c) {
   if (c->kind == CGNET__SESSION_DGRAM) return cgnet__session_flush(c);
   int err = writable_or_error(c);
   if (err) return err;
+  if (c->tls && !cgnet__conn_connecting(c)) {
+    cgnet__tls_conn_flush(c);
+    if ((err = writable_or_error(c))) return err;
+  }
   if (cgnet__outbuf_len(&c->out) == 0 || cgnet__conn_connecting(c) ||
       c->kind == CGNET__CONNECTED_DGRAM)
     return 0;
@@ -737,7 +777,7 @@ int cgnet_conn_flush(cgnet_conn *c) {
 }
 
 size_t cgnet_conn_outbound_buffered(const cgnet_conn *c) {
-  return cgnet__outbuf_len(&c->out);
+  return cgnet__conn_queued(c);
 }
 
 int cgnet_conn_writable(const cgnet_conn *c) {
@@ -802,6 +842,7 @@ int cgnet_conn_write_frame(cgnet_conn *c, const void *frame, size_t len) {
   if (!c->codec) return CGNET_EINVAL;
   cgnet_encoded e;
   if ((err = cgnet_codec_encode(c->codec, frame, len, &e))) return err;
+  if (c->tls) return cgnet__tls_conn_writev(c, e.iov, e.iovcnt);
   size_t total = 0;
   for (int i = 0; i < e.iovcnt; i++)
     total += e.iov[i].iov_len;

@@ -122,6 +122,11 @@ const char *cgnet__tls_server_name(const cgnet__tls *t);
 int cgnet__tls_resumed(const cgnet__tls *t);
 int cgnet__tls_peer_subject(const cgnet__tls *t, char *buf, size_t cap);
 
+/* A reference on a context, for an engine or client that keeps it (released with
+ * cgnet_tls_ctx_free); whether it is a client's context. Any thread. */
+void cgnet__tls_ctx_hold(cgnet_tls_ctx *ctx);
+int cgnet__tls_ctx_is_client(const cgnet_tls_ctx *ctx);
+
 /* The OpenSSL SSL object behind a session (an SSL *), for tests and the fuzz target that
  * need to act as a misbehaving peer. NULL without TLS. */
 void *cgnet__tls_ssl(const cgnet__tls *t);

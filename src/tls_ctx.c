@@ -557,6 +557,14 @@ void cgnet_tls_ctx_free(cgnet_tls_ctx *ctx) {
   if (ctx) cgnet__tls_ctx_unref(ctx);
 }
 
+void cgnet__tls_ctx_hold(cgnet_tls_ctx *ctx) {
+  cgnet__tls_ctx_ref(ctx);
+}
+
+int cgnet__tls_ctx_is_client(const cgnet_tls_ctx *ctx) {
+  return ctx->role == CGNET_TLS_CLIENT;
+}
+
 int cgnet_tls_ctx_rotate_ticket_keys(cgnet_tls_ctx *ctx) {
   if (!ctx || ctx->role != CGNET_TLS_SERVER || !ctx->tickets) return CGNET_EINVAL;
   pthread_mutex_lock(&ctx->lock);

@@ -26,6 +26,15 @@ void cgnet_tls_ctx_free(cgnet_tls_ctx *ctx) {
   (void)ctx;
 }
 
+void cgnet__tls_ctx_hold(cgnet_tls_ctx *ctx) {
+  (void)ctx;
+}
+
+int cgnet__tls_ctx_is_client(const cgnet_tls_ctx *ctx) {
+  (void)ctx;
+  return 0;
+}
+
 int cgnet_tls_ctx_rotate_ticket_keys(cgnet_tls_ctx *ctx) {
   (void)ctx;
   return CGNET_EUNSUPPORTED;

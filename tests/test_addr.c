@@ -483,8 +483,39 @@ static void mutations(void **state) {
   }
 }
 
+/* tls://, tls4://, tls6:// are the tcp forms with `tls` set; the host as written is what
+ * a TLS client names (SNI) and verifies. */
+static void valid_tls(void **state) {
+  (void)state;
+  expect_v4("tls://127.0.0.1:443", CGNET__NET_TCP, "127.0.0.1", 443, 0);
+  expect_v4("tls4://:8443", CGNET__NET_TCP4, "0.0.0.0", 8443, 1);
+  expect_v6("tls6://[::1]:443", CGNET__NET_TCP6, "::1", 443, 1, 0, 0, 0);
+  cgnet__addr a;
+  assert_int_equal(cgnet__addr_parse("tls://127.0.0.1:1", &a), 0);
+  assert_int_equal(a.tls, 1);
+  assert_int_equal(a.socktype, SOCK_STREAM);
+  assert_int_equal(cgnet__addr_parse("tcp://127.0.0.1:1", &a), 0);
+  assert_int_equal(a.tls, 0);
+  expect_err("tls4://[::1]:443", CGNET_EADDRFAMILY);
+  expect_err("tls://127.0.0.1", CGNET_EBADPORT);
+  expect_err("tlsx://127.0.0.1:1", CGNET_EBADSCHEME);
+
+  char host[64];
+  assert_int_equal(cgnet__addr_host("tls://example.com:443", host, sizeof host), 0);
+  assert_string_equal(host, "example.com");
+  assert_int_equal(cgnet__addr_host("tls://[fe80::1%lo]:443", host, sizeof host), 0);
+  assert_string_equal(host, "fe80::1");
+  assert_int_equal(cgnet__addr_host("tls://127.0.0.1:443", host, sizeof host), 0);
+  assert_string_equal(host, "127.0.0.1");
+  assert_int_equal(cgnet__addr_host("tls://averylongname.test:1", host, 8),
+                   CGNET_ENAMETOOLONG);
+  assert_int_equal(cgnet__addr_host("unix:///tmp/x", host, sizeof host), CGNET_EBADADDR);
+  assert_int_equal(cgnet__addr_host("nope", host, sizeof host), CGNET_EBADSCHEME);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(valid_tls),
       cmocka_unit_test(valid_wildcards), cmocka_unit_test(valid_ipv4),
       cmocka_unit_test(valid_ipv6),      cmocka_unit_test(valid_zone),
       cmocka_unit_test(valid_hostname),  cmocka_unit_test(bad_scheme),

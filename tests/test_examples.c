@@ -222,6 +222,88 @@ static void listening_line_names_unix_addresses(void **state) {
   assert_int_equal(tu_stop_process(pid, 10000), 0);
 }
 
+/* A tls:// address needs a certificate and key; they need a tls:// address. */
+static void tls_flags_are_checked(void **state) {
+  (void)state;
+  expect_usage_error("echo", A("tls://127.0.0.1:0"), A("--cert"));
+  expect_usage_error("http_plaintext", A("tls://127.0.0.1:0", "--cert", "c.pem"),
+                     A("--key"));
+  expect_usage_error("echo", A("tcp://127.0.0.1:0", "--cert", "c.pem", "--key", "k.pem"),
+                     A("tls://"));
+}
+
+#ifdef CGNET_HAVE_TLS
+#include "support/tls_certs.h"
+
+/* A shell command's output into out, and its exit status (-1: killed). */
+static int run_shell(const char *cmd, char *out, size_t cap) {
+  FILE *p = popen(cmd, "r");
+  if (!p) return -1;
+  size_t n = fread(out, 1, cap - 1, p);
+  out[n] = '\0';
+  int st = pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* http_plaintext over TLS answers curl, which verifies it against the test CA; echo over
+ * TLS answers openssl s_client and the client example. */
+static void https_example_answers_curl(void **state) {
+  (void)state;
+  if (system("curl --version >/dev/null 2>&1") != 0 ||
+      system("openssl version >/dev/null 2>&1") != 0) {
+    print_message("curl or the openssl CLI not found: skipping the HTTPS example test\n");
+    skip();
+  }
+  tu_tls_certs certs;
+  assert_int_equal(tu_tls_certs_make(&certs), 0);
+  char cert[160], key[160], cmd[768], line[256], out[512];
+  snprintf(cert, sizeof cert, "%s/server.pem", certs.dir);
+  snprintf(key, sizeof key, "%s/server.key", certs.dir);
+  pid_t pid = tu_spawn_example("http_plaintext",
+                               A("tls://127.0.0.1:0", "--cert", cert, "--key", key), line,
+                               sizeof line);
+  assert_true(pid > 0);
+  int port = tu_port_after(line, "listening on ");
+  assert_true(port > 0);
+  snprintf(cmd, sizeof cmd,
+           "timeout %d curl -sS --cacert %s/ca.pem https://127.0.0.1:%d/plaintext 2>&1",
+           20 * TU_SLOW, certs.dir, port);
+  int rc = run_shell(cmd, out, sizeof out);
+  assert_int_equal(tu_stop_process(pid, 10000), 0);
+  if (rc != 0 || strcmp(out, "Hello, World!") != 0)
+    fail_msg("curl exit %d, printed \"%s\"", rc, out);
+
+  pid = tu_spawn_example("echo",
+                         A("tls://127.0.0.1:0", "--cert", cert, "--key", key, "--quiet"),
+                         line, sizeof line);
+  assert_true(pid > 0);
+  port = tu_port_after(line, "listening on ");
+  snprintf(
+      cmd, sizeof cmd,
+      "(echo hello over tls; sleep %d) | timeout %d openssl s_client -quiet -no_ign_eof "
+      "-connect 127.0.0.1:%d -CAfile %s/ca.pem -verify_return_error 2>/dev/null",
+      TU_SLOW, 20 * TU_SLOW, port, certs.dir);
+  rc = run_shell(cmd, out, sizeof out);
+  if (!strstr(out, "hello over tls")) fail_msg("s_client exit %d, printed \"%s\"", rc, out);
+  /* The client example dials it over TLS, verifying it against the CA. */
+  snprintf(
+      cmd, sizeof cmd,
+      "timeout %d %s/client tls://localhost:%d --ca %s/ca.pem --conns 4 --bytes 100000",
+      20 * TU_SLOW, getenv("CGNET_EXAMPLES_DIR"), port, certs.dir);
+  rc = run_shell(cmd, out, sizeof out);
+  assert_int_equal(tu_stop_process(pid, 10000), 0);
+  if (rc != 0 || !strstr(out, "4/4 conns echoed"))
+    fail_msg("client exit %d: \"%s\"", rc, out);
+  tu_tls_certs_free(&certs);
+}
+#else
+static void https_example_answers_curl(void **state) {
+  (void)state;
+  print_message("built without TLS: skipping the HTTPS example test\n");
+  skip();
+}
+#endif
+
 /* A fixed frame larger than the default 8 MiB output limit is echoed whole. */
 static void codec_echo_big_fixed_frames(void **state) {
   (void)state;
@@ -580,6 +662,8 @@ int main(void) {
       cmocka_unit_test(ws_echo_node_client),
       cmocka_unit_test(ws_chat_python_members),
       cmocka_unit_test(ws_echo_curl_upgrade),
+      cmocka_unit_test(tls_flags_are_checked),
+      cmocka_unit_test(https_example_answers_curl),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,1004 @@
+/*
+ * TLS conns end to end over loopback: cgnet servers on tls:// addresses and cgnet
+ * clients dialing them, with certificates made at test time (tests/support/tls_certs.c):
+ * echo of many random-sized writes with every byte checked, ALPN, SNI, client
+ * certificates, resumption, the getters, pause/resume and watermarks, codecs, handshake
+ * failures (timeout, plain HTTP, random bytes, bad certificates), truncation, a storm of
+ * simultaneous handshakes, and outside clients (openssl s_client, Python's ssl).
+ *
+ * Built without TLS, tls:// addresses must say CGNET_EUNSUPPORTED; the rest is skipped.
+ *
+ * cgnet-test-timeout: 600
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "cgnet.h"
+#include "cgnet_tls.h"
+#include "support/support.h"
+#include "support/tls_certs.h"
+
+/* Without TLS, a tls:// listener or dial is refused as unsupported. */
+static void test_tls_addresses_without_tls(void **state) {
+  (void)state;
+  if (cgnet_tls_available()) skip();
+  cgnet_handler h = {0};
+  cgnet_options o = {.log_level = CGNET_LOG_OFF};
+  const char *addrs[] = {"tls://127.0.0.1:0"};
+  cgnet_engine *eng = NULL;
+  assert_rc(cgnet_engine_start(&h, addrs, 1, &o, &eng), CGNET_EUNSUPPORTED);
+  assert_null(eng);
+  cgnet_client *cl = NULL;
+  assert_rc(cgnet_client_new(&h, &o, &cl), 0);
+  cgnet_conn *c = NULL;
+  assert_rc(cgnet_client_dial(cl, "tls://127.0.0.1:1", 1000, NULL, &c), CGNET_EUNSUPPORTED);
+  assert_null(c);
+  assert_rc(cgnet_client_free(cl, 1000), 0);
+}
+
+#ifndef CGNET_HAVE_TLS
+
+static void test_tls_conn_skipped(void **state) {
+  (void)state;
+  print_message("test_tls_conn: built without TLS: the TLS conn tests are skipped\n");
+  skip();
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_tls_addresses_without_tls),
+      cmocka_unit_test(test_tls_conn_skipped),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
+
+#else /* CGNET_HAVE_TLS */
+
+static tu_tls_certs certs;
+
+/* ------------------------------------------------------------------------------------ */
+/* Contexts                                                                             */
+/* ------------------------------------------------------------------------------------ */
+
+static cgnet_tls_ctx *make_ctx(const cgnet_tls_options *o) {
+  char msg[256] = "";
+  cgnet_tls_ctx *ctx = NULL;
+  int rc = cgnet_tls_ctx_new(o, &ctx, msg, sizeof msg);
+  if (rc) fail_msg("cgnet_tls_ctx_new: %s: %s", cgnet_err_name(rc), msg);
+  return ctx;
+}
+
+/* A server context on one certificate (the test CA's localhost one by default). */
+static cgnet_tls_ctx *server_ctx_with(const tu_pem *pem, const cgnet_tls_options *extra) {
+  cgnet_tls_cert cert = {0};
+  if (pem) cert = (cgnet_tls_cert){.chain = {.data = pem->cert}, .key = {.data = pem->key}};
+  cgnet_tls_options o = extra ? *extra : (cgnet_tls_options){0};
+  o.role = CGNET_TLS_SERVER;
+  if (!o.certs) {
+    o.certs = &cert;
+    o.ncerts = 1;
+  }
+  if (o.client_cert) o.ca.data = certs.ca.cert;
+  return make_ctx(&o);
+}
+
+static cgnet_tls_ctx *server_ctx(void) {
+  return server_ctx_with(&certs.server, NULL);
+}
+
+/* A client context trusting the test CA. */
+static cgnet_tls_ctx *client_ctx_with(const cgnet_tls_options *extra) {
+  cgnet_tls_options o = extra ? *extra : (cgnet_tls_options){0};
+  o.role = CGNET_TLS_CLIENT;
+  o.ca.data = certs.ca.cert;
+  return make_ctx(&o);
+}
+
+static cgnet_tls_ctx *client_ctx(void) {
+  return client_ctx_with(NULL);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* The server: echo, with everything it saw counted                                     */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct srv_state {
+  /* Guards the strings: a later conn's callback rewrites them while the test thread
+   * may still be reading the last ones (SRV_LOCKED). */
+  pthread_mutex_t mu;
+  atomic_int opens, closes, tls_errors, last_error_code, last_close_reason;
+  atomic_int writable_off, writable_on;
+  atomic_size_t bytes;
+  char last_reason[128]; /* written before tls_errors is incremented */
+  char subject[256];     /* the last client certificate subject seen (before opens++) */
+  char sni[64];          /* the last server name seen (before opens++) */
+  char alpn[32];
+  atomic_int resumed; /* conns that said they were resumed */
+  atomic_int bad_getters;
+} srv_state;
+
+static srv_state *srv_of(cgnet_conn *c) {
+  return cgnet_engine_userdata(cgnet_loop_engine(cgnet_conn_loop(c)));
+}
+
+static void copy_str(char *dst, size_t cap, const char *src, size_t len) {
+  if (len >= cap) len = cap - 1;
+  memcpy(dst, src, len);
+  dst[len] = '\0';
+}
+
+static cgnet_action srv_open(cgnet_conn *c) {
+  srv_state *s = srv_of(c);
+  if (!cgnet_conn_is_tls(c) || !cgnet_conn_tls_version(c) || !cgnet_conn_tls_cipher(c))
+    atomic_fetch_add(&s->bad_getters, 1);
+  pthread_mutex_lock(&s->mu);
+  cgnet_conn_tls_peer_subject(c, s->subject, sizeof s->subject);
+  const char *sni = cgnet_conn_tls_server_name(c);
+  copy_str(s->sni, sizeof s->sni, sni ? sni : "", sni ? strlen(sni) : 0);
+  size_t n = 0;
+  const uint8_t *p = cgnet_conn_tls_alpn(c, &n);
+  copy_str(s->alpn, sizeof s->alpn, p ? (const char *)p : "", n);
+  pthread_mutex_unlock(&s->mu);
+  if (cgnet_conn_tls_resumed(c)) atomic_fetch_add(&s->resumed, 1);
+  atomic_fetch_add(&s->opens, 1);
+  return CGNET_NONE;
+}
+
+static cgnet_action srv_echo(cgnet_conn *c) {
+  const uint8_t *p;
+  size_t n = cgnet_conn_next(c, 0, &p);
+  if (n) {
+    TU_CHECK_EQ(cgnet_conn_write(c, p, n), 0);
+    atomic_fetch_add(&srv_of(c)->bytes, n);
+  }
+  return CGNET_NONE;
+}
+
+static cgnet_action srv_close(cgnet_conn *c, int reason) {
+  srv_state *s = srv_of(c);
+  atomic_store(&s->last_close_reason, reason);
+  atomic_fetch_add(&s->closes, 1);
+  return CGNET_NONE;
+}
+
+static void srv_tls_error(cgnet_conn *c, int code, const char *reason) {
+  srv_state *s = srv_of(c);
+  TU_CHECK(reason != NULL);
+  TU_CHECK(cgnet_conn_tls_error(c) != NULL);
+  pthread_mutex_lock(&s->mu);
+  copy_str(s->last_reason, sizeof s->last_reason, reason ? reason : "",
+           reason ? strlen(reason) : 0);
+  pthread_mutex_unlock(&s->mu);
+  atomic_store(&s->last_error_code, code);
+  atomic_fetch_add(&s->tls_errors, 1);
+}
+
+static void srv_writable(cgnet_conn *c, int writable) {
+  atomic_fetch_add(writable ? &srv_of(c)->writable_on : &srv_of(c)->writable_off, 1);
+}
+
+/* Run a check on the server's strings under their lock. */
+#define SRV_LOCKED(st, check)                                                              \
+  do {                                                                                     \
+    pthread_mutex_lock(&(st).mu);                                                          \
+    check;                                                                                 \
+    pthread_mutex_unlock(&(st).mu);                                                        \
+  } while (0)
+
+static void srv_state_init(srv_state *s) {
+  memset(s, 0, sizeof *s);
+  pthread_mutex_init(&s->mu, NULL);
+}
+
+static cgnet_handler srv_handler(srv_state *s) {
+  return (cgnet_handler){.ud = s,
+                         .on_open = srv_open,
+                         .on_traffic = srv_echo,
+                         .on_close = srv_close,
+                         .on_tls_error = srv_tls_error,
+                         .on_writable_changed = srv_writable};
+}
+
+typedef struct server {
+  tu_server s;
+  srv_state st;
+  cgnet_handler h;
+} server;
+
+/* A TLS echo server on tls://127.0.0.1:0 over ctx (the engine keeps its own reference;
+ * ours is released here). */
+static void server_start(server *sv, cgnet_tls_ctx *ctx, const cgnet_options *extra) {
+  srv_state_init(&sv->st);
+  sv->h = srv_handler(&sv->st);
+  cgnet_options o = extra ? *extra : (cgnet_options){0};
+  o.tls = ctx;
+  if (!o.log_level) o.log_level = CGNET_LOG_ERROR;
+  const char *addrs[] = {"tls://127.0.0.1:0"};
+  assert_rc(tu_server_start_at(&sv->s, &sv->h, addrs, 1, &o), 0);
+  cgnet_tls_ctx_free(ctx);
+}
+
+static void server_stop(server *sv) {
+  assert_rc(tu_server_stop(&sv->s, 1000), 0);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* The client: a cgnet client whose conns check an echoed pattern                      */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct cli_conn {
+  uint64_t seed;
+  atomic_size_t got; /* bytes received and checked */
+  atomic_size_t bad; /* of which differed from the pattern */
+  atomic_int opened; /* on_open ran */
+  atomic_int closed; /* on_close ran; reason below */
+  atomic_int reason;
+  atomic_int resumed;
+  atomic_int tls_error; /* on_tls_error's code */
+  char error[128];      /* its reason (written before tls_error) */
+  char alpn[32];
+  const uint8_t *expect; /* the bytes to receive (NULL: the pattern of seed) */
+  size_t send_on_open;   /* pattern bytes to write from on_open */
+  int pause_on_open;     /* pause reading in on_open */
+} cli_conn;
+
+static cgnet_action cli_open(cgnet_conn *c) {
+  cli_conn *cc = cgnet_conn_context(c);
+  size_t n = 0;
+  const uint8_t *p = cgnet_conn_tls_alpn(c, &n);
+  copy_str(cc->alpn, sizeof cc->alpn, p ? (const char *)p : "", n);
+  atomic_store(&cc->resumed, cgnet_conn_tls_resumed(c));
+  TU_CHECK(cgnet_conn_tls_version(c) != NULL);
+  if (cc->send_on_open) {
+    uint8_t *buf = malloc(cc->send_on_open);
+    tu_pattern_fill(buf, cc->send_on_open, cc->seed, 0);
+    TU_CHECK_EQ(cgnet_conn_write(c, buf, cc->send_on_open), 0);
+    free(buf);
+  }
+  if (cc->pause_on_open) TU_CHECK_EQ(cgnet_conn_pause_read(c), 0);
+  atomic_store(&cc->opened, 1);
+  return CGNET_NONE;
+}
+
+static cgnet_action cli_traffic(cgnet_conn *c) {
+  cli_conn *cc = cgnet_conn_context(c);
+  const uint8_t *p;
+  size_t n = cgnet_conn_next(c, 0, &p);
+  size_t at = atomic_load(&cc->got);
+  if (cc->expect)
+    atomic_fetch_add(&cc->bad, memcmp(p, cc->expect + at, n) != 0);
+  else
+    atomic_fetch_add(&cc->bad, tu_pattern_mismatches(p, n, cc->seed, at));
+  atomic_store(&cc->got, at + n);
+  return CGNET_NONE;
+}
+
+static cgnet_action cli_close(cgnet_conn *c, int reason) {
+  cli_conn *cc = cgnet_conn_context(c);
+  if (!cc) return CGNET_NONE;
+  atomic_store(&cc->reason, reason);
+  atomic_store(&cc->closed, 1);
+  return CGNET_NONE;
+}
+
+static void cli_tls_error(cgnet_conn *c, int code, const char *reason) {
+  cli_conn *cc = cgnet_conn_context(c);
+  TU_CHECK(reason != NULL && cgnet_conn_tls_error(c) != NULL);
+  if (!cc) return;
+  copy_str(cc->error, sizeof cc->error, reason ? reason : "", reason ? strlen(reason) : 0);
+  atomic_store(&cc->tls_error, code);
+}
+
+static const cgnet_handler cli_handler = {.on_open = cli_open,
+                                          .on_traffic = cli_traffic,
+                                          .on_close = cli_close,
+                                          .on_tls_error = cli_tls_error};
+
+static cgnet_client *client_new(cgnet_tls_ctx *ctx) {
+  cgnet_options o = {.tls = ctx, .log_level = CGNET_LOG_ERROR};
+  cgnet_client *cl = NULL;
+  assert_rc(cgnet_client_new(&cli_handler, &o, &cl), 0);
+  cgnet_tls_ctx_free(ctx); /* the client holds its own reference */
+  return cl;
+}
+
+static void dial_addr(char *buf, size_t cap, const char *host, int port) {
+  snprintf(buf, cap, "tls://%s:%d", host, port);
+}
+
+/* Dial and wait for the handshake; returns the dial's code. */
+static int dial(cgnet_client *cl, const char *host, int port, cli_conn *cc,
+                cgnet_conn **out) {
+  char a[96];
+  dial_addr(a, sizeof a, host, port);
+  return cgnet_client_dial_wait(cl, a, (uint64_t)TU_TIMEOUT_MS, cc, out);
+}
+
+static int got_at_least(void *arg) {
+  cli_conn *cc = arg;
+  return atomic_load(&cc->got) >= atomic_load_explicit(&cc->bad, memory_order_relaxed) &&
+         atomic_load(&cc->got) >= cc->send_on_open;
+}
+
+static int is_closed(void *arg) {
+  return atomic_load(&((cli_conn *)arg)->closed);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Echo and getters                                                                     */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct waiter {
+  cli_conn *cc;
+  size_t want;
+} waiter;
+
+static int got_want(void *arg) {
+  waiter *w = arg;
+  return atomic_load(&w->cc->got) >= w->want;
+}
+
+static atomic_int write_failures;
+
+static void count_write_failure(cgnet_conn *c, int status, void *ud) {
+  (void)c, (void)ud;
+  if (status != 0) atomic_fetch_add(&write_failures, 1);
+}
+
+/* Many random-sized async writes from this (non-loop) thread: each is a task on the
+ * conn's loop, and those of one turn leave as full records. At most `window` bytes are
+ * in flight (sent and not echoed yet), as a sender that respects write_buffer_limit
+ * would pace itself; with window 0 nothing waits for the echo. Every write must
+ * succeed. */
+static void send_pattern_async(cgnet_conn *c, cli_conn *cc, size_t total, size_t window) {
+  uint8_t *buf = malloc(total);
+  tu_pattern_fill(buf, total, cc->seed, 0);
+  atomic_store(&write_failures, 0);
+  size_t off = 0;
+  unsigned r = 12345;
+  while (off < total) {
+    r = r * 1103515245u + 12345u;
+    size_t n = 1 + (r >> 8) % 40000;
+    if (n > total - off) n = total - off;
+    if (window && off > window) {
+      waiter w = {cc, off - window};
+      assert_true(tu_wait_until(got_want, &w, TU_TIMEOUT_MS));
+    }
+    assert_rc(cgnet_conn_async_write(c, buf + off, n, count_write_failure, NULL), 0);
+    off += n;
+  }
+  free(buf);
+}
+
+static void test_echo_many_writes(void **state) {
+  (void)state;
+  server sv;
+  server_start(&sv, server_ctx(), NULL);
+  cgnet_client *cl = client_new(client_ctx());
+  cli_conn cc = {.seed = 7};
+  cgnet_conn *c = NULL;
+  assert_rc(dial(cl, "127.0.0.1", sv.s.port, &cc, &c), 0);
+  assert_true(cgnet_conn_is_tls(c));
+  size_t total = (8u << 20) / TU_PAYLOAD_DIV;
+  send_pattern_async(c, &cc, total, 1u << 20);
+  waiter w = {&cc, total};
+  if (!tu_wait_until(got_want, &w, TU_TIMEOUT_MS))
+    fail_msg("echoed %zu of %zu bytes; the server read %zu, queued %zu",
+             atomic_load(&cc.got), total, atomic_load(&sv.st.bytes),
+             cgnet_engine_count_connections(sv.s.eng));
+  assert_int_equal(atomic_load(&cc.got), total);
+  assert_int_equal(atomic_load(&cc.bad), 0);
+  assert_int_equal(atomic_load(&write_failures), 0);
+  assert_int_equal(atomic_load(&sv.st.bytes), total);
+  assert_int_equal(atomic_load(&sv.st.bad_getters), 0);
+  SRV_LOCKED(sv.st, assert_string_equal(sv.st.sni, "")); /* an IP is not sent as SNI */
+  SRV_LOCKED(sv.st, assert_string_equal(sv.st.subject, ""));
+  cgnet_conn_unref(c);
+  assert_rc(cgnet_client_free(cl, 2000), 0);
+  /* The client's graceful close sent close_notify: the server read a clean EOF. */
+  assert_true(tu_wait_atomic_eq(&sv.st.closes, 1, TU_TIMEOUT_MS));
+  assert_rc(atomic_load(&sv.st.last_close_reason), CGNET_EOF);
+  assert_int_equal(cgnet_engine_tls_handshake_failures(sv.s.eng), 0);
+  server_stop(&sv);
+  assert_no_check_failures();
+}
+
+/* ALPN and SNI: the client dials by name, the server chooses among its certificates by
+ * it; both see the protocol agreed on. */
+static void test_alpn_and_sni(void **state) {
+  (void)state;
+  const char *localhost[] = {"localhost", NULL};
+  const char *exact[] = {"exact.test", NULL};
+  cgnet_tls_cert list[2] = {
+      {.chain = {.data = certs.exact.cert},
+       .key = {.data = certs.exact.key},
+       .names = exact},
+      {.chain = {.data = certs.server.cert},
+       .key = {.data = certs.server.key},
+       .names = localhost},
+  };
+  const char *server_alpn[] = {"h2", "http/1.1", NULL};
+  cgnet_tls_options so = {.certs = list, .ncerts = 2, .alpn = server_alpn};
+  server sv;
+  server_start(&sv, server_ctx_with(NULL, &so), NULL);
+  const char *client_alpn[] = {"http/1.1", NULL};
+  cgnet_tls_options co = {.alpn = client_alpn};
+  cgnet_client *cl = client_new(client_ctx_with(&co));
+  cli_conn cc = {.seed = 3, .send_on_open = 1000};
+  /* "localhost" verifies only against the second certificate: SNI chose it. */
+  assert_rc(dial(cl, "localhost", sv.s.port, &cc, NULL), 0);
+  assert_true(tu_wait_until(got_at_least, &cc, TU_TIMEOUT_MS));
+  assert_string_equal(cc.alpn, "http/1.1");
+  assert_true(tu_wait_atomic_eq(&sv.st.opens, 1, TU_TIMEOUT_MS));
+  SRV_LOCKED(sv.st, assert_string_equal(sv.st.sni, "localhost"));
+  SRV_LOCKED(sv.st, assert_string_equal(sv.st.alpn, "http/1.1"));
+  assert_rc(cgnet_client_free(cl, 2000), 0);
+  server_stop(&sv);
+  assert_no_check_failures();
+}
+
+/* Client certificates: required and missing fails the handshake on the server; given,
+ * the server sees its subject; optional and missing lets the client in. */
+static void test_client_certificates(void **state) {
+  (void)state;
+  for (int mode = 0; mode < 3; mode++) {
+    cgnet_tls_options so = {.client_cert = mode == 2 ? CGNET_TLS_CLIENT_CERT_OPTIONAL
+                                                     : CGNET_TLS_CLIENT_CERT_REQUIRED};
+    server sv;
+    server_start(&sv, server_ctx_with(&certs.server, &so), NULL);
+    cgnet_tls_cert mine = {.chain = {.data = certs.client.cert},
+                           .key = {.data = certs.client.key}};
+    cgnet_tls_options co = {0};
+    if (mode == 1) {
+      co.certs = &mine;
+      co.ncerts = 1;
+    }
+    cgnet_client *cl = client_new(client_ctx_with(&co));
+    cli_conn cc = {.seed = 11, .send_on_open = 100};
+    int rc = dial(cl, "127.0.0.1", sv.s.port, &cc, NULL);
+    if (mode == 0) {
+      /* TLS 1.3: the client finishes first and learns of the refusal from the alert,
+       * either still in the handshake or right after on_open. */
+      assert_true(tu_wait_until(is_closed, &cc, TU_TIMEOUT_MS));
+      assert_true(rc == 0 || rc == CGNET_ETLS || rc == CGNET_ETLSVERIFY);
+      assert_true(tu_wait_atomic_eq(&sv.st.tls_errors, 1, TU_TIMEOUT_MS));
+      assert_int_equal(atomic_load(&sv.st.opens), 0);
+      assert_int_equal(atomic_load(&sv.st.closes), 0);
+      assert_int_equal(cgnet_engine_tls_handshake_failures(sv.s.eng), 1);
+      SRV_LOCKED(sv.st, assert_true(strlen(sv.st.last_reason) > 0));
+    } else {
+      assert_rc(rc, 0);
+      assert_true(tu_wait_until(got_at_least, &cc, TU_TIMEOUT_MS));
+      assert_int_equal(atomic_load(&cc.bad), 0);
+      SRV_LOCKED(sv.st, assert_true((strstr(sv.st.subject, "cgnet test client") != NULL) ==
+                                    (mode == 1)));
+    }
+    assert_rc(cgnet_client_free(cl, 2000), 0);
+    server_stop(&sv);
+  }
+  assert_no_check_failures();
+}
+
+/* A second dial to the same name resumes the first one's session. */
+static void test_resumption(void **state) {
+  (void)state;
+  server sv;
+  server_start(&sv, server_ctx(), NULL);
+  cgnet_client *cl = client_new(client_ctx());
+  cli_conn first = {.seed = 1, .send_on_open = 500},
+           second = {.seed = 2, .send_on_open = 500};
+  cgnet_conn *c = NULL;
+  assert_rc(dial(cl, "localhost", sv.s.port, &first, &c), 0);
+  /* The echo carries the session ticket (TLS 1.3 sends it after the handshake). */
+  assert_true(tu_wait_until(got_at_least, &first, TU_TIMEOUT_MS));
+  assert_int_equal(atomic_load(&first.resumed), 0);
+  assert_rc(cgnet_conn_async_close(c, NULL, NULL), 0);
+  cgnet_conn_unref(c);
+  assert_true(tu_wait_until(is_closed, &first, TU_TIMEOUT_MS));
+  assert_rc(dial(cl, "localhost", sv.s.port, &second, NULL), 0);
+  assert_true(tu_wait_until(got_at_least, &second, TU_TIMEOUT_MS));
+  assert_int_equal(atomic_load(&second.resumed), 1);
+  assert_true(tu_wait_atomic_eq(&sv.st.resumed, 1, TU_TIMEOUT_MS));
+  assert_rc(cgnet_client_free(cl, 2000), 0);
+  server_stop(&sv);
+  assert_no_check_failures();
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Flow control and codecs                                                              */
+/* ------------------------------------------------------------------------------------ */
+
+static void resume_on_loop(cgnet_loop *loop, void *ud) {
+  (void)loop;
+  TU_CHECK_EQ(cgnet_conn_resume_read(ud), 0);
+}
+
+/* The client writes far more than the server's high watermark and reads nothing for a
+ * while: the server's echo backs up over TLS, it stops reading (writable 0), and once
+ * the client reads again everything arrives, in order. */
+static void test_pause_resume_and_watermarks(void **state) {
+  (void)state;
+  server sv;
+  cgnet_options so = {.write_high_watermark = 16 * 1024, .socket_send_buffer = 8192};
+  server_start(&sv, server_ctx(), &so);
+  cgnet_client *cl = client_new(client_ctx());
+  size_t total = (4u << 20) / TU_PAYLOAD_DIV;
+  cli_conn cc = {.seed = 5, .pause_on_open = 1};
+  cgnet_conn *c = NULL;
+  assert_rc(dial(cl, "127.0.0.1", sv.s.port, &cc, &c), 0);
+  send_pattern_async(c, &cc, total, 0);
+  assert_true(tu_wait_atomic_ge(&sv.st.writable_off, 1, TU_TIMEOUT_MS));
+  tu_sleep_ms(100);
+  assert_int_equal(atomic_load(&cc.got), 0); /* paused: plaintext waits in the session */
+  assert_rc(cgnet_loop_execute(cgnet_conn_loop(c), resume_on_loop, c), 0);
+  waiter w = {&cc, total};
+  assert_true(tu_wait_until(got_want, &w, TU_TIMEOUT_MS));
+  assert_int_equal(atomic_load(&cc.bad), 0);
+  assert_int_equal(atomic_load(&write_failures), 0);
+  assert_true(tu_wait_atomic_ge(&sv.st.writable_on, 1, TU_TIMEOUT_MS));
+  cgnet_conn_unref(c);
+  assert_rc(cgnet_client_free(cl, 2000), 0);
+  server_stop(&sv);
+  assert_no_check_failures();
+}
+
+/* Frames over TLS: the server decodes length-prefixed frames from the plaintext and
+ * echoes each with write_frame. */
+static cgnet_action frame_echo(cgnet_conn *c, const uint8_t *f, size_t len) {
+  TU_CHECK_EQ(cgnet_conn_write_frame(c, f, len), 0);
+  atomic_fetch_add(&srv_of(c)->bytes, len);
+  return CGNET_NONE;
+}
+
+static void test_codec_over_tls(void **state) {
+  (void)state;
+  cgnet_codec *codec = NULL;
+  cgnet_length_field_codec_options lo = {.initial_bytes_to_strip = CGNET_STRIP_HEADER};
+  assert_rc(cgnet_codec_length_field(&lo, &codec), 0);
+  server sv;
+  srv_state_init(&sv.st);
+  sv.h = srv_handler(&sv.st);
+  sv.h.on_frame = frame_echo;
+  cgnet_options so = {.tls = server_ctx(), .codec = codec, .log_level = CGNET_LOG_ERROR};
+  const char *addrs[] = {"tls://127.0.0.1:0"};
+  assert_rc(tu_server_start_at(&sv.s, &sv.h, addrs, 1, &so), 0);
+  cgnet_tls_ctx_free(so.tls);
+  /* 300 frames of 1..3000 pattern bytes, each behind its 4-byte big-endian length; the
+   * echo re-encodes each frame, so it is the very same stream. */
+  size_t nframes = 300, total = 0, payload = 0;
+  uint8_t *stream = malloc(nframes * 3004);
+  unsigned r = 99;
+  for (size_t i = 0; i < nframes; i++) {
+    r = r * 1103515245u + 12345u;
+    uint32_t len = 1 + (r >> 8) % 3000;
+    uint8_t *f = stream + total;
+    f[0] = (uint8_t)(len >> 24), f[1] = (uint8_t)(len >> 16), f[2] = (uint8_t)(len >> 8);
+    f[3] = (uint8_t)len;
+    tu_pattern_fill(f + 4, len, 40 + i, 0);
+    total += 4 + len;
+    payload += len;
+  }
+  cgnet_client *cl = client_new(client_ctx());
+  cli_conn cc = {.expect = stream};
+  cgnet_conn *c = NULL;
+  assert_rc(dial(cl, "127.0.0.1", sv.s.port, &cc, &c), 0);
+  /* In pieces that split frames anywhere. */
+  for (size_t off = 0, step = 1; off < total; off += step, step = step * 7 % 5003 + 1) {
+    if (step > total - off) step = total - off;
+    assert_rc(cgnet_conn_async_write(c, stream + off, step, NULL, NULL), 0);
+  }
+  waiter w = {&cc, total};
+  assert_true(tu_wait_until(got_want, &w, TU_TIMEOUT_MS));
+  assert_int_equal(atomic_load(&cc.got), total);
+  assert_int_equal(atomic_load(&cc.bad), 0);
+  assert_int_equal(atomic_load(&sv.st.bytes), payload);
+  cgnet_conn_unref(c);
+  assert_rc(cgnet_client_free(cl, 2000), 0);
+  server_stop(&sv);
+  free(stream);
+  cgnet_codec_free(codec);
+  assert_no_check_failures();
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Failures                                                                             */
+/* ------------------------------------------------------------------------------------ */
+
+/* A client that connects and sends nothing is closed at the handshake timeout, without
+ * on_open or on_close, and counted. */
+static void test_stalled_handshake_times_out(void **state) {
+  (void)state;
+  server sv;
+  cgnet_options so = {.tls_handshake_timeout_ms = 200};
+  server_start(&sv, server_ctx(), &so);
+  int fd = tu_connect4(sv.s.port);
+  assert_true(fd >= 0);
+  uint64_t t0 = tu_now_ms();
+  assert_int_equal(tu_expect_eof(fd, TU_TIMEOUT_MS, NULL), 0);
+  assert_true(tu_now_ms() - t0 >= 150);
+  close(fd);
+  assert_true(tu_wait_atomic_eq(&sv.st.tls_errors, 1, TU_TIMEOUT_MS));
+  assert_rc(atomic_load(&sv.st.last_error_code), CGNET_ETIMEDOUT);
+  SRV_LOCKED(sv.st, assert_non_null(strstr(sv.st.last_reason, "timed out")));
+  assert_int_equal(atomic_load(&sv.st.opens), 0);
+  assert_int_equal(atomic_load(&sv.st.closes), 0);
+  assert_int_equal(cgnet_engine_tls_handshake_failures(sv.s.eng), 1);
+  assert_true(tu_wait_conns(sv.s.eng, 0, TU_TIMEOUT_MS));
+  server_stop(&sv);
+  assert_no_check_failures();
+}
+
+static int run_cmd(const char *cmd, const char *input, char *out, size_t cap);
+static int have_tool(const char *probe);
+
+/* Run a Python script (from a file: it has quotes of its own); its output into out. */
+static int run_python(const char *script, char *out, size_t cap) {
+  char path[128], cmd[256];
+  snprintf(path, sizeof path, "%s/client.py", certs.dir);
+  FILE *f = fopen(path, "w");
+  if (!f) return -1;
+  fputs(script, f);
+  fclose(f);
+  snprintf(cmd, sizeof cmd, "python3 %s", path);
+  return run_cmd(cmd, "", out, cap);
+}
+
+/* Once open, a conn's own timeouts apply: a client that starts its handshake later than
+ * the idle timeout, then stays idle, is closed by the idle timeout, not at the handshake
+ * timeout's far later deadline. */
+static void test_idle_timeout_after_handshake(void **state) {
+  (void)state;
+  if (!have_tool("python3 -c 'import ssl'")) {
+    print_message("python3 with ssl not found: skipping the late handshake test\n");
+    skip();
+  }
+  server sv;
+  cgnet_options so = {.idle_timeout_ms = 300, .tls_handshake_timeout_ms = 30000};
+  server_start(&sv, server_ctx(), &so);
+  char script[1024], out[512];
+  snprintf(script, sizeof script,
+           "import socket, ssl, time\n"
+           "ctx = ssl.create_default_context(cafile='%s/ca.pem')\n"
+           "raw = socket.create_connection(('127.0.0.1', %d))\n"
+           "time.sleep(0.8)\n"
+           "s = ctx.wrap_socket(raw, server_hostname='localhost')\n"
+           "t0 = time.time()\n"
+           "s.settimeout(25)\n"
+           "print('eof' if s.recv(10) == b'' else 'data', round(time.time() - t0))\n",
+           certs.dir, sv.s.port);
+  assert_int_equal(run_python(script, out, sizeof out), 0);
+  assert_true(tu_wait_atomic_eq(&sv.st.closes, 1, TU_TIMEOUT_MS));
+  assert_rc(atomic_load(&sv.st.last_close_reason), CGNET_ETIMEDOUT);
+  /* Closed within seconds of the handshake, not after the handshake's 30 s. */
+  if (strncmp(out, "eof ", 4) != 0 || atoi(out + 4) > 10) fail_msg("python: \"%s\"", out);
+  server_stop(&sv);
+  assert_no_check_failures();
+}
+
+/* Plain HTTP, then random bytes, sent to a TLS port: each fails its handshake (counted,
+ * on_tls_error), and the server still serves a real client afterwards. */
+static void test_garbage_to_tls_port(void **state) {
+  (void)state;
+  server sv;
+  server_start(&sv, server_ctx(), NULL);
+  const char http[] = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+  uint8_t noise[600];
+  tu_pattern_fill(noise, sizeof noise, 77, 0);
+  noise[0] = 0x16; /* a handshake record type, so the record layer reads on */
+  for (int i = 0; i < 2; i++) {
+    int fd = tu_connect4(sv.s.port);
+    assert_true(fd >= 0);
+    assert_rc(i == 0 ? tu_send_all(fd, http, sizeof http - 1, TU_TIMEOUT_MS)
+                     : tu_send_all(fd, noise, sizeof noise, TU_TIMEOUT_MS),
+              0);
+    size_t extra = 0;
+    int rc = tu_expect_eof(fd, TU_TIMEOUT_MS, &extra);
+    assert_true(rc == 0 || rc == -ECONNRESET);
+    close(fd);
+    assert_true(tu_wait_atomic_eq(&sv.st.tls_errors, i + 1, TU_TIMEOUT_MS));
+    assert_rc(atomic_load(&sv.st.last_error_code), CGNET_ETLS);
+    SRV_LOCKED(sv.st, assert_true(strlen(sv.st.last_reason) > 0));
+  }
+  assert_int_equal(cgnet_engine_tls_handshake_failures(sv.s.eng), 2);
+  assert_int_equal(atomic_load(&sv.st.opens), 0);
+  assert_int_equal(atomic_load(&sv.st.closes), 0);
+  cgnet_client *cl = client_new(client_ctx());
+  cli_conn cc = {.seed = 4, .send_on_open = 3000};
+  assert_rc(dial(cl, "127.0.0.1", sv.s.port, &cc, NULL), 0);
+  assert_true(tu_wait_until(got_at_least, &cc, TU_TIMEOUT_MS));
+  assert_rc(cgnet_client_free(cl, 2000), 0);
+  server_stop(&sv);
+  assert_no_check_failures();
+}
+
+/* The client's TCP stream ends with no close_notify: the server closes the conn with
+ * CGNET_ETLSTRUNCATED. */
+static void shut_wr_on_loop(cgnet_loop *loop, void *ud) {
+  (void)loop;
+  TU_CHECK_EQ(shutdown(cgnet_conn_fd(ud), SHUT_WR), 0);
+}
+
+static void test_truncated_stream(void **state) {
+  (void)state;
+  server sv;
+  server_start(&sv, server_ctx(), NULL);
+  cgnet_client *cl = client_new(client_ctx());
+  cli_conn cc = {.seed = 6, .send_on_open = 100};
+  cgnet_conn *c = NULL;
+  assert_rc(dial(cl, "127.0.0.1", sv.s.port, &cc, &c), 0);
+  assert_true(tu_wait_until(got_at_least, &cc, TU_TIMEOUT_MS));
+  assert_rc(cgnet_loop_execute(cgnet_conn_loop(c), shut_wr_on_loop, c), 0);
+  assert_true(tu_wait_atomic_eq(&sv.st.closes, 1, TU_TIMEOUT_MS));
+  assert_rc(atomic_load(&sv.st.last_close_reason), CGNET_ETLSTRUNCATED);
+  /* The server's side, too, ends without close_notify: the client sees a truncation. */
+  assert_true(tu_wait_until(is_closed, &cc, TU_TIMEOUT_MS));
+  assert_rc(atomic_load(&cc.reason), CGNET_ETLSTRUNCATED);
+  cgnet_conn_unref(c);
+  assert_rc(cgnet_client_free(cl, 2000), 0);
+  server_stop(&sv);
+  assert_no_check_failures();
+}
+
+/* Servers with an expired, a wrong-host and an untrusted certificate: each dial fails
+ * with CGNET_ETLSVERIFY, the reason says why, on_open never runs. */
+static void test_bad_server_certificates(void **state) {
+  (void)state;
+  tu_pem self = {0}; /* for localhost, signed by its own key */
+  assert_int_equal(tu_tls_make_cert(NULL, "localhost", "DNS:localhost,IP:127.0.0.1", -60,
+                                    3600, 0, "serverAuth", &self),
+                   0);
+  const tu_pem *bad[] = {&certs.expired, &certs.wrong_host, &certs.untrusted, &self};
+  const char *why[] = {"expired", "mismatch", "issuer", "self-signed"};
+  for (int i = 0; i < 4; i++) {
+    server sv;
+    server_start(&sv, server_ctx_with(bad[i], NULL), NULL);
+    cgnet_client *cl = client_new(client_ctx());
+    cli_conn cc = {.seed = 1};
+    assert_rc(dial(cl, "127.0.0.1", sv.s.port, &cc, NULL), CGNET_ETLSVERIFY);
+    assert_true(tu_wait_until(is_closed, &cc, TU_TIMEOUT_MS));
+    assert_int_equal(atomic_load(&cc.opened), 0);
+    assert_rc(atomic_load(&cc.reason), CGNET_ETLSVERIFY);
+    assert_rc(atomic_load(&cc.tls_error), CGNET_ETLSVERIFY);
+    if (!strstr(cc.error, why[i])) fail_msg("reason \"%s\" lacks \"%s\"", cc.error, why[i]);
+    /* The server got our alert: its side failed too, quietly. */
+    assert_true(tu_wait_atomic_eq(&sv.st.tls_errors, 1, TU_TIMEOUT_MS));
+    assert_int_equal(atomic_load(&sv.st.closes), 0);
+    assert_rc(cgnet_client_free(cl, 2000), 0);
+    server_stop(&sv);
+  }
+  free(self.cert);
+  free(self.key);
+  /* A client with no context of its own verifies against the system's CAs, which do not
+   * know the test CA. */
+  server sv;
+  server_start(&sv, server_ctx(), NULL);
+  cgnet_client *cl = client_new(NULL);
+  cli_conn cc = {.seed = 1};
+  assert_rc(dial(cl, "127.0.0.1", sv.s.port, &cc, NULL), CGNET_ETLSVERIFY);
+  assert_rc(cgnet_client_free(cl, 2000), 0);
+  server_stop(&sv);
+  assert_no_check_failures();
+}
+
+/* Configuration errors: a tls:// listener without a server context, or with a client's;
+ * a client given a server context. */
+static void keep_log_line(void *ud, cgnet_log_level level, const char *msg) {
+  (void)level;
+  snprintf(ud, 256, "%s", msg);
+}
+
+static void test_context_required(void **state) {
+  (void)state;
+  cgnet_handler h = {0};
+  const char *addrs[] = {"tcp://127.0.0.1:0", "tls://127.0.0.1:0"};
+  char logged[256] = "";
+  cgnet_options o = {.logger = keep_log_line, .logger_ud = logged};
+  cgnet_engine *eng = NULL;
+  assert_rc(cgnet_engine_start(&h, addrs, 2, &o, &eng), CGNET_EINVAL);
+  if (!strstr(logged, "tls://") || !strstr(logged, "no server context"))
+    fail_msg("logged \"%s\"", logged);
+  o.logger = NULL;
+  o.log_level = CGNET_LOG_OFF;
+  o.tls = client_ctx();
+  assert_rc(cgnet_engine_start(&h, addrs, 2, &o, &eng), CGNET_EINVAL);
+  cgnet_tls_ctx_free(o.tls);
+  o.tls = server_ctx();
+  cgnet_client *cl = NULL;
+  assert_rc(cgnet_client_new(&cli_handler, &o, &cl), 0);
+  assert_rc(cgnet_client_dial(cl, "tls://127.0.0.1:1", 1000, NULL, NULL), CGNET_EINVAL);
+  assert_rc(cgnet_client_free(cl, 1000), 0);
+  /* One engine serves tcp:// and tls:// together. */
+  assert_rc(cgnet_engine_start(&h, addrs, 2, &o, &eng), 0);
+  cgnet_tls_ctx_free(o.tls);
+  assert_rc(cgnet_engine_stop(eng, 1000), 0);
+  cgnet_engine_free(eng);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Many handshakes at once                                                              */
+/* ------------------------------------------------------------------------------------ */
+
+#define STORM 240
+
+static void test_handshake_storm(void **state) {
+  (void)state;
+  server sv;
+  cgnet_options so = {.tls_handshakes_per_turn = 8};
+  server_start(&sv, server_ctx(), &so);
+  cgnet_client *cl = client_new(client_ctx());
+  cli_conn *cc = calloc(STORM, sizeof *cc);
+  char a[64];
+  dial_addr(a, sizeof a, "127.0.0.1", sv.s.port);
+  for (int i = 0; i < STORM; i++) {
+    cc[i].seed = 1000 + (uint64_t)i;
+    cc[i].send_on_open = 64 + (size_t)i;
+    assert_rc(cgnet_client_dial(cl, a, (uint64_t)TU_TIMEOUT_MS, &cc[i], NULL), 0);
+  }
+  uint64_t deadline = tu_now_ms() + (uint64_t)TU_TIMEOUT_MS;
+  for (int i = 0; i < STORM; i++) {
+    while (atomic_load(&cc[i].got) < cc[i].send_on_open && !atomic_load(&cc[i].closed) &&
+           tu_now_ms() < deadline)
+      tu_sleep_ms(2);
+    if (atomic_load(&cc[i].got) != cc[i].send_on_open)
+      fail_msg("conn %d: %zu of %zu bytes (closed %d, reason %s)", i,
+               atomic_load(&cc[i].got), cc[i].send_on_open, atomic_load(&cc[i].closed),
+               cgnet_err_name(atomic_load(&cc[i].reason)));
+    assert_int_equal(atomic_load(&cc[i].bad), 0);
+  }
+  assert_int_equal(atomic_load(&sv.st.opens), STORM);
+  assert_int_equal(cgnet_engine_tls_handshake_failures(sv.s.eng), 0);
+  assert_rc(cgnet_client_free(cl, 5000), 0);
+  free(cc);
+  server_stop(&sv);
+  assert_no_check_failures();
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Outside clients                                                                      */
+/* ------------------------------------------------------------------------------------ */
+
+/* Run a shell command with `input` on its stdin; its stdout into out. Exit status, or -1.
+ */
+static int run_cmd(const char *cmd, const char *input, char *out, size_t cap) {
+  char path[128];
+  snprintf(path, sizeof path, "%s/cmd.in", certs.dir);
+  FILE *f = fopen(path, "w");
+  if (!f) return -1;
+  fputs(input, f);
+  fclose(f);
+  char full[2048];
+  snprintf(full, sizeof full, "timeout %d sh -c '%s' < %s 2>/dev/null", 20 * TU_SLOW, cmd,
+           path);
+  FILE *p = popen(full, "r");
+  if (!p) return -1;
+  size_t n = fread(out, 1, cap - 1, p);
+  out[n] = '\0';
+  int st = pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int have_tool(const char *probe) {
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "%s >/dev/null 2>&1", probe);
+  return system(cmd) == 0;
+}
+
+/* openssl s_client, TLS 1.2 and 1.3, with ALPN and SNI: the echo comes back and the
+ * server saw the name and the protocol. */
+static void test_openssl_s_client(void **state) {
+  (void)state;
+  if (!have_tool("openssl version")) {
+    print_message("openssl CLI not found: skipping the s_client test\n");
+    skip();
+  }
+  const char *alpn[] = {"echo", NULL};
+  cgnet_tls_options so = {.alpn = alpn};
+  server sv;
+  server_start(&sv, server_ctx_with(&certs.server, &so), NULL);
+  const char *versions[] = {"-tls1_2", "-tls1_3"};
+  for (int i = 0; i < 2; i++) {
+    char cmd[1024], out[8192];
+    snprintf(cmd, sizeof cmd,
+             "(cat; sleep %d) | openssl s_client -quiet -no_ign_eof -connect 127.0.0.1:%d "
+             "%s -servername localhost -alpn echo -CAfile %s/ca.pem -verify_return_error",
+             TU_SLOW, sv.s.port, versions[i], certs.dir);
+    /* It sends the line, prints the echo, and at the end of its input closes. */
+    int rc = run_cmd(cmd, "hello over s_client\n", out, sizeof out);
+    if (rc != 0 || !strstr(out, "hello over s_client"))
+      fail_msg("%s: exit %d, echo missing: \"%s\"", versions[i], rc, out);
+    assert_true(tu_wait_atomic_eq(&sv.st.opens, i + 1, TU_TIMEOUT_MS));
+    SRV_LOCKED(sv.st, assert_string_equal(sv.st.sni, "localhost"));
+    SRV_LOCKED(sv.st, assert_string_equal(sv.st.alpn, "echo"));
+  }
+  assert_int_equal(cgnet_engine_tls_handshake_failures(sv.s.eng), 0);
+  server_stop(&sv);
+  assert_no_check_failures();
+}
+
+/* Python's ssl module, verifying the server against the test CA. */
+static void test_python_ssl(void **state) {
+  (void)state;
+  if (!have_tool("python3 -c 'import ssl'")) {
+    print_message("python3 with ssl not found: skipping the Python test\n");
+    skip();
+  }
+  server sv;
+  server_start(&sv, server_ctx(), NULL);
+  char script[1024], out[4096];
+  snprintf(script, sizeof script,
+           "python3 -c \"\nimport socket, ssl\n"
+           "ctx = ssl.create_default_context(cafile=\\\"%s/ca.pem\\\")\n"
+           "s = ctx.wrap_socket(socket.create_connection((\\\"127.0.0.1\\\", %d)), "
+           "server_hostname=\\\"localhost\\\")\n"
+           "s.sendall(b\\\"ping from python\\\")\n"
+           "got = b\\\"\\\"\nwhile len(got) < 16: got += s.recv(100)\n"
+           "print(got.decode(), s.version())\ns.unwrap(); s.close()\n\"",
+           certs.dir, sv.s.port);
+  /* The script has double quotes of its own: run it through a file, not sh -c '...'. */
+  char path[128];
+  snprintf(path, sizeof path, "%s/client.sh", certs.dir);
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fputs(script, f);
+  fclose(f);
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "sh %s", path);
+  assert_int_equal(run_cmd(cmd, "", out, sizeof out), 0);
+  if (!strstr(out, "ping from python TLSv1.3")) fail_msg("python printed \"%s\"", out);
+  /* unwrap() sent close_notify: a clean end. */
+  assert_true(tu_wait_atomic_eq(&sv.st.closes, 1, TU_TIMEOUT_MS));
+  assert_rc(atomic_load(&sv.st.last_close_reason), CGNET_EOF);
+  server_stop(&sv);
+  assert_no_check_failures();
+}
+
+static int group_setup(void **state) {
+  (void)state;
+  return tu_tls_certs_make(&certs);
+}
+
+static int group_teardown(void **state) {
+  (void)state;
+  tu_tls_certs_free(&certs);
+  return 0;
+}
+
+int main(void) {
+  tu_apply_test_filter();
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_tls_addresses_without_tls),
+      cmocka_unit_test_setup_teardown(test_echo_many_writes, tu_setup, tu_teardown),
+      cmocka_unit_test_setup_teardown(test_alpn_and_sni, tu_setup, tu_teardown),
+      cmocka_unit_test_setup_teardown(test_client_certificates, tu_setup, tu_teardown),
+      cmocka_unit_test_setup_teardown(test_resumption, tu_setup, tu_teardown),
+      cmocka_unit_test_setup_teardown(test_pause_resume_and_watermarks, tu_setup,
+                                      tu_teardown),
+      cmocka_unit_test_setup_teardown(test_codec_over_tls, tu_setup, tu_teardown),
+      cmocka_unit_test_setup_teardown(test_stalled_handshake_times_out, tu_setup,
+                                      tu_teardown),
+      cmocka_unit_test_setup_teardown(test_idle_timeout_after_handshake, tu_setup,
+                                      tu_teardown),
+      cmocka_unit_test_setup_teardown(test_garbage_to_tls_port, tu_setup, tu_teardown),
+      cmocka_unit_test_setup_teardown(test_truncated_stream, tu_setup, tu_teardown),
+      cmocka_unit_test_setup_teardown(test_bad_server_certificates, tu_setup, tu_teardown),
+      cmocka_unit_test_setup_teardown(test_context_required, tu_setup, tu_teardown),
+      cmocka_unit_test_setup_teardown(test_handshake_storm, tu_setup, tu_teardown),
+      cmocka_unit_test_setup_teardown(test_openssl_s_client, tu_setup, tu_teardown),
+      cmocka_unit_test_setup_teardown(test_python_ssl, tu_setup, tu_teardown),
+  };
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
+
+#endif /* CGNET_HAVE_TLS */
