@@ -32,7 +32,7 @@ FORMAT_DIRS := src include tests examples bench fuzz
 FORMAT_FILES = $(shell find $(FORMAT_DIRS) -type f \( -name '*.c' -o -name '*.h' \) 2>/dev/null | sort)
 
 .DEFAULT_GOAL := build
-.PHONY: all build deps deps-bench deps-fuzz test test-plain test-asan test-tsan test-fuzz fuzz test-long demo bench bench-sweep install format \
+.PHONY: all build deps deps-bench deps-fuzz deps-test test test-plain test-asan test-tsan test-fuzz fuzz test-long demo bench bench-sweep install format \
 	format-check clean
 
 all: build
@@ -44,11 +44,16 @@ deps:
 deps-fuzz:
 	@$(DEPS) --fuzz
 
+# Everything `make test` runs: the fuzz builds' tools, and Node's ws package, which a
+# WebSocket example's test talks to.
+deps-test:
+	@$(DEPS) --fuzz --node
+
 build: deps
 	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS)
 	cmake --build $(BUILD_DIR) -j$(JOBS)
 
-test: deps-fuzz
+test: deps-test
 	@bash scripts/check-tests.sh plain asan tsan fuzz
 
 test-plain: deps

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the tools and libraries cgnet's build needs are installed (Debian/Ubuntu).
 #
-#   scripts/deps.sh [--fuzz] [--bench] [--format] [--dry-run]
+#   scripts/deps.sh [--fuzz] [--node] [--bench] [--format] [--dry-run]
 #
 #   (always)   cmake, a C compiler, make, pkg-config, libc headers, cmocka, OpenSSL 3
 #              (libssl-dev, for TLS) and the openssl CLI, liburing (the io_uring backend)
@@ -13,6 +13,9 @@
 #   --fuzz     also clang and its libFuzzer runtime (libclang-rt-14-dev), which
 #              scripts/fuzz.sh builds the fuzz targets with (`make test`,
 #              `make test-fuzz`, `make fuzz`)
+#   --node     also Node.js and npm (nodejs, npm) and Node's `ws` package (npm install -g
+#              ws, from the npm registry): a WebSocket example's test talks to it
+#              (`make test`)
 #   --bench    also libuv1-dev, libevent-dev, wrk, h2load (nghttp2-client), nginx-light,
 #              h2o, python3, gnuplot-nox, valgrind and strace (bench peers, load tools, report)
 #   --format   also clang-format
@@ -26,10 +29,11 @@
 # packages as missing even when they are installed.
 set -euo pipefail
 
-want_fuzz=0 want_bench=0 want_format=0 dry_run=0
+want_fuzz=0 want_node=0 want_bench=0 want_format=0 dry_run=0
 for arg in "$@"; do
   case "$arg" in
     --fuzz) want_fuzz=1 ;;
+    --node) want_node=1 ;;
     --bench) want_bench=1 ;;
     --format) want_format=1 ;;
     --dry-run) dry_run=1 ;;
@@ -102,6 +106,10 @@ if ((want_fuzz)); then
   need clang have_cmd clang
   need libclang-rt-14-dev have_libfuzzer
 fi
+if ((want_node)); then
+  need nodejs have_cmd node
+  need npm have_cmd npm
+fi
 if ((want_bench)); then
   need libuv1-dev have_pc libuv
   need libevent-dev have_pc libevent
@@ -118,29 +126,54 @@ if ((want_format)); then
   need clang-format have_cmd clang-format
 fi
 
-((${#missing[@]} == 0)) && exit 0
+# The missing Debian packages, installed with apt-get (as root), or the command to run.
+apt_install() {
+  ((${#missing[@]} == 0)) && return 0
 
-echo "deps.sh: missing: ${missing[*]}" >&2
-if ! have_cmd apt-get; then
-  echo "deps.sh: no apt-get here; install the equivalents of: ${missing[*]}" >&2
-  exit 1
-fi
+  echo "deps.sh: missing: ${missing[*]}" >&2
+  if ! have_cmd apt-get; then
+    echo "deps.sh: no apt-get here; install the equivalents of: ${missing[*]}" >&2
+    exit 1
+  fi
 
-install_cmd="apt-get install -y ${missing[*]}"
-if ((EUID != 0)); then
-  echo "deps.sh: run: sudo apt-get update && sudo $install_cmd" >&2
-  exit 1
-fi
+  install_cmd="apt-get install -y ${missing[*]}"
+  if ((EUID != 0)); then
+    echo "deps.sh: run: sudo apt-get update && sudo $install_cmd" >&2
+    exit 1
+  fi
 
-export DEBIAN_FRONTEND=noninteractive
-if ((dry_run)); then
-  echo "deps.sh: would run: apt-get update && $install_cmd" >&2
-  # Ask apt (simulation only) whether it knows every package name.
-  apt-get install -s -y "${missing[@]}" >/dev/null
-  echo "deps.sh: apt-get knows all of: ${missing[*]}" >&2
-  exit 0
-fi
+  export DEBIAN_FRONTEND=noninteractive
+  if ((dry_run)); then
+    echo "deps.sh: would run: apt-get update && $install_cmd" >&2
+    # Ask apt (simulation only) whether it knows every package name.
+    apt-get install -s -y "${missing[@]}" >/dev/null
+    echo "deps.sh: apt-get knows all of: ${missing[*]}" >&2
+    return 0
+  fi
 
-echo "deps.sh: installing: ${missing[*]}" >&2
-apt-get update -q
-apt-get install -y -q "${missing[@]}" </dev/null
+  echo "deps.sh: installing: ${missing[*]}" >&2
+  apt-get update -q
+  apt-get install -y -q "${missing[@]}" </dev/null
+}
+
+# Node's ws package, where the test that uses it looks: require('ws') from anywhere, or
+# npm's global root.
+have_node_ws() {
+  have_cmd node || return 1
+  node -e "require('ws')" 2>/dev/null && return 0
+  have_cmd npm && NODE_PATH=$(npm root -g 2>/dev/null) node -e "require('ws')" 2>/dev/null
+}
+
+install_node_ws() {
+  have_node_ws && return 0
+  if ((EUID != 0 || dry_run)); then
+    echo "deps.sh: run: sudo npm install -g ws" >&2
+    ((dry_run)) && return 0
+    exit 1
+  fi
+  echo "deps.sh: installing Node's ws package (npm install -g ws)" >&2
+  npm install -g --no-fund --no-audit ws </dev/null
+}
+
+apt_install
+if ((want_node)); then install_node_ws; fi
