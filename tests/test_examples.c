@@ -348,19 +348,6 @@ static int run_program(const char *const *argv, int timeout_ms, run_result *r) {
   return 0;
 }
 
-/* A Python 3 that has the websockets module: the one in PATH, else the system's (a
- * pyenv or venv first in PATH may lack the Debian package). NULL if none has it. */
-static const char *python_with_websockets(void) {
-  static const char *const pythons[] = {"python3", "/usr/bin/python3"};
-  for (size_t i = 0; i < 2; i++) {
-    run_result r;
-    if (run_program(A(pythons[i], "-c", "import websockets"), 10000, &r) == 0 &&
-        r.status == 0)
-      return pythons[i];
-  }
-  return NULL;
-}
-
 /* The client side, in Python's websockets: argv[1] the port, argv[2] "deflate" or
  * "plain" (what the server must have agreed to). Echoes of every length class as text
  * and binary, a fragmented message, a ping; then a message over the server's 100000
@@ -417,7 +404,7 @@ static void ws_echo_with(const char *python, const char *const *args, const char
 /* ws_echo against Python's websockets, with permessage-deflate and without. */
 static void ws_echo_python_client(void **state) {
   (void)state;
-  const char *python = python_with_websockets();
+  const char *python = tu_python_with("websockets");
   if (!python) {
     fprintf(stderr, "skipped: no python3 with the websockets module "
                     "(Debian: python3-websockets; scripts/deps.sh installs it)\n");
@@ -462,7 +449,7 @@ static const char PY_CHAT[] =
 /* ws_chat: the page, the 404, and a broadcast reaching members on every loop. */
 static void ws_chat_python_members(void **state) {
   (void)state;
-  const char *python = python_with_websockets();
+  const char *python = tu_python_with("websockets");
   if (!python) {
     fprintf(stderr, "skipped: no python3 with the websockets module "
                     "(Debian: python3-websockets; scripts/deps.sh installs it)\n");

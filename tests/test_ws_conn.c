@@ -1493,20 +1493,6 @@ static pid_t spawn_reading_line(const char *const *argv, char *line, size_t cap,
   return pid;
 }
 
-/* A Python 3 with the websockets module (PATH's, else the system's), or NULL. */
-static const char *python_with_websockets(void) {
-  static const char *const pythons[] = {"python3", "/usr/bin/python3"};
-  for (size_t i = 0; i < 2; i++) {
-    const char *argv[] = {pythons[i], "-c", "import websockets; print('yes')", NULL};
-    char line[16];
-    pid_t pid = spawn_reading_line(argv, line, sizeof line, 1);
-    if (pid < 0) continue;
-    int st = tu_wait_exit(pid, 20000);
-    if (st == 0 && strcmp(line, "yes") == 0) return pythons[i];
-  }
-  return NULL;
-}
-
 /* An echo server in Python's websockets on a free port, printed first; argv[1] says
  * whether it accepts permessage-deflate. */
 static const char PY_SERVER[] =
@@ -1524,7 +1510,7 @@ static const char PY_SERVER[] =
 
 static void test_client_against_python(void **state) {
   (void)state;
-  const char *python = python_with_websockets();
+  const char *python = tu_python_with("websockets");
   if (!python) {
     fprintf(stderr, "skipped: no python3 with the websockets module "
                     "(Debian: python3-websockets; scripts/deps.sh installs it)\n");

@@ -225,3 +225,21 @@ int tu_port_after(const char *line, const char *marker) {
   }
   return atoi(p);
 }
+
+const char *tu_python_with(const char *module) {
+  static const char *const pythons[] = {"python3", "/usr/bin/python3"};
+  char code[128];
+  snprintf(code, sizeof code, "import %s", module);
+  for (size_t i = 0; i < sizeof pythons / sizeof pythons[0]; i++) {
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    char *const argv[] = {(char *)pythons[i], "-c", code, NULL};
+    pid_t pid;
+    int rc = posix_spawnp(&pid, pythons[i], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc == 0 && tu_wait_exit(pid, 20000) == 0) return pythons[i];
+  }
+  return NULL;
+}

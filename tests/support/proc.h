@@ -26,6 +26,9 @@ int tu_stop_process(pid_t pid, int timeout_ms);
 /* Wait up to timeout_ms for `pid` to exit by itself (then SIGKILL). Its exit status, or
  * -1 as above. */
 int tu_wait_exit(pid_t pid, int timeout_ms);
+/* A python3 that can import `module` ("python3" from PATH, else Debian's
+ * /usr/bin/python3, where PATH may name another install), or NULL. */
+const char *tu_python_with(const char *module);
 /* The port in `line` after `marker`: "MARKER 127.0.0.1:8000 ..." or "MARKER 8000". -1 if
  * the marker is missing. */
 int tu_port_after(const char *line, const char *marker);
