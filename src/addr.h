@@ -30,7 +30,7 @@ typedef struct cgnet__addr {
   /* "?sessions=1" / "?sessions=0" after a udp address: CGNET_ON / CGNET_OFF; not given:
    * CGNET_DEFAULT (options.udp_sessions decides). */
   int sessions;
-  int tls;        /* tls://, tls4://, tls6://: TLS over TCP (net is TCP, TCP4, TCP6) */
+  int tls; /* tls://, tls4://, tls6://: TLS over TCP (net is TCP, TCP4, TCP6) */
 } cgnet__addr;
 
 /*

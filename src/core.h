@@ -357,8 +357,8 @@ struct cgnet_engine {
   atomic_int state;
   _Atomic uint64_t stop_timeout_ms;
   atomic_size_t nconns;
-  _Atomic uint64_t rejected;     /* closed at once because of max_connections */
-  atomic_size_t nsessions;       /* open UDP sessions, bounded by max_udp_sessions */
+  _Atomic uint64_t rejected; /* closed at once because of max_connections */
+  atomic_size_t nsessions;   /* open UDP sessions, bounded by max_udp_sessions */
   _Atomic uint64_t sessions_opened, sessions_refused;
   _Atomic uint64_t tls_failures; /* TLS handshakes that failed */
   atomic_int loops_alive;

@@ -515,17 +515,17 @@ static void valid_tls(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(valid_tls),
-      cmocka_unit_test(valid_wildcards), cmocka_unit_test(valid_ipv4),
-      cmocka_unit_test(valid_ipv6),      cmocka_unit_test(valid_zone),
-      cmocka_unit_test(valid_hostname),  cmocka_unit_test(bad_scheme),
-      cmocka_unit_test(bad_port),        cmocka_unit_test(bad_host),
-      cmocka_unit_test(bad_family),      cmocka_unit_test(bad_resolve),
-      cmocka_unit_test(bad_long),        cmocka_unit_test(null_out),
-      cmocka_unit_test(mutations),       cmocka_unit_test(valid_udp),
-      cmocka_unit_test(bad_udp),         cmocka_unit_test(valid_udp_options),
-      cmocka_unit_test(bad_udp_options), cmocka_unit_test(valid_unix),
-      cmocka_unit_test(bad_unix),        cmocka_unit_test(format_unix),
+      cmocka_unit_test(valid_tls),         cmocka_unit_test(valid_wildcards),
+      cmocka_unit_test(valid_ipv4),        cmocka_unit_test(valid_ipv6),
+      cmocka_unit_test(valid_zone),        cmocka_unit_test(valid_hostname),
+      cmocka_unit_test(bad_scheme),        cmocka_unit_test(bad_port),
+      cmocka_unit_test(bad_host),          cmocka_unit_test(bad_family),
+      cmocka_unit_test(bad_resolve),       cmocka_unit_test(bad_long),
+      cmocka_unit_test(null_out),          cmocka_unit_test(mutations),
+      cmocka_unit_test(valid_udp),         cmocka_unit_test(bad_udp),
+      cmocka_unit_test(valid_udp_options), cmocka_unit_test(bad_udp_options),
+      cmocka_unit_test(valid_unix),        cmocka_unit_test(bad_unix),
+      cmocka_unit_test(format_unix),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
