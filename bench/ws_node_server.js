@@ -44,6 +44,7 @@ const args = parseArgs(process.argv.slice(2));
 const wss = new WebSocketServer({
   host: args.host,
   port: args.port,
+  backlog: 1024, // as cgnet's default listen backlog
   perMessageDeflate: false,
   maxPayload: 64 * 1024 * 1024,
   clientTracking: false,

@@ -8,7 +8,8 @@ came (str as text, bytes as binary), compression off, one asyncio loop on one th
 Written for websockets 10.x (Debian's python3-websockets; the asyncio `serve` API, which
 later versions keep as well). Port 0 (the default) lets the kernel pick one, named on the
 first stdout line: "ws_python_server: listening on tcp://127.0.0.1:41234 (websockets
-10.4)". Keepalive pings are off so a run measures echo only. SIGINT or SIGTERM stops it.
+10.4)". Keepalive pings are off so a run measures echo only; the listen backlog is 1024, as
+cgnet's default, so 1,000 conns opened at once are not dropped (asyncio's default is 100). SIGINT or SIGTERM stops it.
 """
 import argparse
 import asyncio
@@ -33,7 +34,7 @@ async def main(host, port):
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
     async with websockets.serve(echo, host, port, compression=None, max_size=64 << 20,
-                                ping_interval=None) as server:
+                                ping_interval=None, backlog=1024) as server:
         bound = server.sockets[0].getsockname()
         print(f"ws_python_server: listening on tcp://{bound[0]}:{bound[1]} "
               f"(websockets {websockets.__version__})", flush=True)
