@@ -47,7 +47,8 @@
 #   UDP_SERVERS="floor_udp cgnet_udp cgnet_udp_sessions"
 #   UDP_SOCKETS=256  UDP_SIZE=64  UDP_WINDOW=1
 #   WS_SERVERS="cgnet_ws cgnet_raw node_ws python_websockets"  (absent peers are skipped)
-#   WS_CONNS="100 1000"  WS_SIZES="64 4096"  WS_MODES=pingpong (stream also works)
+#   WS_CONNS="100 1000"  WS_SIZES="64 4096"  WS_MODES=pingpong (stream works too, but
+#            the Python peer may not echo a full stream window within wsload's 10 s drain)
 #   (QUICK=1 makes WS_CONNS=100 unless set)
 #   QUICK=1    a smoke run: 1 rep, 1 s, 100 conns, 512 B, both modes and placements
 #   OUT=DIR    results directory (default bench/results/<timestamp>-run)
