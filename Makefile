@@ -12,6 +12,7 @@
 #   make demo              build, then scripts/demo.sh
 #   make bench             build, then bench/run.sh (echo, HTTP, regression figures) and
 #                          bench/report.py -> docs/benchmarks.md; knobs: bash bench/run.sh --help
+#                          (UDP and WebSocket echo run by name: bash bench/run.sh udp ws)
 #   make bench-sweep       build, then bench/sweep.sh (connections x message size) and report
 #   make install PREFIX=/usr/local
 #   make format | format-check

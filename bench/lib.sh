@@ -86,6 +86,7 @@ wait_listening() {
 #   echo servers: cgnet cgnet_uring floor floor_uring libuv libevent
 #   http servers: cgnet_http floor_http nginx h2o
 #   udp echo servers: cgnet_udp (per-datagram conns) cgnet_udp_sessions (?sessions=1)
+#   WebSocket echo servers: cgnet_ws cgnet_raw node_ws python_websockets (ws_start)
 start_server() {
   local name=$1 placement=$2 dir=$3 loops pre
   loops=$(placement_loops "$placement")
@@ -126,6 +127,9 @@ start_server() {
       [[ $name == floor ]] && bin=floor_echo
       [[ $name == libuv || $name == libevent ]] && bin=echo_$name
       $pre "$BUILD/bench/$bin" --host "$HOST" --port 0 --loops "$loops" >"$log" 2>&1 &
+      ;;
+    cgnet_ws | cgnet_raw | node_ws | python_websockets)
+      ws_start "$name" "$loops" "$pre" "$log"
       ;;
     nginx)
       SERVER_PORT=$(free_port)
@@ -214,4 +218,68 @@ machine_info() {
     echo "h2load=$(h2load --version 2>/dev/null | head -n1 | sed 's/.*nghttp2\///')"
     echo "git=$(git -C "$ROOT" describe --always --dirty 2>/dev/null)"
   } >"$1"
+}
+
+# ---- WebSocket echo servers (bench/run.sh ws) ----------------------------------------
+# ws_start NAME LOOPS PREFIX LOG: start one in the background (start_server takes its PID
+# from $! and its port from the "listening on tcp://HOST:PORT" line each one prints).
+#   cgnet_ws           examples/ws_echo, permessage-deflate declined, LOOPS loops
+#   cgnet_raw          examples/echo, the same echo on raw conns (driven by wsload --raw)
+#   node_ws            bench/ws_node_server.js on Node's global `ws` package
+#   python_websockets  bench/ws_python_server.py on Python's websockets
+# Node and Python run the server on one thread whatever LOOPS says.
+ws_start() {
+  local name=$1 loops=$2 pre=$3 log=$4
+  case $name in
+    cgnet_ws)
+      # shellcheck disable=SC2086
+      $pre "$BUILD/examples/ws_echo" "tcp://$HOST:0" --loops "$loops" --no-deflate --quiet \
+        ${CGNET_ARGS:-} >"$log" 2>&1 &
+      ;;
+    cgnet_raw)
+      # shellcheck disable=SC2086
+      $pre "$BUILD/examples/echo" "tcp://$HOST:0" --loops "$loops" --quiet ${CGNET_ARGS:-} \
+        >"$log" 2>&1 &
+      ;;
+    node_ws)
+      ws_node_path
+      NODE_PATH=$WS_NODE_PATH $pre node "$BENCH_DIR/ws_node_server.js" --host "$HOST" \
+        --port 0 >"$log" 2>&1 &
+      ;;
+    python_websockets)
+      $pre "$(ws_python)" "$BENCH_DIR/ws_python_server.py" --host "$HOST" --port 0 \
+        >"$log" 2>&1 &
+      ;;
+  esac
+}
+
+WS_NODE_PATH=
+# Sets WS_NODE_PATH to where `npm install -g` put the ws package (asked once).
+ws_node_path() {
+  [[ -n $WS_NODE_PATH ]] || WS_NODE_PATH=$(npm root -g 2>/dev/null)
+}
+
+# A python3 that imports websockets: the one on PATH, else Debian's (python3-websockets).
+ws_python() {
+  local py
+  for py in python3 /usr/bin/python3; do
+    if "$py" -c 'import websockets' 2>/dev/null; then
+      echo "$py"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# ws_server_available NAME: the Node and Python peers need their packages.
+ws_server_available() {
+  case $1 in
+    cgnet_ws) [[ -x $BUILD/examples/ws_echo ]] ;;
+    node_ws)
+      ws_node_path
+      command -v node >/dev/null && NODE_PATH=$WS_NODE_PATH node -e 'require("ws")' 2>/dev/null
+      ;;
+    python_websockets) ws_python >/dev/null ;;
+    *) true ;;
+  esac
 }

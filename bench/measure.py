@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """measure.py — run one load tool against a running server and measure the server.
 
-    measure.py --pid PID --tool echoload|wrk|h2load|udpload --win A B --raw FILE -- CMD...
+    measure.py --pid PID --tool echoload|wsload|wrk|h2load|udpload --win A B --raw FILE
+               [--mark TEXT] -- CMD...
 
 Runs CMD (its stdout and stderr go to FILE) and, meanwhile, samples the CPU time of the
 server: PID and every process below it (nginx workers), all threads included, as
@@ -12,7 +13,10 @@ Two CPU figures:
                measured window and drain all included);
   cpu_win_s    over the window [t0+A, t0+B] after the launch at t0, which the caller
                places inside the tool's steady load (after its connects and warm-up,
-               before its drain). cpu_util = cpu_win_s / win_s is the number of cores the
+               before its drain); with --mark TEXT, t0 is instead the moment TEXT
+               first shows in the tool's output (wsload prints one when its conns are
+               open and the load starts: upgrading 1,000 WebSockets to a slow server can
+               take seconds). cpu_util = cpu_win_s / win_s is the number of cores the
                server kept busy under load, and per_cpu_s = throughput / cpu_util is
                messages (or requests) per server-CPU-second — the fair figure on a
                machine where the server and the load generator share 2 cores.
@@ -202,8 +206,9 @@ def num_or_none(v):
         return None
 
 
-PARSERS = {"echoload": parse_echoload, "wrk": parse_wrk, "h2load": parse_h2load,
-           "udpload": parse_udpload}
+# wsload prints echoload's RESULT line (its messages are WebSocket messages).
+PARSERS = {"echoload": parse_echoload, "wsload": parse_echoload, "wrk": parse_wrk,
+           "h2load": parse_h2load, "udpload": parse_udpload}
 
 
 def fmt(v):
@@ -212,6 +217,19 @@ def fmt(v):
     if isinstance(v, float):
         return f"{v:.6g}" if abs(v) < 1e6 else f"{v:.0f}"
     return str(v)
+
+
+def wait_mark(path, text, proc):
+    """When text first shows in the file path (the tool's output), polled every 10 ms;
+    the time the tool exited if it never does."""
+    want = text.encode()
+    while True:
+        with open(path, "rb") as f:
+            if want in f.read():
+                return time.monotonic()
+        if proc.poll() is not None:
+            return time.monotonic()
+        time.sleep(0.01)
 
 
 def sleep_until(t, proc):
@@ -228,6 +246,7 @@ def main():
     ap.add_argument("--tool", choices=PARSERS, required=True)
     ap.add_argument("--win", type=float, nargs=2, metavar=("A", "B"), required=True)
     ap.add_argument("--raw", required=True)
+    ap.add_argument("--mark", help="count the window from when the output shows this text")
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     a = ap.parse_args()
     cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
@@ -244,6 +263,9 @@ def main():
         except OSError as e:
             print(f"measure.py: cannot run {cmd[0]}: {e}", file=sys.stderr)
             return 125
+        t_launch = t0
+        if a.mark:
+            t0 = wait_mark(a.raw, a.mark, proc)
         sleep_until(t0 + a.win[0], proc)
         ta, ca, la, ba = time.monotonic(), tree_ticks(a.pid), tree_ticks(proc.pid), busy_ticks()
         sleep_until(t0 + a.win[1], proc)
@@ -272,7 +294,7 @@ def main():
         "cpu_total_s": (c1 - c0) / CLK_TCK,
         "load_util": (lb - la) / CLK_TCK / win_s if win_s > 0.2 else None,
         "other_util": ((bb - ba) - (cb - ca) - (lb - la)) / CLK_TCK / win_s if win_s > 0.2 else None,
-        "wall_s": t1 - t0,
+        "wall_s": t1 - t_launch,
         "p50_us": r.get("p50_us"),
         "p99_us": r.get("p99_us"),
         "hwm_kb": hwm,

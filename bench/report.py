@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """report.py — turn bench results into docs/benchmarks.md tables and docs/img/ charts.
 
-    bench/report.py [--run DIR] [--sweep DIR] [--regress DIR] [--doc FILE] [--img DIR]
+    bench/report.py [--run DIR] [--sweep DIR] [--regress DIR] [--udp DIR] [--ws DIR]
+                    [--doc FILE] [--img DIR]
 
 DIR defaults: the newest directory under bench/results/ holding results.tsv (written by
-bench/run.sh), sweep.tsv (bench/sweep.sh) and regress.tsv (bench/run.sh regress). Each
-part of the report is optional: a part with no results keeps what the document has.
+bench/run.sh), sweep.tsv (bench/sweep.sh), regress.tsv (bench/run.sh regress), udp.tsv
+(bench/run.sh udp) and ws.tsv (bench/run.sh ws). Each part of the report is optional: a
+part with no results keeps what the document has.
 
 Per configuration and server: the median over repetitions and the spread (min–max) of
 throughput and of messages per server-CPU-second (throughput over the cores the server
@@ -636,6 +638,55 @@ def udp_section(udp_dir):
     return "\n".join(out)
 
 
+WS_SERVERS = ["cgnet_ws", "cgnet_raw", "node_ws", "python_websockets"]
+WS_SINGLE_THREADED = ("node_ws", "python_websockets")
+
+
+def ws_section(ws_dir):
+    """WebSocket echo: messages per server-CPU-second of each server, and cgnet_ws's ratio
+    to the same echo on raw conns (the WebSocket layer's cost) and to the Node and Python
+    peers."""
+    rows = [r for r in read_tsv(os.path.join(ws_dir, "ws.tsv")) if r.get("bench") == "ws"]
+    if not rows:
+        return None
+    g = group(rows, ["placement", "mode", "conns", "size", "server"])
+    out = [f"WebSocket echo by `build/bench/wsload` (binary messages, every payload byte "
+           f"checked; cgnet_raw is `examples/echo` driven by `wsload --raw`, the same echo "
+           f"without WebSocket), the servers' CPU measured in a window inside the load as "
+           f"for echo. node_ws and python_websockets run on one thread: in loops2 cgnet has "
+           f"2 loops and they have one. Results: `{os.path.relpath(ws_dir, ROOT)}`.\n"]
+    trows, rrows = [], []
+    configs = sorted({k[:4] for k in g},
+                     key=lambda k: (k[0] != "pin1", k[1], int(k[2]), int(k[3])))
+    for pl, mode, conns, size in configs:
+        label = f"{pl}, {mode}, {conns} conns, {size_txt(size)}"
+        cell = {s: g.get((pl, mode, conns, size, s)) for s in WS_SERVERS}
+        for s in WS_SERVERS:
+            x = cell[s]
+            if x is None:
+                continue
+            name = s + (" (1 thread)" if pl != "pin1" and s in WS_SINGLE_THREADED else "")
+            trows.append([label, name, si(x.med("thr")), cores(x, "cpu_util"),
+                          spread_txt(x, "per_cpu_s"), us(x.med("p50_us")),
+                          us(x.med("p99_us")), runs_txt(x)])
+
+        def per(s):
+            x = cell.get(s)
+            return x.med("per_cpu_s") if x else None
+        rrows.append([label, ratio(per("cgnet_ws"), per("cgnet_raw")),
+                      ratio(per("cgnet_ws"), per("node_ws")),
+                      ratio(per("cgnet_ws"), per("python_websockets"))])
+    out.append(table(["config", "cgnet_ws ÷ cgnet_raw", "cgnet_ws ÷ node_ws",
+                      "cgnet_ws ÷ python_websockets"], rrows))
+    out.append("\nRatios of messages per server-CPU-second (medians). The first says what the "
+               "WebSocket layer costs over raw conns (the aim: at least 0.85 at 64 B).\n")
+    out.append("<details><summary>All figures (median, min–max over repetitions)</summary>\n")
+    out.append(table(["config", "server", "msgs/s", "server CPU (cores)", "per server-CPU-s",
+                      "p50", "p99", "clean runs"], trows))
+    out.append("\n</details>\n")
+    return "\n".join(out)
+
+
 def replace_section(doc, name, body):
     begin, end = f"<!-- BEGIN GENERATED: {name} -->", f"<!-- END GENERATED: {name} -->"
     pat = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
@@ -651,6 +702,7 @@ def main():
     ap.add_argument("--sweep")
     ap.add_argument("--regress")
     ap.add_argument("--udp")
+    ap.add_argument("--ws")
     ap.add_argument("--doc", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     ap.add_argument("--img", default=os.path.join(ROOT, "docs", "img"))
     a = ap.parse_args()
@@ -660,6 +712,9 @@ def main():
     udp_dir = a.udp or newest("udp.tsv")
     if a.run and not a.udp and has_rows(os.path.join(a.run, "udp.tsv")):
         udp_dir = a.run
+    ws_dir = a.ws or newest("ws.tsv")
+    if a.run and not a.ws and has_rows(os.path.join(a.run, "ws.tsv")):
+        ws_dir = a.run
     if a.run and not a.regress and has_rows(os.path.join(a.run, "regress.tsv")):
         regress_dir = a.run
 
@@ -680,6 +735,8 @@ def main():
         sections["regress"] = regress_section(regress_dir)
     if udp_dir and has_rows(os.path.join(udp_dir, "udp.tsv")):
         sections["udp"] = udp_section(udp_dir)
+    if ws_dir and has_rows(os.path.join(ws_dir, "ws.tsv")):
+        sections["ws"] = ws_section(ws_dir)
     for name, body in sections.items():
         if body:
             doc = replace_section(doc, name, body)

@@ -2,8 +2,8 @@
 # bench/run.sh — cgnet side by side with the floor (a hand-written epoll loop) and the C
 # peers, in one run, on this machine. `make bench` runs it with the defaults.
 #
-#   bench/run.sh [echo] [http] [regress] [udp]  (no argument: the first three, then the
-#                                                report; udp runs when named)
+#   bench/run.sh [echo] [http] [regress] [udp] [ws]  (no argument: the first three, then
+#                                                     the report; udp, ws run when named)
 #
 # Placements (PLACEMENTS):
 #   pin1    server with 1 loop pinned to CPU 0, load tool (1 thread) pinned to CPU 1
@@ -20,6 +20,13 @@
 #          sendmmsg loop; examples/echo on a udp address with sessions off, cgnet_udp, and
 #          on, cgnet_udp_sessions), UDP_SOCKETS sockets (one peer each) x UDP_SIZE bytes,
 #          UDP_WINDOW datagrams in flight per socket; rows in udp.tsv
+# ws       build/bench/wsload against WS_SERVERS: cgnet_ws (examples/ws_echo, no deflate),
+#          cgnet_raw (examples/echo driven by wsload --raw: the same echo without
+#          WebSocket, so the WebSocket overhead is one ratio), node_ws (Node's ws,
+#          bench/ws_node_server.js) and python_websockets (bench/ws_python_server.py);
+#          WS_CONNS x WS_SIZES x WS_MODES, binary messages, every payload byte checked;
+#          rows in ws.tsv. Node and Python are single-threaded: in loops2 they still run
+#          one thread (unpinned), where cgnet runs 2 loops.
 #
 # Each repetition runs the whole matrix again with the servers in a rotated order, and
 # every run starts a fresh server process. Per run the results file gets one line:
@@ -39,6 +46,10 @@
 #   REGRESS_SERVERS="cgnet cgnet_uring floor floor_uring"
 #   UDP_SERVERS="floor_udp cgnet_udp cgnet_udp_sessions"
 #   UDP_SOCKETS=256  UDP_SIZE=64  UDP_WINDOW=1
+#   WS_SERVERS="cgnet_ws cgnet_raw node_ws python_websockets"  (absent peers are skipped)
+#   WS_CONNS="100 1000"  WS_SIZES="64 4096"  WS_MODES=pingpong (stream works too, but
+#            the Python peer may not echo a full stream window within wsload's 10 s drain)
+#   (QUICK=1 makes WS_CONNS=100 unless set)
 #   QUICK=1    a smoke run: 1 rep, 1 s, 100 conns, 512 B, both modes and placements
 #   OUT=DIR    results directory (default bench/results/<timestamp>-run)
 #   REPORT=0   do not run bench/report.py at the end
@@ -80,13 +91,13 @@ parts=("$@")
 ((${#parts[@]})) || parts=(echo http regress)
 for p in "${parts[@]}"; do
   case $p in
-    echo | http | regress | udp) ;;
+    echo | http | regress | udp | ws) ;;
     -h | --help)
-      sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,/^set -uo/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
-      echo "run.sh: unknown part '$p' (echo, http, regress, udp)" >&2
+      echo "run.sh: unknown part '$p' (echo, http, regress, udp, ws)" >&2
       exit 2
       ;;
   esac
@@ -123,7 +134,7 @@ fi
 # one_run PLACEMENT BENCH MODE CONNS SIZE TOOL SERVER REP ORDER
 one_run() {
   local placement=$1 bench=$2 mode=$3 conns=$4 size=$5 tool=$6 server=$7 rep=$8 order=$9
-  local loops threads tag dir line="" a b cmd
+  local loops threads tag dir line="" a b cmd mark=()
   loops=$(placement_loops "$placement")
   threads=1
   [[ $placement == pin1 ]] || threads=$LOAD_THREADS2
@@ -155,6 +166,17 @@ one_run() {
       cmd=("$BUILD/bench/udpload" -a "$HOST:$SERVER_PORT" -c "$conns" -s "$size" -w "$UDP_WINDOW"
         -d "$DURATION")
       ;;
+    wsload)
+      # As echoload, but the CPU window counts from wsload's "load starts" line: the
+      # upgrades of 1,000 conns to a slow peer can take seconds. cgnet_raw is the same
+      # tool without the WebSocket layer.
+      mark=(--mark "load starts")
+      a=$WARMUP
+      b=$(awk -v w="$WARMUP" -v d="$DURATION" 'BEGIN { print w + d - 0.1 }')
+      cmd=("$BUILD/bench/wsload" -a "$HOST:$SERVER_PORT" -c "$conns" -s "$size" -m "$mode"
+        -d "$DURATION" -w "$WARMUP" -t "$threads")
+      [[ $server == cgnet_raw ]] && cmd+=(--raw)
+      ;;
     h2load)
       a=0.5
       b=$(awk -v d="$HTTP_DURATION" 'BEGIN { print d - 0.1 }')
@@ -166,7 +188,7 @@ one_run() {
   limit=$(awk -v d="$DURATION" -v h="$HTTP_DURATION" -v w="$WARMUP" 'BEGIN { print int(d + h + w + 40) }')
   # shellcheck disable=SC2046
   line=$($(load_cpus "$placement") python3 "$BENCH_DIR/measure.py" --pid "$SERVER_PID" \
-    --tool "$tool" --win "$a" "$b" --raw "$dir/load.txt" -- timeout -s INT "$limit" "${cmd[@]}")
+    --tool "$tool" --win "$a" "$b" --raw "$dir/load.txt" "${mark[@]}" -- timeout -s INT "$limit" "${cmd[@]}")
   stop_server
   record "$meta" "$line" "$dir"
   log "$tag: $line"
@@ -350,6 +372,45 @@ run_udp() {
         one_run "$placement" udp echo "$UDP_SOCKETS" "$UDP_SIZE" udpload "$server" "$rep" $((order++))
       done
       i=$((i + 1))
+    done
+  done
+  RESULTS=$saved
+}
+
+# WebSocket echo: cgnet's ws_echo, the same echo on raw conns (the overhead ratio), and
+# the Node and Python peers, each measured like an echo run by wsload (every payload byte
+# checked). Rows in ws.tsv, results.tsv's columns; the knobs go to knobs.txt.
+if [[ ${QUICK:-0} == 1 ]]; then : "${WS_CONNS:=100}"; fi
+WS_SERVERS=${WS_SERVERS:-cgnet_ws cgnet_raw node_ws python_websockets}
+WS_CONNS=${WS_CONNS:-100 1000}
+WS_SIZES=${WS_SIZES:-64 4096}
+WS_MODES=${WS_MODES:-pingpong}
+
+run_ws() {
+  [[ -x $BUILD/bench/wsload ]] || {
+    log "ws: $BUILD/bench/wsload is missing"
+    return
+  }
+  local saved=$RESULTS placement rep mode conns size i=0 server servers=() v
+  for server in $WS_SERVERS; do
+    if ws_server_available "$server"; then servers+=("$server"); else log "skipping $server: not installed"; fi
+  done
+  for v in WS_SERVERS WS_CONNS WS_SIZES WS_MODES; do echo "$v=${!v}"; done >>"$OUT/knobs.txt"
+  RESULTS=$OUT/ws.tsv
+  [[ -s $RESULTS ]] || tr ' ' '\t' <<<"$RESULTS_HEADER" >"$RESULTS"
+  for placement in $PLACEMENTS; do
+    for ((rep = 1; rep <= REPS; rep++)); do
+      for mode in $WS_MODES; do
+        for conns in $WS_CONNS; do
+          for size in $WS_SIZES; do
+            local order=0
+            for server in $(rotate $((rep - 1 + i)) "${servers[@]}"); do
+              one_run "$placement" ws "$mode" "$conns" "$size" wsload "$server" "$rep" $((order++))
+            done
+            i=$((i + 1))
+          done
+        done
+      done
     done
   done
   RESULTS=$saved
