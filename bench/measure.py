@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """measure.py — run one load tool against a running server and measure the server.
 
-    measure.py --pid PID --tool echoload|wrk|h2load|udpload --win A B --raw FILE -- CMD...
+    measure.py --pid PID --tool echoload|tlsload|wrk|h2load|udpload --win A B --raw FILE -- CMD...
 
 Runs CMD (its stdout and stderr go to FILE) and, meanwhile, samples the CPU time of the
 server: PID and every process below it (nginx workers), all threads included, as
@@ -202,8 +202,9 @@ def num_or_none(v):
         return None
 
 
-PARSERS = {"echoload": parse_echoload, "wrk": parse_wrk, "h2load": parse_h2load,
-           "udpload": parse_udpload}
+# tlsload prints echoload's RESULT line (msgs = handshakes in its handshake mode).
+PARSERS = {"echoload": parse_echoload, "tlsload": parse_echoload, "wrk": parse_wrk,
+           "h2load": parse_h2load, "udpload": parse_udpload}
 
 
 def fmt(v):
