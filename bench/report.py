@@ -647,6 +647,16 @@ COLOR.update({"cgnet_tls": COLOR["cgnet"], "cgnet_tls_uring": COLOR["cgnet_uring
               "nginx_tls": COLOR["nginx"], "h2o_tls": COLOR["h2o"]})
 
 
+def tls_knobs(tls_dir):
+    knobs = {}
+    path = os.path.join(tls_dir, "knobs.txt")
+    if os.path.isfile(path):
+        for line in open(path):
+            k, _, v = line.rstrip("\n").partition("=")
+            knobs[k] = v
+    return knobs
+
+
 def tls_peer_table(g, configs, servers, cgnets, peers, label):
     """Per configuration: each server's messages per server-CPU-second (median and
     spread) and the ratio of each cgnet server to each peer (medians)."""
@@ -694,7 +704,8 @@ def tls_idle_table(path):
     for r in rows:
         g.setdefault((r["placement"], r["conns"], r["server"]), []).append(r)
     out = []
-    for (pl, conns, s), rs in sorted(g.items(), key=lambda kv: (kv[0][0] != "pin1", kv[0][2])):
+    for (pl, conns, s), rs in sorted(g.items(),
+                                     key=lambda kv: (kv[0][0] != "pin1", kv[0][2] == "cgnet")):
         ok = [r for r in rs if r["status"] == "ok" and num(r["bytes_per_conn"]) is not None]
         per = [num(r["bytes_per_conn"]) for r in ok]
         before = [num(r["rss_before_kb"]) for r in ok]
@@ -737,10 +748,15 @@ def tls_section(tls_dir, charts):
         out.append(f"\n`tlsload -m handshake -c {hs[0]['conns']}`: connect, full handshake "
                    f"(no session cache, no ticket offered), close, again.\n")
         if charts.ok:
-            bars = [(label(c).replace(", ", "\\n"),
-                     [((g[c + (s,)].med("per_cpu_s") or 0) / 1e3,) + tuple(
-                         (v or 0) / 1e3 for v in g[c + (s,)].spread("per_cpu_s"))
-                      if c + (s,) in g else (None, None, None) for s in servers])
+            def k(v):
+                return None if v is None else v / 1e3
+
+            def bar(x):
+                if x is None:
+                    return (None, None, None)
+                return (k(x.med("per_cpu_s")),) + tuple(k(v) for v in x.spread("per_cpu_s"))
+
+            bars = [(label(c).replace(", ", "\\n"), [bar(g.get(c + (s,))) for s in servers])
                     for c in configs]
             img = charts.bars("tls_handshakes", "Full TLS 1.3 handshakes per server-CPU-second",
                               "thousand handshakes per server-CPU-s", servers, bars)
@@ -766,7 +782,9 @@ def tls_section(tls_dir, charts):
             g, configs, servers,
             [s for s in ("cgnet_https", "cgnet_https_uring") if s in servers],
             [s for s in ("nginx_tls", "h2o_tls") if s in servers], lambda c: f"{c[0]}, {c[1]}"))
-        out.append(f"\n{https[0]['conns']} conns, {16} requests deep, ECDSA certificate.\n")
+        depth = tls_knobs(tls_dir).get("HTTP_DEPTH") or "?"
+        out.append(f"\n{https[0]['conns']} conns, {depth} requests in flight per conn, ECDSA "
+                   f"certificate.\n")
         out.append("<details><summary>All HTTPS figures (median, min–max)</summary>\n")
         out.append(tls_detail_table(g, configs, servers, lambda c: f"{c[0]}, {c[1]}", "requests"))
         out.append("\n</details>\n")
