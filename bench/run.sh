@@ -2,8 +2,9 @@
 # bench/run.sh — cgnet side by side with the floor (a hand-written epoll loop) and the C
 # peers, in one run, on this machine. `make bench` runs it with the defaults.
 #
-#   bench/run.sh [echo] [http] [regress] [udp]  (no argument: the first three, then the
-#                                                report; udp runs when named)
+#   bench/run.sh [echo] [http] [regress] [udp] [tls]  (no argument: the first three,
+#                                                      then the report; udp and tls run
+#                                                      when named)
 #
 # Placements (PLACEMENTS):
 #   pin1    server with 1 loop pinned to CPU 0, load tool (1 thread) pinned to CPU 1
