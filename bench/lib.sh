@@ -69,7 +69,7 @@ EOF
 wait_listening() {
   local file=$1 tries=$(($2 * 20)) port
   while ((tries-- > 0)); do
-    port=$(sed -nE -e 's/.*listening on ((tcp|udp):\/\/)?[0-9.]+:([0-9]+).*/\3/p' \
+    port=$(sed -nE -e 's/.*listening on ((tcp|udp|tls):\/\/)?[0-9.]+:([0-9]+).*/\3/p' \
       -e 's/.*listening on port ([0-9]+).*/\1/p' "$file" 2>/dev/null | head -n1)
     if [[ -n $port ]]; then
       echo "$port"
@@ -87,6 +87,9 @@ wait_listening() {
 #   http servers: cgnet_http floor_http nginx h2o
 #   udp echo servers: cgnet_udp (per-datagram conns) cgnet_udp_sessions (?sessions=1)
 #   WebSocket echo servers: cgnet_ws cgnet_raw node_ws python_websockets (ws_start)
+#   tls servers (certificate and key in $TLS_CERT, $TLS_KEY): cgnet_tls cgnet_tls_uring
+#     (echo over tls://), cgnet_https cgnet_https_uring (http_plaintext over tls://),
+#     nginx_tls h2o_tls (HTTPS /plaintext; any TLS client can handshake with them)
 start_server() {
   local name=$1 placement=$2 dir=$3 loops pre
   loops=$(placement_loops "$placement")
@@ -145,6 +148,36 @@ start_server() {
         "$BENCH_DIR/h2o.conf.in" >"$dir/h2o.conf"
       $pre h2o -c "$dir/h2o.conf" >"$log" 2>&1 &
       ;;
+    cgnet_tls | cgnet_tls_uring)
+      local be=epoll
+      [[ $name == cgnet_tls_uring ]] && be=io_uring
+      # shellcheck disable=SC2086
+      $pre "$BUILD/examples/echo" "tls://$HOST:0" --loops "$loops" --quiet --backend "$be" \
+        --cert "$TLS_CERT" --key "$TLS_KEY" ${CGNET_ARGS:-} >"$log" 2>&1 &
+      ;;
+    cgnet_https | cgnet_https_uring)
+      local be=epoll
+      [[ $name == cgnet_https_uring ]] && be=io_uring
+      # shellcheck disable=SC2086
+      $pre "$BUILD/examples/http_plaintext" "tls://$HOST:0" --loops "$loops" --backend "$be" \
+        --cert "$TLS_CERT" --key "$TLS_KEY" ${CGNET_ARGS:-} >"$log" 2>&1 &
+      ;;
+    nginx_tls)
+      SERVER_PORT=$(free_port)
+      sed -e "s/@PORT@/$SERVER_PORT/" -e "s/@WORKERS@/$loops/" -e "s,@DIR@,$dir," \
+        -e "s,@CERT@,$TLS_CERT," -e "s,@KEY@,$TLS_KEY," \
+        "$BENCH_DIR/nginx_tls.conf.in" >"$dir/nginx.conf"
+      $pre nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$log" 2>&1 &
+      ;;
+    h2o_tls)
+      SERVER_PORT=$(free_port)
+      chmod 755 "$dir"
+      printf 'Hello, World!' >"$dir/plaintext"
+      sed -e "s/@PORT@/$SERVER_PORT/" -e "s/@WORKERS@/$loops/" -e "s,@DIR@,$dir," \
+        -e "s,@CERT@,$TLS_CERT," -e "s,@KEY@,$TLS_KEY," \
+        "$BENCH_DIR/h2o_tls.conf.in" >"$dir/h2o.conf"
+      $pre h2o -c "$dir/h2o.conf" >"$log" 2>&1 &
+      ;;
     *)
       log "unknown server '$name'"
       return 1
@@ -184,8 +217,8 @@ bench_cleanup() { stop_server; }
 # http_server_available NAME: nginx and h2o are optional.
 http_server_available() {
   case $1 in
-    nginx) command -v nginx >/dev/null ;;
-    h2o) command -v h2o >/dev/null ;;
+    nginx | nginx_tls) command -v nginx >/dev/null ;;
+    h2o | h2o_tls) command -v h2o >/dev/null ;;
     *) true ;;
   esac
 }

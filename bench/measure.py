@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """measure.py — run one load tool against a running server and measure the server.
 
-    measure.py --pid PID --tool echoload|wsload|wrk|h2load|udpload --win A B --raw FILE
-               [--mark TEXT] -- CMD...
+    measure.py --pid PID --tool echoload|wsload|tlsload|wrk|h2load|udpload --win A B
+               --raw FILE [--mark TEXT] -- CMD...
 
 Runs CMD (its stdout and stderr go to FILE) and, meanwhile, samples the CPU time of the
 server: PID and every process below it (nginx workers), all threads included, as
@@ -206,8 +206,10 @@ def num_or_none(v):
         return None
 
 
-# wsload prints echoload's RESULT line (its messages are WebSocket messages).
-PARSERS = {"echoload": parse_echoload, "wsload": parse_echoload, "wrk": parse_wrk,
+# wsload and tlsload print echoload's RESULT line (their messages are WebSocket
+# messages; tlsload's are handshakes in its handshake mode).
+PARSERS = {"echoload": parse_echoload, "wsload": parse_echoload, "tlsload": parse_echoload,
+           "wrk": parse_wrk,
            "h2load": parse_h2load, "udpload": parse_udpload}
 
 

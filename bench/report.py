@@ -2,11 +2,11 @@
 """report.py — turn bench results into docs/benchmarks.md tables and docs/img/ charts.
 
     bench/report.py [--run DIR] [--sweep DIR] [--regress DIR] [--udp DIR] [--ws DIR]
-                    [--doc FILE] [--img DIR]
+                    [--tls DIR] [--doc FILE] [--img DIR]
 
 DIR defaults: the newest directory under bench/results/ holding results.tsv (written by
-bench/run.sh), sweep.tsv (bench/sweep.sh), regress.tsv (bench/run.sh regress), udp.tsv
-(bench/run.sh udp) and ws.tsv (bench/run.sh ws). Each part of the report is optional: a
+bench/run.sh), sweep.tsv (bench/sweep.sh), regress.tsv, udp.tsv, ws.tsv and tls.tsv or
+tls_idle.tsv (bench/run.sh regress, udp, ws, tls). Each part of the report is optional: a
 part with no results keeps what the document has.
 
 Per configuration and server: the median over repetitions and the spread (min–max) of
@@ -685,6 +685,181 @@ def ws_section(ws_dir):
                       "p50", "p99", "clean runs"], trows))
     out.append("\n</details>\n")
     return "\n".join(out)
+TLS_HS_SERVERS = ["cgnet_tls", "cgnet_tls_uring", "nginx_tls", "h2o_tls"]
+TLS_HTTPS_SERVERS = ["cgnet_https", "cgnet_https_uring", "nginx_tls", "h2o_tls"]
+TLS_ECHO_SERVERS = ["cgnet_tls", "cgnet_tls_uring", "cgnet"]
+TLS_IDLE_SERVERS = ["cgnet_tls", "cgnet"]
+COLOR.update({"cgnet_tls": COLOR["cgnet"], "cgnet_tls_uring": COLOR["cgnet_uring"],
+              "cgnet_https": COLOR["cgnet"], "cgnet_https_uring": COLOR["cgnet_uring"],
+              "nginx_tls": COLOR["nginx"], "h2o_tls": COLOR["h2o"]})
+
+
+def tls_knobs(tls_dir):
+    knobs = {}
+    path = os.path.join(tls_dir, "knobs.txt")
+    if os.path.isfile(path):
+        for line in open(path):
+            k, _, v = line.rstrip("\n").partition("=")
+            knobs[k] = v
+    return knobs
+
+
+def tls_peer_table(g, configs, servers, cgnets, peers, label):
+    """Per configuration: each server's messages per server-CPU-second (median and
+    spread) and the ratio of each cgnet server to each peer (medians)."""
+    head = ["config"] + servers + [f"{c} ÷ {p}" for c in cgnets for p in peers]
+    rows = []
+    for cfg in configs:
+        cell = {s: g.get(cfg + (s,)) for s in servers}
+        per = {s: (cell[s].med("per_cpu_s") if cell[s] else None) for s in servers}
+        rows.append([label(cfg)] + [spread_txt(cell[s], "per_cpu_s") if cell[s] else "–"
+                                    for s in servers]
+                    + [ratio(per[c], per[p]) for c in cgnets for p in peers])
+    return table(head, rows)
+
+
+def tls_detail_table(g, configs, servers, label, unit):
+    rows = []
+    for cfg in configs:
+        for s in servers:
+            x = g.get(cfg + (s,))
+            if x is None:
+                continue
+            rows.append([label(cfg), s, spread_txt(x, "thr"), cores(x, "cpu_util"),
+                         spread_txt(x, "per_cpu_s"), us(x.med("p50_us")), us(x.med("p99_us")),
+                         runs_txt(x)])
+    return table(["config", "server", f"{unit}/s", "server CPU (cores)",
+                  f"{unit} per server-CPU-s", "p50", "p99", "clean runs"], rows)
+
+
+def tls_probe_table(path):
+    if not has_rows(path):
+        return None
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    return table(["server", "key", "protocol", "suite", "group", "TLS 1.3 tickets sent"],
+                 [[r["server"], r["key"], r["protocol"] or "–", r["cipher"] or "–",
+                   r["group"] or "–", r["tickets"]] for r in rows])
+
+
+def tls_idle_table(path):
+    if not has_rows(path):
+        return None
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    g = {}
+    for r in rows:
+        g.setdefault((r["placement"], r["conns"], r["server"]), []).append(r)
+    out = []
+    for (pl, conns, s), rs in sorted(g.items(),
+                                     key=lambda kv: (kv[0][0] != "pin1", kv[0][2] == "cgnet")):
+        ok = [r for r in rs if r["status"] == "ok" and num(r["bytes_per_conn"]) is not None]
+        per = [num(r["bytes_per_conn"]) for r in ok]
+        before = [num(r["rss_before_kb"]) for r in ok]
+        idle = [num(r["rss_idle_kb"]) for r in ok]
+        if per:
+            m = statistics.median(per)
+            txt = f"{m:,.0f}" + (f" ({min(per):,.0f}–{max(per):,.0f})" if len(per) > 1 else "")
+        else:
+            txt = "–"
+        out.append([pl, f"{int(conns):,}", s,
+                    mib(statistics.median(before)) if before else "–",
+                    mib(statistics.median(idle)) if idle else "–", txt,
+                    f"{len(ok)}/{len(rs)}"])
+    return table(["placement", "idle conns", "server", "RSS before (MiB)", "RSS idle (MiB)",
+                  "bytes per idle conn", "clean runs"], out)
+
+
+def tls_section(tls_dir, charts):
+    """TLS: full handshakes, HTTPS pipelined and TLS echo per server-CPU-second with
+    cgnet's ratios to nginx and h2o (and TLS echo to plain cgnet), and the server memory
+    per idle TLS conn."""
+    path = os.path.join(tls_dir, "tls.tsv")
+    rows = read_tsv(path) if has_rows(path) else []
+    out = [f"TLS by `build/bench/tlsload` (handshakes, TLS echo, idle conns; every echoed "
+           f"byte checked), wrk and h2load (HTTPS), the servers' CPU measured in a window "
+           f"inside the load as for echo; figures per server-CPU-second. Results: "
+           f"`{os.path.relpath(tls_dir, ROOT)}`.\n"]
+    order = {"pin1": 0, "loops2": 1}
+
+    hs = [r for r in rows if r["bench"].startswith("handshake_")]
+    if hs:
+        g = group(hs, ["bench", "placement", "server"])
+        configs = sorted({k[:2] for k in g}, key=lambda k: (k[0], order.get(k[1], 9)))
+        servers = [s for s in TLS_HS_SERVERS if any(k[2] == s for k in g)]
+        label = lambda c: f"{c[0].split('_', 1)[1].upper()}, {c[1]}"
+        out.append("### Full TLS 1.3 handshakes per server-CPU-second\n")
+        out.append(tls_peer_table(g, configs, servers,
+                                  [s for s in ("cgnet_tls", "cgnet_tls_uring") if s in servers],
+                                  [s for s in ("nginx_tls", "h2o_tls") if s in servers], label))
+        out.append(f"\n`tlsload -m handshake -c {hs[0]['conns']}`: connect, full handshake "
+                   f"(no session cache, no ticket offered), close, again.\n")
+        if charts.ok:
+            def k(v):
+                return None if v is None else v / 1e3
+
+            def bar(x):
+                if x is None:
+                    return (None, None, None)
+                return (k(x.med("per_cpu_s")),) + tuple(k(v) for v in x.spread("per_cpu_s"))
+
+            bars = [(label(c).replace(", ", "\\n"), [bar(g.get(c + (s,))) for s in servers])
+                    for c in configs]
+            img = charts.bars("tls_handshakes", "Full TLS 1.3 handshakes per server-CPU-second",
+                              "thousand handshakes per server-CPU-s", servers, bars)
+            if img:
+                out.append(f"![TLS handshakes]({img})\n")
+        out.append("<details><summary>All handshake figures (median, min–max)</summary>\n")
+        out.append(tls_detail_table(g, configs, servers, label, "handshakes"))
+        out.append("\n</details>\n")
+        probe = tls_probe_table(os.path.join(tls_dir, "tls_probe.tsv"))
+        if probe:
+            out.append("What each server negotiated with `openssl s_client -tls1_3`, and the "
+                       "session tickets it sends after a handshake (the client never uses "
+                       "them):\n")
+            out.append(probe + "\n")
+
+    https = [r for r in rows if r["bench"] == "https"]
+    if https:
+        g = group(https, ["tool", "placement", "server"])
+        configs = sorted({k[:2] for k in g}, key=lambda k: (k[0] != "wrk", order.get(k[1], 9)))
+        servers = [s for s in TLS_HTTPS_SERVERS if any(k[2] == s for k in g)]
+        out.append("### HTTPS pipelined requests per server-CPU-second\n")
+        out.append(tls_peer_table(
+            g, configs, servers,
+            [s for s in ("cgnet_https", "cgnet_https_uring") if s in servers],
+            [s for s in ("nginx_tls", "h2o_tls") if s in servers], lambda c: f"{c[0]}, {c[1]}"))
+        depth = tls_knobs(tls_dir).get("HTTP_DEPTH") or "?"
+        out.append(f"\n{https[0]['conns']} conns, {depth} requests in flight per conn, ECDSA "
+                   f"certificate.\n")
+        out.append("<details><summary>All HTTPS figures (median, min–max)</summary>\n")
+        out.append(tls_detail_table(g, configs, servers, lambda c: f"{c[0]}, {c[1]}", "requests"))
+        out.append("\n</details>\n")
+
+    echo = [r for r in rows if r["bench"] == "tls_echo"]
+    if echo:
+        g = group(echo, ["mode", "size", "placement", "server"])
+        configs = sorted({k[:3] for k in g},
+                         key=lambda k: (k[0] != "pingpong", int(k[1]), order.get(k[2], 9)))
+        servers = [s for s in TLS_ECHO_SERVERS if any(k[3] == s for k in g)]
+        label = lambda c: f"{c[0]}, {size_txt(c[1])}, {c[2]}"
+        out.append("### TLS echo messages per server-CPU-second\n")
+        out.append(tls_peer_table(g, configs, servers,
+                                  [s for s in ("cgnet_tls", "cgnet_tls_uring") if s in servers],
+                                  [s for s in ("cgnet",) if s in servers], label))
+        out.append(f"\n{echo[0]['conns']} conns; `cgnet` is plain TCP (`tlsload --plain`), so "
+                   f"cgnet_tls ÷ cgnet is what TLS leaves of the plain figure.\n")
+        out.append("<details><summary>All TLS echo figures (median, min–max)</summary>\n")
+        out.append(tls_detail_table(g, configs, servers, label, "msgs"))
+        out.append("\n</details>\n")
+
+    idle = tls_idle_table(os.path.join(tls_dir, "tls_idle.tsv"))
+    if idle:
+        out.append("### Server memory per idle conn\n")
+        out.append(idle)
+        out.append("\nServer VmRSS before the conns and once all are idle (each had its "
+                   "handshake and one echo); bytes per conn = the difference / conns.\n")
+    return "\n".join(out) if len(out) > 1 else None
 
 
 def replace_section(doc, name, body):
@@ -703,6 +878,7 @@ def main():
     ap.add_argument("--regress")
     ap.add_argument("--udp")
     ap.add_argument("--ws")
+    ap.add_argument("--tls")
     ap.add_argument("--doc", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     ap.add_argument("--img", default=os.path.join(ROOT, "docs", "img"))
     a = ap.parse_args()
@@ -717,6 +893,10 @@ def main():
         ws_dir = a.run
     if a.run and not a.regress and has_rows(os.path.join(a.run, "regress.tsv")):
         regress_dir = a.run
+    tls_dir = a.tls or newest("tls.tsv") or newest("tls_idle.tsv")
+    if a.run and not a.tls and (has_rows(os.path.join(a.run, "tls.tsv"))
+                                or has_rows(os.path.join(a.run, "tls_idle.tsv"))):
+        tls_dir = a.run
 
     doc = open(a.doc).read() if os.path.isfile(a.doc) else "# Benchmarks\n"
     sections = {}
@@ -737,6 +917,8 @@ def main():
         sections["udp"] = udp_section(udp_dir)
     if ws_dir and has_rows(os.path.join(ws_dir, "ws.tsv")):
         sections["ws"] = ws_section(ws_dir)
+    if tls_dir:
+        sections["tls"] = tls_section(tls_dir, Charts(a.img, tls_dir))
     for name, body in sections.items():
         if body:
             doc = replace_section(doc, name, body)

@@ -2,8 +2,9 @@
 # bench/run.sh — cgnet side by side with the floor (a hand-written epoll loop) and the C
 # peers, in one run, on this machine. `make bench` runs it with the defaults.
 #
-#   bench/run.sh [echo] [http] [regress] [udp] [ws]  (no argument: the first three, then
-#                                                     the report; udp, ws run when named)
+#   bench/run.sh [echo] [http] [regress] [udp] [ws] [tls]  (no argument: the first
+#                                          three, then the report; udp, ws and tls
+#                                          run when named)
 #
 # Placements (PLACEMENTS):
 #   pin1    server with 1 loop pinned to CPU 0, load tool (1 thread) pinned to CPU 1
@@ -27,6 +28,30 @@
 #          WS_CONNS x WS_SIZES x WS_MODES, binary messages, every payload byte checked;
 #          rows in ws.tsv. Node and Python are single-threaded: in loops2 they still run
 #          one thread (unpinned), where cgnet runs 2 loops.
+# tls      TLS (1.3) with build/bench/tlsload, wrk and h2load; certificates made first with
+#          the openssl CLI in $OUT/certs (ECDSA P-256 and RSA-2048, self-signed, CN/SAN
+#          127.0.0.1 and localhost). Sub-parts (TLS_PARTS), rows in tls.tsv except idle:
+#          handshake  full handshakes per server-CPU-second, tlsload -m handshake with
+#                     TLS_HS_CONNS slots, for each key (TLS_KEYS) against TLS_HS_SERVERS
+#                     (cgnet_tls: examples/echo on tls://, cgnet_tls_uring: the same on
+#                     io_uring, nginx_tls, h2o_tls: bench/*_tls.conf.in, no session cache
+#                     and no tickets); bench column handshake_ecdsa / handshake_rsa. One
+#                     openssl s_client probe per server and key first: protocol, suite,
+#                     group and the TLS 1.3 tickets the server sends, in tls_probe.tsv
+#          https      HTTPS pipelined, wrk (wrk_pipeline.lua) and h2load --h1, HTTP_CONNS
+#                     conns, HTTP_DEPTH deep, ECDSA cert, against TLS_HTTPS_SERVERS
+#                     (cgnet_https: examples/http_plaintext on tls://, cgnet_https_uring,
+#                     nginx_tls, h2o_tls)
+#          echo       TLS echo, tlsload pingpong and stream, TLS_ECHO_CONNS conns x
+#                     TLS_ECHO_SIZES, ECDSA cert, against TLS_ECHO_SERVERS (cgnet_tls,
+#                     cgnet_tls_uring, and plain cgnet driven by tlsload --plain: the cost
+#                     of TLS by difference)
+#          idle       server memory per idle conn: TLS_IDLE_CONNS conns (tlsload -m idle:
+#                     handshake and one TLS_IDLE_SIZE-byte echo each), server VmRSS before
+#                     the conns and once all are idle; bytes per conn = delta / conns.
+#                     TLS_IDLE_SERVERS (cgnet_tls, plain cgnet), TLS_IDLE_PLACEMENTS;
+#                     rows in tls_idle.tsv
+#          The open-files limit is raised to the hard limit for the servers and tools.
 #
 # Each repetition runs the whole matrix again with the servers in a rotated order, and
 # every run starts a fresh server process. Per run the results file gets one line:
@@ -50,6 +75,13 @@
 #   WS_CONNS="100 1000"  WS_SIZES="64 4096"  WS_MODES=pingpong (stream works too, but
 #            the Python peer may not echo a full stream window within wsload's 10 s drain)
 #   (QUICK=1 makes WS_CONNS=100 unless set)
+#   TLS_PARTS="handshake https echo idle"  TLS_KEYS="ecdsa rsa"  TLS_DURATION=DURATION
+#   TLS_WARMUP=WARMUP  TLS_HS_CONNS=64  TLS_HS_SERVERS="cgnet_tls cgnet_tls_uring nginx_tls
+#   h2o_tls"  TLS_HTTPS_SERVERS="cgnet_https cgnet_https_uring nginx_tls h2o_tls"
+#   TLS_ECHO_SERVERS="cgnet_tls cgnet_tls_uring cgnet"  TLS_ECHO_CONNS=100
+#   TLS_ECHO_SIZES="512 4096"  TLS_ECHO_MODES="pingpong stream"
+#   TLS_IDLE_SERVERS="cgnet_tls cgnet"  TLS_IDLE_CONNS=10000  TLS_IDLE_SIZE=64
+#   TLS_IDLE_PLACEMENTS=pin1
 #   QUICK=1    a smoke run: 1 rep, 1 s, 100 conns, 512 B, both modes and placements
 #   OUT=DIR    results directory (default bench/results/<timestamp>-run)
 #   REPORT=0   do not run bench/report.py at the end
@@ -86,18 +118,33 @@ UDP_SERVERS=${UDP_SERVERS:-floor_udp cgnet_udp cgnet_udp_sessions}
 UDP_SOCKETS=${UDP_SOCKETS:-256}
 UDP_SIZE=${UDP_SIZE:-64}
 UDP_WINDOW=${UDP_WINDOW:-1}
+TLS_PARTS=${TLS_PARTS:-handshake https echo idle}
+TLS_KEYS=${TLS_KEYS:-ecdsa rsa}
+TLS_DURATION=${TLS_DURATION:-$DURATION}
+TLS_WARMUP=${TLS_WARMUP:-$WARMUP}
+TLS_HS_CONNS=${TLS_HS_CONNS:-64}
+TLS_HS_SERVERS=${TLS_HS_SERVERS:-cgnet_tls cgnet_tls_uring nginx_tls h2o_tls}
+TLS_HTTPS_SERVERS=${TLS_HTTPS_SERVERS:-cgnet_https cgnet_https_uring nginx_tls h2o_tls}
+TLS_ECHO_SERVERS=${TLS_ECHO_SERVERS:-cgnet_tls cgnet_tls_uring cgnet}
+TLS_ECHO_CONNS=${TLS_ECHO_CONNS:-100}
+TLS_ECHO_SIZES=${TLS_ECHO_SIZES:-512 4096}
+TLS_ECHO_MODES=${TLS_ECHO_MODES:-pingpong stream}
+TLS_IDLE_SERVERS=${TLS_IDLE_SERVERS:-cgnet_tls cgnet}
+TLS_IDLE_CONNS=${TLS_IDLE_CONNS:-10000}
+TLS_IDLE_SIZE=${TLS_IDLE_SIZE:-64}
+TLS_IDLE_PLACEMENTS=${TLS_IDLE_PLACEMENTS:-pin1}
 
 parts=("$@")
 ((${#parts[@]})) || parts=(echo http regress)
 for p in "${parts[@]}"; do
   case $p in
-    echo | http | regress | udp | ws) ;;
+    echo | http | regress | udp | ws | tls) ;;
     -h | --help)
       sed -n '2,/^set -uo/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
-      echo "run.sh: unknown part '$p' (echo, http, regress, udp, ws)" >&2
+      echo "run.sh: unknown part '$p' (echo, http, regress, udp, ws, tls)" >&2
       exit 2
       ;;
   esac
@@ -130,6 +177,13 @@ fi
     echo "$v=${!v:-}"
   done
 } >"$OUT/knobs.txt"
+if [[ " ${parts[*]} " == *" tls "* ]]; then
+  for v in TLS_PARTS TLS_KEYS TLS_DURATION TLS_WARMUP TLS_HS_CONNS TLS_HS_SERVERS \
+    TLS_HTTPS_SERVERS TLS_ECHO_SERVERS TLS_ECHO_CONNS TLS_ECHO_SIZES TLS_ECHO_MODES \
+    TLS_IDLE_SERVERS TLS_IDLE_CONNS TLS_IDLE_SIZE TLS_IDLE_PLACEMENTS; do
+    echo "$v=${!v:-}"
+  done >>"$OUT/knobs.txt"
+fi
 
 # one_run PLACEMENT BENCH MODE CONNS SIZE TOOL SERVER REP ORDER
 one_run() {
@@ -414,6 +468,260 @@ run_ws() {
     done
   done
   RESULTS=$saved
+}
+
+# ---- TLS ---------------------------------------------------------------------------
+# Handshakes, HTTPS and TLS echo are measured like the other parts (measure.py: the
+# server's CPU in a window inside the steady load, a fresh server per run); rows in
+# tls.tsv with results.tsv's columns. Idle memory has its own rows (tls_idle.tsv).
+
+# tls_make_certs DIR: ECDSA P-256 and RSA-2048 self-signed server certificates.
+tls_make_certs() {
+  local dir=$1 key
+  mkdir -p "$dir"
+  for key in ecdsa rsa; do
+    local algo=(-newkey ec -pkeyopt ec_paramgen_curve:P-256)
+    [[ $key == rsa ]] && algo=(-newkey rsa:2048)
+    openssl req -x509 "${algo[@]}" -nodes -days 30 -subj /CN=127.0.0.1 \
+      -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+      -keyout "$dir/$key.key" -out "$dir/$key.crt" >"$dir/$key.log" 2>&1 || return 1
+  done
+  chmod 755 "$dir"
+  chmod 644 "$dir"/*.crt "$dir"/*.key # h2o may read them after dropping to "nobody"
+}
+
+tls_use_key() { # KEY: the certificate start_server hands to the TLS servers
+  TLS_CERT=$OUT/certs/$1.crt
+  TLS_KEY=$OUT/certs/$1.key
+}
+
+# tls_one_run PLACEMENT BENCH MODE CONNS SIZE TOOL SERVER REP ORDER (as one_run)
+tls_one_run() {
+  local placement=$1 bench=$2 mode=$3 conns=$4 size=$5 tool=$6 server=$7 rep=$8 order=$9
+  local loops threads tag dir line a b cmd limit
+  loops=$(placement_loops "$placement")
+  threads=1
+  [[ $placement == pin1 ]] || threads=$LOAD_THREADS2
+  tag="tls-$bench-$placement-$mode-c$conns-s$size-$tool-$server-r$rep"
+  dir=$OUT/raw/$tag
+  mkdir -p "$dir"
+  local meta="$placement $bench $mode $conns $size $tool $server $rep $order $loops $threads"
+  if ! start_server "$server" "$placement" "$dir"; then
+    record "$meta" "" "$dir"
+    return
+  fi
+  case $tool in
+    tlsload)
+      a=$TLS_WARMUP
+      b=$(awk -v w="$TLS_WARMUP" -v d="$TLS_DURATION" 'BEGIN { print w + d - 0.1 }')
+      cmd=("$BUILD/bench/tlsload" -a "$HOST:$SERVER_PORT" -m "$mode" -c "$conns" -s "$size"
+        -d "$TLS_DURATION" -w "$TLS_WARMUP" -t "$threads")
+      [[ $server == *tls* ]] || cmd+=(--plain)
+      ;;
+    wrk)
+      a=1 # after the conns' handshakes
+      b=$(awk -v d="$HTTP_DURATION" 'BEGIN { print d - 0.2 }')
+      cmd=(wrk -t "$threads" -c "$conns" -d "${HTTP_DURATION}s" --latency
+        -s "$BENCH_DIR/wrk_pipeline.lua" "https://$HOST:$SERVER_PORT/plaintext" -- "$HTTP_DEPTH")
+      ;;
+    h2load)
+      a=1
+      b=$(awk -v d="$HTTP_DURATION" 'BEGIN { print d - 0.1 }')
+      cmd=(h2load --h1 -t "$threads" -c "$conns" -m "$HTTP_DEPTH" -D "$HTTP_DURATION"
+        "https://$HOST:$SERVER_PORT/plaintext")
+      ;;
+  esac
+  limit=$(awk -v d="$TLS_DURATION" -v h="$HTTP_DURATION" -v w="$TLS_WARMUP" 'BEGIN { print int(d + h + w + 40) }')
+  # shellcheck disable=SC2046
+  line=$($(load_cpus "$placement") python3 "$BENCH_DIR/measure.py" --pid "$SERVER_PID" \
+    --tool "$tool" --win "$a" "$b" --raw "$dir/load.txt" -- timeout -s INT "$limit" "${cmd[@]}")
+  stop_server
+  record "$meta" "$line" "$dir"
+  log "$tag: $line"
+}
+
+# tls_probe SERVER KEY: one openssl s_client handshake (TLS 1.3); what was negotiated
+# and how many session tickets the server sent after it, as a row of tls_probe.tsv.
+tls_probe() {
+  local server=$1 key=$2 dir=$OUT/raw/tls-probe-$1-$2 out
+  start_server "$server" pin1 "$dir" || return 0
+  out=$(sleep 1 | timeout 10 openssl s_client -connect "$HOST:$SERVER_PORT" -tls1_3 \
+    -servername localhost 2>&1)
+  stop_server
+  printf '%s\n' "$out" >"$dir/s_client.txt"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$server" "$key" \
+    "$(sed -nE 's/^ *Protocol *: *//p' <<<"$out" | head -n1)" \
+    "$(sed -nE 's/.*Cipher is ([A-Z0-9_-]+).*/\1/p' <<<"$out" | head -n1)" \
+    "$(sed -nE 's/^Server Temp Key: ([^,]+).*/\1/p' <<<"$out" | head -n1)" \
+    "$(grep -c 'Post-Handshake New Session Ticket arrived' <<<"$out")" >>"$OUT/tls_probe.tsv"
+}
+
+tls_servers() { # NAME...: those whose program is installed (nginx, h2o are optional)
+  local s
+  for s in "$@"; do
+    if http_server_available "$s"; then printf '%s ' "$s"; else log "skipping $s: not installed"; fi
+  done
+}
+
+run_tls_handshake() {
+  local key placement rep server servers i=0
+  # shellcheck disable=SC2086
+  servers=$(tls_servers $TLS_HS_SERVERS)
+  printf 'server\tkey\tprotocol\tcipher\tgroup\ttickets\n' >"$OUT/tls_probe.tsv"
+  for key in $TLS_KEYS; do
+    tls_use_key "$key"
+    for server in $servers; do tls_probe "$server" "$key"; done
+  done
+  for placement in $PLACEMENTS; do
+    for ((rep = 1; rep <= REPS; rep++)); do
+      for key in $TLS_KEYS; do
+        tls_use_key "$key"
+        local order=0
+        # shellcheck disable=SC2086
+        for server in $(rotate $((rep - 1 + i)) $servers); do
+          tls_one_run "$placement" "handshake_$key" handshake "$TLS_HS_CONNS" 0 tlsload \
+            "$server" "$rep" $((order++))
+        done
+        i=$((i + 1))
+      done
+    done
+  done
+}
+
+run_tls_https() {
+  local placement rep tool server servers i=0
+  # shellcheck disable=SC2086
+  servers=$(tls_servers $TLS_HTTPS_SERVERS)
+  tls_use_key ecdsa
+  for placement in $PLACEMENTS; do
+    for ((rep = 1; rep <= REPS; rep++)); do
+      for tool in $HTTP_TOOLS; do
+        command -v "$tool" >/dev/null || {
+          log "skipping $tool: not installed"
+          continue
+        }
+        local order=0
+        # shellcheck disable=SC2086
+        for server in $(rotate $((rep - 1 + i)) $servers); do
+          tls_one_run "$placement" https pipeline "$HTTP_CONNS" 0 "$tool" "$server" "$rep" $((order++))
+        done
+        i=$((i + 1))
+      done
+    done
+  done
+}
+
+run_tls_echo() {
+  local placement rep mode size server i=0
+  tls_use_key ecdsa
+  for placement in $PLACEMENTS; do
+    for ((rep = 1; rep <= REPS; rep++)); do
+      for mode in $TLS_ECHO_MODES; do
+        for size in $TLS_ECHO_SIZES; do
+          local order=0
+          # shellcheck disable=SC2086
+          for server in $(rotate $((rep - 1 + i)) $TLS_ECHO_SERVERS); do
+            tls_one_run "$placement" tls_echo "$mode" "$TLS_ECHO_CONNS" "$size" tlsload \
+              "$server" "$rep" $((order++))
+          done
+          i=$((i + 1))
+        done
+      done
+    done
+  done
+}
+
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
+
+# tls_idle_run PLACEMENT SERVER REP ORDER: one row of tls_idle.tsv.
+tls_idle_run() {
+  local placement=$1 server=$2 rep=$3 order=$4 loops threads dir before idle="" n="" lpid
+  local status=ok tries
+  loops=$(placement_loops "$placement")
+  threads=1
+  [[ $placement == pin1 ]] || threads=$LOAD_THREADS2
+  dir=$OUT/raw/tls-idle-$placement-c$TLS_IDLE_CONNS-$server-r$rep
+  mkdir -p "$dir"
+  local cmd=("$BUILD/bench/tlsload" -a "$HOST:0" -m idle -c "$TLS_IDLE_CONNS" -s "$TLS_IDLE_SIZE"
+    -d 120 -t "$threads")
+  [[ $server == *tls* ]] || cmd+=(--plain)
+  if start_server "$server" "$placement" "$dir"; then
+    cmd[2]="$HOST:$SERVER_PORT"
+    sleep 0.3
+    before=$(rss_kb "$SERVER_PID")
+    # shellcheck disable=SC2046
+    $(load_cpus "$placement") "${cmd[@]}" >"$dir/load.txt" 2>&1 &
+    lpid=$!
+    tries=1200 # 120 s to set every conn up
+    while ((tries-- > 0)) && kill -0 "$lpid" 2>/dev/null && ! grep -qs '^IDLE n=' "$dir/load.txt"; do
+      sleep 0.1
+    done
+    n=$(sed -nE 's/^IDLE n=([0-9]+).*/\1/p' "$dir/load.txt")
+    if [[ -n $n ]]; then
+      sleep 1 # let the server finish with the last echoes
+      idle=$(rss_kb "$SERVER_PID")
+    fi
+    kill -INT "$lpid" 2>/dev/null
+    wait "$lpid"
+    local rc=$?
+    stop_server
+    [[ -n $n && -n $idle && $rc == 0 ]] || status=rc$rc
+  else
+    status=fail
+  fi
+  local delta=NA per=NA
+  if [[ -n $idle && -n $before && -n $n ]] && ((n > 0)); then
+    delta=$((idle - before))
+    per=$((delta * 1024 / n))
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$placement" "$server" ecdsa \
+    "$rep" "$order" "$loops" "$TLS_IDLE_CONNS" "$TLS_IDLE_SIZE" "$status" "${before:-NA}" \
+    "${idle:-NA}" "$delta" "$per" "${dir#"$OUT"/}" >>"$OUT/tls_idle.tsv"
+  log "tls idle $placement $server r$rep: before=${before:-NA} kB idle=${idle:-NA} kB n=${n:-NA} bytes/conn=$per ($status)"
+}
+
+run_tls_idle() {
+  local placement rep server i=0
+  tls_use_key ecdsa
+  [[ -s $OUT/tls_idle.tsv ]] ||
+    printf 'placement\tserver\tkey\trep\torder\tloops\tconns\tsize\tstatus\trss_before_kb\trss_idle_kb\tdelta_kb\tbytes_per_conn\traw\n' >"$OUT/tls_idle.tsv"
+  for placement in $TLS_IDLE_PLACEMENTS; do
+    for ((rep = 1; rep <= REPS; rep++)); do
+      local order=0
+      # shellcheck disable=SC2086
+      for server in $(rotate $((rep - 1 + i)) $TLS_IDLE_SERVERS); do
+        tls_idle_run "$placement" "$server" "$rep" $((order++))
+      done
+      i=$((i + 1))
+    done
+  done
+}
+
+run_tls() {
+  [[ -x $BUILD/bench/tlsload ]] || {
+    log "tls: $BUILD/bench/tlsload is missing (cgnet built without TLS?)"
+    return
+  }
+  tls_make_certs "$OUT/certs" || {
+    log "tls: the openssl CLI could not make the certificates ($OUT/certs)"
+    return
+  }
+  local saved=$RESULTS nofile sub
+  nofile=$(ulimit -n)
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || log "tls: could not raise the open-files limit"
+  RESULTS=$OUT/tls.tsv
+  [[ -s $RESULTS ]] || tr ' ' '\t' <<<"$RESULTS_HEADER" >"$RESULTS"
+  for sub in $TLS_PARTS; do
+    case $sub in
+      handshake | https | echo | idle)
+        log "== tls $sub"
+        "run_tls_$sub"
+        ;;
+      *) log "tls: unknown sub-part '$sub' (handshake, https, echo, idle)" ;;
+    esac
+  done
+  RESULTS=$saved
+  ulimit -n "$nofile"
 }
 
 log "results in $OUT"
