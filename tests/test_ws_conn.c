@@ -1804,6 +1804,72 @@ static void test_client_against_python(void **state) {
   }
 }
 
+/* A dialed conn streams the big text (masked, and compressed where agreed) in pieces cut
+ * inside characters; the server reassembles, inflates and validates it, and echoes it
+ * whole. */
+static char stream_text[BIG_LINES * 40];
+static size_t stream_text_len;
+
+static cgnet_action st_open(cgnet_conn *c) {
+  C.deflate = cgnet_ws_deflate_enabled(c);
+  atomic_store(&C.opened, 1);
+  TU_CHECK_EQ(cgnet_ws_send_begin(c, CGNET_WS_TEXT), 0);
+  for (size_t off = 0; off < stream_text_len; off += 501) {
+    size_t n = stream_text_len - off < 501 ? stream_text_len - off : 501;
+    TU_CHECK_EQ(cgnet_ws_send_piece(c, stream_text + off, n), 0);
+  }
+  TU_CHECK_EQ(cgnet_ws_send_piece(c, "\xf0\x9f", 2), 0); /* half of an emoji */
+  TU_CHECK_EQ(cgnet_ws_send_end(c), CGNET_EINVAL);
+  TU_CHECK_EQ(cgnet_ws_send_piece(c, "\x98\x80", 2), 0);
+  TU_CHECK_EQ(cgnet_ws_send_end(c), 0);
+  return CGNET_NONE;
+}
+
+static cgnet_action st_message(cgnet_conn *c, cgnet_ws_opcode op, const uint8_t *d,
+                               size_t n) {
+  if (op != CGNET_WS_TEXT || n != stream_text_len + 4 ||
+      memcmp(d, stream_text, stream_text_len) != 0 ||
+      memcmp(d + stream_text_len, "\xf0\x9f\x98\x80", 4) != 0)
+    atomic_fetch_add(&C.bad, 1);
+  atomic_fetch_add(&C.echoed, 1);
+  TU_CHECK_EQ(cgnet_ws_close(c, 1000, NULL), 0);
+  return CGNET_NONE;
+}
+
+static const cgnet_ws_handler STREAM_CLIENT = {
+    .on_ws_open = st_open,
+    .on_ws_message = st_message,
+    .on_ws_close = cl_close,
+};
+
+static void test_client_streams(void **state) {
+  (void)state;
+  stream_text_len = big_text(stream_text, sizeof stream_text);
+  server sv;
+  start(&sv, NULL);
+  char url[64];
+  snprintf(url, sizeof url, "ws://127.0.0.1:%d/", sv.s.port);
+  for (int pass = 0; pass < 2; pass++) {
+    reset_client(1);
+    cgnet_ws_options wo = {.deflate = pass ? CGNET_OFF : CGNET_DEFAULT};
+    cgnet_ws_server *wc;
+    assert_int_equal(cgnet_ws_server_new(&STREAM_CLIENT, &wo, &wc), 0);
+    cgnet_handler h;
+    cgnet_ws_server_handler(wc, &h);
+    cgnet_client *cl;
+    assert_int_equal(cgnet_client_new(&h, NULL, &cl), 0);
+    assert_int_equal(cgnet_ws_dial(cl, wc, url, NULL, &C, NULL), 0);
+    assert_true(tu_wait_atomic_eq(&C.closed, 1, TU_TIMEOUT_MS));
+    assert_int_equal(cgnet_client_free(cl, 1000), 0);
+    cgnet_ws_server_free(wc);
+    assert_int_equal(atomic_load(&C.echoed), 1);
+    assert_int_equal(atomic_load(&C.bad), 0);
+    assert_int_equal(atomic_load(&C.close_code), 1000);
+    assert_int_equal(C.deflate, pass == 0 && cgnet__ws_deflate_available());
+  }
+  stop(&sv);
+}
+
 /* ---- tests: wss:// ---------------------------------------------------------------------
  */
 
@@ -1997,6 +2063,7 @@ int main(void) {
       T(test_stop_sends_going_away),
       T(test_wss),
       T(test_stream_python_client),
+      T(test_client_streams),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
