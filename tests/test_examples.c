@@ -6,7 +6,8 @@
  * codec_echo with frames larger than the default output limit, udp_sessions' per-peer
  * counts (answered on the loop and from workers) and idle expiry, ws_echo against
  * WebSocket clients written elsewhere (Python's websockets, Node's ws, curl's upgrade
- * request), and ws_chat's page and broadcast.
+ * request), over ws:// and wss://, its 1001 to open WebSockets when it is stopped, and
+ * ws_chat's page and broadcast (the page also run by headless Chromium).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -562,6 +563,111 @@ static void ws_chat_python_members(void **state) {
     fail_msg("python members: exit %d\nstdout: %s\nstderr: %s", r.status, r.out, r.err);
 }
 
+/* ws_chat's page in headless Chromium, driven over the DevTools protocol by Python
+ * (argv[1] the browser, argv[2] the port): the page's script must join (its log shows
+ * "[joined]"), its form must send a line that a Python member hears, and a line the
+ * member sends must appear in the page's log. Prints "ok". */
+static const char PY_BROWSER[] =
+    "import asyncio, json, os, shutil, subprocess, sys, tempfile, urllib.request, "
+    "websockets\n"
+    "async def cdp_eval(cdp, expr, ids=[0]):\n"
+    "    ids[0] += 1\n"
+    "    await cdp.send(json.dumps({'id': ids[0], 'method': 'Runtime.evaluate',\n"
+    "                               'params': {'expression': expr, 'returnByValue': "
+    "True}}))\n"
+    "    while True:\n"
+    "        r = json.loads(await cdp.recv())\n"
+    "        if r.get('id') == ids[0]:\n"
+    "            return r['result']['result'].get('value')\n"
+    "async def wait_log(cdp, text, secs=20):\n"
+    "    for _ in range(secs * 10):\n"
+    "        log = await cdp_eval(cdp, \"document.getElementById('log').textContent\")\n"
+    "        if log and text in log:\n"
+    "            return log\n"
+    "        await asyncio.sleep(0.1)\n"
+    "    raise SystemExit('the page never showed %r: %r' % (text, log))\n"
+    "async def main(chromium, port):\n"
+    "    prof = tempfile.mkdtemp(prefix='cgnet-chromium-')\n"
+    "    br = subprocess.Popen([chromium, '--headless', '--no-sandbox', '--disable-gpu',\n"
+    "                           '--no-first-run', '--user-data-dir=' + prof,\n"
+    "                           '--remote-debugging-port=0',\n"
+    "                           'http://127.0.0.1:%s/' % port],\n"
+    "                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+    "    try:\n"
+    "        dt = None\n"
+    "        for _ in range(300):\n"
+    "            try:\n"
+    "                dt = open(os.path.join(prof, "
+    "'DevToolsActivePort')).read().split()[0]\n"
+    "                break\n"
+    "            except (OSError, IndexError):\n"
+    "                await asyncio.sleep(0.1)\n"
+    "        assert dt, 'chromium wrote no DevToolsActivePort'\n"
+    "        async with websockets.connect('ws://127.0.0.1:%s/ws' % port) as member:\n"
+    "            page = None\n"
+    "            for _ in range(100):\n"
+    "                targets = "
+    "json.load(urllib.request.urlopen('http://127.0.0.1:%s/json/list' % dt, timeout=10))\n"
+    "                page = next((t for t in targets if t.get('type') == 'page' and\n"
+    "                             t.get('url', '').startswith('http://127.0.0.1:%s/' % "
+    "port)), None)\n"
+    "                if page: break\n"
+    "                await asyncio.sleep(0.1)\n"
+    "            assert page, targets\n"
+    "            async with websockets.connect(page['webSocketDebuggerUrl'], "
+    "max_size=None) as cdp:\n"
+    "                await wait_log(cdp, '[joined]')\n"
+    "                await cdp_eval(cdp, \"document.getElementById('msg').value = 'hello "
+    "from chromium';\"\n"
+    "                                    \"document.getElementById('f').requestSubmit(); "
+    "1\")\n"
+    "                got = await asyncio.wait_for(member.recv(), 20)\n"
+    "                assert got == 'hello from chromium', got\n"
+    "                await member.send('hello from python')\n"
+    "                await wait_log(cdp, 'hello from python')\n"
+    "        print('ok', flush=True)\n"
+    "    finally:\n"
+    "        br.terminate()\n"
+    "        try: br.wait(10)\n"
+    "        except subprocess.TimeoutExpired: br.kill(); br.wait()\n"
+    "        shutil.rmtree(prof, ignore_errors=True)\n"
+    "asyncio.run(main(sys.argv[1], sys.argv[2]))\n";
+
+/* The first of the usual names of Chromium found in PATH, or NULL. */
+static const char *find_chromium(void) {
+  static const char *const names[] = {"chromium", "chromium-browser", "google-chrome"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    char cmd[96];
+    snprintf(cmd, sizeof cmd, "command -v %s >/dev/null 2>&1", names[i]);
+    if (system(cmd) == 0) return names[i];
+  }
+  return NULL;
+}
+
+static void ws_chat_chromium_page(void **state) {
+  (void)state;
+  const char *python = tu_python_with("websockets");
+  const char *chromium = find_chromium();
+  if (!python || !chromium) {
+    fprintf(stderr, "skipped: %s\n",
+            !python ? "no python3 with the websockets module"
+                    : "no chromium, chromium-browser or google-chrome in PATH");
+    skip();
+  }
+  char line[256];
+  pid_t pid =
+      tu_spawn_example("ws_chat", A("tcp://127.0.0.1:0", "--quiet"), line, sizeof line);
+  assert_true(pid > 0);
+  char port_s[16];
+  snprintf(port_s, sizeof port_s, "%d", tu_port_after(line, "listening on "));
+  run_result r;
+  assert_int_equal(
+      run_program(A(python, "-c", PY_BROWSER, chromium, port_s), 90000 * TU_SLOW, &r), 0);
+  assert_int_equal(tu_stop_process(pid, 10000), 0);
+  if (r.status != 0 || strcmp(r.out, "ok\n") != 0)
+    fail_msg("chromium page: exit %d\nstdout: %s\nstderr: %s", r.status, r.out, r.err);
+}
+
 /* The client side in Node's `ws` package (found by require, else in npm's global
  * root): argv[1] the port. Echoes text and binary of several sizes, with the extension
  * offered, then closes with 1000; exits 77 if `ws` is not installed. Prints "ok". */
@@ -747,6 +853,7 @@ int main(void) {
       cmocka_unit_test(https_example_answers_curl),
       cmocka_unit_test(ws_echo_stop_sends_1001),
       cmocka_unit_test(ws_echo_wss_python_client),
+      cmocka_unit_test(ws_chat_chromium_page),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
