@@ -796,9 +796,9 @@ bool cgnet__ws_conn_stopping(cgnet_conn *c) {
   if (!ws || ws->state == WS_HANDSHAKE) return false;
   if (ws->state == WS_OPEN) {
     static const char why[] = "going away";
-    ws->stop_sent = 1;
     if (send_close(c, ws, CGNET_WS_CLOSE_GOING_AWAY, why, sizeof why - 1) != 0)
       return false;
+    ws->stop_sent = 1;
     ws->state = WS_CLOSING;
     start_timer(c, ws, ws->srv->o.close_timeout_ms);
   }

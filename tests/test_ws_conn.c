@@ -1870,6 +1870,35 @@ static void test_client_streams(void **state) {
   stop(&sv);
 }
 
+/* A client being freed says goodbye the same way, in the middle of its echoes: the
+ * server hears 1001 and echoes it. */
+static void test_client_free_sends_going_away(void **state) {
+  (void)state;
+  char reason[128];
+  server sv;
+  start(&sv, NULL);
+  reset_client(1 << 30);
+  cgnet_ws_server *wc;
+  assert_int_equal(cgnet_ws_server_new(&CLIENT_HANDLER, NULL, &wc), 0);
+  cgnet_handler h;
+  cgnet_ws_server_handler(wc, &h);
+  cgnet_client *cl;
+  assert_int_equal(cgnet_client_new(&h, NULL, &cl), 0);
+  char url[64];
+  snprintf(url, sizeof url, "ws://127.0.0.1:%d/", sv.s.port);
+  assert_int_equal(cgnet_ws_dial(cl, wc, url, NULL, &C, NULL), 0);
+  assert_true(tu_wait_atomic_ge(&C.echoed, 3, TU_TIMEOUT_MS));
+  assert_int_equal(cgnet_client_free(cl, 5000), 0);
+  cgnet_ws_server_free(wc);
+  assert_int_equal(atomic_load(&C.closed), 1);
+  assert_int_equal(atomic_load(&C.close_code), 1001); /* the server's echo */
+  assert_int_equal(atomic_load(&C.bad), 0);
+  assert_true(tu_wait_atomic_eq(&S.closes, 1, TU_TIMEOUT_MS));
+  assert_int_equal(atomic_load(&S.last_code), 1001);
+  assert_string_equal(last_reason(reason, sizeof reason), "going away");
+  stop(&sv);
+}
+
 /* ---- tests: wss:// ---------------------------------------------------------------------
  */
 
@@ -2064,6 +2093,7 @@ int main(void) {
       T(test_wss),
       T(test_stream_python_client),
       T(test_client_streams),
+      T(test_client_free_sends_going_away),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
