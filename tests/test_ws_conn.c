@@ -2060,6 +2060,7 @@ static void test_stream_python_client(void **state) {
   int rc = tu_wait_exit(pid, 60000 * TU_SLOW);
   if (rc != 0 || strncmp(line, "ok ", 3) != 0)
     fail_msg("python client: exit %d, printed \"%s\"", rc, line);
+  print_message("python client: %s\n", line); /* the frames and the compression */
   stop(&sv);
 }
 
