@@ -6,7 +6,11 @@
  * thousands of random messages with pings in between, every protocol error with its
  * close code (and the server alive afterwards), the close handshake both ways and its
  * timeout, streaming, async sends from another thread, server pings, and
- * permessage-deflate on and off (a deflate bomb closes with 1009).
+ * permessage-deflate on and off (a deflate bomb closes with 1009). Then pausing inside
+ * on_ws_message, streamed sends (UTF-8 checked piece by piece, compressed as one message,
+ * checked by Python too), 1001 on the engine's stop and on cgnet_client_free, and
+ * wss:// (cgnet's client and Python's against a tls:// server, and a certificate for
+ * the wrong host).
  *
  * cgnet-test-timeout: 300
  */
@@ -1903,6 +1907,45 @@ static void test_client_free_sends_going_away(void **state) {
  */
 
 #ifdef CGNET_HAVE_TLS
+/* Python's websockets over wss:// (argv[1] the port, argv[2] the CA file): "pause-me"
+ * and three messages sent back to back; the echoes come in order, after the pause.
+ * Prints "ok". */
+static const char PY_WSS_PAUSE[] =
+    "import asyncio, ssl, sys, time, websockets\n"
+    "async def main(port, ca):\n"
+    "    ctx = ssl.create_default_context(cafile=ca)\n"
+    "    async with websockets.connect('wss://127.0.0.1:%s/' % port, ssl=ctx) as ws:\n"
+    "        t0 = time.monotonic()\n"
+    "        for m in ['pause-me', 'one', 'two', 'three']:\n"
+    "            await ws.send(m)\n"
+    "        for m in ['one', 'two', 'three']:\n"
+    "            got = await asyncio.wait_for(ws.recv(), 10)\n"
+    "            assert got == m, (got, m)\n"
+    "            assert time.monotonic() - t0 >= 0.25, time.monotonic() - t0\n"
+    "    print('ok', flush=True)\n"
+    "asyncio.run(main(sys.argv[1], sys.argv[2]))\n";
+
+/* Pausing inside on_ws_message on a TLS conn, whose session may hold decrypted bytes. */
+static void wss_pause_python(int port, const char *dir) {
+  const char *python = tu_python_with("websockets");
+  if (!python) {
+    fprintf(stderr, "skipped (the Python part): no python3 with the websockets module\n");
+    return;
+  }
+  char port_s[16], ca[128], line[64];
+  snprintf(port_s, sizeof port_s, "%d", port);
+  snprintf(ca, sizeof ca, "%s/ca.pem", dir);
+  const char *argv[] = {python, "-c", PY_WSS_PAUSE, port_s, ca, NULL};
+  atomic_store(&S.resumed, 0);
+  pid_t pid = spawn_reading_line(argv, line, sizeof line, 0);
+  assert_true(pid > 0);
+  int rc = tu_wait_exit(pid, 60000 * TU_SLOW);
+  if (rc != 0 || strcmp(line, "ok") != 0)
+    fail_msg("python wss client: exit %d, printed \"%s\"", rc, line);
+  assert_int_equal(atomic_load(&S.resumed), 1);
+  assert_int_equal(atomic_load(&S.while_paused), 0);
+}
+
 static cgnet_tls_ctx *tls_ctx(const cgnet_tls_options *o) {
   cgnet_tls_ctx *ctx;
   char msg[256];
@@ -1926,8 +1969,9 @@ static void start_wss(server *sv, const tu_pem *pem) {
 }
 
 /* cgnet's wss client against its wss server (deflate on and off), verifying the server
- * against the test CA; then a server whose certificate names another host: the dial
- * ends with 1006 and the TLS verify error. */
+ * against the test CA, and a Python client pausing the server inside on_ws_message;
+ * then a server whose certificate names another host: the dial ends with 1006 and the
+ * TLS verify error. */
 static void test_wss(void **state) {
   (void)state;
   tu_tls_certs certs;
@@ -1950,6 +1994,7 @@ static void test_wss(void **state) {
   }
   assert_true(tu_wait_atomic_eq(&S.closes, 2, TU_TIMEOUT_MS));
   assert_int_equal(atomic_load(&S.opens), 2);
+  wss_pause_python(sv.s.port, certs.dir);
   stop(&sv);
 
   start_wss(&sv, &certs.wrong_host);
