@@ -4,9 +4,10 @@
  * WebSocket lives at /ws (any other path gets 404).
  *
  *   build/examples/ws_chat [ADDR] [--loops N] [--backend epoll|io_uring|auto] [--quiet]
+ *                          [--cert FILE --key FILE]
  *
  * ADDR as for ws_echo (default tcp://127.0.0.1:9002). Open http://127.0.0.1:9002/ in two
- * browser tabs and talk.
+ * browser tabs and talk (over tls://, open https://...: the page then joins over wss://).
  *
  * How a message reaches every loop: each loop keeps the list of its own members, touched
  * only by its thread. A message is copied once into a reference-counted block; the loop
@@ -17,6 +18,7 @@
  * 1008), so one slow member never holds the room's memory.
  */
 #include <cgnet.h>
+#include <cgnet_tls.h>
 #include <cgnet_ws.h>
 
 #include <pthread.h>
@@ -146,7 +148,8 @@ static const char PAGE[] =
     "<button>send</button></form>\n"
     "<script>\n"
     "const log = document.getElementById('log');\n"
-    "const ws = new WebSocket('ws://' + location.host + '/ws');\n"
+    "const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') +\n"
+    "                        location.host + '/ws');\n"
     "function show(t) { log.textContent += t + '\\n'; log.scrollTop = 1e9; }\n"
     "ws.onopen = () => show('[joined]');\n"
     "ws.onclose = (e) => show('[left: ' + e.code + ']');\n"
@@ -181,31 +184,39 @@ static cgnet_action on_http_request(cgnet_conn *c, const cgnet_ws_request *req) 
 
 static const char USAGE[] =
     "usage: ws_chat [ADDR] [--loops N] [--backend epoll|io_uring|auto] [--quiet]\n"
-    "  ADDR         tcp://HOST:PORT, tcp4://..., tcp6://[::1]:PORT, unix:///PATH or\n"
-    "               unix://@NAME (default tcp://127.0.0.1:9002; port 0: a free one)\n"
+    "               [--cert FILE --key FILE]\n"
+    "  ADDR         tcp://HOST:PORT, tcp4://..., tcp6://[::1]:PORT, unix:///PATH,\n"
+    "               unix://@NAME or tls://HOST:PORT (https:// and wss://; needs --cert\n"
+    "               and --key) (default tcp://127.0.0.1:9002; port 0: a free one)\n"
     "  --loops N    event loops, 1..1024, or 0 for one per CPU (default 1)\n"
     "  --backend B  epoll, io_uring or auto (default; CGNET_BACKEND overrides it)\n"
-    "  --quiet      no line per member joining or leaving\n";
+    "  --quiet      no line per member joining or leaving\n"
+    "  --cert FILE  the server certificate chain (PEM) for a tls:// address\n"
+    "  --key FILE   its private key (PEM)\n";
 
 static const char *parse_args(int argc, char **argv, cgnet_options *opts) {
   ex_args a;
   ex_args_init(&a, "ws_chat", USAGE, argc, argv);
   const char *addr = "tcp://127.0.0.1:9002";
   int have_addr = 0;
+  ex_tls tls = {0};
   for (const char *arg; (arg = ex_next(&a)) != NULL;) {
-    if (ex_is(arg, "--loops")) {
+    if (ex_tls_arg(&a, arg, &tls)) {
+      continue;
+    } else if (ex_is(arg, "--loops")) {
       ex_loops(&a, arg, opts);
     } else if (ex_is(arg, "--backend")) {
       ex_backend(&a, arg, opts);
     } else if (ex_is(arg, "--quiet")) {
       quiet = 1;
     } else if (ex_address_arg(arg, &addr, &have_addr)) {
-      ex_check_addr(&a, "address", addr, EX_ADDR_TCP | EX_ADDR_UNIX, EX_LISTEN,
-                    "WebSocket runs over streams");
+      ex_check_addr(&a, "address", addr, EX_ADDR_TCP | EX_ADDR_UNIX | EX_ADDR_TLS,
+                    EX_LISTEN, "WebSocket runs over streams");
     } else {
       ex_unknown(&a, arg);
     }
   }
+  ex_tls_server(&a, &tls, &addr, 1, opts);
   return addr;
 }
 
@@ -236,6 +247,7 @@ int main(int argc, char **argv) {
   cgnet_ws_server_handler(ws, &handler);
   cgnet_engine *engine;
   err = cgnet_engine_start(&handler, &addr, 1, &opts, &engine);
+  cgnet_tls_ctx_free(opts.tls); /* the engine holds its own */
   if (err != 0) {
     fprintf(stderr, "ws_chat: cannot start on %s: %s\n", addr, cgnet_strerror(err));
     cgnet_ws_server_free(ws);

@@ -444,6 +444,8 @@ CGNET_API int cgnet_engine_wait(cgnet_engine *eng);
 /*
  * Stop gracefully: stop accepting, let queued output flush for up to timeout_ms (0: no
  * wait; UINT64_MAX: until it has all drained), close every conn with CGNET_ESHUTDOWN.
+ * An open WebSocket conn (cgnet_ws.h) is sent a close frame with 1001 instead and gets
+ * the same time to finish its close handshake, after which it closes by itself.
  * Any thread. From a non-loop thread it blocks until the engine has fully stopped; from
  * one of the engine's loop threads (inside a callback) or from its on_boot (the loops
  * have not started yet) it only requests the stop and returns. Calling it again is
@@ -1168,8 +1170,9 @@ CGNET_API cgnet_client *cgnet_conn_client(const cgnet_conn *c);
 
 /*
  * Close every conn of the client (queued output gets up to timeout_ms to flush; then
- * on_close with CGNET_ESHUTDOWN), stop its own loops, and free it. For a client on an
- * engine's loops, the engine keeps running. Blocks until done; not from a loop thread of
+ * on_close with CGNET_ESHUTDOWN; an open WebSocket conn sends its close frame, 1001, and
+ * gets that time for its close handshake), stop its own loops, and free it. For a client on
+ * an engine's loops, the engine keeps running. Blocks until done; not from a loop thread of
  * the client's loops (CGNET_EWRONGTHREAD, nothing freed). References to its conns must be
  * released first or soon after; they never dangle (see cgnet_conn_ref).
  */

@@ -15,6 +15,9 @@
  *     cgnet_engine_stop(eng, 1000); cgnet_engine_wait(eng); cgnet_engine_free(eng);
  *     cgnet_ws_server_free(ws);          // after the engine is freed
  *
+ * Over TLS: the same handler on a "tls://" listener (the engine's options.tls holds the
+ * server context, see cgnet_tls.h) serves wss://; nothing else changes.
+ *
  * The filled handler's ud is the server object (cgnet_engine_userdata returns it; the
  * user's own pointer is cgnet_ws_server_userdata / cgnet_ws_userdata). Every engine
  * option applies to the conns as for raw conns: watermarks and on_writable_changed
@@ -28,6 +31,12 @@
  * exactly once for every conn that had on_ws_open, when the TCP conn is gone. The end
  * is the close handshake: after the last close frame this side sends its FIN and reads
  * (and drops) what the peer still sends until the peer's FIN or close_timeout_ms.
+ *
+ * The engine's stop (cgnet_engine_stop, or a SHUTDOWN action; for dialed conns also
+ * cgnet_client_free) sends every open WebSocket a close frame with 1001 ("going away")
+ * and keeps reading it, so the peer's close comes back and the close handshake ends as
+ * above; what is still open when the stop's timeout (or close_timeout_ms) runs out is
+ * closed then. A conn still in its HTTP handshake is closed as any conn is.
  *
  * Threads: callbacks run on the conn's loop thread; the cgnet_ws_send_* / close calls
  * are loop-thread calls on an open WebSocket conn; the async forms run from any thread
@@ -96,7 +105,10 @@ typedef struct cgnet_ws_handler {
   /* One whole message: text (valid UTF-8) or binary, reassembled from its fragments and
    * inflated if compressed. `data` is valid until the callback returns (it points into
    * the conn's input when the message arrived in one piece, else into the conn's
-   * message buffer). Messages arriving after the conn sent its close are dropped. */
+   * message buffer). Messages arriving after the conn sent its close are dropped.
+   * It may call cgnet_conn_pause_read: no further frame is then parsed, so no message
+   * is delivered, until cgnet_conn_resume_read; the frames already received stay
+   * buffered and come first, in order, after the resume (pings wait too). */
   cgnet_action (*on_ws_message)(cgnet_conn *c, cgnet_ws_opcode op, const uint8_t *data,
                                 size_t len);
 
@@ -107,8 +119,11 @@ typedef struct cgnet_ws_handler {
   /* The WebSocket has ended and its TCP conn is gone (for a dialed conn, also a dial
    * that never opened: 1006, see cgnet_ws_dial). `code`: the peer's close code if
    * it sent a close frame (1005 if that frame had none), else the code this side failed
-   * the conn with (1002, 1007, 1009, ...), else 1006 (no close frame: the peer vanished,
-   * the close timeout passed, a timeout or the engine's stop closed the conn). `reason`:
+   * the conn with (1002, 1007, 1009, ...), else 1001 "going away" if the engine's stop
+   * sent our close and the peer never answered it, else 1006 (no close frame: the peer
+   * vanished, the close timeout passed, a timeout closed the conn; a dial that failed,
+   * with its error, for a TLS one the verify or handshake error and the TLS library's
+   * reason: "TLS peer certificate was not verified: ..."). `reason`:
    * the matching reason, NUL-terminated (possibly ""). The context is still readable. */
   void (*on_ws_close)(cgnet_conn *c, int code, const char *reason);
 
@@ -136,7 +151,8 @@ typedef struct cgnet_ws_options {
   size_t nsubprotocols;
   /* permessage-deflate: accepted when a client offers it (default on when cgnet was
    * built with zlib; CGNET_OFF declines every offer). Messages of at least 64 bytes are
-   * sent compressed on a conn that agreed to it. */
+   * sent compressed on a conn that agreed to it (a streamed one always is, see
+   * cgnet_ws_send_begin). */
   cgnet_toggle deflate;
 } cgnet_ws_options;
 
@@ -179,10 +195,21 @@ CGNET_API int cgnet_ws_send_ping(cgnet_conn *c, const void *data, size_t len);
  * the peer's close, then close the conn. CGNET_EALREADY if a close was already sent. */
 CGNET_API int cgnet_ws_close(cgnet_conn *c, int code, const char *reason);
 
-/* A message sent in pieces, each as a frame (not compressed): begin, any number of
- * pieces, end. Other whole messages wait (CGNET_EBUSY) until end; pings and the close
- * may go between pieces. A text message's pieces are not checked one by one (a piece
- * may end inside a character): the sender vouches for the whole. */
+/* A message sent in pieces: begin, any number of pieces, end. Other whole messages wait
+ * (CGNET_EBUSY) until end; pings and the close may go between pieces.
+ *  - Text is validated as it goes: a piece may end inside a character, but a piece
+ *    with invalid UTF-8 is refused whole (CGNET_EINVAL, nothing sent, the stream stays
+ *    open), and so is the end while the text stops inside a character (send the rest
+ *    of it, or close the WebSocket). Nothing invalid ever reaches the wire.
+ *  - Where permessage-deflate was agreed (when begin ran), the stream is one compressed
+ *    message, whatever its size: each piece is compressed as it comes (with a sync
+ *    flush, so it goes out now) into one frame, the first with RSV1, and end sends the
+ *    final frame (RFC 7692). Otherwise each piece is one frame as given.
+ *  - An empty piece sends nothing. A piece that fails with CGNET_ENOMEM, CGNET_EIO
+ *    (compression) or the write's error leaves the message unfinishable: close the
+ *    WebSocket.
+ * 0, CGNET_EINVAL (no stream open for piece/end, a bad opcode for begin), CGNET_EBUSY
+ * (begin while one is open), CGNET_ECLOSED, or the write's error. */
 CGNET_API int cgnet_ws_send_begin(cgnet_conn *c, cgnet_ws_opcode op);
 CGNET_API int cgnet_ws_send_piece(cgnet_conn *c, const void *data, size_t len);
 CGNET_API int cgnet_ws_send_end(cgnet_conn *c);
@@ -207,8 +234,8 @@ CGNET_API int cgnet_ws_async_close(cgnet_conn *c, int code, const char *reason,
 /*
  * A cgnet_ws_server also serves conns a cgnet_client dials: make the client with the
  * handler cgnet_ws_server_handler filled (cgnet_client_new, or cgnet_client_new_on to
- * dial from a server's own loops), then dial ws:// URLs with cgnet_ws_dial. A dialed conn
- * sends an upgrade request (a fresh random key, the subprotocols offered, and
+ * dial from a server's own loops), then dial ws:// or wss:// URLs with cgnet_ws_dial. A
+ * dialed conn sends an upgrade request (a fresh random key, the subprotocols offered, and
  * permessage-deflate unless options.deflate is CGNET_OFF), checks the 101 (status,
  * headers, accept value, that the subprotocol and extension were offered), then runs
  * exactly like a server's conn: on_ws_open, on_ws_message, the same sends (masked, as a
@@ -216,8 +243,8 @@ CGNET_API int cgnet_ws_async_close(cgnet_conn *c, int code, const char *reason,
  * The options' limits and timeouts apply (handshake_timeout_ms bounds the wait for the
  * 101); on_ws_handshake and on_http_request are not used.
  *
- * A dial that fails (connect error, timeout, a response that is not a valid 101) ends
- * with on_ws_close(c, 1006, why) without on_ws_open; cgnet_ws_context then returns the
+ * A dial that fails (connect error, TLS error, timeout, a response that is not a valid 101)
+ * ends with on_ws_close(c, 1006, why) without on_ws_open; cgnet_ws_context then returns the
  * dial's ctx, as it does from the start.
  */
 typedef struct cgnet_ws_dial_options {
@@ -228,10 +255,15 @@ typedef struct cgnet_ws_dial_options {
 } cgnet_ws_dial_options;
 
 /* Dial "ws://HOST[:PORT][/PATH][?QUERY]" (port 80 by default; HOST a name, an IPv4
- * address or a bracketed IPv6 one). `o` may be NULL; `ctx` is the conn's
- * cgnet_ws_context; `out` as for cgnet_client_dial. 0, or CGNET_EBADSCHEME (not ws://;
- * wss:// is not served yet), CGNET_EBADADDR, CGNET_EINVAL, CGNET_ENOMEM, or
- * cgnet_client_dial's error. Any thread. */
+ * address or a bracketed IPv6 one) or "wss://..." (port 443 by default): a tls:// dial
+ * over the client's TLS context (its options.tls, else cgnet's default: the system's
+ * CAs), which sends HOST as SNI (unless an IP literal) and verifies the server's
+ * certificate against it, then the same upgrade. A TLS failure ends the dial with
+ * on_ws_close(c, 1006, reason) as any failed dial does. `o` may be NULL; `ctx` is the
+ * conn's cgnet_ws_context; `out` as for cgnet_client_dial. 0, or CGNET_EBADSCHEME
+ * (neither ws:// nor wss://), CGNET_EBADADDR, CGNET_EINVAL, CGNET_ENOMEM, or
+ * cgnet_client_dial's error (CGNET_EUNSUPPORTED: wss:// without TLS built in). Any
+ * thread. */
 CGNET_API int cgnet_ws_dial(cgnet_client *cl, cgnet_ws_server *ws, const char *url,
                             const cgnet_ws_dial_options *o, void *ctx, cgnet_conn **out);
 

@@ -392,6 +392,10 @@ int cgnet_conn_is_closed(const cgnet_conn *c) {
 
 void cgnet__conn_begin_stop(cgnet_conn *c) {
   if (cgnet__conn_closed(c)) return;
+  /* A protocol with a goodbye of its own says it and ends the conn itself. */
+  if (!c->in_callback && !cgnet__conn_connecting(c) &&
+      !cgnet__conn_has(c, CGNET__CF_HANDSHAKE) && cgnet__ws_conn_stopping(c))
+    return;
   if (cgnet__outbuf_len(&c->out) == 0 || c->in_callback ||
       cgnet__conn_has(c, CGNET__CF_SHUT_WR_DONE) || cgnet__conn_connecting(c)) {
     cgnet__conn_request_close(c, CGNET_ESHUTDOWN);

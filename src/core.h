@@ -443,8 +443,13 @@ void cgnet__conn_reap(cgnet_conn *c);
 void cgnet__conn_end_linger(cgnet_conn *c);
 /* Free what a conn owns besides itself (its names); for conns freed elsewhere. */
 void cgnet__conn_release_names(cgnet_conn *c);
-/* Engine stopping: close at once, or mark draining if output is queued. */
+/* Engine stopping: close at once, or mark draining if output is queued; an open
+ * WebSocket conn starts its close handshake instead (cgnet__ws_conn_stopping). */
 void cgnet__conn_begin_stop(cgnet_conn *c);
+/* ws_conn.c: if c is an open WebSocket conn, send its close frame (1001) and return
+ * true: the conn stays open, reading, until its close handshake ends or the stop's
+ * deadline closes it. False for any other conn. Loop thread. */
+bool cgnet__ws_conn_stopping(cgnet_conn *c);
 
 /* ---- stream.c (a conn's read and write paths) ---- */
 void cgnet__conn_on_ready(cgnet_conn *c, uint32_t flags);

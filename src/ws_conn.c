@@ -79,9 +79,18 @@ typedef struct ws_conn {
   /* Compression scratch, kept between messages. */
   uint8_t *zbuf;
   size_t zcap;
-  /* A streamed message: its opcode (0: none open) and whether a frame went out. */
+  /* A streamed message: its opcode (0: none open), whether a frame went out, whether
+   * it is compressed (deflate agreed when it began) and whether the previous piece's
+   * compressed output still owes its 00 00 ff ff tail (sent before the next piece), and
+   * its text so far, validated piece by piece. */
   uint8_t stream_op;
   uint8_t stream_started;
+  uint8_t stream_z;
+  uint8_t stream_tail;
+  cgnet__utf8 stream_utf8;
+  /* The engine's stop sent our close frame (1001): what on_ws_close reports if the peer
+   * does not answer it. */
+  uint8_t stop_sent;
   /* A dialed conn: masked payload copies, and masking keys drawn from the system's
    * entropy a batch at a time (one getrandom per 64 frames). */
   uint8_t *mbuf;
@@ -553,6 +562,12 @@ static void read_frames(cgnet_conn *c, ws_conn *ws, cgnet_action *act) {
     const uint8_t *buf;
     size_t len = cgnet_conn_peek(c, 0, &buf);
     if (len == 0) return;
+    if (cgnet__conn_has(c, CGNET__CF_PAUSED)) {
+      /* Paused (by a callback, say on_ws_message): the frames already read stay
+       * buffered, and cgnet_conn_resume_read hands them back here before reading more. */
+      cgnet__conn_set(c, CGNET__CF_REDELIVER);
+      return;
+    }
     cgnet__ws_event ev;
     /* The bytes are the conn's own input: unmasking them in place is ours to do. */
     size_t n = cgnet__ws_parse(&ws->parser, (uint8_t *)buf, len, &ev);
@@ -730,7 +745,10 @@ static cgnet_action ws_on_close(cgnet_conn *c, int reason) {
   const cgnet_ws_handler *h = &ws->srv->h;
   /* A dialed conn that never opened reports too, so its dialer learns why. */
   if ((ws->opened || ws->client) && h->on_ws_close) {
-    if (!ws->have_code) {
+    if (!ws->have_code && ws->stop_sent) {
+      static const char why[] = "going away";
+      record_close(ws, CGNET_WS_CLOSE_GOING_AWAY, why, sizeof why - 1);
+    } else if (!ws->have_code) {
       const char *why = ws->opened ? "" : cgnet_strerror(reason);
       record_close(ws, CGNET_WS_CLOSE_ABNORMAL, why, strlen(why));
     }
@@ -752,6 +770,39 @@ static void ws_on_writable_changed(cgnet_conn *c, int writable) {
   ws_conn *ws = ws_of(c);
   if (ws && ws->opened && ws->srv->h.on_ws_writable_changed)
     ws->srv->h.on_ws_writable_changed(c, writable);
+}
+
+/* A dialed wss:// conn whose TLS handshake failed: its on_ws_close (1006) says why, in
+ * the TLS library's words, not only the error's name. */
+static void ws_on_tls_error(cgnet_conn *c, int code, const char *reason) {
+  ws_conn *ws = ws_of(c);
+  if (!ws || !ws->client) return;
+  char why[CGNET__WS_MAX_CLOSE_REASON + 1];
+  int n = snprintf(why, sizeof why, "%s: %s", cgnet_strerror(code), reason ? reason : "");
+  record_close(ws, CGNET_WS_CLOSE_ABNORMAL, why, n < 0 ? 0 : strlen(why));
+}
+
+/*
+ * The engine is stopping (or the dialing client is being freed). An open WebSocket is
+ * sent a close frame with 1001 (going away) and keeps its conn, reading, so that the
+ * peer's close can come back and the close handshake end as usual (FIN, then the peer's
+ * FIN); the stop's timeout closes whatever is left. A conn whose close was already sent
+ * just goes on with its close handshake. Returns false for a conn this layer does not
+ * serve, or one still in its HTTP handshake: the engine drains and closes those as
+ * always.
+ */
+bool cgnet__ws_conn_stopping(cgnet_conn *c) {
+  ws_conn *ws = ws_of(c);
+  if (!ws || ws->state == WS_HANDSHAKE) return false;
+  if (ws->state == WS_OPEN) {
+    static const char why[] = "going away";
+    if (send_close(c, ws, CGNET_WS_CLOSE_GOING_AWAY, why, sizeof why - 1) != 0)
+      return false;
+    ws->stop_sent = 1;
+    ws->state = WS_CLOSING;
+    start_timer(c, ws, ws->srv->o.close_timeout_ms);
+  }
+  return true;
 }
 
 /* ---- server object --------------------------------------------------------------------
@@ -805,6 +856,7 @@ void cgnet_ws_server_handler(cgnet_ws_server *ws, cgnet_handler *out) {
   out->on_close = ws_on_close;
   out->on_writable_changed = ws_on_writable_changed;
   out->on_read_closed = ws_on_read_closed;
+  out->on_tls_error = ws_on_tls_error;
 }
 
 void cgnet_ws_server_free(cgnet_ws_server *ws) {
@@ -931,39 +983,94 @@ int cgnet_ws_send_begin(cgnet_conn *c, cgnet_ws_opcode op) {
   if (ws->stream_op) return CGNET_EBUSY;
   ws->stream_op = (uint8_t)op;
   ws->stream_started = 0;
+  ws->stream_z = ws->z != NULL;
+  ws->stream_tail = 0;
+  cgnet__utf8_init(&ws->stream_utf8);
   return 0;
 }
 
-/* The next frame of the streamed message: its first carries the opcode. */
-static int stream_frame(cgnet_conn *c, int fin, const void *data, size_t len) {
+/* The streamed message's next frame: its first carries the opcode (and RSV1 when it is
+ * compressed). `scratch` as for write_frame. */
+static int stream_frame(cgnet_conn *c, ws_conn *ws, int fin, const void *data, size_t len,
+                        int scratch) {
+  uint8_t op = ws->stream_started ? CGNET__WS_OP_CONTINUATION : ws->stream_op;
+  uint8_t rsv = !ws->stream_started && ws->stream_z ? 0x40 : 0;
+  ws->stream_started = 1;
+  if (fin) {
+    ws->stream_op = 0;
+    if (ws->stream_z) cgnet__ws_deflate_end(ws->z);
+  }
+  return write_frame(c, ws, fin, rsv, op, data, len, scratch);
+}
+
+/* A piece compressed: the previous piece's tail, then this one's output without its
+ * own tail (owed to the next piece, or dropped if this was the last). */
+static int stream_compressed(cgnet_conn *c, ws_conn *ws, const uint8_t *data, size_t len) {
+  static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
+  size_t need = cgnet__ws_deflate_bound(len) + sizeof tail, out_len;
+  if (grow(&ws->zbuf, &ws->zcap, need) != 0) return CGNET_ENOMEM;
+  size_t head = ws->stream_tail ? sizeof tail : 0;
+  memcpy(ws->zbuf, tail, head);
+  int rc =
+      cgnet__ws_deflate_piece(ws->z, data, len, ws->zbuf + head, ws->zcap - head, &out_len);
+  if (rc != 0) return rc;
+  ws->stream_tail = 1;
+  rc = stream_frame(c, ws, 0, ws->zbuf, head + out_len, 1);
+  release_if_big(&ws->zbuf, &ws->zcap);
+  return rc;
+}
+
+int cgnet_ws_send_piece(cgnet_conn *c, const void *data, size_t len) {
   int err;
   ws_conn *ws = sendable(c, &err);
   if (!ws) return err;
   if (!ws->stream_op || (len && !data)) return CGNET_EINVAL;
-  uint8_t op = ws->stream_started ? CGNET__WS_OP_CONTINUATION : ws->stream_op;
-  ws->stream_started = 1;
-  if (fin) ws->stream_op = 0;
-  return write_frame(c, ws, fin, 0, op, data, len, 0);
-}
-
-int cgnet_ws_send_piece(cgnet_conn *c, const void *data, size_t len) {
   if (len == 0) return 0; /* an empty fragment says nothing */
-  return stream_frame(c, 0, data, len);
+  if (ws->stream_op == CGNET_WS_TEXT) {
+    cgnet__utf8 v = ws->stream_utf8;
+    size_t bad;
+    if (cgnet__utf8_feed(&v, data, len, &bad) != 0) return CGNET_EINVAL;
+    ws->stream_utf8 = v;
+  }
+  if (ws->stream_z) return stream_compressed(c, ws, data, len);
+  return stream_frame(c, ws, 0, data, len, 0);
 }
 
 int cgnet_ws_send_end(cgnet_conn *c) {
-  return stream_frame(c, 1, NULL, 0);
+  int err;
+  ws_conn *ws = sendable(c, &err);
+  if (!ws) return err;
+  if (!ws->stream_op) return CGNET_EINVAL;
+  if (ws->stream_op == CGNET_WS_TEXT && !cgnet__utf8_done(&ws->stream_utf8))
+    return CGNET_EINVAL; /* it would end inside a character: the stream stays open */
+  if (ws->stream_z && !ws->stream_started) {
+    /* An empty compressed message: one 0x00 byte (RFC 7692 section 7.2.3.6). */
+    uint8_t zero = 0x00; /* scratch: masked in place on a dialed conn */
+    return stream_frame(c, ws, 1, &zero, 1, 1);
+  }
+  return stream_frame(c, ws, 1, NULL, 0, 0);
 }
 
 /* ---- dialing
  * ----------------------------------------------------------------------------- */
 
 /* Split "ws://AUTHORITY/PATH?QUERY" into the address to dial ("tcp://HOST:PORT", port 80
- * when none is given), the Host header (AUTHORITY as written) and the request target. */
+ * when none is given), the Host header (AUTHORITY as written) and the request target;
+ * "wss://" dials "tls://HOST:PORT" (port 443 by default), whose handshake sends HOST as
+ * SNI and verifies the server's certificate against it. */
 static int parse_url(const char *url, char **dial_addr, char **host, char **path) {
-  static const char scheme[] = "ws://";
-  if (strncmp(url, scheme, sizeof scheme - 1) != 0) return CGNET_EBADSCHEME;
-  const char *auth = url + sizeof scheme - 1;
+  const char *auth, *scheme, *port;
+  if (strncmp(url, "ws://", 5) == 0) {
+    auth = url + 5;
+    scheme = "tcp";
+    port = ":80";
+  } else if (strncmp(url, "wss://", 6) == 0) {
+    auth = url + 6;
+    scheme = "tls";
+    port = ":443";
+  } else {
+    return CGNET_EBADSCHEME;
+  }
   size_t alen = strcspn(auth, "/?#");
   if (alen == 0 || auth[alen] == '#') return CGNET_EBADADDR;
   for (size_t i = 0; i < alen; i++)
@@ -979,7 +1086,7 @@ static int parse_url(const char *url, char **dial_addr, char **host, char **path
   *host = strndup(auth, alen);
   *path = malloc(strlen(target) + 2);
   if (!*dial_addr || !*host || !*path) return CGNET_ENOMEM;
-  snprintf(*dial_addr, cap, "tcp://%.*s%s", (int)alen, auth, has_port ? "" : ":80");
+  snprintf(*dial_addr, cap, "%s://%.*s%s", scheme, (int)alen, auth, has_port ? "" : port);
   snprintf(*path, strlen(target) + 2, "%s%s", target[0] == '/' ? "" : "/", target);
   return 0;
 }

@@ -321,6 +321,23 @@ int cgnet__ws_deflate_message(cgnet__ws_deflate *z, const uint8_t *in, size_t n,
   return 0;
 }
 
+int cgnet__ws_deflate_piece(cgnet__ws_deflate *z, const uint8_t *in, size_t n, uint8_t *out,
+                            size_t cap, size_t *out_len) {
+  size_t used = 0;
+  int rc = deflate_sync(&z->tx, in, n, out, cap, &used);
+  if (rc == 0 && (used < 4 || memcmp(out + used - 4, TAIL, 4) != 0)) rc = CGNET_EIO;
+  if (rc != 0) {
+    deflateReset(&z->tx); /* the message cannot be finished: start the next afresh */
+    return rc;
+  }
+  *out_len = used - 4;
+  return 0;
+}
+
+void cgnet__ws_deflate_end(cgnet__ws_deflate *z) {
+  if (z->tx_reset) deflateReset(&z->tx);
+}
+
 /* Inflate in[0, n) into the chunk buffer, handing each chunk to the sink. */
 static int inflate_some(cgnet__ws_deflate *z, const uint8_t *in, size_t n, uint64_t max,
                         cgnet__ws_sink sink, void *arg) {
@@ -395,6 +412,21 @@ int cgnet__ws_deflate_message(cgnet__ws_deflate *z, const uint8_t *in, size_t n,
   (void)cap;
   (void)out_len;
   return CGNET_EUNSUPPORTED;
+}
+
+int cgnet__ws_deflate_piece(cgnet__ws_deflate *z, const uint8_t *in, size_t n, uint8_t *out,
+                            size_t cap, size_t *out_len) {
+  (void)z;
+  (void)in;
+  (void)n;
+  (void)out;
+  (void)cap;
+  (void)out_len;
+  return CGNET_EUNSUPPORTED;
+}
+
+void cgnet__ws_deflate_end(cgnet__ws_deflate *z) {
+  (void)z;
 }
 
 int cgnet__ws_inflate(cgnet__ws_deflate *z, const uint8_t *in, size_t n, int last,

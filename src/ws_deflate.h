@@ -96,6 +96,19 @@ size_t cgnet__ws_deflate_bound(size_t n);
 int cgnet__ws_deflate_message(cgnet__ws_deflate *z, const uint8_t *in, size_t n,
                               uint8_t *out, size_t cap, size_t *out_len);
 
+/* A message compressed piece by piece (a streamed send): each piece in[0, n) (n > 0) is
+ * compressed with a sync flush into out (cap >= cgnet__ws_deflate_bound(n)), and
+ * *out_len excludes the 00 00 ff ff tail that flush ends with. The caller sends the
+ * output of every piece but the last followed by that tail, and the last's without it
+ * (its frame with FIN, or an empty final frame after it), so the message's payload is
+ * the whole stream with only its final tail stripped (RFC 7692 section 7.2.1). After
+ * the last piece, cgnet__ws_deflate_end. 0, CGNET_ENOBUFS or CGNET_EIO (the compressor
+ * is then reset and the message cannot be finished). */
+int cgnet__ws_deflate_piece(cgnet__ws_deflate *z, const uint8_t *in, size_t n, uint8_t *out,
+                            size_t cap, size_t *out_len);
+/* The streamed message is over: reset the compressor if there is no context takeover. */
+void cgnet__ws_deflate_end(cgnet__ws_deflate *z);
+
 /* Receives inflated bytes; a non-zero return stops the inflation and is returned. */
 typedef int (*cgnet__ws_sink)(void *arg, const uint8_t *p, size_t n);
 

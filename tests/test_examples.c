@@ -6,7 +6,8 @@
  * codec_echo with frames larger than the default output limit, udp_sessions' per-peer
  * counts (answered on the loop and from workers) and idle expiry, ws_echo against
  * WebSocket clients written elsewhere (Python's websockets, Node's ws, curl's upgrade
- * request), and ws_chat's page and broadcast.
+ * request), over ws:// and wss://, its 1001 to open WebSockets when it is stopped, and
+ * ws_chat's page and broadcast (the page also run by headless Chromium).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -296,10 +297,44 @@ static void https_example_answers_curl(void **state) {
     fail_msg("client exit %d: \"%s\"", rc, out);
   tu_tls_certs_free(&certs);
 }
+
+static void ws_echo_with(const char *python, const char *const *args, const char *want,
+                         const char *ca);
+static void ws_echo_going_away(const char *python, const char *const *args, const char *ca);
+
+/* ws_echo on tls:// with --cert/--key against Python's websockets over wss:// (the test
+ * CA verifying it): the echoes, 1009, and 1001 when it is stopped. */
+static void ws_echo_wss_python_client(void **state) {
+  (void)state;
+  const char *python = tu_python_with("websockets");
+  if (!python) {
+    fprintf(stderr, "skipped: no python3 with the websockets module "
+                    "(Debian: python3-websockets; scripts/deps.sh installs it)\n");
+    skip();
+  }
+  tu_tls_certs certs;
+  assert_int_equal(tu_tls_certs_make(&certs), 0);
+  char cert[160], key[160], ca[160];
+  snprintf(cert, sizeof cert, "%s/server.pem", certs.dir);
+  snprintf(key, sizeof key, "%s/server.key", certs.dir);
+  snprintf(ca, sizeof ca, "%s/ca.pem", certs.dir);
+  ws_echo_with(python,
+               A("tls://127.0.0.1:0", "--quiet", "--max-message", "100000", "--cert", cert,
+                 "--key", key),
+               cgnet__ws_deflate_available() ? "deflate" : "plain", ca);
+  ws_echo_going_away(python,
+                     A("tls://127.0.0.1:0", "--quiet", "--cert", cert, "--key", key), ca);
+  tu_tls_certs_free(&certs);
+}
 #else
 static void https_example_answers_curl(void **state) {
   (void)state;
   print_message("built without TLS: skipping the HTTPS example test\n");
+  skip();
+}
+static void ws_echo_wss_python_client(void **state) {
+  (void)state;
+  print_message("built without TLS: skipping the wss:// example test\n");
   skip();
 }
 #endif
@@ -349,14 +384,17 @@ static int run_program(const char *const *argv, int timeout_ms, run_result *r) {
 }
 
 /* The client side, in Python's websockets: argv[1] the port, argv[2] "deflate" or
- * "plain" (what the server must have agreed to). Echoes of every length class as text
- * and binary, a fragmented message, a ping; then a message over the server's 100000
- * byte maximum must close the conn with 1009. Prints "ok" at the end. */
+ * "plain" (what the server must have agreed to), argv[3] (optional) a CA file: then it
+ * connects with wss:// and verifies the server against that CA. Echoes of every length
+ * class as text and binary, a fragmented message, a ping; then a message over the
+ * server's 100000 byte maximum must close the conn with 1009. Prints "ok" at the end. */
 static const char PY_CLIENT[] =
-    "import asyncio, os, sys, websockets\n"
+    "import asyncio, os, ssl, sys, websockets\n"
     "async def main(port, want):\n"
-    "    url = 'ws://127.0.0.1:%s/any/path?q=1' % port\n"
-    "    async with websockets.connect(url, max_size=None) as ws:\n"
+    "    tls = len(sys.argv) > 3\n"
+    "    url = '%s://127.0.0.1:%s/any/path?q=1' % ('wss' if tls else 'ws', port)\n"
+    "    ctx = ssl.create_default_context(cafile=sys.argv[3]) if tls else None\n"
+    "    async with websockets.connect(url, max_size=None, ssl=ctx) as ws:\n"
     "        ext = ws.response_headers.get('Sec-WebSocket-Extensions') or ''\n"
     "        assert ('permessage-deflate' in ext) == (want == 'deflate'), ext\n"
     "        for n in [0, 1, 125, 126, 127, 65535, 65536, 99999]:\n"
@@ -373,7 +411,7 @@ static const char PY_CLIENT[] =
     "        pong = await ws.ping(b'hi')\n"
     "        await asyncio.wait_for(pong, 10)\n"
     "    assert ws.close_code == 1000, ws.close_code\n"
-    "    async with websockets.connect(url, max_size=None) as ws:\n"
+    "    async with websockets.connect(url, max_size=None, ssl=ctx) as ws:\n"
     "        try:\n"
     "            await ws.send(os.urandom(100001))\n"
     "            await asyncio.wait_for(ws.recv(), 10)\n"
@@ -384,7 +422,9 @@ static const char PY_CLIENT[] =
     "    print('ok')\n"
     "asyncio.run(main(sys.argv[1], sys.argv[2]))\n";
 
-static void ws_echo_with(const char *python, const char *const *args, const char *want) {
+/* ws_echo with `args` against PY_CLIENT (over wss:// when `ca` is a CA file). */
+static void ws_echo_with(const char *python, const char *const *args, const char *want,
+                         const char *ca) {
   char line[256];
   pid_t pid = tu_spawn_example("ws_echo", args, line, sizeof line);
   assert_true(pid > 0);
@@ -393,8 +433,9 @@ static void ws_echo_with(const char *python, const char *const *args, const char
   char port_s[16];
   snprintf(port_s, sizeof port_s, "%d", port);
   run_result r;
-  assert_int_equal(
-      run_program(A(python, "-c", PY_CLIENT, port_s, want), 60000 * TU_SLOW, &r), 0);
+  const char *const *argv = ca ? A(python, "-c", PY_CLIENT, port_s, want, ca)
+                               : A(python, "-c", PY_CLIENT, port_s, want);
+  assert_int_equal(run_program(argv, 60000 * TU_SLOW, &r), 0);
   assert_int_equal(tu_stop_process(pid, 10000), 0);
   if (r.status != 0 || strcmp(r.out, "ok\n") != 0)
     fail_msg("python client (%s): exit %d\nstdout: %s\nstderr: %s", want, r.status, r.out,
@@ -412,10 +453,64 @@ static void ws_echo_python_client(void **state) {
   }
   /* Without zlib in the build the extension is never agreed to. */
   ws_echo_with(python, A("tcp://127.0.0.1:0", "--quiet", "--max-message", "100000"),
-               cgnet__ws_deflate_available() ? "deflate" : "plain");
+               cgnet__ws_deflate_available() ? "deflate" : "plain", NULL);
   ws_echo_with(python,
                A("tcp://127.0.0.1:0", "--quiet", "--max-message", "100000", "--no-deflate"),
-               "plain");
+               "plain", NULL);
+}
+
+/* A Python websockets client (argv[1] the port, argv[2] ws_echo's pid, argv[3] optional:
+ * a CA file, for wss://) echoes one message, then sends ws_echo SIGTERM: the stop must
+ * reach it as a close frame with 1001 "going away". Prints "ok". */
+static const char PY_GOING_AWAY[] =
+    "import asyncio, os, signal, ssl, sys, websockets\n"
+    "async def main(port, pid):\n"
+    "    tls = len(sys.argv) > 3\n"
+    "    url = '%s://127.0.0.1:%s/' % ('wss' if tls else 'ws', port)\n"
+    "    ctx = ssl.create_default_context(cafile=sys.argv[3]) if tls else None\n"
+    "    async with websockets.connect(url, ssl=ctx) as ws:\n"
+    "        await ws.send('hi')\n"
+    "        assert await asyncio.wait_for(ws.recv(), 10) == 'hi'\n"
+    "        os.kill(pid, signal.SIGTERM)\n"
+    "        try:\n"
+    "            await asyncio.wait_for(ws.recv(), 10)\n"
+    "            raise SystemExit('a message instead of the close')\n"
+    "        except websockets.ConnectionClosed:\n"
+    "            pass\n"
+    "    assert ws.close_code == 1001, ws.close_code\n"
+    "    assert ws.close_reason == 'going away', ws.close_reason\n"
+    "    print('ok')\n"
+    "asyncio.run(main(sys.argv[1], int(sys.argv[2])))\n";
+
+/* ws_echo (args) stopped by SIGTERM while PY_GOING_AWAY is connected; it must exit 0. */
+static void ws_echo_going_away(const char *python, const char *const *args,
+                               const char *ca) {
+  char line[256];
+  pid_t pid = tu_spawn_example("ws_echo", args, line, sizeof line);
+  assert_true(pid > 0);
+  char port_s[16], pid_s[16];
+  snprintf(port_s, sizeof port_s, "%d", tu_port_after(line, "listening on "));
+  snprintf(pid_s, sizeof pid_s, "%d", (int)pid);
+  run_result r;
+  const char *const *argv = ca ? A(python, "-c", PY_GOING_AWAY, port_s, pid_s, ca)
+                               : A(python, "-c", PY_GOING_AWAY, port_s, pid_s);
+  assert_int_equal(run_program(argv, 60000 * TU_SLOW, &r), 0);
+  int st = tu_wait_exit(pid, 10000 * TU_SLOW); /* the client's SIGTERM stops it */
+  if (r.status != 0 || strcmp(r.out, "ok\n") != 0)
+    fail_msg("python client: exit %d\nstdout: %s\nstderr: %s", r.status, r.out, r.err);
+  assert_int_equal(st, 0);
+}
+
+/* SIGTERM to ws_echo: its open WebSockets get 1001. */
+static void ws_echo_stop_sends_1001(void **state) {
+  (void)state;
+  const char *python = tu_python_with("websockets");
+  if (!python) {
+    fprintf(stderr, "skipped: no python3 with the websockets module "
+                    "(Debian: python3-websockets; scripts/deps.sh installs it)\n");
+    skip();
+  }
+  ws_echo_going_away(python, A("tcp://127.0.0.1:0", "--quiet"), NULL);
 }
 
 /* Members of ws_chat in Python: argv[1] the port. GET / must be the page; /other is
@@ -466,6 +561,111 @@ static void ws_chat_python_members(void **state) {
   assert_int_equal(tu_stop_process(pid, 10000), 0);
   if (r.status != 0 || strcmp(r.out, "ok\n") != 0)
     fail_msg("python members: exit %d\nstdout: %s\nstderr: %s", r.status, r.out, r.err);
+}
+
+/* ws_chat's page in headless Chromium, driven over the DevTools protocol by Python
+ * (argv[1] the browser, argv[2] the port): the page's script must join (its log shows
+ * "[joined]"), its form must send a line that a Python member hears, and a line the
+ * member sends must appear in the page's log. Prints "ok". */
+static const char PY_BROWSER[] =
+    "import asyncio, json, os, shutil, subprocess, sys, tempfile, urllib.request, "
+    "websockets\n"
+    "async def cdp_eval(cdp, expr, ids=[0]):\n"
+    "    ids[0] += 1\n"
+    "    await cdp.send(json.dumps({'id': ids[0], 'method': 'Runtime.evaluate',\n"
+    "                               'params': {'expression': expr, 'returnByValue': "
+    "True}}))\n"
+    "    while True:\n"
+    "        r = json.loads(await cdp.recv())\n"
+    "        if r.get('id') == ids[0]:\n"
+    "            return r['result']['result'].get('value')\n"
+    "async def wait_log(cdp, text, secs=20):\n"
+    "    for _ in range(secs * 10):\n"
+    "        log = await cdp_eval(cdp, \"document.getElementById('log').textContent\")\n"
+    "        if log and text in log:\n"
+    "            return log\n"
+    "        await asyncio.sleep(0.1)\n"
+    "    raise SystemExit('the page never showed %r: %r' % (text, log))\n"
+    "async def main(chromium, port):\n"
+    "    prof = tempfile.mkdtemp(prefix='cgnet-chromium-')\n"
+    "    br = subprocess.Popen([chromium, '--headless', '--no-sandbox', '--disable-gpu',\n"
+    "                           '--no-first-run', '--user-data-dir=' + prof,\n"
+    "                           '--remote-debugging-port=0',\n"
+    "                           'http://127.0.0.1:%s/' % port],\n"
+    "                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+    "    try:\n"
+    "        dt = None\n"
+    "        for _ in range(300):\n"
+    "            try:\n"
+    "                dt = open(os.path.join(prof, "
+    "'DevToolsActivePort')).read().split()[0]\n"
+    "                break\n"
+    "            except (OSError, IndexError):\n"
+    "                await asyncio.sleep(0.1)\n"
+    "        assert dt, 'chromium wrote no DevToolsActivePort'\n"
+    "        async with websockets.connect('ws://127.0.0.1:%s/ws' % port) as member:\n"
+    "            page = None\n"
+    "            for _ in range(100):\n"
+    "                targets = "
+    "json.load(urllib.request.urlopen('http://127.0.0.1:%s/json/list' % dt, timeout=10))\n"
+    "                page = next((t for t in targets if t.get('type') == 'page' and\n"
+    "                             t.get('url', '').startswith('http://127.0.0.1:%s/' % "
+    "port)), None)\n"
+    "                if page: break\n"
+    "                await asyncio.sleep(0.1)\n"
+    "            assert page, targets\n"
+    "            async with websockets.connect(page['webSocketDebuggerUrl'], "
+    "max_size=None) as cdp:\n"
+    "                await wait_log(cdp, '[joined]')\n"
+    "                await cdp_eval(cdp, \"document.getElementById('msg').value = 'hello "
+    "from chromium';\"\n"
+    "                                    \"document.getElementById('f').requestSubmit(); "
+    "1\")\n"
+    "                got = await asyncio.wait_for(member.recv(), 20)\n"
+    "                assert got == 'hello from chromium', got\n"
+    "                await member.send('hello from python')\n"
+    "                await wait_log(cdp, 'hello from python')\n"
+    "        print('ok', flush=True)\n"
+    "    finally:\n"
+    "        br.terminate()\n"
+    "        try: br.wait(10)\n"
+    "        except subprocess.TimeoutExpired: br.kill(); br.wait()\n"
+    "        shutil.rmtree(prof, ignore_errors=True)\n"
+    "asyncio.run(main(sys.argv[1], sys.argv[2]))\n";
+
+/* The first of the usual names of Chromium found in PATH, or NULL. */
+static const char *find_chromium(void) {
+  static const char *const names[] = {"chromium", "chromium-browser", "google-chrome"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    char cmd[96];
+    snprintf(cmd, sizeof cmd, "command -v %s >/dev/null 2>&1", names[i]);
+    if (system(cmd) == 0) return names[i];
+  }
+  return NULL;
+}
+
+static void ws_chat_chromium_page(void **state) {
+  (void)state;
+  const char *python = tu_python_with("websockets");
+  const char *chromium = find_chromium();
+  if (!python || !chromium) {
+    fprintf(stderr, "skipped: %s\n",
+            !python ? "no python3 with the websockets module"
+                    : "no chromium, chromium-browser or google-chrome in PATH");
+    skip();
+  }
+  char line[256];
+  pid_t pid =
+      tu_spawn_example("ws_chat", A("tcp://127.0.0.1:0", "--quiet"), line, sizeof line);
+  assert_true(pid > 0);
+  char port_s[16];
+  snprintf(port_s, sizeof port_s, "%d", tu_port_after(line, "listening on "));
+  run_result r;
+  assert_int_equal(
+      run_program(A(python, "-c", PY_BROWSER, chromium, port_s), 90000 * TU_SLOW, &r), 0);
+  assert_int_equal(tu_stop_process(pid, 10000), 0);
+  if (r.status != 0 || strcmp(r.out, "ok\n") != 0)
+    fail_msg("chromium page: exit %d\nstdout: %s\nstderr: %s", r.status, r.out, r.err);
 }
 
 /* The client side in Node's `ws` package (found by require, else in npm's global
@@ -651,6 +851,9 @@ int main(void) {
       cmocka_unit_test(ws_echo_curl_upgrade),
       cmocka_unit_test(tls_flags_are_checked),
       cmocka_unit_test(https_example_answers_curl),
+      cmocka_unit_test(ws_echo_stop_sends_1001),
+      cmocka_unit_test(ws_echo_wss_python_client),
+      cmocka_unit_test(ws_chat_chromium_page),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,7 +6,11 @@
  * thousands of random messages with pings in between, every protocol error with its
  * close code (and the server alive afterwards), the close handshake both ways and its
  * timeout, streaming, async sends from another thread, server pings, and
- * permessage-deflate on and off (a deflate bomb closes with 1009).
+ * permessage-deflate on and off (a deflate bomb closes with 1009). Then pausing inside
+ * on_ws_message, streamed sends (UTF-8 checked piece by piece, compressed as one message,
+ * checked by Python too), 1001 on the engine's stop and on cgnet_client_free, and
+ * wss:// (cgnet's client and Python's against a tls:// server, and a certificate for
+ * the wrong host).
  *
  * cgnet-test-timeout: 300
  */
@@ -32,9 +36,11 @@
 #endif
 
 #include "cgnet.h"
+#include "cgnet_tls.h"
 #include "cgnet_ws.h"
 #include "support/proc.h"
 #include "support/support.h"
+#include "support/tls_certs.h"
 #include "ws_deflate.h"
 #include "ws_handshake.h"
 
@@ -46,6 +52,7 @@ static struct {
   atomic_int opens, closes, last_code, pongs, async_done, async_status;
   atomic_int handshakes, http_requests;
   atomic_int flood_sent, flood_err, unwritable, writable; /* test_backpressure */
+  atomic_int paused, resumed, while_paused;               /* test_pause_in_message */
   pthread_mutex_t mu; /* guards last_reason: conns of two loops close at once */
   char last_reason[128];
   _Atomic(cgnet_conn *) ref; /* a reference taken in on_ws_open (test_async) */
@@ -73,6 +80,9 @@ static void reset_state(void) {
   atomic_store(&S.unwritable, 0);
   atomic_store(&S.writable, 0);
   atomic_store(&S.ref, NULL);
+  atomic_store(&S.paused, 0);
+  atomic_store(&S.resumed, 0);
+  atomic_store(&S.while_paused, 0);
   tu_checks_reset();
 }
 
@@ -101,10 +111,67 @@ static int is_cmd(const uint8_t *d, size_t n, const char *cmd) {
   return n == strlen(cmd) && memcmp(d, cmd, n) == 0;
 }
 
+/* The text "stream-big" is streamed back in 997-byte pieces, which cut characters. */
+#define BIG_LINES 2000
+static size_t big_text(char *out, size_t cap) {
+  size_t n = 0;
+  for (int i = 0; i < BIG_LINES && n < cap; i++)
+    n += (size_t)snprintf(out + n, cap - n, "line %d: h\u00e9llo w\u00f6rld \u20ac\n", i);
+  return n < cap ? n : cap;
+}
+
+static cgnet_action resume_later(cgnet_timer *t, void *ud) {
+  (void)t;
+  cgnet_conn *c = ud;
+  atomic_store(&S.paused, 0);
+  atomic_fetch_add(&S.resumed, 1);
+  TU_CHECK_EQ(cgnet_conn_resume_read(c), 0);
+  return CGNET_NONE;
+}
+
+/* Streamed sends: text checked piece by piece, compressed when deflate is agreed.
+ * Returns 1 if the message was one of these commands. */
+static int stream_commands(cgnet_conn *c, const uint8_t *d, size_t n) {
+  if (is_cmd(d, n, "stream-utf8")) {
+    TU_CHECK_EQ(cgnet_ws_send_begin(c, CGNET_WS_TEXT), 0);
+    TU_CHECK_EQ(cgnet_ws_send_piece(c, "h\xc3", 2), 0); /* ends inside a character */
+    TU_CHECK_EQ(cgnet_ws_send_end(c), CGNET_EINVAL);    /* ... so it cannot end here */
+    TU_CHECK_EQ(cgnet_ws_send_piece(c, "\xff", 1), CGNET_EINVAL);
+    TU_CHECK_EQ(cgnet_ws_send_piece(c, "\xa9\xed\xa0\x80", 4),
+                CGNET_EINVAL); /* surrogate */
+    TU_CHECK_EQ(cgnet_ws_send_piece(c, "\xa9llo", 4), 0);
+    TU_CHECK_EQ(cgnet_ws_send_end(c), 0);
+  } else if (is_cmd(d, n, "stream-big")) {
+    static char text[BIG_LINES * 40];
+    size_t len = big_text(text, sizeof text);
+    TU_CHECK_EQ(cgnet_ws_send_begin(c, CGNET_WS_TEXT), 0);
+    for (size_t off = 0; off < len; off += 997)
+      TU_CHECK_EQ(cgnet_ws_send_piece(c, text + off, len - off < 997 ? len - off : 997), 0);
+    TU_CHECK_EQ(cgnet_ws_send_end(c), 0);
+  } else if (is_cmd(d, n, "stream-empty")) {
+    TU_CHECK_EQ(cgnet_ws_send_begin(c, CGNET_WS_BINARY), 0);
+    TU_CHECK_EQ(cgnet_ws_send_end(c), 0);
+  } else {
+    return 0;
+  }
+  return 1;
+}
+
 /* Echo, except for a few commands the tests send as text. */
 static cgnet_action ws_message(cgnet_conn *c, cgnet_ws_opcode op, const uint8_t *d,
                                size_t n) {
   TU_CHECK(cgnet_ws_context(c) == &S.opens);
+  if (atomic_load(&S.paused)) atomic_fetch_add(&S.while_paused, 1);
+  if (op == CGNET_WS_TEXT && is_cmd(d, n, "pause-me")) {
+    /* No message may come until the timer resumes reading. */
+    TU_CHECK_EQ(cgnet_conn_pause_read(c), 0);
+    atomic_store(&S.paused, 1);
+    cgnet_timer *t = cgnet_conn_timer_new(c, resume_later, c);
+    TU_CHECK(t != NULL);
+    if (t) TU_CHECK_EQ(cgnet_timer_start(t, 300, 0), 0);
+    return CGNET_NONE;
+  }
+  if (op == CGNET_WS_TEXT && stream_commands(c, d, n)) return CGNET_NONE;
   if (op == CGNET_WS_TEXT && is_cmd(d, n, "close-me")) {
     TU_CHECK_EQ(cgnet_ws_close(c, 1000, "bye"), 0);
     TU_CHECK_EQ(cgnet_ws_close(c, 1000, "again"), CGNET_EALREADY);
@@ -1301,6 +1368,197 @@ static void test_not_a_ws_conn(void **state) {
   assert_no_check_failures();
 }
 
+/* ---- tests: pausing inside on_ws_message ----------------------------------------------
+ */
+
+/* "pause-me" pauses reading in on_ws_message; the three messages that arrived with it stay
+ * buffered until a timer resumes 300 ms later, then come in order. */
+static void test_pause_in_message(void **state) {
+  (void)state;
+  server sv;
+  start(&sv, NULL);
+  int fd = ws_connect(sv.s.port);
+  const char *msgs[] = {"pause-me", "one", "two", "three"};
+  uint8_t all[256];
+  size_t n = 0;
+  for (int i = 0; i < 4; i++) {
+    uint8_t *f;
+    size_t len = build_frame(&f, 1, 0, 1, msgs[i], strlen(msgs[i]));
+    memcpy(all + n, f, len);
+    n += len;
+    free(f);
+  }
+  uint64_t t0 = tu_now_ms();
+  send_raw(fd, all, n); /* one write: they arrive together */
+  for (int i = 1; i < 4; i++) {
+    frame f;
+    assert_int_equal(read_frame(fd, &f), 0);
+    if (i == 1) assert_true(tu_now_ms() - t0 >= 250);
+    assert_int_equal(f.op, 1);
+    assert_int_equal(f.len, strlen(msgs[i]));
+    assert_memory_equal(f.data, msgs[i], f.len);
+    free(f.data);
+  }
+  assert_int_equal(atomic_load(&S.resumed), 1);
+  assert_int_equal(atomic_load(&S.while_paused), 0);
+  echo_once(fd, 1, "after", 5);
+  client_close(fd);
+  stop(&sv);
+}
+
+/* ---- tests: streamed sends ------------------------------------------------------------
+ */
+
+/* Read frames up to the one with FIN; their payloads concatenated into *out (caller
+ * frees), the first frame's RSV bits and opcode into *rsv and *op. Returns the frames. */
+static int read_message(int fd, uint8_t **out, size_t *len, int *rsv, int *op) {
+  size_t cap = 0;
+  int frames = 0;
+  *out = NULL;
+  *len = 0;
+  for (;;) {
+    frame f;
+    assert_int_equal(read_frame(fd, &f), 0);
+    if (frames == 0) {
+      *rsv = f.rsv;
+      *op = f.op;
+    } else {
+      assert_int_equal(f.op, 0);
+      assert_int_equal(f.rsv, 0);
+    }
+    frames++;
+    if (*len + f.len + 1 > cap) {
+      cap = (*len + f.len + 1) * 2;
+      *out = realloc(*out, cap);
+      assert_non_null(*out);
+    }
+    if (f.len) memcpy(*out + *len, f.data, f.len);
+    *len += f.len;
+    int fin = f.fin;
+    free(f.data);
+    if (fin) return frames;
+  }
+}
+
+static void test_stream_utf8_and_deflate(void **state) {
+  (void)state;
+  server sv;
+  start(&sv, NULL);
+  /* Text pieces are validated one by one: only valid ones go out. */
+  int fd = ws_connect(sv.s.port);
+  send_frame(fd, 1, 1, "stream-utf8", 11);
+  uint8_t *msg;
+  size_t len;
+  int rsv, op;
+  assert_int_equal(read_message(fd, &msg, &len, &rsv, &op), 3);
+  assert_int_equal(op, 1);
+  assert_int_equal(rsv, 0);
+  assert_int_equal(len, 6);
+  assert_memory_equal(msg, "h\xc3\xa9llo", 6);
+  free(msg);
+  client_close(fd);
+#ifdef HAVE_ZLIB_H
+  /* With permessage-deflate agreed the stream is one compressed message: RSV1 on its
+   * first frame only, and the frames' payloads together inflate to the text. */
+  fd = ws_connect_ex(sv.s.port, "/", OFFER, NULL, 0);
+  send_frame(fd, 1, 1, "stream-big", 10);
+  static char want[BIG_LINES * 40];
+  size_t want_len = big_text(want, sizeof want);
+  int frames = read_message(fd, &msg, &len, &rsv, &op);
+  assert_true(frames > 2);
+  assert_int_equal(op, 1);
+  assert_int_equal(rsv, 0x40);
+  assert_true(len < want_len / 4); /* it was compressed */
+  uint8_t *back = malloc(want_len + 64);
+  assert_non_null(back);
+  assert_int_equal(inflate_msg(msg, len, back, want_len + 64), want_len);
+  assert_memory_equal(back, want, want_len);
+  free(back);
+  free(msg);
+  /* An empty streamed message compresses to the single 0x00 byte. */
+  send_frame(fd, 1, 1, "stream-empty", 12);
+  assert_int_equal(read_message(fd, &msg, &len, &rsv, &op), 1);
+  assert_int_equal(op, 2);
+  assert_int_equal(rsv, 0x40);
+  assert_int_equal(len, 1);
+  assert_int_equal(msg[0], 0);
+  free(msg);
+  client_close(fd);
+#endif
+  stop(&sv);
+}
+
+/* ---- tests: the engine's stop ---------------------------------------------------------
+ */
+
+typedef struct stopper {
+  cgnet_engine *eng;
+  uint64_t timeout_ms, took_ms;
+} stopper;
+
+static void *stop_engine(void *p) {
+  stopper *st = p;
+  uint64_t t0 = tu_now_ms();
+  cgnet_engine_stop(st->eng, st->timeout_ms);
+  st->took_ms = tu_now_ms() - t0;
+  return NULL;
+}
+
+static void expect_going_away(int fd) {
+  frame f;
+  assert_int_equal(read_frame(fd, &f), 0);
+  assert_int_equal(f.op, 0x8);
+  assert_int_equal(f.len, 2 + strlen("going away"));
+  assert_int_equal(f.data[0] << 8 | f.data[1], 1001);
+  assert_memory_equal(f.data + 2, "going away", f.len - 2);
+  free(f.data);
+}
+
+/* cgnet_engine_stop sends every open WebSocket a close frame with 1001 and lets the close
+ * handshake finish within the stop's timeout: a peer that answers ends it at once; one
+ * that does not is closed at the timeout. Either way on_ws_close reports 1001. */
+static void test_stop_sends_going_away(void **state) {
+  (void)state;
+  char reason[128];
+  for (int answer = 1; answer >= 0; answer--) {
+    server sv;
+    start(&sv, NULL);
+    int fd = ws_connect(sv.s.port);
+    echo_once(fd, 1, "open", 4);
+    int idle = ws_connect(sv.s.port); /* a second one, which will be as polite */
+    stopper st = {.eng = sv.s.eng, .timeout_ms = answer ? 5000 : 300};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, stop_engine, &st), 0);
+    expect_going_away(fd);
+    expect_going_away(idle);
+    if (answer) {
+      send_frame(fd, 1, 0x8, "\x03\xe9", 2);
+      send_frame(idle, 1, 0x8, "\x03\xe9", 2);
+      assert_int_equal(tu_expect_eof(fd, TU_TIMEOUT_MS, NULL), 0);
+      assert_int_equal(tu_expect_eof(idle, TU_TIMEOUT_MS, NULL), 0);
+      close(fd); /* our FIN ends each close handshake */
+      close(idle);
+    } else {
+      /* No answer: the stop's deadline ends the conns (a FIN or a reset). */
+      int rc = tu_expect_eof(fd, TU_TIMEOUT_MS, NULL);
+      assert_true(rc == 0 || rc == -ECONNRESET);
+    }
+    pthread_join(th, NULL);
+    if (answer)
+      assert_true(st.took_ms < 2500); /* the handshakes ended it, not the timeout */
+    else
+      assert_true(st.took_ms >= 250);
+    assert_int_equal(atomic_load(&S.closes), 2);
+    assert_int_equal(atomic_load(&S.last_code), 1001);
+    assert_string_equal(last_reason(reason, sizeof reason), answer ? "" : "going away");
+    if (!answer) {
+      close(fd);
+      close(idle);
+    }
+    stop(&sv);
+  }
+}
+
 /* ---- tests: the client side -----------------------------------------------------------
  */
 
@@ -1384,20 +1642,27 @@ static void reset_client(int total) {
   C.rng = 0x1234567887654321ull;
 }
 
-/* Dial url with a fresh client; wait for on_ws_close. */
-static void dial_and_wait(const cgnet_ws_options *wo, const char *url,
-                          const cgnet_ws_dial_options *dopts, int expect_rc) {
+/* Dial url with a fresh client (with options copts, NULL for none); wait for
+ * on_ws_close. */
+static void dial_and_wait_with(const cgnet_options *copts, const cgnet_ws_options *wo,
+                               const char *url, const cgnet_ws_dial_options *dopts,
+                               int expect_rc) {
   cgnet_ws_server *wc;
   assert_int_equal(cgnet_ws_server_new(&CLIENT_HANDLER, wo, &wc), 0);
   cgnet_handler h;
   cgnet_ws_server_handler(wc, &h);
   cgnet_client *cl;
-  assert_int_equal(cgnet_client_new(&h, NULL, &cl), 0);
+  assert_int_equal(cgnet_client_new(&h, copts, &cl), 0);
   int rc = cgnet_ws_dial(cl, wc, url, dopts, &C, NULL);
   assert_int_equal(rc, expect_rc);
   if (rc == 0) assert_true(tu_wait_atomic_eq(&C.closed, 1, TU_TIMEOUT_MS));
   assert_int_equal(cgnet_client_free(cl, 1000), 0);
   cgnet_ws_server_free(wc);
+}
+
+static void dial_and_wait(const cgnet_ws_options *wo, const char *url,
+                          const cgnet_ws_dial_options *dopts, int expect_rc) {
+  dial_and_wait_with(NULL, wo, url, dopts, expect_rc);
 }
 
 static void test_client_dial(void **state) {
@@ -1543,6 +1808,307 @@ static void test_client_against_python(void **state) {
   }
 }
 
+/* A dialed conn streams the big text (masked, and compressed where agreed) in pieces cut
+ * inside characters; the server reassembles, inflates and validates it, and echoes it
+ * whole. */
+static char stream_text[BIG_LINES * 40];
+static size_t stream_text_len;
+
+static cgnet_action st_open(cgnet_conn *c) {
+  C.deflate = cgnet_ws_deflate_enabled(c);
+  atomic_store(&C.opened, 1);
+  TU_CHECK_EQ(cgnet_ws_send_begin(c, CGNET_WS_TEXT), 0);
+  for (size_t off = 0; off < stream_text_len; off += 501) {
+    size_t n = stream_text_len - off < 501 ? stream_text_len - off : 501;
+    TU_CHECK_EQ(cgnet_ws_send_piece(c, stream_text + off, n), 0);
+  }
+  TU_CHECK_EQ(cgnet_ws_send_piece(c, "\xf0\x9f", 2), 0); /* half of an emoji */
+  TU_CHECK_EQ(cgnet_ws_send_end(c), CGNET_EINVAL);
+  TU_CHECK_EQ(cgnet_ws_send_piece(c, "\x98\x80", 2), 0);
+  TU_CHECK_EQ(cgnet_ws_send_end(c), 0);
+  return CGNET_NONE;
+}
+
+static cgnet_action st_message(cgnet_conn *c, cgnet_ws_opcode op, const uint8_t *d,
+                               size_t n) {
+  if (op != CGNET_WS_TEXT || n != stream_text_len + 4 ||
+      memcmp(d, stream_text, stream_text_len) != 0 ||
+      memcmp(d + stream_text_len, "\xf0\x9f\x98\x80", 4) != 0)
+    atomic_fetch_add(&C.bad, 1);
+  atomic_fetch_add(&C.echoed, 1);
+  TU_CHECK_EQ(cgnet_ws_close(c, 1000, NULL), 0);
+  return CGNET_NONE;
+}
+
+static const cgnet_ws_handler STREAM_CLIENT = {
+    .on_ws_open = st_open,
+    .on_ws_message = st_message,
+    .on_ws_close = cl_close,
+};
+
+static void test_client_streams(void **state) {
+  (void)state;
+  stream_text_len = big_text(stream_text, sizeof stream_text);
+  server sv;
+  start(&sv, NULL);
+  char url[64];
+  snprintf(url, sizeof url, "ws://127.0.0.1:%d/", sv.s.port);
+  for (int pass = 0; pass < 2; pass++) {
+    reset_client(1);
+    cgnet_ws_options wo = {.deflate = pass ? CGNET_OFF : CGNET_DEFAULT};
+    cgnet_ws_server *wc;
+    assert_int_equal(cgnet_ws_server_new(&STREAM_CLIENT, &wo, &wc), 0);
+    cgnet_handler h;
+    cgnet_ws_server_handler(wc, &h);
+    cgnet_client *cl;
+    assert_int_equal(cgnet_client_new(&h, NULL, &cl), 0);
+    assert_int_equal(cgnet_ws_dial(cl, wc, url, NULL, &C, NULL), 0);
+    assert_true(tu_wait_atomic_eq(&C.closed, 1, TU_TIMEOUT_MS));
+    assert_int_equal(cgnet_client_free(cl, 1000), 0);
+    cgnet_ws_server_free(wc);
+    assert_int_equal(atomic_load(&C.echoed), 1);
+    assert_int_equal(atomic_load(&C.bad), 0);
+    assert_int_equal(atomic_load(&C.close_code), 1000);
+    assert_int_equal(C.deflate, pass == 0 && cgnet__ws_deflate_available());
+  }
+  stop(&sv);
+}
+
+/* A client being freed says goodbye the same way, in the middle of its echoes: the
+ * server hears 1001 and echoes it. */
+static void test_client_free_sends_going_away(void **state) {
+  (void)state;
+  char reason[128];
+  server sv;
+  start(&sv, NULL);
+  reset_client(1 << 30);
+  cgnet_ws_server *wc;
+  assert_int_equal(cgnet_ws_server_new(&CLIENT_HANDLER, NULL, &wc), 0);
+  cgnet_handler h;
+  cgnet_ws_server_handler(wc, &h);
+  cgnet_client *cl;
+  assert_int_equal(cgnet_client_new(&h, NULL, &cl), 0);
+  char url[64];
+  snprintf(url, sizeof url, "ws://127.0.0.1:%d/", sv.s.port);
+  assert_int_equal(cgnet_ws_dial(cl, wc, url, NULL, &C, NULL), 0);
+  assert_true(tu_wait_atomic_ge(&C.echoed, 3, TU_TIMEOUT_MS));
+  assert_int_equal(cgnet_client_free(cl, 5000), 0);
+  cgnet_ws_server_free(wc);
+  assert_int_equal(atomic_load(&C.closed), 1);
+  assert_int_equal(atomic_load(&C.close_code), 1001); /* the server's echo */
+  assert_int_equal(atomic_load(&C.bad), 0);
+  assert_true(tu_wait_atomic_eq(&S.closes, 1, TU_TIMEOUT_MS));
+  assert_int_equal(atomic_load(&S.last_code), 1001);
+  assert_string_equal(last_reason(reason, sizeof reason), "going away");
+  stop(&sv);
+}
+
+/* ---- tests: wss:// ---------------------------------------------------------------------
+ */
+
+#ifdef CGNET_HAVE_TLS
+/* Python's websockets over wss:// (argv[1] the port, argv[2] the CA file): "pause-me"
+ * and three messages sent back to back; the echoes come in order, after the pause.
+ * Prints "ok". */
+static const char PY_WSS_PAUSE[] =
+    "import asyncio, ssl, sys, time, websockets\n"
+    "async def main(port, ca):\n"
+    "    ctx = ssl.create_default_context(cafile=ca)\n"
+    "    async with websockets.connect('wss://127.0.0.1:%s/' % port, ssl=ctx) as ws:\n"
+    "        t0 = time.monotonic()\n"
+    "        for m in ['pause-me', 'one', 'two', 'three']:\n"
+    "            await ws.send(m)\n"
+    "        for m in ['one', 'two', 'three']:\n"
+    "            got = await asyncio.wait_for(ws.recv(), 10)\n"
+    "            assert got == m, (got, m)\n"
+    "            assert time.monotonic() - t0 >= 0.25, time.monotonic() - t0\n"
+    "    print('ok', flush=True)\n"
+    "asyncio.run(main(sys.argv[1], sys.argv[2]))\n";
+
+/* Pausing inside on_ws_message on a TLS conn, whose session may hold decrypted bytes. */
+static void wss_pause_python(int port, const char *dir) {
+  const char *python = tu_python_with("websockets");
+  if (!python) {
+    fprintf(stderr, "skipped (the Python part): no python3 with the websockets module\n");
+    return;
+  }
+  char port_s[16], ca[128], line[64];
+  snprintf(port_s, sizeof port_s, "%d", port);
+  snprintf(ca, sizeof ca, "%s/ca.pem", dir);
+  const char *argv[] = {python, "-c", PY_WSS_PAUSE, port_s, ca, NULL};
+  atomic_store(&S.resumed, 0);
+  pid_t pid = spawn_reading_line(argv, line, sizeof line, 0);
+  assert_true(pid > 0);
+  int rc = tu_wait_exit(pid, 60000 * TU_SLOW);
+  if (rc != 0 || strcmp(line, "ok") != 0)
+    fail_msg("python wss client: exit %d, printed \"%s\"", rc, line);
+  assert_int_equal(atomic_load(&S.resumed), 1);
+  assert_int_equal(atomic_load(&S.while_paused), 0);
+}
+
+static cgnet_tls_ctx *tls_ctx(const cgnet_tls_options *o) {
+  cgnet_tls_ctx *ctx;
+  char msg[256];
+  int rc = cgnet_tls_ctx_new(o, &ctx, msg, sizeof msg);
+  if (rc) fail_msg("cgnet_tls_ctx_new: %s: %s", cgnet_err_name(rc), msg);
+  return ctx;
+}
+
+/* A ws server on tls://127.0.0.1:0 with the certificate `pem`. */
+static void start_wss(server *sv, const tu_pem *pem) {
+  reset_state();
+  cgnet_tls_cert cert = {.chain = {.data = pem->cert}, .key = {.data = pem->key}};
+  cgnet_tls_options so = {.role = CGNET_TLS_SERVER, .certs = &cert, .ncerts = 1};
+  cgnet_options o = {.tls = tls_ctx(&so)};
+  assert_int_equal(cgnet_ws_server_new(&HANDLER, NULL, &sv->ws), 0);
+  cgnet_handler eh;
+  cgnet_ws_server_handler(sv->ws, &eh);
+  const char *addrs[] = {"tls://127.0.0.1:0"};
+  assert_int_equal(tu_server_start_at(&sv->s, &eh, addrs, 1, &o), 0);
+  cgnet_tls_ctx_free(o.tls);
+}
+
+/* cgnet's wss client against its wss server (deflate on and off), verifying the server
+ * against the test CA, and a Python client pausing the server inside on_ws_message;
+ * then a server whose certificate names another host: the dial ends with 1006 and the
+ * TLS verify error. */
+static void test_wss(void **state) {
+  (void)state;
+  tu_tls_certs certs;
+  assert_int_equal(tu_tls_certs_make(&certs), 0);
+  cgnet_tls_options co = {.role = CGNET_TLS_CLIENT, .ca = {.data = certs.ca.cert}};
+  cgnet_options copts = {.tls = tls_ctx(&co)};
+  server sv;
+  start_wss(&sv, &certs.server);
+  char url[128];
+  snprintf(url, sizeof url, "wss://127.0.0.1:%d/secure?x=1", sv.s.port);
+  for (int pass = 0; pass < 2; pass++) {
+    reset_client(100 / TU_PAYLOAD_DIV);
+    cgnet_ws_options wo = {.deflate = pass ? CGNET_OFF : CGNET_DEFAULT};
+    dial_and_wait_with(&copts, &wo, url, NULL, 0);
+    assert_int_equal(atomic_load(&C.opened), 1);
+    assert_int_equal(atomic_load(&C.echoed), C.total);
+    assert_int_equal(atomic_load(&C.bad), 0);
+    assert_int_equal(atomic_load(&C.close_code), 1000);
+    assert_int_equal(C.deflate, pass == 0 && cgnet__ws_deflate_available());
+  }
+  assert_true(tu_wait_atomic_eq(&S.closes, 2, TU_TIMEOUT_MS));
+  assert_int_equal(atomic_load(&S.opens), 2);
+  wss_pause_python(sv.s.port, certs.dir);
+  stop(&sv);
+
+  start_wss(&sv, &certs.wrong_host);
+  reset_client(1);
+  snprintf(url, sizeof url, "wss://127.0.0.1:%d/", sv.s.port);
+  dial_and_wait_with(&copts, NULL, url, NULL, 0);
+  assert_int_equal(atomic_load(&C.opened), 0);
+  assert_int_equal(atomic_load(&C.close_code), 1006);
+  const char *verify = cgnet_strerror(CGNET_ETLSVERIFY);
+  if (strncmp(C.reason, verify, strlen(verify)) != 0 || strlen(C.reason) <= strlen(verify))
+    fail_msg("reason \"%s\"", C.reason);
+  assert_int_equal(atomic_load(&S.opens), 0);
+  stop(&sv);
+  cgnet_tls_ctx_free(copts.tls);
+  tu_tls_certs_free(&certs);
+}
+#else
+static void test_wss(void **state) {
+  (void)state;
+  assert_int_equal(cgnet_tls_available(), 0);
+  fprintf(stderr, "skipped: built without TLS\n");
+  skip();
+}
+#endif
+
+/* ---- tests: a streamed message as Python's websockets sees it --------------------------
+ */
+
+/* argv[1] the port. Over websockets (deflate offered) the streamed text must arrive
+ * whole and equal; over a raw socket that offers deflate, its first frame must have
+ * RSV1 and the payloads must inflate (zlib, raw, with the tail appended) to the text. */
+static const char PY_STREAM[] =
+    "import asyncio, base64, os, socket, sys, zlib, websockets\n"
+    "port = int(sys.argv[1])\n"
+    "want = ''.join('line %d: h\\u00e9llo w\\u00f6rld \\u20ac\\n' % i for i in "
+    "range(2000))\n"
+    "async def lib():\n"
+    "    async with websockets.connect('ws://127.0.0.1:%d/' % port, max_size=None,\n"
+    "                                  compression='deflate') as ws:\n"
+    "        ext = ws.response_headers.get('Sec-WebSocket-Extensions') or ''\n"
+    "        assert 'permessage-deflate' in ext, ext\n"
+    "        await ws.send('stream-big')\n"
+    "        got = await ws.recv()\n"
+    "        assert got == want, (len(got), len(want))\n"
+    "asyncio.run(lib())\n"
+    "s = socket.create_connection(('127.0.0.1', port), timeout=20)\n"
+    "key = base64.b64encode(os.urandom(16)).decode()\n"
+    "s.sendall(('GET / HTTP/1.1\\r\\nHost: x\\r\\nUpgrade: websocket\\r\\n'\n"
+    "           'Connection: Upgrade\\r\\nSec-WebSocket-Key: %s\\r\\n'\n"
+    "           'Sec-WebSocket-Version: 13\\r\\n'\n"
+    "           'Sec-WebSocket-Extensions: permessage-deflate\\r\\n\\r\\n' % "
+    "key).encode())\n"
+    "buf = b''\n"
+    "while b'\\r\\n\\r\\n' not in buf:\n"
+    "    buf += s.recv(4096)\n"
+    "head, buf = buf.split(b'\\r\\n\\r\\n', 1)\n"
+    "assert b' 101 ' in head and b'permessage-deflate' in head, head\n"
+    "m = os.urandom(4)\n"
+    "p = b'stream-big'\n"
+    "s.sendall(bytes([0x81, 0x80 | len(p)]) + m + bytes(b ^ m[i % 4] for i, b in "
+    "enumerate(p)))\n"
+    "def need(n):\n"
+    "    global buf\n"
+    "    while len(buf) < n:\n"
+    "        d = s.recv(65536)\n"
+    "        assert d, 'eof'\n"
+    "        buf += d\n"
+    "    r, buf = buf[:n], buf[n:]\n"
+    "    return r\n"
+    "payload, first, frames = b'', None, 0\n"
+    "while True:\n"
+    "    h = need(2)\n"
+    "    n = h[1] & 0x7f\n"
+    "    if n == 126: n = int.from_bytes(need(2), 'big')\n"
+    "    elif n == 127: n = int.from_bytes(need(8), 'big')\n"
+    "    if first is None: first = h[0]\n"
+    "    else: assert h[0] & 0x7f == 0, hex(h[0])\n"
+    "    payload += need(n)\n"
+    "    frames += 1\n"
+    "    if h[0] & 0x80: break\n"
+    "assert first & 0x40, 'no RSV1 on the first frame'\n"
+    "assert first & 0x0f == 1, first\n"
+    "text = zlib.decompressobj(-15).decompress(payload + b'\\x00\\x00\\xff\\xff')\n"
+    "assert text.decode('utf-8') == want\n"
+    "assert len(payload) < len(text) // 4, (len(payload), len(text))\n"
+    "print('ok %d frames, %d -> %d bytes' % (frames, len(text), len(payload)), "
+    "flush=True)\n";
+
+static void test_stream_python_client(void **state) {
+  (void)state;
+  const char *python = tu_python_with("websockets");
+  if (!python) {
+    fprintf(stderr, "skipped: no python3 with the websockets module "
+                    "(Debian: python3-websockets; scripts/deps.sh installs it)\n");
+    skip();
+  }
+  if (!cgnet__ws_deflate_available()) {
+    fprintf(stderr, "skipped: built without zlib (no permessage-deflate)\n");
+    skip();
+  }
+  server sv;
+  start(&sv, NULL);
+  char port_s[16], line[128];
+  snprintf(port_s, sizeof port_s, "%d", sv.s.port);
+  const char *argv[] = {python, "-c", PY_STREAM, port_s, NULL};
+  pid_t pid = spawn_reading_line(argv, line, sizeof line, 0);
+  assert_true(pid > 0);
+  int rc = tu_wait_exit(pid, 60000 * TU_SLOW);
+  if (rc != 0 || strncmp(line, "ok ", 3) != 0)
+    fail_msg("python client: exit %d, printed \"%s\"", rc, line);
+  print_message("python client: %s\n", line); /* the frames and the compression */
+  stop(&sv);
+}
+
 int main(void) {
   tu_apply_test_filter();
   pthread_mutex_init(&S.mu, NULL);
@@ -1567,6 +2133,13 @@ int main(void) {
       T(test_not_a_ws_conn),
       T(test_client_dial),
       T(test_client_against_python),
+      T(test_pause_in_message),
+      T(test_stream_utf8_and_deflate),
+      T(test_stop_sends_going_away),
+      T(test_wss),
+      T(test_stream_python_client),
+      T(test_client_streams),
+      T(test_client_free_sends_going_away),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
