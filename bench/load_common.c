@@ -1,0 +1,369 @@
+/*
+ * The shared core of the bench load tools; see load_common.h.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include "load_common.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+const char *g_prog = "load";
+uint64_t g_t_start, g_t_end;
+atomic_int g_stop;
+uint8_t g_pattern[2 * PERIOD];
+
+static atomic_int g_reports; /* error lines printed so far */
+
+/* ------------------------------------------------------------------------------------ */
+/* Histogram                                                                            */
+/* ------------------------------------------------------------------------------------ */
+
+/* The middle of bucket idx. */
+static uint64_t hist_value(unsigned idx) {
+  if (idx < HIST_LINEAR) return idx;
+  unsigned k = idx - HIST_LINEAR;
+  unsigned shift = k / HIST_SUB + 1u;
+  uint64_t top = HIST_SUB + k % HIST_SUB;
+  return (top << shift) + ((1ull << shift) >> 1);
+}
+
+void hist_merge(struct hist *dst, const struct hist *src) {
+  for (unsigned i = 0; i < HIST_BUCKETS; i++)
+    dst->count[i] += src->count[i];
+  dst->total += src->total;
+  if (src->max > dst->max) dst->max = src->max;
+}
+
+uint64_t hist_quantile(const struct hist *h, double q) {
+  if (h->total == 0) return 0;
+  double exact = q * (double)h->total;
+  uint64_t want = (uint64_t)exact;
+  if ((double)want < exact) want++; /* ceil */
+  if (want < 1) want = 1;
+  uint64_t seen = 0;
+  for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+    seen += h->count[i];
+    if (seen >= want) {
+      uint64_t v = hist_value(i);
+      return v < h->max ? v : h->max;
+    }
+  }
+  return h->max;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Window, errors, process                                                              */
+/* ------------------------------------------------------------------------------------ */
+
+void load_window_start(double warmup, double secs) {
+  g_t_start = now_ns() + (uint64_t)(warmup * 1e9);
+  g_t_end = g_t_start + (uint64_t)(secs * 1e9);
+}
+
+void report(const char *fmt, ...) {
+  int n = atomic_fetch_add_explicit(&g_reports, 1, memory_order_relaxed);
+  if (n > MAX_REPORTS) return;
+  if (n == MAX_REPORTS) {
+    fprintf(stderr, "%s: further errors not shown\n", g_prog);
+    return;
+  }
+  char line[384];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "%s: %s\n", g_prog, line);
+}
+
+static void on_signal(int sig) {
+  (void)sig;
+  atomic_store(&g_stop, 1);
+}
+
+void load_setup_process(size_t nofile) {
+  signal(SIGPIPE, SIG_IGN);
+  struct sigaction sa = {.sa_handler = on_signal, .sa_flags = (int)SA_RESETHAND};
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL); /* a second ^C kills */
+  sigaction(SIGTERM, &sa, NULL);
+  struct rlimit rl;
+  rlim_t need = (rlim_t)nofile;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < need) {
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need : rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < need)
+      fprintf(stderr, "%s: warning: open files limit %llu is below the %llu needed\n",
+              g_prog, (unsigned long long)rl.rlim_cur, (unsigned long long)need);
+  }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Pattern                                                                              */
+/* ------------------------------------------------------------------------------------ */
+
+void pattern_init(void) {
+  uint64_t x = 0x9e3779b97f4a7c15ull;
+  for (unsigned i = 0; i < PERIOD; i++) {
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    g_pattern[i] = (uint8_t)((x * 0x2545f4914f6cdd1dull) >> 56);
+  }
+  memcpy(g_pattern + PERIOD, g_pattern, PERIOD);
+}
+
+int pattern_iov(struct iovec *iov, int cap, uint64_t off, uint32_t shift, size_t want) {
+  int cnt = 0;
+  size_t idx = (size_t)((off + shift) % PERIOD);
+  for (size_t got = 0; got < want && cnt < cap; cnt++) {
+    size_t k = want - got < 2 * PERIOD - idx ? want - got : 2 * PERIOD - idx;
+    iov[cnt].iov_base = g_pattern + idx;
+    iov[cnt].iov_len = k;
+    got += k;
+    idx = (idx + k) % PERIOD;
+  }
+  return cnt;
+}
+
+/* The bad bytes of one chunk that differs from the table: counted, and the first bad
+ * chunk of the conn reported. */
+static uint64_t mismatch(const uint8_t *buf, const uint8_t *want, size_t n, uint64_t off,
+                         uint32_t id, int *reported, int detail) {
+  uint64_t bad = 0;
+  size_t first = n;
+  for (size_t i = 0; i < n; i++) {
+    if (buf[i] != want[i]) {
+      if (first == n) first = i;
+      bad++;
+    }
+  }
+  if (!*reported) {
+    *reported = 1;
+    if (detail)
+      report("conn %u: wrong byte at stream offset %llu: got 0x%02x, want 0x%02x "
+             "(%llu bad bytes in this %zu-byte chunk)",
+             id, (unsigned long long)(off + first), buf[first], want[first],
+             (unsigned long long)bad, n);
+    else
+      report("conn %u: wrong byte at stream offset %llu: got 0x%02x, want 0x%02x", id,
+             (unsigned long long)(off + first), buf[first], want[first]);
+  }
+  return bad;
+}
+
+uint64_t pattern_verify(const uint8_t *buf, size_t n, uint64_t off, uint32_t id,
+                        uint32_t shift, int *reported, uint64_t *byte_errors, int detail) {
+  uint64_t bad = 0;
+  while (n > 0) {
+    size_t idx = (size_t)((off + shift) % PERIOD);
+    size_t k = n < 2 * PERIOD - idx ? n : 2 * PERIOD - idx;
+    if (memcmp(buf, g_pattern + idx, k) != 0)
+      bad += mismatch(buf, g_pattern + idx, k, off, id, reported, detail);
+    buf += k;
+    off += k;
+    n -= k;
+  }
+  *byte_errors += bad;
+  return bad;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Command line                                                                         */
+/* ------------------------------------------------------------------------------------ */
+
+int parse_u64(const char *s, uint64_t min, uint64_t max, int suffix, uint64_t *out) {
+  char *end;
+  errno = 0;
+  if (*s == '-' || *s == '\0') return -1;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno != 0 || end == s) return -1;
+  uint64_t mul = 1;
+  if (suffix && (*end == 'K' || *end == 'k'))
+    mul = 1024, end++;
+  else if (suffix && (*end == 'M' || *end == 'm'))
+    mul = 1024 * 1024, end++;
+  if (*end != '\0' || v > max / mul || v * mul < min) return -1;
+  *out = v * mul;
+  return 0;
+}
+
+int parse_secs(const char *s, double min, double *out) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno != 0 || end == s || *end != '\0' || !(v >= min) || v > 86400.0) return -1;
+  *out = v;
+  return 0;
+}
+
+int parse_target(const char *target, int tls_scheme, struct sockaddr_storage *addr,
+                 socklen_t *addrlen, const char **rest) {
+  char host[256], *port;
+  const char *s = target;
+  if (strncmp(s, "tcp://", 6) == 0 || (tls_scheme && strncmp(s, "tls://", 6) == 0)) s += 6;
+  if (snprintf(host, sizeof host, "%s", s) >= (int)sizeof host) return -1;
+  port = strrchr(host, ':');
+  if (port == NULL || port[1] == '\0') return -1;
+  *port++ = '\0';
+  char *h = host;
+  if (h[0] == '[') {
+    size_t n = strlen(h);
+    if (n < 2 || h[n - 1] != ']') return -1;
+    h[n - 1] = '\0';
+    h++;
+  }
+  struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+  struct addrinfo *res;
+  int rc = getaddrinfo(h, port, &hints, &res);
+  if (rc != 0) {
+    fprintf(stderr, "%s: %s: %s\n", g_prog, target, gai_strerror(rc));
+    return -1;
+  }
+  memcpy(addr, res->ai_addr, res->ai_addrlen);
+  *addrlen = res->ai_addrlen;
+  freeaddrinfo(res);
+  if (rest != NULL) *rest = s;
+  return 0;
+}
+
+size_t default_threads(void) {
+  long nproc = sysconf(_SC_NPROCESSORS_ONLN);
+  return nproc > 1 ? (size_t)nproc / 2 : 1;
+}
+
+uint64_t stream_window(size_t conns) {
+  uint64_t share = STREAM_WINDOW_TOTAL / conns;
+  uint64_t window = share > STREAM_WINDOW_MAX ? STREAM_WINDOW_MAX : share;
+  return window < STREAM_WINDOW_MIN ? STREAM_WINDOW_MIN : window;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Counters and results                                                                 */
+/* ------------------------------------------------------------------------------------ */
+
+void load_stats_merge(struct load_stats *dst, const struct load_stats *src) {
+  dst->connected += src->connected;
+  dst->connect_errors += src->connect_errors;
+  dst->msgs += src->msgs;
+  dst->tx_bytes += src->tx_bytes;
+  dst->rx_bytes += src->rx_bytes;
+  dst->byte_errors += src->byte_errors;
+  dst->conns_lost += src->conns_lost;
+  dst->undrained += src->undrained;
+  if (src->meas_end > dst->meas_end) dst->meas_end = src->meas_end;
+  hist_merge(&dst->hist, &src->hist);
+}
+
+static void fmt_us(char *buf, size_t cap, const struct hist *h, uint64_t ns,
+                   const char *na) {
+  if (h->total == 0)
+    snprintf(buf, cap, "%s", na);
+  else
+    snprintf(buf, cap, "%.1f", (double)ns / 1000.0);
+}
+
+void latency_text(struct latency_text *t, const struct hist *h, const char *na) {
+  fmt_us(t->p50, sizeof t->p50, h, hist_quantile(h, 0.50), na);
+  fmt_us(t->p99, sizeof t->p99, h, hist_quantile(h, 0.99), na);
+  fmt_us(t->p999, sizeof t->p999, h, hist_quantile(h, 0.999), na);
+  fmt_us(t->max, sizeof t->max, h, h->max, na);
+}
+
+struct rates {
+  double mps, tx_mb, rx_mb;
+};
+
+static struct rates rates_of(const struct load_summary *r) {
+  double secs = r->secs > 0 ? r->secs : 1e-9;
+  return (struct rates){.mps = (double)r->s->msgs / secs,
+                        .tx_mb = (double)r->s->tx_bytes / 1e6 / secs,
+                        .rx_mb = (double)r->s->rx_bytes / 1e6 / secs};
+}
+
+void print_result_keys(const struct load_summary *r) {
+  const struct load_stats *s = r->s;
+  struct rates k = rates_of(r);
+  struct latency_text l;
+  latency_text(&l, &s->hist, "na");
+  printf("RESULT mode=%s conns=%zu connected=%llu size=%llu depth=%llu threads=%zu "
+         "secs=%.3f msgs=%llu msgs_per_s=%.1f mb_per_s=%.3f tx_mb_per_s=%.3f "
+         "rx_mb_per_s=%.3f p50_us=%s p99_us=%s p999_us=%s max_us=%s errors=%llu "
+         "byte_errors=%llu conns_lost=%llu undrained=%llu connect_errors=%llu",
+         r->mode, r->conns, (unsigned long long)s->connected, (unsigned long long)r->size,
+         (unsigned long long)r->depth, r->threads, r->secs, (unsigned long long)s->msgs,
+         k.mps, k.rx_mb, k.tx_mb, k.rx_mb, l.p50, l.p99, l.p999, l.max,
+         (unsigned long long)r->errors, (unsigned long long)s->byte_errors,
+         (unsigned long long)s->conns_lost, (unsigned long long)s->undrained,
+         (unsigned long long)s->connect_errors);
+}
+
+static void print_echo_json(const struct load_summary *r) {
+  const struct load_stats *s = r->s;
+  struct rates k = rates_of(r);
+  struct latency_text j;
+  latency_text(&j, &s->hist, "null");
+  printf("{\"target\":\"%s\",", r->target);
+  if (r->protocol) printf("\"protocol\":\"%s\",", r->protocol);
+  printf("\"mode\":\"%s\",\"conns\":%zu,\"connected\":%llu,"
+         "\"size\":%llu,\"depth\":%llu,\"threads\":%zu,\"secs\":%.3f,\"msgs\":%llu,"
+         "\"msgs_per_s\":%.1f,\"mb_per_s\":%.3f,\"tx_mb_per_s\":%.3f,"
+         "\"rx_mb_per_s\":%.3f,\"p50_us\":%s,\"p99_us\":%s,\"p999_us\":%s,"
+         "\"max_us\":%s,\"latency_samples\":%llu,\"errors\":%llu,\"byte_errors\":%llu,"
+         "\"conns_lost\":%llu,\"undrained\":%llu,\"connect_errors\":%llu}\n",
+         r->mode, r->conns, (unsigned long long)s->connected, (unsigned long long)r->size,
+         (unsigned long long)r->depth, r->threads, r->secs, (unsigned long long)s->msgs,
+         k.mps, k.rx_mb, k.tx_mb, k.rx_mb, j.p50, j.p99, j.p999, j.max,
+         (unsigned long long)s->hist.total, (unsigned long long)r->errors,
+         (unsigned long long)s->byte_errors, (unsigned long long)s->conns_lost,
+         (unsigned long long)s->undrained, (unsigned long long)s->connect_errors);
+}
+
+static void print_echo_human(const struct load_summary *r) {
+  const struct load_stats *s = r->s;
+  const struct hist *h = &s->hist;
+  struct rates k = rates_of(r);
+  struct latency_text l;
+  latency_text(&l, h, "na");
+  printf("%s: %s  ", g_prog, r->target);
+  if (r->protocol) printf("%s  ", r->protocol);
+  printf("mode=%s  conns=%zu (%llu connected)  size=%llu B", r->mode, r->conns,
+         (unsigned long long)s->connected, (unsigned long long)r->size);
+  if (r->pipeline) printf("  depth=%llu", (unsigned long long)r->depth);
+  if (r->stream) printf("  window=%llu KiB", (unsigned long long)(r->window >> 10));
+  printf("  threads=%zu\n", r->threads);
+  printf("  duration  %.2f s measured (after %.2f s warm-up)\n", r->secs, r->warmup);
+  printf("  messages  %llu  (%.0f msgs/s)\n", (unsigned long long)s->msgs, k.mps);
+  printf("  tx        %.2f MB/s  (%llu bytes)\n", k.tx_mb, (unsigned long long)s->tx_bytes);
+  printf("  rx        %.2f MB/s  (%llu bytes, all checked)\n", k.rx_mb,
+         (unsigned long long)s->rx_bytes);
+  if (h->total > 0)
+    printf("  latency   p50 %s us  p99 %s us  p99.9 %s us  max %s us  (%llu %s)\n", l.p50,
+           l.p99, l.p999, l.max, (unsigned long long)h->total,
+           r->stream ? "sampled messages" : "messages");
+  else
+    printf("  latency   n/a (no message completed in the window)\n");
+  printf("  errors    %llu  (byte errors %llu, conns lost %llu, undrained %llu, "
+         "connect errors %llu)\n",
+         (unsigned long long)r->errors, (unsigned long long)s->byte_errors,
+         (unsigned long long)s->conns_lost, (unsigned long long)s->undrained,
+         (unsigned long long)s->connect_errors);
+}
+
+void print_echo_results(const struct load_summary *r, int json) {
+  if (json)
+    print_echo_json(r);
+  else
+    print_echo_human(r);
+  print_result_keys(r);
+  printf("\n");
+  fflush(stdout);
+}
