@@ -38,12 +38,9 @@
 
 #include <errno.h>
 #include <getopt.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -52,32 +49,19 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "../src/base64.h"
 #include "../src/sha1.h"
+#include "load_common.h"
 
-#define NS_PER_MS 1000000ull
-#define NS_PER_S 1000000000ull
-
-#define PERIOD 65521u              /* prime; the table is 2 * PERIOD bytes */
 #define READ_BUF (256u * 1024u)    /* per-thread read buffer */
 #define WRITE_BURST (256u * 1024u) /* bytes per writev */
 #define WRITE_FAIR (256u * 1024u)  /* bytes per conn per wake-up */
 #define READS_PER_WAKE 4           /* reads per conn per wake-up */
 #define MAX_EVENTS 256
-
-/* Stream mode: unechoed bytes per conn, STREAM_WINDOW_MAX shrunk so that all conns
- * together stay under STREAM_WINDOW_TOTAL, but never below STREAM_WINDOW_MIN; and the
- * latency samples in flight per conn. */
-#define STREAM_WINDOW_MAX (4u << 20)
-#define STREAM_WINDOW_MIN (64u << 10)
-#define STREAM_WINDOW_TOTAL (1ull << 30)
-#define STREAM_SAMPLES 64
 
 /* Connecting: attempts per conn, each bounded; pending connects per thread. */
 #define CONNECT_ATTEMPTS 5
@@ -87,8 +71,6 @@
 /* The drain gives up after DRAIN_STALL_NS without a byte, or DRAIN_MAX_NS in all. */
 #define DRAIN_STALL_NS (2000 * NS_PER_MS)
 #define DRAIN_MAX_NS (10000 * NS_PER_MS)
-
-#define MAX_REPORTS 20 /* error lines printed in all */
 
 /* WebSocket: the largest message (-s) and the handshake response accepted; output room
  * kept for one pong (a header of 6 bytes and at most 125 bytes of payload); the most
@@ -101,75 +83,6 @@
 
 enum mode { MODE_PINGPONG, MODE_PIPELINE, MODE_STREAM };
 static const char *const mode_names[] = {"pingpong", "pipeline", "stream"};
-
-/* ------------------------------------------------------------------------------------ */
-/* Latency histogram: log-linear, fixed size, no allocation per sample                  */
-/* ------------------------------------------------------------------------------------ */
-
-/*
- * Values (ns) below 256 get a bucket each; above, every power of two is split into 128
- * buckets, so a reported value is within 0.4% of the true one. Values are clamped to
- * 2^40 ns (~18 minutes).
- */
-#define HIST_LINEAR 256u
-#define HIST_SUB 128u
-#define HIST_MAX_VALUE ((1ull << 40) - 1)
-#define HIST_BUCKETS (HIST_LINEAR + 32u * HIST_SUB)
-
-struct hist {
-  uint64_t count[HIST_BUCKETS];
-  uint64_t total;
-  uint64_t max;
-};
-
-static unsigned hist_index(uint64_t v) {
-  if (v > HIST_MAX_VALUE) v = HIST_MAX_VALUE;
-  if (v < HIST_LINEAR) return (unsigned)v;
-  unsigned msb = 63u - (unsigned)__builtin_clzll(v); /* >= 8 */
-  unsigned shift = msb - 7u;                         /* v >> shift is in [128, 256) */
-  unsigned top = (unsigned)(v >> shift);
-  return HIST_LINEAR + (shift - 1u) * HIST_SUB + (top - HIST_SUB);
-}
-
-/* The middle of bucket idx. */
-static uint64_t hist_value(unsigned idx) {
-  if (idx < HIST_LINEAR) return idx;
-  unsigned k = idx - HIST_LINEAR;
-  unsigned shift = k / HIST_SUB + 1u;
-  uint64_t top = HIST_SUB + k % HIST_SUB;
-  return (top << shift) + ((1ull << shift) >> 1);
-}
-
-static void hist_record(struct hist *h, uint64_t v) {
-  h->count[hist_index(v)]++;
-  h->total++;
-  if (v > h->max) h->max = v;
-}
-
-static void hist_merge(struct hist *dst, const struct hist *src) {
-  for (unsigned i = 0; i < HIST_BUCKETS; i++)
-    dst->count[i] += src->count[i];
-  dst->total += src->total;
-  if (src->max > dst->max) dst->max = src->max;
-}
-
-/* The value at quantile q (0 < q <= 1), in ns; 0 when empty. */
-static uint64_t hist_quantile(const struct hist *h, double q) {
-  if (h->total == 0) return 0;
-  double exact = q * (double)h->total;
-  uint64_t want = (uint64_t)exact;
-  if ((double)want < exact) want++; /* ceil */
-  if (want < 1) want = 1;
-  uint64_t seen = 0;
-  for (unsigned i = 0; i < HIST_BUCKETS; i++) {
-    seen += h->count[i];
-    if (seen >= want) {
-      uint64_t v = hist_value(i);
-      return v < h->max ? v : h->max;
-    }
-  }
-  return h->max;
-}
 
 /* ------------------------------------------------------------------------------------ */
 /* Configuration and shared state                                                       */
@@ -196,54 +109,8 @@ struct config {
 
 /* Written by main before the threads start; read-only afterwards. */
 static struct config g_cfg;
-static uint8_t g_pattern[2 * PERIOD];
 
-/* The measured window [g_t_start, g_t_end) on CLOCK_MONOTONIC. Written by main between
- * the two barriers, read by the workers after the second. */
-static uint64_t g_t_start, g_t_end;
 static pthread_barrier_t g_connected, g_go;
-
-static atomic_int g_stop;    /* set by SIGINT/SIGTERM: end the run early */
-static atomic_int g_reports; /* error lines printed so far */
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
-}
-
-static int in_window(uint64_t t) {
-  return t >= g_t_start && t < g_t_end;
-}
-
-/* Print one error line to stderr, at most MAX_REPORTS in all. Any thread. */
-__attribute__((format(printf, 1, 2))) static void report(const char *fmt, ...) {
-  int n = atomic_fetch_add_explicit(&g_reports, 1, memory_order_relaxed);
-  if (n > MAX_REPORTS) return;
-  if (n == MAX_REPORTS) {
-    fputs("wsload: further errors not shown\n", stderr);
-    return;
-  }
-  char line[256];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  fprintf(stderr, "wsload: %s\n", line);
-}
-
-/* Fill the pattern table with xorshift64* output; the second half repeats the first so
- * any run of up to PERIOD + 1 bytes starting below PERIOD is contiguous. */
-static void pattern_init(void) {
-  uint64_t x = 0x9e3779b97f4a7c15ull;
-  for (unsigned i = 0; i < PERIOD; i++) {
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    g_pattern[i] = (uint8_t)((x * 0x2545f4914f6cdd1dull) >> 56);
-  }
-  memcpy(g_pattern + PERIOD, g_pattern, PERIOD);
-}
 
 /* ------------------------------------------------------------------------------------ */
 /* Connections and workers                                                              */
@@ -302,13 +169,8 @@ struct worker {
   size_t nconns;
   size_t open; /* conns in C_OPEN */
   uint8_t *rbuf;
-  uint64_t rng;      /* xorshift64 state for masking keys */
-  uint64_t meas_end; /* when this worker stopped measuring */
-  /* Results, owned by the worker until it is joined. */
-  uint64_t connected, connect_errors;
-  uint64_t msgs, tx_bytes, rx_bytes;
-  uint64_t byte_errors, conns_lost, undrained;
-  struct hist hist;
+  uint64_t rng;         /* xorshift64 state for masking keys */
+  struct load_stats st; /* results, owned by the worker until it is joined */
 };
 
 static uint32_t next_key(struct worker *w) {
@@ -338,7 +200,7 @@ static void conn_lost(struct worker *w, struct conn *c, int err) {
   report("conn %u: %s after %llu bytes sent, %llu echoed", c->id,
          err ? strerror(err) : "closed by the server", (unsigned long long)c->tx_off,
          (unsigned long long)c->rx_off);
-  w->conns_lost++;
+  w->st.conns_lost++;
   conn_close(w, c);
 }
 
@@ -347,44 +209,15 @@ static void conn_lost(struct worker *w, struct conn *c, int err) {
 static int conn_wrong(struct worker *w, struct conn *c, const char *why) {
   report("conn %u: %s (after %llu bytes echoed)", c->id, why,
          (unsigned long long)c->rx_off);
-  w->byte_errors++;
-  w->conns_lost++;
+  w->st.byte_errors++;
+  w->st.conns_lost++;
   conn_close(w, c);
   return 0;
 }
 
-/* Count and report the bytes of buf that differ from the pattern at `want`. */
-static void mismatch(struct worker *w, struct conn *c, const uint8_t *buf,
-                     const uint8_t *want, size_t n, uint64_t off) {
-  uint64_t bad = 0;
-  size_t first = n;
-  for (size_t i = 0; i < n; i++) {
-    if (buf[i] != want[i]) {
-      if (first == n) first = i;
-      bad++;
-    }
-  }
-  w->byte_errors += bad;
-  if (!c->reported) {
-    c->reported = 1;
-    report("conn %u: wrong byte at stream offset %llu: got 0x%02x, want 0x%02x "
-           "(%llu bad bytes in this %zu-byte chunk)",
-           c->id, (unsigned long long)(off + first), buf[first], want[first],
-           (unsigned long long)bad, n);
-  }
-}
-
 /* Check n echoed bytes against the pattern at the conn's rx offset. */
 static void verify(struct worker *w, struct conn *c, const uint8_t *buf, size_t n) {
-  uint64_t off = c->rx_off;
-  while (n > 0) {
-    size_t idx = (size_t)((off + c->shift) % PERIOD);
-    size_t k = n < 2 * PERIOD - idx ? n : 2 * PERIOD - idx;
-    if (memcmp(buf, g_pattern + idx, k) != 0) mismatch(w, c, buf, g_pattern + idx, k, off);
-    buf += k;
-    off += k;
-    n -= k;
-  }
+  pattern_verify(buf, n, c->rx_off, c->id, c->shift, &c->reported, &w->st.byte_errors, 1);
 }
 
 /* Queue one more message (pingpong/pipeline): it goes out in conn_write. */
@@ -398,10 +231,10 @@ static void send_msg(struct conn *c, uint64_t now) {
 static void complete_msgs(struct worker *w, struct conn *c, uint64_t now) {
   if (g_cfg.mode == MODE_STREAM) {
     uint64_t done = c->rx_off / g_cfg.size;
-    if (in_window(now)) w->msgs += done - c->msgs_recv;
+    if (in_window(now)) w->st.msgs += done - c->msgs_recv;
     c->msgs_recv = done;
     while (c->s_len > 0 && c->samples[c->s_head].end <= c->rx_off) {
-      if (in_window(now)) hist_record(&w->hist, now - c->samples[c->s_head].t);
+      if (in_window(now)) hist_record(&w->st.hist, now - c->samples[c->s_head].t);
       c->s_head = (c->s_head + 1) % STREAM_SAMPLES;
       c->s_len--;
     }
@@ -411,8 +244,8 @@ static void complete_msgs(struct worker *w, struct conn *c, uint64_t now) {
     uint64_t sent = c->ts[c->msgs_recv % g_cfg.depth];
     c->msgs_recv++;
     if (in_window(now)) {
-      w->msgs++;
-      hist_record(&w->hist, now - sent);
+      w->st.msgs++;
+      hist_record(&w->st.hist, now - sent);
     }
     if (!w->draining) send_msg(c, now);
   }
@@ -525,7 +358,7 @@ static void ws_fill(struct worker *w, struct conn *c, uint64_t now) {
   while (c->tx_off < goal && tx_room(c, g_cfg.frame_max + WS_PONG_ROOM))
     encode_msg(w, c);
   if (c->tx_off == before) return;
-  if (in_window(now)) w->tx_bytes += c->tx_off - before;
+  if (in_window(now)) w->st.tx_bytes += c->tx_off - before;
   if (stream) {
     c->tx_goal = c->tx_off;
     stream_sample(c, before, now);
@@ -639,7 +472,7 @@ static int ws_input(struct worker *w, struct conn *c, const uint8_t *p, size_t n
       verify(w, c, p, k);
       c->rx_off += k;
       c->msg_len += k;
-      if (in_window(now)) w->rx_bytes += k;
+      if (in_window(now)) w->st.rx_bytes += k;
     }
     c->frame_left -= k;
     p += k;
@@ -657,16 +490,16 @@ static int ws_input(struct worker *w, struct conn *c, const uint8_t *p, size_t n
 static int raw_input(struct worker *w, struct conn *c, const uint8_t *buf, size_t n,
                      uint64_t now) {
   if (c->rx_off + n > c->tx_off) {
-    w->byte_errors += c->rx_off + n - c->tx_off;
+    w->st.byte_errors += c->rx_off + n - c->tx_off;
     report("conn %u: the server sent %llu bytes more than it was sent", c->id,
            (unsigned long long)(c->rx_off + n - c->tx_off));
-    w->conns_lost++;
+    w->st.conns_lost++;
     conn_close(w, c);
     return 0;
   }
   verify(w, c, buf, n);
   c->rx_off += n;
-  if (in_window(now)) w->rx_bytes += n;
+  if (in_window(now)) w->st.rx_bytes += n;
   return 1;
 }
 
@@ -701,15 +534,8 @@ static int raw_write(struct worker *w, struct conn *c, uint64_t now) {
     size_t want = left < WRITE_BURST ? (size_t)left : WRITE_BURST;
     if (want > budget) want = budget;
     struct iovec iov[WRITE_BURST / PERIOD + 2];
-    int cnt = 0;
-    size_t idx = (size_t)((c->tx_off + c->shift) % PERIOD);
-    for (size_t got = 0; got < want; cnt++) {
-      size_t k = want - got < 2 * PERIOD - idx ? want - got : 2 * PERIOD - idx;
-      iov[cnt].iov_base = g_pattern + idx;
-      iov[cnt].iov_len = k;
-      got += k;
-      idx = (idx + k) % PERIOD;
-    }
+    int cnt =
+        pattern_iov(iov, (int)(sizeof iov / sizeof iov[0]), c->tx_off, c->shift, want);
     ssize_t r = writev(c->fd, iov, cnt);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
@@ -720,7 +546,7 @@ static int raw_write(struct worker *w, struct conn *c, uint64_t now) {
     uint64_t before = c->tx_off;
     c->tx_off += (uint64_t)r;
     budget -= (size_t)r;
-    if (in_window(now)) w->tx_bytes += (uint64_t)r;
+    if (in_window(now)) w->st.tx_bytes += (uint64_t)r;
     if (g_cfg.mode == MODE_STREAM) stream_sample(c, before, now);
     if ((size_t)r < want) break; /* the socket is full */
   }
@@ -887,9 +713,9 @@ static void connect_failed(struct worker *w, struct conn *c, int err, uint64_t n
   c->fd = -1;
   c->attempts++;
   int hopeless = err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
-  if (c->attempts >= CONNECT_ATTEMPTS || hopeless || atomic_load(&g_stop)) {
+  if (c->attempts >= CONNECT_ATTEMPTS || hopeless || stopping()) {
     c->state = C_FAILED;
-    w->connect_errors++;
+    w->st.connect_errors++;
     (*settled)++;
     report("conn %u: connect to %s failed after %d attempt%s: %s", c->id, g_cfg.target,
            c->attempts, c->attempts == 1 ? "" : "s", strerror(err));
@@ -904,7 +730,7 @@ static void handshake_bad(struct worker *w, struct conn *c, size_t *settled) {
   close(c->fd);
   c->fd = -1;
   c->state = C_FAILED;
-  w->connect_errors++;
+  w->st.connect_errors++;
   (*settled)++;
 }
 
@@ -916,7 +742,7 @@ static void connect_ok(struct worker *w, struct conn *c, size_t *settled) {
   free(c->resp);
   c->resp = NULL;
   w->open++;
-  w->connected++;
+  w->st.connected++;
   (*settled)++;
 }
 
@@ -1038,12 +864,6 @@ static void connect_all(struct worker *w) {
 /* The run                                                                              */
 /* ------------------------------------------------------------------------------------ */
 
-static int ms_until(uint64_t deadline, uint64_t now, int cap) {
-  if (deadline <= now) return 0;
-  uint64_t ms = (deadline - now + NS_PER_MS - 1) / NS_PER_MS;
-  return ms < (uint64_t)cap ? (int)ms : cap;
-}
-
 static void run(struct worker *w) {
   struct epoll_event evs[MAX_EVENTS];
   uint64_t now = now_ns();
@@ -1057,12 +877,12 @@ static void run(struct worker *w) {
   }
   while (w->open > 0) {
     now = now_ns();
-    if (now >= g_t_end || atomic_load_explicit(&g_stop, memory_order_relaxed)) break;
+    if (now >= g_t_end || stopping()) break;
     int n = epoll_wait(w->ep, evs, MAX_EVENTS, ms_until(g_t_end, now, 100));
     for (int i = 0; i < n; i++)
       on_event(w, evs[i].data.ptr, evs[i].events);
   }
-  w->meas_end = now < g_t_end ? now : g_t_end;
+  w->st.meas_end = now < g_t_end ? now : g_t_end;
 }
 
 static int drained(const struct conn *c) {
@@ -1109,7 +929,7 @@ static void drain(struct worker *w) {
   for (size_t i = 0; i < w->nconns; i++) {
     struct conn *c = &w->conns[i];
     if (c->state != C_OPEN) continue;
-    w->undrained++;
+    w->st.undrained++;
     report("conn %u: %llu bytes never echoed (%llu sent, %llu echoed)", c->id,
            (unsigned long long)(c->tx_goal - c->rx_off), (unsigned long long)c->tx_off,
            (unsigned long long)c->rx_off);
@@ -1122,7 +942,7 @@ static void *worker_main(void *arg) {
   connect_all(w);
   pthread_barrier_wait(&g_connected);
   pthread_barrier_wait(&g_go); /* main has set g_t_start/g_t_end (or g_stop) */
-  if (!atomic_load(&g_stop)) run(w);
+  if (!stopping()) run(w);
   drain(w);
   return NULL;
 }
@@ -1152,74 +972,19 @@ static void usage(FILE *f) {
           "came back intact and no conn was lost, 1 otherwise, 2 for bad arguments.\n");
 }
 
-static int parse_u64(const char *s, uint64_t min, uint64_t max, int suffix, uint64_t *out) {
-  char *end;
-  errno = 0;
-  if (*s == '-' || *s == '\0') return -1;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno != 0 || end == s) return -1;
-  uint64_t mul = 1;
-  if (suffix && (*end == 'K' || *end == 'k'))
-    mul = 1024, end++;
-  else if (suffix && (*end == 'M' || *end == 'm'))
-    mul = 1024 * 1024, end++;
-  if (*end != '\0' || v > max / mul || v * mul < min) return -1;
-  *out = v * mul;
-  return 0;
-}
-
-static int parse_secs(const char *s, double min, double *out) {
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (errno != 0 || end == s || *end != '\0' || !(v >= min) || v > 86400.0) return -1;
-  *out = v;
-  return 0;
-}
-
-/* HOST:PORT, [HOST]:PORT, optionally after tcp:// (cgnet's spelling). */
-static int parse_target(const char *target) {
-  char host[256], *port;
-  const char *s = strncmp(target, "tcp://", 6) == 0 ? target + 6 : target;
-  if (snprintf(host, sizeof host, "%s", s) >= (int)sizeof host) return -1;
-  port = strrchr(host, ':');
-  if (port == NULL || port[1] == '\0') return -1;
-  *port++ = '\0';
-  char *h = host;
-  if (h[0] == '[') {
-    size_t n = strlen(h);
-    if (n < 2 || h[n - 1] != ']') return -1;
-    h[n - 1] = '\0';
-    h++;
-  }
-  struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
-  struct addrinfo *res;
-  int rc = getaddrinfo(h, port, &hints, &res);
-  if (rc != 0) {
-    fprintf(stderr, "wsload: %s: %s\n", target, gai_strerror(rc));
-    return -1;
-  }
-  snprintf(g_cfg.host, sizeof g_cfg.host, "%s", s);
-  memcpy(&g_cfg.addr, res->ai_addr, res->ai_addrlen);
-  g_cfg.addrlen = res->ai_addrlen;
-  freeaddrinfo(res);
-  return 0;
-}
-
 static int parse_args(int argc, char **argv) {
   static const struct option longopts[] = {{"json", no_argument, NULL, 'J'},
                                            {"raw", no_argument, NULL, 'R'},
                                            {"help", no_argument, NULL, 'h'},
                                            {0, 0, 0, 0}};
   uint64_t v;
-  long nproc = sysconf(_SC_NPROCESSORS_ONLN);
   int depth_set = 0;
   g_cfg.conns = 100;
   g_cfg.size = 64;
   g_cfg.secs = 5.0;
   g_cfg.mode = MODE_PINGPONG;
   g_cfg.depth = 16;
-  g_cfg.threads = nproc > 1 ? (size_t)nproc / 2 : 1;
+  g_cfg.threads = default_threads();
   int opt;
   while ((opt = getopt_long(argc, argv, "a:c:s:d:t:m:p:w:h", longopts, NULL)) != -1) {
     switch (opt) {
@@ -1280,9 +1045,7 @@ static int parse_args(int argc, char **argv) {
   }
   if (g_cfg.mode == MODE_STREAM) g_cfg.depth = 0;
   if (g_cfg.threads > g_cfg.conns) g_cfg.threads = g_cfg.conns;
-  uint64_t share = STREAM_WINDOW_TOTAL / g_cfg.conns;
-  g_cfg.window = share > STREAM_WINDOW_MAX ? STREAM_WINDOW_MAX : share;
-  if (g_cfg.window < STREAM_WINDOW_MIN) g_cfg.window = STREAM_WINDOW_MIN;
+  g_cfg.window = stream_window(g_cfg.conns);
   if (!g_cfg.raw) {
     if (g_cfg.size > WS_MAX_SIZE) {
       fprintf(stderr, "wsload: -s: a WebSocket message is at most %u bytes\n", WS_MAX_SIZE);
@@ -1296,35 +1059,15 @@ static int parse_args(int argc, char **argv) {
     if (g_cfg.mode == MODE_STREAM && cap < (64u << 10)) cap = 64u << 10;
     g_cfg.tx_cap = cap < 1024 ? 1024 : cap;
   }
-  return parse_target(g_cfg.target);
+  const char *hostport;
+  if (parse_target(g_cfg.target, 0, &g_cfg.addr, &g_cfg.addrlen, &hostport) != 0) return -1;
+  snprintf(g_cfg.host, sizeof g_cfg.host, "%s", hostport);
+  return 0;
 }
 
 /* ------------------------------------------------------------------------------------ */
 /* Setup, results                                                                       */
 /* ------------------------------------------------------------------------------------ */
-
-static void on_signal(int sig) {
-  (void)sig;
-  atomic_store(&g_stop, 1);
-}
-
-static void setup_process(void) {
-  signal(SIGPIPE, SIG_IGN); /* a write to a closed conn must return EPIPE */
-  struct sigaction sa = {.sa_handler = on_signal, .sa_flags = (int)SA_RESETHAND};
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL); /* a second ^C kills */
-  sigaction(SIGTERM, &sa, NULL);
-  /* One descriptor per conn plus one epoll per thread and a few spare. */
-  struct rlimit rl;
-  rlim_t need = (rlim_t)(g_cfg.conns + g_cfg.threads + 32);
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < need) {
-    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need : rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-    if (rl.rlim_cur < need)
-      fprintf(stderr, "wsload: warning: open files limit %llu is below the %llu needed\n",
-              (unsigned long long)rl.rlim_cur, (unsigned long long)need);
-  }
-}
 
 /* Spread conns over the workers (conn i -> worker i % T) and allocate everything the run
  * needs up front. */
@@ -1345,7 +1088,7 @@ static struct worker *make_workers(void) {
       struct conn *c = &w->conns[i];
       c->fd = -1;
       c->id = (uint32_t)(i * T + t);
-      c->shift = (uint32_t)(((uint64_t)c->id * 40503u + 12345u) % PERIOD);
+      c->shift = pattern_shift(c->id);
       if (g_cfg.mode == MODE_STREAM)
         c->samples = calloc(STREAM_SAMPLES, sizeof *c->samples);
       else
@@ -1372,100 +1115,36 @@ static void free_workers(struct worker *ws) {
   free(ws);
 }
 
-struct totals {
-  uint64_t connected, connect_errors, msgs, tx_bytes, rx_bytes;
-  uint64_t byte_errors, conns_lost, undrained, errors;
-  double secs;
-  struct hist hist;
-};
-
-static void fmt_us(char *buf, size_t cap, const struct hist *h, uint64_t ns,
-                   const char *na) {
-  if (h->total == 0)
-    snprintf(buf, cap, "%s", na);
-  else
-    snprintf(buf, cap, "%.1f", (double)ns / 1000.0);
-}
-
-static void print_results(const struct totals *r) {
-  double secs = r->secs > 0 ? r->secs : 1e-9;
-  double mps = (double)r->msgs / secs;
-  double tx_mb = (double)r->tx_bytes / 1e6 / secs, rx_mb = (double)r->rx_bytes / 1e6 / secs;
-  const struct hist *h = &r->hist;
-  const char *mode = mode_names[g_cfg.mode];
-  char p50[32], p99[32], p999[32], pmax[32], j50[32], j99[32], j999[32], jmax[32];
-  fmt_us(p50, sizeof p50, h, hist_quantile(h, 0.50), "na");
-  fmt_us(p99, sizeof p99, h, hist_quantile(h, 0.99), "na");
-  fmt_us(p999, sizeof p999, h, hist_quantile(h, 0.999), "na");
-  fmt_us(pmax, sizeof pmax, h, h->max, "na");
-  fmt_us(j50, sizeof j50, h, hist_quantile(h, 0.50), "null");
-  fmt_us(j99, sizeof j99, h, hist_quantile(h, 0.99), "null");
-  fmt_us(j999, sizeof j999, h, hist_quantile(h, 0.999), "null");
-  fmt_us(jmax, sizeof jmax, h, h->max, "null");
-
-  if (g_cfg.json) {
-    printf("{\"target\":\"%s\",\"protocol\":\"%s\",\"mode\":\"%s\",\"conns\":%zu,"
-           "\"connected\":%llu,"
-           "\"size\":%llu,\"depth\":%llu,\"threads\":%zu,\"secs\":%.3f,\"msgs\":%llu,"
-           "\"msgs_per_s\":%.1f,\"mb_per_s\":%.3f,\"tx_mb_per_s\":%.3f,"
-           "\"rx_mb_per_s\":%.3f,\"p50_us\":%s,\"p99_us\":%s,\"p999_us\":%s,"
-           "\"max_us\":%s,\"latency_samples\":%llu,\"errors\":%llu,\"byte_errors\":%llu,"
-           "\"conns_lost\":%llu,\"undrained\":%llu,\"connect_errors\":%llu}\n",
-           g_cfg.target, g_cfg.raw ? "raw" : "websocket", mode, g_cfg.conns,
-           (unsigned long long)r->connected, (unsigned long long)g_cfg.size,
-           (unsigned long long)g_cfg.depth, g_cfg.threads, r->secs,
-           (unsigned long long)r->msgs, mps, rx_mb, tx_mb, rx_mb, j50, j99, j999, jmax,
-           (unsigned long long)h->total, (unsigned long long)r->errors,
-           (unsigned long long)r->byte_errors, (unsigned long long)r->conns_lost,
-           (unsigned long long)r->undrained, (unsigned long long)r->connect_errors);
-  } else {
-    printf("wsload: %s  %s  mode=%s  conns=%zu (%llu connected)  size=%llu B", g_cfg.target,
-           g_cfg.raw ? "raw" : "websocket", mode, g_cfg.conns,
-           (unsigned long long)r->connected, (unsigned long long)g_cfg.size);
-    if (g_cfg.mode == MODE_PIPELINE)
-      printf("  depth=%llu", (unsigned long long)g_cfg.depth);
-    if (g_cfg.mode == MODE_STREAM)
-      printf("  window=%llu KiB", (unsigned long long)(g_cfg.window >> 10));
-    printf("  threads=%zu\n", g_cfg.threads);
-    printf("  duration  %.2f s measured (after %.2f s warm-up)\n", r->secs, g_cfg.warmup);
-    printf("  messages  %llu  (%.0f msgs/s)\n", (unsigned long long)r->msgs, mps);
-    printf("  tx        %.2f MB/s  (%llu bytes)\n", tx_mb, (unsigned long long)r->tx_bytes);
-    printf("  rx        %.2f MB/s  (%llu bytes, all checked)\n", rx_mb,
-           (unsigned long long)r->rx_bytes);
-    if (h->total > 0)
-      printf("  latency   p50 %s us  p99 %s us  p99.9 %s us  max %s us  (%llu %s)\n", p50,
-             p99, p999, pmax, (unsigned long long)h->total,
-             g_cfg.mode == MODE_STREAM ? "sampled messages" : "messages");
-    else
-      printf("  latency   n/a (no message completed in the window)\n");
-    printf("  errors    %llu  (byte errors %llu, conns lost %llu, undrained %llu, "
-           "connect errors %llu)\n",
-           (unsigned long long)r->errors, (unsigned long long)r->byte_errors,
-           (unsigned long long)r->conns_lost, (unsigned long long)r->undrained,
-           (unsigned long long)r->connect_errors);
-  }
-  printf("RESULT mode=%s conns=%zu connected=%llu size=%llu depth=%llu threads=%zu "
-         "secs=%.3f msgs=%llu msgs_per_s=%.1f mb_per_s=%.3f tx_mb_per_s=%.3f "
-         "rx_mb_per_s=%.3f p50_us=%s p99_us=%s p999_us=%s max_us=%s errors=%llu "
-         "byte_errors=%llu conns_lost=%llu undrained=%llu connect_errors=%llu\n",
-         mode, g_cfg.conns, (unsigned long long)r->connected,
-         (unsigned long long)g_cfg.size, (unsigned long long)g_cfg.depth, g_cfg.threads,
-         r->secs, (unsigned long long)r->msgs, mps, rx_mb, tx_mb, rx_mb, p50, p99, p999,
-         pmax, (unsigned long long)r->errors, (unsigned long long)r->byte_errors,
-         (unsigned long long)r->conns_lost, (unsigned long long)r->undrained,
-         (unsigned long long)r->connect_errors);
-  fflush(stdout);
+/* The run's totals and what the summary says about them. */
+static void print_results(const struct load_stats *r, double secs, uint64_t errors) {
+  struct load_summary sum = {.target = g_cfg.target,
+                             .mode = mode_names[g_cfg.mode],
+                             .protocol = g_cfg.raw ? "raw" : "websocket",
+                             .conns = g_cfg.conns,
+                             .threads = g_cfg.threads,
+                             .size = g_cfg.size,
+                             .depth = g_cfg.depth,
+                             .window = g_cfg.window,
+                             .pipeline = g_cfg.mode == MODE_PIPELINE,
+                             .stream = g_cfg.mode == MODE_STREAM,
+                             .warmup = g_cfg.warmup,
+                             .secs = secs,
+                             .errors = errors,
+                             .s = r};
+  print_echo_results(&sum, g_cfg.json);
 }
 
 int main(int argc, char **argv) {
+  g_prog = "wsload";
   if (parse_args(argc, argv) != 0) {
     usage(stderr);
     return 2;
   }
-  setup_process();
+  /* One descriptor per conn plus one epoll per thread and a few spare. */
+  load_setup_process(g_cfg.conns + g_cfg.threads + 32);
   pattern_init();
   struct worker *ws = make_workers();
-  struct totals *r = calloc(1, sizeof *r);
+  struct load_stats *r = calloc(1, sizeof *r);
   if (ws == NULL || r == NULL) {
     fprintf(stderr, "wsload: out of memory or descriptors setting up %zu conns\n",
             g_cfg.conns);
@@ -1482,41 +1161,29 @@ int main(int argc, char **argv) {
   }
 
   pthread_barrier_wait(&g_connected);
-  for (size_t t = 0; t < T; t++) {
-    r->connected += ws[t].connected;
-    r->connect_errors += ws[t].connect_errors;
-  }
-  if (r->connected == 0) {
+  uint64_t connected = 0;
+  for (size_t t = 0; t < T; t++)
+    connected += ws[t].st.connected;
+  if (connected == 0) {
     fprintf(stderr, "wsload: no connection to %s could be opened\n", g_cfg.target);
     atomic_store(&g_stop, 1);
   }
-  g_t_start = now_ns() + (uint64_t)(g_cfg.warmup * 1e9);
-  g_t_end = g_t_start + (uint64_t)(g_cfg.secs * 1e9);
+  load_window_start(g_cfg.warmup, g_cfg.secs);
   /* The clock starts now: a caller that measures the server over the same window (bench/
    * measure.py --mark) counts from this line, not from our launch, since connecting and
    * upgrading many conns to a slow server can take seconds. */
-  fprintf(stderr, "wsload: %llu conns open, load starts\n",
-          (unsigned long long)r->connected);
+  fprintf(stderr, "wsload: %llu conns open, load starts\n", (unsigned long long)connected);
   pthread_barrier_wait(&g_go);
 
-  uint64_t meas_end = g_t_start;
+  r->meas_end = g_t_start;
   for (size_t t = 0; t < T; t++) {
-    struct worker *w = &ws[t];
-    pthread_join(w->thread, NULL);
-    r->msgs += w->msgs;
-    r->tx_bytes += w->tx_bytes;
-    r->rx_bytes += w->rx_bytes;
-    r->byte_errors += w->byte_errors;
-    r->conns_lost += w->conns_lost;
-    r->undrained += w->undrained;
-    if (w->meas_end > meas_end) meas_end = w->meas_end;
-    hist_merge(&r->hist, &w->hist);
+    pthread_join(ws[t].thread, NULL);
+    load_stats_merge(r, &ws[t].st);
   }
-  r->secs = (double)(meas_end - g_t_start) / 1e9;
-  r->errors = r->byte_errors + r->conns_lost + r->undrained;
-  print_results(r);
+  uint64_t errors = r->byte_errors + r->conns_lost + r->undrained;
+  print_results(r, (double)(r->meas_end - g_t_start) / 1e9, errors);
 
-  int ok = r->errors == 0 && r->connect_errors == 0 && r->connected > 0;
+  int ok = errors == 0 && r->connect_errors == 0 && r->connected > 0;
   pthread_barrier_destroy(&g_connected);
   pthread_barrier_destroy(&g_go);
   free_workers(ws);
