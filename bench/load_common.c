@@ -278,20 +278,16 @@ void latency_text(struct latency_text *t, const struct hist *h, const char *na) 
   fmt_us(t->max, sizeof t->max, h, h->max, na);
 }
 
-struct rates {
-  double mps, tx_mb, rx_mb;
-};
-
-static struct rates rates_of(const struct load_summary *r) {
-  double secs = r->secs > 0 ? r->secs : 1e-9;
-  return (struct rates){.mps = (double)r->s->msgs / secs,
-                        .tx_mb = (double)r->s->tx_bytes / 1e6 / secs,
-                        .rx_mb = (double)r->s->rx_bytes / 1e6 / secs};
+struct load_rates load_rates(const struct load_stats *s, double secs) {
+  if (!(secs > 0)) secs = 1e-9;
+  return (struct load_rates){.mps = (double)s->msgs / secs,
+                             .tx_mb = (double)s->tx_bytes / 1e6 / secs,
+                             .rx_mb = (double)s->rx_bytes / 1e6 / secs};
 }
 
 void print_result_keys(const struct load_summary *r) {
   const struct load_stats *s = r->s;
-  struct rates k = rates_of(r);
+  struct load_rates k = load_rates(r->s, r->secs);
   struct latency_text l;
   latency_text(&l, &s->hist, "na");
   printf("RESULT mode=%s conns=%zu connected=%llu size=%llu depth=%llu threads=%zu "
@@ -308,7 +304,7 @@ void print_result_keys(const struct load_summary *r) {
 
 static void print_echo_json(const struct load_summary *r) {
   const struct load_stats *s = r->s;
-  struct rates k = rates_of(r);
+  struct load_rates k = load_rates(r->s, r->secs);
   struct latency_text j;
   latency_text(&j, &s->hist, "null");
   printf("{\"target\":\"%s\",", r->target);
@@ -330,7 +326,7 @@ static void print_echo_json(const struct load_summary *r) {
 static void print_echo_human(const struct load_summary *r) {
   const struct load_stats *s = r->s;
   const struct hist *h = &s->hist;
-  struct rates k = rates_of(r);
+  struct load_rates k = load_rates(r->s, r->secs);
   struct latency_text l;
   latency_text(&l, h, "na");
   printf("%s: %s  ", g_prog, r->target);

@@ -209,6 +209,12 @@ struct latency_text {
 };
 void latency_text(struct latency_text *t, const struct hist *h, const char *na);
 
+/* Messages per second and MB/s (10^6 bytes) each way over `secs` measured seconds. */
+struct load_rates {
+  double mps, tx_mb, rx_mb;
+};
+struct load_rates load_rates(const struct load_stats *s, double secs);
+
 /* What the summary and the RESULT line say about a run. */
 struct load_summary {
   const char *target, *mode;
