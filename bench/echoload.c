@@ -68,17 +68,9 @@ static const char *const mode_names[] = {"pingpong", "pipeline", "stream"};
 /* ------------------------------------------------------------------------------------ */
 
 struct config {
-  const char *target; /* as given to -a */
-  struct sockaddr_storage addr;
-  socklen_t addrlen;
-  size_t conns;
-  uint64_t size;
-  double secs;
-  double warmup;
-  size_t threads;
+  struct load_opts o; /* -a -c -s -d -w -t */
   enum mode mode;
   uint64_t depth;
-  uint64_t window; /* stream: unechoed bytes per conn */
   int json;
 };
 
@@ -159,13 +151,13 @@ static void verify(struct worker *w, struct conn *c, const uint8_t *buf, size_t 
 static void send_msg(struct conn *c, uint64_t now) {
   c->ts[c->msgs_sent % g_cfg.depth] = now;
   c->msgs_sent++;
-  c->tx_goal += g_cfg.size;
+  c->tx_goal += g_cfg.o.size;
 }
 
 /* Account for messages whose echo is now complete. */
 static void complete_msgs(struct worker *w, struct conn *c, uint64_t now) {
   if (g_cfg.mode == MODE_STREAM) {
-    uint64_t done = c->rx_off / g_cfg.size;
+    uint64_t done = c->rx_off / g_cfg.o.size;
     if (in_window(now)) w->st.msgs += done - c->msgs_recv;
     c->msgs_recv = done;
     while (c->s_len > 0 && c->samples[c->s_head].end <= c->rx_off) {
@@ -175,7 +167,7 @@ static void complete_msgs(struct worker *w, struct conn *c, uint64_t now) {
     }
     return;
   }
-  while (c->msgs_recv < c->msgs_sent && c->rx_off >= (c->msgs_recv + 1) * g_cfg.size) {
+  while (c->msgs_recv < c->msgs_sent && c->rx_off >= (c->msgs_recv + 1) * g_cfg.o.size) {
     uint64_t sent = c->ts[c->msgs_recv % g_cfg.depth];
     c->msgs_recv++;
     if (in_window(now)) {
@@ -217,7 +209,7 @@ static int conn_read(struct worker *w, struct conn *c, uint64_t now) {
 
 /* Stream mode: remember when a message boundary was fully written, to time its echo. */
 static void stream_sample(struct conn *c, uint64_t before, uint64_t now) {
-  uint64_t end = c->tx_off / g_cfg.size * g_cfg.size;
+  uint64_t end = c->tx_off / g_cfg.o.size * g_cfg.o.size;
   if (end <= before || c->s_len == STREAM_SAMPLES) return;
   struct sample *s = &c->samples[(c->s_head + c->s_len) % STREAM_SAMPLES];
   s->end = end;
@@ -229,7 +221,7 @@ static void stream_sample(struct conn *c, uint64_t before, uint64_t now) {
  * the socket is full or this conn had its fair share; EPOLLOUT is on while bytes wait.
  * Returns 0 if the conn is gone. */
 static int conn_write(struct worker *w, struct conn *c, uint64_t now) {
-  if (g_cfg.mode == MODE_STREAM && !w->draining) c->tx_goal = c->rx_off + g_cfg.window;
+  if (g_cfg.mode == MODE_STREAM && !w->draining) c->tx_goal = c->rx_off + g_cfg.o.window;
   size_t budget = WRITE_FAIR;
   while (c->tx_off < c->tx_goal && budget > 0) {
     uint64_t left = c->tx_goal - c->tx_off;
@@ -280,7 +272,7 @@ static void connect_failed(struct worker *w, struct conn *c, int err, uint64_t n
     c->state = C_FAILED;
     w->st.connect_errors++;
     (*settled)++;
-    report("conn %u: connect to %s failed after %d attempt%s: %s", c->id, g_cfg.target,
+    report("conn %u: connect to %s failed after %d attempt%s: %s", c->id, g_cfg.o.target,
            c->attempts, c->attempts == 1 ? "" : "s", strerror(err));
     return;
   }
@@ -299,7 +291,7 @@ static void connect_ok(struct worker *w, struct conn *c, size_t *settled) {
 
 /* Start one attempt. Returns 1 if it is now pending. */
 static int connect_start(struct worker *w, struct conn *c, uint64_t now, size_t *settled) {
-  int fd = socket(g_cfg.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = socket(g_cfg.o.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     connect_failed(w, c, errno, now, settled);
     return 0;
@@ -312,7 +304,7 @@ static int connect_start(struct worker *w, struct conn *c, uint64_t now, size_t 
     connect_failed(w, c, errno, now, settled);
     return 0;
   }
-  if (connect(fd, (const struct sockaddr *)&g_cfg.addr, g_cfg.addrlen) == 0) {
+  if (connect(fd, (const struct sockaddr *)&g_cfg.o.addr, g_cfg.o.addrlen) == 0) {
     connect_ok(w, c, settled);
     return 0;
   }
@@ -469,37 +461,16 @@ static void usage(FILE *f) {
 static int parse_args(int argc, char **argv) {
   static const struct option longopts[] = {
       {"json", no_argument, NULL, 'J'}, {"help", no_argument, NULL, 'h'}, {0, 0, 0, 0}};
-  uint64_t v;
   int depth_set = 0;
-  g_cfg.conns = 100;
-  g_cfg.size = 64;
-  g_cfg.secs = 5.0;
+  load_opts_init(&g_cfg.o, 100, 64);
   g_cfg.mode = MODE_PINGPONG;
   g_cfg.depth = 16;
-  g_cfg.threads = default_threads();
   int opt;
   while ((opt = getopt_long(argc, argv, "a:c:s:d:t:m:p:w:h", longopts, NULL)) != -1) {
+    int taken = load_opt(&g_cfg.o, opt, optarg, 1);
+    if (taken < 0) return -1;
+    if (taken) continue;
     switch (opt) {
-    case 'a':
-      g_cfg.target = optarg;
-      break;
-    case 'c':
-      if (parse_u64(optarg, 1, 1000000, 0, &v) != 0) return -1;
-      g_cfg.conns = (size_t)v;
-      break;
-    case 's':
-      if (parse_u64(optarg, 1, 1ull << 30, 1, &g_cfg.size) != 0) return -1;
-      break;
-    case 'd':
-      if (parse_secs(optarg, 0.001, &g_cfg.secs) != 0) return -1;
-      break;
-    case 'w':
-      if (parse_secs(optarg, 0.0, &g_cfg.warmup) != 0) return -1;
-      break;
-    case 't':
-      if (parse_u64(optarg, 1, 1024, 0, &v) != 0) return -1;
-      g_cfg.threads = (size_t)v;
-      break;
     case 'p':
       if (parse_u64(optarg, 1, 1000000, 0, &g_cfg.depth) != 0) return -1;
       depth_set = 1;
@@ -524,7 +495,7 @@ static int parse_args(int argc, char **argv) {
       return -1;
     }
   }
-  if (optind != argc || g_cfg.target == NULL) return -1;
+  if (optind != argc || g_cfg.o.target == NULL) return -1;
   if (g_cfg.mode == MODE_PINGPONG) {
     if (depth_set && g_cfg.depth != 1) {
       fprintf(stderr, "echoload: -p needs -m pipeline\n");
@@ -533,9 +504,7 @@ static int parse_args(int argc, char **argv) {
     g_cfg.depth = 1;
   }
   if (g_cfg.mode == MODE_STREAM) g_cfg.depth = 0;
-  if (g_cfg.threads > g_cfg.conns) g_cfg.threads = g_cfg.conns;
-  g_cfg.window = stream_window(g_cfg.conns);
-  return parse_target(g_cfg.target, 0, &g_cfg.addr, &g_cfg.addrlen, NULL);
+  return load_opts_finish(&g_cfg.o, 0, NULL);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -545,12 +514,12 @@ static int parse_args(int argc, char **argv) {
 /* Spread conns over the workers (conn i -> worker i % T) and allocate everything the run
  * needs up front. */
 static struct worker *make_workers(void) {
-  size_t T = g_cfg.threads;
+  size_t T = g_cfg.o.threads;
   struct worker *ws = calloc(T, sizeof *ws);
   if (ws == NULL) return NULL;
   for (size_t t = 0; t < T; t++) {
     struct worker *w = &ws[t];
-    w->nconns = g_cfg.conns / T + (t < g_cfg.conns % T);
+    w->nconns = g_cfg.o.conns / T + (t < g_cfg.o.conns % T);
     w->conns = calloc(w->nconns, sizeof *w->conns);
     w->rbuf = malloc(READ_BUF);
     w->ep = epoll_create1(EPOLL_CLOEXEC);
@@ -571,7 +540,7 @@ static struct worker *make_workers(void) {
 }
 
 static void free_workers(struct worker *ws) {
-  for (size_t t = 0; t < g_cfg.threads; t++) {
+  for (size_t t = 0; t < g_cfg.o.threads; t++) {
     for (size_t i = 0; i < ws[t].nconns; i++) {
       free(ws[t].conns[i].ts);
       free(ws[t].conns[i].samples);
@@ -585,16 +554,11 @@ static void free_workers(struct worker *ws) {
 
 /* The run's totals and what the summary says about them. */
 static void print_results(const struct load_stats *r, double secs, uint64_t errors) {
-  struct load_summary sum = {.target = g_cfg.target,
+  struct load_summary sum = {.o = &g_cfg.o,
                              .mode = mode_names[g_cfg.mode],
-                             .conns = g_cfg.conns,
-                             .threads = g_cfg.threads,
-                             .size = g_cfg.size,
                              .depth = g_cfg.depth,
-                             .window = g_cfg.window,
                              .pipeline = g_cfg.mode == MODE_PIPELINE,
                              .stream = g_cfg.mode == MODE_STREAM,
-                             .warmup = g_cfg.warmup,
                              .secs = secs,
                              .errors = errors,
                              .s = r};
@@ -608,16 +572,16 @@ int main(int argc, char **argv) {
     return 2;
   }
   /* One descriptor per conn plus one epoll per thread and a few spare. */
-  load_setup_process(g_cfg.conns + g_cfg.threads + 32);
+  load_setup_process(g_cfg.o.conns + g_cfg.o.threads + 32);
   pattern_init();
   struct worker *ws = make_workers();
   struct load_stats *r = calloc(1, sizeof *r);
   if (ws == NULL || r == NULL) {
     fprintf(stderr, "echoload: out of memory or descriptors setting up %zu conns\n",
-            g_cfg.conns);
+            g_cfg.o.conns);
     return 1;
   }
-  size_t T = g_cfg.threads;
+  size_t T = g_cfg.o.threads;
   pthread_barrier_init(&g_connected, NULL, (unsigned)T + 1);
   pthread_barrier_init(&g_go, NULL, (unsigned)T + 1);
   for (size_t t = 0; t < T; t++) {
@@ -632,10 +596,10 @@ int main(int argc, char **argv) {
   for (size_t t = 0; t < T; t++)
     connected += ws[t].st.connected;
   if (connected == 0) {
-    fprintf(stderr, "echoload: no connection to %s could be opened\n", g_cfg.target);
+    fprintf(stderr, "echoload: no connection to %s could be opened\n", g_cfg.o.target);
     atomic_store(&g_stop, 1);
   }
-  load_window_start(g_cfg.warmup, g_cfg.secs);
+  load_window_start(g_cfg.o.warmup, g_cfg.o.secs);
   pthread_barrier_wait(&g_go);
 
   r->meas_end = g_t_start;

@@ -235,15 +235,45 @@ int parse_target(const char *target, int tls_scheme, struct sockaddr_storage *ad
   return 0;
 }
 
-size_t default_threads(void) {
+void load_opts_init(struct load_opts *o, size_t conns, uint64_t size) {
   long nproc = sysconf(_SC_NPROCESSORS_ONLN);
-  return nproc > 1 ? (size_t)nproc / 2 : 1;
+  *o = (struct load_opts){.conns = conns,
+                          .size = size,
+                          .secs = 5.0,
+                          .threads = nproc > 1 ? (size_t)nproc / 2 : 1};
 }
 
-uint64_t stream_window(size_t conns) {
-  uint64_t share = STREAM_WINDOW_TOTAL / conns;
-  uint64_t window = share > STREAM_WINDOW_MAX ? STREAM_WINDOW_MAX : share;
-  return window < STREAM_WINDOW_MIN ? STREAM_WINDOW_MIN : window;
+int load_opt(struct load_opts *o, int opt, const char *arg, uint64_t min_size) {
+  uint64_t v;
+  switch (opt) {
+  case 'a':
+    o->target = arg;
+    return 1;
+  case 'c':
+    if (parse_u64(arg, 1, 1000000, 0, &v) != 0) return -1;
+    o->conns = (size_t)v;
+    return 1;
+  case 's':
+    return parse_u64(arg, min_size, 1ull << 30, 1, &o->size) == 0 ? 1 : -1;
+  case 'd':
+    return parse_secs(arg, 0.001, &o->secs) == 0 ? 1 : -1;
+  case 'w':
+    return parse_secs(arg, 0.0, &o->warmup) == 0 ? 1 : -1;
+  case 't':
+    if (parse_u64(arg, 1, 1024, 0, &v) != 0) return -1;
+    o->threads = (size_t)v;
+    return 1;
+  default:
+    return 0;
+  }
+}
+
+int load_opts_finish(struct load_opts *o, int tls_scheme, const char **rest) {
+  if (o->threads > o->conns) o->threads = o->conns;
+  uint64_t share = STREAM_WINDOW_TOTAL / o->conns;
+  o->window = share > STREAM_WINDOW_MAX ? STREAM_WINDOW_MAX : share;
+  if (o->window < STREAM_WINDOW_MIN) o->window = STREAM_WINDOW_MIN;
+  return parse_target(o->target, tls_scheme, &o->addr, &o->addrlen, rest);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -294,12 +324,12 @@ void print_result_keys(const struct load_summary *r) {
          "secs=%.3f msgs=%llu msgs_per_s=%.1f mb_per_s=%.3f tx_mb_per_s=%.3f "
          "rx_mb_per_s=%.3f p50_us=%s p99_us=%s p999_us=%s max_us=%s errors=%llu "
          "byte_errors=%llu conns_lost=%llu undrained=%llu connect_errors=%llu",
-         r->mode, r->conns, (unsigned long long)s->connected, (unsigned long long)r->size,
-         (unsigned long long)r->depth, r->threads, r->secs, (unsigned long long)s->msgs,
-         k.mps, k.rx_mb, k.tx_mb, k.rx_mb, l.p50, l.p99, l.p999, l.max,
-         (unsigned long long)r->errors, (unsigned long long)s->byte_errors,
-         (unsigned long long)s->conns_lost, (unsigned long long)s->undrained,
-         (unsigned long long)s->connect_errors);
+         r->mode, r->o->conns, (unsigned long long)s->connected,
+         (unsigned long long)r->o->size, (unsigned long long)r->depth, r->o->threads,
+         r->secs, (unsigned long long)s->msgs, k.mps, k.rx_mb, k.tx_mb, k.rx_mb, l.p50,
+         l.p99, l.p999, l.max, (unsigned long long)r->errors,
+         (unsigned long long)s->byte_errors, (unsigned long long)s->conns_lost,
+         (unsigned long long)s->undrained, (unsigned long long)s->connect_errors);
 }
 
 static void print_echo_json(const struct load_summary *r) {
@@ -307,7 +337,7 @@ static void print_echo_json(const struct load_summary *r) {
   struct load_rates k = load_rates(r->s, r->secs);
   struct latency_text j;
   latency_text(&j, &s->hist, "null");
-  printf("{\"target\":\"%s\",", r->target);
+  printf("{\"target\":\"%s\",", r->o->target);
   if (r->protocol) printf("\"protocol\":\"%s\",", r->protocol);
   printf("\"mode\":\"%s\",\"conns\":%zu,\"connected\":%llu,"
          "\"size\":%llu,\"depth\":%llu,\"threads\":%zu,\"secs\":%.3f,\"msgs\":%llu,"
@@ -315,12 +345,13 @@ static void print_echo_json(const struct load_summary *r) {
          "\"rx_mb_per_s\":%.3f,\"p50_us\":%s,\"p99_us\":%s,\"p999_us\":%s,"
          "\"max_us\":%s,\"latency_samples\":%llu,\"errors\":%llu,\"byte_errors\":%llu,"
          "\"conns_lost\":%llu,\"undrained\":%llu,\"connect_errors\":%llu}\n",
-         r->mode, r->conns, (unsigned long long)s->connected, (unsigned long long)r->size,
-         (unsigned long long)r->depth, r->threads, r->secs, (unsigned long long)s->msgs,
-         k.mps, k.rx_mb, k.tx_mb, k.rx_mb, j.p50, j.p99, j.p999, j.max,
-         (unsigned long long)s->hist.total, (unsigned long long)r->errors,
-         (unsigned long long)s->byte_errors, (unsigned long long)s->conns_lost,
-         (unsigned long long)s->undrained, (unsigned long long)s->connect_errors);
+         r->mode, r->o->conns, (unsigned long long)s->connected,
+         (unsigned long long)r->o->size, (unsigned long long)r->depth, r->o->threads,
+         r->secs, (unsigned long long)s->msgs, k.mps, k.rx_mb, k.tx_mb, k.rx_mb, j.p50,
+         j.p99, j.p999, j.max, (unsigned long long)s->hist.total,
+         (unsigned long long)r->errors, (unsigned long long)s->byte_errors,
+         (unsigned long long)s->conns_lost, (unsigned long long)s->undrained,
+         (unsigned long long)s->connect_errors);
 }
 
 static void print_echo_human(const struct load_summary *r) {
@@ -329,14 +360,14 @@ static void print_echo_human(const struct load_summary *r) {
   struct load_rates k = load_rates(r->s, r->secs);
   struct latency_text l;
   latency_text(&l, h, "na");
-  printf("%s: %s  ", g_prog, r->target);
+  printf("%s: %s  ", g_prog, r->o->target);
   if (r->protocol) printf("%s  ", r->protocol);
-  printf("mode=%s  conns=%zu (%llu connected)  size=%llu B", r->mode, r->conns,
-         (unsigned long long)s->connected, (unsigned long long)r->size);
+  printf("mode=%s  conns=%zu (%llu connected)  size=%llu B", r->mode, r->o->conns,
+         (unsigned long long)s->connected, (unsigned long long)r->o->size);
   if (r->pipeline) printf("  depth=%llu", (unsigned long long)r->depth);
-  if (r->stream) printf("  window=%llu KiB", (unsigned long long)(r->window >> 10));
-  printf("  threads=%zu\n", r->threads);
-  printf("  duration  %.2f s measured (after %.2f s warm-up)\n", r->secs, r->warmup);
+  if (r->stream) printf("  window=%llu KiB", (unsigned long long)(r->o->window >> 10));
+  printf("  threads=%zu\n", r->o->threads);
+  printf("  duration  %.2f s measured (after %.2f s warm-up)\n", r->secs, r->o->warmup);
   printf("  messages  %llu  (%.0f msgs/s)\n", (unsigned long long)s->msgs, k.mps);
   printf("  tx        %.2f MB/s  (%llu bytes)\n", k.tx_mb, (unsigned long long)s->tx_bytes);
   printf("  rx        %.2f MB/s  (%llu bytes, all checked)\n", k.rx_mb,

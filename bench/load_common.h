@@ -181,11 +181,30 @@ int parse_secs(const char *s, double min, double *out);
 int parse_target(const char *target, int tls_scheme, struct sockaddr_storage *addr,
                  socklen_t *addrlen, const char **rest);
 
-/* The default thread count: half the online CPUs, at least 1. */
-size_t default_threads(void);
+/* The options every load tool takes, and what follows from them. */
+struct load_opts {
+  const char *target; /* -a, as given */
+  struct sockaddr_storage addr;
+  socklen_t addrlen;
+  size_t conns;    /* -c */
+  uint64_t size;   /* -s */
+  double secs;     /* -d: measured seconds */
+  double warmup;   /* -w */
+  size_t threads;  /* -t; never more than conns */
+  uint64_t window; /* stream mode: unechoed bytes per conn */
+};
 
-/* The stream-mode window per conn for `conns` conns (see STREAM_WINDOW_*). */
-uint64_t stream_window(size_t conns);
+/* Defaults: `conns` conns, `size` bytes, 5 s, no warm-up, half the CPUs. */
+void load_opts_init(struct load_opts *o, size_t conns, uint64_t size);
+
+/* One getopt result: -a HOST:PORT, -c CONNS (1..1000000), -s SIZE (min_size..1G, K/M),
+ * -d SECONDS (>= 0.001), -w SECONDS, -t THREADS (1..1024). Returns 1 if taken, 0 if
+ * opt is none of these, -1 if its argument is bad. */
+int load_opt(struct load_opts *o, int opt, const char *arg, uint64_t min_size);
+
+/* After the options: threads capped at conns, the stream window set and the target
+ * resolved (tls:// accepted if tls_scheme; *rest as in parse_target). Returns 0 or -1. */
+int load_opts_finish(struct load_opts *o, int tls_scheme, const char **rest);
 
 /* ------------------------------------------------------------------------------------ */
 /* Counters and results                                                                 */
@@ -217,13 +236,12 @@ struct load_rates load_rates(const struct load_stats *s, double secs);
 
 /* What the summary and the RESULT line say about a run. */
 struct load_summary {
-  const char *target, *mode;
+  const struct load_opts *o;
+  const char *mode;
   const char *protocol; /* wsload: "websocket" or "raw"; NULL: not printed */
-  size_t conns, threads;
-  uint64_t size, depth, window;
+  uint64_t depth;
   int pipeline, stream; /* the mode is pipeline / stream (what the summary adds) */
-  double warmup;
-  double secs; /* measured */
+  double secs;          /* measured */
   uint64_t errors;
   const struct load_stats *s;
 };

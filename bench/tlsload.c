@@ -79,16 +79,8 @@ static const char *const mode_names[] = {"handshake", "pingpong", "stream", "idl
 /* ------------------------------------------------------------------------------------ */
 
 struct config {
-  const char *target;
-  struct sockaddr_storage addr;
-  socklen_t addrlen;
-  size_t conns;
-  uint64_t size;
-  double secs;
-  double warmup;
-  size_t threads;
+  struct load_opts o; /* -a -c -s -d -w -t */
   enum mode mode;
-  uint64_t window;
   int plain;
   int tls_version; /* TLS1_3_VERSION or TLS1_2_VERSION */
 };
@@ -238,7 +230,7 @@ static void attempt_failed(struct worker *w, struct conn *c, int handshake,
 
 /* Start a connect. Returns 0, or -1 if it failed at once (already accounted for). */
 static int conn_start(struct worker *w, struct conn *c, uint64_t now) {
-  int fd = socket(g_cfg.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = socket(g_cfg.o.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     c->state = C_CONNECTING;
     if (g_cfg.mode != MODE_HANDSHAKE) w->inflight++;
@@ -260,7 +252,7 @@ static int conn_start(struct worker *w, struct conn *c, uint64_t now) {
     attempt_failed(w, c, 0, strerror(errno));
     return -1;
   }
-  if (connect(fd, (const struct sockaddr *)&g_cfg.addr, g_cfg.addrlen) != 0 &&
+  if (connect(fd, (const struct sockaddr *)&g_cfg.o.addr, g_cfg.o.addrlen) != 0 &&
       errno != EINPROGRESS) {
     attempt_failed(w, c, 0, strerror(errno));
     return -1;
@@ -360,7 +352,7 @@ static void verify(struct worker *w, struct conn *c, const uint8_t *buf, size_t 
 }
 
 static void stream_sample(struct conn *c, uint64_t before, uint64_t now) {
-  uint64_t end = c->tx_off / g_cfg.size * g_cfg.size;
+  uint64_t end = c->tx_off / g_cfg.o.size * g_cfg.o.size;
   if (end <= before || c->s_len == STREAM_SAMPLES) return;
   struct sample *s = &c->samples[(c->s_head + c->s_len) % STREAM_SAMPLES];
   s->end = end;
@@ -376,7 +368,7 @@ static void update_events(struct worker *w, struct conn *c) {
 /* Write from tx_off towards tx_goal straight out of the pattern table. Returns 0 if the
  * conn is gone. */
 static int conn_write(struct worker *w, struct conn *c, uint64_t now) {
-  if (g_cfg.mode == MODE_STREAM && !w->draining) c->tx_goal = c->rx_off + g_cfg.window;
+  if (g_cfg.mode == MODE_STREAM && !w->draining) c->tx_goal = c->rx_off + g_cfg.o.window;
   size_t budget = WRITE_FAIR;
   while (c->tx_off < c->tx_goal && budget > 0) {
     size_t idx = (size_t)((c->tx_off + c->shift) % PERIOD);
@@ -414,7 +406,7 @@ static void setup_done(struct worker *w, struct conn *c) {
 static int complete_msgs(struct worker *w, struct conn *c, uint64_t now) {
   switch (g_cfg.mode) {
   case MODE_STREAM: {
-    uint64_t done = c->rx_off / g_cfg.size;
+    uint64_t done = c->rx_off / g_cfg.o.size;
     if (in_window(now)) w->st.msgs += done - c->msgs_recv;
     c->msgs_recv = done;
     while (c->s_len > 0 && c->samples[c->s_head].end <= c->rx_off) {
@@ -425,7 +417,7 @@ static int complete_msgs(struct worker *w, struct conn *c, uint64_t now) {
     return 1;
   }
   case MODE_PINGPONG:
-    if (c->rx_off == c->tx_goal && c->tx_goal == (c->msgs_recv + 1) * g_cfg.size) {
+    if (c->rx_off == c->tx_goal && c->tx_goal == (c->msgs_recv + 1) * g_cfg.o.size) {
       c->msgs_recv++;
       if (in_window(now)) {
         w->st.msgs++;
@@ -433,18 +425,18 @@ static int complete_msgs(struct worker *w, struct conn *c, uint64_t now) {
       }
       if (!w->draining) {
         c->sent_at = now;
-        c->tx_goal += g_cfg.size;
+        c->tx_goal += g_cfg.o.size;
       }
     }
     return 1;
   case MODE_HANDSHAKE:
-    if (c->rx_off == g_cfg.size) {
+    if (c->rx_off == g_cfg.o.size) {
       cycle_done(w, c, now);
       return 0;
     }
     return 1;
   case MODE_IDLE:
-    if (!c->ready && c->rx_off == g_cfg.size) setup_done(w, c);
+    if (!c->ready && c->rx_off == g_cfg.o.size) setup_done(w, c);
     return 1;
   }
   return 1;
@@ -501,19 +493,19 @@ static void conn_ready(struct worker *w, struct conn *c, uint64_t now) {
   stream_reset(c);
   switch (g_cfg.mode) {
   case MODE_HANDSHAKE:
-    if (g_cfg.size == 0) {
+    if (g_cfg.o.size == 0) {
       cycle_done(w, c, now);
       return;
     }
-    c->tx_goal = g_cfg.size;
+    c->tx_goal = g_cfg.o.size;
     break;
   case MODE_IDLE:
-    if (g_cfg.size == 0) {
+    if (g_cfg.o.size == 0) {
       setup_done(w, c);
       update_events(w, c);
       return;
     }
-    c->tx_goal = g_cfg.size;
+    c->tx_goal = g_cfg.o.size;
     break;
   case MODE_PINGPONG:
   case MODE_STREAM:
@@ -688,7 +680,7 @@ static void run_echo(struct worker *w) {
     if (c->state != C_OPEN) continue;
     if (g_cfg.mode == MODE_PINGPONG) {
       c->sent_at = now;
-      c->tx_goal = g_cfg.size;
+      c->tx_goal = g_cfg.o.size;
     }
     conn_write(w, c, now);
   }
@@ -811,37 +803,17 @@ static int parse_args(int argc, char **argv) {
                                            {"plain", no_argument, NULL, 'P'},
                                            {"help", no_argument, NULL, 'h'},
                                            {0, 0, 0, 0}};
-  uint64_t v;
   int size_set = 0;
-  g_cfg.conns = 64;
-  g_cfg.secs = 5.0;
+  load_opts_init(&g_cfg.o, 64, 0);
   g_cfg.mode = MODE_HANDSHAKE;
   g_cfg.tls_version = TLS1_3_VERSION;
-  g_cfg.threads = default_threads();
   int opt;
   while ((opt = getopt_long(argc, argv, "a:c:s:d:t:m:w:h", longopts, NULL)) != -1) {
+    int taken = load_opt(&g_cfg.o, opt, optarg, 0);
+    if (taken < 0) return -1;
+    if (opt == 's') size_set = 1;
+    if (taken) continue;
     switch (opt) {
-    case 'a':
-      g_cfg.target = optarg;
-      break;
-    case 'c':
-      if (parse_u64(optarg, 1, 1000000, 0, &v) != 0) return -1;
-      g_cfg.conns = (size_t)v;
-      break;
-    case 's':
-      if (parse_u64(optarg, 0, 1ull << 30, 1, &g_cfg.size) != 0) return -1;
-      size_set = 1;
-      break;
-    case 'd':
-      if (parse_secs(optarg, 0.001, &g_cfg.secs) != 0) return -1;
-      break;
-    case 'w':
-      if (parse_secs(optarg, 0.0, &g_cfg.warmup) != 0) return -1;
-      break;
-    case 't':
-      if (parse_u64(optarg, 1, 1024, 0, &v) != 0) return -1;
-      g_cfg.threads = (size_t)v;
-      break;
     case 'm':
       if (strcmp(optarg, "handshake") == 0)
         g_cfg.mode = MODE_HANDSHAKE;
@@ -867,15 +839,13 @@ static int parse_args(int argc, char **argv) {
       return -1;
     }
   }
-  if (optind != argc || g_cfg.target == NULL) return -1;
-  if (!size_set) g_cfg.size = g_cfg.mode == MODE_HANDSHAKE ? 0 : 64;
-  if (g_cfg.size == 0 && (g_cfg.mode == MODE_PINGPONG || g_cfg.mode == MODE_STREAM)) {
+  if (optind != argc || g_cfg.o.target == NULL) return -1;
+  if (!size_set) g_cfg.o.size = g_cfg.mode == MODE_HANDSHAKE ? 0 : 64;
+  if (g_cfg.o.size == 0 && (g_cfg.mode == MODE_PINGPONG || g_cfg.mode == MODE_STREAM)) {
     fprintf(stderr, "tlsload: -s must be at least 1 in %s mode\n", mode_names[g_cfg.mode]);
     return -1;
   }
-  if (g_cfg.threads > g_cfg.conns) g_cfg.threads = g_cfg.conns;
-  g_cfg.window = stream_window(g_cfg.conns);
-  return parse_target(g_cfg.target, 1, &g_cfg.addr, &g_cfg.addrlen, NULL);
+  return load_opts_finish(&g_cfg.o, 1, NULL);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -902,14 +872,14 @@ static SSL_CTX *make_ctx(void) {
 }
 
 static struct worker *make_workers(void) {
-  size_t T = g_cfg.threads;
+  size_t T = g_cfg.o.threads;
   struct worker *ws = calloc(T, sizeof *ws);
   if (ws == NULL) return NULL;
   for (size_t t = 0; t < T; t++)
     ws[t].ep = -1;
   for (size_t t = 0; t < T; t++) {
     struct worker *w = &ws[t];
-    w->nconns = g_cfg.conns / T + (t < g_cfg.conns % T);
+    w->nconns = g_cfg.o.conns / T + (t < g_cfg.o.conns % T);
     w->conns = calloc(w->nconns, sizeof *w->conns);
     w->rbuf = malloc(READ_BUF);
     w->ep = epoll_create1(EPOLL_CLOEXEC);
@@ -931,7 +901,7 @@ static struct worker *make_workers(void) {
 }
 
 static void free_workers(struct worker *ws) {
-  for (size_t t = 0; t < g_cfg.threads; t++) {
+  for (size_t t = 0; t < g_cfg.o.threads; t++) {
     for (size_t i = 0; i < ws[t].nconns; i++)
       free(ws[t].conns[i].samples);
     free(ws[t].conns);
@@ -949,11 +919,8 @@ static const char *tls_name(void) {
 
 static void print_results(const struct load_stats *r, double secs, uint64_t errors,
                           uint64_t handshake_errors, const char *cipher) {
-  struct load_summary sum = {.target = g_cfg.target,
+  struct load_summary sum = {.o = &g_cfg.o,
                              .mode = mode_names[g_cfg.mode],
-                             .conns = g_cfg.conns,
-                             .threads = g_cfg.threads,
-                             .size = g_cfg.size,
                              .depth = g_cfg.mode == MODE_PINGPONG ? 1 : 0,
                              .secs = secs,
                              .errors = errors,
@@ -966,9 +933,10 @@ static void print_results(const struct load_stats *r, double secs, uint64_t erro
 
   printf("tlsload: %s  mode=%s  tls=%s  cipher=%s  conns=%zu (%llu connected)  "
          "size=%llu B  threads=%zu\n",
-         g_cfg.target, sum.mode, tls_name(), cipher, g_cfg.conns,
-         (unsigned long long)r->connected, (unsigned long long)g_cfg.size, g_cfg.threads);
-  printf("  duration  %.2f s measured (after %.2f s warm-up)\n", secs, g_cfg.warmup);
+         g_cfg.o.target, sum.mode, tls_name(), cipher, g_cfg.o.conns,
+         (unsigned long long)r->connected, (unsigned long long)g_cfg.o.size,
+         g_cfg.o.threads);
+  printf("  duration  %.2f s measured (after %.2f s warm-up)\n", secs, g_cfg.o.warmup);
   printf("  %-9s %llu  (%.0f/s)\n", unit, (unsigned long long)r->msgs, k.mps);
   printf("  tx        %.2f MB/s   rx %.2f MB/s (all checked)\n", k.tx_mb, k.rx_mb);
   if (r->hist.total > 0)
@@ -992,16 +960,16 @@ int main(int argc, char **argv) {
     return 2;
   }
   /* One descriptor per conn, an epoll and a spare per thread, and a few more. */
-  load_setup_process(g_cfg.conns + 2 * g_cfg.threads + 32);
+  load_setup_process(g_cfg.o.conns + 2 * g_cfg.o.threads + 32);
   pattern_init();
   struct worker *ws = make_workers();
   struct load_stats *r = calloc(1, sizeof *r);
   if (ws == NULL || r == NULL) {
     fprintf(stderr, "tlsload: out of memory, descriptors or TLS setting up %zu conns\n",
-            g_cfg.conns);
+            g_cfg.o.conns);
     return 1;
   }
-  size_t T = g_cfg.threads;
+  size_t T = g_cfg.o.threads;
   pthread_barrier_init(&g_ready, NULL, (unsigned)T + 1);
   pthread_barrier_init(&g_go, NULL, (unsigned)T + 1);
   for (size_t t = 0; t < T; t++) {
@@ -1017,14 +985,14 @@ int main(int argc, char **argv) {
     for (size_t t = 0; t < T; t++)
       ready += ws[t].st.connected;
     if (ready == 0) {
-      fprintf(stderr, "tlsload: no connection to %s could be set up\n", g_cfg.target);
+      fprintf(stderr, "tlsload: no connection to %s could be set up\n", g_cfg.o.target);
       atomic_store(&g_stop, 1);
     } else if (g_cfg.mode == MODE_IDLE) {
       printf("IDLE n=%llu\n", (unsigned long long)ready);
       fflush(stdout);
     }
   }
-  load_window_start(g_cfg.warmup, g_cfg.secs);
+  load_window_start(g_cfg.o.warmup, g_cfg.o.secs);
   pthread_barrier_wait(&g_go);
 
   uint64_t handshake_errors = 0;
@@ -1041,7 +1009,7 @@ int main(int argc, char **argv) {
   print_results(r, (double)(r->meas_end - g_t_start) / 1e9, errors, handshake_errors,
                 cipher);
 
-  int ok = errors == 0 && r->connect_errors == 0 && r->connected == g_cfg.conns;
+  int ok = errors == 0 && r->connect_errors == 0 && r->connected == g_cfg.o.conns;
   pthread_barrier_destroy(&g_ready);
   pthread_barrier_destroy(&g_go);
   free_workers(ws);

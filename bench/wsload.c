@@ -89,17 +89,9 @@ static const char *const mode_names[] = {"pingpong", "pipeline", "stream"};
 /* ------------------------------------------------------------------------------------ */
 
 struct config {
-  const char *target; /* as given to -a */
-  struct sockaddr_storage addr;
-  socklen_t addrlen;
-  size_t conns;
-  uint64_t size;
-  double secs;
-  double warmup;
-  size_t threads;
+  struct load_opts o; /* -a -c -s -d -w -t */
   enum mode mode;
   uint64_t depth;
-  uint64_t window; /* stream: unechoed bytes per conn */
   int json;
   int raw;          /* --raw: plain bytes, no handshake, no frames */
   char host[300];   /* the Host header: HOST:PORT as given */
@@ -224,13 +216,13 @@ static void verify(struct worker *w, struct conn *c, const uint8_t *buf, size_t 
 static void send_msg(struct conn *c, uint64_t now) {
   c->ts[c->msgs_sent % g_cfg.depth] = now;
   c->msgs_sent++;
-  c->tx_goal += g_cfg.size;
+  c->tx_goal += g_cfg.o.size;
 }
 
 /* Account for messages whose echo is now complete. */
 static void complete_msgs(struct worker *w, struct conn *c, uint64_t now) {
   if (g_cfg.mode == MODE_STREAM) {
-    uint64_t done = c->rx_off / g_cfg.size;
+    uint64_t done = c->rx_off / g_cfg.o.size;
     if (in_window(now)) w->st.msgs += done - c->msgs_recv;
     c->msgs_recv = done;
     while (c->s_len > 0 && c->samples[c->s_head].end <= c->rx_off) {
@@ -240,7 +232,7 @@ static void complete_msgs(struct worker *w, struct conn *c, uint64_t now) {
     }
     return;
   }
-  while (c->msgs_recv < c->msgs_sent && c->rx_off >= (c->msgs_recv + 1) * g_cfg.size) {
+  while (c->msgs_recv < c->msgs_sent && c->rx_off >= (c->msgs_recv + 1) * g_cfg.o.size) {
     uint64_t sent = c->ts[c->msgs_recv % g_cfg.depth];
     c->msgs_recv++;
     if (in_window(now)) {
@@ -253,7 +245,7 @@ static void complete_msgs(struct worker *w, struct conn *c, uint64_t now) {
 
 /* Stream mode: remember when a message boundary was fully sent, to time its echo. */
 static void stream_sample(struct conn *c, uint64_t before, uint64_t now) {
-  uint64_t end = c->tx_off / g_cfg.size * g_cfg.size;
+  uint64_t end = c->tx_off / g_cfg.o.size * g_cfg.o.size;
   if (end <= before || c->s_len == STREAM_SAMPLES) return;
   struct sample *s = &c->samples[(c->s_head + c->s_len) % STREAM_SAMPLES];
   s->end = end;
@@ -323,8 +315,8 @@ static int tx_room(struct conn *c, size_t need) {
 static void encode_msg(struct worker *w, struct conn *c) {
   uint8_t key[4];
   uint8_t *p = c->tx + c->tx_len;
-  size_t h = frame_header(p, 0x2, g_cfg.size, next_key(w), key);
-  size_t n = (size_t)g_cfg.size, done = 0;
+  size_t h = frame_header(p, 0x2, g_cfg.o.size, next_key(w), key);
+  size_t n = (size_t)g_cfg.o.size, done = 0;
   while (done < n) {
     size_t idx = (size_t)((c->tx_off + done + c->shift) % PERIOD);
     size_t k = n - done < 2 * PERIOD - idx ? n - done : 2 * PERIOD - idx;
@@ -353,7 +345,7 @@ static int queue_control(struct worker *w, struct conn *c, uint8_t op,
  * unechoed; tx_goal follows tx_off. */
 static void ws_fill(struct worker *w, struct conn *c, uint64_t now) {
   int stream = g_cfg.mode == MODE_STREAM;
-  uint64_t goal = stream && !w->draining ? c->rx_off + g_cfg.window : c->tx_goal;
+  uint64_t goal = stream && !w->draining ? c->rx_off + g_cfg.o.window : c->tx_goal;
   uint64_t before = c->tx_off;
   while (c->tx_off < goal && tx_room(c, g_cfg.frame_max + WS_PONG_ROOM))
     encode_msg(w, c);
@@ -412,7 +404,7 @@ static int frame_begin(struct worker *w, struct conn *c) {
     return conn_wrong(w, c, "a message begins inside another one");
   if (c->op == 0x0 && !c->in_msg) return conn_wrong(w, c, "continuation outside a message");
   if (c->op > 0x2) return conn_wrong(w, c, "frame with a reserved data opcode");
-  if (c->msg_len + len > g_cfg.size) return conn_wrong(w, c, "message longer than sent");
+  if (c->msg_len + len > g_cfg.o.size) return conn_wrong(w, c, "message longer than sent");
   c->in_msg = 1;
   return 1;
 }
@@ -433,7 +425,7 @@ static int frame_end(struct worker *w, struct conn *c) {
     return conn_wrong(w, c, why);
   }
   if (!c->fin) return 1;
-  if (c->msg_len != g_cfg.size) return conn_wrong(w, c, "message shorter than sent");
+  if (c->msg_len != g_cfg.o.size) return conn_wrong(w, c, "message shorter than sent");
   c->in_msg = 0;
   c->msg_len = 0;
   return 1;
@@ -527,7 +519,7 @@ static int conn_read(struct worker *w, struct conn *c, uint64_t now) {
  * table, until the socket is full or this conn had its fair share; EPOLLOUT is on while
  * bytes wait. Returns 0 if the conn is gone. */
 static int raw_write(struct worker *w, struct conn *c, uint64_t now) {
-  if (g_cfg.mode == MODE_STREAM && !w->draining) c->tx_goal = c->rx_off + g_cfg.window;
+  if (g_cfg.mode == MODE_STREAM && !w->draining) c->tx_goal = c->rx_off + g_cfg.o.window;
   size_t budget = WRITE_FAIR;
   while (c->tx_off < c->tx_goal && budget > 0) {
     uint64_t left = c->tx_goal - c->tx_off;
@@ -717,7 +709,7 @@ static void connect_failed(struct worker *w, struct conn *c, int err, uint64_t n
     c->state = C_FAILED;
     w->st.connect_errors++;
     (*settled)++;
-    report("conn %u: connect to %s failed after %d attempt%s: %s", c->id, g_cfg.target,
+    report("conn %u: connect to %s failed after %d attempt%s: %s", c->id, g_cfg.o.target,
            c->attempts, c->attempts == 1 ? "" : "s", strerror(err));
     return;
   }
@@ -769,7 +761,7 @@ static int tcp_connected(struct worker *w, struct conn *c, uint64_t now, size_t 
 
 /* Start one attempt. Returns 1 if it is now pending. */
 static int connect_start(struct worker *w, struct conn *c, uint64_t now, size_t *settled) {
-  int fd = socket(g_cfg.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = socket(g_cfg.o.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     connect_failed(w, c, errno, now, settled);
     return 0;
@@ -783,7 +775,7 @@ static int connect_start(struct worker *w, struct conn *c, uint64_t now, size_t 
     connect_failed(w, c, errno, now, settled);
     return 0;
   }
-  if (connect(fd, (const struct sockaddr *)&g_cfg.addr, g_cfg.addrlen) == 0)
+  if (connect(fd, (const struct sockaddr *)&g_cfg.o.addr, g_cfg.o.addrlen) == 0)
     return tcp_connected(w, c, now, settled);
   if (errno != EINPROGRESS) {
     connect_failed(w, c, errno, now, settled);
@@ -977,37 +969,16 @@ static int parse_args(int argc, char **argv) {
                                            {"raw", no_argument, NULL, 'R'},
                                            {"help", no_argument, NULL, 'h'},
                                            {0, 0, 0, 0}};
-  uint64_t v;
   int depth_set = 0;
-  g_cfg.conns = 100;
-  g_cfg.size = 64;
-  g_cfg.secs = 5.0;
+  load_opts_init(&g_cfg.o, 100, 64);
   g_cfg.mode = MODE_PINGPONG;
   g_cfg.depth = 16;
-  g_cfg.threads = default_threads();
   int opt;
   while ((opt = getopt_long(argc, argv, "a:c:s:d:t:m:p:w:h", longopts, NULL)) != -1) {
+    int taken = load_opt(&g_cfg.o, opt, optarg, 1);
+    if (taken < 0) return -1;
+    if (taken) continue;
     switch (opt) {
-    case 'a':
-      g_cfg.target = optarg;
-      break;
-    case 'c':
-      if (parse_u64(optarg, 1, 1000000, 0, &v) != 0) return -1;
-      g_cfg.conns = (size_t)v;
-      break;
-    case 's':
-      if (parse_u64(optarg, 1, 1ull << 30, 1, &g_cfg.size) != 0) return -1;
-      break;
-    case 'd':
-      if (parse_secs(optarg, 0.001, &g_cfg.secs) != 0) return -1;
-      break;
-    case 'w':
-      if (parse_secs(optarg, 0.0, &g_cfg.warmup) != 0) return -1;
-      break;
-    case 't':
-      if (parse_u64(optarg, 1, 1024, 0, &v) != 0) return -1;
-      g_cfg.threads = (size_t)v;
-      break;
     case 'p':
       if (parse_u64(optarg, 1, 1000000, 0, &g_cfg.depth) != 0) return -1;
       depth_set = 1;
@@ -1035,7 +1006,7 @@ static int parse_args(int argc, char **argv) {
       return -1;
     }
   }
-  if (optind != argc || g_cfg.target == NULL) return -1;
+  if (optind != argc || g_cfg.o.target == NULL) return -1;
   if (g_cfg.mode == MODE_PINGPONG) {
     if (depth_set && g_cfg.depth != 1) {
       fprintf(stderr, "wsload: -p needs -m pipeline\n");
@@ -1044,23 +1015,21 @@ static int parse_args(int argc, char **argv) {
     g_cfg.depth = 1;
   }
   if (g_cfg.mode == MODE_STREAM) g_cfg.depth = 0;
-  if (g_cfg.threads > g_cfg.conns) g_cfg.threads = g_cfg.conns;
-  g_cfg.window = stream_window(g_cfg.conns);
   if (!g_cfg.raw) {
-    if (g_cfg.size > WS_MAX_SIZE) {
+    if (g_cfg.o.size > WS_MAX_SIZE) {
       fprintf(stderr, "wsload: -s: a WebSocket message is at most %u bytes\n", WS_MAX_SIZE);
       return -1;
     }
     /* Output room: the messages that may be in flight (at most 16 framed at a time), or
      * 64 KiB in stream mode; always one pong, and the handshake request. */
-    g_cfg.frame_max = (size_t)g_cfg.size + WS_HDR_MAX;
+    g_cfg.frame_max = (size_t)g_cfg.o.size + WS_HDR_MAX;
     uint64_t frames = g_cfg.mode == MODE_STREAM ? 1 : g_cfg.depth < 16 ? g_cfg.depth : 16;
     size_t cap = (size_t)frames * g_cfg.frame_max + WS_PONG_ROOM;
     if (g_cfg.mode == MODE_STREAM && cap < (64u << 10)) cap = 64u << 10;
     g_cfg.tx_cap = cap < 1024 ? 1024 : cap;
   }
   const char *hostport;
-  if (parse_target(g_cfg.target, 0, &g_cfg.addr, &g_cfg.addrlen, &hostport) != 0) return -1;
+  if (load_opts_finish(&g_cfg.o, 0, &hostport) != 0) return -1;
   snprintf(g_cfg.host, sizeof g_cfg.host, "%s", hostport);
   return 0;
 }
@@ -1072,12 +1041,12 @@ static int parse_args(int argc, char **argv) {
 /* Spread conns over the workers (conn i -> worker i % T) and allocate everything the run
  * needs up front. */
 static struct worker *make_workers(void) {
-  size_t T = g_cfg.threads;
+  size_t T = g_cfg.o.threads;
   struct worker *ws = calloc(T, sizeof *ws);
   if (ws == NULL) return NULL;
   for (size_t t = 0; t < T; t++) {
     struct worker *w = &ws[t];
-    w->nconns = g_cfg.conns / T + (t < g_cfg.conns % T);
+    w->nconns = g_cfg.o.conns / T + (t < g_cfg.o.conns % T);
     w->conns = calloc(w->nconns, sizeof *w->conns);
     w->rbuf = malloc(READ_BUF);
     w->ep = epoll_create1(EPOLL_CLOEXEC);
@@ -1101,7 +1070,7 @@ static struct worker *make_workers(void) {
 }
 
 static void free_workers(struct worker *ws) {
-  for (size_t t = 0; t < g_cfg.threads; t++) {
+  for (size_t t = 0; t < g_cfg.o.threads; t++) {
     for (size_t i = 0; i < ws[t].nconns; i++) {
       free(ws[t].conns[i].ts);
       free(ws[t].conns[i].samples);
@@ -1117,17 +1086,12 @@ static void free_workers(struct worker *ws) {
 
 /* The run's totals and what the summary says about them. */
 static void print_results(const struct load_stats *r, double secs, uint64_t errors) {
-  struct load_summary sum = {.target = g_cfg.target,
+  struct load_summary sum = {.o = &g_cfg.o,
                              .mode = mode_names[g_cfg.mode],
                              .protocol = g_cfg.raw ? "raw" : "websocket",
-                             .conns = g_cfg.conns,
-                             .threads = g_cfg.threads,
-                             .size = g_cfg.size,
                              .depth = g_cfg.depth,
-                             .window = g_cfg.window,
                              .pipeline = g_cfg.mode == MODE_PIPELINE,
                              .stream = g_cfg.mode == MODE_STREAM,
-                             .warmup = g_cfg.warmup,
                              .secs = secs,
                              .errors = errors,
                              .s = r};
@@ -1141,16 +1105,16 @@ int main(int argc, char **argv) {
     return 2;
   }
   /* One descriptor per conn plus one epoll per thread and a few spare. */
-  load_setup_process(g_cfg.conns + g_cfg.threads + 32);
+  load_setup_process(g_cfg.o.conns + g_cfg.o.threads + 32);
   pattern_init();
   struct worker *ws = make_workers();
   struct load_stats *r = calloc(1, sizeof *r);
   if (ws == NULL || r == NULL) {
     fprintf(stderr, "wsload: out of memory or descriptors setting up %zu conns\n",
-            g_cfg.conns);
+            g_cfg.o.conns);
     return 1;
   }
-  size_t T = g_cfg.threads;
+  size_t T = g_cfg.o.threads;
   pthread_barrier_init(&g_connected, NULL, (unsigned)T + 1);
   pthread_barrier_init(&g_go, NULL, (unsigned)T + 1);
   for (size_t t = 0; t < T; t++) {
@@ -1165,10 +1129,10 @@ int main(int argc, char **argv) {
   for (size_t t = 0; t < T; t++)
     connected += ws[t].st.connected;
   if (connected == 0) {
-    fprintf(stderr, "wsload: no connection to %s could be opened\n", g_cfg.target);
+    fprintf(stderr, "wsload: no connection to %s could be opened\n", g_cfg.o.target);
     atomic_store(&g_stop, 1);
   }
-  load_window_start(g_cfg.warmup, g_cfg.secs);
+  load_window_start(g_cfg.o.warmup, g_cfg.o.secs);
   /* The clock starts now: a caller that measures the server over the same window (bench/
    * measure.py --mark) counts from this line, not from our launch, since connecting and
    * upgrading many conns to a slow server can take seconds. */
