@@ -34,6 +34,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,8 +78,6 @@ struct config {
 /* Written by main before the threads start; read-only afterwards. */
 static struct config g_cfg;
 
-static pthread_barrier_t g_connected, g_go;
-
 /* ------------------------------------------------------------------------------------ */
 /* Connections and workers                                                              */
 /* ------------------------------------------------------------------------------------ */
@@ -110,7 +109,6 @@ struct conn {
 };
 
 struct worker {
-  pthread_t thread;
   int ep;
   int draining; /* no new messages: only finish what is in flight */
   struct conn *conns;
@@ -429,8 +427,7 @@ static void drain(struct worker *w) {
 static void *worker_main(void *arg) {
   struct worker *w = arg;
   connect_all(w);
-  pthread_barrier_wait(&g_connected);
-  pthread_barrier_wait(&g_go); /* main has set g_t_start/g_t_end (or g_stop) */
+  load_worker_sync();
   if (!stopping()) run(w);
   drain(w);
   return NULL;
@@ -581,38 +578,20 @@ int main(int argc, char **argv) {
             g_cfg.o.conns);
     return 1;
   }
-  size_t T = g_cfg.o.threads;
-  pthread_barrier_init(&g_connected, NULL, (unsigned)T + 1);
-  pthread_barrier_init(&g_go, NULL, (unsigned)T + 1);
-  for (size_t t = 0; t < T; t++) {
-    if (pthread_create(&ws[t].thread, NULL, worker_main, &ws[t]) != 0) {
-      fprintf(stderr, "echoload: cannot start thread %zu\n", t);
-      return 1;
-    }
-  }
-
-  pthread_barrier_wait(&g_connected);
-  uint64_t connected = 0;
-  for (size_t t = 0; t < T; t++)
-    connected += ws[t].st.connected;
-  if (connected == 0) {
+  if (load_start(ws, sizeof *ws, offsetof(struct worker, st), g_cfg.o.threads,
+                 worker_main) != 0)
+    return 1;
+  if (load_ready() == 0) {
     fprintf(stderr, "echoload: no connection to %s could be opened\n", g_cfg.o.target);
     atomic_store(&g_stop, 1);
   }
   load_window_start(g_cfg.o.warmup, g_cfg.o.secs);
-  pthread_barrier_wait(&g_go);
-
-  r->meas_end = g_t_start;
-  for (size_t t = 0; t < T; t++) {
-    pthread_join(ws[t].thread, NULL);
-    load_stats_merge(r, &ws[t].st);
-  }
+  load_release();
+  load_join(r);
   uint64_t errors = r->byte_errors + r->conns_lost + r->undrained;
   print_results(r, (double)(r->meas_end - g_t_start) / 1e9, errors);
 
   int ok = errors == 0 && r->connect_errors == 0 && r->connected > 0;
-  pthread_barrier_destroy(&g_connected);
-  pthread_barrier_destroy(&g_go);
   free_workers(ws);
   free(r);
   return ok ? 0 : 1;

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -291,6 +292,65 @@ void load_stats_merge(struct load_stats *dst, const struct load_stats *src) {
   dst->undrained += src->undrained;
   if (src->meas_end > dst->meas_end) dst->meas_end = src->meas_end;
   hist_merge(&dst->hist, &src->hist);
+}
+
+/* The threads of the run: written by main in load_start, read by main. */
+static struct {
+  char *ws;
+  size_t stride, st_off, T;
+  pthread_t *threads;
+  pthread_barrier_t ready, go;
+} g_run;
+
+static struct load_stats *stats_of(size_t t) {
+  return (struct load_stats *)(void *)(g_run.ws + t * g_run.stride + g_run.st_off);
+}
+
+int load_start(void *ws, size_t stride, size_t st_off, size_t T, void *(*fn)(void *)) {
+  g_run.ws = ws;
+  g_run.stride = stride;
+  g_run.st_off = st_off;
+  g_run.T = T;
+  g_run.threads = calloc(T, sizeof *g_run.threads);
+  if (g_run.threads == NULL) return -1;
+  pthread_barrier_init(&g_run.ready, NULL, (unsigned)T + 1);
+  pthread_barrier_init(&g_run.go, NULL, (unsigned)T + 1);
+  for (size_t t = 0; t < T; t++) {
+    if (pthread_create(&g_run.threads[t], NULL, fn, g_run.ws + t * stride) != 0) {
+      fprintf(stderr, "%s: cannot start thread %zu\n", g_prog, t);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+uint64_t load_ready(void) {
+  pthread_barrier_wait(&g_run.ready);
+  uint64_t connected = 0;
+  for (size_t t = 0; t < g_run.T; t++)
+    connected += stats_of(t)->connected;
+  return connected;
+}
+
+void load_release(void) {
+  pthread_barrier_wait(&g_run.go);
+}
+
+void load_join(struct load_stats *r) {
+  r->meas_end = g_t_start;
+  for (size_t t = 0; t < g_run.T; t++) {
+    pthread_join(g_run.threads[t], NULL);
+    load_stats_merge(r, stats_of(t));
+  }
+  pthread_barrier_destroy(&g_run.ready);
+  pthread_barrier_destroy(&g_run.go);
+  free(g_run.threads);
+  g_run.threads = NULL;
+}
+
+void load_worker_sync(void) {
+  pthread_barrier_wait(&g_run.ready);
+  pthread_barrier_wait(&g_run.go); /* main has set g_t_start/g_t_end (or g_stop) */
 }
 
 static void fmt_us(char *buf, size_t cap, const struct hist *h, uint64_t ns,

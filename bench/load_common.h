@@ -222,6 +222,28 @@ struct load_stats {
 /* Add src's counters to dst (meas_end: the later one). */
 void load_stats_merge(struct load_stats *dst, const struct load_stats *src);
 
+/*
+ * The run's threads. Main: load_start, then load_ready (every worker set up), set the
+ * window (load_window_start) and load_release, then load_join. A worker calls
+ * load_worker_sync once it is set up and measures after it returns.
+ *
+ * ws holds the T workers, `stride` bytes apart (sizeof one), each with its struct
+ * load_stats at offset st_off; worker t runs fn(ws + t * stride).
+ */
+int load_start(void *ws, size_t stride, size_t st_off, size_t T, void *(*fn)(void *));
+
+/* Main: wait until every worker is set up. Returns the sum of their `connected`. */
+uint64_t load_ready(void);
+
+/* Main: let the workers measure (the window is set, or g_stop). */
+void load_release(void);
+
+/* Main: join the workers and merge their counters into r (meas_end at least g_t_start). */
+void load_join(struct load_stats *r);
+
+/* Worker: set up; wait for main to set the window, then return. */
+void load_worker_sync(void);
+
 /* The latency quantiles in microseconds (one decimal), or `na` each when empty. */
 struct latency_text {
   char p50[32], p99[32], p999[32], max[32];

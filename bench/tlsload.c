@@ -42,6 +42,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,8 +88,6 @@ struct config {
 
 /* Written by main before the threads start; read-only afterwards. */
 static struct config g_cfg;
-
-static pthread_barrier_t g_ready, g_go;
 
 /* OpenSSL's reason for the last error on this thread, and the queue cleared. */
 static const char *ssl_reason(void) {
@@ -140,7 +139,6 @@ struct conn {
 };
 
 struct worker {
-  pthread_t thread;
   int ep;
   SSL_CTX *ctx;
   int draining;
@@ -751,8 +749,7 @@ static void hold_idle(struct worker *w) {
 static void *worker_main(void *arg) {
   struct worker *w = arg;
   if (g_cfg.mode != MODE_HANDSHAKE) setup_all(w);
-  pthread_barrier_wait(&g_ready);
-  pthread_barrier_wait(&g_go); /* main has set the window (or g_stop) */
+  load_worker_sync();
   switch (g_cfg.mode) {
   case MODE_HANDSHAKE:
     run_handshakes(w);
@@ -969,21 +966,11 @@ int main(int argc, char **argv) {
             g_cfg.o.conns);
     return 1;
   }
-  size_t T = g_cfg.o.threads;
-  pthread_barrier_init(&g_ready, NULL, (unsigned)T + 1);
-  pthread_barrier_init(&g_go, NULL, (unsigned)T + 1);
-  for (size_t t = 0; t < T; t++) {
-    if (pthread_create(&ws[t].thread, NULL, worker_main, &ws[t]) != 0) {
-      fprintf(stderr, "tlsload: cannot start thread %zu\n", t);
-      return 1;
-    }
-  }
-
-  pthread_barrier_wait(&g_ready);
+  if (load_start(ws, sizeof *ws, offsetof(struct worker, st), g_cfg.o.threads,
+                 worker_main) != 0)
+    return 1;
+  uint64_t ready = load_ready();
   if (g_cfg.mode != MODE_HANDSHAKE) {
-    uint64_t ready = 0;
-    for (size_t t = 0; t < T; t++)
-      ready += ws[t].st.connected;
     if (ready == 0) {
       fprintf(stderr, "tlsload: no connection to %s could be set up\n", g_cfg.o.target);
       atomic_store(&g_stop, 1);
@@ -993,25 +980,19 @@ int main(int argc, char **argv) {
     }
   }
   load_window_start(g_cfg.o.warmup, g_cfg.o.secs);
-  pthread_barrier_wait(&g_go);
-
+  load_release();
+  load_join(r);
   uint64_t handshake_errors = 0;
   const char *cipher = NULL;
-  r->meas_end = g_t_start;
-  for (size_t t = 0; t < T; t++) {
-    struct worker *w = &ws[t];
-    pthread_join(w->thread, NULL);
-    load_stats_merge(r, &w->st);
-    handshake_errors += w->handshake_errors;
-    if (!cipher) cipher = w->cipher;
+  for (size_t t = 0; t < g_cfg.o.threads; t++) {
+    handshake_errors += ws[t].handshake_errors;
+    if (!cipher) cipher = ws[t].cipher;
   }
   uint64_t errors = r->byte_errors + r->conns_lost + r->undrained + handshake_errors;
   print_results(r, (double)(r->meas_end - g_t_start) / 1e9, errors, handshake_errors,
                 cipher);
 
   int ok = errors == 0 && r->connect_errors == 0 && r->connected == g_cfg.o.conns;
-  pthread_barrier_destroy(&g_ready);
-  pthread_barrier_destroy(&g_go);
   free_workers(ws);
   free(r);
   return ok ? 0 : 1;
