@@ -74,12 +74,7 @@ void echo_verify(struct echo_worker *w, struct echo_conn *c, const uint8_t *buf,
 }
 
 void echo_stream_sample(struct echo_conn *c, uint64_t before, uint64_t now) {
-  uint64_t end = c->tx_off / g_echo.o.size * g_echo.o.size;
-  if (end <= before || c->s_len == STREAM_SAMPLES) return;
-  struct sample *s = &c->samples[(c->s_head + c->s_len) % STREAM_SAMPLES];
-  s->end = end;
-  s->t = now;
-  c->s_len++;
+  samples_sent(&c->samples, before, c->tx_off, g_echo.o.size, now);
 }
 
 /* Queue one more message (pingpong/pipeline): it goes out in the next write. */
@@ -93,14 +88,7 @@ static void send_msg(struct echo_conn *c, uint64_t now) {
 static void complete_msgs(struct echo_worker *w, struct echo_conn *c, uint64_t now) {
   uint64_t size = g_echo.o.size;
   if (g_echo.mode == MODE_STREAM) {
-    uint64_t done = c->rx_off / size;
-    if (in_window(now)) w->st.msgs += done - c->msgs_recv;
-    c->msgs_recv = done;
-    while (c->s_len > 0 && c->samples[c->s_head].end <= c->rx_off) {
-      if (in_window(now)) hist_record(&w->st.hist, now - c->samples[c->s_head].t);
-      c->s_head = (c->s_head + 1) % STREAM_SAMPLES;
-      c->s_len--;
-    }
+    samples_echoed(&c->samples, c->rx_off, size, &c->msgs_recv, now, &w->st);
     return;
   }
   while (c->msgs_recv < c->msgs_sent && c->rx_off >= (c->msgs_recv + 1) * size) {
@@ -362,8 +350,11 @@ static void connect_all(struct echo_worker *w) {
 /* The run                                                                              */
 /* ------------------------------------------------------------------------------------ */
 
+static void window_event(void *w, void *c, uint32_t events) {
+  on_event(w, c, events);
+}
+
 static void run(struct echo_worker *w) {
-  struct epoll_event evs[MAX_EVENTS];
   uint64_t now = now_ns();
   for (size_t i = 0; i < w->nconns; i++) {
     struct echo_conn *c = conn_at(w, i);
@@ -373,14 +364,7 @@ static void run(struct echo_worker *w) {
         send_msg(c, now);
     conn_write(w, c, now);
   }
-  while (w->open > 0) {
-    now = now_ns();
-    if (now >= g_t_end || stopping()) break;
-    int n = epoll_wait(w->ep, evs, MAX_EVENTS, ms_until(g_t_end, now, 100));
-    for (int i = 0; i < n; i++)
-      on_event(w, evs[i].data.ptr, evs[i].events);
-  }
-  w->st.meas_end = now < g_t_end ? now : g_t_end;
+  w->st.meas_end = load_window_loop(w->ep, &w->open, window_event, w);
 }
 
 static int drained(const struct echo_conn *c) {
@@ -495,7 +479,7 @@ static void free_workers(struct echo_worker *ws) {
     for (size_t i = 0; ws[t].conns != NULL && i < ws[t].nconns; i++) {
       struct echo_conn *c = conn_at(&ws[t], i);
       free(c->ts);
-      free(c->samples);
+      free(c->samples.ring);
       if (g_hooks->conn_free) g_hooks->conn_free(c);
     }
     free(ws[t].conns);
@@ -525,10 +509,10 @@ static struct echo_worker *make_workers(void) {
       c->id = (uint32_t)(i * T + t);
       c->shift = pattern_shift(c->id);
       if (g_echo.mode == MODE_STREAM)
-        c->samples = calloc(STREAM_SAMPLES, sizeof *c->samples);
+        c->samples.ring = calloc(STREAM_SAMPLES, sizeof *c->samples.ring);
       else
         c->ts = calloc(g_echo.depth, sizeof *c->ts);
-      if (c->samples == NULL && c->ts == NULL) return NULL;
+      if (c->samples.ring == NULL && c->ts == NULL) return NULL;
       if (g_hooks->conn_init && g_hooks->conn_init(c) != 0) return NULL;
     }
   }

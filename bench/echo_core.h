@@ -40,11 +40,6 @@ extern struct echo_config g_echo;
 /* C_HANDSHAKE: TCP connected, the tool's upgrade going on. */
 enum conn_state { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_OPEN, C_DONE, C_FAILED };
 
-struct sample { /* stream mode: a message fully sent at `t` ends at stream offset `end` */
-  uint64_t end;
-  uint64_t t;
-};
-
 struct echo_conn {
   int fd;
   enum conn_state state;
@@ -58,9 +53,8 @@ struct echo_conn {
   uint64_t tx_goal; /* stream bytes that should be written */
   uint64_t rx_off;  /* stream bytes echoed (and checked) */
   uint64_t msgs_sent, msgs_recv;
-  uint64_t *ts;           /* pingpong/pipeline: send time of message k at ts[k % depth] */
-  struct sample *samples; /* stream: ring of STREAM_SAMPLES */
-  uint32_t s_head, s_len;
+  uint64_t *ts; /* pingpong/pipeline: send time of message k at ts[k % depth] */
+  struct stream_samples samples; /* stream mode */
 };
 
 struct echo_worker {
@@ -113,7 +107,7 @@ void echo_conn_close(struct echo_worker *w, struct echo_conn *c);
 void echo_conn_lost(struct echo_worker *w, struct echo_conn *c, int err);
 /* Check n echoed bytes against the pattern at the conn's rx offset. */
 void echo_verify(struct echo_worker *w, struct echo_conn *c, const uint8_t *buf, size_t n);
-/* Stream mode: remember when a message boundary was fully sent, to time its echo. */
+/* Stream mode: stream bytes [before, tx_off) were sent (samples_sent). */
 void echo_stream_sample(struct echo_conn *c, uint64_t before, uint64_t now);
 
 /* The defaults: 100 conns of 64-byte messages, pingpong, depth 16 for pipeline. */

@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -292,6 +293,45 @@ void load_stats_merge(struct load_stats *dst, const struct load_stats *src) {
   dst->undrained += src->undrained;
   if (src->meas_end > dst->meas_end) dst->meas_end = src->meas_end;
   hist_merge(&dst->hist, &src->hist);
+}
+
+void samples_sent(struct stream_samples *s, uint64_t before, uint64_t tx_off, uint64_t size,
+                  uint64_t now) {
+  uint64_t end = tx_off / size * size;
+  if (end <= before || s->len == STREAM_SAMPLES) return;
+  struct sample *e = &s->ring[(s->head + s->len) % STREAM_SAMPLES];
+  e->end = end;
+  e->t = now;
+  s->len++;
+}
+
+void samples_echoed(struct stream_samples *s, uint64_t rx_off, uint64_t size,
+                    uint64_t *msgs_recv, uint64_t now, struct load_stats *st) {
+  uint64_t done = rx_off / size;
+  if (in_window(now)) st->msgs += done - *msgs_recv;
+  *msgs_recv = done;
+  while (s->len > 0 && s->ring[s->head].end <= rx_off) {
+    if (in_window(now)) hist_record(&st->hist, now - s->ring[s->head].t);
+    s->head = (s->head + 1) % STREAM_SAMPLES;
+    s->len--;
+  }
+}
+
+#define WINDOW_EVENTS 256 /* epoll events per wait in the measured window */
+
+uint64_t load_window_loop(int ep, const size_t *open,
+                          void (*on_event)(void *ctx, void *ptr, uint32_t events),
+                          void *ctx) {
+  struct epoll_event evs[WINDOW_EVENTS];
+  uint64_t now = now_ns();
+  while (open == NULL || *open > 0) {
+    now = now_ns();
+    if (now >= g_t_end || stopping()) break;
+    int n = epoll_wait(ep, evs, WINDOW_EVENTS, ms_until(g_t_end, now, 100));
+    for (int i = 0; i < n; i++)
+      on_event(ctx, evs[i].data.ptr, evs[i].events);
+  }
+  return now < g_t_end ? now : g_t_end;
 }
 
 /* The threads of the run: written by main in load_start, read by main. */

@@ -207,7 +207,7 @@ int load_opt(struct load_opts *o, int opt, const char *arg, uint64_t min_size);
 int load_opts_finish(struct load_opts *o, int tls_scheme, const char **rest);
 
 /* ------------------------------------------------------------------------------------ */
-/* Counters and results                                                                 */
+/* Counters, stream-mode samples, the measured window, results                          */
 /* ------------------------------------------------------------------------------------ */
 
 /* One worker's counters, owned by it until it is joined; then merged by main. */
@@ -221,6 +221,34 @@ struct load_stats {
 
 /* Add src's counters to dst (meas_end: the later one). */
 void load_stats_merge(struct load_stats *dst, const struct load_stats *src);
+
+/* Stream mode's latency samples: a ring (STREAM_SAMPLES entries, allocated by the
+ * tool) of message ends in flight, each with the time it was fully sent. */
+struct sample {
+  uint64_t end; /* stream offset the message ends at */
+  uint64_t t;   /* when it was fully sent */
+};
+struct stream_samples {
+  struct sample *ring;
+  uint32_t head, len;
+};
+
+/* Stream bytes [before, tx_off) were just sent at `now`: if a SIZE-byte message ends in
+ * them, remember the last such end (if the ring has room) to time its echo. */
+void samples_sent(struct stream_samples *s, uint64_t before, uint64_t tx_off, uint64_t size,
+                  uint64_t now);
+
+/* The echo reached rx_off at `now`: count the SIZE-byte messages completed since
+ * *msgs_recv and time the sampled ones, into st while in the window. */
+void samples_echoed(struct stream_samples *s, uint64_t rx_off, uint64_t size,
+                    uint64_t *msgs_recv, uint64_t now, struct load_stats *st);
+
+/* The measured window on epoll instance ep: every event goes to on_event(ctx,
+ * data.ptr, events) until g_t_end, g_stop, or (open not NULL) *open is 0. Returns
+ * when measuring stopped (at most g_t_end). Worker thread. */
+uint64_t load_window_loop(int ep, const size_t *open,
+                          void (*on_event)(void *ctx, void *ptr, uint32_t events),
+                          void *ctx);
 
 /*
  * The run's threads. Main: load_start, then load_ready (every worker set up), set the

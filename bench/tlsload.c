@@ -108,11 +108,6 @@ static const char *ssl_reason(void) {
  */
 enum conn_state { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_OPEN, C_DONE, C_FAILED };
 
-struct sample {
-  uint64_t end; /* stream offset a message ends at */
-  uint64_t t;   /* when it was fully written */
-};
-
 struct conn {
   int fd;
   SSL *ssl; /* NULL with --plain or while not connected */
@@ -134,8 +129,7 @@ struct conn {
   uint64_t wpend;     /* the length of an SSL_write to retry (0: none) */
   uint64_t msgs_recv; /* pingpong: messages echoed */
   uint64_t sent_at;   /* pingpong: when the message in flight was queued */
-  struct sample *samples;
-  uint32_t s_head, s_len;
+  struct stream_samples samples; /* stream mode */
 };
 
 struct worker {
@@ -181,7 +175,7 @@ static void conn_close(struct worker *w, struct conn *c, enum conn_state next) {
 static void stream_reset(struct conn *c) {
   c->tx_off = c->tx_goal = c->rx_off = c->wpend = 0;
   c->msgs_recv = 0;
-  c->s_head = c->s_len = 0;
+  c->samples.head = c->samples.len = 0;
 }
 
 /* An open conn closed or broke under us: always an error. */
@@ -350,12 +344,7 @@ static void verify(struct worker *w, struct conn *c, const uint8_t *buf, size_t 
 }
 
 static void stream_sample(struct conn *c, uint64_t before, uint64_t now) {
-  uint64_t end = c->tx_off / g_cfg.o.size * g_cfg.o.size;
-  if (end <= before || c->s_len == STREAM_SAMPLES) return;
-  struct sample *s = &c->samples[(c->s_head + c->s_len) % STREAM_SAMPLES];
-  s->end = end;
-  s->t = now;
-  c->s_len++;
+  samples_sent(&c->samples, before, c->tx_off, g_cfg.o.size, now);
 }
 
 static void update_events(struct worker *w, struct conn *c) {
@@ -403,17 +392,9 @@ static void setup_done(struct worker *w, struct conn *c) {
 /* Account for what the echo completed. Returns 0 if the conn is gone. */
 static int complete_msgs(struct worker *w, struct conn *c, uint64_t now) {
   switch (g_cfg.mode) {
-  case MODE_STREAM: {
-    uint64_t done = c->rx_off / g_cfg.o.size;
-    if (in_window(now)) w->st.msgs += done - c->msgs_recv;
-    c->msgs_recv = done;
-    while (c->s_len > 0 && c->samples[c->s_head].end <= c->rx_off) {
-      if (in_window(now)) hist_record(&w->st.hist, now - c->samples[c->s_head].t);
-      c->s_head = (c->s_head + 1) % STREAM_SAMPLES;
-      c->s_len--;
-    }
+  case MODE_STREAM:
+    samples_echoed(&c->samples, c->rx_off, g_cfg.o.size, &c->msgs_recv, now, &w->st);
     return 1;
-  }
   case MODE_PINGPONG:
     if (c->rx_off == c->tx_goal && c->tx_goal == (c->msgs_recv + 1) * g_cfg.o.size) {
       c->msgs_recv++;
@@ -670,8 +651,11 @@ static void run_handshakes(struct worker *w) {
     if (w->conns[i].fd >= 0) conn_close(w, &w->conns[i], C_DONE);
 }
 
+static void window_event(void *w, void *c, uint32_t events) {
+  on_event(w, c, events);
+}
+
 static void run_echo(struct worker *w) {
-  struct epoll_event evs[MAX_EVENTS];
   uint64_t now = now_ns();
   for (size_t i = 0; i < w->nconns; i++) {
     struct conn *c = &w->conns[i];
@@ -682,14 +666,7 @@ static void run_echo(struct worker *w) {
     }
     conn_write(w, c, now);
   }
-  while (w->open > 0) {
-    now = now_ns();
-    if (now >= g_t_end || stopping()) break;
-    int n = epoll_wait(w->ep, evs, MAX_EVENTS, ms_until(g_t_end, now, 100));
-    for (int i = 0; i < n; i++)
-      on_event(w, evs[i].data.ptr, evs[i].events);
-  }
-  w->st.meas_end = now < g_t_end ? now : g_t_end;
+  w->st.meas_end = load_window_loop(w->ep, &w->open, window_event, w);
 }
 
 static int drained(const struct conn *c) {
@@ -733,15 +710,7 @@ static void drain(struct worker *w) {
 
 /* Idle mode: hold the conns until the end, counting any the server closes. */
 static void hold_idle(struct worker *w) {
-  struct epoll_event evs[MAX_EVENTS];
-  for (;;) {
-    uint64_t now = now_ns();
-    if (now >= g_t_end || stopping()) break;
-    int n = epoll_wait(w->ep, evs, MAX_EVENTS, ms_until(g_t_end, now, 100));
-    for (int i = 0; i < n; i++)
-      on_event(w, evs[i].data.ptr, evs[i].events);
-  }
-  w->st.meas_end = g_t_end < now_ns() ? g_t_end : now_ns();
+  w->st.meas_end = load_window_loop(w->ep, NULL, window_event, w);
   for (size_t i = 0; i < w->nconns; i++)
     if (w->conns[i].fd >= 0) conn_close(w, &w->conns[i], C_DONE);
 }
@@ -889,8 +858,8 @@ static struct worker *make_workers(void) {
       c->id = (uint32_t)(i * T + t);
       c->shift = pattern_shift(c->id);
       if (g_cfg.mode == MODE_STREAM) {
-        c->samples = calloc(STREAM_SAMPLES, sizeof *c->samples);
-        if (c->samples == NULL) return NULL;
+        c->samples.ring = calloc(STREAM_SAMPLES, sizeof *c->samples.ring);
+        if (c->samples.ring == NULL) return NULL;
       }
     }
   }
@@ -900,7 +869,7 @@ static struct worker *make_workers(void) {
 static void free_workers(struct worker *ws) {
   for (size_t t = 0; t < g_cfg.o.threads; t++) {
     for (size_t i = 0; i < ws[t].nconns; i++)
-      free(ws[t].conns[i].samples);
+      free(ws[t].conns[i].samples.ring);
     free(ws[t].conns);
     free(ws[t].rbuf);
     if (ws[t].ep >= 0) close(ws[t].ep);
