@@ -1,9 +1,10 @@
 /*
  * What the bench load tools (echoload, wsload, tlsload, async_latency) share: the
  * latency histogram, the clock, bounded error reporting, the checked byte pattern, the
- * command-line helpers (counts with K/M suffixes, seconds, HOST:PORT), process set-up
- * (signals, open-files limit), the per-worker counters and the summary and RESULT line
- * that bench/run.sh and bench/measure.py parse.
+ * command-line helpers (counts with K/M suffixes, seconds, HOST:PORT, the options every
+ * tool takes), process set-up (signals, open-files limit), the worker threads and their
+ * barriers, the per-worker counters, stream-mode latency samples, the measured-window
+ * loop, and the summary and RESULT line that bench/run.sh and bench/measure.py parse.
  *
  * Compiled once (bench/load_common.c) and linked into each tool; CMakeLists.txt keeps it
  * out of the one-program-per-file glob. What is hot (histogram record, clock, window
