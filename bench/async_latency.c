@@ -19,8 +19,9 @@
  *     fast as it can, but skips a conn while M of its records are in flight (written by
  *     workers, not yet read by the client), so memory stays bounded;
  *   - 1 or more reader threads that epoll their share of the client sockets, cut the
- *     stream into records, record receive time - send time in a log-linear histogram and
- *     check that each (conn, worker) sequence goes 0, 1, 2, ... without a gap.
+ *     stream into records, record receive time - send time in a log-linear histogram
+ *     (load_common.h, the one echoload uses) and check that each (conn, worker)
+ *     sequence goes 0, 1, 2, ... without a gap.
  *
  * Then a bounded drain (every written record must arrive), the loops' wake-up and task
  * counters are read again, and the summary ends with one "RESULT k=v ..." line. Exit 1
@@ -37,7 +38,6 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -50,10 +50,7 @@
 #include <unistd.h>
 
 #include "cgnet.h"
-
-#define NS_PER_US 1000ull
-#define NS_PER_MS 1000000ull
-#define NS_PER_S 1000000000ull
+#include "load_common.h"
 
 #define REC_MAGIC 0xa5c1a7e5u
 #define REC_MIN 32u           /* the header */
@@ -61,7 +58,6 @@
 #define READ_BUF (256u * 1024u)
 #define MAX_EVENTS 128
 #define MAX_THREADS 64
-#define MAX_REPORTS 20
 
 #define OPEN_TIMEOUT_NS (5000 * NS_PER_MS) /* every conn must reach on_open by then */
 #define DRAIN_MAX_NS (10000 * NS_PER_MS)   /* the drain gives up after this long */
@@ -82,75 +78,6 @@ struct rec {
   uint32_t size;
 };
 _Static_assert(sizeof(struct rec) == REC_MIN, "record header is REC_MIN bytes");
-
-/* ------------------------------------------------------------------------------------ */
-/* Latency histogram: log-linear, fixed size, no allocation per sample                  */
-/* ------------------------------------------------------------------------------------ */
-
-/*
- * The same histogram as echoload's: values (ns) below 256 get a bucket each; above,
- * every power of two is split into 128 buckets, so a reported value is within 0.4% of
- * the true one. Values are clamped to 2^40 ns.
- */
-#define HIST_LINEAR 256u
-#define HIST_SUB 128u
-#define HIST_MAX_VALUE ((1ull << 40) - 1)
-#define HIST_BUCKETS (HIST_LINEAR + 32u * HIST_SUB)
-
-struct hist {
-  uint64_t count[HIST_BUCKETS];
-  uint64_t total;
-  uint64_t max;
-};
-
-static unsigned hist_index(uint64_t v) {
-  if (v > HIST_MAX_VALUE) v = HIST_MAX_VALUE;
-  if (v < HIST_LINEAR) return (unsigned)v;
-  unsigned msb = 63u - (unsigned)__builtin_clzll(v); /* >= 8 */
-  unsigned shift = msb - 7u;                         /* v >> shift is in [128, 256) */
-  unsigned top = (unsigned)(v >> shift);
-  return HIST_LINEAR + (shift - 1u) * HIST_SUB + (top - HIST_SUB);
-}
-
-/* The middle of bucket idx. */
-static uint64_t hist_value(unsigned idx) {
-  if (idx < HIST_LINEAR) return idx;
-  unsigned k = idx - HIST_LINEAR;
-  unsigned shift = k / HIST_SUB + 1u;
-  uint64_t top = HIST_SUB + k % HIST_SUB;
-  return (top << shift) + ((1ull << shift) >> 1);
-}
-
-static void hist_record(struct hist *h, uint64_t v) {
-  h->count[hist_index(v)]++;
-  h->total++;
-  if (v > h->max) h->max = v;
-}
-
-static void hist_merge(struct hist *dst, const struct hist *src) {
-  for (unsigned i = 0; i < HIST_BUCKETS; i++)
-    dst->count[i] += src->count[i];
-  dst->total += src->total;
-  if (src->max > dst->max) dst->max = src->max;
-}
-
-/* The value at quantile q (0 < q <= 1), in ns; 0 when empty. */
-static uint64_t hist_quantile(const struct hist *h, double q) {
-  if (h->total == 0) return 0;
-  double exact = q * (double)h->total;
-  uint64_t want = (uint64_t)exact;
-  if ((double)want < exact) want++; /* ceil */
-  if (want < 1) want = 1;
-  uint64_t seen = 0;
-  for (unsigned i = 0; i < HIST_BUCKETS; i++) {
-    seen += h->count[i];
-    if (seen >= want) {
-      uint64_t v = hist_value(i);
-      return v < h->max ? v : h->max;
-    }
-  }
-  return h->max;
-}
 
 /* ------------------------------------------------------------------------------------ */
 /* Configuration and shared state                                                       */
@@ -217,36 +144,13 @@ static _Atomic int g_stop_readers;
 static _Atomic int g_teardown;         /* set before main closes the clients */
 static _Atomic uint64_t g_done_errors; /* write completions with a non-zero status */
 static _Atomic uint64_t g_server_lost; /* conns closed by the server side before teardown */
-static _Atomic int g_reports;
 static pthread_barrier_t g_go;
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
-}
 
 static void sleep_ns(uint64_t ns) {
   struct timespec ts = {.tv_sec = (time_t)(ns / NS_PER_S),
                         .tv_nsec = (long)(ns % NS_PER_S)};
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
   }
-}
-
-/* Print one error line to stderr, at most MAX_REPORTS in all. Any thread. */
-__attribute__((format(printf, 1, 2))) static void report(const char *fmt, ...) {
-  int n = atomic_fetch_add_explicit(&g_reports, 1, memory_order_relaxed);
-  if (n > MAX_REPORTS) return;
-  if (n == MAX_REPORTS) {
-    fputs("async_latency: further errors not shown\n", stderr);
-    return;
-  }
-  char line[256];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  fprintf(stderr, "async_latency: %s\n", line);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -769,6 +673,7 @@ static void join_readers(struct reader *rs, struct totals *t) {
 }
 
 int main(int argc, char **argv) {
+  g_prog = "async_latency";
   parse_options(argc, argv);
   raise_nofile(2 * g_cfg.conns + 64);
 

@@ -21,8 +21,9 @@
  *              SIGINT/SIGTERM) while watching that none is closed.
  * --plain runs any mode over plain TCP (to show what TLS costs); --tls12 forces TLS 1.2.
  *
- * Payload and checks as in echoload: conn c's byte stream is a pseudo-random table read
- * from a per-conn offset, so every echoed byte is compared with what was sent.
+ * Payload and checks as in echoload (both from load_common.h, with the histogram, the
+ * argument helpers and the RESULT keys): conn c's byte stream is a pseudo-random table
+ * read from a per-conn offset, so every echoed byte is compared with what was sent.
  *
  * The handshake is "really complete" when SSL_do_handshake returned 1 with the version
  * asked for, a cipher, a server certificate and no resumption; anything else counts as
@@ -37,40 +38,29 @@
 
 #include <errno.h>
 #include <getopt.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-#define NS_PER_MS 1000000ull
-#define NS_PER_S 1000000000ull
+#include "load_common.h"
 
-#define PERIOD 65521u             /* prime; the table is 2 * PERIOD bytes */
 #define READ_BUF (64u * 1024u)    /* per-thread read buffer (a TLS record is <= 16 KiB) */
 #define WRITE_CHUNK (16u * 1024u) /* bytes per write call: one full TLS record */
 #define WRITE_FAIR (256u * 1024u) /* bytes per conn per wake-up */
 #define READS_PER_WAKE 64         /* plain reads per conn per wake-up */
 #define MAX_EVENTS 256
-
-#define STREAM_WINDOW_MAX (4u << 20)
-#define STREAM_WINDOW_MIN (64u << 10)
-#define STREAM_WINDOW_TOTAL (1ull << 30)
-#define STREAM_SAMPLES 64
 
 /* Setting up (pingpong, stream, idle): attempts per conn, conns being set up per thread.
  * Any mode: a connect plus handshake (plus the handshake mode's echo) is given up after
@@ -82,131 +72,22 @@
 #define DRAIN_STALL_NS (2000 * NS_PER_MS)
 #define DRAIN_MAX_NS (10000 * NS_PER_MS)
 
-#define MAX_REPORTS 20
-
 enum mode { MODE_HANDSHAKE, MODE_PINGPONG, MODE_STREAM, MODE_IDLE };
 static const char *const mode_names[] = {"handshake", "pingpong", "stream", "idle"};
-
-/* ------------------------------------------------------------------------------------ */
-/* Latency histogram (log-linear, fixed size), as in echoload                           */
-/* ------------------------------------------------------------------------------------ */
-
-#define HIST_LINEAR 256u
-#define HIST_SUB 128u
-#define HIST_MAX_VALUE ((1ull << 40) - 1)
-#define HIST_BUCKETS (HIST_LINEAR + 32u * HIST_SUB)
-
-struct hist {
-  uint64_t count[HIST_BUCKETS];
-  uint64_t total;
-  uint64_t max;
-};
-
-static unsigned hist_index(uint64_t v) {
-  if (v > HIST_MAX_VALUE) v = HIST_MAX_VALUE;
-  if (v < HIST_LINEAR) return (unsigned)v;
-  unsigned msb = 63u - (unsigned)__builtin_clzll(v);
-  unsigned shift = msb - 7u;
-  unsigned top = (unsigned)(v >> shift);
-  return HIST_LINEAR + (shift - 1u) * HIST_SUB + (top - HIST_SUB);
-}
-
-static uint64_t hist_value(unsigned idx) {
-  if (idx < HIST_LINEAR) return idx;
-  unsigned k = idx - HIST_LINEAR;
-  unsigned shift = k / HIST_SUB + 1u;
-  uint64_t top = HIST_SUB + k % HIST_SUB;
-  return (top << shift) + ((1ull << shift) >> 1);
-}
-
-static void hist_record(struct hist *h, uint64_t v) {
-  h->count[hist_index(v)]++;
-  h->total++;
-  if (v > h->max) h->max = v;
-}
-
-static void hist_merge(struct hist *dst, const struct hist *src) {
-  for (unsigned i = 0; i < HIST_BUCKETS; i++)
-    dst->count[i] += src->count[i];
-  dst->total += src->total;
-  if (src->max > dst->max) dst->max = src->max;
-}
-
-static uint64_t hist_quantile(const struct hist *h, double q) {
-  if (h->total == 0) return 0;
-  double exact = q * (double)h->total;
-  uint64_t want = (uint64_t)exact;
-  if ((double)want < exact) want++;
-  if (want < 1) want = 1;
-  uint64_t seen = 0;
-  for (unsigned i = 0; i < HIST_BUCKETS; i++) {
-    seen += h->count[i];
-    if (seen >= want) {
-      uint64_t v = hist_value(i);
-      return v < h->max ? v : h->max;
-    }
-  }
-  return h->max;
-}
 
 /* ------------------------------------------------------------------------------------ */
 /* Configuration and shared state                                                       */
 /* ------------------------------------------------------------------------------------ */
 
 struct config {
-  const char *target;
-  struct sockaddr_storage addr;
-  socklen_t addrlen;
-  size_t conns;
-  uint64_t size;
-  double secs;
-  double warmup;
-  size_t threads;
+  struct load_opts o; /* -a -c -s -d -w -t */
   enum mode mode;
-  uint64_t window;
   int plain;
   int tls_version; /* TLS1_3_VERSION or TLS1_2_VERSION */
 };
 
 /* Written by main before the threads start; read-only afterwards. */
 static struct config g_cfg;
-static uint8_t g_pattern[2 * PERIOD];
-
-/* The measured window; written by main before the g_go barrier. */
-static uint64_t g_t_start, g_t_end;
-static pthread_barrier_t g_ready, g_go;
-
-static atomic_int g_stop;
-static atomic_int g_reports;
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
-}
-
-static int in_window(uint64_t t) {
-  return t >= g_t_start && t < g_t_end;
-}
-
-static int stopping(void) {
-  return atomic_load_explicit(&g_stop, memory_order_relaxed);
-}
-
-__attribute__((format(printf, 1, 2))) static void report(const char *fmt, ...) {
-  int n = atomic_fetch_add_explicit(&g_reports, 1, memory_order_relaxed);
-  if (n > MAX_REPORTS) return;
-  if (n == MAX_REPORTS) {
-    fputs("tlsload: further errors not shown\n", stderr);
-    return;
-  }
-  char line[384];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  fprintf(stderr, "tlsload: %s\n", line);
-}
 
 /* OpenSSL's reason for the last error on this thread, and the queue cleared. */
 static const char *ssl_reason(void) {
@@ -214,17 +95,6 @@ static const char *ssl_reason(void) {
   const char *r = e ? ERR_reason_error_string(e) : NULL;
   ERR_clear_error();
   return r ? r : "no OpenSSL reason";
-}
-
-static void pattern_init(void) {
-  uint64_t x = 0x9e3779b97f4a7c15ull;
-  for (unsigned i = 0; i < PERIOD; i++) {
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    g_pattern[i] = (uint8_t)((x * 0x2545f4914f6cdd1dull) >> 56);
-  }
-  memcpy(g_pattern + PERIOD, g_pattern, PERIOD);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -237,11 +107,6 @@ static void pattern_init(void) {
  * to C_IDLE (handshake mode, or a retry while setting up), C_DONE or C_FAILED.
  */
 enum conn_state { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_OPEN, C_DONE, C_FAILED };
-
-struct sample {
-  uint64_t end; /* stream offset a message ends at */
-  uint64_t t;   /* when it was fully written */
-};
 
 struct conn {
   int fd;
@@ -264,12 +129,10 @@ struct conn {
   uint64_t wpend;     /* the length of an SSL_write to retry (0: none) */
   uint64_t msgs_recv; /* pingpong: messages echoed */
   uint64_t sent_at;   /* pingpong: when the message in flight was queued */
-  struct sample *samples;
-  uint32_t s_head, s_len;
+  struct stream_samples samples; /* stream mode */
 };
 
 struct worker {
-  pthread_t thread;
   int ep;
   SSL_CTX *ctx;
   int draining;
@@ -279,13 +142,10 @@ struct worker {
   size_t inflight; /* set-up: conns connecting or handshaking (or idle's first echo) */
   size_t settled;  /* set-up: conns ready or failed for good */
   uint8_t *rbuf;
-  uint64_t meas_end;
   const char *cipher; /* the first negotiated suite (static OpenSSL text) */
   /* Results, owned by the worker until it is joined. */
-  uint64_t connected, connect_errors, handshake_errors;
-  uint64_t msgs, tx_bytes, rx_bytes;
-  uint64_t byte_errors, conns_lost, undrained;
-  struct hist hist;
+  struct load_stats st;
+  uint64_t handshake_errors;
 };
 
 static void set_events(struct worker *w, struct conn *c, uint32_t ev) {
@@ -315,14 +175,14 @@ static void conn_close(struct worker *w, struct conn *c, enum conn_state next) {
 static void stream_reset(struct conn *c) {
   c->tx_off = c->tx_goal = c->rx_off = c->wpend = 0;
   c->msgs_recv = 0;
-  c->s_head = c->s_len = 0;
+  c->samples.head = c->samples.len = 0;
 }
 
 /* An open conn closed or broke under us: always an error. */
 static void conn_lost(struct worker *w, struct conn *c, const char *why) {
   report("conn %u: %s after %llu bytes sent, %llu echoed", c->id, why,
          (unsigned long long)c->tx_off, (unsigned long long)c->rx_off);
-  w->conns_lost++;
+  w->st.conns_lost++;
   if (g_cfg.mode == MODE_IDLE && !c->ready) { /* lost while being set up */
     w->inflight--;
     w->settled++;
@@ -344,7 +204,7 @@ static void attempt_failed(struct worker *w, struct conn *c, int handshake,
   if (handshake)
     w->handshake_errors++;
   else if (g_cfg.mode == MODE_HANDSHAKE)
-    w->connect_errors++;
+    w->st.connect_errors++;
   report("conn %u: %s failed: %s", c->id, handshake ? "TLS handshake" : "connect", why);
   if (g_cfg.mode == MODE_HANDSHAKE) {
     c->when = now + 10 * NS_PER_MS;
@@ -353,7 +213,7 @@ static void attempt_failed(struct worker *w, struct conn *c, int handshake,
   c->attempts++;
   if (c->attempts >= CONNECT_ATTEMPTS || stopping()) {
     c->state = C_FAILED;
-    if (!handshake) w->connect_errors++;
+    if (!handshake) w->st.connect_errors++;
     w->settled++;
     return;
   }
@@ -362,7 +222,7 @@ static void attempt_failed(struct worker *w, struct conn *c, int handshake,
 
 /* Start a connect. Returns 0, or -1 if it failed at once (already accounted for). */
 static int conn_start(struct worker *w, struct conn *c, uint64_t now) {
-  int fd = socket(g_cfg.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = socket(g_cfg.o.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     c->state = C_CONNECTING;
     if (g_cfg.mode != MODE_HANDSHAKE) w->inflight++;
@@ -384,7 +244,7 @@ static int conn_start(struct worker *w, struct conn *c, uint64_t now) {
     attempt_failed(w, c, 0, strerror(errno));
     return -1;
   }
-  if (connect(fd, (const struct sockaddr *)&g_cfg.addr, g_cfg.addrlen) != 0 &&
+  if (connect(fd, (const struct sockaddr *)&g_cfg.o.addr, g_cfg.o.addrlen) != 0 &&
       errno != EINPROGRESS) {
     attempt_failed(w, c, 0, strerror(errno));
     return -1;
@@ -479,43 +339,12 @@ static long io_write(struct conn *c, const uint8_t *buf, size_t n, const char **
 /* The echo: writing, reading, checking                                                 */
 /* ------------------------------------------------------------------------------------ */
 
-static void mismatch(struct worker *w, struct conn *c, const uint8_t *buf,
-                     const uint8_t *want, size_t n, uint64_t off) {
-  uint64_t bad = 0;
-  size_t first = n;
-  for (size_t i = 0; i < n; i++) {
-    if (buf[i] != want[i]) {
-      if (first == n) first = i;
-      bad++;
-    }
-  }
-  w->byte_errors += bad;
-  if (!c->reported) {
-    c->reported = 1;
-    report("conn %u: wrong byte at stream offset %llu: got 0x%02x, want 0x%02x", c->id,
-           (unsigned long long)(off + first), buf[first], want[first]);
-  }
-}
-
 static void verify(struct worker *w, struct conn *c, const uint8_t *buf, size_t n) {
-  uint64_t off = c->rx_off;
-  while (n > 0) {
-    size_t idx = (size_t)((off + c->shift) % PERIOD);
-    size_t k = n < 2 * PERIOD - idx ? n : 2 * PERIOD - idx;
-    if (memcmp(buf, g_pattern + idx, k) != 0) mismatch(w, c, buf, g_pattern + idx, k, off);
-    buf += k;
-    off += k;
-    n -= k;
-  }
+  pattern_verify(buf, n, c->rx_off, c->id, c->shift, &c->reported, &w->st.byte_errors, 0);
 }
 
 static void stream_sample(struct conn *c, uint64_t before, uint64_t now) {
-  uint64_t end = c->tx_off / g_cfg.size * g_cfg.size;
-  if (end <= before || c->s_len == STREAM_SAMPLES) return;
-  struct sample *s = &c->samples[(c->s_head + c->s_len) % STREAM_SAMPLES];
-  s->end = end;
-  s->t = now;
-  c->s_len++;
+  samples_sent(&c->samples, before, c->tx_off, g_cfg.o.size, now);
 }
 
 static void update_events(struct worker *w, struct conn *c) {
@@ -526,7 +355,7 @@ static void update_events(struct worker *w, struct conn *c) {
 /* Write from tx_off towards tx_goal straight out of the pattern table. Returns 0 if the
  * conn is gone. */
 static int conn_write(struct worker *w, struct conn *c, uint64_t now) {
-  if (g_cfg.mode == MODE_STREAM && !w->draining) c->tx_goal = c->rx_off + g_cfg.window;
+  if (g_cfg.mode == MODE_STREAM && !w->draining) c->tx_goal = c->rx_off + g_cfg.o.window;
   size_t budget = WRITE_FAIR;
   while (c->tx_off < c->tx_goal && budget > 0) {
     size_t idx = (size_t)((c->tx_off + c->shift) % PERIOD);
@@ -543,7 +372,7 @@ static int conn_write(struct worker *w, struct conn *c, uint64_t now) {
     uint64_t before = c->tx_off;
     c->tx_off += (uint64_t)r;
     budget = (size_t)r < budget ? budget - (size_t)r : 0;
-    if (in_window(now)) w->tx_bytes += (uint64_t)r;
+    if (in_window(now)) w->st.tx_bytes += (uint64_t)r;
     if (g_cfg.mode == MODE_STREAM) stream_sample(c, before, now);
   }
   update_events(w, c);
@@ -557,44 +386,36 @@ static void setup_done(struct worker *w, struct conn *c) {
   c->ready = 1;
   w->inflight--;
   w->settled++;
-  w->connected++;
+  w->st.connected++;
 }
 
 /* Account for what the echo completed. Returns 0 if the conn is gone. */
 static int complete_msgs(struct worker *w, struct conn *c, uint64_t now) {
   switch (g_cfg.mode) {
-  case MODE_STREAM: {
-    uint64_t done = c->rx_off / g_cfg.size;
-    if (in_window(now)) w->msgs += done - c->msgs_recv;
-    c->msgs_recv = done;
-    while (c->s_len > 0 && c->samples[c->s_head].end <= c->rx_off) {
-      if (in_window(now)) hist_record(&w->hist, now - c->samples[c->s_head].t);
-      c->s_head = (c->s_head + 1) % STREAM_SAMPLES;
-      c->s_len--;
-    }
+  case MODE_STREAM:
+    samples_echoed(&c->samples, c->rx_off, g_cfg.o.size, &c->msgs_recv, now, &w->st);
     return 1;
-  }
   case MODE_PINGPONG:
-    if (c->rx_off == c->tx_goal && c->tx_goal == (c->msgs_recv + 1) * g_cfg.size) {
+    if (c->rx_off == c->tx_goal && c->tx_goal == (c->msgs_recv + 1) * g_cfg.o.size) {
       c->msgs_recv++;
       if (in_window(now)) {
-        w->msgs++;
-        hist_record(&w->hist, now - c->sent_at);
+        w->st.msgs++;
+        hist_record(&w->st.hist, now - c->sent_at);
       }
       if (!w->draining) {
         c->sent_at = now;
-        c->tx_goal += g_cfg.size;
+        c->tx_goal += g_cfg.o.size;
       }
     }
     return 1;
   case MODE_HANDSHAKE:
-    if (c->rx_off == g_cfg.size) {
+    if (c->rx_off == g_cfg.o.size) {
       cycle_done(w, c, now);
       return 0;
     }
     return 1;
   case MODE_IDLE:
-    if (!c->ready && c->rx_off == g_cfg.size) setup_done(w, c);
+    if (!c->ready && c->rx_off == g_cfg.o.size) setup_done(w, c);
     return 1;
   }
   return 1;
@@ -616,7 +437,7 @@ static int conn_read(struct worker *w, struct conn *c, uint64_t now) {
     }
     size_t n = (size_t)r;
     if (c->rx_off + n > c->tx_off) {
-      w->byte_errors += c->rx_off + n - c->tx_off;
+      w->st.byte_errors += c->rx_off + n - c->tx_off;
       report("conn %u: the server sent %llu bytes more than it was sent", c->id,
              (unsigned long long)(c->rx_off + n - c->tx_off));
       conn_lost(w, c, "too many bytes");
@@ -624,7 +445,7 @@ static int conn_read(struct worker *w, struct conn *c, uint64_t now) {
     }
     verify(w, c, w->rbuf, n);
     c->rx_off += n;
-    if (in_window(now)) w->rx_bytes += n;
+    if (in_window(now)) w->st.rx_bytes += n;
     if (!complete_msgs(w, c, now)) return 0;
   }
   return 1;
@@ -651,19 +472,19 @@ static void conn_ready(struct worker *w, struct conn *c, uint64_t now) {
   stream_reset(c);
   switch (g_cfg.mode) {
   case MODE_HANDSHAKE:
-    if (g_cfg.size == 0) {
+    if (g_cfg.o.size == 0) {
       cycle_done(w, c, now);
       return;
     }
-    c->tx_goal = g_cfg.size;
+    c->tx_goal = g_cfg.o.size;
     break;
   case MODE_IDLE:
-    if (g_cfg.size == 0) {
+    if (g_cfg.o.size == 0) {
       setup_done(w, c);
       update_events(w, c);
       return;
     }
-    c->tx_goal = g_cfg.size;
+    c->tx_goal = g_cfg.o.size;
     break;
   case MODE_PINGPONG:
   case MODE_STREAM:
@@ -677,12 +498,12 @@ static void conn_ready(struct worker *w, struct conn *c, uint64_t now) {
 /* One handshake-mode cycle is complete: count it, close, start the slot again. */
 static void cycle_done(struct worker *w, struct conn *c, uint64_t now) {
   if (in_window(now)) {
-    w->msgs++;
-    hist_record(&w->hist, now - c->t_begin);
+    w->st.msgs++;
+    hist_record(&w->st.hist, now - c->t_begin);
   }
   if (!c->cycled) {
     c->cycled = 1;
-    w->connected++; /* slots that completed at least one cycle */
+    w->st.connected++; /* slots that completed at least one cycle */
   }
   conn_close(w, c, C_IDLE);
   c->when = now; /* restarted after this batch of events: no stale event can hit it */
@@ -783,12 +604,6 @@ static void scan(struct worker *w, uint64_t now, size_t cap, size_t upto) {
   }
 }
 
-static int ms_until(uint64_t deadline, uint64_t now, int cap) {
-  if (deadline <= now) return 0;
-  uint64_t ms = (deadline - now + NS_PER_MS - 1) / NS_PER_MS;
-  return ms < (uint64_t)cap ? (int)ms : cap;
-}
-
 /* Pingpong, stream, idle: set every conn up (bounded retries, at most CONNECT_INFLIGHT
  * at a time). */
 static void setup_all(struct worker *w) {
@@ -831,31 +646,27 @@ static void run_handshakes(struct worker *w) {
       scan(w, now, SIZE_MAX, w->nconns);
     }
   }
-  w->meas_end = now < g_t_end ? now : g_t_end;
+  w->st.meas_end = now < g_t_end ? now : g_t_end;
   for (size_t i = 0; i < w->nconns; i++) /* unfinished cycles are not counted */
     if (w->conns[i].fd >= 0) conn_close(w, &w->conns[i], C_DONE);
 }
 
+static void window_event(void *w, void *c, uint32_t events) {
+  on_event(w, c, events);
+}
+
 static void run_echo(struct worker *w) {
-  struct epoll_event evs[MAX_EVENTS];
   uint64_t now = now_ns();
   for (size_t i = 0; i < w->nconns; i++) {
     struct conn *c = &w->conns[i];
     if (c->state != C_OPEN) continue;
     if (g_cfg.mode == MODE_PINGPONG) {
       c->sent_at = now;
-      c->tx_goal = g_cfg.size;
+      c->tx_goal = g_cfg.o.size;
     }
     conn_write(w, c, now);
   }
-  while (w->open > 0) {
-    now = now_ns();
-    if (now >= g_t_end || stopping()) break;
-    int n = epoll_wait(w->ep, evs, MAX_EVENTS, ms_until(g_t_end, now, 100));
-    for (int i = 0; i < n; i++)
-      on_event(w, evs[i].data.ptr, evs[i].events);
-  }
-  w->meas_end = now < g_t_end ? now : g_t_end;
+  w->st.meas_end = load_window_loop(w->ep, &w->open, window_event, w);
 }
 
 static int drained(const struct conn *c) {
@@ -890,7 +701,7 @@ static void drain(struct worker *w) {
   for (size_t i = 0; i < w->nconns; i++) {
     struct conn *c = &w->conns[i];
     if (c->state != C_OPEN) continue;
-    w->undrained++;
+    w->st.undrained++;
     report("conn %u: %llu bytes never echoed", c->id,
            (unsigned long long)(c->tx_goal - c->rx_off));
     conn_close(w, c, C_DONE);
@@ -899,15 +710,7 @@ static void drain(struct worker *w) {
 
 /* Idle mode: hold the conns until the end, counting any the server closes. */
 static void hold_idle(struct worker *w) {
-  struct epoll_event evs[MAX_EVENTS];
-  for (;;) {
-    uint64_t now = now_ns();
-    if (now >= g_t_end || stopping()) break;
-    int n = epoll_wait(w->ep, evs, MAX_EVENTS, ms_until(g_t_end, now, 100));
-    for (int i = 0; i < n; i++)
-      on_event(w, evs[i].data.ptr, evs[i].events);
-  }
-  w->meas_end = g_t_end < now_ns() ? g_t_end : now_ns();
+  w->st.meas_end = load_window_loop(w->ep, NULL, window_event, w);
   for (size_t i = 0; i < w->nconns; i++)
     if (w->conns[i].fd >= 0) conn_close(w, &w->conns[i], C_DONE);
 }
@@ -915,8 +718,7 @@ static void hold_idle(struct worker *w) {
 static void *worker_main(void *arg) {
   struct worker *w = arg;
   if (g_cfg.mode != MODE_HANDSHAKE) setup_all(w);
-  pthread_barrier_wait(&g_ready);
-  pthread_barrier_wait(&g_go); /* main has set the window (or g_stop) */
+  load_worker_sync();
   switch (g_cfg.mode) {
   case MODE_HANDSHAKE:
     run_handshakes(w);
@@ -962,97 +764,22 @@ static void usage(FILE *f) {
       "no conn was lost, 1 otherwise, 2 for bad arguments.\n");
 }
 
-static int parse_u64(const char *s, uint64_t min, uint64_t max, int suffix, uint64_t *out) {
-  char *end;
-  errno = 0;
-  if (*s == '-' || *s == '\0') return -1;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno != 0 || end == s) return -1;
-  uint64_t mul = 1;
-  if (suffix && (*end == 'K' || *end == 'k'))
-    mul = 1024, end++;
-  else if (suffix && (*end == 'M' || *end == 'm'))
-    mul = 1024 * 1024, end++;
-  if (*end != '\0' || v > max / mul || v * mul < min) return -1;
-  *out = v * mul;
-  return 0;
-}
-
-static int parse_secs(const char *s, double min, double *out) {
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (errno != 0 || end == s || *end != '\0' || !(v >= min) || v > 86400.0) return -1;
-  *out = v;
-  return 0;
-}
-
-/* HOST:PORT or [HOST]:PORT, optionally after tls:// or tcp://. */
-static int parse_target(const char *target) {
-  char host[256], *port;
-  const char *s = target;
-  if (strncmp(s, "tls://", 6) == 0 || strncmp(s, "tcp://", 6) == 0) s += 6;
-  if (snprintf(host, sizeof host, "%s", s) >= (int)sizeof host) return -1;
-  port = strrchr(host, ':');
-  if (port == NULL || port[1] == '\0') return -1;
-  *port++ = '\0';
-  char *h = host;
-  if (h[0] == '[') {
-    size_t n = strlen(h);
-    if (n < 2 || h[n - 1] != ']') return -1;
-    h[n - 1] = '\0';
-    h++;
-  }
-  struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
-  struct addrinfo *res;
-  int rc = getaddrinfo(h, port, &hints, &res);
-  if (rc != 0) {
-    fprintf(stderr, "tlsload: %s: %s\n", target, gai_strerror(rc));
-    return -1;
-  }
-  memcpy(&g_cfg.addr, res->ai_addr, res->ai_addrlen);
-  g_cfg.addrlen = res->ai_addrlen;
-  freeaddrinfo(res);
-  return 0;
-}
-
 static int parse_args(int argc, char **argv) {
   static const struct option longopts[] = {{"tls12", no_argument, NULL, '2'},
                                            {"plain", no_argument, NULL, 'P'},
                                            {"help", no_argument, NULL, 'h'},
                                            {0, 0, 0, 0}};
-  uint64_t v;
-  long nproc = sysconf(_SC_NPROCESSORS_ONLN);
   int size_set = 0;
-  g_cfg.conns = 64;
-  g_cfg.secs = 5.0;
+  load_opts_init(&g_cfg.o, 64, 0);
   g_cfg.mode = MODE_HANDSHAKE;
   g_cfg.tls_version = TLS1_3_VERSION;
-  g_cfg.threads = nproc > 1 ? (size_t)nproc / 2 : 1;
   int opt;
   while ((opt = getopt_long(argc, argv, "a:c:s:d:t:m:w:h", longopts, NULL)) != -1) {
+    int taken = load_opt(&g_cfg.o, opt, optarg, 0);
+    if (taken < 0) return -1;
+    if (opt == 's') size_set = 1;
+    if (taken) continue;
     switch (opt) {
-    case 'a':
-      g_cfg.target = optarg;
-      break;
-    case 'c':
-      if (parse_u64(optarg, 1, 1000000, 0, &v) != 0) return -1;
-      g_cfg.conns = (size_t)v;
-      break;
-    case 's':
-      if (parse_u64(optarg, 0, 1ull << 30, 1, &g_cfg.size) != 0) return -1;
-      size_set = 1;
-      break;
-    case 'd':
-      if (parse_secs(optarg, 0.001, &g_cfg.secs) != 0) return -1;
-      break;
-    case 'w':
-      if (parse_secs(optarg, 0.0, &g_cfg.warmup) != 0) return -1;
-      break;
-    case 't':
-      if (parse_u64(optarg, 1, 1024, 0, &v) != 0) return -1;
-      g_cfg.threads = (size_t)v;
-      break;
     case 'm':
       if (strcmp(optarg, "handshake") == 0)
         g_cfg.mode = MODE_HANDSHAKE;
@@ -1078,44 +805,18 @@ static int parse_args(int argc, char **argv) {
       return -1;
     }
   }
-  if (optind != argc || g_cfg.target == NULL) return -1;
-  if (!size_set) g_cfg.size = g_cfg.mode == MODE_HANDSHAKE ? 0 : 64;
-  if (g_cfg.size == 0 && (g_cfg.mode == MODE_PINGPONG || g_cfg.mode == MODE_STREAM)) {
+  if (optind != argc || g_cfg.o.target == NULL) return -1;
+  if (!size_set) g_cfg.o.size = g_cfg.mode == MODE_HANDSHAKE ? 0 : 64;
+  if (g_cfg.o.size == 0 && (g_cfg.mode == MODE_PINGPONG || g_cfg.mode == MODE_STREAM)) {
     fprintf(stderr, "tlsload: -s must be at least 1 in %s mode\n", mode_names[g_cfg.mode]);
     return -1;
   }
-  if (g_cfg.threads > g_cfg.conns) g_cfg.threads = g_cfg.conns;
-  uint64_t share = STREAM_WINDOW_TOTAL / g_cfg.conns;
-  g_cfg.window = share > STREAM_WINDOW_MAX ? STREAM_WINDOW_MAX : share;
-  if (g_cfg.window < STREAM_WINDOW_MIN) g_cfg.window = STREAM_WINDOW_MIN;
-  return parse_target(g_cfg.target);
+  return load_opts_finish(&g_cfg.o, 1, NULL);
 }
 
 /* ------------------------------------------------------------------------------------ */
 /* Setup, results                                                                       */
 /* ------------------------------------------------------------------------------------ */
-
-static void on_signal(int sig) {
-  (void)sig;
-  atomic_store(&g_stop, 1);
-}
-
-static void setup_process(void) {
-  signal(SIGPIPE, SIG_IGN);
-  struct sigaction sa = {.sa_handler = on_signal, .sa_flags = (int)SA_RESETHAND};
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
-  struct rlimit rl;
-  rlim_t need = (rlim_t)(g_cfg.conns + 2 * g_cfg.threads + 32);
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < need) {
-    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need : rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-    if (rl.rlim_cur < need)
-      fprintf(stderr, "tlsload: warning: open files limit %llu is below the %llu needed\n",
-              (unsigned long long)rl.rlim_cur, (unsigned long long)need);
-  }
-}
 
 /* One client context per thread: no verification, no session cache, no tickets, the
  * default TLS 1.3 suites (and the default TLS 1.2 list with --tls12). */
@@ -1137,14 +838,14 @@ static SSL_CTX *make_ctx(void) {
 }
 
 static struct worker *make_workers(void) {
-  size_t T = g_cfg.threads;
+  size_t T = g_cfg.o.threads;
   struct worker *ws = calloc(T, sizeof *ws);
   if (ws == NULL) return NULL;
   for (size_t t = 0; t < T; t++)
     ws[t].ep = -1;
   for (size_t t = 0; t < T; t++) {
     struct worker *w = &ws[t];
-    w->nconns = g_cfg.conns / T + (t < g_cfg.conns % T);
+    w->nconns = g_cfg.o.conns / T + (t < g_cfg.o.conns % T);
     w->conns = calloc(w->nconns, sizeof *w->conns);
     w->rbuf = malloc(READ_BUF);
     w->ep = epoll_create1(EPOLL_CLOEXEC);
@@ -1155,10 +856,10 @@ static struct worker *make_workers(void) {
       struct conn *c = &w->conns[i];
       c->fd = -1;
       c->id = (uint32_t)(i * T + t);
-      c->shift = (uint32_t)(((uint64_t)c->id * 40503u + 12345u) % PERIOD);
+      c->shift = pattern_shift(c->id);
       if (g_cfg.mode == MODE_STREAM) {
-        c->samples = calloc(STREAM_SAMPLES, sizeof *c->samples);
-        if (c->samples == NULL) return NULL;
+        c->samples.ring = calloc(STREAM_SAMPLES, sizeof *c->samples.ring);
+        if (c->samples.ring == NULL) return NULL;
       }
     }
   }
@@ -1166,9 +867,9 @@ static struct worker *make_workers(void) {
 }
 
 static void free_workers(struct worker *ws) {
-  for (size_t t = 0; t < g_cfg.threads; t++) {
+  for (size_t t = 0; t < g_cfg.o.threads; t++) {
     for (size_t i = 0; i < ws[t].nconns; i++)
-      free(ws[t].conns[i].samples);
+      free(ws[t].conns[i].samples.ring);
     free(ws[t].conns);
     free(ws[t].rbuf);
     if (ws[t].ep >= 0) close(ws[t].ep);
@@ -1177,135 +878,90 @@ static void free_workers(struct worker *ws) {
   free(ws);
 }
 
-struct totals {
-  uint64_t connected, connect_errors, handshake_errors, msgs, tx_bytes, rx_bytes;
-  uint64_t byte_errors, conns_lost, undrained, errors;
-  double secs;
-  const char *cipher;
-  struct hist hist;
-};
-
-static void fmt_us(char *buf, size_t cap, const struct hist *h, uint64_t ns) {
-  if (h->total == 0)
-    snprintf(buf, cap, "na");
-  else
-    snprintf(buf, cap, "%.1f", (double)ns / 1000.0);
-}
-
 static const char *tls_name(void) {
   if (g_cfg.plain) return "none";
   return g_cfg.tls_version == TLS1_2_VERSION ? "1.2" : "1.3";
 }
 
-static void print_results(const struct totals *r) {
-  double secs = r->secs > 0 ? r->secs : 1e-9;
-  double mps = (double)r->msgs / secs;
-  double tx_mb = (double)r->tx_bytes / 1e6 / secs, rx_mb = (double)r->rx_bytes / 1e6 / secs;
-  const struct hist *h = &r->hist;
-  const char *mode = mode_names[g_cfg.mode];
+static void print_results(const struct load_stats *r, double secs, uint64_t errors,
+                          uint64_t handshake_errors, const char *cipher) {
+  struct load_summary sum = {.o = &g_cfg.o,
+                             .mode = mode_names[g_cfg.mode],
+                             .depth = g_cfg.mode == MODE_PINGPONG ? 1 : 0,
+                             .secs = secs,
+                             .errors = errors,
+                             .s = r};
+  struct load_rates k = load_rates(r, secs);
+  struct latency_text l;
+  latency_text(&l, &r->hist, "na");
   const char *unit = g_cfg.mode == MODE_HANDSHAKE ? "handshakes" : "messages";
-  char p50[32], p99[32], p999[32], pmax[32];
-  fmt_us(p50, sizeof p50, h, hist_quantile(h, 0.50));
-  fmt_us(p99, sizeof p99, h, hist_quantile(h, 0.99));
-  fmt_us(p999, sizeof p999, h, hist_quantile(h, 0.999));
-  fmt_us(pmax, sizeof pmax, h, h->max);
-  const char *cipher = r->cipher ? r->cipher : "none";
+  if (cipher == NULL) cipher = "none";
 
   printf("tlsload: %s  mode=%s  tls=%s  cipher=%s  conns=%zu (%llu connected)  "
          "size=%llu B  threads=%zu\n",
-         g_cfg.target, mode, tls_name(), cipher, g_cfg.conns,
-         (unsigned long long)r->connected, (unsigned long long)g_cfg.size, g_cfg.threads);
-  printf("  duration  %.2f s measured (after %.2f s warm-up)\n", r->secs, g_cfg.warmup);
-  printf("  %-9s %llu  (%.0f/s)\n", unit, (unsigned long long)r->msgs, mps);
-  printf("  tx        %.2f MB/s   rx %.2f MB/s (all checked)\n", tx_mb, rx_mb);
-  if (h->total > 0)
-    printf("  latency   p50 %s us  p99 %s us  p99.9 %s us  max %s us\n", p50, p99, p999,
-           pmax);
+         g_cfg.o.target, sum.mode, tls_name(), cipher, g_cfg.o.conns,
+         (unsigned long long)r->connected, (unsigned long long)g_cfg.o.size,
+         g_cfg.o.threads);
+  printf("  duration  %.2f s measured (after %.2f s warm-up)\n", secs, g_cfg.o.warmup);
+  printf("  %-9s %llu  (%.0f/s)\n", unit, (unsigned long long)r->msgs, k.mps);
+  printf("  tx        %.2f MB/s   rx %.2f MB/s (all checked)\n", k.tx_mb, k.rx_mb);
+  if (r->hist.total > 0)
+    printf("  latency   p50 %s us  p99 %s us  p99.9 %s us  max %s us\n", l.p50, l.p99,
+           l.p999, l.max);
   printf("  errors    %llu  (handshake %llu, byte %llu, conns lost %llu, undrained %llu, "
          "connect %llu)\n",
-         (unsigned long long)r->errors, (unsigned long long)r->handshake_errors,
+         (unsigned long long)errors, (unsigned long long)handshake_errors,
          (unsigned long long)r->byte_errors, (unsigned long long)r->conns_lost,
          (unsigned long long)r->undrained, (unsigned long long)r->connect_errors);
-  printf("RESULT mode=%s conns=%zu connected=%llu size=%llu depth=%d threads=%zu "
-         "secs=%.3f msgs=%llu msgs_per_s=%.1f mb_per_s=%.3f tx_mb_per_s=%.3f "
-         "rx_mb_per_s=%.3f p50_us=%s p99_us=%s p999_us=%s max_us=%s errors=%llu "
-         "byte_errors=%llu conns_lost=%llu undrained=%llu connect_errors=%llu "
-         "handshake_errors=%llu tls=%s cipher=%s\n",
-         mode, g_cfg.conns, (unsigned long long)r->connected,
-         (unsigned long long)g_cfg.size, g_cfg.mode == MODE_PINGPONG ? 1 : 0, g_cfg.threads,
-         r->secs, (unsigned long long)r->msgs, mps, rx_mb, tx_mb, rx_mb, p50, p99, p999,
-         pmax, (unsigned long long)r->errors, (unsigned long long)r->byte_errors,
-         (unsigned long long)r->conns_lost, (unsigned long long)r->undrained,
-         (unsigned long long)r->connect_errors, (unsigned long long)r->handshake_errors,
+  print_result_keys(&sum);
+  printf(" handshake_errors=%llu tls=%s cipher=%s\n", (unsigned long long)handshake_errors,
          tls_name(), cipher);
   fflush(stdout);
 }
 
 int main(int argc, char **argv) {
+  g_prog = "tlsload";
   if (parse_args(argc, argv) != 0) {
     usage(stderr);
     return 2;
   }
-  setup_process();
+  /* One descriptor per conn, an epoll and a spare per thread, and a few more. */
+  load_setup_process(g_cfg.o.conns + 2 * g_cfg.o.threads + 32);
   pattern_init();
   struct worker *ws = make_workers();
-  struct totals *r = calloc(1, sizeof *r);
+  struct load_stats *r = calloc(1, sizeof *r);
   if (ws == NULL || r == NULL) {
     fprintf(stderr, "tlsload: out of memory, descriptors or TLS setting up %zu conns\n",
-            g_cfg.conns);
+            g_cfg.o.conns);
     return 1;
   }
-  size_t T = g_cfg.threads;
-  pthread_barrier_init(&g_ready, NULL, (unsigned)T + 1);
-  pthread_barrier_init(&g_go, NULL, (unsigned)T + 1);
-  for (size_t t = 0; t < T; t++) {
-    if (pthread_create(&ws[t].thread, NULL, worker_main, &ws[t]) != 0) {
-      fprintf(stderr, "tlsload: cannot start thread %zu\n", t);
-      return 1;
-    }
-  }
-
-  pthread_barrier_wait(&g_ready);
+  if (load_start(ws, sizeof *ws, offsetof(struct worker, st), g_cfg.o.threads,
+                 worker_main) != 0)
+    return 1;
+  uint64_t ready = load_ready();
   if (g_cfg.mode != MODE_HANDSHAKE) {
-    uint64_t ready = 0;
-    for (size_t t = 0; t < T; t++)
-      ready += ws[t].connected;
     if (ready == 0) {
-      fprintf(stderr, "tlsload: no connection to %s could be set up\n", g_cfg.target);
+      fprintf(stderr, "tlsload: no connection to %s could be set up\n", g_cfg.o.target);
       atomic_store(&g_stop, 1);
     } else if (g_cfg.mode == MODE_IDLE) {
       printf("IDLE n=%llu\n", (unsigned long long)ready);
       fflush(stdout);
     }
   }
-  g_t_start = now_ns() + (uint64_t)(g_cfg.warmup * 1e9);
-  g_t_end = g_t_start + (uint64_t)(g_cfg.secs * 1e9);
-  pthread_barrier_wait(&g_go);
-
-  uint64_t meas_end = g_t_start;
-  for (size_t t = 0; t < T; t++) {
-    struct worker *w = &ws[t];
-    pthread_join(w->thread, NULL);
-    r->connected += w->connected;
-    r->connect_errors += w->connect_errors;
-    r->handshake_errors += w->handshake_errors;
-    r->msgs += w->msgs;
-    r->tx_bytes += w->tx_bytes;
-    r->rx_bytes += w->rx_bytes;
-    r->byte_errors += w->byte_errors;
-    r->conns_lost += w->conns_lost;
-    r->undrained += w->undrained;
-    if (!r->cipher) r->cipher = w->cipher;
-    if (w->meas_end > meas_end) meas_end = w->meas_end;
-    hist_merge(&r->hist, &w->hist);
+  load_window_start(g_cfg.o.warmup, g_cfg.o.secs);
+  load_release();
+  load_join(r);
+  uint64_t handshake_errors = 0;
+  const char *cipher = NULL;
+  for (size_t t = 0; t < g_cfg.o.threads; t++) {
+    handshake_errors += ws[t].handshake_errors;
+    if (!cipher) cipher = ws[t].cipher;
   }
-  r->secs = (double)(meas_end - g_t_start) / 1e9;
-  r->errors = r->byte_errors + r->conns_lost + r->undrained + r->handshake_errors;
-  print_results(r);
+  uint64_t errors = r->byte_errors + r->conns_lost + r->undrained + handshake_errors;
+  print_results(r, (double)(r->meas_end - g_t_start) / 1e9, errors, handshake_errors,
+                cipher);
 
-  int ok = r->errors == 0 && r->connect_errors == 0 && r->connected == g_cfg.conns;
-  pthread_barrier_destroy(&g_ready);
-  pthread_barrier_destroy(&g_go);
+  int ok = errors == 0 && r->connect_errors == 0 && r->connected == g_cfg.o.conns;
   free_workers(ws);
   free(r);
   return ok ? 0 : 1;

@@ -1,10 +1,12 @@
 /*
  * wsload — a load generator and checker for WebSocket echo servers (RFC 6455).
  *
- * Built like echoload (libc + pthreads + epoll; connections spread over T threads, each
- * owning one epoll instance and its connections outright; counters merged after
- * pthread_join), with a WebSocket client on every conn. From the cgnet library it takes
- * only the SHA-1 and base64 helpers, to compute the Sec-WebSocket-Accept value it expects.
+ * echoload's engine (echo_core.c: libc + pthreads + epoll; connections spread over T
+ * threads, each owning one epoll instance and its connections outright; counters merged
+ * after pthread_join), with a WebSocket client on every conn through the engine's hooks:
+ * this file is the upgrade, the framing and the command line. From the cgnet library it
+ * takes only the SHA-1 and base64 helpers, to compute the Sec-WebSocket-Accept value it
+ * expects.
  *
  * Handshake. After the TCP connect each conn sends an HTTP/1.1 upgrade request with a
  * random 16-byte Sec-WebSocket-Key and no extension or subprotocol offered, and counts
@@ -38,13 +40,6 @@
 
 #include <errno.h>
 #include <getopt.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,43 +47,13 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "../src/base64.h"
 #include "../src/sha1.h"
+#include "echo_core.h"
 
-#define NS_PER_MS 1000000ull
-#define NS_PER_S 1000000000ull
-
-#define PERIOD 65521u              /* prime; the table is 2 * PERIOD bytes */
-#define READ_BUF (256u * 1024u)    /* per-thread read buffer */
-#define WRITE_BURST (256u * 1024u) /* bytes per writev */
-#define WRITE_FAIR (256u * 1024u)  /* bytes per conn per wake-up */
-#define READS_PER_WAKE 4           /* reads per conn per wake-up */
-#define MAX_EVENTS 256
-
-/* Stream mode: unechoed bytes per conn, STREAM_WINDOW_MAX shrunk so that all conns
- * together stay under STREAM_WINDOW_TOTAL, but never below STREAM_WINDOW_MIN; and the
- * latency samples in flight per conn. */
-#define STREAM_WINDOW_MAX (4u << 20)
-#define STREAM_WINDOW_MIN (64u << 10)
-#define STREAM_WINDOW_TOTAL (1ull << 30)
-#define STREAM_SAMPLES 64
-
-/* Connecting: attempts per conn, each bounded; pending connects per thread. */
-#define CONNECT_ATTEMPTS 5
-#define CONNECT_TIMEOUT_NS (3000 * NS_PER_MS)
-#define CONNECT_INFLIGHT 128
-
-/* The drain gives up after DRAIN_STALL_NS without a byte, or DRAIN_MAX_NS in all. */
-#define DRAIN_STALL_NS (2000 * NS_PER_MS)
-#define DRAIN_MAX_NS (10000 * NS_PER_MS)
-
-#define MAX_REPORTS 20 /* error lines printed in all */
+#define WRITE_FAIR (256u * 1024u) /* bytes per conn per wake-up */
 
 /* WebSocket: the largest message (-s) and the handshake response accepted; output room
  * kept for one pong (a header of 6 bytes and at most 125 bytes of payload); the most
@@ -99,185 +64,25 @@
 #define WS_HDR_MAX 14u
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
-enum mode { MODE_PINGPONG, MODE_PIPELINE, MODE_STREAM };
-static const char *const mode_names[] = {"pingpong", "pipeline", "stream"};
-
 /* ------------------------------------------------------------------------------------ */
-/* Latency histogram: log-linear, fixed size, no allocation per sample                  */
+/* Configuration and connections                                                        */
 /* ------------------------------------------------------------------------------------ */
 
-/*
- * Values (ns) below 256 get a bucket each; above, every power of two is split into 128
- * buckets, so a reported value is within 0.4% of the true one. Values are clamped to
- * 2^40 ns (~18 minutes).
- */
-#define HIST_LINEAR 256u
-#define HIST_SUB 128u
-#define HIST_MAX_VALUE ((1ull << 40) - 1)
-#define HIST_BUCKETS (HIST_LINEAR + 32u * HIST_SUB)
-
-struct hist {
-  uint64_t count[HIST_BUCKETS];
-  uint64_t total;
-  uint64_t max;
-};
-
-static unsigned hist_index(uint64_t v) {
-  if (v > HIST_MAX_VALUE) v = HIST_MAX_VALUE;
-  if (v < HIST_LINEAR) return (unsigned)v;
-  unsigned msb = 63u - (unsigned)__builtin_clzll(v); /* >= 8 */
-  unsigned shift = msb - 7u;                         /* v >> shift is in [128, 256) */
-  unsigned top = (unsigned)(v >> shift);
-  return HIST_LINEAR + (shift - 1u) * HIST_SUB + (top - HIST_SUB);
-}
-
-/* The middle of bucket idx. */
-static uint64_t hist_value(unsigned idx) {
-  if (idx < HIST_LINEAR) return idx;
-  unsigned k = idx - HIST_LINEAR;
-  unsigned shift = k / HIST_SUB + 1u;
-  uint64_t top = HIST_SUB + k % HIST_SUB;
-  return (top << shift) + ((1ull << shift) >> 1);
-}
-
-static void hist_record(struct hist *h, uint64_t v) {
-  h->count[hist_index(v)]++;
-  h->total++;
-  if (v > h->max) h->max = v;
-}
-
-static void hist_merge(struct hist *dst, const struct hist *src) {
-  for (unsigned i = 0; i < HIST_BUCKETS; i++)
-    dst->count[i] += src->count[i];
-  dst->total += src->total;
-  if (src->max > dst->max) dst->max = src->max;
-}
-
-/* The value at quantile q (0 < q <= 1), in ns; 0 when empty. */
-static uint64_t hist_quantile(const struct hist *h, double q) {
-  if (h->total == 0) return 0;
-  double exact = q * (double)h->total;
-  uint64_t want = (uint64_t)exact;
-  if ((double)want < exact) want++; /* ceil */
-  if (want < 1) want = 1;
-  uint64_t seen = 0;
-  for (unsigned i = 0; i < HIST_BUCKETS; i++) {
-    seen += h->count[i];
-    if (seen >= want) {
-      uint64_t v = hist_value(i);
-      return v < h->max ? v : h->max;
-    }
-  }
-  return h->max;
-}
-
-/* ------------------------------------------------------------------------------------ */
-/* Configuration and shared state                                                       */
-/* ------------------------------------------------------------------------------------ */
-
+/* What wsload adds to g_echo; written by main before the threads start. */
 struct config {
-  const char *target; /* as given to -a */
-  struct sockaddr_storage addr;
-  socklen_t addrlen;
-  size_t conns;
-  uint64_t size;
-  double secs;
-  double warmup;
-  size_t threads;
-  enum mode mode;
-  uint64_t depth;
-  uint64_t window; /* stream: unechoed bytes per conn */
-  int json;
   int raw;          /* --raw: plain bytes, no handshake, no frames */
   char host[300];   /* the Host header: HOST:PORT as given */
   size_t frame_max; /* WebSocket: bytes of one encoded message */
   size_t tx_cap;    /* WebSocket: a conn's output buffer */
 };
 
-/* Written by main before the threads start; read-only afterwards. */
 static struct config g_cfg;
-static uint8_t g_pattern[2 * PERIOD];
 
-/* The measured window [g_t_start, g_t_end) on CLOCK_MONOTONIC. Written by main between
- * the two barriers, read by the workers after the second. */
-static uint64_t g_t_start, g_t_end;
-static pthread_barrier_t g_connected, g_go;
-
-static atomic_int g_stop;    /* set by SIGINT/SIGTERM: end the run early */
-static atomic_int g_reports; /* error lines printed so far */
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
-}
-
-static int in_window(uint64_t t) {
-  return t >= g_t_start && t < g_t_end;
-}
-
-/* Print one error line to stderr, at most MAX_REPORTS in all. Any thread. */
-__attribute__((format(printf, 1, 2))) static void report(const char *fmt, ...) {
-  int n = atomic_fetch_add_explicit(&g_reports, 1, memory_order_relaxed);
-  if (n > MAX_REPORTS) return;
-  if (n == MAX_REPORTS) {
-    fputs("wsload: further errors not shown\n", stderr);
-    return;
-  }
-  char line[256];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  fprintf(stderr, "wsload: %s\n", line);
-}
-
-/* Fill the pattern table with xorshift64* output; the second half repeats the first so
- * any run of up to PERIOD + 1 bytes starting below PERIOD is contiguous. */
-static void pattern_init(void) {
-  uint64_t x = 0x9e3779b97f4a7c15ull;
-  for (unsigned i = 0; i < PERIOD; i++) {
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    g_pattern[i] = (uint8_t)((x * 0x2545f4914f6cdd1dull) >> 56);
-  }
-  memcpy(g_pattern + PERIOD, g_pattern, PERIOD);
-}
-
-/* ------------------------------------------------------------------------------------ */
-/* Connections and workers                                                              */
-/* ------------------------------------------------------------------------------------ */
-/* ------------------------------------------------------------------------------------ */
-/* Connections and workers                                                              */
-/* ------------------------------------------------------------------------------------ */
-
-/* C_HANDSHAKE: TCP connected, the upgrade request sent or going out, the 101 awaited. */
-enum conn_state { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_OPEN, C_DONE, C_FAILED };
-
-struct sample { /* stream mode: a message fully queued at `t` ends at stream offset `end`
-                 */
-  uint64_t end;
-  uint64_t t;
-};
-
+/* A WebSocket conn: the engine's conn (tx_off counts stream bytes framed into tx), then
+ * the client's state. */
 struct conn {
-  int fd;
-  enum conn_state state;
-  uint32_t id;      /* global conn number */
-  uint32_t shift;   /* pattern index of stream byte 0 */
-  int pollout;      /* EPOLLOUT is registered */
-  int attempts;     /* connect attempts made */
-  int reported;     /* a byte mismatch of this conn was reported */
-  uint64_t when;    /* connecting, handshake: attempt deadline; idle: retry time */
-  uint64_t tx_off;  /* stream bytes written (raw) or framed into tx (WebSocket) */
-  uint64_t tx_goal; /* stream bytes that should be written */
-  uint64_t rx_off;  /* stream bytes echoed (and checked) */
-  uint64_t msgs_sent, msgs_recv;
-  uint64_t *ts;           /* pingpong/pipeline: send time of message k at ts[k % depth] */
-  struct sample *samples; /* stream: ring of STREAM_SAMPLES */
-  uint32_t s_head, s_len;
-  /* WebSocket only. Output: encoded bytes not yet written are tx[tx_pos, tx_len). */
+  struct echo_conn e;
+  /* Output: encoded bytes not yet written are tx[tx_pos, tx_len). */
   uint8_t *tx;
   size_t tx_pos, tx_len;
   char *resp; /* handshake: the response so far (WS_RESPONSE_MAX bytes) */
@@ -294,24 +99,11 @@ struct conn {
   uint64_t frame_left, msg_len;
 };
 
-struct worker {
-  pthread_t thread;
-  int ep;
-  int draining; /* no new messages: only finish what is in flight */
-  struct conn *conns;
-  size_t nconns;
-  size_t open; /* conns in C_OPEN */
-  uint8_t *rbuf;
-  uint64_t rng;      /* xorshift64 state for masking keys */
-  uint64_t meas_end; /* when this worker stopped measuring */
-  /* Results, owned by the worker until it is joined. */
-  uint64_t connected, connect_errors;
-  uint64_t msgs, tx_bytes, rx_bytes;
-  uint64_t byte_errors, conns_lost, undrained;
-  struct hist hist;
-};
+static struct conn *ws_of(struct echo_conn *e) {
+  return (struct conn *)(void *)e;
+}
 
-static uint32_t next_key(struct worker *w) {
+static uint32_t next_key(struct echo_worker *w) {
   uint64_t x = w->rng;
   x ^= x << 13;
   x ^= x >> 7;
@@ -320,112 +112,15 @@ static uint32_t next_key(struct worker *w) {
   return (uint32_t)(x >> 32);
 }
 
-static void set_pollout(struct worker *w, struct conn *c, int on) {
-  if (c->pollout == on) return;
-  struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0u), .data.ptr = c};
-  if (epoll_ctl(w->ep, EPOLL_CTL_MOD, c->fd, &ev) == 0) c->pollout = on;
-}
-
-/* Close an open conn: ours (lost == 0) or the server's doing (an error). */
-static void conn_close(struct worker *w, struct conn *c) {
-  close(c->fd);
-  c->fd = -1;
-  c->state = C_DONE;
-  w->open--;
-}
-
-static void conn_lost(struct worker *w, struct conn *c, int err) {
-  report("conn %u: %s after %llu bytes sent, %llu echoed", c->id,
-         err ? strerror(err) : "closed by the server", (unsigned long long)c->tx_off,
-         (unsigned long long)c->rx_off);
-  w->conns_lost++;
-  conn_close(w, c);
-}
-
 /* The server broke the protocol or echoed what it was not sent: an error, and the conn
  * is closed (what follows could not be checked). Returns 0, for "the conn is gone". */
-static int conn_wrong(struct worker *w, struct conn *c, const char *why) {
-  report("conn %u: %s (after %llu bytes echoed)", c->id, why,
-         (unsigned long long)c->rx_off);
-  w->byte_errors++;
-  w->conns_lost++;
-  conn_close(w, c);
+static int conn_wrong(struct echo_worker *w, struct conn *c, const char *why) {
+  report("conn %u: %s (after %llu bytes echoed)", c->e.id, why,
+         (unsigned long long)c->e.rx_off);
+  w->st.byte_errors++;
+  w->st.conns_lost++;
+  echo_conn_close(w, &c->e);
   return 0;
-}
-
-/* Count and report the bytes of buf that differ from the pattern at `want`. */
-static void mismatch(struct worker *w, struct conn *c, const uint8_t *buf,
-                     const uint8_t *want, size_t n, uint64_t off) {
-  uint64_t bad = 0;
-  size_t first = n;
-  for (size_t i = 0; i < n; i++) {
-    if (buf[i] != want[i]) {
-      if (first == n) first = i;
-      bad++;
-    }
-  }
-  w->byte_errors += bad;
-  if (!c->reported) {
-    c->reported = 1;
-    report("conn %u: wrong byte at stream offset %llu: got 0x%02x, want 0x%02x "
-           "(%llu bad bytes in this %zu-byte chunk)",
-           c->id, (unsigned long long)(off + first), buf[first], want[first],
-           (unsigned long long)bad, n);
-  }
-}
-
-/* Check n echoed bytes against the pattern at the conn's rx offset. */
-static void verify(struct worker *w, struct conn *c, const uint8_t *buf, size_t n) {
-  uint64_t off = c->rx_off;
-  while (n > 0) {
-    size_t idx = (size_t)((off + c->shift) % PERIOD);
-    size_t k = n < 2 * PERIOD - idx ? n : 2 * PERIOD - idx;
-    if (memcmp(buf, g_pattern + idx, k) != 0) mismatch(w, c, buf, g_pattern + idx, k, off);
-    buf += k;
-    off += k;
-    n -= k;
-  }
-}
-
-/* Queue one more message (pingpong/pipeline): it goes out in conn_write. */
-static void send_msg(struct conn *c, uint64_t now) {
-  c->ts[c->msgs_sent % g_cfg.depth] = now;
-  c->msgs_sent++;
-  c->tx_goal += g_cfg.size;
-}
-
-/* Account for messages whose echo is now complete. */
-static void complete_msgs(struct worker *w, struct conn *c, uint64_t now) {
-  if (g_cfg.mode == MODE_STREAM) {
-    uint64_t done = c->rx_off / g_cfg.size;
-    if (in_window(now)) w->msgs += done - c->msgs_recv;
-    c->msgs_recv = done;
-    while (c->s_len > 0 && c->samples[c->s_head].end <= c->rx_off) {
-      if (in_window(now)) hist_record(&w->hist, now - c->samples[c->s_head].t);
-      c->s_head = (c->s_head + 1) % STREAM_SAMPLES;
-      c->s_len--;
-    }
-    return;
-  }
-  while (c->msgs_recv < c->msgs_sent && c->rx_off >= (c->msgs_recv + 1) * g_cfg.size) {
-    uint64_t sent = c->ts[c->msgs_recv % g_cfg.depth];
-    c->msgs_recv++;
-    if (in_window(now)) {
-      w->msgs++;
-      hist_record(&w->hist, now - sent);
-    }
-    if (!w->draining) send_msg(c, now);
-  }
-}
-
-/* Stream mode: remember when a message boundary was fully sent, to time its echo. */
-static void stream_sample(struct conn *c, uint64_t before, uint64_t now) {
-  uint64_t end = c->tx_off / g_cfg.size * g_cfg.size;
-  if (end <= before || c->s_len == STREAM_SAMPLES) return;
-  struct sample *s = &c->samples[(c->s_head + c->s_len) % STREAM_SAMPLES];
-  s->end = end;
-  s->t = now;
-  c->s_len++;
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -487,24 +182,24 @@ static int tx_room(struct conn *c, size_t need) {
 
 /* Frame the next message: stream bytes [tx_off, tx_off + SIZE) as one masked binary
  * frame at the end of tx (the caller made room for frame_max bytes). */
-static void encode_msg(struct worker *w, struct conn *c) {
+static void encode_msg(struct echo_worker *w, struct conn *c) {
   uint8_t key[4];
   uint8_t *p = c->tx + c->tx_len;
-  size_t h = frame_header(p, 0x2, g_cfg.size, next_key(w), key);
-  size_t n = (size_t)g_cfg.size, done = 0;
+  size_t h = frame_header(p, 0x2, g_echo.o.size, next_key(w), key);
+  size_t n = (size_t)g_echo.o.size, done = 0;
   while (done < n) {
-    size_t idx = (size_t)((c->tx_off + done + c->shift) % PERIOD);
+    size_t idx = (size_t)((c->e.tx_off + done + c->e.shift) % PERIOD);
     size_t k = n - done < 2 * PERIOD - idx ? n - done : 2 * PERIOD - idx;
     mask_copy(p + h + done, g_pattern + idx, k, key, done);
     done += k;
   }
   c->tx_len += h + n;
-  c->tx_off += n;
+  c->e.tx_off += n;
 }
 
 /* Queue a control frame (pong, close) with payload[0, n), n <= 125. Returns 0 if there
  * is no room (only when the server pings faster than it reads). */
-static int queue_control(struct worker *w, struct conn *c, uint8_t op,
+static int queue_control(struct echo_worker *w, struct conn *c, uint8_t op,
                          const uint8_t *payload, size_t n) {
   if (!tx_room(c, 6 + n)) return 0;
   uint8_t key[4];
@@ -518,26 +213,26 @@ static int queue_control(struct worker *w, struct conn *c, uint8_t op,
 /* Encode messages into tx while the mode wants more and there is room (one pong's room
  * is always kept). Stream mode: whole messages while fewer than `window` bytes are
  * unechoed; tx_goal follows tx_off. */
-static void ws_fill(struct worker *w, struct conn *c, uint64_t now) {
-  int stream = g_cfg.mode == MODE_STREAM;
-  uint64_t goal = stream && !w->draining ? c->rx_off + g_cfg.window : c->tx_goal;
-  uint64_t before = c->tx_off;
-  while (c->tx_off < goal && tx_room(c, g_cfg.frame_max + WS_PONG_ROOM))
+static void ws_fill(struct echo_worker *w, struct conn *c, uint64_t now) {
+  int stream = g_echo.mode == MODE_STREAM;
+  uint64_t goal = stream && !w->draining ? c->e.rx_off + g_echo.o.window : c->e.tx_goal;
+  uint64_t before = c->e.tx_off;
+  while (c->e.tx_off < goal && tx_room(c, g_cfg.frame_max + WS_PONG_ROOM))
     encode_msg(w, c);
-  if (c->tx_off == before) return;
-  if (in_window(now)) w->tx_bytes += c->tx_off - before;
+  if (c->e.tx_off == before) return;
+  if (in_window(now)) w->st.tx_bytes += c->e.tx_off - before;
   if (stream) {
-    c->tx_goal = c->tx_off;
-    stream_sample(c, before, now);
+    c->e.tx_goal = c->e.tx_off;
+    echo_stream_sample(&c->e, before, now);
   }
 }
 
 /* Write what tx holds. Returns 0, or the errno of a failed write. */
-static int tx_flush(struct worker *w, struct conn *c, size_t budget) {
+static int tx_flush(struct echo_worker *w, struct conn *c, size_t budget) {
   while (c->tx_pos < c->tx_len && budget > 0) {
     size_t want = c->tx_len - c->tx_pos;
     if (want > budget) want = budget;
-    ssize_t r = write(c->fd, c->tx + c->tx_pos, want);
+    ssize_t r = write(c->e.fd, c->tx + c->tx_pos, want);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
     if (r < 0) return errno;
@@ -546,13 +241,13 @@ static int tx_flush(struct worker *w, struct conn *c, size_t budget) {
     if (c->tx_pos == c->tx_len) c->tx_pos = c->tx_len = 0;
     if ((size_t)r < want) break; /* the socket is full */
   }
-  set_pollout(w, c, c->tx_pos < c->tx_len);
+  echo_set_pollout(w, &c->e, c->tx_pos < c->tx_len);
   return 0;
 }
 
 /* A frame header is complete in c->hdr: check it and start the frame. Returns 0 if the
  * conn was closed. */
-static int frame_begin(struct worker *w, struct conn *c) {
+static int frame_begin(struct echo_worker *w, struct conn *c) {
   uint8_t b0 = c->hdr[0], b1 = c->hdr[1];
   uint64_t len = b1 & 0x7fu;
   if (len == 126) {
@@ -579,17 +274,17 @@ static int frame_begin(struct worker *w, struct conn *c) {
     return conn_wrong(w, c, "a message begins inside another one");
   if (c->op == 0x0 && !c->in_msg) return conn_wrong(w, c, "continuation outside a message");
   if (c->op > 0x2) return conn_wrong(w, c, "frame with a reserved data opcode");
-  if (c->msg_len + len > g_cfg.size) return conn_wrong(w, c, "message longer than sent");
+  if (c->msg_len + len > g_echo.o.size) return conn_wrong(w, c, "message longer than sent");
   c->in_msg = 1;
   return 1;
 }
 
 /* The current frame's payload is all in. Returns 0 if the conn was closed. */
-static int frame_end(struct worker *w, struct conn *c) {
+static int frame_end(struct echo_worker *w, struct conn *c) {
   c->in_payload = 0;
   if (c->op == 0x9) { /* ping: answer with a pong carrying the same bytes */
     if (!queue_control(w, c, 0xa, c->ctrl, c->ctrl_len))
-      report("conn %u: no room to answer a ping", c->id);
+      report("conn %u: no room to answer a ping", c->e.id);
     return 1;
   }
   if (c->op == 0xa) return 1; /* an unasked pong: ignored, as RFC 6455 allows */
@@ -600,7 +295,7 @@ static int frame_end(struct worker *w, struct conn *c) {
     return conn_wrong(w, c, why);
   }
   if (!c->fin) return 1;
-  if (c->msg_len != g_cfg.size) return conn_wrong(w, c, "message shorter than sent");
+  if (c->msg_len != g_echo.o.size) return conn_wrong(w, c, "message shorter than sent");
   c->in_msg = 0;
   c->msg_len = 0;
   return 1;
@@ -608,8 +303,9 @@ static int frame_end(struct worker *w, struct conn *c) {
 
 /* Parse n bytes of server frames: check data payloads against the stream (in place, no
  * copy), keep control payloads. Returns 0 if the conn was closed. */
-static int ws_input(struct worker *w, struct conn *c, const uint8_t *p, size_t n,
+static int ws_input(struct echo_worker *w, struct echo_conn *e, const uint8_t *p, size_t n,
                     uint64_t now) {
+  struct conn *c = ws_of(e);
   while (n > 0) {
     if (!c->in_payload) {
       size_t need = 2;
@@ -635,11 +331,12 @@ static int ws_input(struct worker *w, struct conn *c, const uint8_t *p, size_t n
       memcpy(c->ctrl + c->ctrl_len, p, k);
       c->ctrl_len = (uint8_t)(c->ctrl_len + k);
     } else {
-      if (c->rx_off + k > c->tx_off) return conn_wrong(w, c, "echo of bytes never sent");
-      verify(w, c, p, k);
-      c->rx_off += k;
+      if (c->e.rx_off + k > c->e.tx_off)
+        return conn_wrong(w, c, "echo of bytes never sent");
+      echo_verify(w, &c->e, p, k);
+      c->e.rx_off += k;
       c->msg_len += k;
-      if (in_window(now)) w->rx_bytes += k;
+      if (in_window(now)) w->st.rx_bytes += k;
     }
     c->frame_left -= k;
     p += k;
@@ -649,88 +346,10 @@ static int ws_input(struct worker *w, struct conn *c, const uint8_t *p, size_t n
   return 1;
 }
 
-/* ------------------------------------------------------------------------------------ */
-/* Reading and writing an open conn                                                     */
-/* ------------------------------------------------------------------------------------ */
-
-/* Raw mode: n plain echoed bytes. Returns 0 if the conn was closed. */
-static int raw_input(struct worker *w, struct conn *c, const uint8_t *buf, size_t n,
-                     uint64_t now) {
-  if (c->rx_off + n > c->tx_off) {
-    w->byte_errors += c->rx_off + n - c->tx_off;
-    report("conn %u: the server sent %llu bytes more than it was sent", c->id,
-           (unsigned long long)(c->rx_off + n - c->tx_off));
-    w->conns_lost++;
-    conn_close(w, c);
-    return 0;
-  }
-  verify(w, c, buf, n);
-  c->rx_off += n;
-  if (in_window(now)) w->rx_bytes += n;
-  return 1;
-}
-
-/* Read what the socket holds (a few big reads at most), check it, complete messages.
- * Returns 0 if the conn is gone. */
-static int conn_read(struct worker *w, struct conn *c, uint64_t now) {
-  for (int i = 0; i < READS_PER_WAKE; i++) {
-    ssize_t r = read(c->fd, w->rbuf, READ_BUF);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 1;
-    if (r <= 0) {
-      conn_lost(w, c, r < 0 ? errno : 0);
-      return 0;
-    }
-    size_t n = (size_t)r;
-    if (g_cfg.raw ? !raw_input(w, c, w->rbuf, n, now) : !ws_input(w, c, w->rbuf, n, now))
-      return 0;
-    complete_msgs(w, c, now);
-    if (n < READ_BUF) return 1; /* drained the socket; level-triggered epoll says if more */
-  }
-  return 1;
-}
-
-/* Raw mode: write the stream from tx_off towards tx_goal, straight out of the pattern
- * table, until the socket is full or this conn had its fair share; EPOLLOUT is on while
- * bytes wait. Returns 0 if the conn is gone. */
-static int raw_write(struct worker *w, struct conn *c, uint64_t now) {
-  if (g_cfg.mode == MODE_STREAM && !w->draining) c->tx_goal = c->rx_off + g_cfg.window;
-  size_t budget = WRITE_FAIR;
-  while (c->tx_off < c->tx_goal && budget > 0) {
-    uint64_t left = c->tx_goal - c->tx_off;
-    size_t want = left < WRITE_BURST ? (size_t)left : WRITE_BURST;
-    if (want > budget) want = budget;
-    struct iovec iov[WRITE_BURST / PERIOD + 2];
-    int cnt = 0;
-    size_t idx = (size_t)((c->tx_off + c->shift) % PERIOD);
-    for (size_t got = 0; got < want; cnt++) {
-      size_t k = want - got < 2 * PERIOD - idx ? want - got : 2 * PERIOD - idx;
-      iov[cnt].iov_base = g_pattern + idx;
-      iov[cnt].iov_len = k;
-      got += k;
-      idx = (idx + k) % PERIOD;
-    }
-    ssize_t r = writev(c->fd, iov, cnt);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-    if (r < 0) {
-      conn_lost(w, c, errno);
-      return 0;
-    }
-    uint64_t before = c->tx_off;
-    c->tx_off += (uint64_t)r;
-    budget -= (size_t)r;
-    if (in_window(now)) w->tx_bytes += (uint64_t)r;
-    if (g_cfg.mode == MODE_STREAM) stream_sample(c, before, now);
-    if ((size_t)r < want) break; /* the socket is full */
-  }
-  set_pollout(w, c, c->tx_off < c->tx_goal);
-  return 1;
-}
-
 /* WebSocket: frame what the mode wants and write, refilling as tx empties, until the
  * socket is full or this conn had its fair share. Returns 0 if the conn is gone. */
-static int ws_write(struct worker *w, struct conn *c, uint64_t now) {
+static int ws_write(struct echo_worker *w, struct echo_conn *e, uint64_t now) {
+  struct conn *c = ws_of(e);
   size_t budget = WRITE_FAIR;
   for (;;) {
     ws_fill(w, c, now);
@@ -738,41 +357,26 @@ static int ws_write(struct worker *w, struct conn *c, uint64_t now) {
     if (before == 0) break;
     int err = tx_flush(w, c, budget);
     if (err != 0) {
-      conn_lost(w, c, err);
+      echo_conn_lost(w, &c->e, err);
       return 0;
     }
     size_t sent = before - (c->tx_len - c->tx_pos);
     budget -= sent < budget ? sent : budget;
     if (c->tx_len > c->tx_pos || budget == 0) break; /* the socket is full, or fair share */
   }
-  set_pollout(w, c, c->tx_pos < c->tx_len);
+  echo_set_pollout(w, &c->e, c->tx_pos < c->tx_len);
   return 1;
-}
-
-static int wants_write(const struct worker *w, const struct conn *c) {
-  return c->tx_off < c->tx_goal || c->tx_pos < c->tx_len ||
-         (g_cfg.mode == MODE_STREAM && !w->draining);
-}
-
-static void on_event(struct worker *w, struct conn *c, uint32_t events) {
-  if (c->state != C_OPEN) return; /* closed earlier in this batch */
-  uint64_t now = now_ns();
-  if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) && !conn_read(w, c, now)) return;
-  if (wants_write(w, c))
-    g_cfg.raw ? raw_write(w, c, now) : ws_write(w, c, now);
-  else
-    set_pollout(w, c, 0);
 }
 
 /* ------------------------------------------------------------------------------------ */
 /* The opening handshake                                                                */
 /* ------------------------------------------------------------------------------------ */
 
-enum hs_result { HS_PENDING, HS_DONE, HS_RETRY, HS_BAD };
-
-/* Send the upgrade request with a fresh key and remember the accept value it calls for.
- * Returns 0, or an errno. */
-static int handshake_start(struct worker *w, struct conn *c) {
+/* TCP is connected: send the upgrade request with a fresh key and remember the accept
+ * value it calls for. Returns 0, or an errno. */
+static int handshake_start(struct echo_worker *w, struct echo_conn *e) {
+  struct conn *c = ws_of(e);
+  if (c->resp == NULL && (c->resp = malloc(WS_RESPONSE_MAX)) == NULL) return ENOMEM;
   uint8_t key[16];
   if (getrandom(key, sizeof key, 0) != (ssize_t)sizeof key) {
     for (size_t i = 0; i < sizeof key; i += 4) {
@@ -793,7 +397,7 @@ static int handshake_start(struct worker *w, struct conn *c) {
   c->tx_pos = 0;
   c->tx_len = (size_t)n;
   c->resp_len = 0;
-  c->state = C_HANDSHAKE;
+  c->e.state = C_HANDSHAKE;
   return tx_flush(w, c, g_cfg.tx_cap);
 }
 
@@ -842,18 +446,19 @@ static const char *check_response(const struct conn *c, size_t len) {
 }
 
 /* Progress a handshake on an epoll event. On HS_RETRY *err says why. */
-static enum hs_result handshake_event(struct worker *w, struct conn *c, uint32_t events,
-                                      int *err) {
+static enum hs_result handshake_event(struct echo_worker *w, struct echo_conn *e,
+                                      uint32_t events, int *err) {
+  struct conn *c = ws_of(e);
   if (c->tx_pos < c->tx_len && (*err = tx_flush(w, c, g_cfg.tx_cap)) != 0) return HS_RETRY;
   if (!(events & (EPOLLIN | EPOLLERR | EPOLLHUP))) return HS_PENDING;
   for (;;) {
     size_t room = WS_RESPONSE_MAX - 1 - c->resp_len;
     if (room == 0) {
-      report("conn %u: handshake: the response head is over %d bytes", c->id,
+      report("conn %u: handshake: the response head is over %d bytes", c->e.id,
              WS_RESPONSE_MAX);
       return HS_BAD;
     }
-    ssize_t r = read(c->fd, c->resp + c->resp_len, room);
+    ssize_t r = read(c->e.fd, c->resp + c->resp_len, room);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return HS_PENDING;
     if (r <= 0) {
@@ -869,7 +474,7 @@ static enum hs_result handshake_event(struct worker *w, struct conn *c, uint32_t
     if (why == NULL && head != c->resp_len) why = "bytes after the response head";
     if (why != NULL) {
       const char *eol = strpbrk(c->resp, "\r\n");
-      report("conn %u: handshake: %s (status line: %.*s)", c->id, why,
+      report("conn %u: handshake: %s (status line: %.*s)", c->e.id, why,
              eol ? (int)(eol - c->resp) : 0, c->resp);
       return HS_BAD;
     }
@@ -878,253 +483,48 @@ static enum hs_result handshake_event(struct worker *w, struct conn *c, uint32_t
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* Connecting: every conn up front, non-blocking, bounded retries                       */
+/* The engine's hooks                                                                   */
 /* ------------------------------------------------------------------------------------ */
 
-static void connect_failed(struct worker *w, struct conn *c, int err, uint64_t now,
-                           size_t *settled) {
-  if (c->fd >= 0) close(c->fd);
-  c->fd = -1;
-  c->attempts++;
-  int hopeless = err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
-  if (c->attempts >= CONNECT_ATTEMPTS || hopeless || atomic_load(&g_stop)) {
-    c->state = C_FAILED;
-    w->connect_errors++;
-    (*settled)++;
-    report("conn %u: connect to %s failed after %d attempt%s: %s", c->id, g_cfg.target,
-           c->attempts, c->attempts == 1 ? "" : "s", strerror(err));
-    return;
-  }
-  c->state = C_IDLE;
-  c->when = now + (uint64_t)c->attempts * 100 * NS_PER_MS; /* back off */
+static int ws_worker_init(struct echo_worker *w, size_t t) {
+  if (getrandom(&w->rng, sizeof w->rng, 0) != (ssize_t)sizeof w->rng || w->rng == 0)
+    w->rng = 0x9e3779b97f4a7c15ull ^ ((uint64_t)t << 32 | (uint64_t)now_ns());
+  return 0;
 }
 
-/* The server answered the upgrade wrongly: not retried. */
-static void handshake_bad(struct worker *w, struct conn *c, size_t *settled) {
-  close(c->fd);
-  c->fd = -1;
-  c->state = C_FAILED;
-  w->connect_errors++;
-  (*settled)++;
+static int ws_conn_init(struct echo_conn *e) {
+  struct conn *c = ws_of(e);
+  c->tx = malloc(g_cfg.tx_cap);
+  return c->tx != NULL ? 0 : -1;
 }
 
-/* The conn is ready for messages (raw: connected; WebSocket: upgraded). */
-static void connect_ok(struct worker *w, struct conn *c, size_t *settled) {
-  c->state = C_OPEN;
-  set_pollout(w, c, 0);
+static void ws_conn_free(struct echo_conn *e) {
+  struct conn *c = ws_of(e);
+  free(c->tx);
+  free(c->resp);
+}
+
+/* Upgraded: the handshake's buffers are done with. */
+static void ws_opened(struct echo_conn *e) {
+  struct conn *c = ws_of(e);
   c->tx_pos = c->tx_len = 0;
   free(c->resp);
   c->resp = NULL;
-  w->open++;
-  w->connected++;
-  (*settled)++;
 }
 
-/* TCP is connected: raw conns are ready, WebSocket ones start the handshake. Returns 1
- * if the conn is still pending (handshaking). */
-static int tcp_connected(struct worker *w, struct conn *c, uint64_t now, size_t *settled) {
-  c->pollout = 1; /* registered with EPOLLOUT while connecting */
-  if (g_cfg.raw) {
-    connect_ok(w, c, settled);
-    return 0;
-  }
-  if (c->resp == NULL && (c->resp = malloc(WS_RESPONSE_MAX)) == NULL) {
-    connect_failed(w, c, ENOMEM, now, settled);
-    return 0;
-  }
-  int err = handshake_start(w, c);
-  if (err != 0) {
-    connect_failed(w, c, err, now, settled);
-    return 0;
-  }
-  c->when = now + CONNECT_TIMEOUT_NS;
-  return 1;
+static int ws_unsent(const struct echo_conn *e) {
+  const struct conn *c = (const struct conn *)(const void *)e;
+  return c->tx_pos < c->tx_len;
 }
 
-/* Start one attempt. Returns 1 if it is now pending. */
-static int connect_start(struct worker *w, struct conn *c, uint64_t now, size_t *settled) {
-  int fd = socket(g_cfg.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    connect_failed(w, c, errno, now, settled);
-    return 0;
-  }
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  c->fd = fd;
+/* Before a drained WebSocket is closed: a close frame (1000, best effort: the socket has
+ * room, its output being empty). */
+static void ws_finish(struct echo_worker *w, struct echo_conn *e) {
+  static const uint8_t normal[2] = {0x03, 0xe8};
+  struct conn *c = ws_of(e);
   c->tx_pos = c->tx_len = 0;
-  struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
-  if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
-    connect_failed(w, c, errno, now, settled);
-    return 0;
-  }
-  if (connect(fd, (const struct sockaddr *)&g_cfg.addr, g_cfg.addrlen) == 0)
-    return tcp_connected(w, c, now, settled);
-  if (errno != EINPROGRESS) {
-    connect_failed(w, c, errno, now, settled);
-    return 0;
-  }
-  c->state = C_CONNECTING;
-  c->when = now + CONNECT_TIMEOUT_NS;
-  return 1;
-}
-
-/* A pending conn (connecting or handshaking) had an epoll event. Returns 1 if it is no
- * longer pending. */
-static int pending_event(struct worker *w, struct conn *c, uint32_t events,
-                         size_t *settled) {
-  int err = 0;
-  if (c->state == C_HANDSHAKE) {
-    switch (handshake_event(w, c, events, &err)) {
-    case HS_PENDING:
-      return 0;
-    case HS_DONE:
-      connect_ok(w, c, settled);
-      return 1;
-    case HS_RETRY:
-      connect_failed(w, c, err, now_ns(), settled);
-      return 1;
-    case HS_BAD:
-      handshake_bad(w, c, settled);
-      return 1;
-    }
-  }
-  socklen_t len = sizeof err;
-  if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
-  if (err == 0 && (events & (EPOLLERR | EPOLLHUP))) err = ECONNRESET;
-  if (err != 0) {
-    connect_failed(w, c, err, now_ns(), settled);
-    return 1;
-  }
-  return !tcp_connected(w, c, now_ns(), settled);
-}
-
-/* Connect (and upgrade) all of this worker's conns. At most CONNECT_INFLIGHT are pending
- * at a time so a burst of SYNs does not overflow the server's accept queue. */
-static void connect_all(struct worker *w) {
-  struct epoll_event evs[MAX_EVENTS];
-  size_t next = 0, settled = 0, inflight = 0;
-  uint64_t last_scan = 0;
-  while (settled < w->nconns) {
-    uint64_t now = now_ns();
-    while (next < w->nconns && inflight < CONNECT_INFLIGHT)
-      inflight += (size_t)connect_start(w, &w->conns[next++], now, &settled);
-    if (now - last_scan >= 50 * NS_PER_MS) { /* timeouts and retries */
-      last_scan = now;
-      for (size_t i = 0; i < next; i++) {
-        struct conn *c = &w->conns[i];
-        if ((c->state == C_CONNECTING || c->state == C_HANDSHAKE) && now >= c->when) {
-          inflight--;
-          connect_failed(w, c, ETIMEDOUT, now, &settled);
-        } else if (c->state == C_IDLE && now >= c->when && inflight < CONNECT_INFLIGHT) {
-          inflight += (size_t)connect_start(w, c, now, &settled);
-        }
-      }
-    }
-    if (settled == w->nconns) break;
-    int n = epoll_wait(w->ep, evs, MAX_EVENTS, 50);
-    for (int i = 0; i < n; i++) {
-      struct conn *c = evs[i].data.ptr;
-      if (c->state == C_OPEN) { /* bytes or a close before we sent anything */
-        conn_read(w, c, 0);
-        continue;
-      }
-      if (c->state != C_CONNECTING && c->state != C_HANDSHAKE) continue;
-      if (pending_event(w, c, evs[i].events, &settled)) inflight--;
-    }
-  }
-}
-
-/* ------------------------------------------------------------------------------------ */
-/* The run                                                                              */
-/* ------------------------------------------------------------------------------------ */
-
-static int ms_until(uint64_t deadline, uint64_t now, int cap) {
-  if (deadline <= now) return 0;
-  uint64_t ms = (deadline - now + NS_PER_MS - 1) / NS_PER_MS;
-  return ms < (uint64_t)cap ? (int)ms : cap;
-}
-
-static void run(struct worker *w) {
-  struct epoll_event evs[MAX_EVENTS];
-  uint64_t now = now_ns();
-  for (size_t i = 0; i < w->nconns; i++) {
-    struct conn *c = &w->conns[i];
-    if (c->state != C_OPEN) continue;
-    if (g_cfg.mode != MODE_STREAM)
-      for (uint64_t k = 0; k < g_cfg.depth; k++)
-        send_msg(c, now);
-    g_cfg.raw ? raw_write(w, c, now) : ws_write(w, c, now);
-  }
-  while (w->open > 0) {
-    now = now_ns();
-    if (now >= g_t_end || atomic_load_explicit(&g_stop, memory_order_relaxed)) break;
-    int n = epoll_wait(w->ep, evs, MAX_EVENTS, ms_until(g_t_end, now, 100));
-    for (int i = 0; i < n; i++)
-      on_event(w, evs[i].data.ptr, evs[i].events);
-  }
-  w->meas_end = now < g_t_end ? now : g_t_end;
-}
-
-static int drained(const struct conn *c) {
-  return c->tx_off == c->tx_goal && c->rx_off == c->tx_off && c->tx_pos == c->tx_len;
-}
-
-/* Close a drained conn; a WebSocket is first sent a close frame (1000, best effort: the
- * socket has room, its output being empty). */
-static void conn_finish(struct worker *w, struct conn *c) {
-  if (!g_cfg.raw) {
-    static const uint8_t normal[2] = {0x03, 0xe8};
-    c->tx_pos = c->tx_len = 0;
-    if (queue_control(w, c, 0x8, normal, sizeof normal))
-      (void)!write(c->fd, c->tx, c->tx_len);
-  }
-  conn_close(w, c);
-}
-
-/* Stop making messages, wait for the ones in flight to come back, close every conn.
- * Gives up after DRAIN_STALL_NS without a byte, or DRAIN_MAX_NS in all; conns still
- * waiting for their echo then count as undrained (an error: bytes went missing). */
-static void drain(struct worker *w) {
-  struct epoll_event evs[MAX_EVENTS];
-  w->draining = 1;
-  uint64_t start = now_ns(), progress = start;
-  for (size_t i = 0; i < w->nconns; i++) {
-    struct conn *c = &w->conns[i];
-    if (c->state != C_OPEN) continue;
-    if (g_cfg.mode == MODE_STREAM) c->tx_goal = c->tx_off;
-    if (drained(c)) conn_finish(w, c);
-  }
-  while (w->open > 0) {
-    uint64_t now = now_ns();
-    if (now - progress >= DRAIN_STALL_NS || now - start >= DRAIN_MAX_NS) break;
-    int n = epoll_wait(w->ep, evs, MAX_EVENTS, 100);
-    for (int i = 0; i < n; i++) {
-      struct conn *c = evs[i].data.ptr;
-      uint64_t before = c->rx_off;
-      on_event(w, c, evs[i].events);
-      if (c->rx_off != before) progress = now;
-      if (c->state == C_OPEN && drained(c)) conn_finish(w, c);
-    }
-  }
-  for (size_t i = 0; i < w->nconns; i++) {
-    struct conn *c = &w->conns[i];
-    if (c->state != C_OPEN) continue;
-    w->undrained++;
-    report("conn %u: %llu bytes never echoed (%llu sent, %llu echoed)", c->id,
-           (unsigned long long)(c->tx_goal - c->rx_off), (unsigned long long)c->tx_off,
-           (unsigned long long)c->rx_off);
-    conn_close(w, c);
-  }
-}
-
-static void *worker_main(void *arg) {
-  struct worker *w = arg;
-  connect_all(w);
-  pthread_barrier_wait(&g_connected);
-  pthread_barrier_wait(&g_go); /* main has set g_t_start/g_t_end (or g_stop) */
-  if (!atomic_load(&g_stop)) run(w);
-  drain(w);
-  return NULL;
+  if (queue_control(w, c, 0x8, normal, sizeof normal))
+    (void)!write(c->e.fd, c->tx, c->tx_len);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -1152,114 +552,18 @@ static void usage(FILE *f) {
           "came back intact and no conn was lost, 1 otherwise, 2 for bad arguments.\n");
 }
 
-static int parse_u64(const char *s, uint64_t min, uint64_t max, int suffix, uint64_t *out) {
-  char *end;
-  errno = 0;
-  if (*s == '-' || *s == '\0') return -1;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno != 0 || end == s) return -1;
-  uint64_t mul = 1;
-  if (suffix && (*end == 'K' || *end == 'k'))
-    mul = 1024, end++;
-  else if (suffix && (*end == 'M' || *end == 'm'))
-    mul = 1024 * 1024, end++;
-  if (*end != '\0' || v > max / mul || v * mul < min) return -1;
-  *out = v * mul;
-  return 0;
-}
-
-static int parse_secs(const char *s, double min, double *out) {
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (errno != 0 || end == s || *end != '\0' || !(v >= min) || v > 86400.0) return -1;
-  *out = v;
-  return 0;
-}
-
-/* HOST:PORT, [HOST]:PORT, optionally after tcp:// (cgnet's spelling). */
-static int parse_target(const char *target) {
-  char host[256], *port;
-  const char *s = strncmp(target, "tcp://", 6) == 0 ? target + 6 : target;
-  if (snprintf(host, sizeof host, "%s", s) >= (int)sizeof host) return -1;
-  port = strrchr(host, ':');
-  if (port == NULL || port[1] == '\0') return -1;
-  *port++ = '\0';
-  char *h = host;
-  if (h[0] == '[') {
-    size_t n = strlen(h);
-    if (n < 2 || h[n - 1] != ']') return -1;
-    h[n - 1] = '\0';
-    h++;
-  }
-  struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
-  struct addrinfo *res;
-  int rc = getaddrinfo(h, port, &hints, &res);
-  if (rc != 0) {
-    fprintf(stderr, "wsload: %s: %s\n", target, gai_strerror(rc));
-    return -1;
-  }
-  snprintf(g_cfg.host, sizeof g_cfg.host, "%s", s);
-  memcpy(&g_cfg.addr, res->ai_addr, res->ai_addrlen);
-  g_cfg.addrlen = res->ai_addrlen;
-  freeaddrinfo(res);
-  return 0;
-}
-
 static int parse_args(int argc, char **argv) {
   static const struct option longopts[] = {{"json", no_argument, NULL, 'J'},
                                            {"raw", no_argument, NULL, 'R'},
                                            {"help", no_argument, NULL, 'h'},
                                            {0, 0, 0, 0}};
-  uint64_t v;
-  long nproc = sysconf(_SC_NPROCESSORS_ONLN);
-  int depth_set = 0;
-  g_cfg.conns = 100;
-  g_cfg.size = 64;
-  g_cfg.secs = 5.0;
-  g_cfg.mode = MODE_PINGPONG;
-  g_cfg.depth = 16;
-  g_cfg.threads = nproc > 1 ? (size_t)nproc / 2 : 1;
+  echo_opts_init();
   int opt;
   while ((opt = getopt_long(argc, argv, "a:c:s:d:t:m:p:w:h", longopts, NULL)) != -1) {
+    int taken = echo_opt(opt, optarg);
+    if (taken < 0) return -1;
+    if (taken) continue;
     switch (opt) {
-    case 'a':
-      g_cfg.target = optarg;
-      break;
-    case 'c':
-      if (parse_u64(optarg, 1, 1000000, 0, &v) != 0) return -1;
-      g_cfg.conns = (size_t)v;
-      break;
-    case 's':
-      if (parse_u64(optarg, 1, 1ull << 30, 1, &g_cfg.size) != 0) return -1;
-      break;
-    case 'd':
-      if (parse_secs(optarg, 0.001, &g_cfg.secs) != 0) return -1;
-      break;
-    case 'w':
-      if (parse_secs(optarg, 0.0, &g_cfg.warmup) != 0) return -1;
-      break;
-    case 't':
-      if (parse_u64(optarg, 1, 1024, 0, &v) != 0) return -1;
-      g_cfg.threads = (size_t)v;
-      break;
-    case 'p':
-      if (parse_u64(optarg, 1, 1000000, 0, &g_cfg.depth) != 0) return -1;
-      depth_set = 1;
-      break;
-    case 'm':
-      if (strcmp(optarg, "pingpong") == 0)
-        g_cfg.mode = MODE_PINGPONG;
-      else if (strcmp(optarg, "pipeline") == 0)
-        g_cfg.mode = MODE_PIPELINE;
-      else if (strcmp(optarg, "stream") == 0)
-        g_cfg.mode = MODE_STREAM;
-      else
-        return -1;
-      break;
-    case 'J':
-      g_cfg.json = 1;
-      break;
     case 'R':
       g_cfg.raw = 1;
       break;
@@ -1270,256 +574,49 @@ static int parse_args(int argc, char **argv) {
       return -1;
     }
   }
-  if (optind != argc || g_cfg.target == NULL) return -1;
-  if (g_cfg.mode == MODE_PINGPONG) {
-    if (depth_set && g_cfg.depth != 1) {
-      fprintf(stderr, "wsload: -p needs -m pipeline\n");
-      return -1;
-    }
-    g_cfg.depth = 1;
-  }
-  if (g_cfg.mode == MODE_STREAM) g_cfg.depth = 0;
-  if (g_cfg.threads > g_cfg.conns) g_cfg.threads = g_cfg.conns;
-  uint64_t share = STREAM_WINDOW_TOTAL / g_cfg.conns;
-  g_cfg.window = share > STREAM_WINDOW_MAX ? STREAM_WINDOW_MAX : share;
-  if (g_cfg.window < STREAM_WINDOW_MIN) g_cfg.window = STREAM_WINDOW_MIN;
+  if (optind != argc || g_echo.o.target == NULL) return -1;
+  if (echo_opts_finish() != 0) return -1;
   if (!g_cfg.raw) {
-    if (g_cfg.size > WS_MAX_SIZE) {
+    if (g_echo.o.size > WS_MAX_SIZE) {
       fprintf(stderr, "wsload: -s: a WebSocket message is at most %u bytes\n", WS_MAX_SIZE);
       return -1;
     }
     /* Output room: the messages that may be in flight (at most 16 framed at a time), or
      * 64 KiB in stream mode; always one pong, and the handshake request. */
-    g_cfg.frame_max = (size_t)g_cfg.size + WS_HDR_MAX;
-    uint64_t frames = g_cfg.mode == MODE_STREAM ? 1 : g_cfg.depth < 16 ? g_cfg.depth : 16;
+    g_cfg.frame_max = (size_t)g_echo.o.size + WS_HDR_MAX;
+    uint64_t frames = g_echo.mode == MODE_STREAM ? 1
+                      : g_echo.depth < 16        ? g_echo.depth
+                                                 : 16;
     size_t cap = (size_t)frames * g_cfg.frame_max + WS_PONG_ROOM;
-    if (g_cfg.mode == MODE_STREAM && cap < (64u << 10)) cap = 64u << 10;
+    if (g_echo.mode == MODE_STREAM && cap < (64u << 10)) cap = 64u << 10;
     g_cfg.tx_cap = cap < 1024 ? 1024 : cap;
   }
-  return parse_target(g_cfg.target);
-}
-
-/* ------------------------------------------------------------------------------------ */
-/* Setup, results                                                                       */
-/* ------------------------------------------------------------------------------------ */
-
-static void on_signal(int sig) {
-  (void)sig;
-  atomic_store(&g_stop, 1);
-}
-
-static void setup_process(void) {
-  signal(SIGPIPE, SIG_IGN); /* a write to a closed conn must return EPIPE */
-  struct sigaction sa = {.sa_handler = on_signal, .sa_flags = (int)SA_RESETHAND};
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL); /* a second ^C kills */
-  sigaction(SIGTERM, &sa, NULL);
-  /* One descriptor per conn plus one epoll per thread and a few spare. */
-  struct rlimit rl;
-  rlim_t need = (rlim_t)(g_cfg.conns + g_cfg.threads + 32);
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < need) {
-    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need : rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-    if (rl.rlim_cur < need)
-      fprintf(stderr, "wsload: warning: open files limit %llu is below the %llu needed\n",
-              (unsigned long long)rl.rlim_cur, (unsigned long long)need);
-  }
-}
-
-/* Spread conns over the workers (conn i -> worker i % T) and allocate everything the run
- * needs up front. */
-static struct worker *make_workers(void) {
-  size_t T = g_cfg.threads;
-  struct worker *ws = calloc(T, sizeof *ws);
-  if (ws == NULL) return NULL;
-  for (size_t t = 0; t < T; t++) {
-    struct worker *w = &ws[t];
-    w->nconns = g_cfg.conns / T + (t < g_cfg.conns % T);
-    w->conns = calloc(w->nconns, sizeof *w->conns);
-    w->rbuf = malloc(READ_BUF);
-    w->ep = epoll_create1(EPOLL_CLOEXEC);
-    if (w->conns == NULL || w->rbuf == NULL || w->ep < 0) return NULL;
-    if (getrandom(&w->rng, sizeof w->rng, 0) != (ssize_t)sizeof w->rng || w->rng == 0)
-      w->rng = 0x9e3779b97f4a7c15ull ^ ((uint64_t)t << 32 | (uint64_t)now_ns());
-    for (size_t i = 0; i < w->nconns; i++) {
-      struct conn *c = &w->conns[i];
-      c->fd = -1;
-      c->id = (uint32_t)(i * T + t);
-      c->shift = (uint32_t)(((uint64_t)c->id * 40503u + 12345u) % PERIOD);
-      if (g_cfg.mode == MODE_STREAM)
-        c->samples = calloc(STREAM_SAMPLES, sizeof *c->samples);
-      else
-        c->ts = calloc(g_cfg.depth, sizeof *c->ts);
-      if (c->samples == NULL && c->ts == NULL) return NULL;
-      if (!g_cfg.raw && (c->tx = malloc(g_cfg.tx_cap)) == NULL) return NULL;
-    }
-  }
-  return ws;
-}
-
-static void free_workers(struct worker *ws) {
-  for (size_t t = 0; t < g_cfg.threads; t++) {
-    for (size_t i = 0; i < ws[t].nconns; i++) {
-      free(ws[t].conns[i].ts);
-      free(ws[t].conns[i].samples);
-      free(ws[t].conns[i].tx);
-      free(ws[t].conns[i].resp);
-    }
-    free(ws[t].conns);
-    free(ws[t].rbuf);
-    if (ws[t].ep >= 0) close(ws[t].ep);
-  }
-  free(ws);
-}
-
-struct totals {
-  uint64_t connected, connect_errors, msgs, tx_bytes, rx_bytes;
-  uint64_t byte_errors, conns_lost, undrained, errors;
-  double secs;
-  struct hist hist;
-};
-
-static void fmt_us(char *buf, size_t cap, const struct hist *h, uint64_t ns,
-                   const char *na) {
-  if (h->total == 0)
-    snprintf(buf, cap, "%s", na);
-  else
-    snprintf(buf, cap, "%.1f", (double)ns / 1000.0);
-}
-
-static void print_results(const struct totals *r) {
-  double secs = r->secs > 0 ? r->secs : 1e-9;
-  double mps = (double)r->msgs / secs;
-  double tx_mb = (double)r->tx_bytes / 1e6 / secs, rx_mb = (double)r->rx_bytes / 1e6 / secs;
-  const struct hist *h = &r->hist;
-  const char *mode = mode_names[g_cfg.mode];
-  char p50[32], p99[32], p999[32], pmax[32], j50[32], j99[32], j999[32], jmax[32];
-  fmt_us(p50, sizeof p50, h, hist_quantile(h, 0.50), "na");
-  fmt_us(p99, sizeof p99, h, hist_quantile(h, 0.99), "na");
-  fmt_us(p999, sizeof p999, h, hist_quantile(h, 0.999), "na");
-  fmt_us(pmax, sizeof pmax, h, h->max, "na");
-  fmt_us(j50, sizeof j50, h, hist_quantile(h, 0.50), "null");
-  fmt_us(j99, sizeof j99, h, hist_quantile(h, 0.99), "null");
-  fmt_us(j999, sizeof j999, h, hist_quantile(h, 0.999), "null");
-  fmt_us(jmax, sizeof jmax, h, h->max, "null");
-
-  if (g_cfg.json) {
-    printf("{\"target\":\"%s\",\"protocol\":\"%s\",\"mode\":\"%s\",\"conns\":%zu,"
-           "\"connected\":%llu,"
-           "\"size\":%llu,\"depth\":%llu,\"threads\":%zu,\"secs\":%.3f,\"msgs\":%llu,"
-           "\"msgs_per_s\":%.1f,\"mb_per_s\":%.3f,\"tx_mb_per_s\":%.3f,"
-           "\"rx_mb_per_s\":%.3f,\"p50_us\":%s,\"p99_us\":%s,\"p999_us\":%s,"
-           "\"max_us\":%s,\"latency_samples\":%llu,\"errors\":%llu,\"byte_errors\":%llu,"
-           "\"conns_lost\":%llu,\"undrained\":%llu,\"connect_errors\":%llu}\n",
-           g_cfg.target, g_cfg.raw ? "raw" : "websocket", mode, g_cfg.conns,
-           (unsigned long long)r->connected, (unsigned long long)g_cfg.size,
-           (unsigned long long)g_cfg.depth, g_cfg.threads, r->secs,
-           (unsigned long long)r->msgs, mps, rx_mb, tx_mb, rx_mb, j50, j99, j999, jmax,
-           (unsigned long long)h->total, (unsigned long long)r->errors,
-           (unsigned long long)r->byte_errors, (unsigned long long)r->conns_lost,
-           (unsigned long long)r->undrained, (unsigned long long)r->connect_errors);
-  } else {
-    printf("wsload: %s  %s  mode=%s  conns=%zu (%llu connected)  size=%llu B", g_cfg.target,
-           g_cfg.raw ? "raw" : "websocket", mode, g_cfg.conns,
-           (unsigned long long)r->connected, (unsigned long long)g_cfg.size);
-    if (g_cfg.mode == MODE_PIPELINE)
-      printf("  depth=%llu", (unsigned long long)g_cfg.depth);
-    if (g_cfg.mode == MODE_STREAM)
-      printf("  window=%llu KiB", (unsigned long long)(g_cfg.window >> 10));
-    printf("  threads=%zu\n", g_cfg.threads);
-    printf("  duration  %.2f s measured (after %.2f s warm-up)\n", r->secs, g_cfg.warmup);
-    printf("  messages  %llu  (%.0f msgs/s)\n", (unsigned long long)r->msgs, mps);
-    printf("  tx        %.2f MB/s  (%llu bytes)\n", tx_mb, (unsigned long long)r->tx_bytes);
-    printf("  rx        %.2f MB/s  (%llu bytes, all checked)\n", rx_mb,
-           (unsigned long long)r->rx_bytes);
-    if (h->total > 0)
-      printf("  latency   p50 %s us  p99 %s us  p99.9 %s us  max %s us  (%llu %s)\n", p50,
-             p99, p999, pmax, (unsigned long long)h->total,
-             g_cfg.mode == MODE_STREAM ? "sampled messages" : "messages");
-    else
-      printf("  latency   n/a (no message completed in the window)\n");
-    printf("  errors    %llu  (byte errors %llu, conns lost %llu, undrained %llu, "
-           "connect errors %llu)\n",
-           (unsigned long long)r->errors, (unsigned long long)r->byte_errors,
-           (unsigned long long)r->conns_lost, (unsigned long long)r->undrained,
-           (unsigned long long)r->connect_errors);
-  }
-  printf("RESULT mode=%s conns=%zu connected=%llu size=%llu depth=%llu threads=%zu "
-         "secs=%.3f msgs=%llu msgs_per_s=%.1f mb_per_s=%.3f tx_mb_per_s=%.3f "
-         "rx_mb_per_s=%.3f p50_us=%s p99_us=%s p999_us=%s max_us=%s errors=%llu "
-         "byte_errors=%llu conns_lost=%llu undrained=%llu connect_errors=%llu\n",
-         mode, g_cfg.conns, (unsigned long long)r->connected,
-         (unsigned long long)g_cfg.size, (unsigned long long)g_cfg.depth, g_cfg.threads,
-         r->secs, (unsigned long long)r->msgs, mps, rx_mb, tx_mb, rx_mb, p50, p99, p999,
-         pmax, (unsigned long long)r->errors, (unsigned long long)r->byte_errors,
-         (unsigned long long)r->conns_lost, (unsigned long long)r->undrained,
-         (unsigned long long)r->connect_errors);
-  fflush(stdout);
+  const char *hostport;
+  if (load_opts_finish(&g_echo.o, 0, &hostport) != 0) return -1;
+  snprintf(g_cfg.host, sizeof g_cfg.host, "%s", hostport);
+  return 0;
 }
 
 int main(int argc, char **argv) {
+  g_prog = "wsload";
   if (parse_args(argc, argv) != 0) {
     usage(stderr);
     return 2;
   }
-  setup_process();
-  pattern_init();
-  struct worker *ws = make_workers();
-  struct totals *r = calloc(1, sizeof *r);
-  if (ws == NULL || r == NULL) {
-    fprintf(stderr, "wsload: out of memory or descriptors setting up %zu conns\n",
-            g_cfg.conns);
-    return 1;
-  }
-  size_t T = g_cfg.threads;
-  pthread_barrier_init(&g_connected, NULL, (unsigned)T + 1);
-  pthread_barrier_init(&g_go, NULL, (unsigned)T + 1);
-  for (size_t t = 0; t < T; t++) {
-    if (pthread_create(&ws[t].thread, NULL, worker_main, &ws[t]) != 0) {
-      fprintf(stderr, "wsload: cannot start thread %zu\n", t);
-      return 1;
-    }
-  }
-
-  pthread_barrier_wait(&g_connected);
-  for (size_t t = 0; t < T; t++) {
-    r->connected += ws[t].connected;
-    r->connect_errors += ws[t].connect_errors;
-  }
-  if (r->connected == 0) {
-    fprintf(stderr, "wsload: no connection to %s could be opened\n", g_cfg.target);
-    atomic_store(&g_stop, 1);
-  }
-  g_t_start = now_ns() + (uint64_t)(g_cfg.warmup * 1e9);
-  g_t_end = g_t_start + (uint64_t)(g_cfg.secs * 1e9);
-  /* The clock starts now: a caller that measures the server over the same window (bench/
-   * measure.py --mark) counts from this line, not from our launch, since connecting and
-   * upgrading many conns to a slow server can take seconds. */
-  fprintf(stderr, "wsload: %llu conns open, load starts\n",
-          (unsigned long long)r->connected);
-  pthread_barrier_wait(&g_go);
-
-  uint64_t meas_end = g_t_start;
-  for (size_t t = 0; t < T; t++) {
-    struct worker *w = &ws[t];
-    pthread_join(w->thread, NULL);
-    r->msgs += w->msgs;
-    r->tx_bytes += w->tx_bytes;
-    r->rx_bytes += w->rx_bytes;
-    r->byte_errors += w->byte_errors;
-    r->conns_lost += w->conns_lost;
-    r->undrained += w->undrained;
-    if (w->meas_end > meas_end) meas_end = w->meas_end;
-    hist_merge(&r->hist, &w->hist);
-  }
-  r->secs = (double)(meas_end - g_t_start) / 1e9;
-  r->errors = r->byte_errors + r->conns_lost + r->undrained;
-  print_results(r);
-
-  int ok = r->errors == 0 && r->connect_errors == 0 && r->connected > 0;
-  pthread_barrier_destroy(&g_connected);
-  pthread_barrier_destroy(&g_go);
-  free_workers(ws);
-  free(r);
-  return ok ? 0 : 1;
+  static const struct echo_hooks raw = {
+      .conn_size = sizeof(struct echo_conn), .protocol = "raw", .announce = 1};
+  static const struct echo_hooks websocket = {.conn_size = sizeof(struct conn),
+                                              .protocol = "websocket",
+                                              .announce = 1,
+                                              .worker_init = ws_worker_init,
+                                              .conn_init = ws_conn_init,
+                                              .conn_free = ws_conn_free,
+                                              .upgrade = handshake_start,
+                                              .handshake_event = handshake_event,
+                                              .opened = ws_opened,
+                                              .input = ws_input,
+                                              .write = ws_write,
+                                              .unsent = ws_unsent,
+                                              .finish = ws_finish};
+  return echo_run(g_cfg.raw ? &raw : &websocket);
 }
