@@ -395,6 +395,11 @@ size_t cgnet__tls_buffered(const cgnet__tls *t) {
   return t->out_len;
 }
 
+size_t cgnet__tls_held(const cgnet__tls *t) {
+  int pending = SSL_pending(t->ssl);
+  return t->out_cap + t->carry_cap + (pending > 0 ? (size_t)pending : 0);
+}
+
 int cgnet__tls_close(cgnet__tls *t) {
   if (t->state == CGNET__TLS_FAILED) return t->err;
   if (t->closed) return 0;

@@ -95,6 +95,12 @@ int cgnet__tls_flush(cgnet__tls *t);
 /* Plaintext bytes buffered and not yet encrypted. */
 size_t cgnet__tls_buffered(const cgnet__tls *t);
 
+/* Bytes of buffered data the session holds besides its fixed state: the capacity of its
+ * plaintext and carry buffers, and decrypted bytes OpenSSL has not handed out. 0 for an
+ * idle session (OpenSSL's own record buffers, released by SSL_MODE_RELEASE_BUFFERS, are
+ * not visible here; test_tls counts them through OpenSSL's allocator). */
+size_t cgnet__tls_held(const cgnet__tls *t);
+
 /* Flush, then send close_notify. Further writes return CGNET_ECLOSED. 0 or an error
  * (nothing is sent on a session that failed). */
 int cgnet__tls_close(cgnet__tls *t);

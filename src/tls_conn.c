@@ -57,6 +57,10 @@ void cgnet__tls_conn_free(cgnet_conn *c) {
   c->tls_plain = 0;
 }
 
+size_t cgnet__tls_conn_held(const cgnet_conn *c) {
+  return c->tls ? cgnet__tls_held(c->tls) : 0;
+}
+
 /* ---- the handshake ------------------------------------------------------------------- */
 
 /* The handshake's deadline: the handshake timeout, or a dial's own deadline if sooner. */
@@ -99,13 +103,24 @@ static void handshake_done(cgnet_conn *c) {
 }
 
 /* Server: may this conn's handshake start in this turn? Each loop starts at most
- * tls_handshakes_per_turn per turn: the expensive first step (key exchange, signature)
- * of a storm of new conns then cannot hold up the conns already open. */
+ * tls_handshakes_per_turn per turn. Why: a server's first step of a handshake (key
+ * exchange and the certificate signature) costs far more CPU than serving a request,
+ * and a turn runs to its end before the loop sends anything; a storm of new conns
+ * arriving together would otherwise make the conns already open wait for all of those
+ * signatures, and the storm's own first replies for the whole batch. With the budget a
+ * turn does a bounded amount of handshake work, then flushes and serves the rest. The
+ * counter is reset after each wait (loop.c); the loop's stats keep the most started in
+ * one turn, so that tests can see the budget held. */
 static bool handshake_may_start(cgnet_conn *c) {
   if (cgnet__conn_is_client(c) || cgnet__conn_has(c, CGNET__CF_TLS_STARTED)) return true;
   cgnet_loop *loop = c->loop;
   if (loop->tls_handshakes >= c->o->tls_handshakes_per_turn) return false;
   loop->tls_handshakes++;
+  atomic_fetch_add_explicit(&loop->tls_started, 1, memory_order_relaxed);
+  if ((uint64_t)loop->tls_handshakes >
+      atomic_load_explicit(&loop->tls_turn_max, memory_order_relaxed))
+    atomic_store_explicit(&loop->tls_turn_max, (uint64_t)loop->tls_handshakes,
+                          memory_order_relaxed);
   cgnet__conn_set(c, CGNET__CF_TLS_STARTED);
   return true;
 }
