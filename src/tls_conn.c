@@ -12,10 +12,12 @@
  *           holds when reading stops is delivered when it resumes (cgnet__tls_conn_drain,
  *           before the socket is read again).
  *   write   writes go into the session as plaintext (counted in c->tls_plain, which the
- *           watermarks and write_buffer_limit add to the queue) and are encrypted by the
- *           flush before the loop sleeps: one turn's writes leave as full records. The
- *           session's sink appends the records to the conn's outbound queue, which the
- *           backend sends as usual.
+ *           watermarks and write_buffer_limit add to the queue); each full record's
+ *           worth (16 KiB) is encrypted as soon as it is there, and the tail by the
+ *           flush before the loop sleeps: one turn's writes leave as full records, and
+ *           the session never holds more than a record of plaintext. The session's sink
+ *           appends the records to the conn's outbound queue, which the backend sends
+ *           as usual.
  *   life    the conn is OPEN at the socket level with CGNET__CF_HANDSHAKE set until the
  *           handshake is done; then on_open runs. A failed handshake closes a server's
  *           conn without on_open nor on_close (counted, logged, on_tls_error), and fails
