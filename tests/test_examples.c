@@ -6,7 +6,8 @@
  * codec_echo with frames larger than the default output limit, udp_sessions' per-peer
  * counts (answered on the loop and from workers) and idle expiry, ws_echo against
  * WebSocket clients written elsewhere (Python's websockets, Node's ws, curl's upgrade
- * request), and ws_chat's page and broadcast.
+ * request), ws_chat's page and broadcast, and http_plaintext over TLS under curl, h2load
+ * and wrk.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -3,8 +3,11 @@
  * clients dialing them, with certificates made at test time (tests/support/tls_certs.c):
  * echo of many random-sized writes with every byte checked, ALPN, SNI, client
  * certificates, resumption, the getters, pause/resume and watermarks, codecs, handshake
- * failures (timeout, plain HTTP, random bytes, bad certificates), truncation, a storm of
- * simultaneous handshakes, and outside clients (openssl s_client, Python's ssl).
+ * failures (timeout, plain HTTP, random bytes, bad certificates, truncated
+ * ClientHellos), truncation, a storm of simultaneous handshakes and the per-turn
+ * handshake budget, renegotiation refused, burst writes against write_buffer_limit, the
+ * buffers of an idle conn, and outside clients (openssl s_client, also resuming, and
+ * Python's ssl).
  *
  * Built without TLS, tls:// addresses must say CGNET_EUNSUPPORTED; the rest is skipped.
  *
@@ -1261,7 +1264,10 @@ static void test_handshake_budget_per_turn(void **state) {
     fail_msg("a turn started %llu handshakes, over the budget of 4",
              (unsigned long long)st.tls_handshakes_turn_max);
   assert_int_equal(st.tls_handshakes_turn_max, 4);
+  uint64_t max4 = st.tls_handshakes_turn_max;
   handshake_burst(64, &st);
+  print_message("most handshakes started in one turn: %llu (budget 4), %llu (budget 64)\n",
+                (unsigned long long)max4, (unsigned long long)st.tls_handshakes_turn_max);
   assert_int_equal(st.tls_handshakes, BURST);
   assert_true(st.tls_handshakes_turn_max > 4);
   assert_true(st.tls_handshakes_turn_max <= 64);
