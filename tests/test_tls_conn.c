@@ -1036,6 +1036,41 @@ typedef struct tls12_client {
   int fd;
 } tls12_client;
 
+/* One call on a blocking socket, retried while OpenSSL says it wants to read or write
+ * again (a receive interrupted by a signal, EINTR, reads as that), for at most the test
+ * timeout. Returns the call's last result. */
+enum { SSL_OP_CONNECT, SSL_OP_READ, SSL_OP_WRITE, SSL_OP_HANDSHAKE, SSL_OP_SHUTDOWN };
+
+static int ssl_call(SSL *ssl, int op, void *buf, int len) {
+  uint64_t until = tu_now_ms() + (uint64_t)TU_TIMEOUT_MS;
+  for (;;) {
+    ERR_clear_error();
+    int r = 0;
+    switch (op) {
+    case SSL_OP_CONNECT:
+      r = SSL_connect(ssl);
+      break;
+    case SSL_OP_READ:
+      r = SSL_read(ssl, buf, len);
+      break;
+    case SSL_OP_WRITE:
+      r = SSL_write(ssl, buf, len);
+      break;
+    case SSL_OP_HANDSHAKE:
+      r = SSL_do_handshake(ssl);
+      break;
+    default:
+      r = SSL_shutdown(ssl);
+      if (r == 0) return 0; /* ours sent; the peer's not awaited */
+      break;
+    }
+    if (r > 0) return r;
+    int e = SSL_get_error(ssl, r);
+    if ((e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) || tu_now_ms() >= until)
+      return r;
+  }
+}
+
 static void tls12_connect(tls12_client *k, int port) {
   k->ctx = SSL_CTX_new(TLS_client_method());
   assert_non_null(k->ctx);
@@ -1049,7 +1084,13 @@ static void tls12_connect(tls12_client *k, int port) {
   assert_non_null(k->ssl);
   SSL_set_fd(k->ssl, k->fd);
   SSL_set_tlsext_host_name(k->ssl, "localhost");
-  assert_int_equal(SSL_connect(k->ssl), 1);
+  int r = ssl_call(k->ssl, SSL_OP_CONNECT, NULL, 0);
+  if (r != 1) {
+    int e = SSL_get_error(k->ssl, r), en = errno;
+    unsigned long q = ERR_peek_error();
+    fail_msg("SSL_connect: %d, SSL_get_error %d, errno %d, \"%s\"", r, e, en,
+             q ? ERR_reason_error_string(q) : "");
+  }
   assert_string_equal(SSL_get_version(k->ssl), "TLSv1.2");
 }
 
@@ -1072,14 +1113,13 @@ static void test_renegotiation_refused_on_conn(void **state) {
   tls12_client k;
   tls12_connect(&k, sv.s.port);
   char buf[16] = "";
-  assert_int_equal(SSL_write(k.ssl, "ping", 4), 4);
-  assert_int_equal(SSL_read(k.ssl, buf, sizeof buf), 4);
+  assert_int_equal(ssl_call(k.ssl, SSL_OP_WRITE, "ping", 4), 4);
+  assert_int_equal(ssl_call(k.ssl, SSL_OP_READ, buf, sizeof buf), 4);
   assert_memory_equal(buf, "ping", 4);
   assert_true(tu_wait_atomic_eq(&sv.st.opens, 1, TU_TIMEOUT_MS));
   /* OpenSSL 3 clients may renegotiate unless told not to. */
   assert_int_equal(SSL_renegotiate(k.ssl), 1);
-  ERR_clear_error();
-  int r = SSL_do_handshake(k.ssl);
+  int r = ssl_call(k.ssl, SSL_OP_HANDSHAKE, NULL, 0);
   assert_true(r <= 0);
   assert_int_equal(SSL_get_error(k.ssl, r), SSL_ERROR_SSL);
   unsigned long e = ERR_peek_error();
@@ -1097,10 +1137,10 @@ static void test_renegotiation_refused_on_conn(void **state) {
   tls12_close(&k);
   /* Alive: a new TLS 1.2 conn is served. */
   tls12_connect(&k, sv.s.port);
-  assert_int_equal(SSL_write(k.ssl, "again", 5), 5);
-  assert_int_equal(SSL_read(k.ssl, buf, sizeof buf), 5);
+  assert_int_equal(ssl_call(k.ssl, SSL_OP_WRITE, "again", 5), 5);
+  assert_int_equal(ssl_call(k.ssl, SSL_OP_READ, buf, sizeof buf), 5);
   assert_memory_equal(buf, "again", 5);
-  assert_int_equal(SSL_shutdown(k.ssl), 0);
+  assert_int_equal(ssl_call(k.ssl, SSL_OP_SHUTDOWN, NULL, 0), 0);
   tls12_close(&k);
   assert_true(tu_wait_atomic_eq(&sv.st.closes, 2, TU_TIMEOUT_MS));
   assert_rc(atomic_load(&sv.st.last_close_reason), CGNET_EOF);
