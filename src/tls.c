@@ -362,6 +362,21 @@ static int write_check(const cgnet__tls *t) {
   return 0;
 }
 
+/* Writes made during the handshake may have buffered more than a record: encrypt its
+ * whole records, keep the tail in front, and shrink the buffer to a record. */
+static int encrypt_buffered_records(cgnet__tls *t) {
+  size_t whole = t->out_len - t->out_len % CGNET__TLS_RECORD_MAX;
+  int rc = encrypt(t, t->out, whole);
+  t->out_len -= whole;
+  memmove(t->out, t->out + whole, t->out_len);
+  uint8_t *p = OPENSSL_realloc(t->out, CGNET__TLS_RECORD_MAX);
+  if (p) { /* else the larger buffer stays until the flush */
+    t->out = p;
+    t->out_cap = CGNET__TLS_RECORD_MAX;
+  }
+  return rc;
+}
+
 /*
  * Plaintext waits for the flush only while it is less than a record: as soon as a full
  * record's worth is pending it is encrypted, so a session holds at most 16 KiB of
@@ -376,6 +391,8 @@ int cgnet__tls_write(cgnet__tls *t, const void *data, size_t len) {
   if (rc < 0 || len == 0) return rc;
   if (!can_encrypt(t)) return append_out(t, data, len);
   const uint8_t *p = data;
+  if (t->out_len >= CGNET__TLS_RECORD_MAX && (rc = encrypt_buffered_records(t)) < 0)
+    return rc;
   if (t->out_len) { /* complete the pending record first */
     size_t fill = cgnet__min_size(len, CGNET__TLS_RECORD_MAX - t->out_len);
     rc = append_out(t, p, fill);

@@ -862,6 +862,29 @@ static void test_small_writes_coalesce(void **state) {
   assert_int_equal(cgnet__tls_flush(c.t), 0);
   assert_int_equal(count_app_records(&c.wire), 3);
   pump(&c, &s, WHOLE);
+  /* 40,000 bytes written during a handshake wait for it; the first write after it sends
+   * their two full records and completes the third with its own bytes. */
+  {
+    ep c2, s2;
+    ep_open(&c2, cctx, "localhost");
+    ep_open(&s2, sctx, NULL);
+    assert_int_equal(cgnet__tls_start(c2.t), 0);
+    assert_int_equal(cgnet__tls_write(c2.t, data, 40000), 0);
+    assert_int_equal(cgnet__tls_buffered(c2.t), 40000);
+    pump(&c2, &s2, WHOLE);
+    assert_open(&c2);
+    bytes_free(&c2.wire);
+    assert_int_equal(cgnet__tls_write(c2.t, data + 40000, 10000), 0);
+    assert_int_equal(count_app_records(&c2.wire), 3);
+    assert_int_equal(cgnet__tls_buffered(c2.t), 50000 - 3 * 16384);
+    assert_true(cgnet__tls_held(c2.t) <= 16384);
+    assert_int_equal(cgnet__tls_flush(c2.t), 0);
+    pump(&c2, &s2, WHOLE);
+    assert_int_equal(s2.got.len, 50000);
+    assert_memory_equal(s2.got.p, data, 50000);
+    ep_free(&c2);
+    ep_free(&s2);
+  }
   /* A 64 KiB write: four full records, none copied into the buffer. */
   assert_int_equal(cgnet__tls_write(c.t, data, 65536), 0);
   assert_int_equal(cgnet__tls_buffered(c.t), 0);
