@@ -6,6 +6,9 @@
  *   baseline   the same bytes through two plain SSL objects on memory BIOs (the common
  *              way: BIO_write the ciphertext into the server's read BIO, SSL_read it out,
  *              BIO_read the client's output), to show what the span BIO saves
+ *   writes     MiB/s of plaintext through a client session's write path: writes of W
+ *              bytes, a flush after every F of them (F = 1: a reply per turn; F large:
+ *              a turn's burst of small writes), the ciphertext discarded
  *   handshake  full handshakes per second (client + server on this one thread)
  *   threads    the same on T threads at once (--threads T), first all on one pair of
  *              contexts, then each thread on its own pair: OpenSSL 3.0 serialises parts
@@ -115,6 +118,33 @@ static double bench_engine(cgnet_tls_ctx *cctx, cgnet_tls_ctx *sctx, size_t tota
   got += deliver(&cw, s, span);
   double dt = now_s() - t0;
   if (got != total) die("bulk: bytes lost");
+  cgnet__tls_free(c);
+  cgnet__tls_free(s);
+  free(cw.p);
+  free(sw.p);
+  return (double)total / (1 << 20) / dt;
+}
+
+/* The write path alone: `per_flush` writes of `size` bytes, then a flush; `total` bytes
+ * in all. The wire is emptied after each flush (nothing reads it). */
+static double bench_writes(cgnet_tls_ctx *cctx, cgnet_tls_ctx *sctx, size_t total,
+                           size_t size, size_t per_flush) {
+  wire cw = {0}, sw = {0};
+  cgnet__tls *c, *s;
+  if (cgnet__tls_new(cctx, "localhost", to_wire, &cw, &c) ||
+      cgnet__tls_new(sctx, NULL, to_wire, &sw, &s))
+    die("session");
+  handshake(c, &cw, s, &sw);
+  static uint8_t msg[16384];
+  memset(msg, 'x', sizeof(msg));
+  double t0 = now_s();
+  for (size_t sent = 0; sent < total;) {
+    for (size_t i = 0; i < per_flush && sent < total; i++, sent += size)
+      if (cgnet__tls_write(c, msg, size)) die("write");
+    if (cgnet__tls_flush(c)) die("flush");
+    cw.len = 0;
+  }
+  double dt = now_s() - t0;
   cgnet__tls_free(c);
   cgnet__tls_free(s);
   free(cw.p);
@@ -303,6 +333,10 @@ int main(int argc, char **argv) {
          bench_engine(cctx, sctx, total, (size_t)span), mib, span);
   printf("bulk, memory BIO pair:    %8.0f MiB/s\n",
          bench_membio(cctx, &certs, total, (size_t)span));
+  static const size_t writes[][2] = {{64, 1}, {100, 655}, {1000, 65}, {4096, 16}};
+  for (size_t i = 0; i < sizeof(writes) / sizeof(writes[0]); i++)
+    printf("writes of %4zu, %3zu/flush: %8.0f MiB/s\n", writes[i][0], writes[i][1],
+           bench_writes(cctx, sctx, total / 4, writes[i][0], writes[i][1]));
   printf("handshakes (both sides):  %8.0f /s     (TLS 1.3, ECDSA P-256, client verifies)\n",
          bench_handshakes(cctx, sctx, (int)hs));
   if (threads) {

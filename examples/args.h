@@ -106,10 +106,13 @@ void ex_print_listening(const char *prog, cgnet_engine *eng, const char *const *
 int ex_close_is_error(int reason);
 
 /* TLS from the command line: a server's --cert FILE and --key FILE (PEM), a client's
- * --ca FILE (PEM; default: the system's CAs) or --insecure (no verification). */
+ * --ca FILE (PEM; default: the system's CAs) or --insecure (no verification). A server
+ * example sets `alpn` itself (NULL-terminated; NULL: no ALPN) to the protocols it
+ * speaks. */
 typedef struct ex_tls {
   const char *cert, *key, *ca;
   int insecure;
+  const char *const *alpn;
 } ex_tls;
 
 /* 1 if `arg` is one of the TLS flags above (its value is taken into t), else 0. */

@@ -58,8 +58,9 @@ static const char USAGE[] =
     "                      [--idle-timeout-ms MS] [--max-conns N] [--max-body BYTES]\n"
     "                      [--backend epoll|io_uring|auto] [--cert FILE --key FILE]\n"
     "  ADDR                  tcp://HOST:PORT, tcp4://, tcp6://[::1]:PORT, unix:///PATH,\n"
-    "                        unix://@NAME, or tls://HOST:PORT (HTTPS; also tls4://,\n"
-    "                        tls6://) (default tcp://127.0.0.1:8080; port 0: a free one)\n"
+    "                        unix://@NAME, or tls://HOST:PORT (HTTPS, ALPN http/1.1;\n"
+    "                        also tls4://, tls6://) (default tcp://127.0.0.1:8080; port\n"
+    "                        0: a free one)\n"
     "  --cert FILE           the server certificate chain (PEM), for tls://\n"
     "  --key FILE            its private key (PEM)\n"
     "  --loops N             event loops, 1..1024, or 0 for one per CPU (default 1)\n"
@@ -346,7 +347,10 @@ int main(int argc, char **argv) {
   ex_args a;
   ex_args_init(&a, "http_plaintext", USAGE, argc, argv);
   int have_addr = 0;
-  ex_tls tls = {0};
+  /* Over TLS it says which protocol it speaks (ALPN), so that a client offering h2 and
+   * http/1.1 (h2load, browsers) knows to use HTTP/1.1. */
+  static const char *const alpn[] = {"http/1.1", NULL};
+  ex_tls tls = {.alpn = alpn};
   for (const char *arg; (arg = ex_next(&a)) != NULL;) {
     if (ex_tls_arg(&a, arg, &tls)) {
       continue;

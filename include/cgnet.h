@@ -637,6 +637,10 @@ typedef struct cgnet_loop_stats {
   uint64_t recv_nobufs;
   uint64_t cq_overflows;
   uint64_t stale_completions;
+  /* TLS: server handshakes this loop started, and the most it started in one turn
+   * (never above options.tls_handshakes_per_turn). */
+  uint64_t tls_handshakes;
+  uint64_t tls_handshakes_turn_max;
 } cgnet_loop_stats;
 CGNET_API void cgnet_loop_get_stats(const cgnet_loop *loop, cgnet_loop_stats *out);
 

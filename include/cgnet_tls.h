@@ -198,7 +198,9 @@ CGNET_API int cgnet_conn_tls_peer_subject(const cgnet_conn *c, char *buf, size_t
 CGNET_API const char *cgnet_conn_tls_error(const cgnet_conn *c);
 
 /* TLS handshakes of the engine's conns (its tls:// listeners', and the dials of clients
- * on its loops) that failed, timed out or were abandoned by the peer, since it started;
+ * on its loops) that failed, timed out or were abandoned by the peer (including a peer
+ * that connects and leaves before its ClientHello is complete, or without sending
+ * anything, as a TCP health check does), since it started;
  * an engine stopping during a handshake does not count. Any thread. */
 CGNET_API uint64_t cgnet_engine_tls_handshake_failures(const cgnet_engine *eng);
 

@@ -330,6 +330,9 @@ struct cgnet_loop {
    * and the server handshakes started this turn (options.tls_handshakes_per_turn). */
   uint8_t *tls_scratch;
   int tls_handshakes;
+  /* Server handshakes started since start, and the most started in one turn
+   * (cgnet_loop_stats; only this thread writes them). */
+  _Atomic uint64_t tls_started, tls_turn_max;
   cgnet__wheel wheel;
   cgnet__tnode tick_node; /* loop 0 with the ticker */
   bool stopping;
@@ -525,6 +528,9 @@ bool cgnet__tls_conn_transport_eof(cgnet_conn *c);
 bool cgnet__tls_conn_closing(cgnet_conn *c, int reason);
 /* After on_close: free the session. */
 void cgnet__tls_conn_free(cgnet_conn *c);
+/* Bytes the conn's session holds in buffers (cgnet__tls_held; 0 on a plain conn): 0
+ * once a TLS conn is idle. For tests. Loop thread. */
+size_t cgnet__tls_conn_held(const cgnet_conn *c);
 /* Engine start: every tls:// address needs a server context. 0 or CGNET_EINVAL. */
 int cgnet__tls_check_engine(cgnet_engine *eng);
 /* A client conn's context: the given one (must be a client's), or a default one made

@@ -743,4 +743,7 @@ void cgnet_loop_get_stats(const cgnet_loop *loop, cgnet_loop_stats *out) {
   out->recv_nobufs = atomic_load_explicit(&loop->recv_nobufs, memory_order_relaxed);
   out->cq_overflows = atomic_load_explicit(&loop->cq_overflows, memory_order_relaxed);
   out->stale_completions = atomic_load_explicit(&loop->stale, memory_order_relaxed);
+  out->tls_handshakes = atomic_load_explicit(&loop->tls_started, memory_order_relaxed);
+  out->tls_handshakes_turn_max =
+      atomic_load_explicit(&loop->tls_turn_max, memory_order_relaxed);
 }

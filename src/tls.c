@@ -335,10 +335,17 @@ static int encrypt(cgnet__tls *t, const uint8_t *p, size_t len) {
   return 0;
 }
 
+static int can_encrypt(const cgnet__tls *t) {
+  return t->state == CGNET__TLS_OPEN || t->state == CGNET__TLS_PEER_CLOSED;
+}
+
 static int append_out(cgnet__tls *t, const void *data, size_t len) {
   if (len > t->out_cap - t->out_len) {
     size_t cap = cgnet__max_size(t->out_cap * 2, t->out_len + len);
     cap = cgnet__max_size(cap, 4096);
+    /* Once open, less than a record waits here (cgnet__tls_write). */
+    if (can_encrypt(t) && t->out_len + len <= CGNET__TLS_RECORD_MAX)
+      cap = cgnet__min_size(cap, CGNET__TLS_RECORD_MAX);
     uint8_t *p = OPENSSL_realloc(t->out, cap);
     if (!p) return CGNET_ENOMEM;
     t->out = p;
@@ -355,13 +362,50 @@ static int write_check(const cgnet__tls *t) {
   return 0;
 }
 
+/* Writes made during the handshake may have buffered more than a record: encrypt its
+ * whole records, keep the tail in front, and shrink the buffer to a record. */
+static int encrypt_buffered_records(cgnet__tls *t) {
+  size_t whole = t->out_len - t->out_len % CGNET__TLS_RECORD_MAX;
+  int rc = encrypt(t, t->out, whole);
+  t->out_len -= whole;
+  memmove(t->out, t->out + whole, t->out_len);
+  uint8_t *p = OPENSSL_realloc(t->out, CGNET__TLS_RECORD_MAX);
+  if (p) { /* else the larger buffer stays until the flush */
+    t->out = p;
+    t->out_cap = CGNET__TLS_RECORD_MAX;
+  }
+  return rc;
+}
+
+/*
+ * Plaintext waits for the flush only while it is less than a record: as soon as a full
+ * record's worth is pending it is encrypted, so a session holds at most 16 KiB of
+ * plaintext besides the ciphertext queued. Otherwise a turn's burst of writes (up to
+ * write_buffer_limit) would be held twice at the flush, once as plaintext and once as
+ * ciphertext. The records are the same as a flush would make (16 KiB each from the
+ * last flush on); small writes within a turn are still gathered into one record.
+ * During the handshake everything waits.
+ */
 int cgnet__tls_write(cgnet__tls *t, const void *data, size_t len) {
   int rc = write_check(t);
   if (rc < 0 || len == 0) return rc;
+  if (!can_encrypt(t)) return append_out(t, data, len);
   const uint8_t *p = data;
-  /* Nothing buffered: full records go out now, uncopied; only the tail waits. */
-  if (t->out_len == 0 && t->state == CGNET__TLS_OPEN && len >= CGNET__TLS_RECORD_MAX) {
-    size_t whole = len - len % CGNET__TLS_RECORD_MAX;
+  if (t->out_len >= CGNET__TLS_RECORD_MAX && (rc = encrypt_buffered_records(t)) < 0)
+    return rc;
+  if (t->out_len) { /* complete the pending record first */
+    size_t fill = cgnet__min_size(len, CGNET__TLS_RECORD_MAX - t->out_len);
+    rc = append_out(t, p, fill);
+    if (rc < 0 || t->out_len < CGNET__TLS_RECORD_MAX) return rc;
+    p += fill;
+    len -= fill;
+    rc = encrypt(t, t->out, t->out_len);
+    t->out_len = 0; /* the buffer stays for the next record; the flush frees it */
+    if (rc < 0) return rc;
+  }
+  /* Full records go out now, uncopied; only the tail waits. */
+  size_t whole = len - len % CGNET__TLS_RECORD_MAX;
+  if (whole) {
     rc = encrypt(t, p, whole);
     if (rc < 0) return rc;
     p += whole;
@@ -381,8 +425,7 @@ int cgnet__tls_writev(cgnet__tls *t, const struct iovec *iov, int iovcnt) {
 
 int cgnet__tls_flush(cgnet__tls *t) {
   if (t->state == CGNET__TLS_FAILED) return t->err;
-  if (t->state != CGNET__TLS_OPEN && t->state != CGNET__TLS_PEER_CLOSED) return 0;
-  if (t->out_len == 0) return 0;
+  if (!can_encrypt(t) || !t->out) return 0;
   int rc = encrypt(t, t->out, t->out_len);
   /* Release the buffer: an idle session keeps none. */
   OPENSSL_free(t->out);
@@ -393,6 +436,11 @@ int cgnet__tls_flush(cgnet__tls *t) {
 
 size_t cgnet__tls_buffered(const cgnet__tls *t) {
   return t->out_len;
+}
+
+size_t cgnet__tls_held(const cgnet__tls *t) {
+  int pending = SSL_pending(t->ssl);
+  return t->out_cap + t->carry_cap + (pending > 0 ? (size_t)pending : 0);
 }
 
 int cgnet__tls_close(cgnet__tls *t) {

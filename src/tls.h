@@ -11,9 +11,10 @@
  *            not copied into a memory BIO first; a record split across spans waits in
  *            OpenSSL's own record buffer. Only ciphertext left over because the plaintext
  *            buffer filled is copied (the carry), and released once drained.
- *   output   plaintext writes are buffered until a flush, then encrypted in records of up
- *            to 16 KiB; the records go to the sink, a callback the conn points at its
- *            outbound queue. The sink must take every byte (it queues; it never blocks).
+ *   output   plaintext writes are buffered until a full record's worth (16 KiB) is there,
+ *            which is encrypted at once, or until a flush, which encrypts the rest; the
+ *            records go to the sink, a callback the conn points at its outbound queue.
+ *            The sink must take every byte (it queues; it never blocks).
  *   close    cgnet__tls_close sends close_notify; the peer's close_notify ends the input
  *            (CGNET__TLS_PEER_CLOSED); cgnet__tls_eof tells a clean end from a truncation.
  *
@@ -82,9 +83,11 @@ int cgnet__tls_input(cgnet__tls *t, const uint8_t *in, size_t len, uint8_t *out,
  * OpenSSL, or ciphertext in the carry). */
 int cgnet__tls_pending(const cgnet__tls *t);
 
-/* Buffer plaintext for the next flush (copied; nothing is encrypted yet). 0,
- * CGNET_ENOMEM, CGNET_ECLOSED after close, or the session's error. Writes made during
- * the handshake wait for it to finish. */
+/* Plaintext out. Once the handshake is done, full 16 KiB records are encrypted to the
+ * sink at once (from the caller's memory when nothing is buffered) and less than a
+ * record waits, copied, for the next write or flush; writes made during the handshake
+ * all wait for it to finish. 0, CGNET_ENOMEM, CGNET_ECLOSED after close, or the
+ * session's error (the sink's, or OpenSSL's). */
 int cgnet__tls_write(cgnet__tls *t, const void *data, size_t len);
 int cgnet__tls_writev(cgnet__tls *t, const struct iovec *iov, int iovcnt);
 
@@ -94,6 +97,12 @@ int cgnet__tls_flush(cgnet__tls *t);
 
 /* Plaintext bytes buffered and not yet encrypted. */
 size_t cgnet__tls_buffered(const cgnet__tls *t);
+
+/* Bytes of buffered data the session holds besides its fixed state: the capacity of its
+ * plaintext and carry buffers, and decrypted bytes OpenSSL has not handed out. 0 for an
+ * idle session (OpenSSL's own record buffers, released by SSL_MODE_RELEASE_BUFFERS, are
+ * not visible here; test_tls counts them through OpenSSL's allocator). */
+size_t cgnet__tls_held(const cgnet__tls *t);
 
 /* Flush, then send close_notify. Further writes return CGNET_ECLOSED. 0 or an error
  * (nothing is sent on a session that failed). */

@@ -12,10 +12,12 @@
  *           holds when reading stops is delivered when it resumes (cgnet__tls_conn_drain,
  *           before the socket is read again).
  *   write   writes go into the session as plaintext (counted in c->tls_plain, which the
- *           watermarks and write_buffer_limit add to the queue) and are encrypted by the
- *           flush before the loop sleeps: one turn's writes leave as full records. The
- *           session's sink appends the records to the conn's outbound queue, which the
- *           backend sends as usual.
+ *           watermarks and write_buffer_limit add to the queue); each full record's
+ *           worth (16 KiB) is encrypted as soon as it is there, and the tail by the
+ *           flush before the loop sleeps: one turn's writes leave as full records, and
+ *           the session never holds more than a record of plaintext. The session's sink
+ *           appends the records to the conn's outbound queue, which the backend sends
+ *           as usual.
  *   life    the conn is OPEN at the socket level with CGNET__CF_HANDSHAKE set until the
  *           handshake is done; then on_open runs. A failed handshake closes a server's
  *           conn without on_open nor on_close (counted, logged, on_tls_error), and fails
@@ -55,6 +57,10 @@ void cgnet__tls_conn_free(cgnet_conn *c) {
   cgnet__tls_free(c->tls);
   c->tls = NULL;
   c->tls_plain = 0;
+}
+
+size_t cgnet__tls_conn_held(const cgnet_conn *c) {
+  return c->tls ? cgnet__tls_held(c->tls) : 0;
 }
 
 /* ---- the handshake ------------------------------------------------------------------- */
@@ -99,13 +105,24 @@ static void handshake_done(cgnet_conn *c) {
 }
 
 /* Server: may this conn's handshake start in this turn? Each loop starts at most
- * tls_handshakes_per_turn per turn: the expensive first step (key exchange, signature)
- * of a storm of new conns then cannot hold up the conns already open. */
+ * tls_handshakes_per_turn per turn. Why: a server's first step of a handshake (key
+ * exchange and the certificate signature) costs far more CPU than serving a request,
+ * and a turn runs to its end before the loop sends anything; a storm of new conns
+ * arriving together would otherwise make the conns already open wait for all of those
+ * signatures, and the storm's own first replies for the whole batch. With the budget a
+ * turn does a bounded amount of handshake work, then flushes and serves the rest. The
+ * counter is reset after each wait (loop.c); the loop's stats keep the most started in
+ * one turn, so that tests can see the budget held. */
 static bool handshake_may_start(cgnet_conn *c) {
   if (cgnet__conn_is_client(c) || cgnet__conn_has(c, CGNET__CF_TLS_STARTED)) return true;
   cgnet_loop *loop = c->loop;
   if (loop->tls_handshakes >= c->o->tls_handshakes_per_turn) return false;
   loop->tls_handshakes++;
+  atomic_fetch_add_explicit(&loop->tls_started, 1, memory_order_relaxed);
+  if ((uint64_t)loop->tls_handshakes >
+      atomic_load_explicit(&loop->tls_turn_max, memory_order_relaxed))
+    atomic_store_explicit(&loop->tls_turn_max, (uint64_t)loop->tls_handshakes,
+                          memory_order_relaxed);
   cgnet__conn_set(c, CGNET__CF_TLS_STARTED);
   return true;
 }

@@ -88,6 +88,11 @@ size_t cgnet__tls_buffered(const cgnet__tls *t) {
   return 0;
 }
 
+size_t cgnet__tls_held(const cgnet__tls *t) {
+  (void)t;
+  return 0;
+}
+
 int cgnet__tls_close(cgnet__tls *t) {
   (void)t;
   return CGNET_EUNSUPPORTED;

@@ -6,8 +6,9 @@
  * codec_echo with frames larger than the default output limit, udp_sessions' per-peer
  * counts (answered on the loop and from workers) and idle expiry, ws_echo against
  * WebSocket clients written elsewhere (Python's websockets, Node's ws, curl's upgrade
- * request), over ws:// and wss://, its 1001 to open WebSockets when it is stopped, and
- * ws_chat's page and broadcast (the page also run by headless Chromium).
+ * request), over ws:// and wss://, its 1001 to open WebSockets when it is stopped,
+ * ws_chat's page and broadcast (the page also run by headless Chromium), and
+ * http_plaintext over TLS under curl, h2load and wrk.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -326,6 +327,91 @@ static void ws_echo_wss_python_client(void **state) {
                      A("tls://127.0.0.1:0", "--quiet", "--cert", cert, "--key", key), ca);
   tu_tls_certs_free(&certs);
 }
+
+static int run_program(const char *const *argv, int timeout_ms, run_result *r);
+
+/* Whether `probe` (a shell command) succeeds; when not, says which tool is missing, for
+ * the caller to skip. */
+static int have_tool_or_skip(const char *tool, const char *probe) {
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "%s >/dev/null 2>&1", probe);
+  if (system(cmd) == 0) return 1;
+  print_message("skipped: %s not found\n", tool);
+  return 0;
+}
+
+/* http_plaintext on tls://127.0.0.1:0 with the test CA's localhost certificate; its
+ * port into *port. */
+static pid_t start_https_example(const tu_tls_certs *certs, int *port) {
+  char cert[160], key[160], line[256];
+  snprintf(cert, sizeof cert, "%s/server.pem", certs->dir);
+  snprintf(key, sizeof key, "%s/server.key", certs->dir);
+  pid_t pid = tu_spawn_example("http_plaintext",
+                               A("tls://127.0.0.1:0", "--cert", cert, "--key", key), line,
+                               sizeof line);
+  assert_true(pid > 0);
+  *port = tu_port_after(line, "listening on ");
+  assert_true(*port > 0);
+  return pid;
+}
+
+/* h2load over HTTPS, HTTP/1.1 chosen by ALPN: with --h1 (it offers http/1.1 only) and
+ * without (it offers h2 first; the example's ALPN answers http/1.1). Every request
+ * succeeds. */
+static void https_example_under_h2load(void **state) {
+  (void)state;
+  if (!have_tool_or_skip("h2load", "command -v h2load")) skip();
+  tu_tls_certs certs;
+  assert_int_equal(tu_tls_certs_make(&certs), 0);
+  int port = 0;
+  pid_t pid = start_https_example(&certs, &port);
+  char url[96];
+  snprintf(url, sizeof url, "https://127.0.0.1:%d/plaintext", port);
+  run_result *r = malloc(sizeof *r);
+  assert_non_null(r);
+  for (int h1 = 1; h1 >= 0; h1--) {
+    const char *argv[] = {"h2load", "-n", "2000", "-c", "10", "-m", "4", url, NULL, NULL};
+    if (h1) argv[7] = "--h1", argv[8] = url;
+    assert_int_equal(run_program(argv, 30000 * TU_SLOW, r), 0);
+    if (r->status != 0 || !strstr(r->out, "2000 succeeded, 0 failed, 0 errored") ||
+        !strstr(r->out, "Application protocol: http/1.1") ||
+        strstr(r->out, "No protocol negotiated") ||
+        !strstr(r->out, "status codes: 2000 2xx"))
+      fail_msg("h2load%s: exit %d: %s%s", h1 ? " --h1" : "", r->status, r->out, r->err);
+  }
+  free(r);
+  assert_int_equal(tu_stop_process(pid, 10000), 0);
+  tu_tls_certs_free(&certs);
+}
+
+/* wrk over HTTPS for one second: requests are answered, no socket error, no non-2xx. */
+static void https_example_under_wrk(void **state) {
+  (void)state;
+  if (!have_tool_or_skip("wrk", "command -v wrk")) skip();
+  tu_tls_certs certs;
+  assert_int_equal(tu_tls_certs_make(&certs), 0);
+  int port = 0;
+  pid_t pid = start_https_example(&certs, &port);
+  char url[96];
+  snprintf(url, sizeof url, "https://127.0.0.1:%d/plaintext", port);
+  run_result *r = malloc(sizeof *r);
+  assert_non_null(r);
+  const char *argv[] = {"wrk", "-t1", "-c10", "-d1s", url, NULL};
+  assert_int_equal(run_program(argv, 30000 * TU_SLOW, r), 0);
+  const char *at = strstr(r->out, " requests in ");
+  long n = 0;
+  if (at) {
+    while (at > r->out && at[-1] >= '0' && at[-1] <= '9')
+      at--;
+    n = strtol(at, NULL, 10);
+  }
+  if (r->status != 0 || n <= 0 || strstr(r->out, "Socket errors") ||
+      strstr(r->out, "Non-2xx"))
+    fail_msg("wrk: exit %d, %ld requests: %s%s", r->status, n, r->out, r->err);
+  free(r);
+  assert_int_equal(tu_stop_process(pid, 10000), 0);
+  tu_tls_certs_free(&certs);
+}
 #else
 static void https_example_answers_curl(void **state) {
   (void)state;
@@ -335,6 +421,16 @@ static void https_example_answers_curl(void **state) {
 static void ws_echo_wss_python_client(void **state) {
   (void)state;
   print_message("built without TLS: skipping the wss:// example test\n");
+  skip();
+}
+static void https_example_under_h2load(void **state) {
+  (void)state;
+  print_message("built without TLS: skipping the HTTPS example test\n");
+  skip();
+}
+static void https_example_under_wrk(void **state) {
+  (void)state;
+  print_message("built without TLS: skipping the HTTPS example test\n");
   skip();
 }
 #endif
@@ -854,6 +950,8 @@ int main(void) {
       cmocka_unit_test(ws_echo_stop_sends_1001),
       cmocka_unit_test(ws_echo_wss_python_client),
       cmocka_unit_test(ws_chat_chromium_page),
+      cmocka_unit_test(https_example_under_h2load),
+      cmocka_unit_test(https_example_under_wrk),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -840,21 +840,61 @@ static void test_small_writes_coalesce(void **state) {
   assert_int_equal(cgnet__tls_flush(c.t), 0);
   assert_int_equal(count_app_records(&c.wire), 1);
   pump(&c, &s, WHOLE);
-  /* 1,000 writes of 100 bytes: full 16 KiB records, ceil(100000 / 16384) = 7. */
-  for (int i = 0; i < 1000; i++)
+  /* 1,000 writes of 100 bytes: full 16 KiB records, ceil(100000 / 16384) = 7. Each
+   * full record leaves as soon as it is there: the session never holds more than one
+   * record's worth of plaintext. */
+  for (int i = 0; i < 1000; i++) {
     assert_int_equal(cgnet__tls_write(c.t, data + i * 100, 100), 0);
+    assert_true(cgnet__tls_held(c.t) <= 16384);
+  }
+  assert_int_equal(count_app_records(&c.wire), 6);
+  assert_int_equal(cgnet__tls_buffered(c.t), 100000 - 6 * 16384);
   assert_int_equal(cgnet__tls_flush(c.t), 0);
   assert_int_equal(count_app_records(&c.wire), 7);
+  assert_int_equal(cgnet__tls_held(c.t), 0);
   pump(&c, &s, WHOLE);
+  /* 10 bytes, then 40,000: the second completes the pending record (16,374 of it), the
+   * next 16,384 are a record of their own, and the last 7,242 wait. */
+  assert_int_equal(cgnet__tls_write(c.t, data, 10), 0);
+  assert_int_equal(cgnet__tls_write(c.t, data + 10, 40000), 0);
+  assert_int_equal(count_app_records(&c.wire), 2);
+  assert_int_equal(cgnet__tls_buffered(c.t), 7242);
+  assert_int_equal(cgnet__tls_flush(c.t), 0);
+  assert_int_equal(count_app_records(&c.wire), 3);
+  pump(&c, &s, WHOLE);
+  /* 40,000 bytes written during a handshake wait for it; the first write after it sends
+   * their two full records and completes the third with its own bytes. */
+  {
+    ep c2, s2;
+    ep_open(&c2, cctx, "localhost");
+    ep_open(&s2, sctx, NULL);
+    assert_int_equal(cgnet__tls_start(c2.t), 0);
+    assert_int_equal(cgnet__tls_write(c2.t, data, 40000), 0);
+    assert_int_equal(cgnet__tls_buffered(c2.t), 40000);
+    pump(&c2, &s2, WHOLE);
+    assert_open(&c2);
+    bytes_free(&c2.wire);
+    assert_int_equal(cgnet__tls_write(c2.t, data + 40000, 10000), 0);
+    assert_int_equal(count_app_records(&c2.wire), 3);
+    assert_int_equal(cgnet__tls_buffered(c2.t), 50000 - 3 * 16384);
+    assert_true(cgnet__tls_held(c2.t) <= 16384);
+    assert_int_equal(cgnet__tls_flush(c2.t), 0);
+    pump(&c2, &s2, WHOLE);
+    assert_int_equal(s2.got.len, 50000);
+    assert_memory_equal(s2.got.p, data, 50000);
+    ep_free(&c2);
+    ep_free(&s2);
+  }
   /* A 64 KiB write: four full records, none copied into the buffer. */
   assert_int_equal(cgnet__tls_write(c.t, data, 65536), 0);
   assert_int_equal(cgnet__tls_buffered(c.t), 0);
   assert_int_equal(count_app_records(&c.wire), 4);
   pump(&c, &s, WHOLE);
-  assert_int_equal(s.got.len, 10000 + 100000 + 65536);
+  assert_int_equal(s.got.len, 10000 + 100000 + 40010 + 65536);
   assert_memory_equal(s.got.p, data, 10000);
   assert_memory_equal(s.got.p + 10000, data, 100000);
-  assert_memory_equal(s.got.p + 110000, data, 65536);
+  assert_memory_equal(s.got.p + 110000, data, 40010);
+  assert_memory_equal(s.got.p + 150010, data, 65536);
   free(data);
   ep_free(&c);
   ep_free(&s);

@@ -3,8 +3,11 @@
  * clients dialing them, with certificates made at test time (tests/support/tls_certs.c):
  * echo of many random-sized writes with every byte checked, ALPN, SNI, client
  * certificates, resumption, the getters, pause/resume and watermarks, codecs, handshake
- * failures (timeout, plain HTTP, random bytes, bad certificates), truncation, a storm of
- * simultaneous handshakes, and outside clients (openssl s_client, Python's ssl).
+ * failures (timeout, plain HTTP, random bytes, bad certificates, truncated
+ * ClientHellos), truncation, a storm of simultaneous handshakes and the per-turn
+ * handshake budget, renegotiation refused, burst writes against write_buffer_limit, the
+ * buffers of an idle conn, and outside clients (openssl s_client, also resuming, and
+ * Python's ssl).
  *
  * Built without TLS, tls:// addresses must say CGNET_EUNSUPPORTED; the rest is skipped.
  *
@@ -29,6 +32,14 @@
 #include "cgnet_tls.h"
 #include "support/support.h"
 #include "support/tls_certs.h"
+
+#ifdef CGNET_HAVE_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+/* Bytes a conn's TLS session holds in buffers (src/core.h; loop thread). */
+size_t cgnet__tls_conn_held(const cgnet_conn *c);
+#endif
 
 /* Without TLS, a tls:// listener or dial is refused as unsupported. */
 static void test_tls_addresses_without_tls(void **state) {
@@ -127,6 +138,7 @@ typedef struct srv_state {
   char alpn[32];
   atomic_int resumed; /* conns that said they were resumed */
   atomic_int bad_getters;
+  _Atomic(cgnet_conn *) last_conn; /* the last conn opened (valid while it is open) */
 } srv_state;
 
 static srv_state *srv_of(cgnet_conn *c) {
@@ -152,6 +164,7 @@ static cgnet_action srv_open(cgnet_conn *c) {
   copy_str(s->alpn, sizeof s->alpn, p ? (const char *)p : "", n);
   pthread_mutex_unlock(&s->mu);
   if (cgnet_conn_tls_resumed(c)) atomic_fetch_add(&s->resumed, 1);
+  atomic_store(&s->last_conn, c);
   atomic_fetch_add(&s->opens, 1);
   return CGNET_NONE;
 }
@@ -964,6 +977,490 @@ static void test_python_ssl(void **state) {
   assert_no_check_failures();
 }
 
+/* ------------------------------------------------------------------------------------ */
+/* Resumption with openssl s_client                                                     */
+/* ------------------------------------------------------------------------------------ */
+
+/* s_client saves the session (-sess_out) on a first connection and offers it (-sess_in)
+ * on a second: the second one resumes, as s_client prints ("Reused, TLSv1.x") and the
+ * server's on_open sees (cgnet_conn_tls_resumed). TLS 1.3 and TLS 1.2. */
+static void test_s_client_resumption(void **state) {
+  (void)state;
+  if (!have_tool("openssl version")) {
+    print_message("skipped: openssl CLI not found\n");
+    skip();
+  }
+  server sv;
+  server_start(&sv, server_ctx(), NULL);
+  const char *versions[] = {"-tls1_3", "-tls1_2"};
+  const char *names[] = {"TLSv1.3", "TLSv1.2"};
+  char *out = malloc(32768);
+  assert_non_null(out);
+  for (int v = 0; v < 2; v++) {
+    char sess[160];
+    snprintf(sess, sizeof sess, "%s/sess%d.pem", certs.dir, v);
+    unlink(sess);
+    for (int round = 0; round < 2; round++) {
+      char cmd[1024], want[64];
+      /* It sends the line, prints the echo (the TLS 1.3 ticket comes before it), and at
+       * the end of its input closes. */
+      snprintf(cmd, sizeof cmd,
+               "(cat; sleep %d) | openssl s_client -no_ign_eof -connect 127.0.0.1:%d %s "
+               "-servername localhost -CAfile %s/ca.pem -verify_return_error %s %s",
+               TU_SLOW, sv.s.port, versions[v], certs.dir,
+               round == 0 ? "-sess_out" : "-sess_in", sess);
+      int rc = run_cmd(cmd, "hello resumption\n", out, 32768);
+      snprintf(want, sizeof want, "%s, %s, Cipher is", round ? "Reused" : "New", names[v]);
+      if (rc != 0 || !strstr(out, want) || !strstr(out, "hello resumption"))
+        fail_msg("%s round %d: exit %d, no \"%s\" or no echo in:\n%s", versions[v], round,
+                 rc, want, out);
+      assert_true(tu_wait_atomic_eq(&sv.st.closes, 2 * v + round + 1, TU_TIMEOUT_MS));
+      assert_int_equal(atomic_load(&sv.st.resumed), v + round);
+    }
+  }
+  free(out);
+  assert_int_equal(atomic_load(&sv.st.opens), 4);
+  assert_int_equal(cgnet_engine_tls_handshake_failures(sv.s.eng), 0);
+  server_stop(&sv);
+  assert_no_check_failures();
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Renegotiation                                                                        */
+/* ------------------------------------------------------------------------------------ */
+
+/* A TLS 1.2 OpenSSL client over a blocking socket (bounded by socket timeouts). */
+typedef struct tls12_client {
+  SSL_CTX *ctx;
+  SSL *ssl;
+  int fd;
+} tls12_client;
+
+/* One call on a blocking socket, retried while OpenSSL says it wants to read or write
+ * again (a receive interrupted by a signal, EINTR, reads as that), for at most the test
+ * timeout. Returns the call's last result. */
+enum { SSL_OP_CONNECT, SSL_OP_READ, SSL_OP_WRITE, SSL_OP_HANDSHAKE, SSL_OP_SHUTDOWN };
+
+static int ssl_call(SSL *ssl, int op, void *buf, int len) {
+  uint64_t until = tu_now_ms() + (uint64_t)TU_TIMEOUT_MS;
+  for (;;) {
+    ERR_clear_error();
+    int r = 0;
+    switch (op) {
+    case SSL_OP_CONNECT:
+      r = SSL_connect(ssl);
+      break;
+    case SSL_OP_READ:
+      r = SSL_read(ssl, buf, len);
+      break;
+    case SSL_OP_WRITE:
+      r = SSL_write(ssl, buf, len);
+      break;
+    case SSL_OP_HANDSHAKE:
+      r = SSL_do_handshake(ssl);
+      break;
+    default:
+      r = SSL_shutdown(ssl);
+      if (r == 0) return 0; /* ours sent; the peer's not awaited */
+      break;
+    }
+    if (r > 0) return r;
+    int e = SSL_get_error(ssl, r);
+    if ((e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) || tu_now_ms() >= until)
+      return r;
+  }
+}
+
+static void tls12_connect(tls12_client *k, int port) {
+  k->ctx = SSL_CTX_new(TLS_client_method());
+  assert_non_null(k->ctx);
+  assert_int_equal(SSL_CTX_set_max_proto_version(k->ctx, TLS1_2_VERSION), 1);
+  k->fd = tu_connect4(port);
+  assert_true(k->fd >= 0);
+  struct timeval tv = {.tv_sec = 10 * TU_SLOW};
+  setsockopt(k->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(k->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  k->ssl = SSL_new(k->ctx);
+  assert_non_null(k->ssl);
+  SSL_set_fd(k->ssl, k->fd);
+  SSL_set_tlsext_host_name(k->ssl, "localhost");
+  int r = ssl_call(k->ssl, SSL_OP_CONNECT, NULL, 0);
+  if (r != 1) {
+    int e = SSL_get_error(k->ssl, r), en = errno;
+    unsigned long q = ERR_peek_error();
+    fail_msg("SSL_connect: %d, SSL_get_error %d, errno %d, \"%s\"", r, e, en,
+             q ? ERR_reason_error_string(q) : "");
+  }
+  assert_string_equal(SSL_get_version(k->ssl), "TLSv1.2");
+}
+
+static void tls12_close(tls12_client *k) {
+  SSL_free(k->ssl);
+  SSL_CTX_free(k->ctx);
+  close(k->fd);
+  ERR_clear_error();
+}
+
+/* After the handshake, a TLS 1.2 client asks to renegotiate (a new ClientHello). The
+ * server refuses with the warning alert no_renegotiation and starts no handshake; the
+ * client, told no, gives up with a fatal alert, and the server closes the conn with
+ * CGNET_ETLS (on_close: it was open; not a handshake failure). The server then serves
+ * a new conn. */
+static void test_renegotiation_refused_on_conn(void **state) {
+  (void)state;
+  server sv;
+  server_start(&sv, server_ctx(), NULL);
+  tls12_client k;
+  tls12_connect(&k, sv.s.port);
+  char buf[16] = "";
+  assert_int_equal(ssl_call(k.ssl, SSL_OP_WRITE, "ping", 4), 4);
+  assert_int_equal(ssl_call(k.ssl, SSL_OP_READ, buf, sizeof buf), 4);
+  assert_memory_equal(buf, "ping", 4);
+  assert_true(tu_wait_atomic_eq(&sv.st.opens, 1, TU_TIMEOUT_MS));
+  /* OpenSSL 3 clients may renegotiate unless told not to. */
+  assert_int_equal(SSL_renegotiate(k.ssl), 1);
+  int r = ssl_call(k.ssl, SSL_OP_HANDSHAKE, NULL, 0);
+  assert_true(r <= 0);
+  assert_int_equal(SSL_get_error(k.ssl, r), SSL_ERROR_SSL);
+  unsigned long e = ERR_peek_error();
+  if (ERR_GET_REASON(e) != SSL_R_NO_RENEGOTIATION)
+    fail_msg("the client failed with \"%s\", not no_renegotiation",
+             ERR_reason_error_string(e));
+  assert_true(tu_wait_atomic_eq(&sv.st.closes, 1, TU_TIMEOUT_MS));
+  assert_rc(atomic_load(&sv.st.last_close_reason), CGNET_ETLS);
+  assert_int_equal(atomic_load(&sv.st.opens), 1);
+  assert_int_equal(atomic_load(&sv.st.tls_errors), 0);
+  assert_int_equal(cgnet_engine_tls_handshake_failures(sv.s.eng), 0);
+  size_t extra = 0;
+  int rc = tu_expect_eof(k.fd, TU_TIMEOUT_MS, &extra);
+  assert_true(rc == 0 || rc == -ECONNRESET);
+  tls12_close(&k);
+  /* Alive: a new TLS 1.2 conn is served. */
+  tls12_connect(&k, sv.s.port);
+  assert_int_equal(ssl_call(k.ssl, SSL_OP_WRITE, "again", 5), 5);
+  assert_int_equal(ssl_call(k.ssl, SSL_OP_READ, buf, sizeof buf), 5);
+  assert_memory_equal(buf, "again", 5);
+  assert_int_equal(ssl_call(k.ssl, SSL_OP_SHUTDOWN, NULL, 0), 0);
+  tls12_close(&k);
+  assert_true(tu_wait_atomic_eq(&sv.st.closes, 2, TU_TIMEOUT_MS));
+  assert_rc(atomic_load(&sv.st.last_close_reason), CGNET_EOF);
+  server_stop(&sv);
+  assert_no_check_failures();
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Truncated ClientHello                                                                */
+/* ------------------------------------------------------------------------------------ */
+
+/* A real ClientHello (TLS 1.2-1.3, SNI localhost) from an OpenSSL client on memory BIOs:
+ * its bytes into buf, returns their count. */
+static size_t capture_client_hello(uint8_t *buf, size_t cap) {
+  SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+  assert_non_null(ctx);
+  SSL *ssl = SSL_new(ctx);
+  assert_non_null(ssl);
+  BIO *rb = BIO_new(BIO_s_mem()), *wb = BIO_new(BIO_s_mem());
+  assert_true(rb && wb);
+  SSL_set_bio(ssl, rb, wb);
+  SSL_set_tlsext_host_name(ssl, "localhost");
+  int r = SSL_connect(ssl);
+  assert_int_equal(SSL_get_error(ssl, r), SSL_ERROR_WANT_READ);
+  char *p = NULL;
+  long n = BIO_get_mem_data(wb, &p);
+  assert_true(n > 5 && (size_t)n <= cap);
+  memcpy(buf, p, (size_t)n);
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  return (size_t)n;
+}
+
+static void expect_alive(server *sv) {
+  cgnet_client *cl = client_new(client_ctx());
+  cli_conn cc = {.seed = 21, .send_on_open = 2000};
+  assert_rc(dial(cl, "127.0.0.1", sv->s.port, &cc, NULL), 0);
+  assert_true(tu_wait_until(got_at_least, &cc, TU_TIMEOUT_MS));
+  assert_int_equal(atomic_load(&cc.bad), 0);
+  assert_rc(cgnet_client_free(cl, 2000), 0);
+}
+
+/* The first n bytes of a real ClientHello (none, part of the record header, the header
+ * announcing more than follows, all but the last byte), then the client's FIN: the
+ * server closes the conn; it is a handshake failure (counted, on_tls_error with
+ * CGNET_ETLSTRUNCATED), with no on_open nor on_close. The same bytes and no FIN: the
+ * conn is closed at the handshake timeout (CGNET_ETIMEDOUT). The server serves a real
+ * client afterwards. */
+static void test_truncated_client_hello(void **state) {
+  (void)state;
+  uint8_t hello[2048];
+  size_t len = capture_client_hello(hello, sizeof hello);
+  assert_int_equal(hello[0], 22); /* a handshake record */
+  assert_int_equal(((size_t)hello[3] << 8 | hello[4]) + 5, len);
+  server sv;
+  cgnet_options so = {.tls_handshake_timeout_ms = 300};
+  server_start(&sv, server_ctx(), &so);
+  const size_t cuts[] = {0, 3, len / 2, len - 1};
+  int failures = 0;
+  for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+    for (int stall = 0; stall < 2; stall++) {
+      int fd = tu_connect4(sv.s.port);
+      assert_true(fd >= 0);
+      if (cuts[i]) assert_rc(tu_send_all(fd, hello, cuts[i], TU_TIMEOUT_MS), 0);
+      if (!stall) assert_int_equal(shutdown(fd, SHUT_WR), 0);
+      uint64_t t0 = tu_now_ms();
+      int rc = tu_expect_eof(fd, TU_TIMEOUT_MS, NULL);
+      uint64_t took = tu_now_ms() - t0;
+      close(fd);
+      if (rc != 0) fail_msg("cut %zu, stall %d: no clean EOF (%d)", cuts[i], stall, rc);
+      failures++;
+      assert_true(tu_wait_atomic_eq(&sv.st.tls_errors, failures, TU_TIMEOUT_MS));
+      int code = atomic_load(&sv.st.last_error_code);
+      if (stall) {
+        assert_rc(code, CGNET_ETIMEDOUT);
+        assert_true(took >= 250);
+        SRV_LOCKED(sv.st, assert_non_null(strstr(sv.st.last_reason, "timed out")));
+      } else {
+        assert_rc(code, CGNET_ETLSTRUNCATED);
+        SRV_LOCKED(sv.st,
+                   assert_non_null(strstr(sv.st.last_reason, "closed the connection")));
+      }
+      assert_int_equal(cgnet_engine_tls_handshake_failures(sv.s.eng), failures);
+      assert_true(tu_wait_conns(sv.s.eng, 0, TU_TIMEOUT_MS));
+    }
+  }
+  assert_int_equal(atomic_load(&sv.st.opens), 0);
+  assert_int_equal(atomic_load(&sv.st.closes), 0);
+  expect_alive(&sv);
+  server_stop(&sv);
+  assert_no_check_failures();
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* The per-turn handshake budget                                                        */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct hold {
+  atomic_int held, release;
+} hold;
+
+/* Keep the loop busy until released (at most a few seconds): connections and their
+ * ClientHellos pile up in the kernel meanwhile. */
+static void hold_loop(cgnet_loop *loop, void *ud) {
+  (void)loop;
+  hold *h = ud;
+  atomic_store(&h->held, 1);
+  uint64_t until = tu_now_ms() + 5000 * TU_SLOW;
+  while (!atomic_load(&h->release) && tu_now_ms() < until)
+    tu_sleep_ms(1);
+}
+
+#define BURST 200
+
+/* BURST conns whose ClientHellos all wait while the server's only loop is held, then
+ * arrive together; every conn is served. The loop's stats for them. */
+static void handshake_burst(int per_turn, cgnet_loop_stats *st) {
+  server sv;
+  cgnet_options so = {.tls_handshakes_per_turn = per_turn, .num_loops = 1};
+  server_start(&sv, server_ctx(), &so);
+  cgnet_loop *loop = cgnet_engine_loop(sv.s.eng, 0);
+  hold h = {0};
+  assert_rc(cgnet_loop_execute(loop, hold_loop, &h), 0);
+  assert_true(tu_wait_atomic_eq(&h.held, 1, TU_TIMEOUT_MS));
+  cgnet_client *cl = client_new(client_ctx());
+  cli_conn *cc = calloc(BURST, sizeof *cc);
+  assert_non_null(cc);
+  char a[64];
+  dial_addr(a, sizeof a, "127.0.0.1", sv.s.port);
+  for (int i = 0; i < BURST; i++) {
+    cc[i].seed = 500 + (uint64_t)i;
+    cc[i].send_on_open = 100;
+    assert_rc(cgnet_client_dial(cl, a, (uint64_t)TU_TIMEOUT_MS, &cc[i], NULL), 0);
+  }
+  tu_sleep_ms(300 * TU_SLOW); /* the client's loops connect and send their hellos */
+  atomic_store(&h.release, 1);
+  for (int i = 0; i < BURST; i++) {
+    waiter w = {&cc[i], 100};
+    if (!tu_wait_until(got_want, &w, TU_TIMEOUT_MS))
+      fail_msg("conn %d: %zu of 100 bytes (closed %d, reason %s)", i,
+               atomic_load(&cc[i].got), atomic_load(&cc[i].closed),
+               cgnet_err_name(atomic_load(&cc[i].reason)));
+    assert_int_equal(atomic_load(&cc[i].bad), 0);
+  }
+  assert_int_equal(atomic_load(&sv.st.opens), BURST);
+  cgnet_loop_get_stats(loop, st);
+  assert_rc(cgnet_client_free(cl, 5000), 0);
+  free(cc);
+  server_stop(&sv);
+}
+
+/* With tls_handshakes_per_turn = 4, no turn of the loop starts more than 4 server
+ * handshakes, though the burst offers many more at once: with a budget of 64 the same
+ * burst starts more than 4 in one turn. */
+static void test_handshake_budget_per_turn(void **state) {
+  (void)state;
+  cgnet_loop_stats st;
+  handshake_burst(4, &st);
+  assert_int_equal(st.tls_handshakes, BURST);
+  if (st.tls_handshakes_turn_max > 4)
+    fail_msg("a turn started %llu handshakes, over the budget of 4",
+             (unsigned long long)st.tls_handshakes_turn_max);
+  assert_int_equal(st.tls_handshakes_turn_max, 4);
+  uint64_t max4 = st.tls_handshakes_turn_max;
+  handshake_burst(64, &st);
+  print_message("most handshakes started in one turn: %llu (budget 4), %llu (budget 64)\n",
+                (unsigned long long)max4, (unsigned long long)st.tls_handshakes_turn_max);
+  assert_int_equal(st.tls_handshakes, BURST);
+  assert_true(st.tls_handshakes_turn_max > 4);
+  assert_true(st.tls_handshakes_turn_max <= 64);
+  assert_no_check_failures();
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Burst writes against write_buffer_limit                                              */
+/* ------------------------------------------------------------------------------------ */
+
+#define BURST_SEED 4242
+#define BURST_LIMIT (64 * 1024)
+
+typedef struct burst_state {
+  size_t chunk;
+  atomic_size_t accepted; /* bytes the writes took */
+  atomic_size_t before;   /* cgnet_conn_outbound_buffered before the writes (the
+                             server's session ticket may be queued) */
+  atomic_size_t queued;   /* ... and at the first refusal */
+  atomic_size_t taken;    /* bytes taken before the first refusal */
+  atomic_int done;
+} burst_state;
+
+/* In one callback: writes of `chunk` pattern bytes until one is refused, which must be
+ * with CGNET_EOVERFLOW; then exactly the room left, which is taken; then one byte more,
+ * refused. Then a graceful close: what was taken goes out, then close_notify. */
+static cgnet_action burst_open(cgnet_conn *c) {
+  burst_state *b = cgnet_engine_userdata(cgnet_loop_engine(cgnet_conn_loop(c)));
+  uint8_t *buf = malloc(b->chunk);
+  size_t off = 0;
+  int rc = 0;
+  atomic_store(&b->before, cgnet_conn_outbound_buffered(c));
+  for (int i = 0; i < 10000 && rc == 0; i++) {
+    tu_pattern_fill(buf, b->chunk, BURST_SEED, off);
+    rc = cgnet_conn_write(c, buf, b->chunk);
+    if (rc == 0) off += b->chunk;
+  }
+  TU_CHECK_EQ(rc, CGNET_EOVERFLOW);
+  /* Full records were encrypted as they filled: the session holds less than one. */
+  TU_CHECK(cgnet__tls_conn_held(c) <= 16384);
+  size_t q = cgnet_conn_outbound_buffered(c);
+  atomic_store(&b->queued, q);
+  atomic_store(&b->taken, off);
+  TU_CHECK(q + b->chunk > BURST_LIMIT);
+  if (q < BURST_LIMIT) {
+    size_t room = BURST_LIMIT - q;
+    tu_pattern_fill(buf, room, BURST_SEED, off);
+    TU_CHECK_EQ(cgnet_conn_write(c, buf, room), 0);
+    off += room;
+  }
+  TU_CHECK_EQ(cgnet_conn_write(c, buf, 1), CGNET_EOVERFLOW);
+  free(buf);
+  atomic_store(&b->accepted, off);
+  atomic_store(&b->done, 1);
+  return CGNET_CLOSE;
+}
+
+/* A handler that writes past write_buffer_limit in one callback over TLS: the write
+ * that crosses it fails with CGNET_EOVERFLOW and changes nothing, and the client
+ * receives exactly the bytes that were taken, then a clean end. Small writes (gathered
+ * into records, each encrypted once full) and writes of more than a record (whole
+ * records encrypted from the caller's memory). */
+static void test_burst_writes_over_limit(void **state) {
+  (void)state;
+  const size_t chunks[] = {1000, 20000};
+  for (int i = 0; i < 2; i++) {
+    burst_state b = {.chunk = chunks[i]};
+    cgnet_handler h = {.ud = &b, .on_open = burst_open};
+    cgnet_options so = {.tls = server_ctx(),
+                        .write_buffer_limit = BURST_LIMIT,
+                        .log_level = CGNET_LOG_ERROR};
+    tu_server s;
+    const char *addrs[] = {"tls://127.0.0.1:0"};
+    assert_rc(tu_server_start_at(&s, &h, addrs, 1, &so), 0);
+    cgnet_tls_ctx_free(so.tls);
+    cgnet_client *cl = client_new(client_ctx());
+    cli_conn cc = {.seed = BURST_SEED};
+    assert_rc(dial(cl, "127.0.0.1", s.port, &cc, NULL), 0);
+    assert_true(tu_wait_until(is_closed, &cc, TU_TIMEOUT_MS));
+    assert_true(atomic_load(&b.done));
+    size_t accepted = atomic_load(&b.accepted);
+    /* What the limit counted at the refusal: the bytes taken, as ciphertext (22 bytes
+     * more per full record: TLS 1.3 with AES-GCM) or as plaintext under a record. */
+    size_t taken = atomic_load(&b.taken);
+    assert_int_equal(atomic_load(&b.queued) - atomic_load(&b.before),
+                     taken + 22 * (taken / 16384));
+    /* Up to the limit, less what was queued before and the records' overhead (at most
+     * 22 bytes per record of up to 16 KiB, in TLS 1.3). */
+    size_t room = BURST_LIMIT - atomic_load(&b.before);
+    assert_true(accepted <= room && accepted + 22 * (room / 16384 + 2) >= room);
+    assert_rc(atomic_load(&cc.reason), CGNET_EOF);
+    assert_int_equal(atomic_load(&cc.got), accepted);
+    assert_int_equal(atomic_load(&cc.bad), 0);
+    assert_rc(cgnet_client_free(cl, 2000), 0);
+    assert_rc(tu_server_stop(&s, 1000), 0);
+  }
+  assert_no_check_failures();
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Memory of an idle conn                                                               */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct held_probe {
+  cgnet_conn *c;
+  atomic_size_t held, out, in;
+  atomic_int done;
+} held_probe;
+
+static void probe_held(cgnet_loop *loop, void *ud) {
+  (void)loop;
+  held_probe *p = ud;
+  atomic_store(&p->held, cgnet__tls_conn_held(p->c));
+  atomic_store(&p->out, cgnet_conn_outbound_buffered(p->c));
+  atomic_store(&p->in, cgnet_conn_inbound_buffered(p->c));
+  atomic_store(&p->done, 1);
+}
+
+/* On c's loop: the bytes its session and queues hold; all must be 0. */
+static void expect_nothing_held(cgnet_conn *c, const char *side) {
+  held_probe p = {.c = c};
+  assert_rc(cgnet_loop_execute(cgnet_conn_loop(c), probe_held, &p), 0);
+  assert_true(tu_wait_atomic_eq(&p.done, 1, TU_TIMEOUT_MS));
+  if (atomic_load(&p.held) || atomic_load(&p.out) || atomic_load(&p.in))
+    fail_msg("%s: an idle conn holds %zu bytes in its session, %zu out, %zu in", side,
+             atomic_load(&p.held), atomic_load(&p.out), atomic_load(&p.in));
+}
+
+/* After an echo of writes of every size (records split across reads, plaintext that
+ * waited for a flush), both ends of the idle conn hold no buffered bytes in their
+ * sessions. */
+static void test_idle_conn_holds_no_buffers(void **state) {
+  (void)state;
+  server sv;
+  server_start(&sv, server_ctx(), NULL);
+  cgnet_client *cl = client_new(client_ctx());
+  cli_conn cc = {.seed = 31};
+  cgnet_conn *c = NULL;
+  assert_rc(dial(cl, "127.0.0.1", sv.s.port, &cc, &c), 0);
+  size_t total = (1u << 20) / TU_PAYLOAD_DIV;
+  send_pattern_async(c, &cc, total, 256 * 1024);
+  waiter w = {&cc, total};
+  assert_true(tu_wait_until(got_want, &w, TU_TIMEOUT_MS));
+  assert_int_equal(atomic_load(&cc.bad), 0);
+  assert_true(tu_wait_atomic_eq(&sv.st.opens, 1, TU_TIMEOUT_MS));
+  expect_nothing_held(c, "client");
+  expect_nothing_held(atomic_load(&sv.st.last_conn), "server");
+  cgnet_conn_unref(c);
+  assert_rc(cgnet_client_free(cl, 2000), 0);
+  server_stop(&sv);
+  assert_no_check_failures();
+}
+
 static int group_setup(void **state) {
   (void)state;
   return tu_tls_certs_make(&certs);
@@ -997,6 +1494,15 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_handshake_storm, tu_setup, tu_teardown),
       cmocka_unit_test_setup_teardown(test_openssl_s_client, tu_setup, tu_teardown),
       cmocka_unit_test_setup_teardown(test_python_ssl, tu_setup, tu_teardown),
+      cmocka_unit_test_setup_teardown(test_s_client_resumption, tu_setup, tu_teardown),
+      cmocka_unit_test_setup_teardown(test_renegotiation_refused_on_conn, tu_setup,
+                                      tu_teardown),
+      cmocka_unit_test_setup_teardown(test_truncated_client_hello, tu_setup, tu_teardown),
+      cmocka_unit_test_setup_teardown(test_handshake_budget_per_turn, tu_setup,
+                                      tu_teardown),
+      cmocka_unit_test_setup_teardown(test_burst_writes_over_limit, tu_setup, tu_teardown),
+      cmocka_unit_test_setup_teardown(test_idle_conn_holds_no_buffers, tu_setup,
+                                      tu_teardown),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
