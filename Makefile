@@ -10,9 +10,10 @@
 #   make fuzz              every fuzz target, FUZZ_SECONDS each (default 60)
 #   make test-long         plain build, then the slow tests (ctest label "long")
 #   make demo              build, then scripts/demo.sh
-#   make bench             build, then bench/run.sh (echo, HTTP, regression figures) and
-#                          bench/report.py -> docs/benchmarks.md; knobs: bash bench/run.sh --help
-#                          (UDP and WebSocket echo run by name: bash bench/run.sh udp ws)
+#   make bench             build, then bench/run.sh (echo, HTTP, regression figures, TLS,
+#                          WebSocket echo) and bench/report.py -> docs/benchmarks.md;
+#                          knobs: bash bench/run.sh --help (UDP runs by name: bash
+#                          bench/run.sh udp)
 #   make bench-sweep       build, then bench/sweep.sh (connections x message size) and report
 #   make install PREFIX=/usr/local
 #   make format | format-check
@@ -83,9 +84,10 @@ demo: build
 	bash scripts/demo.sh $(BUILD_DIR)
 
 # The bench peers (libuv, libevent) are found at configure time, so their packages go in
-# before the build: on a fresh machine the first `make bench` then has every peer.
+# before the build: on a fresh machine the first `make bench` then has every peer
+# (Node's ws package too: a WebSocket peer).
 deps-bench:
-	@$(DEPS) --bench
+	@$(DEPS) --bench --node
 
 bench: deps-bench build
 	bash bench/run.sh

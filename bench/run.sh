@@ -2,9 +2,9 @@
 # bench/run.sh — cgnet side by side with the floor (a hand-written epoll loop) and the C
 # peers, in one run, on this machine. `make bench` runs it with the defaults.
 #
-#   bench/run.sh [echo] [http] [regress] [udp] [ws] [tls]  (no argument: the first
-#                                          three, then the report; udp, ws and tls
-#                                          run when named)
+#   bench/run.sh [echo] [http] [regress] [tls] [ws] [udp]  (no argument: all but udp,
+#                                                           then the report; udp runs
+#                                                           when named)
 #
 # Placements (PLACEMENTS):
 #   pin1    server with 1 loop pinned to CPU 0, load tool (1 thread) pinned to CPU 1
@@ -135,7 +135,7 @@ TLS_IDLE_SIZE=${TLS_IDLE_SIZE:-64}
 TLS_IDLE_PLACEMENTS=${TLS_IDLE_PLACEMENTS:-pin1}
 
 parts=("$@")
-((${#parts[@]})) || parts=(echo http regress)
+((${#parts[@]})) || parts=(echo http regress tls ws)
 for p in "${parts[@]}"; do
   case $p in
     echo | http | regress | udp | ws | tls) ;;
@@ -192,7 +192,7 @@ one_run() {
   loops=$(placement_loops "$placement")
   threads=1
   [[ $placement == pin1 ]] || threads=$LOAD_THREADS2
-  tag="$bench-$placement-$mode-c$conns-s$size-$tool-$server-r$rep"
+  tag="${RUN_PREFIX:-}$bench-$placement-$mode-c$conns-s$size-$tool-$server-r$rep"
   dir=$OUT/raw/$tag
   mkdir -p "$dir"
   local meta="$placement $bench $mode $conns $size $tool $server $rep $order $loops $threads"
@@ -200,6 +200,7 @@ one_run() {
     record "$meta" "" "$dir"
     return
   fi
+  local scheme=${HTTP_SCHEME:-http} http_a=${HTTP_WIN_START:-0.5}
   case $tool in
     echoload)
       # CPU window: after the connects and the warm-up, before the drain.
@@ -208,11 +209,18 @@ one_run() {
       cmd=("$BUILD/bench/echoload" -a "$HOST:$SERVER_PORT" -c "$conns" -s "$size" -m "$mode"
         -d "$DURATION" -w "$WARMUP" -t "$threads")
       ;;
+    tlsload)
+      a=$TLS_WARMUP
+      b=$(awk -v w="$TLS_WARMUP" -v d="$TLS_DURATION" 'BEGIN { print w + d - 0.1 }')
+      cmd=("$BUILD/bench/tlsload" -a "$HOST:$SERVER_PORT" -m "$mode" -c "$conns" -s "$size"
+        -d "$TLS_DURATION" -w "$TLS_WARMUP" -t "$threads")
+      [[ $server == *tls* ]] || cmd+=(--plain)
+      ;;
     wrk)
-      a=0.5
+      a=$http_a
       b=$(awk -v d="$HTTP_DURATION" 'BEGIN { print d - 0.2 }')
       cmd=(wrk -t "$threads" -c "$conns" -d "${HTTP_DURATION}s" --latency
-        -s "$BENCH_DIR/wrk_pipeline.lua" "http://$HOST:$SERVER_PORT/plaintext" -- "$HTTP_DEPTH")
+        -s "$BENCH_DIR/wrk_pipeline.lua" "$scheme://$HOST:$SERVER_PORT/plaintext" -- "$HTTP_DEPTH")
       ;;
     udpload)
       a=0.5
@@ -232,14 +240,15 @@ one_run() {
       [[ $server == cgnet_raw ]] && cmd+=(--raw)
       ;;
     h2load)
-      a=0.5
+      a=$http_a
       b=$(awk -v d="$HTTP_DURATION" 'BEGIN { print d - 0.1 }')
       cmd=(h2load --h1 -t "$threads" -c "$conns" -m "$HTTP_DEPTH" -D "$HTTP_DURATION"
-        "http://$HOST:$SERVER_PORT/plaintext")
+        "$scheme://$HOST:$SERVER_PORT/plaintext")
       ;;
   esac
   local limit
-  limit=$(awk -v d="$DURATION" -v h="$HTTP_DURATION" -v w="$WARMUP" 'BEGIN { print int(d + h + w + 40) }')
+  limit=$(awk -v d="$DURATION" -v h="$HTTP_DURATION" -v w="$WARMUP" -v td="$TLS_DURATION" \
+    -v tw="$TLS_WARMUP" 'BEGIN { if (td > d) d = td; if (tw > w) w = tw; print int(d + h + w + 40) }')
   # shellcheck disable=SC2046
   line=$($(load_cpus "$placement") python3 "$BENCH_DIR/measure.py" --pid "$SERVER_PID" \
     --tool "$tool" --win "$a" "$b" --raw "$dir/load.txt" "${mark[@]}" -- timeout -s INT "$limit" "${cmd[@]}")
@@ -495,50 +504,9 @@ tls_use_key() { # KEY: the certificate start_server hands to the TLS servers
   TLS_KEY=$OUT/certs/$1.key
 }
 
-# tls_one_run PLACEMENT BENCH MODE CONNS SIZE TOOL SERVER REP ORDER (as one_run)
-tls_one_run() {
-  local placement=$1 bench=$2 mode=$3 conns=$4 size=$5 tool=$6 server=$7 rep=$8 order=$9
-  local loops threads tag dir line a b cmd limit
-  loops=$(placement_loops "$placement")
-  threads=1
-  [[ $placement == pin1 ]] || threads=$LOAD_THREADS2
-  tag="tls-$bench-$placement-$mode-c$conns-s$size-$tool-$server-r$rep"
-  dir=$OUT/raw/$tag
-  mkdir -p "$dir"
-  local meta="$placement $bench $mode $conns $size $tool $server $rep $order $loops $threads"
-  if ! start_server "$server" "$placement" "$dir"; then
-    record "$meta" "" "$dir"
-    return
-  fi
-  case $tool in
-    tlsload)
-      a=$TLS_WARMUP
-      b=$(awk -v w="$TLS_WARMUP" -v d="$TLS_DURATION" 'BEGIN { print w + d - 0.1 }')
-      cmd=("$BUILD/bench/tlsload" -a "$HOST:$SERVER_PORT" -m "$mode" -c "$conns" -s "$size"
-        -d "$TLS_DURATION" -w "$TLS_WARMUP" -t "$threads")
-      [[ $server == *tls* ]] || cmd+=(--plain)
-      ;;
-    wrk)
-      a=1 # after the conns' handshakes
-      b=$(awk -v d="$HTTP_DURATION" 'BEGIN { print d - 0.2 }')
-      cmd=(wrk -t "$threads" -c "$conns" -d "${HTTP_DURATION}s" --latency
-        -s "$BENCH_DIR/wrk_pipeline.lua" "https://$HOST:$SERVER_PORT/plaintext" -- "$HTTP_DEPTH")
-      ;;
-    h2load)
-      a=1
-      b=$(awk -v d="$HTTP_DURATION" 'BEGIN { print d - 0.1 }')
-      cmd=(h2load --h1 -t "$threads" -c "$conns" -m "$HTTP_DEPTH" -D "$HTTP_DURATION"
-        "https://$HOST:$SERVER_PORT/plaintext")
-      ;;
-  esac
-  limit=$(awk -v d="$TLS_DURATION" -v h="$HTTP_DURATION" -v w="$TLS_WARMUP" 'BEGIN { print int(d + h + w + 40) }')
-  # shellcheck disable=SC2046
-  line=$($(load_cpus "$placement") python3 "$BENCH_DIR/measure.py" --pid "$SERVER_PID" \
-    --tool "$tool" --win "$a" "$b" --raw "$dir/load.txt" -- timeout -s INT "$limit" "${cmd[@]}")
-  stop_server
-  record "$meta" "$line" "$dir"
-  log "$tag: $line"
-}
+# tls_one_run PLACEMENT BENCH MODE CONNS SIZE TOOL SERVER REP ORDER: one_run over TLS
+# (HTTPS URLs; the CPU window of wrk and h2load opens after the conns' handshakes).
+tls_one_run() { RUN_PREFIX=tls- HTTP_SCHEME=https HTTP_WIN_START=1 one_run "$@"; }
 
 # tls_probe SERVER KEY: one openssl s_client handshake (TLS 1.3); what was negotiated
 # and how many session tickets the server sent after it, as a row of tls_probe.tsv.
