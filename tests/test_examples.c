@@ -355,20 +355,40 @@ static pid_t start_https_example(const tu_tls_certs *certs, int *port) {
   return pid;
 }
 
+/* A load tool's run against the HTTPS example: the certificates, the example's process,
+ * the URL of its /plaintext and room for the tool's output. */
+typedef struct https_run {
+  tu_tls_certs certs;
+  pid_t pid;
+  char url[96];
+  run_result *r;
+} https_run;
+
+static void https_run_begin(https_run *h) {
+  assert_int_equal(tu_tls_certs_make(&h->certs), 0);
+  int port = 0;
+  h->pid = start_https_example(&h->certs, &port);
+  snprintf(h->url, sizeof h->url, "https://127.0.0.1:%d/plaintext", port);
+  h->r = malloc(sizeof *h->r);
+  assert_non_null(h->r);
+}
+
+static void https_run_end(https_run *h) {
+  free(h->r);
+  assert_int_equal(tu_stop_process(h->pid, 10000), 0);
+  tu_tls_certs_free(&h->certs);
+}
+
 /* h2load over HTTPS, HTTP/1.1 chosen by ALPN: with --h1 (it offers http/1.1 only) and
  * without (it offers h2 first; the example's ALPN answers http/1.1). Every request
  * succeeds. */
 static void https_example_under_h2load(void **state) {
   (void)state;
   if (!have_tool_or_skip("h2load", "command -v h2load")) skip();
-  tu_tls_certs certs;
-  assert_int_equal(tu_tls_certs_make(&certs), 0);
-  int port = 0;
-  pid_t pid = start_https_example(&certs, &port);
-  char url[96];
-  snprintf(url, sizeof url, "https://127.0.0.1:%d/plaintext", port);
-  run_result *r = malloc(sizeof *r);
-  assert_non_null(r);
+  https_run h;
+  https_run_begin(&h);
+  const char *url = h.url;
+  run_result *r = h.r;
   for (int h1 = 1; h1 >= 0; h1--) {
     const char *argv[] = {"h2load", "-n", "2000", "-c", "10", "-m", "4", url, NULL, NULL};
     if (h1) argv[7] = "--h1", argv[8] = url;
@@ -379,24 +399,17 @@ static void https_example_under_h2load(void **state) {
         !strstr(r->out, "status codes: 2000 2xx"))
       fail_msg("h2load%s: exit %d: %s%s", h1 ? " --h1" : "", r->status, r->out, r->err);
   }
-  free(r);
-  assert_int_equal(tu_stop_process(pid, 10000), 0);
-  tu_tls_certs_free(&certs);
+  https_run_end(&h);
 }
 
 /* wrk over HTTPS for one second: requests are answered, no socket error, no non-2xx. */
 static void https_example_under_wrk(void **state) {
   (void)state;
   if (!have_tool_or_skip("wrk", "command -v wrk")) skip();
-  tu_tls_certs certs;
-  assert_int_equal(tu_tls_certs_make(&certs), 0);
-  int port = 0;
-  pid_t pid = start_https_example(&certs, &port);
-  char url[96];
-  snprintf(url, sizeof url, "https://127.0.0.1:%d/plaintext", port);
-  run_result *r = malloc(sizeof *r);
-  assert_non_null(r);
-  const char *argv[] = {"wrk", "-t1", "-c10", "-d1s", url, NULL};
+  https_run h;
+  https_run_begin(&h);
+  run_result *r = h.r;
+  const char *argv[] = {"wrk", "-t1", "-c10", "-d1s", h.url, NULL};
   assert_int_equal(run_program(argv, 30000 * TU_SLOW, r), 0);
   const char *at = strstr(r->out, " requests in ");
   long n = 0;
@@ -408,9 +421,7 @@ static void https_example_under_wrk(void **state) {
   if (r->status != 0 || n <= 0 || strstr(r->out, "Socket errors") ||
       strstr(r->out, "Non-2xx"))
     fail_msg("wrk: exit %d, %ld requests: %s%s", r->status, n, r->out, r->err);
-  free(r);
-  assert_int_equal(tu_stop_process(pid, 10000), 0);
-  tu_tls_certs_free(&certs);
+  https_run_end(&h);
 }
 #else
 static void https_example_answers_curl(void **state) {
