@@ -81,6 +81,10 @@ wait_listening() {
   return 1
 }
 
+# Session tickets on the TLS servers, from TLS_TICKETS (on or off; unset: off).
+tls_ticket_flag() { [[ ${TLS_TICKETS:-off} == on ]] || printf -- '--no-tickets'; }
+h2o_resumption() { if [[ ${TLS_TICKETS:-off} == on ]]; then printf ticket; else printf off; fi; }
+
 # start_server NAME PLACEMENT OUTDIR: sets SERVER_PID and SERVER_PORT; returns 1 if the
 # server did not come up (its output is in OUTDIR/server.log).
 #   echo servers: cgnet cgnet_uring floor floor_uring libuv libevent
@@ -153,19 +157,19 @@ start_server() {
       [[ $name == cgnet_tls_uring ]] && be=io_uring
       # shellcheck disable=SC2086
       $pre "$BUILD/examples/echo" "tls://$HOST:0" --loops "$loops" --quiet --backend "$be" \
-        --cert "$TLS_CERT" --key "$TLS_KEY" ${CGNET_ARGS:-} >"$log" 2>&1 &
+        --cert "$TLS_CERT" --key "$TLS_KEY" $(tls_ticket_flag) ${CGNET_ARGS:-} >"$log" 2>&1 &
       ;;
     cgnet_https | cgnet_https_uring)
       local be=epoll
       [[ $name == cgnet_https_uring ]] && be=io_uring
       # shellcheck disable=SC2086
       $pre "$BUILD/examples/http_plaintext" "tls://$HOST:0" --loops "$loops" --backend "$be" \
-        --cert "$TLS_CERT" --key "$TLS_KEY" ${CGNET_ARGS:-} >"$log" 2>&1 &
+        --cert "$TLS_CERT" --key "$TLS_KEY" $(tls_ticket_flag) ${CGNET_ARGS:-} >"$log" 2>&1 &
       ;;
     nginx_tls)
       SERVER_PORT=$(free_port)
       sed -e "s/@PORT@/$SERVER_PORT/" -e "s/@WORKERS@/$loops/" -e "s,@DIR@,$dir," \
-        -e "s,@CERT@,$TLS_CERT," -e "s,@KEY@,$TLS_KEY," \
+        -e "s,@CERT@,$TLS_CERT," -e "s,@KEY@,$TLS_KEY," -e "s/@TICKETS@/${TLS_TICKETS:-off}/" \
         "$BENCH_DIR/nginx_tls.conf.in" >"$dir/nginx.conf"
       $pre nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$log" 2>&1 &
       ;;
@@ -174,7 +178,7 @@ start_server() {
       chmod 755 "$dir"
       printf 'Hello, World!' >"$dir/plaintext"
       sed -e "s/@PORT@/$SERVER_PORT/" -e "s/@WORKERS@/$loops/" -e "s,@DIR@,$dir," \
-        -e "s,@CERT@,$TLS_CERT," -e "s,@KEY@,$TLS_KEY," \
+        -e "s,@CERT@,$TLS_CERT," -e "s,@KEY@,$TLS_KEY," -e "s/@RESUMPTION@/$(h2o_resumption)/" \
         "$BENCH_DIR/h2o_tls.conf.in" >"$dir/h2o.conf"
       $pre h2o -c "$dir/h2o.conf" >"$log" 2>&1 &
       ;;

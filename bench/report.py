@@ -732,13 +732,22 @@ def tls_detail_table(g, configs, servers, label, unit):
                   f"{unit} per server-CPU-s", "p50", "p99", "clean runs"], rows)
 
 
+def hs_config_label(bench):
+    """handshake_ecdsa -> ECDSA; handshake_ecdsa_tickets -> ECDSA + tickets."""
+    cfg = bench.split("_", 1)[1]
+    key, _, tickets = cfg.partition("_")
+    return key.upper() + (" + tickets" if tickets == "tickets" else "")
+
+
 def tls_probe_table(path):
     if not has_rows(path):
         return None
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
-    return table(["server", "key", "protocol", "suite", "group", "TLS 1.3 tickets sent"],
-                 [[r["server"], r["key"], r["protocol"] or "–", r["cipher"] or "–",
+    return table(["server", "configuration", "protocol", "suite", "group",
+                  "TLS 1.3 tickets sent"],
+                 [[r["server"], hs_config_label("handshake_" + r["key"]), r["protocol"] or "–",
+                   r["cipher"] or "–",
                    r["group"] or "–", r["tickets"]] for r in rows])
 
 
@@ -787,13 +796,15 @@ def tls_section(tls_dir, charts):
         g = group(hs, ["bench", "placement", "server"])
         configs = sorted({k[:2] for k in g}, key=lambda k: (k[0], order.get(k[1], 9)))
         servers = [s for s in TLS_HS_SERVERS if any(k[2] == s for k in g)]
-        label = lambda c: f"{c[0].split('_', 1)[1].upper()}, {c[1]}"
+        label = lambda c: f"{hs_config_label(c[0])}, {c[1]}"
         out.append("### Full TLS 1.3 handshakes per server-CPU-second\n")
         out.append(tls_peer_table(g, configs, servers,
                                   [s for s in ("cgnet_tls", "cgnet_tls_uring") if s in servers],
                                   [s for s in ("nginx_tls", "h2o_tls") if s in servers], label))
         out.append(f"\n`tlsload -m handshake -c {hs[0]['conns']}`: connect, full handshake "
-                   f"(no session cache, no ticket offered), close, again.\n")
+                   f"(no session cache, no ticket offered), close, again. The servers issue "
+                   f"no session tickets, except in the rows marked *tickets*, where each "
+                   f"issues them its own way (see the table below).\n")
         if charts.ok:
             def k(v):
                 return None if v is None else v / 1e3
@@ -816,7 +827,8 @@ def tls_section(tls_dir, charts):
         if probe:
             out.append("What each server negotiated with `openssl s_client -tls1_3`, and the "
                        "session tickets it sends after a handshake (the client never uses "
-                       "them):\n")
+                       "them; without *tickets*, nginx's and h2o's two are session IDs that "
+                       "no cache keeps):\n")
             out.append(probe + "\n")
 
     https = [r for r in rows if r["bench"] == "https"]

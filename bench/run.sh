@@ -32,12 +32,18 @@
 #          the openssl CLI in $OUT/certs (ECDSA P-256 and RSA-2048, self-signed, CN/SAN
 #          127.0.0.1 and localhost). Sub-parts (TLS_PARTS), rows in tls.tsv except idle:
 #          handshake  full handshakes per server-CPU-second, tlsload -m handshake with
-#                     TLS_HS_CONNS slots, for each key (TLS_KEYS) against TLS_HS_SERVERS
-#                     (cgnet_tls: examples/echo on tls://, cgnet_tls_uring: the same on
-#                     io_uring, nginx_tls, h2o_tls: bench/*_tls.conf.in, no session cache
-#                     and no tickets); bench column handshake_ecdsa / handshake_rsa. One
-#                     openssl s_client probe per server and key first: protocol, suite,
+#                     TLS_HS_CONNS slots, for each configuration (TLS_HS_CONFIGS: a key,
+#                     ecdsa or rsa, with _tickets when the servers issue session tickets)
+#                     against TLS_HS_SERVERS (cgnet_tls: examples/echo on tls://,
+#                     cgnet_tls_uring: the same on io_uring, nginx_tls, h2o_tls:
+#                     bench/*_tls.conf.in); bench column handshake_CONFIG. One openssl
+#                     s_client probe per server and configuration first: protocol, suite,
 #                     group and the TLS 1.3 tickets the server sends, in tls_probe.tsv
+#          Session tickets: every TLS server runs with resumption off (TLS_TICKETS=off:
+#          cgnet --no-tickets, nginx ssl_session_tickets off, h2o ssl-session-resumption
+#          off) except in the _tickets handshake rows, where each issues tickets its own
+#          way (TLS_TICKETS=on: cgnet 1 per handshake, nginx and h2o OpenSSL's 2). The
+#          client never resumes, so every handshake is full either way.
 #          https      HTTPS pipelined, wrk (wrk_pipeline.lua) and h2load --h1, HTTP_CONNS
 #                     conns, HTTP_DEPTH deep, ECDSA cert, against TLS_HTTPS_SERVERS
 #                     (cgnet_https: examples/http_plaintext on tls://, cgnet_https_uring,
@@ -75,7 +81,8 @@
 #   WS_CONNS="100 1000"  WS_SIZES="64 4096"  WS_MODES=pingpong (stream works too, but
 #            the Python peer may not echo a full stream window within wsload's 10 s drain)
 #   (QUICK=1 makes WS_CONNS=100 unless set)
-#   TLS_PARTS="handshake https echo idle"  TLS_KEYS="ecdsa rsa"  TLS_DURATION=DURATION
+#   TLS_PARTS="handshake https echo idle"  TLS_HS_CONFIGS="ecdsa rsa ecdsa_tickets"
+#   TLS_DURATION=DURATION
 #   TLS_WARMUP=WARMUP  TLS_HS_CONNS=64  TLS_HS_SERVERS="cgnet_tls cgnet_tls_uring nginx_tls
 #   h2o_tls"  TLS_HTTPS_SERVERS="cgnet_https cgnet_https_uring nginx_tls h2o_tls"
 #   TLS_ECHO_SERVERS="cgnet_tls cgnet_tls_uring cgnet"  TLS_ECHO_CONNS=100
@@ -119,7 +126,8 @@ UDP_SOCKETS=${UDP_SOCKETS:-256}
 UDP_SIZE=${UDP_SIZE:-64}
 UDP_WINDOW=${UDP_WINDOW:-1}
 TLS_PARTS=${TLS_PARTS:-handshake https echo idle}
-TLS_KEYS=${TLS_KEYS:-ecdsa rsa}
+TLS_HS_CONFIGS=${TLS_HS_CONFIGS:-ecdsa rsa ecdsa_tickets}
+export TLS_TICKETS=off # see "Session tickets" above; the _tickets rows set it on
 TLS_DURATION=${TLS_DURATION:-$DURATION}
 TLS_WARMUP=${TLS_WARMUP:-$WARMUP}
 TLS_HS_CONNS=${TLS_HS_CONNS:-64}
@@ -178,7 +186,7 @@ fi
   done
 } >"$OUT/knobs.txt"
 if [[ " ${parts[*]} " == *" tls "* ]]; then
-  for v in TLS_PARTS TLS_KEYS TLS_DURATION TLS_WARMUP TLS_HS_CONNS TLS_HS_SERVERS \
+  for v in TLS_PARTS TLS_HS_CONFIGS TLS_DURATION TLS_WARMUP TLS_HS_CONNS TLS_HS_SERVERS \
     TLS_HTTPS_SERVERS TLS_ECHO_SERVERS TLS_ECHO_CONNS TLS_ECHO_SIZES TLS_ECHO_MODES \
     TLS_IDLE_SERVERS TLS_IDLE_CONNS TLS_IDLE_SIZE TLS_IDLE_PLACEMENTS; do
     echo "$v=${!v:-}"
@@ -518,7 +526,7 @@ tls_probe() {
   stop_server
   printf '%s\n' "$out" >"$dir/s_client.txt"
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$server" "$key" \
-    "$(sed -nE 's/^ *Protocol *: *//p' <<<"$out" | head -n1)" \
+    "$(sed -nE 's/^New, (TLSv[0-9.]+), Cipher is .*/\1/p' <<<"$out" | head -n1)" \
     "$(sed -nE 's/.*Cipher is ([A-Z0-9_-]+).*/\1/p' <<<"$out" | head -n1)" \
     "$(sed -nE 's/^Server Temp Key: ([^,]+).*/\1/p' <<<"$out" | head -n1)" \
     "$(grep -c 'Post-Handshake New Session Ticket arrived' <<<"$out")" >>"$OUT/tls_probe.tsv"
@@ -531,29 +539,38 @@ tls_servers() { # NAME...: those whose program is installed (nginx, h2o are opti
   done
 }
 
+# tls_hs_config CONFIG: the key and the ticket setting of a handshake configuration
+# (ecdsa, rsa, ecdsa_tickets, ...).
+tls_hs_config() {
+  tls_use_key "${1%%_*}"
+  TLS_TICKETS=off
+  [[ $1 == *_tickets ]] && TLS_TICKETS=on
+}
+
 run_tls_handshake() {
-  local key placement rep server servers i=0
+  local cfg placement rep server servers i=0
   # shellcheck disable=SC2086
   servers=$(tls_servers $TLS_HS_SERVERS)
   printf 'server\tkey\tprotocol\tcipher\tgroup\ttickets\n' >"$OUT/tls_probe.tsv"
-  for key in $TLS_KEYS; do
-    tls_use_key "$key"
-    for server in $servers; do tls_probe "$server" "$key"; done
+  for cfg in $TLS_HS_CONFIGS; do
+    tls_hs_config "$cfg"
+    for server in $servers; do tls_probe "$server" "$cfg"; done
   done
   for placement in $PLACEMENTS; do
     for ((rep = 1; rep <= REPS; rep++)); do
-      for key in $TLS_KEYS; do
-        tls_use_key "$key"
+      for cfg in $TLS_HS_CONFIGS; do
+        tls_hs_config "$cfg"
         local order=0
         # shellcheck disable=SC2086
         for server in $(rotate $((rep - 1 + i)) $servers); do
-          tls_one_run "$placement" "handshake_$key" handshake "$TLS_HS_CONNS" 0 tlsload \
+          tls_one_run "$placement" "handshake_$cfg" handshake "$TLS_HS_CONNS" 0 tlsload \
             "$server" "$rep" $((order++))
         done
         i=$((i + 1))
       done
     done
   done
+  TLS_TICKETS=off
 }
 
 run_tls_https() {

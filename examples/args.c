@@ -263,6 +263,8 @@ int ex_tls_arg(ex_args *a, const char *arg, ex_tls *t) {
     t->ca = ex_value(a, arg);
   else if (ex_is(arg, "--insecure"))
     t->insecure = 1;
+  else if (ex_is(arg, "--no-tickets"))
+    t->no_tickets = 1;
   else
     return 0;
   return 1;
@@ -286,14 +288,16 @@ void ex_tls_server(const ex_args *a, const ex_tls *t, const char *const *addrs, 
   for (size_t i = 0; i < n; i++)
     if (strncmp(addrs[i], "tls", 3) == 0) any = 1;
   if (!any) {
-    if (t->cert || t->key) ex_usage_error(a, "--cert and --key need a tls:// address");
+    if (t->cert || t->key || t->no_tickets)
+      ex_usage_error(a, "--cert, --key and --no-tickets need a tls:// address");
     return;
   }
   if (!t->cert || !t->key)
     ex_usage_error(a, "a tls:// address needs --cert FILE and --key FILE");
   cgnet_tls_cert cert = {.chain = {.file = t->cert}, .key = {.file = t->key}};
   cgnet_tls_options o = {
-      .role = CGNET_TLS_SERVER, .certs = &cert, .ncerts = 1, .alpn = t->alpn};
+      .role = CGNET_TLS_SERVER, .certs = &cert, .ncerts = 1, .alpn = t->alpn,
+      .disable_tickets = t->no_tickets};
   opts->tls = load_ctx(&o, a->prog);
 }
 

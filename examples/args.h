@@ -105,13 +105,14 @@ void ex_print_listening(const char *prog, cgnet_engine *eng, const char *const *
  * stop (CGNET_ESHUTDOWN). */
 int ex_close_is_error(int reason);
 
-/* TLS from the command line: a server's --cert FILE and --key FILE (PEM), a client's
- * --ca FILE (PEM; default: the system's CAs) or --insecure (no verification). A server
- * example sets `alpn` itself (NULL-terminated; NULL: no ALPN) to the protocols it
- * speaks. */
+/* TLS from the command line: a server's --cert FILE and --key FILE (PEM) and
+ * --no-tickets (issue no session tickets: every handshake is full), a client's --ca FILE
+ * (PEM; default: the system's CAs) or --insecure (no verification). A server example
+ * sets `alpn` itself (NULL-terminated; NULL: no ALPN) to the protocols it speaks. */
 typedef struct ex_tls {
   const char *cert, *key, *ca;
   int insecure;
+  int no_tickets;
   const char *const *alpn;
 } ex_tls;
 
