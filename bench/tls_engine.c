@@ -10,17 +10,14 @@
  *              bytes, a flush after every F of them (F = 1: a reply per turn; F large:
  *              a turn's burst of small writes), the ciphertext discarded
  *   handshake  full handshakes per second (client + server on this one thread)
- *   threads    the same on T threads at once (--threads T), first all on one pair of
- *              contexts, then each thread on its own pair: OpenSSL 3.0 serialises parts
- *              of every handshake on locks inside a context and the library context it
- *              was built in, so the two figures show what sharing one context costs
  *
- *   build/bench/tls_engine [--mib N] [--span BYTES] [--handshakes N] [--threads T]
+ * (What handshakes cost on several threads at once: bench/tls_threads.c.)
+ *
+ *   build/bench/tls_engine [--mib N] [--span BYTES] [--handshakes N]
  *
  * Certificates come from tests/support/tls_certs.c (made at start, ECDSA P-256).
  */
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,57 +232,6 @@ static double bench_handshakes(cgnet_tls_ctx *cctx, cgnet_tls_ctx *sctx, int cou
   return count / (now_s() - t0);
 }
 
-typedef struct hs_job {
-  cgnet_tls_ctx *cctx, *sctx;
-  int count;
-  double cpu_s;
-} hs_job;
-
-static double thread_cpu_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void *hs_thread(void *arg) {
-  hs_job *j = arg;
-  double c0 = thread_cpu_s();
-  bench_handshakes(j->cctx, j->sctx, j->count);
-  j->cpu_s = thread_cpu_s() - c0;
-  return NULL;
-}
-
-/* `threads` threads doing `count` handshakes each at once; prints the total rate and the
- * CPU time per handshake. With `own`, each thread gets its own pair of contexts. */
-static void bench_threads(const cgnet_tls_options *co, const cgnet_tls_options *so,
-                          cgnet_tls_ctx *cctx, cgnet_tls_ctx *sctx, int threads, int count,
-                          int own) {
-  hs_job jobs[64];
-  pthread_t tid[64];
-  char msg[256];
-  for (int i = 0; i < threads; i++) {
-    jobs[i] = (hs_job){.cctx = cctx, .sctx = sctx, .count = count};
-    if (own && (cgnet_tls_ctx_new(co, &jobs[i].cctx, msg, sizeof(msg)) ||
-                cgnet_tls_ctx_new(so, &jobs[i].sctx, msg, sizeof(msg))))
-      die(msg);
-  }
-  double t0 = now_s(), cpu = 0;
-  for (int i = 0; i < threads; i++)
-    if (pthread_create(&tid[i], NULL, hs_thread, &jobs[i]) != 0) die("pthread_create");
-  for (int i = 0; i < threads; i++) {
-    pthread_join(tid[i], NULL);
-    cpu += jobs[i].cpu_s;
-  }
-  double dt = now_s() - t0;
-  printf("handshakes, %2d thread(s), %s: %8.0f /s     (%.0f us of CPU each)\n", threads,
-         own ? "a context each " : "one context    ", threads * count / dt,
-         cpu / (threads * count) * 1e6);
-  for (int i = 0; own && i < threads; i++) {
-    cgnet_tls_ctx_free(jobs[i].cctx);
-    cgnet_tls_ctx_free(jobs[i].sctx);
-  }
-}
-
 static long parse(const char *flag, const char *v, long lo, long hi) {
   char *end;
   errno = 0;
@@ -299,7 +245,7 @@ static long parse(const char *flag, const char *v, long lo, long hi) {
 }
 
 int main(int argc, char **argv) {
-  long mib = 512, span = 65536, hs = 2000, threads = 0;
+  long mib = 512, span = 65536, hs = 2000;
   for (int i = 1; i < argc; i += 2) {
     const char *flag = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
     if (value && strcmp(flag, "--mib") == 0)
@@ -308,11 +254,8 @@ int main(int argc, char **argv) {
       span = parse(flag, value, 1, 1 << 24);
     else if (value && strcmp(flag, "--handshakes") == 0)
       hs = parse(flag, value, 1, 1 << 24);
-    else if (value && strcmp(flag, "--threads") == 0)
-      threads = parse(flag, value, 1, 64);
     else {
-      fprintf(stderr, "usage: %s [--mib N] [--span BYTES] [--handshakes N] [--threads T]\n",
-              argv[0]);
+      fprintf(stderr, "usage: %s [--mib N] [--span BYTES] [--handshakes N]\n", argv[0]);
       return 2;
     }
   }
@@ -339,11 +282,6 @@ int main(int argc, char **argv) {
            bench_writes(cctx, sctx, total / 4, writes[i][0], writes[i][1]));
   printf("handshakes (both sides):  %8.0f /s     (TLS 1.3, ECDSA P-256, client verifies)\n",
          bench_handshakes(cctx, sctx, (int)hs));
-  if (threads) {
-    bench_threads(&co, &so, cctx, sctx, 1, (int)hs, 0);
-    bench_threads(&co, &so, cctx, sctx, (int)threads, (int)hs, 0);
-    bench_threads(&co, &so, cctx, sctx, (int)threads, (int)hs, 1);
-  }
   cgnet_tls_ctx_free(cctx);
   cgnet_tls_ctx_free(sctx);
   tu_tls_certs_free(&certs);
