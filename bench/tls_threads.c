@@ -8,9 +8,11 @@
  *
  * Each handshake is a client and a server SSL object on memory BIOs, on the same thread:
  * TLS 1.3, an ECDSA P-256 server certificate the client verifies, no session tickets, no
- * sockets. The client side always runs in a library context of its own thread, so that
- * only the server side's arrangement differs. The arrangements, each doing --handshakes
- * per thread (or process):
+ * sockets. With --side server (the default) the client side always runs in a library
+ * context of its own thread, so that only the server side's arrangement differs; with
+ * --side both the client side is arranged like the server side (shared, a context each,
+ * or a context in the thread's library context). The arrangements, each doing
+ * --handshakes per thread (or process):
  *
  *   1 thread        the reference
  *   T processes     T forked processes: nothing shared in memory, so any rise over one
@@ -27,6 +29,7 @@
  * kernel (a futex wait), so this counts contended locks, however noisy the clock.
  *
  *   build/bench/tls_threads [--threads T] [--handshakes N] [--rounds R]
+ *                           [--side server|both]
  *
  * Certificates come from tests/support/tls_certs.c (made at start).
  */
@@ -56,6 +59,7 @@ static const char *const arrangement_names[ARRANGEMENTS] = {
 #define MAX_ROUNDS 64
 
 static tu_tls_certs g_certs;
+static int g_client_follows; /* --side both */
 
 static void die(const char *what) {
   fprintf(stderr, "tls_threads: %s\n", what);
@@ -88,12 +92,6 @@ static void spent_add(spent *sum, spent x) {
 }
 
 /* ---- contexts ------------------------------------------------------------------------- */
-
-/* One side's context, in the default library context (lib NULL) or its own. */
-typedef struct side {
-  OSSL_LIB_CTX *lib;
-  SSL_CTX *ctx;
-} side;
 
 static BIO *pem_bio(const char *text) { return BIO_new_mem_buf(text, -1); }
 
@@ -137,18 +135,6 @@ static SSL_CTX *new_ctx(OSSL_LIB_CTX *lib, int server) {
   return c;
 }
 
-static side side_new(int server, int own_lib) {
-  side d = {0};
-  if (own_lib && !(d.lib = OSSL_LIB_CTX_new())) die("OSSL_LIB_CTX_new");
-  d.ctx = new_ctx(d.lib, server);
-  return d;
-}
-
-static void side_free(side *d) {
-  SSL_CTX_free(d->ctx);
-  OSSL_LIB_CTX_free(d->lib);
-}
-
 /* ---- handshakes ----------------------------------------------------------------------- */
 
 /* Move whatever `from` wrote into `to`'s read BIO. */
@@ -182,41 +168,52 @@ static void one_handshake(SSL_CTX *server, SSL_CTX *client) {
   SSL_free(c);
 }
 
-/* What `count` handshakes against `server` cost the calling thread (its client side in
- * a library context of its own). */
-static spent handshakes_spent(SSL_CTX *server, int count) {
-  side client = side_new(0, 1);
-  one_handshake(server, client.ctx); /* first-use set-up stays out of the figure */
+/* What `count` handshakes between these contexts cost the calling thread. */
+static spent handshakes_spent(SSL_CTX *server, SSL_CTX *client, int count) {
+  one_handshake(server, client); /* first-use set-up stays out of the figure */
   spent start = thread_spent();
   for (int i = 0; i < count; i++)
-    one_handshake(server, client.ctx);
-  spent used = spent_since(start);
-  side_free(&client);
-  return used;
+    one_handshake(server, client);
+  return spent_since(start);
 }
 
 /* ---- arrangements --------------------------------------------------------------------- */
 
+/* The shared contexts, in the default library context. */
+typedef struct shared_ctxs {
+  SSL_CTX *server, *client;
+} shared_ctxs;
+
 typedef struct job {
-  SSL_CTX *shared; /* NULL: a server context made in the thread */
-  int own_lib;
+  const shared_ctxs *shared; /* NULL: contexts made in the thread */
+  int own_lib;               /* with shared NULL: in a library context of the thread's */
   int count;
   spent used;
 } job;
 
+/* A thread's contexts: the server's as the job says; the client's the same way with
+ * --side both, else always in a library context of its own. */
 static void *job_thread(void *arg) {
   job *j = arg;
-  if (j->shared) {
-    j->used = handshakes_spent(j->shared, j->count);
+  OSSL_LIB_CTX *lib = NULL, *client_lib = NULL;
+  if (!j->shared && j->own_lib && !(lib = OSSL_LIB_CTX_new())) die("OSSL_LIB_CTX_new");
+  SSL_CTX *server = j->shared ? j->shared->server : new_ctx(lib, 1);
+  SSL_CTX *client = NULL;
+  if (g_client_follows) {
+    client = j->shared ? j->shared->client : new_ctx(lib, 0);
   } else {
-    side own = side_new(1, j->own_lib);
-    j->used = handshakes_spent(own.ctx, j->count);
-    side_free(&own);
+    if (!(client_lib = OSSL_LIB_CTX_new())) die("OSSL_LIB_CTX_new");
+    client = new_ctx(client_lib, 0);
   }
+  j->used = handshakes_spent(server, client, j->count);
+  if (!j->shared) SSL_CTX_free(server);
+  if (!j->shared || !g_client_follows) SSL_CTX_free(client);
+  OSSL_LIB_CTX_free(client_lib);
+  OSSL_LIB_CTX_free(lib);
   return NULL;
 }
 
-static spent run_threads(SSL_CTX *shared, int own_lib, int threads, int count) {
+static spent run_threads(const shared_ctxs *shared, int own_lib, int threads, int count) {
   job jobs[MAX_THREADS];
   pthread_t tid[MAX_THREADS];
   for (int i = 0; i < threads; i++) {
@@ -241,8 +238,9 @@ static spent run_processes(int procs, int count) {
     if (pids[i] < 0) die("fork");
     if (pids[i] == 0) {
       close(fds[0]);
-      side own = side_new(1, 0);
-      spent used = handshakes_spent(own.ctx, count);
+      job alone = {.count = count}; /* its own contexts, as a thread of its own */
+      job_thread(&alone);
+      spent used = alone.used;
       ssize_t w = write(fds[1], &used, sizeof(used));
       _exit(w == (ssize_t)sizeof(used) ? 0 : 1);
     }
@@ -265,7 +263,7 @@ static spent run_processes(int procs, int count) {
 }
 
 /* One run of arrangement `a`: CPU microseconds and waits per handshake. */
-static spent run_arrangement(enum arrangement a, SSL_CTX *shared, int threads,
+static spent run_arrangement(enum arrangement a, const shared_ctxs *shared, int threads,
                              int count) {
   spent s;
   int n = threads;
@@ -324,24 +322,31 @@ int main(int argc, char **argv) {
       count = parse(flag, value, 1, 1 << 24);
     else if (value && strcmp(flag, "--rounds") == 0)
       rounds = parse(flag, value, 1, MAX_ROUNDS);
+    else if (value && strcmp(flag, "--side") == 0 &&
+             (strcmp(value, "server") == 0 || strcmp(value, "both") == 0))
+      g_client_follows = strcmp(value, "both") == 0;
     else {
-      fprintf(stderr, "usage: %s [--threads T] [--handshakes N] [--rounds R]\n", argv[0]);
+      fprintf(stderr,
+              "usage: %s [--threads T] [--handshakes N] [--rounds R] [--side server|both]\n",
+              argv[0]);
       return 2;
     }
   }
   if (tu_tls_certs_make(&g_certs) != 0) die("certificates");
-  side shared = side_new(1, 0);
+  shared_ctxs shared = {new_ctx(NULL, 1), new_ctx(NULL, 0)};
   static double us[ARRANGEMENTS][MAX_ROUNDS], waits[ARRANGEMENTS][MAX_ROUNDS];
   for (int r = 0; r < rounds; r++)
     for (int k = 0; k < ARRANGEMENTS; k++) {
       enum arrangement a = (enum arrangement)((k + r) % ARRANGEMENTS); /* take turns */
-      spent s = run_arrangement(a, shared.ctx, (int)threads, (int)count);
+      spent s = run_arrangement(a, &shared, (int)threads, (int)count);
       us[a][r] = s.cpu_s;
       waits[a][r] = s.waits * 1000;
     }
   printf("TLS 1.3 full handshakes (client and server on one thread, ECDSA P-256), T = %ld,\n"
-         "%ld per thread or process, %ld rounds: CPU per handshake, median (min-max)\n",
-         threads, count, rounds);
+         "%ld per thread or process, %ld rounds, client side %s: CPU per handshake,\n"
+         "median (min-max)\n",
+         threads, count, rounds,
+         g_client_follows ? "arranged as the server's" : "in a library context each");
   double med[ARRANGEMENTS];
   for (int a = 0; a < ARRANGEMENTS; a++) {
     double lo = us[a][0], hi = us[a][0];
@@ -355,7 +360,8 @@ int main(int argc, char **argv) {
     if (a >= SHARED) printf("   %.2fx the processes'", med[a] / med[PROCESSES]);
     printf("\n");
   }
-  side_free(&shared);
+  SSL_CTX_free(shared.server);
+  SSL_CTX_free(shared.client);
   tu_tls_certs_free(&g_certs);
   return 0;
 }
