@@ -5,7 +5,7 @@
 # kernel picked (port 0, read back from the server's "listening" line; nginx and h2o
 # cannot print theirs, so a free port is found by binding port 0 first). Only loopback
 # addresses. Only the PIDs started here are ever signalled: bench_cleanup (an EXIT trap)
-# stops the one server that may still be running.
+# stops the one server that may still be running, and the proxies' backend.
 
 BENCH_DIR=${BENCH_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
 ROOT=${ROOT:-$(cd "$BENCH_DIR/.." && pwd)}
@@ -14,6 +14,8 @@ HOST=127.0.0.1
 
 SERVER_PID=
 SERVER_PORT=
+BACKEND_PID=
+BACKEND_PORT=
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -92,8 +94,12 @@ h2o_resumption() { if [[ ${TLS_TICKETS:-off} == on ]]; then printf ticket; else 
 #   udp echo servers: cgnet_udp (per-datagram conns) cgnet_udp_sessions (?sessions=1)
 #   WebSocket echo servers: cgnet_ws cgnet_raw node_ws python_websockets (ws_start)
 #   tls servers (certificate and key in $TLS_CERT, $TLS_KEY): cgnet_tls cgnet_tls_uring
-#     (echo over tls://), cgnet_https cgnet_https_uring (http_plaintext over tls://),
-#     nginx_tls h2o_tls (HTTPS /plaintext; any TLS client can handshake with them)
+#     (echo over tls://), libevent_tls (bench/echo_libevent --cert --key), cgnet_https
+#     cgnet_https_uring (http_plaintext over tls://), nginx_tls h2o_tls (HTTPS
+#     /plaintext; any TLS client can handshake with them)
+#   TLS-terminating proxies in front of the echo backend on $BACKEND_PORT (start_backend):
+#     cgnet_tls_proxy (examples/proxy tls:// -> tcp://), nginx_tls_proxy (nginx's stream
+#     module, bench/nginx_tls_proxy.conf.in). h2o has no TCP proxy, so no h2o row.
 start_server() {
   local name=$1 placement=$2 dir=$3 loops pre
   loops=$(placement_loops "$placement")
@@ -155,14 +161,32 @@ start_server() {
     cgnet_tls | cgnet_tls_uring)
       local be=epoll
       [[ $name == cgnet_tls_uring ]] && be=io_uring
-      # shellcheck disable=SC2086
+      # shellcheck disable=SC2046,SC2086 # the ticket flag is one word or none
       $pre "$BUILD/examples/echo" "tls://$HOST:0" --loops "$loops" --quiet --backend "$be" \
         --cert "$TLS_CERT" --key "$TLS_KEY" $(tls_ticket_flag) ${CGNET_ARGS:-} >"$log" 2>&1 &
+      ;;
+    libevent_tls)
+      # Issues no session tickets whatever TLS_TICKETS says (it serves the echo rows only).
+      $pre "$BUILD/bench/echo_libevent" --host "$HOST" --port 0 --loops "$loops" \
+        --cert "$TLS_CERT" --key "$TLS_KEY" >"$log" 2>&1 &
+      ;;
+    cgnet_tls_proxy)
+      # shellcheck disable=SC2046,SC2086 # the ticket flag is one word or none
+      $pre "$BUILD/examples/proxy" "tls://$HOST:0" "tcp://$HOST:$BACKEND_PORT" --loops "$loops" \
+        --quiet --cert "$TLS_CERT" --key "$TLS_KEY" $(tls_ticket_flag) ${CGNET_ARGS:-} \
+        >"$log" 2>&1 &
+      ;;
+    nginx_tls_proxy)
+      SERVER_PORT=$(free_port)
+      sed -e "s/@PORT@/$SERVER_PORT/" -e "s/@BACKEND@/$BACKEND_PORT/" -e "s/@WORKERS@/$loops/" \
+        -e "s,@DIR@,$dir," -e "s,@CERT@,$TLS_CERT," -e "s,@KEY@,$TLS_KEY," \
+        -e "s/@TICKETS@/${TLS_TICKETS:-off}/" "$BENCH_DIR/nginx_tls_proxy.conf.in" >"$dir/nginx.conf"
+      $pre nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$log" 2>&1 &
       ;;
     cgnet_https | cgnet_https_uring)
       local be=epoll
       [[ $name == cgnet_https_uring ]] && be=io_uring
-      # shellcheck disable=SC2086
+      # shellcheck disable=SC2046,SC2086 # the ticket flag is one word or none
       $pre "$BUILD/examples/http_plaintext" "tls://$HOST:0" --loops "$loops" --backend "$be" \
         --cert "$TLS_CERT" --key "$TLS_KEY" $(tls_ticket_flag) ${CGNET_ARGS:-} >"$log" 2>&1 &
       ;;
@@ -203,12 +227,10 @@ start_server() {
   fi
 }
 
-# shellcheck disable=SC2120 # SECS is optional
-# stop_server [SECS]: SIGTERM the server started last, SIGKILL after SECS (5); reap it.
-stop_server() {
-  local pid=$SERVER_PID n=0 max=$((${1:-5} * 20))
+# stop_pid PID SECS: SIGTERM PID (one started here), SIGKILL after SECS; reap it.
+stop_pid() {
+  local pid=$1 n=0 max=$(($2 * 20))
   [[ -n $pid ]] || return 0
-  SERVER_PID=
   kill -TERM "$pid" 2>/dev/null
   while kill -0 "$pid" 2>/dev/null && ((n++ < max)); do sleep 0.05; done
   kill -KILL "$pid" 2>/dev/null
@@ -216,7 +238,46 @@ stop_server() {
   return 0
 }
 
-bench_cleanup() { stop_server; }
+# shellcheck disable=SC2120 # SECS is optional
+# stop_server [SECS]: SIGTERM the server started last, SIGKILL after SECS (5); reap it.
+stop_server() {
+  local pid=$SERVER_PID
+  SERVER_PID=
+  stop_pid "$pid" "${1:-5}"
+}
+
+# start_backend OUTDIR: the plain echo behind the TLS proxies (bench/floor_echo, 1 loop)
+# pinned to CPU 1, the load tool's CPU in pin1, so that it never takes CPU 0 from the
+# proxy under test; it is no child of the proxy, so measure.py does not count it. Sets
+# BACKEND_PID and BACKEND_PORT; returns 1 if it did not come up (OUTDIR/backend.log).
+start_backend() {
+  local log=$1/backend.log
+  mkdir -p "$1"
+  taskset -c 1 "$BUILD/bench/floor_echo" --host "$HOST" --port 0 --loops 1 >"$log" 2>&1 &
+  BACKEND_PID=$!
+  local tries=200 # 10 s
+  BACKEND_PORT=
+  while ((tries-- > 0)) && [[ -z $BACKEND_PORT ]] && kill -0 "$BACKEND_PID" 2>/dev/null; do
+    BACKEND_PORT=$(sed -nE 's/.*listening on [0-9.]+:([0-9]+).*/\1/p' "$log" | head -n1)
+    [[ -n $BACKEND_PORT ]] || sleep 0.05
+  done
+  [[ -n $BACKEND_PORT ]] && return 0
+  log "the proxy backend (floor_echo) did not print a listening port: $log"
+  stop_backend
+  return 1
+}
+
+stop_backend() {
+  local pid=$BACKEND_PID
+  BACKEND_PID=
+  BACKEND_PORT=
+  stop_pid "$pid" 5
+}
+
+bench_cleanup() {
+  stop_server
+  stop_backend
+}
 
 # http_server_available NAME: nginx and h2o are optional.
 http_server_available() {
@@ -224,6 +285,22 @@ http_server_available() {
     nginx | nginx_tls) command -v nginx >/dev/null ;;
     h2o | h2o_tls) command -v h2o >/dev/null ;;
     *) true ;;
+  esac
+}
+
+# tls_server_available NAME: as http_server_available, and libevent_tls needs
+# echo_libevent built with libevent_openssl (then its --help lists --cert),
+# nginx_tls_proxy nginx's stream module (Debian: libnginx-mod-stream).
+tls_server_available() {
+  case $1 in
+    libevent_tls)
+      [[ -x $BUILD/bench/echo_libevent ]] &&
+        "$BUILD/bench/echo_libevent" --help 2>/dev/null | grep -q -- --cert
+      ;;
+    nginx_tls_proxy)
+      command -v nginx >/dev/null && [[ -f /usr/lib/nginx/modules/ngx_stream_module.so ]]
+      ;;
+    *) http_server_available "$1" ;;
   esac
 }
 

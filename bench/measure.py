@@ -2,7 +2,7 @@
 """measure.py — run one load tool against a running server and measure the server.
 
     measure.py --pid PID --tool echoload|wsload|tlsload|wrk|h2load|udpload --win A B
-               --raw FILE [--mark TEXT] -- CMD...
+               --raw FILE [--mark TEXT] [--helper PID] -- CMD...
 
 Runs CMD (its stdout and stderr go to FILE) and, meanwhile, samples the CPU time of the
 server: PID and every process below it (nginx workers), all threads included, as
@@ -23,7 +23,10 @@ Two CPU figures:
 
 Over the same window it also reports load_util, the cores the load tool kept busy, and
 other_util, the cores busy with anything else (other processes, and interrupt time the
-kernel does not charge to a process): a noisy neighbour shows up there.
+kernel does not charge to a process): a noisy neighbour shows up there. --helper PID
+names a process the run itself needs beside the server (the echo backend behind the TLS
+proxies): its process tree's CPU is left out of other_util, so that it does not make the
+run look noisy, and printed as helper_util (not a column of the results files).
 
 After CMD exits (the server still running) it reads the peak RSS, VmHWM summed over the
 same processes. Then it parses the tool's output and prints one line of key=value pairs
@@ -249,6 +252,7 @@ def main():
     ap.add_argument("--win", type=float, nargs=2, metavar=("A", "B"), required=True)
     ap.add_argument("--raw", required=True)
     ap.add_argument("--mark", help="count the window from when the output shows this text")
+    ap.add_argument("--helper", type=int, help="a process the run needs beside the server")
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     a = ap.parse_args()
     cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
@@ -270,8 +274,10 @@ def main():
             t0 = wait_mark(a.raw, a.mark, proc)
         sleep_until(t0 + a.win[0], proc)
         ta, ca, la, ba = time.monotonic(), tree_ticks(a.pid), tree_ticks(proc.pid), busy_ticks()
+        ha = tree_ticks(a.helper) if a.helper else 0
         sleep_until(t0 + a.win[1], proc)
         tb, cb, lb, bb = time.monotonic(), tree_ticks(a.pid), tree_ticks(proc.pid), busy_ticks()
+        hb = tree_ticks(a.helper) if a.helper else 0
         rc = proc.wait()
         t1 = time.monotonic()
     c1 = tree_ticks(a.pid)
@@ -295,7 +301,8 @@ def main():
         "per_cpu_s": per_cpu,
         "cpu_total_s": (c1 - c0) / CLK_TCK,
         "load_util": (lb - la) / CLK_TCK / win_s if win_s > 0.2 else None,
-        "other_util": ((bb - ba) - (cb - ca) - (lb - la)) / CLK_TCK / win_s if win_s > 0.2 else None,
+        "other_util": ((bb - ba) - (cb - ca) - (lb - la) - (hb - ha)) / CLK_TCK / win_s
+        if win_s > 0.2 else None,
         "wall_s": t1 - t_launch,
         "p50_us": r.get("p50_us"),
         "p99_us": r.get("p99_us"),
@@ -304,6 +311,8 @@ def main():
         "non2xx": r.get("non2xx"),
         "lost": r.get("lost"),
     }
+    if a.helper:
+        fields["helper_util"] = (hb - ha) / CLK_TCK / win_s if win_s > 0.2 else None
     print(" ".join(f"{k}={fmt(v)}" for k, v in fields.items()))
     return rc
 

@@ -2,7 +2,10 @@
  * What every bench peer server (floor_echo, floor_http, echo_libuv, echo_libevent) shares:
  * the command line (--host H --port P --loops N), the listeners (one, or one SO_REUSEPORT
  * socket per loop with port 0 resolved by the first bind) and the stop signals. Header
- * only, so each peer stays one .c file. The includer defines BACKLOG and MAX_LOOPS first.
+ * only, so each peer stays one .c file. The includer defines BACKLOG and MAX_LOOPS first,
+ * and PEER_TLS_OPTIONS if it can serve TLS: then --cert FILE and --key FILE are accepted
+ * too (both or neither), and listed by --help, which is how bench/lib.sh tells whether a
+ * peer was built with TLS.
  */
 #ifndef CGNET_BENCH_PEER_COMMON_H
 #define CGNET_BENCH_PEER_COMMON_H
@@ -28,6 +31,8 @@ struct options {
   const char *host;
   int port;
   int loops;
+  const char *cert; /* PEM files; NULL: plain TCP (always, without PEER_TLS_OPTIONS) */
+  const char *key;
 };
 
 static void usage(const char *prog, int code) {
@@ -36,7 +41,12 @@ static void usage(const char *prog, int code) {
           "  --host H   IPv4 address to listen on (default 127.0.0.1)\n"
           "  --port P   port, 0 = any free port (default 0)\n"
           "  --loops N  event loops, one thread each; N > 1 uses one SO_REUSEPORT\n"
-          "             socket per loop (default 1)\n",
+          "             socket per loop (default 1)\n"
+#ifdef PEER_TLS_OPTIONS
+          "  --cert F   serve TLS with this certificate chain (PEM); needs --key\n"
+          "  --key F    the certificate's private key (PEM); needs --cert\n"
+#endif
+          ,
           prog);
   exit(code);
 }
@@ -46,6 +56,10 @@ static void parse_options(int argc, char **argv, struct options *o) {
                                            {"port", required_argument, NULL, 'p'},
                                            {"loops", required_argument, NULL, 'n'},
                                            {"help", no_argument, NULL, 'h'},
+#ifdef PEER_TLS_OPTIONS
+                                           {"cert", required_argument, NULL, 'c'},
+                                           {"key", required_argument, NULL, 'k'},
+#endif
                                            {NULL, 0, NULL, 0}};
   *o = (struct options){.host = "127.0.0.1", .port = 0, .loops = 1};
   int ch;
@@ -69,11 +83,19 @@ static void parse_options(int argc, char **argv, struct options *o) {
     case 'h':
       usage(argv[0], 0);
       break;
+#ifdef PEER_TLS_OPTIONS
+    case 'c':
+      o->cert = optarg;
+      break;
+    case 'k':
+      o->key = optarg;
+      break;
+#endif
     default:
       usage(argv[0], 2);
     }
   }
-  if (optind != argc) usage(argv[0], 2);
+  if (optind != argc || !o->cert != !o->key) usage(argv[0], 2);
 }
 
 /* A bound socket of `type` (SOCK_STREAM: listening too). */

@@ -687,11 +687,14 @@ def ws_section(ws_dir):
     return "\n".join(out)
 TLS_HS_SERVERS = ["cgnet_tls", "cgnet_tls_uring", "nginx_tls", "h2o_tls"]
 TLS_HTTPS_SERVERS = ["cgnet_https", "cgnet_https_uring", "nginx_tls", "h2o_tls"]
-TLS_ECHO_SERVERS = ["cgnet_tls", "cgnet_tls_uring", "cgnet"]
+TLS_ECHO_SERVERS = ["cgnet_tls", "cgnet_tls_uring", "libevent_tls", "cgnet"]
+TLS_PROXY_SERVERS = ["cgnet_tls_proxy", "nginx_tls_proxy"]
 TLS_IDLE_SERVERS = ["cgnet_tls", "cgnet"]
 COLOR.update({"cgnet_tls": COLOR["cgnet"], "cgnet_tls_uring": COLOR["cgnet_uring"],
               "cgnet_https": COLOR["cgnet"], "cgnet_https_uring": COLOR["cgnet_uring"],
-              "nginx_tls": COLOR["nginx"], "h2o_tls": COLOR["h2o"]})
+              "nginx_tls": COLOR["nginx"], "h2o_tls": COLOR["h2o"],
+              "libevent_tls": COLOR["libevent"], "cgnet_tls_proxy": COLOR["cgnet"],
+              "nginx_tls_proxy": COLOR["nginx"]})
 
 
 def tls_knobs(tls_dir):
@@ -779,13 +782,27 @@ def tls_idle_table(path):
                   "bytes per idle conn", "clean runs"], out)
 
 
+def tls_echo_configs(g):
+    """The (mode, size, placement) configurations of a TLS echo or proxy group: ping-pong
+    first, then by size, pin1 before loops2."""
+    order = {"pin1": 0, "loops2": 1}
+    return sorted({k[:3] for k in g},
+                  key=lambda k: (k[0] != "pingpong", int(k[1]), order.get(k[2], 9)))
+
+
+def tls_echo_label(c):
+    return f"{c[0]}, {size_txt(c[1])}, {c[2]}"
+
+
 def tls_section(tls_dir, charts):
-    """TLS: full handshakes, HTTPS pipelined and TLS echo per server-CPU-second with
-    cgnet's ratios to nginx and h2o (and TLS echo to plain cgnet), and the server memory
-    per idle TLS conn."""
+    """TLS: full handshakes, HTTPS pipelined, TLS echo and TLS termination by a proxy per
+    server-CPU-second with cgnet's ratios to its peers (nginx and h2o; libevent and plain
+    cgnet for echo; nginx's stream proxy for the proxy), and the server memory per idle
+    TLS conn."""
     path = os.path.join(tls_dir, "tls.tsv")
     rows = read_tsv(path) if has_rows(path) else []
-    out = [f"TLS by `build/bench/tlsload` (handshakes, TLS echo, idle conns; every echoed "
+    out = [f"TLS by `build/bench/tlsload` (handshakes, TLS echo, the proxies, idle conns; "
+           f"every echoed "
            f"byte checked), wrk and h2load (HTTPS), the servers' CPU measured in a window "
            f"inside the load as for echo; figures per server-CPU-second. Results: "
            f"`{os.path.relpath(tls_dir, ROOT)}`.\n"]
@@ -851,18 +868,38 @@ def tls_section(tls_dir, charts):
     echo = [r for r in rows if r["bench"] == "tls_echo"]
     if echo:
         g = group(echo, ["mode", "size", "placement", "server"])
-        configs = sorted({k[:3] for k in g},
-                         key=lambda k: (k[0] != "pingpong", int(k[1]), order.get(k[2], 9)))
+        configs = tls_echo_configs(g)
         servers = [s for s in TLS_ECHO_SERVERS if any(k[3] == s for k in g)]
-        label = lambda c: f"{c[0]}, {size_txt(c[1])}, {c[2]}"
         out.append("### TLS echo messages per server-CPU-second\n")
         out.append(tls_peer_table(g, configs, servers,
                                   [s for s in ("cgnet_tls", "cgnet_tls_uring") if s in servers],
-                                  [s for s in ("cgnet",) if s in servers], label))
-        out.append(f"\n{echo[0]['conns']} conns; `cgnet` is plain TCP (`tlsload --plain`), so "
-                   f"cgnet_tls ÷ cgnet is what TLS leaves of the plain figure.\n")
+                                  [s for s in ("cgnet", "libevent_tls") if s in servers],
+                                  tls_echo_label))
+        out.append(f"\n{echo[0]['conns']} conns; `libevent_tls` is libevent's "
+                   f"bufferevent_openssl echo (`bench/echo_libevent.c --cert --key`); "
+                   f"`cgnet` is plain TCP (`tlsload --plain`), so cgnet_tls ÷ cgnet is what "
+                   f"TLS leaves of the plain figure.\n")
         out.append("<details><summary>All TLS echo figures (median, min–max)</summary>\n")
-        out.append(tls_detail_table(g, configs, servers, label, "msgs"))
+        out.append(tls_detail_table(g, configs, servers, tls_echo_label, "msgs"))
+        out.append("\n</details>\n")
+
+    proxy = [r for r in rows if r["bench"] == "tls_proxy"]
+    if proxy:
+        g = group(proxy, ["mode", "size", "placement", "server"])
+        configs = tls_echo_configs(g)
+        servers = [s for s in TLS_PROXY_SERVERS if any(k[3] == s for k in g)]
+        out.append("### TLS-terminating proxy: echoed messages per proxy-CPU-second\n")
+        out.append(tls_peer_table(g, configs, servers,
+                                  [s for s in ("cgnet_tls_proxy",) if s in servers],
+                                  [s for s in ("nginx_tls_proxy",) if s in servers],
+                                  tls_echo_label))
+        out.append(f"\n{proxy[0]['conns']} conns through the proxy (TLS in, plain TCP out) "
+                   f"to a plain echo backend (`bench/floor_echo`, pinned to CPU 1 with the "
+                   f"load); only the proxy's CPU is counted. `cgnet_tls_proxy` is "
+                   f"`examples/proxy`, `nginx_tls_proxy` nginx's stream module "
+                   f"(`bench/nginx_tls_proxy.conf.in`); h2o has no TCP proxy.\n")
+        out.append("<details><summary>All TLS proxy figures (median, min–max)</summary>\n")
+        out.append(tls_detail_table(g, configs, servers, tls_echo_label, "msgs"))
         out.append("\n</details>\n")
 
     idle = tls_idle_table(os.path.join(tls_dir, "tls_idle.tsv"))

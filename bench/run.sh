@@ -50,8 +50,21 @@
 #                     nginx_tls, h2o_tls)
 #          echo       TLS echo, tlsload pingpong and stream, TLS_ECHO_CONNS conns x
 #                     TLS_ECHO_SIZES, ECDSA cert, against TLS_ECHO_SERVERS (cgnet_tls,
-#                     cgnet_tls_uring, and plain cgnet driven by tlsload --plain: the cost
-#                     of TLS by difference)
+#                     cgnet_tls_uring, libevent_tls: bench/echo_libevent --cert --key on
+#                     libevent's bufferevent_openssl, skipped when built without
+#                     libevent_openssl, and plain cgnet driven by tlsload --plain: the
+#                     cost of TLS by difference)
+#          proxy      TLS termination: tlsload pingpong and stream, TLS_PROXY_CONNS conns x
+#                     TLS_PROXY_SIZES, ECDSA cert, through TLS_PROXY_SERVERS in front of a
+#                     plain echo backend (cgnet_tls_proxy: examples/proxy tls:// ->
+#                     tcp://; nginx_tls_proxy: nginx's stream module, ssl + proxy_pass,
+#                     bench/nginx_tls_proxy.conf.in, skipped without
+#                     libnginx-mod-stream; h2o has no TCP proxy). The backend is
+#                     build/bench/floor_echo, 1 loop, started once for the sub-part and
+#                     pinned to CPU 1 with the load in every placement; only the proxy's
+#                     CPU is measured (the backend is no child of it), and the
+#                     backend's is left out of other_util (measure.py --helper). Bench
+#                     tls_proxy; every echoed byte is checked by tlsload as for echo
 #          idle       server memory per idle conn: TLS_IDLE_CONNS conns (tlsload -m idle:
 #                     handshake and one TLS_IDLE_SIZE-byte echo each), server VmRSS before
 #                     the conns and once all are idle; bytes per conn = delta / conns.
@@ -81,12 +94,14 @@
 #   WS_CONNS="100 1000"  WS_SIZES="64 4096"  WS_MODES=pingpong (stream works too, but
 #            the Python peer may not echo a full stream window within wsload's 10 s drain)
 #   (QUICK=1 makes WS_CONNS=100 unless set)
-#   TLS_PARTS="handshake https echo idle"  TLS_HS_CONFIGS="ecdsa rsa ecdsa_tickets"
+#   TLS_PARTS="handshake https echo proxy idle"  TLS_HS_CONFIGS="ecdsa rsa ecdsa_tickets"
 #   TLS_DURATION=DURATION
 #   TLS_WARMUP=WARMUP  TLS_HS_CONNS=64  TLS_HS_SERVERS="cgnet_tls cgnet_tls_uring nginx_tls
 #   h2o_tls"  TLS_HTTPS_SERVERS="cgnet_https cgnet_https_uring nginx_tls h2o_tls"
-#   TLS_ECHO_SERVERS="cgnet_tls cgnet_tls_uring cgnet"  TLS_ECHO_CONNS=100
+#   TLS_ECHO_SERVERS="cgnet_tls cgnet_tls_uring libevent_tls cgnet"  TLS_ECHO_CONNS=100
 #   TLS_ECHO_SIZES="512 4096"  TLS_ECHO_MODES="pingpong stream"
+#   TLS_PROXY_SERVERS="cgnet_tls_proxy nginx_tls_proxy"  TLS_PROXY_CONNS=TLS_ECHO_CONNS
+#   TLS_PROXY_SIZES=TLS_ECHO_SIZES  TLS_PROXY_MODES=TLS_ECHO_MODES
 #   TLS_IDLE_SERVERS="cgnet_tls cgnet"  TLS_IDLE_CONNS=10000  TLS_IDLE_SIZE=64
 #   TLS_IDLE_PLACEMENTS=pin1
 #   QUICK=1    a smoke run: 1 rep, 1 s, 100 conns, 512 B, both modes and placements
@@ -125,7 +140,7 @@ UDP_SERVERS=${UDP_SERVERS:-floor_udp cgnet_udp cgnet_udp_sessions}
 UDP_SOCKETS=${UDP_SOCKETS:-256}
 UDP_SIZE=${UDP_SIZE:-64}
 UDP_WINDOW=${UDP_WINDOW:-1}
-TLS_PARTS=${TLS_PARTS:-handshake https echo idle}
+TLS_PARTS=${TLS_PARTS:-handshake https echo proxy idle}
 TLS_HS_CONFIGS=${TLS_HS_CONFIGS:-ecdsa rsa ecdsa_tickets}
 export TLS_TICKETS=off # see "Session tickets" above; the _tickets rows set it on
 TLS_DURATION=${TLS_DURATION:-$DURATION}
@@ -133,10 +148,14 @@ TLS_WARMUP=${TLS_WARMUP:-$WARMUP}
 TLS_HS_CONNS=${TLS_HS_CONNS:-64}
 TLS_HS_SERVERS=${TLS_HS_SERVERS:-cgnet_tls cgnet_tls_uring nginx_tls h2o_tls}
 TLS_HTTPS_SERVERS=${TLS_HTTPS_SERVERS:-cgnet_https cgnet_https_uring nginx_tls h2o_tls}
-TLS_ECHO_SERVERS=${TLS_ECHO_SERVERS:-cgnet_tls cgnet_tls_uring cgnet}
+TLS_ECHO_SERVERS=${TLS_ECHO_SERVERS:-cgnet_tls cgnet_tls_uring libevent_tls cgnet}
 TLS_ECHO_CONNS=${TLS_ECHO_CONNS:-100}
 TLS_ECHO_SIZES=${TLS_ECHO_SIZES:-512 4096}
 TLS_ECHO_MODES=${TLS_ECHO_MODES:-pingpong stream}
+TLS_PROXY_SERVERS=${TLS_PROXY_SERVERS:-cgnet_tls_proxy nginx_tls_proxy}
+TLS_PROXY_CONNS=${TLS_PROXY_CONNS:-$TLS_ECHO_CONNS}
+TLS_PROXY_SIZES=${TLS_PROXY_SIZES:-$TLS_ECHO_SIZES}
+TLS_PROXY_MODES=${TLS_PROXY_MODES:-$TLS_ECHO_MODES}
 TLS_IDLE_SERVERS=${TLS_IDLE_SERVERS:-cgnet_tls cgnet}
 TLS_IDLE_CONNS=${TLS_IDLE_CONNS:-10000}
 TLS_IDLE_SIZE=${TLS_IDLE_SIZE:-64}
@@ -188,7 +207,8 @@ fi
 if [[ " ${parts[*]} " == *" tls "* ]]; then
   for v in TLS_PARTS TLS_HS_CONFIGS TLS_DURATION TLS_WARMUP TLS_HS_CONNS TLS_HS_SERVERS \
     TLS_HTTPS_SERVERS TLS_ECHO_SERVERS TLS_ECHO_CONNS TLS_ECHO_SIZES TLS_ECHO_MODES \
-    TLS_IDLE_SERVERS TLS_IDLE_CONNS TLS_IDLE_SIZE TLS_IDLE_PLACEMENTS; do
+    TLS_PROXY_SERVERS TLS_PROXY_CONNS TLS_PROXY_SIZES TLS_PROXY_MODES TLS_IDLE_SERVERS \
+    TLS_IDLE_CONNS TLS_IDLE_SIZE TLS_IDLE_PLACEMENTS; do
     echo "$v=${!v:-}"
   done >>"$OUT/knobs.txt"
 fi
@@ -196,7 +216,7 @@ fi
 # one_run PLACEMENT BENCH MODE CONNS SIZE TOOL SERVER REP ORDER
 one_run() {
   local placement=$1 bench=$2 mode=$3 conns=$4 size=$5 tool=$6 server=$7 rep=$8 order=$9
-  local loops threads tag dir line="" a b cmd mark=()
+  local loops threads tag dir line="" a b cmd mark=() helper=()
   loops=$(placement_loops "$placement")
   threads=1
   [[ $placement == pin1 ]] || threads=$LOAD_THREADS2
@@ -254,12 +274,15 @@ one_run() {
         "$scheme://$HOST:$SERVER_PORT/plaintext")
       ;;
   esac
+  # The TLS proxies' backend runs beside the server: not a neighbour (measure.py --helper).
+  [[ -n $BACKEND_PID ]] && helper=(--helper "$BACKEND_PID")
   local limit
   limit=$(awk -v d="$DURATION" -v h="$HTTP_DURATION" -v w="$WARMUP" -v td="$TLS_DURATION" \
     -v tw="$TLS_WARMUP" 'BEGIN { if (td > d) d = td; if (tw > w) w = tw; print int(d + h + w + 40) }')
   # shellcheck disable=SC2046
   line=$($(load_cpus "$placement") python3 "$BENCH_DIR/measure.py" --pid "$SERVER_PID" \
-    --tool "$tool" --win "$a" "$b" --raw "$dir/load.txt" "${mark[@]}" -- timeout -s INT "$limit" "${cmd[@]}")
+    --tool "$tool" --win "$a" "$b" --raw "$dir/load.txt" "${mark[@]}" "${helper[@]}" \
+    -- timeout -s INT "$limit" "${cmd[@]}")
   stop_server
   record "$meta" "$line" "$dir"
   log "$tag: $line"
@@ -532,10 +555,14 @@ tls_probe() {
     "$(grep -c 'Post-Handshake New Session Ticket arrived' <<<"$out")" >>"$OUT/tls_probe.tsv"
 }
 
-tls_servers() { # NAME...: those whose program is installed (nginx, h2o are optional)
+tls_servers() { # NAME...: those available here (tls_server_available)
   local s
   for s in "$@"; do
-    if http_server_available "$s"; then printf '%s ' "$s"; else log "skipping $s: not installed"; fi
+    if tls_server_available "$s"; then
+      printf '%s ' "$s"
+    else
+      log "skipping $s: not installed, or not built with TLS"
+    fi
   done
 }
 
@@ -596,17 +623,19 @@ run_tls_https() {
   done
 }
 
-run_tls_echo() {
-  local placement rep mode size server i=0
+# tls_echo_matrix BENCH SERVERS CONNS SIZES MODES: tlsload pingpong/stream rows against
+# each server (the TLS echo and proxy sub-parts), ECDSA certificate.
+tls_echo_matrix() {
+  local bench=$1 servers=$2 conns=$3 sizes=$4 modes=$5 placement rep mode size server i=0
   tls_use_key ecdsa
   for placement in $PLACEMENTS; do
     for ((rep = 1; rep <= REPS; rep++)); do
-      for mode in $TLS_ECHO_MODES; do
-        for size in $TLS_ECHO_SIZES; do
+      for mode in $modes; do
+        for size in $sizes; do
           local order=0
           # shellcheck disable=SC2086
-          for server in $(rotate $((rep - 1 + i)) $TLS_ECHO_SERVERS); do
-            tls_one_run "$placement" tls_echo "$mode" "$TLS_ECHO_CONNS" "$size" tlsload \
+          for server in $(rotate $((rep - 1 + i)) $servers); do
+            tls_one_run "$placement" "$bench" "$mode" "$conns" "$size" tlsload \
               "$server" "$rep" $((order++))
           done
           i=$((i + 1))
@@ -614,6 +643,27 @@ run_tls_echo() {
       done
     done
   done
+}
+
+run_tls_echo() {
+  local servers
+  # shellcheck disable=SC2086
+  servers=$(tls_servers $TLS_ECHO_SERVERS)
+  tls_echo_matrix tls_echo "$servers" "$TLS_ECHO_CONNS" "$TLS_ECHO_SIZES" "$TLS_ECHO_MODES"
+}
+
+# The proxies pass every byte to the one backend (start_backend) and back; a backend
+# that died mid-way fails the rows after it (errors in tlsload), it is not restarted.
+run_tls_proxy() {
+  local servers
+  # shellcheck disable=SC2086
+  servers=$(tls_servers $TLS_PROXY_SERVERS)
+  [[ -n ${servers// /} ]] || return 0
+  start_backend "$OUT/raw/tls-proxy-backend" || return 0
+  log "tls proxy: backend floor_echo on port $BACKEND_PORT (pid $BACKEND_PID, CPU 1)"
+  tls_echo_matrix tls_proxy "$servers" "$TLS_PROXY_CONNS" "$TLS_PROXY_SIZES" "$TLS_PROXY_MODES"
+  kill -0 "$BACKEND_PID" 2>/dev/null || log "tls proxy: the backend exited during the runs"
+  stop_backend
 }
 
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
@@ -698,11 +748,11 @@ run_tls() {
   [[ -s $RESULTS ]] || tr ' ' '\t' <<<"$RESULTS_HEADER" >"$RESULTS"
   for sub in $TLS_PARTS; do
     case $sub in
-      handshake | https | echo | idle)
+      handshake | https | echo | proxy | idle)
         log "== tls $sub"
         "run_tls_$sub"
         ;;
-      *) log "tls: unknown sub-part '$sub' (handshake, https, echo, idle)" ;;
+      *) log "tls: unknown sub-part '$sub' (handshake, https, echo, proxy, idle)" ;;
     esac
   done
   RESULTS=$saved

@@ -16,8 +16,9 @@
 #   --node     also Node.js and npm (nodejs, npm) and Node's `ws` package (npm install -g
 #              ws, from the npm registry): a WebSocket example's test talks to it
 #              (`make test`)
-#   --bench    also libuv1-dev, libevent-dev, wrk, h2load (nghttp2-client), nginx-light,
-#              h2o, python3, gnuplot-nox, valgrind and strace (bench peers, load tools, report)
+#   --bench    also libuv1-dev, libevent-dev, wrk, h2load (nghttp2-client), nginx-light
+#              and its stream module (libnginx-mod-stream: the TLS proxy peer), h2o,
+#              python3, gnuplot-nox, valgrind and strace (bench peers, load tools, report)
 #   --format   also clang-format
 #   --dry-run  only say what would be installed; change nothing
 #
@@ -63,6 +64,8 @@ need() {
   fi
 }
 
+# Where Debian's libnginx-mod-stream puts the module bench/nginx_tls_proxy.conf.in loads.
+have_nginx_stream() { [[ -f /usr/lib/nginx/modules/ngx_stream_module.so ]]; }
 have_cc() { have_cmd cc || have_cmd gcc || have_cmd clang; }
 have_libc_headers() { [[ -f /usr/include/stdio.h ]]; }
 # What CMake's CGNET_WITH_TLS=AUTO looks for: libssl and libcrypto >= 3.0.
@@ -116,6 +119,7 @@ if ((want_bench)); then
   need wrk have_cmd wrk
   need nghttp2-client have_cmd h2load
   need nginx-light have_cmd nginx
+  need libnginx-mod-stream have_nginx_stream
   need h2o have_cmd h2o
   need python3 have_cmd python3
   need gnuplot-nox have_cmd gnuplot
