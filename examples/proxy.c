@@ -2,7 +2,7 @@
  * proxy — a TCP proxy: every client connection gets its own backend connection, and
  * bytes flow both ways with backpressure.
  *
- *   build/examples/proxy LISTEN_ADDR BACKEND_ADDR [--loops N] [--quiet]
+ *   build/examples/proxy LISTEN_ADDR BACKEND_ADDR [--loops N] [--quiet] [--et]
  *                        [--cert FILE --key FILE] [--ca FILE | --insecure]
  *
  * Both addresses are stream addresses: tcp://, tcp4://, tcp6://, tls:// or unix://. udp://
@@ -179,6 +179,7 @@ static const char USAGE[] =
     "               (udp:// is refused on either side: the proxy pairs streams)\n"
     "  --loops N    event loops, 1..1024, or 0 for one per CPU (default 1)\n"
     "  --quiet      no line when a conn closes with an error\n"
+    "  --et         edge-triggered epoll (no epoll_ctl when a side pauses or resumes)\n"
     "  --cert FILE  a tls:// LISTEN_ADDR's certificate chain (PEM); --key FILE its key\n"
     "  --ca FILE    a tls:// BACKEND_ADDR is verified against these CAs (PEM; default:\n"
     "               the system's); --insecure: not verified\n"
@@ -198,6 +199,8 @@ int main(int argc, char **argv) {
       ex_loops(&a, arg, o);
     else if (ex_is(arg, "--quiet"))
       g_quiet = 1;
+    else if (ex_is(arg, "--et"))
+      o->edge_triggered = 1;
     else if (arg[0] != '-' && naddrs < 2)
       addrs[naddrs++] = arg;
     else
