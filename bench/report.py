@@ -794,6 +794,25 @@ def tls_echo_label(c):
     return f"{c[0]}, {size_txt(c[1])}, {c[2]}"
 
 
+def tls_echo_section(rows, bench, server_order, cgnets, peers, heading, note, what):
+    """The tlsload echo rows of one bench (tls_echo, tls_proxy): per server-CPU-second
+    with cgnet's ratios to its peers, and the details. `note` follows "N conns" under the
+    table. A list of parts ([] without rows)."""
+    mine = [r for r in rows if r["bench"] == bench]
+    if not mine:
+        return []
+    g = group(mine, ["mode", "size", "placement", "server"])
+    configs = tls_echo_configs(g)
+    servers = [s for s in server_order if any(k[3] == s for k in g)]
+    return [f"### {heading}\n",
+            tls_peer_table(g, configs, servers, [s for s in cgnets if s in servers],
+                           [s for s in peers if s in servers], tls_echo_label),
+            f"\n{mine[0]['conns']} conns{note}\n",
+            f"<details><summary>All {what} figures (median, min–max)</summary>\n",
+            tls_detail_table(g, configs, servers, tls_echo_label, "msgs"),
+            "\n</details>\n"]
+
+
 def tls_section(tls_dir, charts):
     """TLS: full handshakes, HTTPS pipelined, TLS echo and TLS termination by a proxy per
     server-CPU-second with cgnet's ratios to its peers (nginx and h2o; libevent and plain
@@ -865,42 +884,19 @@ def tls_section(tls_dir, charts):
         out.append(tls_detail_table(g, configs, servers, lambda c: f"{c[0]}, {c[1]}", "requests"))
         out.append("\n</details>\n")
 
-    echo = [r for r in rows if r["bench"] == "tls_echo"]
-    if echo:
-        g = group(echo, ["mode", "size", "placement", "server"])
-        configs = tls_echo_configs(g)
-        servers = [s for s in TLS_ECHO_SERVERS if any(k[3] == s for k in g)]
-        out.append("### TLS echo messages per server-CPU-second\n")
-        out.append(tls_peer_table(g, configs, servers,
-                                  [s for s in ("cgnet_tls", "cgnet_tls_uring") if s in servers],
-                                  [s for s in ("cgnet", "libevent_tls") if s in servers],
-                                  tls_echo_label))
-        out.append(f"\n{echo[0]['conns']} conns; `libevent_tls` is libevent's "
-                   f"bufferevent_openssl echo (`bench/echo_libevent.c --cert --key`); "
-                   f"`cgnet` is plain TCP (`tlsload --plain`), so cgnet_tls ÷ cgnet is what "
-                   f"TLS leaves of the plain figure.\n")
-        out.append("<details><summary>All TLS echo figures (median, min–max)</summary>\n")
-        out.append(tls_detail_table(g, configs, servers, tls_echo_label, "msgs"))
-        out.append("\n</details>\n")
-
-    proxy = [r for r in rows if r["bench"] == "tls_proxy"]
-    if proxy:
-        g = group(proxy, ["mode", "size", "placement", "server"])
-        configs = tls_echo_configs(g)
-        servers = [s for s in TLS_PROXY_SERVERS if any(k[3] == s for k in g)]
-        out.append("### TLS-terminating proxy: echoed messages per proxy-CPU-second\n")
-        out.append(tls_peer_table(g, configs, servers,
-                                  [s for s in ("cgnet_tls_proxy",) if s in servers],
-                                  [s for s in ("nginx_tls_proxy",) if s in servers],
-                                  tls_echo_label))
-        out.append(f"\n{proxy[0]['conns']} conns through the proxy (TLS in, plain TCP out) "
-                   f"to a plain echo backend (`bench/floor_echo`, pinned to CPU 1 with the "
-                   f"load); only the proxy's CPU is counted. `cgnet_tls_proxy` is "
-                   f"`examples/proxy`, `nginx_tls_proxy` nginx's stream module "
-                   f"(`bench/nginx_tls_proxy.conf.in`); h2o has no TCP proxy.\n")
-        out.append("<details><summary>All TLS proxy figures (median, min–max)</summary>\n")
-        out.append(tls_detail_table(g, configs, servers, tls_echo_label, "msgs"))
-        out.append("\n</details>\n")
+    out += tls_echo_section(
+        rows, "tls_echo", TLS_ECHO_SERVERS, ("cgnet_tls", "cgnet_tls_uring"),
+        ("cgnet", "libevent_tls"), "TLS echo messages per server-CPU-second",
+        "; `libevent_tls` is libevent's bufferevent_openssl echo (`bench/echo_libevent.c "
+        "--cert --key`); `cgnet` is plain TCP (`tlsload --plain`), so cgnet_tls ÷ cgnet is "
+        "what TLS leaves of the plain figure.", "TLS echo")
+    out += tls_echo_section(
+        rows, "tls_proxy", TLS_PROXY_SERVERS, ("cgnet_tls_proxy",), ("nginx_tls_proxy",),
+        "TLS-terminating proxy: echoed messages per proxy-CPU-second",
+        " through the proxy (TLS in, plain TCP out) to a plain echo backend "
+        "(`bench/floor_echo`, pinned to CPU 1 with the load); only the proxy's CPU is "
+        "counted. `cgnet_tls_proxy` is `examples/proxy`, `nginx_tls_proxy` nginx's stream "
+        "module (`bench/nginx_tls_proxy.conf.in`); h2o has no TCP proxy.", "TLS proxy")
 
     idle = tls_idle_table(os.path.join(tls_dir, "tls_idle.tsv"))
     if idle:
