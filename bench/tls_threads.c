@@ -91,9 +91,11 @@ static void spent_add(spent *sum, spent x) {
   sum->waits += x.waits;
 }
 
-/* ---- contexts ------------------------------------------------------------------------- */
+/* ---- contexts -------------------------------------------------------------------- */
 
-static BIO *pem_bio(const char *text) { return BIO_new_mem_buf(text, -1); }
+static BIO *pem_bio(const char *text) {
+  return BIO_new_mem_buf(text, -1);
+}
 
 /* The server's certificate and key, decoded inside `lib`. */
 static void load_server_identity(SSL_CTX *sc, OSSL_LIB_CTX *lib) {
@@ -123,7 +125,8 @@ static void load_client_trust(SSL_CTX *cc, OSSL_LIB_CTX *lib) {
 }
 
 static SSL_CTX *new_ctx(OSSL_LIB_CTX *lib, int server) {
-  SSL_CTX *c = SSL_CTX_new_ex(lib, NULL, server ? TLS_server_method() : TLS_client_method());
+  SSL_CTX *c =
+      SSL_CTX_new_ex(lib, NULL, server ? TLS_server_method() : TLS_client_method());
   if (!c || !SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION)) die("SSL_CTX_new_ex");
   SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
   SSL_CTX_set_options(c, SSL_OP_NO_TICKET);
@@ -135,7 +138,7 @@ static SSL_CTX *new_ctx(OSSL_LIB_CTX *lib, int server) {
   return c;
 }
 
-/* ---- handshakes ----------------------------------------------------------------------- */
+/* ---- handshakes ------------------------------------------------------------------ */
 
 /* Move whatever `from` wrote into `to`'s read BIO. */
 static void carry(BIO *from, BIO *to, char *buf, size_t cap) {
@@ -177,7 +180,7 @@ static spent handshakes_spent(SSL_CTX *server, SSL_CTX *client, int count) {
   return spent_since(start);
 }
 
-/* ---- arrangements --------------------------------------------------------------------- */
+/* ---- arrangements ---------------------------------------------------------------- */
 
 /* The shared contexts, in the default library context. */
 typedef struct shared_ctxs {
@@ -268,27 +271,27 @@ static spent run_arrangement(enum arrangement a, const shared_ctxs *shared, int 
   spent s;
   int n = threads;
   switch (a) {
-    case ONE_THREAD:
-      s = run_threads(shared, 0, 1, count);
-      n = 1;
-      break;
-    case PROCESSES:
-      s = run_processes(threads, count);
-      break;
-    case SHARED:
-      s = run_threads(shared, 0, threads, count);
-      break;
-    case CTX_EACH:
-      s = run_threads(NULL, 0, threads, count);
-      break;
-    default:
-      s = run_threads(NULL, 1, threads, count);
-      break;
+  case ONE_THREAD:
+    s = run_threads(shared, 0, 1, count);
+    n = 1;
+    break;
+  case PROCESSES:
+    s = run_processes(threads, count);
+    break;
+  case SHARED:
+    s = run_threads(shared, 0, threads, count);
+    break;
+  case CTX_EACH:
+    s = run_threads(NULL, 0, threads, count);
+    break;
+  default:
+    s = run_threads(NULL, 1, threads, count);
+    break;
   }
   return (spent){s.cpu_s / (n * count) * 1e6, s.waits / (n * count)};
 }
 
-/* ---- main ----------------------------------------------------------------------------- */
+/* ---- main ------------------------------------------------------------------------ */
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -305,8 +308,8 @@ static long parse(const char *flag, const char *v, long lo, long hi) {
   errno = 0;
   long n = strtol(v, &end, 10);
   if (errno || *end || n < lo || n > hi) {
-    fprintf(stderr, "tls_threads: %s wants a number in [%ld, %ld], not '%s'\n", flag, lo, hi,
-            v);
+    fprintf(stderr, "tls_threads: %s wants a number in [%ld, %ld], not '%s'\n", flag, lo,
+            hi, v);
     exit(2);
   }
   return n;
@@ -326,9 +329,10 @@ int main(int argc, char **argv) {
              (strcmp(value, "server") == 0 || strcmp(value, "both") == 0))
       g_client_follows = strcmp(value, "both") == 0;
     else {
-      fprintf(stderr,
-              "usage: %s [--threads T] [--handshakes N] [--rounds R] [--side server|both]\n",
-              argv[0]);
+      fprintf(
+          stderr,
+          "usage: %s [--threads T] [--handshakes N] [--rounds R] [--side server|both]\n",
+          argv[0]);
       return 2;
     }
   }
@@ -342,11 +346,12 @@ int main(int argc, char **argv) {
       us[a][r] = s.cpu_s;
       waits[a][r] = s.waits * 1000;
     }
-  printf("TLS 1.3 full handshakes (client and server on one thread, ECDSA P-256), T = %ld,\n"
-         "%ld per thread or process, %ld rounds, client side %s: CPU per handshake,\n"
-         "median (min-max)\n",
-         threads, count, rounds,
-         g_client_follows ? "arranged as the server's" : "in a library context each");
+  printf(
+      "TLS 1.3 full handshakes (client and server on one thread, ECDSA P-256), T = %ld,\n"
+      "%ld per thread or process, %ld rounds, client side %s: CPU per handshake,\n"
+      "median (min-max)\n",
+      threads, count, rounds,
+      g_client_follows ? "arranged as the server's" : "in a library context each");
   double med[ARRANGEMENTS];
   for (int a = 0; a < ARRANGEMENTS; a++) {
     double lo = us[a][0], hi = us[a][0];

@@ -295,9 +295,11 @@ void ex_tls_server(const ex_args *a, const ex_tls *t, const char *const *addrs, 
   if (!t->cert || !t->key)
     ex_usage_error(a, "a tls:// address needs --cert FILE and --key FILE");
   cgnet_tls_cert cert = {.chain = {.file = t->cert}, .key = {.file = t->key}};
-  cgnet_tls_options o = {
-      .role = CGNET_TLS_SERVER, .certs = &cert, .ncerts = 1, .alpn = t->alpn,
-      .disable_tickets = t->no_tickets};
+  cgnet_tls_options o = {.role = CGNET_TLS_SERVER,
+                         .certs = &cert,
+                         .ncerts = 1,
+                         .alpn = t->alpn,
+                         .disable_tickets = t->no_tickets};
   opts->tls = load_ctx(&o, a->prog);
 }
 

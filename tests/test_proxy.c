@@ -49,7 +49,8 @@ static cgnet_action echo_traffic(cgnet_conn *c) {
 static pid_t start_proxy_with(int backend_port, const char *extra, int *port) {
   char backend[64], line[256];
   snprintf(backend, sizeof backend, "tcp://127.0.0.1:%d", backend_port);
-  const char *args[] = {"tcp://127.0.0.1:0", backend, "--loops", "2", "--quiet", extra, NULL};
+  const char *args[] = {"tcp://127.0.0.1:0", backend, "--loops", "2",
+                        "--quiet",           extra,   NULL};
   pid_t pid = tu_spawn_example("proxy", args, line, sizeof line);
   *port = pid > 0 ? tu_port_after(line, "listening on ") : -1;
   return pid;
