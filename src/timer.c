@@ -65,11 +65,16 @@ static int timer_call_ok(const cgnet_timer *t) {
   return cgnet__unlikely(cgnet__tls_loop != t->loop) ? CGNET_EWRONGTHREAD : 0;
 }
 
+/* The delay counts from the call, not from the start of the loop's turn: a timer
+ * started late in a long turn (a slow callback before it) would otherwise fire that
+ * much early, and a repeating one keeps that offset in every later fire. */
 int cgnet_timer_start(cgnet_timer *t, uint64_t delay_ms, uint64_t repeat_ms) {
   int err = timer_call_ok(t);
   if (err) return err;
   t->repeat_ms = repeat_ms;
-  cgnet__wheel_add(&t->loop->wheel, &t->node, cgnet__deadline(t->loop->now_ms, delay_ms));
+  uint64_t now = cgnet__now_ms();
+  if (now < t->loop->wheel.now) now = t->loop->wheel.now;
+  cgnet__wheel_add(&t->loop->wheel, &t->node, cgnet__deadline(now, delay_ms));
   return 0;
 }
 
