@@ -286,10 +286,15 @@ static void test_backpressure(void **state) {
   /* The client does not read: the server must stop at the high watermark. */
   if (!tu_wait_atomic_ge(&F.down, 1, TU_TIMEOUT_MS))
     fail_msg("on_writable_changed(0) never came");
-  tu_sleep_ms(50);
-  size_t w1 = atomic_load(&F.written);
-  tu_sleep_ms(100);
-  size_t w2 = atomic_load(&F.written);
+  /* The writer parks: what it has written stops changing (for 100 ms; on a slow or
+   * loaded machine the kernel may still take a last write after the first down), and
+   * stays far below what it has to send. */
+  size_t w1 = atomic_load(&F.written), w2 = SIZE_MAX;
+  for (uint64_t end = tu_now_ms() + TU_TIMEOUT_MS; w1 != w2 && tu_now_ms() < end;) {
+    w1 = atomic_load(&F.written);
+    tu_sleep_ms(100);
+    w2 = atomic_load(&F.written);
+  }
   assert_int_equal(w1, w2);
   assert_true(w2 < F.total);
   assert_true(atomic_load(&F.api_unwritable) >= 1);
@@ -615,6 +620,7 @@ static void test_pause_outlives_watermark(void **state) {
   assert_true(fd >= 0);
   wait_opens(1);
   send_str(fd, "x");
+  assert_true(tu_wait_atomic_ge(&F.down, 1, TU_TIMEOUT_MS));
   tu_sleep_ms(100);
   assert_int_equal(atomic_load(&F.down), 1);
   assert_int_equal(atomic_load(&F.read), 0);
