@@ -117,22 +117,17 @@ static void test_many_pairs(void **state) {
   many_pairs_through(G.port);
 }
 
-/* One conn to the proxy on `port` sends without reading until nothing moves for a
- * second (every buffer on the path is full and every side has paused its reading),
- * then reads it all back, checking every byte: each paused side must resume and read
- * again, or the drain stalls and fails. */
-static void stall_then_drain(int port) {
-  int fd = tu_connect4(port);
-  assert_true(fd >= 0);
-  tu_set_nonblock(fd, 1);
-  static uint8_t chunk[65536], want[65536];
+/* Send pattern `seed` on non-blocking fd, never reading, until nothing has moved for
+ * 1 s (the pipe is full end to end) or 10 s passed. What was sent. */
+static size_t send_until_stalled(int fd, uint64_t seed) {
+  static uint8_t chunk[65536];
   size_t sent = 0;
   uint64_t start = tu_now_ms(), last_progress = start;
   while (tu_now_ms() - last_progress < 1000u * TU_SLOW &&
          tu_now_ms() - start < 10000u * TU_SLOW) {
     struct pollfd pf = {.fd = fd, .events = POLLOUT};
     if (poll(&pf, 1, 100) <= 0) continue;
-    tu_pattern_fill(chunk, sizeof chunk, 11, sent);
+    tu_pattern_fill(chunk, sizeof chunk, seed, sent);
     ssize_t n = send(fd, chunk, sizeof chunk, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
       sent += (size_t)n;
@@ -141,7 +136,20 @@ static void stall_then_drain(int port) {
       break;
     }
   }
+  return sent;
+}
+
+/* One conn to the proxy on `port` sends without reading until nothing moves for a
+ * second (every buffer on the path is full and every side has paused its reading),
+ * then reads it all back, checking every byte: each paused side must resume and read
+ * again, or the drain stalls and fails. */
+static void stall_then_drain(int port) {
+  int fd = tu_connect4(port);
+  assert_true(fd >= 0);
+  tu_set_nonblock(fd, 1);
+  size_t sent = send_until_stalled(fd, 11);
   tu_set_nonblock(fd, 0);
+  static uint8_t chunk[65536], want[65536];
   size_t got = 0, bad = 0;
   while (got < sent) {
     size_t n = sent - got < sizeof chunk ? sent - got : sizeof chunk, part = 0;
@@ -227,23 +235,7 @@ static void test_client_never_reads(void **state) {
   tu_set_nonblock(fd, 1);
   long rss_before = tu_rss_kb_of(G.proxy);
   assert_true(rss_before > 0);
-  static uint8_t chunk[65536];
-  tu_pattern_fill(chunk, sizeof chunk, 5, 0);
-  size_t sent = 0;
-  uint64_t start = tu_now_ms(), last_progress = start;
-  /* Send until nothing has moved for 1 s (the pipe is full end to end) or 10 s passed. */
-  while (tu_now_ms() - last_progress < 1000u * TU_SLOW &&
-         tu_now_ms() - start < 10000u * TU_SLOW) {
-    struct pollfd pf = {.fd = fd, .events = POLLOUT};
-    if (poll(&pf, 1, 100) <= 0) continue;
-    ssize_t n = send(fd, chunk, sizeof chunk, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n > 0) {
-      sent += (size_t)n;
-      last_progress = tu_now_ms();
-    } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-      break;
-    }
-  }
+  size_t sent = send_until_stalled(fd, 5);
   long rss_after = tu_rss_kb_of(G.proxy);
   fprintf(stderr, "  client stalled after %zu KiB; proxy RSS %ld -> %ld KiB\n", sent >> 10,
           rss_before, rss_after);
