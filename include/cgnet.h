@@ -637,6 +637,10 @@ typedef struct cgnet_loop_stats {
   uint64_t recv_nobufs;
   uint64_t cq_overflows;
   uint64_t stale_completions;
+  /* Changes of what the loop's poller watches: epoll_ctl calls with epoll (a conn's
+   * reading paused and resumed, or a write armed and disarmed, within one loop turn makes
+   * none), poll requests with io_uring (its stream conns use receives instead). */
+  uint64_t interest_updates;
   /* TLS: server handshakes this loop started, and the most it started in one turn
    * (never above options.tls_handshakes_per_turn). */
   uint64_t tls_handshakes;

@@ -110,6 +110,7 @@ typedef struct cgnet__backend_stats {
   uint64_t recv_nobufs;  /* receives stopped by an empty buffer ring, re-armed */
   uint64_t cq_overflows; /* completion-queue overflows seen */
   uint64_t stale;        /* completions for released objects, dropped */
+  uint64_t watches;      /* changes of what is watched: epoll_ctl calls; poll requests */
 } cgnet__backend_stats;
 
 typedef struct cgnet__backend cgnet__backend;

@@ -294,7 +294,7 @@ struct cgnet_loop {
   _Atomic uint64_t wakeups; /* wake-up signals sent (cgnet_loop_stats) */
   _Atomic uint64_t tasks_run;
   /* The backend's counters (cgnet__backend_stats), published once per turn. */
-  _Atomic uint64_t enters, completions, recv_nobufs, cq_overflows, stale;
+  _Atomic uint64_t enters, completions, recv_nobufs, cq_overflows, stale, watches;
   cgnet__mpsc tasks;
 
   uint8_t *rbuf;
@@ -307,8 +307,13 @@ struct cgnet_loop {
   /* Closed conns swept while a completion backend still owes completions of their
    * operations (two-phase close): freed once io.ops is 0. */
   cgnet__list zombies;
-  cgnet__list pending_out;
+  cgnet__list pending_out; /* conns with output or an interest change for the flush */
   cgnet__list pending_read;
+  /* Set while the flush before the loop sleeps runs: conns' interest changes (epoll's
+   * level-triggered interest, a completion conn's receive) are made then, and at once
+   * while it runs, so that a pause and a resume of reading, or a write armed and
+   * disarmed, within one turn never reach the backend. */
+  bool final_flush;
   cgnet__list timers; /* loop timers not yet freed by the user */
   atomic_size_t nconns;
 

@@ -417,12 +417,15 @@ static void on_tick_node(cgnet__tnode *n) {
   cgnet__wheel_add(&loop->wheel, n, cgnet__deadline(now, delay));
 }
 
+/* Before the loop sleeps: every conn's output, and the interest changes of the turn. */
 static void flush_all(cgnet_loop *loop) {
+  loop->final_flush = true;
   while (!cgnet__list_empty(&loop->pending_out)) {
     cgnet_conn *c =
         cgnet__container_of(cgnet__list_first(&loop->pending_out), cgnet_conn, out_node);
     cgnet__conn_flush_pending(c); /* unlinks c; on_pre_write may queue others */
   }
+  loop->final_flush = false;
   cgnet__loop_flush_udp(loop);
 }
 
@@ -453,6 +456,7 @@ static void publish_backend_stats(cgnet_loop *loop) {
   atomic_store_explicit(&loop->recv_nobufs, st.recv_nobufs, memory_order_relaxed);
   atomic_store_explicit(&loop->cq_overflows, st.cq_overflows, memory_order_relaxed);
   atomic_store_explicit(&loop->stale, st.stale, memory_order_relaxed);
+  atomic_store_explicit(&loop->watches, st.watches, memory_order_relaxed);
 }
 
 /* Buffers cached for a burst go back to malloc about a second after it ends. */
@@ -507,7 +511,7 @@ static void run(cgnet_loop *loop) {
     flush_all(loop);
     sweep_graveyard(loop);
     trim_pool(loop);
-    if (cgnet__backend_completion(&loop->backend)) publish_backend_stats(loop);
+    publish_backend_stats(loop);
   }
 }
 
@@ -743,6 +747,7 @@ void cgnet_loop_get_stats(const cgnet_loop *loop, cgnet_loop_stats *out) {
   out->recv_nobufs = atomic_load_explicit(&loop->recv_nobufs, memory_order_relaxed);
   out->cq_overflows = atomic_load_explicit(&loop->cq_overflows, memory_order_relaxed);
   out->stale_completions = atomic_load_explicit(&loop->stale, memory_order_relaxed);
+  out->interest_updates = atomic_load_explicit(&loop->watches, memory_order_relaxed);
   out->tls_handshakes = atomic_load_explicit(&loop->tls_started, memory_order_relaxed);
   out->tls_handshakes_turn_max =
       atomic_load_explicit(&loop->tls_turn_max, memory_order_relaxed);

@@ -189,16 +189,31 @@ static __attribute__((noinline)) void watch_interest(cgnet_conn *c, uint32_t wan
   c->interest = want;
 }
 
-/* A completion conn's receive is managed in completion.c. */
+/*
+ * Interest changes are made in the flush before the loop sleeps (loop->final_flush), so
+ * that a change undone within the turn (reading paused and resumed, a write that blocks
+ * and then drains) never reaches the backend. Readiness or received bytes reported in
+ * the meantime are handled as before: reading checks that it is wanted, and a receive
+ * that completes while reading is off is stashed. A completion conn's receive is
+ * managed in completion.c; an edge-triggered conn's interest never changes.
+ */
 static void update_interest(cgnet_conn *c) {
   if (cgnet__unlikely(cgnet__conn_has(c, CGNET__CF_EDGE | CGNET__CF_COMPLETION))) {
-    if (completion_io(c)) cgnet__conn_update_receive(c);
+    if (!completion_io(c)) return;
+    if (c->loop->final_flush)
+      cgnet__conn_update_receive(c);
+    else
+      cgnet__conn_schedule_flush(c);
     return;
   }
   if (c->state != CGNET__CONN_OPEN) return;
   uint32_t want = cgnet__conn_wants_read(c) ? CGNET__POLL_READ : 0;
   if (cgnet__outbuf_len(&c->out)) want |= CGNET__POLL_WRITE;
-  if (want != c->interest) watch_interest(c, want);
+  if (want == c->interest) return;
+  if (c->loop->final_flush)
+    watch_interest(c, want);
+  else
+    cgnet__conn_schedule_flush(c);
 }
 
 static void notify_writable(cgnet_conn *c, int writable) {
@@ -277,7 +292,8 @@ static void finish_shutdown_write(cgnet_conn *c) {
 /* Write what is queued, then apply what follows from it: backpressure release, half
  * close, the end of a drain, the backend registration. */
 static void send_queued(cgnet_conn *c) {
-  if (cgnet__outbuf_len(&c->out)) {
+  /* (Bytes a completion backend's send has in flight are not written again.) */
+  if (cgnet__outbuf_len(&c->out) > c->out.pinned) {
     call_on_pre_write(c);
     if (cgnet__conn_closed(c)) return;
     int err = write_out(c);

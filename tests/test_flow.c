@@ -640,6 +640,87 @@ static void test_pause_outlives_watermark(void **state) {
   stop_and_free(&srv);
 }
 
+/* ---- interest changes within one turn -------------------------------------------------
+ */
+
+/* Reading paused and resumed in one callback, then the echo (and pause_after's pause). */
+static cgnet_action flip_traffic(cgnet_conn *c) {
+  TU_CHECK_EQ(cgnet_conn_pause_read(c), 0);
+  TU_CHECK_EQ(cgnet_conn_resume_read(c), 0);
+  return pause_traffic(c);
+}
+
+static cgnet_action remember_open(cgnet_conn *c) {
+  F.conn = c; /* for resume_task */
+  return track_open(c);
+}
+
+static _Atomic uint64_t iu_value;
+static atomic_int iu_read;
+
+static void read_updates_task(cgnet_loop *loop, void *ud) {
+  (void)ud;
+  cgnet_loop_stats st;
+  cgnet_loop_get_stats(loop, &st);
+  atomic_store(&iu_value, st.interest_updates);
+  atomic_fetch_add(&iu_read, 1);
+}
+
+/* The loop's count of interest updates, read by a task on the loop: the task runs in a
+ * turn after the one that echoed the last reply, whose counters are published by then. */
+static uint64_t interest_updates(tu_server *srv) {
+  int before = atomic_load(&iu_read);
+  assert_rc(cgnet_loop_execute(cgnet_engine_loop(srv->eng, 0), read_updates_task, NULL), 0);
+  assert_true(tu_wait_atomic_ge(&iu_read, before + 1, TU_TIMEOUT_MS));
+  return atomic_load(&iu_value);
+}
+
+/* A change undone within the loop's turn never reaches the poller: 200 echoes, each
+ * pausing and resuming reading and queueing output that the flush sends, cost no
+ * interest update (2 each if every change were made at once). A pause that outlives
+ * the turn does reach the backend, one update each way (epoll: stop and start reading;
+ * io_uring: a poll for a hang-up while the receive is stopped, removed at the resume),
+ * and the bytes sent meanwhile come after the resume. */
+static void test_interest_same_turn(void **state) {
+  (void)state;
+  flow_reset();
+  cgnet_handler h = base_handler();
+  h.on_open = remember_open;
+  h.on_traffic = flip_traffic;
+  cgnet_options o = {0};
+  tu_server srv;
+  assert_rc(tu_server_start(&srv, &h, &o), 0);
+  int fd = tu_connect4(srv.port);
+  assert_true(fd >= 0);
+  wait_opens(1);
+  send_str(fd, "a");
+  expect_str(fd, "a");
+  uint64_t before = interest_updates(&srv);
+  for (int i = 0; i < 200; i++) {
+    send_str(fd, "x");
+    expect_str(fd, "x");
+  }
+  uint64_t after = interest_updates(&srv);
+  assert_true(after - before < 10);
+  assert_int_equal(atomic_load(&F.read), 201);
+
+  atomic_store(&F.pause_after, 1);
+  send_str(fd, "p");
+  expect_str(fd, "p");
+  assert_true(interest_updates(&srv) == after + 1);
+  send_str(fd, "q");
+  tu_sleep_ms(100);
+  assert_int_equal(atomic_load(&F.read), 202); /* paused: "q" waits */
+  resume_now(&srv);
+  expect_str(fd, "q");
+  assert_true(interest_updates(&srv) == after + 2);
+
+  close(fd);
+  wait_closes(1, TU_TIMEOUT_MS);
+  assert_no_check_failures();
+  stop_and_free(&srv);
+}
+
 /* ---- timeouts ----------------------------------------------------------------------- */
 
 static cgnet_action to_open(cgnet_conn *c) {
@@ -1499,6 +1580,7 @@ int main(void) {
       TS("pause_resume/edge", test_pause_resume, &one),
       TS("pause_outlives_watermark/level", test_pause_outlives_watermark, &zero),
       TS("pause_outlives_watermark/edge", test_pause_outlives_watermark, &one),
+      TS("interest_same_turn", test_interest_same_turn, NULL),
       TS("idle_timeout/fresh", test_idle_timeout, &zero),
       TS("idle_timeout/after_quiet", test_idle_timeout, &one),
       TS("timeout_activity/idle", test_timeout_activity, &zero),

@@ -6,6 +6,7 @@
 #include "../backend.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -24,16 +25,28 @@ static uint32_t to_epoll(uint32_t interest) {
   return ev;
 }
 
+/* The backend's own state is its counters. */
+static cgnet__backend_stats *stats_of(cgnet__backend *b) {
+  return b->impl;
+}
+
 static int epoll_init(cgnet__backend *b, const cgnet__backend_config *cfg) {
   (void)cfg;
-  b->impl = NULL;
+  b->impl = calloc(1, sizeof(cgnet__backend_stats));
+  if (!b->impl) return -ENOMEM;
   b->fd = epoll_create1(EPOLL_CLOEXEC);
-  return b->fd < 0 ? -errno : 0;
+  if (b->fd >= 0) return 0;
+  int err = -errno;
+  free(b->impl);
+  b->impl = NULL;
+  return err;
 }
 
 static void epoll_close(cgnet__backend *b) {
   if (b->fd >= 0) close(b->fd);
   b->fd = -1;
+  free(b->impl);
+  b->impl = NULL;
 }
 
 /* An object is registered from its first watch until unwatch; io->watch remembers the
@@ -43,6 +56,7 @@ static void epoll_close(cgnet__backend *b) {
 static int epoll_watch(cgnet__backend *b, cgnet__io *io, uint32_t interest) {
   struct epoll_event ev = {.events = to_epoll(interest), .data.ptr = io};
   int op = (io->watch & REGISTERED) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+  stats_of(b)->watches++;
   if (epoll_ctl(b->fd, op, io->fd, &ev) < 0) return -errno;
   io->watch = (uint8_t)(interest | REGISTERED);
   return 0;
@@ -51,6 +65,7 @@ static int epoll_watch(cgnet__backend *b, cgnet__io *io, uint32_t interest) {
 static void epoll_unwatch(cgnet__backend *b, cgnet__io *io) {
   if (!(io->watch & REGISTERED)) return;
   struct epoll_event ev = {0}; /* non-NULL for kernels before 2.6.9 */
+  stats_of(b)->watches++;
   (void)epoll_ctl(b->fd, EPOLL_CTL_DEL, io->fd, &ev);
   io->watch = 0;
 }
@@ -74,8 +89,7 @@ static int epoll_wait_results(cgnet__backend *b, cgnet__result *out, int max,
 }
 
 static void epoll_get_stats(const cgnet__backend *b, cgnet__backend_stats *out) {
-  (void)b;
-  *out = (cgnet__backend_stats){0};
+  *out = b->impl ? *(const cgnet__backend_stats *)b->impl : (cgnet__backend_stats){0};
 }
 
 const cgnet__backend_ops cgnet__epoll_ops = {

@@ -316,6 +316,7 @@ static int arm_poll(uring_state *u, cgnet__io *io) {
   io_uring_prep_poll_add(s, io->fd, poll_mask(io->watch));
   io_uring_sqe_set_data64(s, ud_of(io, TAG_POLL));
   io->ops |= CGNET__OP_POLL_ARMED;
+  u->st.watches++;
   return 0;
 }
 
@@ -337,6 +338,7 @@ static int uring_watch(cgnet__backend *b, cgnet__io *io, uint32_t interest) {
                               poll_mask(interest), IORING_POLL_UPDATE_EVENTS);
   }
   io_uring_sqe_set_data64(s, 0);
+  u->st.watches++;
   return 0;
 }
 
