@@ -199,6 +199,14 @@ static void stop_and_free(tu_server *srv) {
 }
 
 /* Recv and verify `len` bytes of the server pattern at `offset`. */
+/* Start srv with h and o, and connect one client to it (its fd). */
+static int start_and_connect(tu_server *srv, cgnet_handler *h, cgnet_options *o) {
+  assert_rc(tu_server_start(srv, h, o), 0);
+  int fd = tu_connect4(srv->port);
+  assert_true(fd >= 0);
+  return fd;
+}
+
 static void recv_pattern(int fd, size_t len, size_t offset, uint64_t seed) {
   uint8_t *buf = malloc(len ? len : 1);
   assert_non_null(buf);
@@ -571,9 +579,7 @@ static void test_pause_resume(void **state) {
   h.on_traffic = pause_traffic;
   cgnet_options o = {.edge_triggered = et};
   tu_server srv;
-  assert_rc(tu_server_start(&srv, &h, &o), 0);
-  int fd = tu_connect4(srv.port);
-  assert_true(fd >= 0);
+  int fd = start_and_connect(&srv, &h, &o);
   wait_opens(1);
 
   /* Paused from on_open: nothing is delivered. */
@@ -689,9 +695,7 @@ static void test_interest_same_turn(void **state) {
   h.on_traffic = flip_traffic;
   cgnet_options o = {0};
   tu_server srv;
-  assert_rc(tu_server_start(&srv, &h, &o), 0);
-  int fd = tu_connect4(srv.port);
-  assert_true(fd >= 0);
+  int fd = start_and_connect(&srv, &h, &o);
   wait_opens(1);
   send_str(fd, "a");
   expect_str(fd, "a");
@@ -1170,9 +1174,7 @@ static void test_half_close(void **state) {
   cgnet_options o = {.allow_half_open = mode <= HC_CLOSE,
                      .edge_triggered = mode == HC_NONE_EDGE};
   tu_server srv;
-  assert_rc(tu_server_start(&srv, &h, &o), 0);
-  int fd = tu_connect4(srv.port);
-  assert_true(fd >= 0);
+  int fd = start_and_connect(&srv, &h, &o);
   uint8_t *req = malloc(HC_REQ);
   assert_non_null(req);
   tu_pattern_fill(req, HC_REQ, SEED_CLI, 0);
@@ -1235,9 +1237,7 @@ static void test_shutdown_write(void **state) {
   h.on_read_closed = NULL;
   cgnet_options o = {.allow_half_open = half_open};
   tu_server srv;
-  assert_rc(tu_server_start(&srv, &h, &o), 0);
-  int fd = tu_connect4(srv.port);
-  assert_true(fd >= 0);
+  int fd = start_and_connect(&srv, &h, &o);
   const size_t first = 64 * KiB, second = 192 * KiB;
   uint8_t *tx = malloc(first + second);
   assert_non_null(tx);
@@ -1277,9 +1277,7 @@ static void test_paused_hangup_closes(void **state) {
   h.on_open = paused_fin_open;
   cgnet_options o = {0};
   tu_server srv;
-  assert_rc(tu_server_start(&srv, &h, &o), 0);
-  int fd = tu_connect4(srv.port);
-  assert_true(fd >= 0);
+  int fd = start_and_connect(&srv, &h, &o);
   assert_rc(tu_expect_eof(fd, TU_TIMEOUT_MS, NULL), 0); /* the server's FIN */
   close(fd);
   wait_closes(1, 2000 * TU_SLOW);
