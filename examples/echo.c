@@ -107,13 +107,15 @@ static void report_stats(cgnet_engine *eng) {
     sum.recv_nobufs += st.recv_nobufs;
     sum.cq_overflows += st.cq_overflows;
     sum.stale_completions += st.stale_completions;
+    sum.interest_updates += st.interest_updates;
   }
   printf("echo: stats: wakeups=%llu tasks=%llu enters=%llu completions=%llu "
-         "recv_nobufs=%llu cq_overflows=%llu stale=%llu\n",
+         "recv_nobufs=%llu cq_overflows=%llu stale=%llu interest_updates=%llu\n",
          (unsigned long long)sum.wakeups, (unsigned long long)sum.tasks,
          (unsigned long long)sum.enters, (unsigned long long)sum.completions,
          (unsigned long long)sum.recv_nobufs, (unsigned long long)sum.cq_overflows,
-         (unsigned long long)sum.stale_completions);
+         (unsigned long long)sum.stale_completions,
+         (unsigned long long)sum.interest_updates);
   fflush(stdout);
 }
 
