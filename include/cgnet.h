@@ -639,7 +639,8 @@ typedef struct cgnet_loop_stats {
   uint64_t stale_completions;
   /* Changes of what the loop's poller watches: epoll_ctl calls with epoll (a conn's
    * reading paused and resumed, or a write armed and disarmed, within one loop turn makes
-   * none), poll requests with io_uring (its stream conns use receives instead). */
+   * none); poll requests with io_uring (a stream conn polls only for a hang-up while its
+   * reading is paused). */
   uint64_t interest_updates;
   /* TLS: server handshakes this loop started, and the most it started in one turn
    * (never above options.tls_handshakes_per_turn). */

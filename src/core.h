@@ -309,10 +309,9 @@ struct cgnet_loop {
   cgnet__list zombies;
   cgnet__list pending_out; /* conns with output or an interest change for the flush */
   cgnet__list pending_read;
-  /* Set while the flush before the loop sleeps runs: conns' interest changes (epoll's
-   * level-triggered interest, a completion conn's receive) are made then, and at once
-   * while it runs, so that a pause and a resume of reading, or a write armed and
-   * disarmed, within one turn never reach the backend. */
+  /* Set while the flush before the loop sleeps runs: level-triggered interest changes
+   * are made then, and at once while it runs, so that a pause and a resume of reading,
+   * or a write armed and disarmed, within one turn cost no epoll_ctl. */
   bool final_flush;
   cgnet__list timers; /* loop timers not yet freed by the user */
   atomic_size_t nconns;

@@ -417,7 +417,8 @@ static void on_tick_node(cgnet__tnode *n) {
   cgnet__wheel_add(&loop->wheel, n, cgnet__deadline(now, delay));
 }
 
-/* Before the loop sleeps: every conn's output, and the interest changes of the turn. */
+/* Before the loop sleeps: every conn's output, and the epoll interest changes of the
+ * turn. */
 static void flush_all(cgnet_loop *loop) {
   loop->final_flush = true;
   while (!cgnet__list_empty(&loop->pending_out)) {

@@ -190,20 +190,16 @@ static __attribute__((noinline)) void watch_interest(cgnet_conn *c, uint32_t wan
 }
 
 /*
- * Interest changes are made in the flush before the loop sleeps (loop->final_flush), so
- * that a change undone within the turn (reading paused and resumed, a write that blocks
- * and then drains) never reaches the backend. Readiness or received bytes reported in
- * the meantime are handled as before: reading checks that it is wanted, and a receive
- * that completes while reading is off is stashed. A completion conn's receive is
- * managed in completion.c; an edge-triggered conn's interest never changes.
+ * Level-triggered epoll: interest changes are made in the flush before the loop sleeps
+ * (loop->final_flush), so that a change undone within the turn (reading paused and
+ * resumed, a write that blocks and then drains) costs no epoll_ctl. Readiness reported
+ * in the meantime is handled as before: reading checks that it is wanted. A completion
+ * conn's receive is managed in completion.c at once (its requests cost no syscall: they
+ * go with the next wait); an edge-triggered conn's interest never changes.
  */
 static void update_interest(cgnet_conn *c) {
   if (cgnet__unlikely(cgnet__conn_has(c, CGNET__CF_EDGE | CGNET__CF_COMPLETION))) {
-    if (!completion_io(c)) return;
-    if (c->loop->final_flush)
-      cgnet__conn_update_receive(c);
-    else
-      cgnet__conn_schedule_flush(c);
+    if (completion_io(c)) cgnet__conn_update_receive(c);
     return;
   }
   if (c->state != CGNET__CONN_OPEN) return;
@@ -292,8 +288,7 @@ static void finish_shutdown_write(cgnet_conn *c) {
 /* Write what is queued, then apply what follows from it: backpressure release, half
  * close, the end of a drain, the backend registration. */
 static void send_queued(cgnet_conn *c) {
-  /* (Bytes a completion backend's send has in flight are not written again.) */
-  if (cgnet__outbuf_len(&c->out) > c->out.pinned) {
+  if (cgnet__outbuf_len(&c->out)) {
     call_on_pre_write(c);
     if (cgnet__conn_closed(c)) return;
     int err = write_out(c);
